@@ -1,0 +1,7 @@
+"""`python -m capguard`: the same entry point as the console script."""
+
+import sys
+
+from capguard.cli import main
+
+sys.exit(main())

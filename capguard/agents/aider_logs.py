@@ -1,0 +1,140 @@
+"""Parsers for the files aider writes: the analytics log, the LLM history, the chat history.
+
+Pure: bytes in, events out. Formats measured on aider 0.86.2 (see tests/fixtures and shared/fixtures).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from capguard.events import Event, Malformed, MapMeasured, Reply, RequestStarted, json_object
+from capguard.pricing import to_micro
+
+MAP_HEADER = "Here are summaries of some files present in my git repository."
+_PIECE = re.compile(r" ?[A-Za-z]+| ?\d{1,3}| ?[^\sA-Za-z\d]+|\s+")
+
+
+def estimate_tokens(text: str) -> int:
+    """A GPT-style pre-tokenizer count: within a few % of tiktoken on aider's repo maps, slightly above."""
+    return len(_PIECE.findall(text))
+
+
+def _count(props: dict, name: str) -> int:
+    value = props.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} is {value!r}")
+    return int(value)
+
+
+class AnalyticsParser:
+    """`--analytics-log` JSON lines: `message_send` after each main-model reply, `message_send_starting` before."""
+
+    def __init__(self, run_id: str, path: str):
+        self._key_prefix = f"aider:{run_id}:{path}@"
+        self._path = path
+
+    def feed(self, line: bytes, offset: int) -> list[Event]:
+        if not line.strip():
+            return []
+        try:
+            entry = json_object(line)
+            name = entry.get("event")
+            if name == "message_send_starting":
+                return [RequestStarted(at=entry.get("time"))]
+            if name != "message_send":
+                return []
+            return [self._reply(entry, offset)]
+        except (ValueError, TypeError, AttributeError) as err:
+            return [Malformed(self._path, offset, str(err)[:120])]
+
+    def _reply(self, entry: dict, offset: int) -> Reply:
+        props = entry.get("properties")
+        if not isinstance(props, dict):
+            raise ValueError("message_send without properties")
+        cost = props.get("cost") or 0
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+            raise ValueError(f"cost is {cost!r}")
+        return Reply(
+            key=f"{self._key_prefix}{offset}",
+            model=props.get("main_model") if isinstance(props.get("main_model"), str) else None,
+            input_tokens=_count(props, "prompt_tokens"),
+            output_tokens=_count(props, "completion_tokens"),
+            reported_cost_micro=to_micro(cost) if cost else None,
+            at=entry.get("time"),
+            source=self._path,
+            offset=offset,
+        )
+
+
+class LlmHistoryMapParser:
+    """Measures each repo map aider sends, from the `USER Here are summaries ...` block of `--llm-history-file`."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] | None = None
+
+    def feed(self, line: bytes, offset: int) -> list[Event]:
+        text = line.decode("utf-8", errors="replace")
+        if self._lines is None:
+            if text == "USER " + MAP_HEADER:
+                self._lines = [MAP_HEADER]
+            return []
+        if text == "-------" or text.startswith(("TO LLM ", "LLM RESPONSE ")):
+            block, self._lines = "\n".join(self._lines), None
+            return [MapMeasured(estimate_tokens(block))]
+        self._lines.append(text[5:] if text.startswith("USER ") else text)
+        return []
+
+
+_TOKENS_LINE = re.compile(r"Tokens: (?P<body>.*?)\.(?: Cost: (?P<cost>.*))?$")
+_COST = re.compile(r"\$(?P<message>[\d.,]+) message, \$(?P<session>[\d.,]+) session")
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One `Tokens: ... Cost: ...` report of the chat history (rounded by aider)."""
+
+    sent: int
+    received: int
+    cache_write: int = 0
+    cache_hit: int = 0
+    message_usd: float | None = None
+    session_usd: float | None = None
+
+
+def _rounded(count: str) -> int:
+    count = count.strip()
+    if count.endswith("k"):
+        return int(float(count[:-1]) * 1000)
+    return int(float(count))
+
+
+def parse_cost_lines(text: str) -> list[CostLine]:
+    """Every usage report in a chat history; the cost may sit on the next line, without `> `."""
+    found: list[CostLine] = []
+    lines = text.splitlines()
+    for i, raw in enumerate(lines):
+        match = _TOKENS_LINE.search(raw.removeprefix("> ").rstrip())
+        if not match:
+            continue
+        parts = dict(_part(p) for p in match.group("body").split(", ") if _part(p))
+        cost = match.group("cost")
+        if cost is None and i + 1 < len(lines) and lines[i + 1].removeprefix("> ").startswith("Cost: "):
+            cost = lines[i + 1].removeprefix("> ").rstrip()[len("Cost: ") :]
+        money = _COST.search(cost or "")
+        found.append(
+            CostLine(
+                sent=parts.get("sent", 0),
+                received=parts.get("received", 0),
+                cache_write=parts.get("cache write", 0),
+                cache_hit=parts.get("cache hit", 0),
+                message_usd=float(money.group("message").replace(",", "")) if money else None,
+                session_usd=float(money.group("session").replace(",", "")) if money else None,
+            )
+        )
+    return found
+
+
+def _part(piece: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"([\d.,]+k?) (sent|received|cache write|cache hit)", piece.strip())
+    return (match.group(2), _rounded(match.group(1).replace(",", ""))) if match else None

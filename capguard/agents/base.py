@@ -1,0 +1,73 @@
+"""What an agent adapter gives the supervisor: a launch plan, as plain data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from capguard.config import Settings
+from capguard.errors import AgentNotExecutable, AgentNotFound
+from capguard.tail import WatchSpec
+
+
+@dataclass
+class LaunchPlan:
+    argv: list[str]
+    env: dict[str, str]
+    watches: list[WatchSpec]
+    # Polite stop: signals sent to the agent alone, each followed by a pause, before the grace timer.
+    polite_stop: list[tuple[signal.Signals, float]] = field(default_factory=lambda: [(signal.SIGTERM, 0.0)])
+    fallback_model: str | None = None  # priced when the log hides the model name
+    notes: list[str] = field(default_factory=list)  # what capguard changed or chose, for the report
+    blind_spots: list[str] = field(default_factory=list)  # spend the files cannot show
+    watch_trees: list[Path] = field(default_factory=list)  # directories where followed files may appear
+    # Hooks for agents whose files are known only as they run (all optional):
+    on_spawn: Callable[[int], list[WatchSpec]] | None = None  # the agent's pid -> files to follow
+    follow: Callable[[str], list[WatchSpec]] | None = None  # a session the agent writes -> its files
+    on_stop: Callable[[str], None] | None = None  # the stop is decided (why, in words): tell the agent
+    on_exit: Callable[[int], None] | None = None  # the agent's pid, after the tree is gone: tidy up
+    services: list = field(default_factory=list)  # started before the agent, stopped after (receivers)
+
+
+class Adapter(Protocol):
+    name: str
+    install_hint: str
+
+    def plan(self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str) -> LaunchPlan: ...
+
+
+def resolve_executable(command: str, install_hint: str, env: Mapping[str, str]) -> str:
+    """The full path of the agent, or AgentNotFound (exit 127) with how to install it."""
+    found = shutil.which(command, path=env.get("PATH", os.defpath))
+    if found is None:
+        if os.sep in command and os.path.exists(command):
+            raise AgentNotExecutable(f"{command}: not executable")
+        raise AgentNotFound(f"{command}: command not found; {install_hint}")
+    return found
+
+
+def option_value(args: list[str], *names: str) -> str | None:
+    """The last value given to any of `names` (`--opt VALUE` or `--opt=VALUE`), as argparse would take it."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg[len(name) + 1 :]
+    return value
+
+
+def insert_before_separator(args: list[str], extra: list[str]) -> list[str]:
+    """Append options after the user's (so ours win in argparse) but before a `--`."""
+    if "--" in args:
+        at = args.index("--")
+        return args[:at] + extra + args[at:]
+    return args + extra

@@ -1,0 +1,1 @@
+"""The subcommands other than running an agent: config, status, ledger."""

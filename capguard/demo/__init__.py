@@ -1,0 +1,1 @@
+"""Demo helpers shipped with capguard (e.g. the scripted fake model server in ``fake_openai``)."""

@@ -1,0 +1,40 @@
+"""Typed errors, turned into one-line messages and exit codes by the CLI only.
+
+Each carries the exit code a user's script sees (2 for usage and config errors).
+"""
+
+from __future__ import annotations
+
+
+class CapguardError(Exception):
+    """A failure that the CLI reports as `capguard: error: <message>`."""
+
+    exit_code = 2
+
+
+class ConfigError(CapguardError):
+    """A bad flag, environment variable or config file value."""
+
+
+class LedgerError(CapguardError):
+    """The ledger cannot be opened or written; the agent is not started uncapped."""
+
+    exit_code = 3
+
+
+class AgentNotFound(CapguardError):
+    """The agent's executable is not on PATH."""
+
+    exit_code = 127
+
+
+class AgentNotExecutable(CapguardError):
+    """The agent's executable exists but cannot be run."""
+
+    exit_code = 126
+
+
+class MonthlyCapReached(CapguardError):
+    """A monthly budget is spent: a new run is refused until the month resets or an ack."""
+
+    exit_code = 117

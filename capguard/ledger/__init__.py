@@ -1,0 +1,59 @@
+"""The ledger: every usage observation of a supervised agent, committed as it arrives (SQLite or PostgreSQL).
+
+`open_ledger()` picks the engine from the target, creates and migrates the schema, and checks it can write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from capguard.errors import LedgerError
+from capguard.ledger.backend import Backend
+from capguard.ledger.migrations import MIGRATIONS, Migration, apply_migrations
+from capguard.ledger.postgres import PostgresBackend, is_postgres_url
+from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
+from capguard.ledger.sqlite import SqliteBackend
+from capguard.ledger.store import Ledger
+from capguard.paths import default_ledger_path
+
+__all__ = [
+    "AckRecord", "Ledger", "LedgerError", "RunEnd", "RunStart", "UsageRecord", "normalize_utc", "open_ledger",
+    "utc_now",
+]
+
+# A no-op write: fails at open, not at the first usage row, when the file or the role is read-only.
+# (SQLite silently opens an unwritable file read-only, and even lets BEGIN IMMEDIATE through.)
+_WRITE_PROBE = "UPDATE capguard_migrations SET applied_utc = applied_utc WHERE 1 = 0"
+
+
+def open_ledger(
+    target: str | os.PathLike[str] | None = None,
+    *,
+    migrations: Sequence[Migration] | None = None,
+    busy_timeout_s: float = 30.0,
+) -> Ledger:
+    """Open (creating and migrating) the ledger at `target`: None -> the default file, a postgresql:// URL,
+    or a SQLite path. Raises LedgerError with one line naming the file or URL and the fix.
+    """
+    backend = _backend_for(target, busy_timeout_s)
+    try:
+        apply_migrations(backend, MIGRATIONS if migrations is None else migrations)
+        with backend.write() as db:
+            db.execute(_WRITE_PROBE)
+    except BaseException:
+        backend.close()
+        raise
+    return Ledger(backend)
+
+
+def _backend_for(target: str | os.PathLike[str] | None, busy_timeout_s: float) -> Backend:
+    if target is None:
+        return SqliteBackend(default_ledger_path(), busy_timeout_s=busy_timeout_s)
+    text = os.fspath(target)
+    if not text:
+        raise LedgerError("the ledger path is empty; give a file path or a postgresql:// URL")
+    if is_postgres_url(text):
+        return PostgresBackend(text)
+    return SqliteBackend(Path(text).expanduser(), busy_timeout_s=busy_timeout_s)

@@ -1,0 +1,161 @@
+"""The SQLite ledger engine: WAL, a busy timeout and BEGIN IMMEDIATE, so many capguard processes can write at once.
+
+Every sqlite3 or OS error leaves here as a one-line LedgerError naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from capguard.errors import LedgerError
+from capguard.ledger.backend import IntegrityViolation, Params, one_line
+
+# Name prefix of the sqlite error code -> (what is wrong with the file, what to do). Python < 3.11 has no
+# `sqlite_errorname`, so `_kind` falls back to the message, which SQLite fixes per code.
+_PROBLEMS = {
+    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside to start a new ledger, or use another ledger path"),
+    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside to start a new ledger"),
+    "SQLITE_READONLY": ("is read-only", "make the file and its folder writable for this user"),
+    "SQLITE_CANTOPEN": ("cannot be opened", "check that the file and its folder exist and are writable"),
+    "SQLITE_BUSY": ("stayed locked by another process", "retry later (`fuser` on the file shows who holds it)"),
+    "SQLITE_FULL": ("cannot grow because the disk is full", "free some disk space"),
+    "SQLITE_IOERR": ("could not be read or written", "check the disk and the file's permissions"),
+    "SQLITE_PERM": ("is not accessible", "check the file's permissions"),
+}
+_BY_MESSAGE = {
+    "file is not a database": "SQLITE_NOTADB",
+    "malformed": "SQLITE_CORRUPT",
+    "readonly": "SQLITE_READONLY",
+    "unable to open": "SQLITE_CANTOPEN",
+    "locked": "SQLITE_BUSY",
+    "disk is full": "SQLITE_FULL",
+    "disk i/o error": "SQLITE_IOERR",
+}
+
+
+def _kind(exc: sqlite3.Error) -> str | None:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    for prefix in _PROBLEMS:
+        if name == prefix or name.startswith(prefix + "_"):
+            return prefix
+    text = str(exc).lower()
+    return next((code for needle, code in _BY_MESSAGE.items() if needle in text), None)
+
+
+def describe(exc: sqlite3.Error, path: str) -> str:
+    """One sentence: the file, what is wrong with it, SQLite's words, the fix."""
+    problem, fix = _PROBLEMS.get(_kind(exc) or "", ("cannot be used", "check the file and its folder"))
+    return f"ledger {path} {problem} ({one_line(exc)}); {fix}"
+
+
+def prepare_path(path: Path) -> None:
+    """Create the ledger's folder; refuse a folder standing where the file should be."""
+    if path.is_dir():
+        raise LedgerError(f"ledger {path} is a directory, not a file; remove it or use another ledger path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise LedgerError(
+            f"cannot create the ledger's folder {path.parent} ({reason or exc}); create it or use another ledger path"
+        ) from exc
+
+
+class _Executor:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._conn.execute(sql, tuple(params))]
+
+
+class SqliteBackend:
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_s: float = 30.0,
+        connect: Callable[..., sqlite3.Connection] = sqlite3.connect,
+    ) -> None:
+        self.path_or_url = str(path)
+        self._memory = self.path_or_url == ":memory:"
+        if not self._memory:
+            prepare_path(path)
+        with self._translated():
+            # isolation_level=None: no implicit transactions; we BEGIN ourselves, so DDL in a migration rolls back.
+            self._conn = connect(self.path_or_url, timeout=busy_timeout_s, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._executor = _Executor(self._conn)
+        try:
+            with self._translated():
+                self._configure(busy_timeout_s)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _configure(self, busy_timeout_s: float) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # journal_mode is stored in the file; switching needs an exclusive lock, so only ask when not yet WAL.
+        if not self._memory and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: in WAL mode NORMAL may lose the last commits on power loss; spend must survive a machine crash.
+        conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityViolation(f"ledger {self.path_or_url}: {one_line(exc)}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(describe(exc, self.path_or_url)) from exc
+        except OSError as exc:
+            raise LedgerError(
+                f"ledger {self.path_or_url} cannot be used ({exc.strerror or exc}); check the file and its folder"
+            ) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[_Executor]:
+        with self._translated():
+            # IMMEDIATE takes the write lock up front (waiting up to busy_timeout); a deferred transaction that
+            # upgrades later can fail with SQLITE_BUSY at once, without waiting.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._executor
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    migrating = write  # BEGIN IMMEDIATE already excludes every other writer, migrations included
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the original error is the one to report
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        with self._translated():
+            return self._executor.query(sql, params)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def close(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()

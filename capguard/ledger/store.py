@@ -1,0 +1,159 @@
+"""The ledger's operations in portable SQL over a Backend: runs, usage observations, spend totals.
+
+Every write is its own committed transaction, so a crash loses at most the observation in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from capguard.errors import LedgerError
+from capguard.ids import new_id
+from capguard.ledger.backend import Backend, Executor, IntegrityViolation
+from capguard.ledger.migrations import applied_names
+from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
+
+_RUN_JSON = ("argv", "caps", "report")
+
+_INSERT_RUN = """INSERT INTO runs (id, user_id, line, project, agent, agent_version, argv, cwd, host,
+  started_utc, caps, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')"""
+
+_INSERT_USAGE = """INSERT INTO usage_events (id, run_id, dedupe_key, occurred_utc, recorded_utc, model,
+  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, priced_by,
+  source_file, source_offset, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (dedupe_key) DO NOTHING"""
+
+_FINISH_RUN = """UPDATE runs SET ended_utc = ?, status = ?, stop_reason = ?, exit_code = ?, cost_micro_usd = ?,
+  tokens = ?, steps = ?, malformed_lines = ?, report = ? WHERE id = ?"""
+
+_INSERT_ACK = """INSERT INTO monthly_acks (id, user_id, scope, scope_name, month, created_utc, host, reason,
+  spent_micro_usd, cap_micro_usd, limit_micro_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+_ACKS = """SELECT a.*, u.name AS user FROM monthly_acks a JOIN users u ON u.id = a.user_id
+  WHERE a.scope = ? AND a.scope_name = ? AND a.created_utc >= ? AND a.created_utc < ? ORDER BY a.created_utc, a.id"""
+
+_SPEND = """SELECT CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
+  CAST(COALESCE(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens), 0) AS BIGINT)
+  AS tokens FROM usage_events e JOIN runs r ON r.id = e.run_id JOIN users u ON u.id = r.user_id"""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _unjson(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    return {key: json.loads(value) if key in columns and value is not None else value for key, value in row.items()}
+
+
+class Ledger:
+    """An open ledger. Use `open_ledger()`; close it, or use it as a context manager.
+
+    Use it from the thread that opened it (sqlite3 connections refuse other threads); open one per process.
+    """
+
+    def __init__(self, backend: Backend, *, clock: Callable[[], str] = utc_now, make_id: Callable[[], str] = new_id):
+        self._backend = backend
+        self._clock = clock
+        self._make_id = make_id
+
+    @property
+    def path_or_url(self) -> str:
+        return self._backend.path_or_url
+
+    def start_run(self, start: RunStart) -> None:
+        """Insert the run (status 'running') and its user if new; committed before returning."""
+        argv, caps, started = _json(list(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
+        try:
+            with self._backend.write() as db:
+                user_id = self._user_id(db, start.user)
+                db.execute(_INSERT_RUN, (start.run_id, user_id, start.line, start.project, start.agent,
+                                         start.agent_version, argv, start.cwd, start.host, started, caps))
+        except IntegrityViolation as exc:
+            raise LedgerError(f"run {start.run_id} is already in ledger {self.path_or_url}; give each run a new id") from exc
+
+    def _user_id(self, db: Executor, name: str) -> str:
+        sql = "INSERT INTO users (id, name, created_utc) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"
+        db.execute(sql, (self._make_id(), name, self._clock()))
+        return db.query("SELECT id FROM users WHERE name = ?", (name,))[0]["id"]
+
+    def record_usage(self, run_id: str, usage: UsageRecord) -> bool:
+        """Commit one observation; False when its dedupe_key was already recorded (by any run)."""
+        values = (self._make_id(), run_id, usage.dedupe_key, normalize_utc(usage.occurred_utc), self._clock(),
+                  usage.model, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+                  usage.cache_write_tokens, usage.cost_micro_usd, usage.priced_by, usage.source_file,
+                  usage.source_offset, _json(usage.details))
+        try:
+            with self._backend.write() as db:
+                return db.execute(_INSERT_USAGE, values) == 1
+        except IntegrityViolation as exc:
+            raise LedgerError(
+                f"cannot record usage for run {run_id}: it is not in ledger {self.path_or_url}; start_run comes first"
+            ) from exc
+
+    def finish_run(self, run_id: str, end: RunEnd) -> None:
+        values = (normalize_utc(end.ended_utc), end.final_status, end.stop_reason, end.exit_code, end.cost_micro_usd,
+                  end.tokens, end.steps, end.malformed_lines, _json(end.report), run_id)
+        with self._backend.write() as db:
+            changed = db.execute(_FINISH_RUN, values)
+        if changed != 1:
+            raise LedgerError(f"cannot finish run {run_id}: it is not in ledger {self.path_or_url}")
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's columns (JSON decoded) plus `user` (the user's name); None if unknown."""
+        sql = "SELECT r.*, u.name AS user FROM runs r JOIN users u ON u.id = r.user_id WHERE r.id = ?"
+        rows = self._backend.query(sql, (run_id,))
+        return _unjson(rows[0], _RUN_JSON) if rows else None
+
+    def usage(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's usage events in the order they occurred (`details` JSON decoded)."""
+        sql = "SELECT * FROM usage_events WHERE run_id = ? ORDER BY occurred_utc, id"
+        return [_unjson(row, ("details",)) for row in self._backend.query(sql, (run_id,))]
+
+    def spend(
+        self,
+        *,
+        user: str | None = None,
+        since_utc: str | None = None,
+        until_utc: str | None = None,
+        line: str | None = None,
+        run: str | None = None,
+        not_run: str | None = None,
+    ) -> tuple[int, int]:
+        """(micro-USD, tokens) over usage events; `since_utc` inclusive, `until_utc` exclusive (occurred time);
+        `run` only that run's events, `not_run` every run's but that one's.
+
+        Unpriced events add their tokens but no money.
+        """
+        filters = [("u.name = ?", user), ("r.line = ?", line), ("r.id = ?", run), ("r.id <> ?", not_run),
+                   ("e.occurred_utc >= ?", since_utc and normalize_utc(since_utc)),
+                   ("e.occurred_utc < ?", until_utc and normalize_utc(until_utc))]
+        used = [(clause, value) for clause, value in filters if value is not None]
+        where = " WHERE " + " AND ".join(clause for clause, _ in used) if used else ""
+        row = self._backend.query(_SPEND + where, [value for _, value in used])[0]
+        return int(row["cost"]), int(row["tokens"])
+
+    def record_ack(self, ack: AckRecord) -> None:
+        """Commit one `capguard ack` (its user is added if new)."""
+        with self._backend.write() as db:
+            user_id = self._user_id(db, ack.user)
+            db.execute(_INSERT_ACK, (self._make_id(), user_id, ack.scope, ack.scope_name, ack.month,
+                                     normalize_utc(ack.created_utc), ack.host, ack.reason, ack.spent_micro_usd,
+                                     ack.cap_micro_usd, ack.limit_micro_usd))
+
+    def acks(self, scope: str, name: str, *, since_utc: str, until_utc: str) -> list[dict[str, Any]]:
+        """The acks of one budget created in [since_utc, until_utc), oldest first, with `user` (a name)."""
+        return self._backend.query(_ACKS, (scope, name, normalize_utc(since_utc), normalize_utc(until_utc)))
+
+    def schema_version(self) -> list[str]:
+        """Names of the applied migrations, oldest first."""
+        return applied_names(self._backend)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

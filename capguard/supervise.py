@@ -1,0 +1,349 @@
+"""One agent under caps: spawn it on our terminal, meter its files, stop its whole tree at a cap.
+
+The child keeps the terminal (same process group, inherited stdio); capguard only watches files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from capguard import compat, proctree
+from capguard.agents.base import LaunchPlan
+from capguard.caps import Caps, Verdict, decide, seconds_until_wall
+from capguard.errors import AgentNotExecutable, AgentNotFound
+from capguard.events import Event, Malformed, MapMeasured, Reply, ReportedTotal, RequestStarted, SessionSeen, ToolOutcome
+from capguard.meter import Meter
+from capguard.pricing import Priced, Pricer
+from capguard.tail import Tailer
+from capguard.watch import Watcher
+
+log = logging.getLogger(__name__)
+TICK = 0.25  # how often the loop looks at signals and the clock when no file changes
+SWEEP_EVERY = 2.0  # safety net for missed or coalesced file events
+
+
+@dataclass
+class Outcome:
+    returncode: int | None
+    stop_reason: str | None
+    signal_received: int | None
+    elapsed_s: float
+    meter: Meter
+    stop_steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    leftovers_stopped: int = 0
+    at_stop: dict | None = None  # the meter when the stop was decided; later replies were in flight
+    self_stopped: bool = False  # the agent ended itself at the cap (its own native cap fired first)
+
+
+@dataclass
+class Hooks:
+    """What the supervisor tells the rest of capguard; defaults do nothing."""
+
+    on_reply: Callable[[Reply, Priced], None] = lambda reply, priced: None
+    on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
+    # What the developer's monthly budgets leave this run's meter, read from the ledger (other runs count);
+    # polled after each new spend and every sweep. None: no monthly cap applies.
+    month_allowance: Callable[[], int | None] | None = None
+
+
+@contextlib.contextmanager
+def captured_signals() -> Iterator[list[int]]:
+    """Record terminal and stop signals instead of dying; restore the old handlers afterwards.
+
+    A handler (not SIG_IGN) so that exec resets it to the default in the agent: Ctrl-C reaches the agent.
+    """
+    seen: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: seen.append(signum)) for sig in wanted}
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def saved_terminal() -> Iterator[None]:
+    """A killed raw-mode TUI leaves the terminal without echo; put back what we found."""
+    saved = None
+    if os.isatty(0):
+        with contextlib.suppress(termios.error):
+            saved = termios.tcgetattr(0)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        caps: Caps,
+        pricer: Pricer,
+        *,
+        name: str,
+        grace: float = 3.0,
+        kill_after: float = 2.0,
+        poll: bool = False,
+        hooks: Hooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+    ):
+        if grace < 0 or kill_after < 0:
+            raise ValueError("grace and kill_after must not be negative")
+        self.plan, self.caps, self.pricer, self.name = plan, caps, pricer, name
+        self.grace, self.kill_after, self.poll = grace, kill_after, poll
+        self.hooks = hooks or Hooks()
+        self._clock, self._popen = clock, popen
+        self.meter = Meter()
+        self._queue: queue.Queue = queue.Queue()
+        self._exited = threading.Event()
+        self._warned: list[str] = []
+        self._started = 0.0
+        self._tailer: Tailer | None = None
+        self._followed: set[str] = set()
+        self._unrecorded: list[tuple[Reply, Priced]] = []
+        self._next_month_poll = 0.0
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        tailer = self._tailer = Tailer(self.plan.watches)  # before the spawn: "from the end" = before the agent wrote
+        targets = [(w.path, w.glob is not None) for w in self.plan.watches] + [(t, True) for t in self.plan.watch_trees]
+        with contextlib.ExitStack() as services:
+            for service in self.plan.services:
+                service.start()
+                services.callback(service.stop)
+            with saved_terminal(), captured_signals() as seen:
+                agent = self._spawn()
+                waiter = threading.Thread(target=self._wait, args=(agent,), name="capguard-wait", daemon=True)
+                waiter.start()
+                watcher = Watcher(targets, tailer.wants, self._queue, poll=self.poll)
+                try:
+                    for spec in self.plan.on_spawn(agent.pid) if self.plan.on_spawn else []:
+                        tailer.add(spec)
+                    watcher.start()
+                    outcome = self._loop(agent, tailer, seen)
+                except BaseException:
+                    self._stop_tree(agent, proctree.StopLog(), polite=[])
+                    raise
+                finally:
+                    watcher.stop()
+                    waiter.join(timeout=5)
+            self._process(tailer.read_all(), enforce=False)  # what the agent wrote while it was stopped
+            self._flush()
+        if self.plan.on_exit:
+            self.plan.on_exit(agent.pid)
+        outcome.returncode = agent.returncode
+        outcome.meter = self.meter
+        return outcome
+
+    def _follow(self, event: SessionSeen) -> None:
+        if self.plan.follow is None or self._tailer is None or event.session_id in self._followed:
+            return
+        self._followed.add(event.session_id)
+        log.info("following session %s", event.session_id)
+        for spec in self.plan.follow(event.session_id):
+            self._tailer.add(spec)
+
+    def _spawn(self) -> subprocess.Popen:
+        try:
+            # same process group, inherited stdio: the agent keeps the terminal and gets Ctrl-C itself
+            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=compat.die_with_parent_hook())
+        except FileNotFoundError:
+            raise AgentNotFound(f"{self.plan.argv[0]}: command not found") from None
+        except PermissionError:
+            raise AgentNotExecutable(f"{self.plan.argv[0]}: permission denied") from None
+        self._started = self._clock()
+        return agent
+
+    def _wait(self, agent: subprocess.Popen) -> None:
+        agent.wait()
+        self._exited.set()
+        self._queue.put(("exit", None))
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _loop(self, agent: subprocess.Popen, tailer: Tailer, seen: list[int]) -> Outcome:
+        next_sweep = self._clock()
+        while True:
+            events: list[Event] = []
+            item = self._next_item(next_sweep)
+            if item is not None and item[0] == "file":
+                events += tailer.read(item[1])
+            if self._clock() >= next_sweep:
+                events += tailer.read_all()
+                proctree.reap_orphans(agent.pid)
+                next_sweep = self._clock() + SWEEP_EVERY
+            verdict = self._process(events, enforce=True)
+            stop_signal = next((s for s in seen if s in (signal.SIGTERM, signal.SIGHUP)), None)
+            if verdict.stop or stop_signal is not None:
+                log.info("stopping %s: %s", self.name, verdict.reason or f"signal {stop_signal}")
+                return self._finish(agent, tailer, verdict.reason, stop_signal)
+            self._flush()
+            if self._exited.is_set():
+                self._process(tailer.read_all(), enforce=False)
+                self._flush()
+                return self._finish(agent, tailer, self._stopped_itself(agent), None, by_itself=True)
+
+    def _next_item(self, next_sweep: float):
+        timeout = min(TICK, max(0.0, next_sweep - self._clock()))
+        wall_left = seconds_until_wall(self.caps, self._elapsed())
+        if wall_left is not None:
+            timeout = min(timeout, wall_left)
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- metering -------------------------------------------------------------------------------
+    def _process(self, events: list[Event], *, enforce: bool) -> Verdict:
+        changed, cost_before = False, self.meter.cost_micro
+        for event in events:
+            if isinstance(event, Reply):
+                priced = self.pricer.price(event)
+                if self.meter.add_reply(event, priced):
+                    changed = True
+                    self._unrecorded.append((event, priced))
+            elif isinstance(event, RequestStarted):
+                self.meter.request_started()
+                changed = True
+            elif isinstance(event, MapMeasured):
+                self.meter.map_measured(event.tokens)
+                changed = True
+            elif isinstance(event, ReportedTotal):
+                self.meter.reported(event)
+                changed = True
+            elif isinstance(event, ToolOutcome):
+                self.meter.tool_outcome(event)
+                changed = True
+            elif isinstance(event, SessionSeen):
+                self._follow(event)
+            elif isinstance(event, Malformed):
+                self.meter.malformed_lines += 1
+                log.warning("skipped a malformed line in %s at byte %d: %s", event.source, event.offset, event.why)
+        elapsed = self._elapsed()
+        verdict = decide(self.caps, self.meter, elapsed)
+        if enforce and self._month_due(verdict, spent=self.meter.cost_micro != cost_before):
+            self._flush()  # commit, then read: of two runs racing to the month's cap, the later reader sees both
+            self._poll_month()
+            verdict = decide(self.caps, self.meter, elapsed)
+        for name in verdict.warnings:
+            if name not in self._warned:
+                self._warned.append(name)
+                log.warning("past %d%% of the %s cap", self.caps.warn_at * 100, name)
+                changed = True
+        if enforce or changed:
+            self.hooks.on_status(self.meter, elapsed, verdict, "running")
+        return verdict if enforce else Verdict("ok")
+
+    def _month_due(self, verdict: Verdict, *, spent: bool) -> bool:
+        """Read the month again after new spend, every sweep, and before a monthly stop (an ack or the 1st of
+        the month may have lifted it)."""
+        if self.hooks.month_allowance is None or (verdict.stop and verdict.reason != "monthly"):
+            return False
+        return spent or verdict.stop or self._clock() >= self._next_month_poll
+
+    def _poll_month(self) -> None:
+        self._next_month_poll = self._clock() + SWEEP_EVERY
+        try:
+            allowance = self.hooks.month_allowance()
+        except Exception as err:  # the last allowance read still caps the run
+            log.error("could not read the month's spend from the ledger: %s", err)
+            return
+        if allowance is not None and allowance != self.caps.monthly_remaining_micro:
+            log.info("the month leaves this run $%.6f", allowance / 1e6)
+            self.caps = replace(self.caps, monthly_remaining_micro=allowance)
+
+    def _flush(self) -> None:
+        """Commit observed usage to the ledger: right after each decision, or just after a stop signal."""
+        pending, self._unrecorded = self._unrecorded, []
+        for reply, priced in pending:
+            log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
+                     "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
+            try:
+                self.hooks.on_reply(reply, priced)
+            except Exception as err:  # the cap is still enforced in memory; the report says what was lost
+                log.error("could not record usage in the ledger: %s", err)
+                self._warned.append(f"ledger write failed: {err}")
+
+    def _stopped_itself(self, agent: subprocess.Popen) -> str | None:
+        """An agent that failed at a cap stopped on its own cap (Claude's --max-budget-usd): name that cap."""
+        verdict = decide(self.caps, self.meter, self._elapsed())
+        return verdict.reason if verdict.stop and agent.returncode not in (0, None) else None
+
+    # -- stopping -------------------------------------------------------------------------------
+    def _finish(self, agent: subprocess.Popen, tailer: Tailer, reason: str | None, stop_signal: int | None,
+                *, by_itself: bool = False) -> Outcome:
+        stop_log = proctree.StopLog()
+        at_stop = self._snapshot() if reason or stop_signal else None
+        if by_itself and reason:  # the agent ended at the cap on its own; its tree goes as after any exit
+            stop_log.add(f"{self.name} stopped itself at the {reason} cap (exit status {agent.returncode})")
+        if (reason or stop_signal) and not by_itself:
+            polite = [(signal.Signals(stop_signal), 0.0)] if stop_signal else self.plan.polite_stop
+            leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason)
+        elif proctree.has_children():  # the agent is gone; anything of its tree left is ours now
+            leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
+        else:
+            leftovers = 0
+        proctree.reap_orphans(None)
+        self._flush()
+        return Outcome(
+            returncode=agent.returncode,
+            stop_reason=reason,
+            signal_received=stop_signal,
+            elapsed_s=self._elapsed(),
+            meter=self.meter,
+            stop_steps=stop_log.steps,
+            warnings=list(self._warned),
+            leftovers_stopped=leftovers,
+            at_stop=at_stop,
+            self_stopped=by_itself and reason is not None,
+        )
+
+    def _snapshot(self) -> dict:
+        return {"cost_usd": self.meter.cost_micro / 1e6, "tokens": self.meter.tokens, "steps": self.meter.steps,
+                "requests": self.meter.requests, "failing_streak": self.meter.failing_streak,
+                "elapsed_s": round(self._elapsed(), 3),
+                **({"monthly_remaining_usd": self.caps.monthly_remaining_micro / 1e6}
+                   if self.caps.monthly_remaining_micro is not None else {})}
+
+    def _stop_tree(self, agent: subprocess.Popen, stop_log: proctree.StopLog, *, polite,
+                   tailer: Tailer | None = None, reason: str | None = None) -> int:
+        before: dict = {}
+        work = (self.meter.requests, self.meter.steps)
+
+        def signalled() -> None:
+            # the first signal is out: now the slower chores (each took milliseconds before the signal)
+            if reason and self.plan.on_stop:
+                self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
+            before.update(proctree.descendants())
+            self._flush()
+            self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
+
+        def busy() -> bool:
+            # keep metering while we wait; a new request or reply means politeness costs money
+            if tailer is not None:
+                self._process(tailer.read_all(), enforce=False)
+                self._flush()
+            return (self.meter.requests, self.meter.steps) != work
+
+        proctree.stop_agent(
+            agent, self._exited, name=self.name, polite=polite, grace=self.grace, kill_after=self.kill_after,
+            stop_log=stop_log, busy=busy, signalled=signalled,
+        )
+        return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log)

@@ -1,0 +1,31 @@
+"""Suite-wide isolation: no test touches the real ledger, config or home; no test leaks threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "capguard-home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    for name in ("CAPGUARD_CONFIG", "CAPGUARD_USD", "CAPGUARD_TOKENS", "CAPGUARD_WALL", "CAPGUARD_STEPS",
+                 "CAPGUARD_MAP_TOKENS", "CAPGUARD_LEDGER", "CAPGUARD_USER", "CAPGUARD_LINE", "ANTHROPIC_COST_BUDGET",
+                 "ANTHROPIC_TOKEN_BUDGET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_leaks():
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
