@@ -1,0 +1,260 @@
+"""`capguard import claude` against `ccusage` (npm ccusage@20.0.24, --offline) on the same Claude Code corpus.
+
+    /tmp/cg-venv/bin/python bench/import_vs_ccusage.py                 # 1 GB corpus, 3 rounds, writes RESULTS.md
+    /tmp/cg-venv/bin/python bench/import_vs_ccusage.py --target-mb 50 --rounds 1 --no-results   # a smoke run
+
+The corpus comes from bench/gen_claude_corpus.py (seeded, byte-identical every time) under bench/.work/corpus/.
+Each round runs both tools back to back, alternating which goes first, after one warm-up run of each (page cache
+warm): ccusage's native binary `ccusage daily --json --offline` (and its npm launcher once per round, for
+reference), then `python -m capguard --ledger <new SQLite file> import claude <corpus> --json` with an empty data
+dir (a first, full import: every line read, priced and written). Wall time from the harness; peak RSS is the
+largest sum over the process tree, sampled every 20 ms. Token totals: ccusage's `totals`, capguard's ledger sums,
+the generator's manifest. Results: bench/.work/results/import_vs_ccusage.json and a marked section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as C
+import psutil
+
+CCUSAGE_VERSION = "20.0.24"
+CCUSAGE_DIR = C.WORK / "ccusage"
+NATIVE = CCUSAGE_DIR / "node_modules" / "@ccusage" / "ccusage-linux-x64" / "bin" / "ccusage"
+LAUNCHER = CCUSAGE_DIR / "node_modules" / ".bin" / "ccusage"
+BEGIN = "<!-- import-vs-ccusage section: begin (bench/import_vs_ccusage.py; render_results.py keeps it) -->"
+END = "<!-- import-vs-ccusage section: end -->"
+
+
+def corpus(target_mb: float, seed: int, projects: int) -> Path:
+    out = C.WORK / "corpus" / f"claude_{int(target_mb)}m_s{seed}"
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        doc = json.loads(manifest.read_text())
+        if (doc["target_mb"], doc["seed"], doc["projects"]) == (target_mb, seed, projects):
+            return out
+    subprocess.run([sys.executable, str(C.BENCH / "gen_claude_corpus.py"), "--out", str(out), "--target-mb",
+                    str(target_mb), "--seed", str(seed), "--projects", str(projects), "--force"], check=True)
+    return out
+
+
+def install_ccusage() -> None:
+    if NATIVE.exists() and LAUNCHER.exists():
+        return
+    CCUSAGE_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["npm", "install", "--prefix", str(CCUSAGE_DIR), "--no-audit", "--no-fund", "--loglevel=error",
+                    f"ccusage@{CCUSAGE_VERSION}"], check=True)
+
+
+def measure(argv: list[str], env: dict[str, str], *, stdout_path: Path) -> dict:
+    """Wall time, CPU time (user + system, the process and its children), exit code, and peak tree RSS (sum over
+    the process and its descendants, sampled)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(stdout_path, "wb") as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(_rss(p) for p in tree))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+        wall = time.monotonic() - start
+        err = proc.stderr.read().decode(errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "rc": proc.returncode,
+            "peak_rss_mb": round(peak / 2**20, 1), "stderr": err[-2000:]}
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def ccusage_totals(path: Path) -> dict:
+    totals = json.loads(path.read_text())["totals"]
+    return {"input": totals["inputTokens"], "output": totals["outputTokens"], "cache_read": totals["cacheReadTokens"],
+            "cache_write": totals["cacheCreationTokens"], "total": totals["totalTokens"],
+            "cost_usd": totals.get("totalCost")}
+
+
+def capguard_totals(ledger: Path) -> dict:
+    with sqlite3.connect(ledger) as db:
+        row = db.execute("SELECT SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens),"
+                         " SUM(cost_micro_usd), COUNT(*) FROM usage_events").fetchone()
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    keys = ("input", "output", "cache_read", "cache_write")
+    out = dict(zip(keys, row[:4]))
+    out.update(total=sum(row[:4]), cost_usd=(row[4] or 0) / 1e6, rows=row[5], runs=runs)
+    return out
+
+
+def run_ccusage(binary: Path, data: Path, env: dict, tag: str) -> dict:
+    out = C.WORK / "import_vs_ccusage" / f"ccusage_{tag}.json"
+    argv = [str(binary), "daily", "--json", "--offline"]
+    result = measure(argv, {**env, "CLAUDE_CONFIG_DIR": str(data), "LOG_LEVEL": "0"}, stdout_path=out)
+    result["command"] = f"CLAUDE_CONFIG_DIR={data.relative_to(C.ROOT)} {binary.relative_to(C.ROOT)} daily --json --offline"
+    if result["rc"] == 0:
+        result["tokens"] = ccusage_totals(out)
+    return result
+
+
+def run_capguard(data: Path, env: dict, tag: str) -> dict:
+    base = C.WORK / "import_vs_ccusage" / f"capguard_{tag}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    ledger = base / "ledger.db"
+    argv = [C.CG_PYTHON, "-m", "capguard", "--ledger", str(ledger), "import", "claude", str(data), "--json",
+            "--user", "bench@example.invalid"]
+    result = measure(argv, {**env, "CAPGUARD_HOME": str(base / "home")}, stdout_path=base / "summary.json")
+    result["command"] = (f"python -m capguard --ledger <new file> import claude {data.relative_to(C.ROOT)} --json"
+                         " (empty CAPGUARD_HOME)")
+    if result["rc"] == 0:
+        result["tokens"] = capguard_totals(ledger)
+        result["summary"] = json.loads((base / "summary.json").read_text())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target-mb", type=float, default=1024)
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--projects", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md and the JSON alone")
+    args = parser.parse_args()
+    install_ccusage()
+    data = corpus(args.target_mb, args.seed, args.projects)
+    manifest = json.loads((data / "manifest.json").read_text())
+    _, env = C.isolated_env("import_vs_ccusage")
+    started, load_before = time.monotonic(), C.loadavg()
+    machine = C.machine()
+    warm = [run_ccusage(NATIVE, data, env, "warmup"), run_capguard(data, env, "warmup")]
+    rounds = []
+    for i in range(args.rounds):
+        pair = {}
+        order = ("ccusage", "capguard") if i % 2 == 0 else ("capguard", "ccusage")
+        for tool in order:
+            pair[tool] = run_ccusage(NATIVE, data, env, f"r{i}") if tool == "ccusage" else run_capguard(data, env, f"r{i}")
+            print(f"round {i + 1} {tool}: {pair[tool]['wall_s']:.2f} s (CPU {pair[tool]['cpu_s']:.2f} s),"
+                  f" {pair[tool]['peak_rss_mb']:.0f} MB,"
+                  f" rc {pair[tool]['rc']}, tokens {pair[tool].get('tokens', {}).get('total')}", file=sys.stderr)
+        pair["ccusage_launcher"] = run_ccusage(LAUNCHER, data, env, f"r{i}_npm")
+        pair["order"] = list(order)
+        pair["loadavg"] = C.loadavg()
+        rounds.append(pair)
+    result = {"machine": machine, "command": C.command_line(), "duration_s": round(time.monotonic() - started, 1),
+              "loadavg_before": load_before, "loadavg_after": C.loadavg(), "code_after": C.code_fingerprint(),
+              "corpus": {k: manifest[k] for k in ("seed", "target_mb", "projects", "files", "lines", "bytes",
+                                                  "usage_lines", "unique_replies", "total_tokens")},
+              "corpus_dir": str(data.relative_to(C.ROOT)), "ccusage_version": CCUSAGE_VERSION,
+              "node": _version(["node", "--version"]), "warmup": warm, "rounds": rounds}
+    result["summary"] = summarize(result)
+    print(json.dumps(result["summary"], indent=1))
+    if not args.no_results:
+        C.save("import_vs_ccusage", result)
+        write_section(result)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summarize(result: dict) -> dict:
+    rounds = result["rounds"]
+    walls = {tool: [r[tool]["wall_s"] for r in rounds] for tool in ("ccusage", "capguard", "ccusage_launcher")}
+    tokens = {tool: [r[tool].get("tokens") for r in rounds] for tool in ("ccusage", "capguard")}
+    same = all(c and g and all(c[k] == g[k] for k in ("input", "output", "cache_read", "cache_write", "total"))
+               for c, g in zip(tokens["ccusage"], tokens["capguard"]))
+    return {
+        "median_wall_s": {tool: _median(v) for tool, v in walls.items()},
+        "walls_s": walls,
+        "capguard_faster_in_every_round": all(r["capguard"]["wall_s"] < r["ccusage"]["wall_s"] for r in rounds),
+        "peak_rss_mb": {tool: max(r[tool]["peak_rss_mb"] for r in rounds) for tool in ("ccusage", "capguard")},
+        "identical_token_totals": same,
+        "tokens": {"ccusage": tokens["ccusage"][-1], "capguard": tokens["capguard"][-1],
+                   "manifest": result["corpus"]["total_tokens"]},
+    }
+
+
+def section(result: dict) -> list[str]:
+    s, corpus_facts, m = result["summary"], result["corpus"], result["machine"]
+    cc, cg = s["tokens"]["ccusage"], s["tokens"]["capguard"]
+    rounds = result["rounds"]
+    lines = [BEGIN, "", "## 5. `capguard import claude` against ccusage", "",
+             f"- date: {m['date']} (run took {result['duration_s']} s); machine: {m['cpu']}, {m['cores']} cores,"
+             f" RAM {m['ram_mb']} MB; Python {m['python']}; node {result['node']}; ccusage {result['ccusage_version']}",
+             f"- capguard: commit {m['capguard_commit']}, code {m['code']}"
+             + ("" if result.get("code_after") in (None, m["code"]) else " (**capguard/ changed during the run**)"),
+             f"- load average before: {result['loadavg_before']}, after: {result['loadavg_after']}"
+             " (a shared machine: other sessions' tests and benchmarks ran too)",
+             f"- command: `{result['command']}`",
+             f"- corpus: `bench/gen_claude_corpus.py --seed {corpus_facts['seed']} --target-mb {corpus_facts['target_mb']:g}"
+             f" --projects {corpus_facts['projects']}`: {corpus_facts['files']:,} files, {corpus_facts['bytes']:,} bytes,"
+             f" {corpus_facts['lines']:,} lines, {corpus_facts['usage_lines']:,} with usage,"
+             f" {corpus_facts['unique_replies']:,} API replies", "",
+             "| round | first | ccusage (native) s | capguard import s | ccusage via npm launcher s | load after |",
+             "| ---: | --- | ---: | ---: | ---: | --- |"]
+    for i, r in enumerate(rounds, 1):
+        lines.append(f"| {i} | {r['order'][0]} | {r['ccusage']['wall_s']:.2f} | **{r['capguard']['wall_s']:.2f}** |"
+                     f" {r['ccusage_launcher']['wall_s']:.2f} | {r['loadavg']} |")
+    med = s["median_wall_s"]
+    lines += ["", "| | ccusage 20.0.24 `daily --json --offline` | `capguard import claude` |", "| --- | ---: | ---: |",
+              f"| median wall time | {med['ccusage']:.2f} s | **{med['capguard']:.2f} s** |",
+              f"| peak RSS (process tree) | {s['peak_rss_mb']['ccusage']:.0f} MB | {s['peak_rss_mb']['capguard']:.0f} MB |"]
+    for key, label in (("input", "input tokens"), ("output", "output tokens"), ("cache_read", "cache read tokens"),
+                       ("cache_write", "cache write tokens"), ("total", "**total tokens**")):
+        lines.append(f"| {label} | {cc[key]:,} | {cg[key]:,} |")
+    lines.append(f"| cost | ${cc['cost_usd']:,.2f} (its own prices; models it cannot price count $0) |"
+                 f" ${cg['cost_usd']:,.2f} (genai-prices) |")
+    verdict = "faster in every round" if s["capguard_faster_in_every_round"] else "**not faster in every round**"
+    same = "identical" if s["identical_token_totals"] else "**DIFFERENT**"
+    lines += ["", f"capguard: {verdict}; token totals {same} (the generator's manifest says"
+              f" {s['tokens']['manifest']:,}). capguard does more than ccusage here: it writes"
+              f" {cg['rows']:,} priced usage rows and {cg['runs']:,} runs into a new SQLite ledger (WAL, synchronous=FULL);"
+              " ccusage prints a report. Rows outnumber API replies where older transcripts wrote partial output on"
+              " earlier lines: each increase is a correction row (max-wins, as the live meter keys them).", "",
+              "How: only lines containing `\"usage\"` are looked at; a line repeating the request id and usage bytes of"
+              " the reply's previous line is skipped unparsed; the message content is cut out before `json.loads`;"
+              " prices come from per-model rates probed once through genai-prices; worker processes (one per core)"
+              " read and price groups of files while the importing process writes their rows, 20,000 per"
+              " transaction with executemany, in run and time order", "", END]
+    return lines
+
+
+def write_section(result: dict) -> None:
+    out = C.BENCH / "RESULTS.md"
+    text = out.read_text() if out.exists() else ""
+    if BEGIN in text:
+        before, _, rest = text.partition(BEGIN)
+        _, _, after = rest.partition(END)
+        text = before.rstrip("\n") + "\n" + after.lstrip("\n")
+    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section(result)) + "\n")
+    print(f"wrote the import-vs-ccusage section of {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

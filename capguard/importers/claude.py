@@ -1,0 +1,154 @@
+"""`capguard import claude [PATH...]`: Claude Code transcripts of every project, one ledger run per session.
+
+Where from: PATH (a config dir holding `projects/`, a `projects/` dir, a project folder or a `.jsonl` file), else
+each directory of `$CLAUDE_CONFIG_DIR` (comma-separated), else `~/.claude` and `$XDG_CONFIG_HOME/claude`.
+A session's run holds its transcript and its subagents' (`<session>/subagents/agent-*.jsonl`); its id is
+`claude-<session id>`, so importing again finds the same run. Files are read by worker processes
+(claude_files.py); this module plans, follows and finishes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from capguard.importers.claude_files import (
+    FileResult,
+    Task,
+    UnitPricer,
+    Worker,
+    default_jobs,
+    run_groups,
+    run_id_of,
+    session_of,
+)
+from capguard.importers.ledger_io import ImportWriter
+from capguard.importers.state import ImportState
+
+WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
+from capguard.pricing import Pricer
+
+
+def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where to look: the given paths, else Claude Code's config directories (as ccusage finds them)."""
+    given = [Path(p).expanduser() for p in paths]
+    if given:
+        return given
+    env = os.environ if env is None else env
+    explicit = [part.strip() for part in env.get("CLAUDE_CONFIG_DIR", "").split(",") if part.strip()]
+    if explicit:
+        return [Path(p).expanduser() for p in explicit]
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "claude"
+    return [Path.home() / ".claude", xdg]
+
+
+def find_transcripts(roots: Iterable[Path]) -> list[Path]:
+    """Every `.jsonl` below each root's `projects/` (or below the root itself), subagents included; sorted."""
+    found: set[str] = set()
+    for root in roots:
+        root = Path(os.path.realpath(root))
+        if root.is_file():
+            found.add(str(root))
+            continue
+        base = root / "projects" if (root / "projects").is_dir() else root
+        if not base.is_dir():
+            continue
+        for folder, _, files in os.walk(base):
+            found.update(os.path.join(folder, name) for name in files if name.endswith(".jsonl"))
+    return [Path(name) for name in sorted(found)]
+
+
+@dataclass
+class Plan:
+    tasks: list[Task]
+    unchanged: int
+    total_bytes: int
+    stats: dict[str, os.stat_result]
+
+
+def plan(paths: list[Path], state: ImportState, writer: ImportWriter) -> Plan:
+    """Which files to read and from where; a file read on from an offset resumes its replies' max-wins state."""
+    tasks, unchanged, stats = [], 0, {}
+    for path in paths:
+        name = str(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        start = state.start_offset(name, stat)
+        if start is None:
+            unchanged += 1
+            continue
+        stats[name] = stat
+        session, subagent = session_of(path)
+        mark = state.files.get(name)
+        run_id = (mark.run_id if mark else None) or run_id_of(session)
+        seen = writer.seen_figures(run_id, name) if start else None
+        tasks.append(Task(name, start, stat.st_size, subagent, seen, mark.run_id if mark else None))
+    return Plan(tasks, unchanged, sum(t.end - t.start for t in tasks), stats)
+
+
+def import_transcripts(
+    writer: ImportWriter,
+    state: ImportState,
+    paths: list[Path],
+    *,
+    target: str | None = None,
+    overrides: dict | None = None,
+    jobs: int = 0,
+    line_of: Callable[[str | None], str | None] = lambda project: None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> dict:
+    """Reads, prices, writes, then finishes the runs and saves the state (an interrupted import reads the files
+    again next time, adding nothing twice). `target` is the ledger the workers open. Returns summary figures."""
+    work = plan(paths, state, writer)
+    # SQLite: the rows come back here (one writer); PostgreSQL: each process writes its own
+    sqlite = writer.backend.dialect == "sqlite"
+    worker = Worker(UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host)
+    done_bytes, marks, counts, rows, prefixes = 0, [], {"files": 0, "malformed": 0, "errors": []}, [], []
+    for done in run_groups(work.tasks, jobs or default_jobs(), overrides=overrides or {}, target=target, worker=worker):
+        for result in done.results:
+            counts["files"] += 1
+            done_bytes += result.end - result.start
+            if result.error:
+                counts["errors"].append(f"{result.path}: {result.error}")
+                continue
+            counts["malformed"] += result.malformed
+            marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
+        if done.rows is not None:
+            rows += done.rows
+            prefixes.append(done.prefix)
+            if len(rows) >= WRITE_ROWS:
+                writer.write_rows(rows, prefixes)
+                rows, prefixes = [], []
+        else:
+            writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
+        if on_progress:
+            on_progress(counts["files"], done_bytes, work.total_bytes)
+    if rows:
+        writer.write_rows(rows, prefixes)
+    writer.finish()
+    for path, offset, run_id, check in marks:
+        state.mark(path, work.stats[path], offset, run_id, check)
+    state.save()
+    return {"files_found": len(paths), "files_read": counts["files"], "files_unchanged": work.unchanged,
+            "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "errors": counts["errors"]}
+
+
+def _follow(writer: ImportWriter, result: FileResult, line_of: Callable) -> str | None:
+    """The file's run, created or widened in the writer's registry; None when its bytes billed nothing."""
+    seen = result.run_row()
+    if seen is None:
+        return None
+    seen.line = line_of(seen.project)
+    run = writer.run(seen)
+    if run is not seen:
+        run.widen(seen.started_utc, seen.ended_utc)
+        run.malformed += seen.malformed
+        run.agent_version = run.agent_version or seen.agent_version
+        if not run.cwd and seen.cwd:
+            run.cwd, run.project, run.line = seen.cwd, seen.project, run.line or seen.line
+    run.read_on = run.read_on or result.start > 0
+    return result.run_id

@@ -1,0 +1,278 @@
+"""Reading Claude Code transcripts for an import, in worker processes: bytes -> priced usage rows -> the ledger.
+
+Each worker reads a group of files and prices their replies; the rows go back to the importing process, which
+writes them (SQLite: one writer), or straight into the ledger over the worker's own connection (PostgreSQL). The
+importing process then finishes the runs. Small imports run the same code in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
+from capguard.importers.ledger_io import (
+    RunRow,
+    Written,
+    backend_of,
+    stamp_rows,
+    write_batch,
+)
+from capguard.importers.state import CHECK_BYTES, digest
+from capguard.importers.unit_prices import UnitPricer
+from capguard.ledger import open_ledger
+from capguard.ledger.backend import Backend
+from capguard.pricing import Pricer
+
+AGENT = "claude"
+_CHUNK = 32 << 20  # bytes read at a time: memory stays bounded on huge transcripts
+GROUP_BYTES = 16 << 20  # bytes of files per worker task (small: the workers end together)
+PARALLEL_BYTES = 48 << 20  # below this, worker processes cost more than they save
+
+
+@dataclass
+class Task:
+    path: str
+    start: int
+    end: int
+    subagent: bool
+    seen: dict[str, list[int]] | None = None  # max-wins state when read on from an offset
+    run_id: str | None = None  # the run an earlier import gave this file
+
+
+@dataclass
+class FileResult:
+    """What one file's new bytes held; `rows` is emptied once they are written."""
+
+    path: str
+    start: int
+    end: int  # the offset reached: end of the last complete line
+    run_id: str | None = None
+    rows: list[tuple] = field(default_factory=list)  # ledger_io.UsageRow
+    replies: int = 0
+    malformed: int = 0
+    first_utc: str | None = None
+    last_utc: str | None = None
+    cwd: str | None = None
+    project: str | None = None
+    version: str | None = None
+    session_id: str | None = None
+    check: str | None = None  # digest of the bytes before `end` (the state file's check), when read here
+    error: str | None = None
+
+    def run_row(self) -> RunRow | None:
+        """The file's run as far as this file knows it; None when its bytes billed nothing."""
+        first = self.first_utc or (self.rows[0][2] if self.rows else None)
+        if (not self.replies and not self.malformed) or first is None or self.run_id is None:
+            return None
+        return RunRow(run_id=self.run_id, agent=AGENT, cwd=self.cwd or "", project=self.project, started_utc=first,
+                      ended_utc=self.last_utc or first, agent_version=self.version, malformed=self.malformed,
+                      report={"imported_from": "Claude Code transcripts", "session_id": self.session_id})
+
+
+def run_id_of(session_id: str) -> str:
+    return f"{AGENT}-{session_id}"
+
+
+def session_of(path: Path) -> tuple[str, bool]:
+    """(session id, is a subagent's transcript): `<session>.jsonl` or `<session>/subagents/agent-*.jsonl`."""
+    if path.parent.name == "subagents":
+        return path.parent.parent.name, True
+    return path.stem, False
+
+
+def project_of(cwd: str | None, cache: dict[str, str | None]) -> str | None:
+    """The git root above the session's working directory (what a supervised run records), else the cwd."""
+    if not cwd:
+        return None
+    if cwd not in cache:
+        cache[cwd] = cwd
+        for folder in [Path(cwd), *Path(cwd).parents]:
+            try:
+                if (folder / ".git").exists():
+                    cache[cwd] = str(folder)
+                    break
+            except OSError:
+                break
+    return cache[cwd]
+
+
+# -- one file -------------------------------------------------------------------------------------------------
+
+
+def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -> FileResult:
+    """The priced usage rows of one file's bytes [start, end), complete lines only."""
+    result = FileResult(task.path, task.start, task.start)
+    counter = ReplyCounter(subagent=task.subagent, seen=task.seen)
+    replies: list[FoundReply] = []
+    try:
+        with open(task.path, "rb") as handle:
+            handle.seek(task.start)
+            offset, carry = task.start, b""
+            while offset + len(carry) < task.end:
+                chunk = handle.read(min(_CHUNK, task.end - offset - len(carry)))
+                if not chunk:
+                    break  # the file shrank while we read
+                chunk = carry + chunk if carry else chunk  # no copy for a file read in one chunk
+                cut = chunk.rfind(b"\n") + 1
+                carry = chunk[cut:]
+                if cut:
+                    replies += _absorb(result, scan(chunk, offset, counter, cut))
+                    offset += cut
+                    result.check = digest(chunk[cut - CHECK_BYTES : cut]) if cut >= CHECK_BYTES else None
+            result.end = offset
+    except OSError as exc:
+        result.error = f"{exc.strerror or exc}"
+        return result
+    # the session the lines name (a subagent's lines name their parent's); the file name when they name none
+    result.session_id = result.session_id or session_of(Path(task.path))[0]
+    result.run_id = task.run_id or run_id_of(result.session_id)
+    result.project = project_of(result.cwd, projects)
+    result.rows = _rows(result, replies, pricer)
+    result.replies = len(result.rows)
+    return result
+
+
+def _absorb(result: FileResult, found: Scan) -> list[FoundReply]:
+    result.malformed += found.malformed
+    if result.session_id is None:
+        result.session_id, result.cwd, result.version = found.session_id, found.cwd, found.version
+    if found.first_utc and (result.first_utc is None or found.first_utc < result.first_utc):
+        result.first_utc = found.first_utc
+    if found.last_utc and (result.last_utc is None or found.last_utc > result.last_utc):
+        result.last_utc = found.last_utc
+    return found.replies
+
+
+_DETAILS_JSON: dict[int, str | None] = {}
+
+
+def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> list[tuple]:
+    linear, price, run_id, path, rows = pricer.linear, pricer.price, result.run_id, result.path, []
+    fallback = result.last_utc or result.first_utc
+    for key, occurred, model, figures, offset, _, details in replies:
+        speed = geo = text = None
+        if details is not None:  # one of a few shared dicts (claude_scan._details): its JSON is made once
+            speed, geo = details.get("speed"), details.get("inference_geo")
+            text = _DETAILS_JSON.get(id(details)) or _DETAILS_JSON.setdefault(id(details), _details_json(details, (0,) * 6))
+        if figures[4] or figures[5]:
+            text = _details_json(details, figures)
+        rates = linear(model, speed, geo)
+        inp, out, read, write, write_1h, web = figures
+        if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and inp + out + read + write:
+            _, r_in, r_out, r_read, r_write, r_write_1h, r_web = rates
+            pico = (inp * r_in + out * r_out + read * r_read + (write - write_1h) * r_write + write_1h * r_write_1h
+                    + web * r_web)
+            cost, priced_by = (pico + 500_000) // 1_000_000, "genai-prices"
+        else:
+            cost, priced_by = price(model, *figures, speed=speed, geo=geo)
+        occurred = occurred or fallback
+        if occurred is None:
+            continue  # no time anywhere in the file: nothing to place the spend at
+        rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
+    return rows
+
+
+def _details_json(details: dict | None, figures: tuple) -> str | None:
+    """A row's `details`: what the parser noted, plus the 1-hour cache writes and web searches (which a file
+    read on from an offset needs to continue max-wins)."""
+    extra = dict(details or {})
+    if figures[4]:
+        extra["cache_write_1h"] = figures[4]
+    if figures[5]:
+        extra["web_searches"] = figures[5]
+    return json.dumps(extra, ensure_ascii=False) if extra else None
+
+
+# -- groups of files, in workers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """What a worker (or the importing process) reads and writes with: a PostgreSQL backend to write to, or None
+    (a SQLite ledger: the rows go back to the importing process)."""
+
+    pricer: UnitPricer
+    backend: Backend | None
+    user_id: str
+    host: str
+    projects: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class GroupDone:
+    results: list[FileResult]
+    written: Written | None = None  # rows already in the ledger (PostgreSQL)
+    rows: list[tuple] | None = None  # rows for the importing process to write (SQLite), from `stamp_rows`
+    prefix: str | None = None  # their ids' prefix
+
+
+_WORKER: Worker | None = None
+
+
+def _init_worker(overrides: dict, target: str | None, user_id: str, host: str, writes: bool) -> None:
+    global _WORKER
+    backend = backend_of(open_ledger(target)) if writes else None  # its own connection, open until the process ends
+    _WORKER = Worker(UnitPricer(Pricer(overrides)), backend, user_id, host)
+
+
+def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
+    """Read and price a group of files; write their rows (one transaction) or hand them back."""
+    worker = worker or _WORKER
+    results = [read_task(task, worker.pricer, worker.projects) for task in tasks]
+    rows = [row for r in results for row in r.rows]
+    for result in results:
+        result.rows = []
+    if worker.backend is None:
+        prefix, stamped = stamp_rows(rows)
+        return GroupDone(results, rows=stamped, prefix=prefix)
+    runs = {run.run_id: run for run in (r.run_row() for r in results) if run is not None}
+    return GroupDone(results, written=write_batch(worker.backend, worker.user_id, worker.host, list(runs.values()), rows))
+
+
+def groups(tasks: list[Task], size: int | None = None) -> list[list[Task]]:
+    """Tasks in groups of about `size` bytes, biggest files first (the workers then finish together)."""
+    size = size or GROUP_BYTES
+    out: list[list[Task]] = []
+    current, total = [], 0
+    for task in sorted(tasks, key=lambda t: t.start - t.end):
+        current.append(task)
+        total += task.end - task.start
+        if total >= size:
+            out.append(current)
+            current, total = [], 0
+    return out + ([current] if current else [])
+
+
+def run_groups(tasks: list[Task], jobs: int, *, overrides: dict, target: str | None, worker: Worker,
+               ) -> Iterable[GroupDone]:
+    """Each group as it is done: in `jobs` worker processes for large imports, else in this process."""
+    batches = groups(tasks)
+    if jobs <= 1 or len(batches) < 2 or sum(t.end - t.start for t in tasks) < PARALLEL_BYTES:
+        for batch in batches:
+            yield read_group(batch, worker)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    if context.get_start_method() == "fork":
+        worker.pricer.warm()  # genai-prices loaded once here, not once per worker
+    # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
+    with ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
+                             initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),
+                             ) as pool:
+        pending = [pool.submit(read_group, batch) for batch in batches]
+        try:
+            for done in as_completed(pending):
+                yield done.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def default_jobs() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -1,0 +1,96 @@
+"""How far each file was imported into each ledger: a JSON file in the data directory.
+
+A file seen with the same inode, size and mtime is skipped unread; a grown one is read from its offset (when the
+bytes before the offset are unchanged); anything else is read again from the start, which the dedupe keys make
+harmless. State is kept per ledger *instance* (its location plus when it was created), so a new ledger at the
+same path starts from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from capguard import paths
+
+VERSION = 1
+CHECK_BYTES = 256  # bytes before the offset that must be unchanged for reading on from it
+
+
+class FileMark(NamedTuple):
+    """What was imported of one file: up to `offset` (the end of its last complete line)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    offset: int
+    check: str  # digest of the `CHECK_BYTES` before `offset`
+    run_id: str | None = None
+
+
+def default_path() -> Path:
+    return paths.data_home() / "import-state.json"
+
+
+def digest(chunk: bytes) -> str:
+    return hashlib.blake2b(chunk[-CHECK_BYTES:], digest_size=12).hexdigest()
+
+
+def digest_before(path: str | os.PathLike, offset: int) -> str:
+    """Digest of the bytes just before `offset` ('' if the file cannot be read)."""
+    start = max(0, offset - CHECK_BYTES)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            chunk = handle.read(offset - start)
+    except OSError:
+        return ""
+    return digest(chunk)
+
+
+class ImportState:
+    """The marks of one ledger instance; `save()` writes them back atomically."""
+
+    def __init__(self, path: Path, ledger_identity: str) -> None:
+        self.path = path
+        self.ledger = ledger_identity
+        self._doc = self._load()
+        self.files: dict[str, FileMark] = {
+            name: FileMark(**mark) for name, mark in self._doc["ledgers"].get(ledger_identity, {}).items()
+        }
+
+    def _load(self) -> dict:
+        try:
+            doc = json.loads(self.path.read_text())
+            if isinstance(doc, dict) and doc.get("version") == VERSION and isinstance(doc.get("ledgers"), dict):
+                return doc
+        except (OSError, ValueError):
+            pass
+        return {"version": VERSION, "ledgers": {}}
+
+    def start_offset(self, path: str, stat: os.stat_result) -> int | None:
+        """None: unchanged since the last import, nothing to read. Otherwise the offset to read on from."""
+        mark = self.files.get(path)
+        if mark is None:
+            return 0
+        if (mark.inode, mark.size, mark.mtime_ns) == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+            return None
+        if mark.inode != stat.st_ino or stat.st_size < mark.offset:
+            return 0  # replaced or truncated: read it all again
+        return mark.offset if digest_before(path, mark.offset) == mark.check else 0
+
+    def mark(self, path: str, stat: os.stat_result, offset: int, run_id: str | None, check: str | None = None) -> None:
+        """`check`: the digest of the bytes before `offset`, when the reader has them at hand."""
+        check = check if check is not None else digest_before(path, offset)
+        self.files[path] = FileMark(stat.st_size, stat.st_mtime_ns, stat.st_ino, offset, check, run_id)
+
+    def save(self) -> None:
+        self._doc = self._load()  # another import may have saved other ledgers meanwhile
+        self._doc["ledgers"][self.ledger] = {name: mark._asdict() for name, mark in sorted(self.files.items())}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._doc, separators=(",", ":")))
+        os.replace(tmp, self.path)

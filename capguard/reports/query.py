@@ -1,0 +1,67 @@
+"""The ledger reads behind `capguard report` and `capguard suggest`: runs of a period and their usage sums.
+
+Read-only, portable SQL (`?` placeholders, SUBSTR, CASE) on the Ledger's backend, for SQLite and PostgreSQL alike.
+A run belongs to the period when its span overlaps it; its usage counts only the events that occurred in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capguard.importers.ledger_io import backend_of
+from capguard.ledger import Ledger
+from capguard.reports.aggregate import BY, Part, Run
+
+_KEY_SQL = {"month": "SUBSTR(e.occurred_utc, 1, 7)", "day": "SUBSTR(e.occurred_utc, 1, 10)", "model": "e.model"}
+
+_PARTS = """SELECT e.run_id AS run_id, {key} AS k,
+  CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
+  CAST(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens) AS BIGINT) AS tokens,
+  CAST(SUM(e.output_tokens) AS BIGINT) AS output,
+  CAST(SUM(CASE WHEN e.dedupe_key LIKE '%+%' THEN 0 ELSE 1 END) AS BIGINT) AS replies,
+  CAST(SUM(CASE WHEN e.cost_micro_usd IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unpriced
+FROM usage_events e{where} GROUP BY e.run_id{group}"""
+
+_RUNS = """SELECT r.id, u.name AS user_name, r.agent, r.project, r.line, r.status, r.stop_reason, r.started_utc,
+  r.ended_utc, r.steps FROM runs r JOIN users u ON u.id = r.user_id"""
+
+
+@dataclass(frozen=True)
+class Period:
+    """[since, until) in canonical UTC text; None is open-ended."""
+
+    since_utc: str | None = None
+    until_utc: str | None = None
+
+
+def _where(clauses: list[tuple[str, str | None]]) -> tuple[str, list[str]]:
+    used = [(sql, value) for sql, value in clauses if value is not None]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used) if used else ""), [value for _, value in used]
+
+
+def fetch(ledger: Ledger, period: Period, by: str = "run") -> tuple[dict[str, Run], list[Part]]:
+    """The runs overlapping the period and their usage in it, split by `by` when it is a per-event key."""
+    if by not in BY:
+        raise ValueError(f"cannot group by {by!r}")
+    backend = backend_of(ledger)
+    where, params = _where([("e.occurred_utc >= ?", period.since_utc), ("e.occurred_utc < ?", period.until_utc)])
+    key = _KEY_SQL.get(by)  # PostgreSQL refuses a constant in GROUP BY: run-level keys group by run alone
+    sql = _PARTS.format(key=key or "NULL", where=where, group=f", {key}" if key else "")
+    parts = [Part(row["run_id"], row["k"], int(row["cost"]), int(row["tokens"]), int(row["output"]),
+                  int(row["replies"]), int(row["unpriced"]))
+             for row in backend.query(sql, params)]
+    where, params = _where([("r.started_utc < ?", period.until_utc),
+                            ("(r.ended_utc IS NULL OR r.ended_utc >= ?)", period.since_utc)])
+    runs = {row["id"]: _run(row) for row in backend.query(_RUNS + where, params)}
+    missing = sorted({part.run_id for part in parts} - set(runs))
+    for i in range(0, len(missing), 500):  # usage in the period of a run whose recorded span says otherwise
+        chunk = missing[i : i + 500]
+        sql = f"{_RUNS} WHERE r.id IN ({', '.join('?' * len(chunk))})"
+        runs.update((row["id"], _run(row)) for row in backend.query(sql, chunk))
+    return runs, parts
+
+
+def _run(row: dict) -> Run:
+    return Run(run_id=row["id"], user=row["user_name"], agent=row["agent"], project=row["project"], line=row["line"],
+               status=row["status"], stop_reason=row["stop_reason"], started_utc=row["started_utc"],
+               ended_utc=row["ended_utc"], steps=row["steps"])

@@ -1,0 +1,349 @@
+"""`capguard import`, `report` and `suggest` on real ledgers: SQLite always, PostgreSQL when CAPGUARD_TEST_PG_DSN is set.
+
+Imports the captured Claude Code and aider files and checks the ledger against the parsers' own totals, that a
+second import adds nothing, and that appended lines (only those) are added.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from capguard.agents.aider_logs import AnalyticsParser, parse_cost_lines
+from capguard.agents.claude_logs import TranscriptParser
+from capguard.commands import import_cmd, report_cmd, suggest_cmd
+from capguard.events import Reply
+from capguard.importers import state
+from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
+from capguard.meter import Meter
+from capguard.pricing import Pricer, to_micro
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+CLAUDE = FIXTURES / "claude" / "shared"
+AIDER = FIXTURES / "aider" / "shared"
+PG_DSN = os.environ.get("CAPGUARD_TEST_PG_DSN")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_DSN, reason="CAPGUARD_TEST_PG_DSN is not set"))]
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TZ", "UTC")  # aider's chat history stamps sessions in local time
+    time.tzset()
+    monkeypatch.chdir(tmp_path)
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger_target(request, tmp_path):
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    import psycopg
+
+    schema = f"cg_import_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + "options=" + f"-csearch_path={schema}".replace("=", "%3D")
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run_json(main, args: list[str], target: str, capsys) -> dict:
+    assert main([*args, "--json"], {"ledger": target}) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def imported(target: str, agent: str, paths: list, capsys, *extra: str) -> dict:
+    return run_json(import_cmd.main, [agent, *map(str, paths), "--user", "dev@example.com", *extra], target, capsys)
+
+
+def spend(target: str) -> tuple[int, int]:
+    with open_ledger(target) as ledger:
+        return ledger.spend()
+
+
+def rows(target: str, sql: str, params=()) -> list[dict]:
+    with open_ledger(target) as ledger:
+        return ledger._backend.query(sql, params)
+
+
+# -- Claude Code -----------------------------------------------------------------------------------------------
+
+
+def parsed_claude(paths: list[Path]) -> Meter:
+    """What the live meter makes of these transcripts: every reply priced, each key counted once."""
+    meter, pricer = Meter(), Pricer()
+    for path in paths:
+        subagent = path.parent.name == "subagents"
+        parser = TranscriptParser(session_id=path.stem, subagent=subagent)
+        data, start = path.read_bytes(), 0
+        while (end := data.find(b"\n", start)) >= 0:
+            for event in parser.feed(data[start:end], start):
+                if isinstance(event, Reply):
+                    meter.add_reply(event, pricer.price(event))
+            start = end + 1
+    return meter
+
+
+def transcripts(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.jsonl"))
+
+
+def test_claude_import_equals_the_parsers_totals_one_run_per_session(ledger_target, capsys):
+    summary = imported(ledger_target, "claude", [CLAUDE], capsys)
+    meter = parsed_claude(transcripts(CLAUDE))
+    assert spend(ledger_target) == (meter.replies_micro, meter.tokens)
+    assert summary["replies_added"] == sum(m.replies for m in meter.by_model.values())
+    assert (summary["cost_added_usd"], summary["tokens_added"]) == (meter.replies_micro / 1e6, meter.tokens)
+    assert summary["files_read"] == len(transcripts(CLAUDE)) and summary["malformed_lines"] == 0
+    runs = {r["id"]: r for r in rows(ledger_target, "SELECT * FROM runs")}
+    subagent_session = "af3d562a-7f82-4b45-bbe8-914ae96cfb9a"
+    run = runs[f"claude-{subagent_session}"]
+    assert (run["status"], run["agent"], run["steps"]) == ("imported", "claude", 3)  # the subagent's 2 are no steps
+    events = rows(ledger_target, "SELECT * FROM usage_events WHERE run_id = ?", (run["id"],))
+    assert len(events) == 5 and run["cost_micro_usd"] == sum(e["cost_micro_usd"] for e in events)
+    assert run["cwd"] == "/home/dev/fx/fxD" and run["agent_version"] == "2.1.330"
+    assert run["started_utc"] < run["ended_utc"]
+    assert len(runs) == len({r["run_id"] for r in rows(ledger_target, "SELECT DISTINCT run_id FROM usage_events")})
+
+
+def test_claude_import_twice_adds_nothing_even_without_the_state_file(ledger_target, capsys):
+    first = imported(ledger_target, "claude", [CLAUDE], capsys)
+    before = (spend(ledger_target), rows(ledger_target, "SELECT COUNT(*) AS n FROM runs")[0]["n"])
+    again = imported(ledger_target, "claude", [CLAUDE], capsys)
+    assert (again["files_read"], again["files_unchanged"], again["replies_added"]) == (0, first["files_read"], 0)
+    state.default_path().unlink()
+    reread = imported(ledger_target, "claude", [CLAUDE], capsys)
+    assert (reread["files_read"], reread["replies_added"], reread["replies_known"]) == \
+        (first["files_read"], 0, first["replies_added"])
+    assert (spend(ledger_target), rows(ledger_target, "SELECT COUNT(*) AS n FROM runs")[0]["n"]) == before
+
+
+def test_appended_lines_and_only_those_are_added(ledger_target, capsys, tmp_path):
+    source = CLAUDE / "interactive" / "transcript"
+    projects = tmp_path / "claude" / "projects" / "-home-dev-fx-fxL"
+    shutil.copytree(source, projects)
+    main = next(projects.glob("*.jsonl"))
+    full = main.read_bytes()
+    lines = full.splitlines(keepends=True)
+    half = sum(len(line) for line in lines[: len(lines) // 2])
+    main.write_bytes(full[:half] + full[half : half + 40])  # half the lines, then a line being written
+    first = imported(ledger_target, "claude", [tmp_path / "claude"], capsys)
+    assert first["replies_added"] > 0
+    with open(main, "ab") as handle:
+        handle.write(full[half + 40 :])
+    second = imported(ledger_target, "claude", [tmp_path / "claude"], capsys)
+    assert second["files_read"] == 1 and second["files_unchanged"] == 1  # the subagent's file did not change
+    assert second["bytes_read"] == len(full) - half  # read on from the end of the last complete line
+    meter = parsed_claude(transcripts(source))
+    assert first["replies_added"] + second["replies_added"] == sum(m.replies for m in meter.by_model.values())
+    assert second["replies_known"] == 0
+    assert spend(ledger_target) == (meter.replies_micro, meter.tokens)
+
+
+def test_replies_a_supervised_run_metered_are_not_imported_again(ledger_target, capsys):
+    path = CLAUDE / "transcripts" / "B_multi_turn_tool_use.jsonl"
+    meter = parsed_claude([path])
+    parser, pricer = TranscriptParser(session_id="s"), Pricer()
+    first = next(e for line in path.read_bytes().splitlines() for e in parser.feed(line, 0) if isinstance(e, Reply))
+    with open_ledger(ledger_target) as ledger:
+        ledger.start_run(RunStart(run_id="live1", agent="claude", argv=["claude"], cwd="/w", user="dev@example.com",
+                                  host="h", started_utc="2026-11-23T06:05:00Z", caps={"usd": 5}))
+        ledger.record_usage("live1", UsageRecord(
+            dedupe_key=first.key, occurred_utc="2026-11-23T06:05:53Z", model=first.model,
+            input_tokens=first.input_tokens, output_tokens=first.output_tokens,
+            cache_read_tokens=first.cache_read_tokens, cache_write_tokens=first.cache_write_tokens,
+            cost_micro_usd=pricer.price(first).cost_micro, priced_by="genai-prices", source_file="claude:s"))
+        ledger.finish_run("live1", RunEnd(ended_utc="2026-11-23T06:06:00Z", stop_reason="usd", exit_code=122,
+                                          cost_micro_usd=1, tokens=1, steps=1, malformed_lines=0, report={}))
+    summary = imported(ledger_target, "claude", [path], capsys)
+    assert summary["replies_known"] == 1 and summary["replies_added"] == sum(m.replies for m in meter.by_model.values()) - 1
+    assert spend(ledger_target) == (meter.replies_micro, meter.tokens)
+
+
+def test_unreadable_and_malformed_lines_are_skipped_and_counted(ledger_target, capsys, tmp_path):
+    folder = tmp_path / "projects" / "p"
+    folder.mkdir(parents=True)
+    good = (CLAUDE / "transcripts" / "A_single_turn.jsonl").read_bytes()
+    broken = good.replace(b'"usage":{"input_tokens":11', b'"usage":{"input_tokens":"eleven"', 1)
+    (folder / "11111111-0000-4000-8000-000000000001.jsonl").write_bytes(broken + b'{"usage": not json\n')
+    summary = imported(ledger_target, "claude", [tmp_path], capsys)
+    assert summary["malformed_lines"] == 2 and summary["replies_added"] == 0
+    assert rows(ledger_target, "SELECT malformed_lines FROM runs")[0]["malformed_lines"] == 2
+
+
+# -- aider -----------------------------------------------------------------------------------------------------
+
+
+def analytics_totals(paths: list[Path]) -> tuple[int, int, int]:
+    cost = tokens = replies = 0
+    for path in paths:
+        parser = AnalyticsParser("t", str(path))
+        for offset, line in enumerate(path.read_bytes().splitlines()):
+            for event in parser.feed(line, offset):
+                if isinstance(event, Reply):
+                    cost += event.reported_cost_micro or 0
+                    tokens += event.tokens
+                    replies += 1
+    return cost, tokens, replies
+
+
+def test_aider_analytics_logs_are_imported_exactly(ledger_target, capsys):
+    logs = sorted(AIDER.glob("analytics.*.jsonl"))
+    summary = imported(ledger_target, "aider", logs, capsys)
+    cost, tokens, replies = analytics_totals(logs)
+    assert summary["replies_added"] == replies and spend(ledger_target) == (cost, tokens)
+    assert summary["sessions"] == len(logs) and summary.get("rounded_replies") == 0
+    unpriced = rows(ledger_target, "SELECT model, priced_by, input_tokens FROM usage_events WHERE cost_micro_usd IS NULL")
+    assert unpriced == [{"model": None, "priced_by": None, "input_tokens": 50_000}]  # aider redacted it: tokens only
+
+
+def test_aider_chat_history_cost_lines_are_imported_as_aider_rounded_them(ledger_target, capsys):
+    history = AIDER / "chat.history.md"
+    summary = imported(ledger_target, "aider", [history], capsys)
+    lines = parse_cost_lines(history.read_text())
+    priced = sum(to_micro(line.message_usd) for line in lines if line.message_usd is not None)
+    assert summary["rounded_replies"] == len(lines) == summary["replies_added"]
+    cost, tokens = spend(ledger_target)
+    assert tokens == sum(line.sent + line.received for line in lines)
+    assert cost == priced  # the line without a price is a model nobody can price
+    details = rows(ledger_target, "SELECT DISTINCT details FROM usage_events")
+    assert details == [{"details": '{"rounded": true}'}]
+    assert summary["sessions"] == history.read_text().count("# aider chat started at")
+
+
+def test_a_history_session_an_analytics_log_covers_is_not_counted_twice(ledger_target, capsys, tmp_path):
+    folder = tmp_path / "repo"
+    shutil.copytree(AIDER / "lab" / "openai_stream_multiturn", folder)
+    summary = imported(ledger_target, "aider", [folder], capsys)
+    cost, tokens, replies = analytics_totals([folder / ".aider.analytics.jsonl"])
+    assert summary["sessions_covered"] == 1 and summary["replies_added"] == replies
+    assert spend(ledger_target) == (cost, tokens)
+
+
+def test_an_analytics_log_replaces_the_rounded_history_imported_before(ledger_target, capsys, tmp_path):
+    folder = tmp_path / "repo"
+    shutil.copytree(AIDER / "lab" / "openai_stream_multiturn", folder)
+    first = imported(ledger_target, "aider", [folder / ".aider.chat.history.md"], capsys)
+    assert first["rounded_replies"] == 3
+    second = imported(ledger_target, "aider", [folder / ".aider.analytics.jsonl"], capsys)
+    assert second["sessions_replaced"] == 1
+    cost, tokens, _ = analytics_totals([folder / ".aider.analytics.jsonl"])
+    assert spend(ledger_target) == (cost, tokens)
+    assert [r["id"][:7] for r in rows(ledger_target, "SELECT id FROM runs")] == ["aider-a"]
+
+
+def test_a_supervised_aider_run_covers_its_history_session(ledger_target, capsys, tmp_path):
+    folder = tmp_path / "repo"
+    shutil.copytree(AIDER / "lab" / "anthropic_nostream_cache", folder)
+    with open_ledger(ledger_target) as ledger:  # the session header says 2026-11-23 07:26:27 (TZ=UTC)
+        ledger.start_run(RunStart(run_id="live", agent="aider", argv=["aider"], cwd=str(folder), user="dev@example.com",
+                                  host="h", started_utc="2026-11-23T07:26:26Z", caps={}, project=str(folder)))
+    summary = imported(ledger_target, "aider", [folder], capsys)
+    assert (summary["sessions_covered"], summary["replies_added"]) == (1, 0)
+
+
+def test_aider_history_grows_by_a_session_and_only_it_is_added(ledger_target, capsys, tmp_path):
+    history = tmp_path / ".aider.chat.history.md"
+    text = (AIDER / "chat.history.md").read_text()
+    cut = text.index("# aider chat started at", 10)
+    history.write_text(text[:cut])
+    first = imported(ledger_target, "aider", [history], capsys)
+    history.write_text(text)
+    second = imported(ledger_target, "aider", [history], capsys)
+    assert first["replies_added"] + second["replies_added"] == len(parse_cost_lines(text))
+    assert second["replies_known"] == first["replies_added"]  # the last session is read again, its keys are stable
+    assert imported(ledger_target, "aider", [history], capsys)["files_unchanged"] == 1
+
+
+# -- report and suggest on the imported ledger -------------------------------------------------------------------
+
+
+def supervised(target: str) -> None:
+    """Ten supervised aider runs: two stopped by the USD cap, one by the wall cap."""
+    with open_ledger(target) as ledger:
+        for i in range(10):
+            run_id = f"sup{i}"
+            ledger.start_run(RunStart(run_id=run_id, agent="aider", argv=["aider"], cwd="/w", user="dev@example.com",
+                                      host="h", started_utc=f"2026-11-2{i % 3}T10:00:00Z", caps={"usd": 1},
+                                      project="/w"))
+            ledger.record_usage(run_id, UsageRecord(
+                dedupe_key=f"aider:{run_id}:x@0", occurred_utc=f"2026-11-2{i % 3}T10:01:00Z", model="gpt-4o",
+                input_tokens=1000 * (i + 1), output_tokens=100, cache_read_tokens=0, cache_write_tokens=0,
+                cost_micro_usd=100_000 * (i + 1), priced_by="agent"))
+            stop = "usd" if i in (8, 9) else "wall" if i == 7 else None
+            ledger.finish_run(run_id, RunEnd(ended_utc=f"2026-11-2{i % 3}T10:{10 + i:02d}:00Z", stop_reason=stop,
+                                             exit_code=0, cost_micro_usd=0, tokens=0, steps=i + 1, malformed_lines=0,
+                                             report={}))
+
+
+def test_report_shapes_on_both_engines(ledger_target, capsys):
+    imported(ledger_target, "claude", [CLAUDE], capsys)
+    supervised(ledger_target)
+    doc = run_json(report_cmd.main, ["--by", "agent"], ledger_target, capsys)
+    groups = {g["key"]: g for g in doc["groups"]}
+    assert groups["aider"]["runs"] == 10 and groups["aider"]["stops"] == {"usd": 2, "wall": 1}
+    assert groups["aider"]["stop_rate"] == pytest.approx(0.3) and groups["aider"]["stop_rates"]["usd"] == 0.2
+    assert groups["aider"]["cost_usd"] == pytest.approx(5.5)
+    assert groups["aider"]["cost_usd_per_run"] == {"p50": 0.5, "p90": 0.9, "p99": 1.0}
+    assert groups["claude"]["supervised_runs"] == 0 and groups["claude"]["stop_rate"] is None
+    assert doc["total"]["runs"] == 10 + groups["claude"]["runs"] and doc["top_runs"][0]["run_id"] == "sup9"
+    days = run_json(report_cmd.main, ["--by", "day", "--since", "2026-11-21", "--until", "2026-11-21"], ledger_target, capsys)
+    assert [g["key"] for g in days["groups"]] == ["2026-11-21"] and days["total"]["runs"] == 3
+    for by in ("user", "month", "model", "line", "project", "run"):
+        assert report_cmd.main(["--by", by], {"ledger": ledger_target}) == 0
+        text = capsys.readouterr().out
+        assert max(map(len, text.splitlines())) <= 80, text
+    assert report_cmd.main(["--by", "model", "--csv"], {"ledger": ledger_target}) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {"gpt-4o", "claude-opus-5-5", "(all)"} <= {row["model"] for row in table}
+
+
+def test_suggest_from_the_imported_and_supervised_runs(ledger_target, capsys):
+    imported(ledger_target, "claude", [CLAUDE], capsys)
+    supervised(ledger_target)
+    doc = run_json(suggest_cmd.main, ["--min-runs", "5", "--headroom", "50%"], ledger_target, capsys)
+    by_agent = {s["agent"]: s for s in doc["suggestions"]}
+    aider = by_agent["aider"]
+    assert aider["runs"] == 10 and aider["p90"]["usd"] == pytest.approx(0.9) and aider["caps"]["usd"] == 1.4
+    assert aider["caps"]["steps"] == 14 and aider["wall_runs"] == 10 and "wall" in aider["caps"]
+    assert by_agent["claude"]["caps"]["task_budget"] == 20_000 and "wall" not in by_agent["claude"]["caps"]
+    assert suggest_cmd.main(["--per", "project"], {"ledger": ledger_target}) == 0
+    assert "# /w/.capguard.toml" in capsys.readouterr().out
+
+
+def test_worker_processes_import_what_one_process_imports(ledger_target, capsys, tmp_path, monkeypatch):
+    """Large imports read files in worker processes (SQLite: the rows come back to one writer; PostgreSQL: each
+    worker writes its own)."""
+    from capguard.importers import claude_files
+
+    single = imported(str(tmp_path / "single.db"), "claude", [CLAUDE], capsys, "--jobs", "1")
+    monkeypatch.setattr(claude_files, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(claude_files, "GROUP_BYTES", 100_000)  # a dozen groups for two workers
+    pools = []
+
+    class Pool(claude_files.ProcessPoolExecutor):
+        def __init__(self, *args, **kw):
+            pools.append(args[0])
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(claude_files, "ProcessPoolExecutor", Pool)
+    parallel = imported(ledger_target, "claude", [CLAUDE], capsys, "--jobs", "2")
+    assert pools == [2]
+    keys = ("files_read", "sessions", "runs_created", "replies_added", "replies_known", "cost_added_usd", "tokens_added")
+    assert {k: parallel[k] for k in keys} == {k: single[k] for k in keys}
+    assert spend(ledger_target) == spend(str(tmp_path / "single.db"))
+    runs = "SELECT id, started_utc, ended_utc, cost_micro_usd, tokens, steps, cwd, project FROM runs ORDER BY id"
+    assert rows(ledger_target, runs) == rows(str(tmp_path / "single.db"), runs)
+    again = imported(ledger_target, "claude", [CLAUDE], capsys, "--jobs", "2")
+    assert again["files_unchanged"] == parallel["files_read"]

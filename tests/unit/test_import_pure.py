@@ -1,0 +1,139 @@
+"""The import's small parts: progress lines, the per-file state, aider's sessions, where transcripts are."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from capguard.importers import aider, claude
+from capguard.importers.progress import Progress, size
+from capguard.importers.state import ImportState
+from capguard.importers.unit_prices import UnitPricer
+
+AIDER = Path(__file__).resolve().parents[1] / "fixtures" / "aider" / "shared"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_waits_a_second_then_never_floods_a_log():
+    clock, out = Clock(), io.StringIO()
+    progress = Progress(out, clock=clock)
+    progress.update(1, 10, 100)
+    assert out.getvalue() == ""  # short imports say nothing
+    for step in range(1, 60):
+        clock.now = 100.0 + step * 0.5
+        progress.update(step, step, 100)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # at 1 s, 11 s, 21 s of 29.5 s: one line every 10 s when not a terminal
+    assert lines[0].startswith("capguard: import: 2 files, 2 B of 100 B (2%)")
+
+
+def test_progress_rewrites_one_line_on_a_terminal_and_clears_it():
+    clock, out = Clock(), Tty()
+    progress = Progress(out, clock=clock, label="import claude")
+    for step in range(10):
+        clock.now = 100.0 + step * 0.6
+        progress.update(step, step * 1_500_000, 9_000_000)
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\r") == 5 and text.endswith("\r\x1b[K")  # 4 updates, one a second, then the clearing
+    assert "\rcapguard: import claude: 2 files, 3.0 MB of 9.0 MB (33%), 1.2s\x1b[K" in text
+
+
+def test_quiet_progress_prints_nothing():
+    clock, out = Clock(), Tty()
+    progress = Progress(out, enabled=False, clock=clock)
+    clock.now += 100
+    progress.update(1, 1, 1)
+    progress.close()
+    assert out.getvalue() == ""
+    assert (size(999), size(14_100), size(21_300_000), size(1_074_000_000)) == ("999 B", "14.1 kB", "21.3 MB", "1.1 GB")
+
+
+def test_state_reads_on_from_the_offset_only_while_the_file_only_grew(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"one\ntwo\n")
+    state = ImportState(tmp_path / "state.json", "ledger-a")
+    assert state.start_offset(str(path), path.stat()) == 0
+    state.mark(str(path), path.stat(), 8, "run-1")
+    state.save()
+    again = ImportState(tmp_path / "state.json", "ledger-a")
+    assert again.start_offset(str(path), path.stat()) is None  # unchanged: not read
+    assert again.files[str(path)].run_id == "run-1"
+    with open(path, "ab") as handle:
+        handle.write(b"three\n")
+    assert again.start_offset(str(path), path.stat()) == 8
+    path.write_bytes(b"ONE\ntwo\nthree\nfour\n")  # rewritten in place: the bytes before the offset changed
+    assert again.start_offset(str(path), path.stat()) == 0
+    path.write_bytes(b"o\n")  # truncated
+    assert again.start_offset(str(path), path.stat()) == 0
+    os.replace(tmp_path / "state.json", tmp_path / "moved.json")
+    replaced = tmp_path / "new.jsonl"
+    replaced.write_bytes(b"one\ntwo\nthree\n")
+    os.replace(replaced, path)  # another inode at the same path
+    assert ImportState(tmp_path / "moved.json", "ledger-a").start_offset(str(path), path.stat()) == 0
+    assert ImportState(tmp_path / "moved.json", "ledger-b").files == {}  # another ledger starts from scratch
+
+
+def test_a_broken_state_file_means_start_over(tmp_path):
+    (tmp_path / "state.json").write_text("{not json")
+    assert ImportState(tmp_path / "state.json", "l").files == {}
+
+
+def test_aider_history_sessions_and_their_rounded_rows():
+    data = (AIDER / "chat.history.md").read_bytes()
+    sessions = aider.history_sessions("h.md", data, 0, UnitPricer(), lambda text: text.replace(" ", "T") + ".000000Z")
+    assert [s.model for s in sessions] == ["openai/gpt-4o", "openai/gpt-4o", "openai/my-local-model"] + [
+        "anthropic/claude-sonnet-4-5"] * 3
+    first = sessions[0]
+    assert first.started_utc == "2026-11-23T06:15:04.000000Z" and first.offset == data.index(b"# aider chat started")
+    (row,) = first.rows
+    assert row[1] == f"aider:history:h.md@{first.offset}#0" and row[4:9] == (2500, 9, 0, 0, 6500)
+    assert row[-1] == '{"rounded": true}'
+    assert sessions[2].rows[0][8:10] == (None, None)  # no cost line, a model nobody prices
+
+
+def test_aider_analytics_sessions_split_at_launch():
+    path = AIDER / "lab" / "openai_stream_multiturn" / ".aider.analytics.jsonl"
+    data = path.read_bytes() * 2  # the same session twice: two launches
+    sessions = aider.analytics_sessions(str(path), data, 0, UnitPricer())
+    assert len(sessions) == 2 and sessions[1].offset == len(data) // 2
+    assert [len(s.rows) for s in sessions] == [3, 3] and sessions[0].model == "openai/gpt-4o"
+    assert sessions[0].report["exit_reason"] == "Completed main CLI coder.run"
+    assert sum(row[8] for row in sessions[0].rows) == 20_896  # aider's own costs, exact
+
+
+def test_aider_logs_are_found_by_name_and_content(tmp_path):
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / ".aider.chat.history.md").write_text("# aider chat started at 2026-11-23 06:15:04\n")
+    (tmp_path / "repo" / "my.analytics.jsonl").write_text('{"event": "launched", "time": 1}\n')
+    (tmp_path / "repo" / "other-analytics.jsonl").write_text('{"not": "aider"}\n')
+    (tmp_path / "repo" / ".git" / "x.analytics.jsonl").write_text('{"event": "launched", "time": 1}\n')
+    analytics, histories = aider.find_logs([tmp_path])
+    assert [p.name for p in analytics] == ["my.analytics.jsonl"]
+    assert [p.name for p in histories] == [".aider.chat.history.md"]
+
+
+def test_claude_transcripts_are_found_where_claude_code_keeps_them(tmp_path):
+    env = {"CLAUDE_CONFIG_DIR": f"{tmp_path / 'a'}, {tmp_path / 'b'}"}
+    assert claude.transcript_roots([], env) == [tmp_path / "a", tmp_path / "b"]
+    assert claude.transcript_roots(["~/x"], env) == [Path.home() / "x"]
+    assert claude.transcript_roots([], {"XDG_CONFIG_HOME": str(tmp_path)}) == [Path.home() / ".claude", tmp_path / "claude"]
+    session = tmp_path / "a" / "projects" / "-p" / "s1.jsonl"
+    sub = tmp_path / "a" / "projects" / "-p" / "s1" / "subagents" / "agent-1.jsonl"
+    for path in (session, sub, tmp_path / "a" / "projects" / "-p" / "notes.txt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    assert set(claude.find_transcripts([tmp_path / "a", tmp_path / "missing"])) == {session.resolve(), sub.resolve()}
