@@ -19,8 +19,9 @@ ROOT = BENCH.parent
 WORK = BENCH / ".work"
 RESULTS_DIR = WORK / "results"
 
-CG_PYTHON = os.environ.get("CAPGUARD_BENCH_PYTHON", "/tmp/cg-venv/bin/python")
-AIDER = os.environ.get("CAPGUARD_BENCH_AIDER", "/tmp/aider-venv/bin/aider")
+# defaults: the Python running the bench (capguard installed in it) and the agents the README's test command installs
+CG_PYTHON = os.environ.get("CAPGUARD_BENCH_PYTHON", sys.executable)
+AIDER = os.environ.get("CAPGUARD_BENCH_AIDER", shutil.which("aider") or str(Path(sys.executable).parent / "aider"))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -10,7 +10,7 @@ Per run: capguard's figures when it decided to stop (`at_stop`) and at the end (
 replies aider recorded after the decision, and what the server saw: requests that arrived after capguard's
 first SIGINT (from `capguard.log`) and replies it finished sending before aider exited (a pidfd on aider).
 
-    /tmp/cg-venv/bin/python bench/aider_overshoot.py --runs 25
+    python bench/aider_overshoot.py --runs 25
 """
 
 from __future__ import annotations

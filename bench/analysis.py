@@ -12,16 +12,16 @@ HISTORY = {
     "latency": [
         # (date, capguard commit, what it was, load before -> after, p50, p90, p99, max, trials over 50 ms, command)
         ("2026-11-23T10:57:31+00:00", "4454d7d", "ledger commit, status write and psutil tree snapshot before the signal; busy loop",
-         "7.03 -> 4.13", 13.7, 34.5, 111.7, 312.6, 10, "/tmp/cg-venv/bin/python bench/enforcement_latency.py --trials 200 --breakdown 50"),
+         "7.03 -> 4.13", 13.7, 34.5, 111.7, 312.6, 10, "python bench/enforcement_latency.py --trials 200 --breakdown 50"),
         ("2026-11-23T11:28:35+00:00", "95e86bf", "signal first (43a819b), busy loop still there",
-         "0.86 -> 0.94", 2.9, 11.1, 36.4, 105.4, 2, "/tmp/cg-venv/bin/python bench/enforcement_latency.py --trials 200 --breakdown 50"),
+         "0.86 -> 0.94", 2.9, 11.1, 36.4, 105.4, 2, "python bench/enforcement_latency.py --trials 200 --breakdown 50"),
     ],
     "idle": [
         # (date, commit, what, cpu %, rss max MB, rss first MB, seconds, command)
         ("2026-11-23T11:22:18+00:00", "95e86bf", "busy loop (before 6e57714)", 103.77, 154.4, 42.5, 60.3,
-         "/tmp/cg-venv/bin/python bench/idle_cost.py --seconds 60"),
+         "python bench/idle_cost.py --seconds 60"),
         ("2026-11-23T11:23:28+00:00", "95e86bf", "same, event_filter monkeypatched in (what-if)", 0.48, 22.3, 22.3, 60.1,
-         "/tmp/cg-venv/bin/python bench/idle_cost.py --seconds 60 --whatif-filter --name idle_cost_whatif"),
+         "python bench/idle_cost.py --seconds 60 --whatif-filter --name idle_cost_whatif"),
     ],
     # stages before the signal on 4454d7d (50 traced trials of the first run): p50 / max ms
     "old_stages": {"ledger": (1.18, 11.47), "status": (1.21, 4.69), "snapshot": (3.30, 12.89)},

@@ -34,7 +34,7 @@ from pathlib import Path
 import _common as C
 import psutil
 
-CLAUDE = os.environ.get("CAPGUARD_BENCH_CLAUDE", "/tmp/claude-npm/node_modules/.bin/claude")
+CLAUDE = os.environ.get("CAPGUARD_BENCH_CLAUDE", shutil.which("claude") or str(C.ROOT / ".agents/node_modules/.bin/claude"))
 SCRATCH = Path(os.environ.get("CAPGUARD_BENCH_SCRATCH", "/tmp/capguard-bench"))
 KEY = "sk-ant-api03-fake-capguard-bench-AAAAAAAAAAAAAAAAAAAAA"
 TAG_VAR = "CAPGUARD_BENCH_TAG"

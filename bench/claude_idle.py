@@ -8,8 +8,8 @@ capguard's process alone (psutil `cpu_times()` of its pid, user + system, childr
 from `memory_full_info()`) is sampled once a second. The pty is drained all along (Claude redraws).
 At the end capguard gets SIGTERM and stops Claude.
 
-    /tmp/cg-venv/bin/python bench/claude_idle.py --seconds 60
-    /tmp/cg-venv/bin/python bench/claude_idle.py --seconds 60 --whatif-filter --name claude_idle_whatif
+    python bench/claude_idle.py --seconds 60
+    python bench/claude_idle.py --seconds 60 --whatif-filter --name claude_idle_whatif
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ two marker comments at the end of RESULTS.md; everything outside them (what rend
 as it is, and a rerun replaces only the marked block. render_results.py rewrites the whole file, so run this
 after it:
 
-    /tmp/cg-venv/bin/python bench/render_results.py && /tmp/cg-venv/bin/python bench/claude_render.py
+    python bench/render_results.py && python bench/claude_render.py
 """
 
 from __future__ import annotations
@@ -322,12 +322,12 @@ def block() -> list[str]:
             "processes; scratch folders in /tmp. Written by `bench/claude_render.py` from `bench/.work/results/claude_*.json`",
             "and `aider_overshoot.json`. Benchmarks, not tests: nothing asserts. To rerun (about 12 minutes):", "",
             "```sh",
-            "/tmp/cg-venv/bin/python bench/claude_runaway.py --mode interactive --trials 30",
-            "/tmp/cg-venv/bin/python bench/claude_runaway.py --mode print-tokens --trials 25",
-            "/tmp/cg-venv/bin/python bench/claude_runaway.py --mode print-usd --trials 25",
-            "/tmp/cg-venv/bin/python bench/claude_idle.py --seconds 60",
-            "/tmp/cg-venv/bin/python bench/aider_overshoot.py --runs 25",
-            "/tmp/cg-venv/bin/python bench/claude_render.py   # after render_results.py, which rewrites the whole file",
+            "python bench/claude_runaway.py --mode interactive --trials 30",
+            "python bench/claude_runaway.py --mode print-tokens --trials 25",
+            "python bench/claude_runaway.py --mode print-usd --trials 25",
+            "python bench/claude_idle.py --seconds 60",
+            "python bench/aider_overshoot.py --runs 25",
+            "python bench/claude_render.py   # after render_results.py, which rewrites the whole file",
             "```", "",
             "| figure | target | measured | verdict |", "| --- | --- | --- | --- |", *[f"| {' | '.join(r)} |" for r in rows], ""]
     return [BEGIN, "", *head, *body, END]

@@ -27,9 +27,9 @@ Caps are drawn uniformly per trial (seeded), so the crossing reply and the overs
 - the harness's own lag (a write -> the Observer's timestamp) makes every latency look shorter by that
   much; it is measured on the same runs as (Observer's sight of the `sending SIGINT` line) - (its log stamp).
 
-    /tmp/cg-venv/bin/python bench/claude_runaway.py --mode interactive --trials 30
-    /tmp/cg-venv/bin/python bench/claude_runaway.py --mode print-usd --trials 25
-    /tmp/cg-venv/bin/python bench/claude_runaway.py --mode print-tokens --trials 25
+    python bench/claude_runaway.py --mode interactive --trials 30
+    python bench/claude_runaway.py --mode print-usd --trials 25
+    python bench/claude_runaway.py --mode print-tokens --trials 25
 """
 
 from __future__ import annotations

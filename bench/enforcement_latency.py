@@ -9,7 +9,7 @@ how long the whole tree takes to go. capguard's start-up (launch -> agent exec -
 place) is measured separately and is not part of the latency: the fake waits until capguard's inotify
 watch exists (read from /proc/<capguard>/fdinfo), then a random 0.15-0.65 s, before it crosses.
 
-    /tmp/cg-venv/bin/python bench/enforcement_latency.py --trials 200 --breakdown 50
+    python bench/enforcement_latency.py --trials 200 --breakdown 50
 """
 
 from __future__ import annotations

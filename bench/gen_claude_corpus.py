@@ -1,6 +1,6 @@
 """Writes a deterministic corpus of Claude Code transcripts (`projects/<dir>/<session>.jsonl`) for benchmarks.
 
-    /tmp/cg-venv/bin/python bench/gen_claude_corpus.py --out bench/.work/corpus/claude_1g --target-mb 1024 --seed 2
+    python bench/gen_claude_corpus.py --out bench/.work/corpus/claude_1g --target-mb 1024 --seed 2
 
 Same seed and options -> byte-identical files (no clock, no os.urandom, no hash randomisation). Lines are modelled
 on the Claude Code 2.1.330 captures in tests/fixtures/claude/shared: one line per content block of each API reply

@@ -6,7 +6,7 @@ in a fresh git repo, HOME/CAPGUARD_HOME/XDG_CONFIG_HOME in bench/.work/idle_cost
 Once aider has settled (its own CPU time stops growing), capguard's process alone (psutil cpu_times
 of its pid: user + system, children excluded) and its RSS are sampled every second.
 
-    /tmp/cg-venv/bin/python bench/idle_cost.py --seconds 60
+    python bench/idle_cost.py --seconds 60
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`capguard import claude` against `ccusage` (npm ccusage@20.0.24, --offline) on the same Claude Code corpus.
 
-    /tmp/cg-venv/bin/python bench/import_vs_ccusage.py                 # 1 GB corpus, 3 rounds, writes RESULTS.md
-    /tmp/cg-venv/bin/python bench/import_vs_ccusage.py --target-mb 50 --rounds 1 --no-results   # a smoke run
+    python bench/import_vs_ccusage.py                 # 1 GB corpus, 3 rounds, writes RESULTS.md
+    python bench/import_vs_ccusage.py --target-mb 50 --rounds 1 --no-results   # a smoke run
 
 The corpus comes from bench/gen_claude_corpus.py (seeded, byte-identical every time) under bench/.work/corpus/.
 Each round runs both tools back to back, alternating which goes first, after one warm-up run of each (page cache
@@ -48,11 +48,11 @@ def corpus(target_mb: float, seed: int, projects: int) -> Path:
 
 
 def install_ccusage() -> None:
-    if NATIVE.exists() and LAUNCHER.exists():
-        return
-    CCUSAGE_DIR.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["npm", "install", "--prefix", str(CCUSAGE_DIR), "--no-audit", "--no-fund", "--loglevel=error",
-                    f"ccusage@{CCUSAGE_VERSION}"], check=True)
+    if not (NATIVE.exists() and LAUNCHER.exists()):
+        CCUSAGE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(CCUSAGE_DIR), "--no-audit", "--no-fund", "--loglevel=error",
+                        f"ccusage@{CCUSAGE_VERSION}"], check=True)
+    NATIVE.chmod(0o755)  # the package ships it 0644; ccusage's launcher makes it executable on first use, as here
 
 
 def measure(argv: list[str], env: dict[str, str], *, stdout_path: Path) -> dict:
@@ -103,9 +103,19 @@ def capguard_totals(ledger: Path) -> dict:
     return out
 
 
+def warm_page_cache(data: Path) -> None:
+    """Read every transcript once: this VM's free-page reporting drops cold page cache between runs, and a tool
+    that happened to find the corpus on disk instead of in memory would be timed reading the disk."""
+    for path in data.rglob("*.jsonl"):
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
 def run_ccusage(binary: Path, data: Path, env: dict, tag: str) -> dict:
     out = C.WORK / "import_vs_ccusage" / f"ccusage_{tag}.json"
     argv = [str(binary), "daily", "--json", "--offline"]
+    warm_page_cache(data)
     result = measure(argv, {**env, "CLAUDE_CONFIG_DIR": str(data), "LOG_LEVEL": "0"}, stdout_path=out)
     result["command"] = f"CLAUDE_CONFIG_DIR={data.relative_to(C.ROOT)} {binary.relative_to(C.ROOT)} daily --json --offline"
     if result["rc"] == 0:
@@ -120,6 +130,7 @@ def run_capguard(data: Path, env: dict, tag: str) -> dict:
     ledger = base / "ledger.db"
     argv = [C.CG_PYTHON, "-m", "capguard", "--ledger", str(ledger), "import", "claude", str(data), "--json",
             "--user", "bench@example.invalid"]
+    warm_page_cache(data)
     result = measure(argv, {**env, "CAPGUARD_HOME": str(base / "home")}, stdout_path=base / "summary.json")
     result["command"] = (f"python -m capguard --ledger <new file> import claude {data.relative_to(C.ROOT)} --json"
                          " (empty CAPGUARD_HOME)")

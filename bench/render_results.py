@@ -1,6 +1,6 @@
 """Writes bench/RESULTS.md from the JSON results in bench/.work/results/ (each benchmark calls this).
 
-    /tmp/cg-venv/bin/python bench/render_results.py
+    python bench/render_results.py
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ difference is aider's own work for the flag capguard adds. Also timed: `capguard
 (`[agents.aider] command = "/bin/true"`): capguard's fixed cost without aider's. Then a profile of
 where that cost goes: `python -X importtime` and bench/_instrumented.py's phase timer.
 
-    /tmp/cg-venv/bin/python bench/startup_overhead.py --runs 20
+    python bench/startup_overhead.py --runs 20
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def main(rest: list[str], flags: dict) -> int:
         try:
             if ns.agent == "claude":
                 roots = claude.transcript_roots(ns.paths)
-                figures = claude.import_transcripts(writer, marks, claude.find_transcripts(roots),
+                figures = claude.import_transcripts(writer, marks, roots,
                                                     target=settings["ledger"], overrides=settings.prices, jobs=ns.jobs,
                                                     line_of=line_of, on_progress=progress.update)
             else:

@@ -10,6 +10,7 @@ A session's run holds its transcript and its subagents' (`<session>/subagents/ag
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ from capguard.importers.claude_files import (
 )
 from capguard.importers.ledger_io import ImportWriter
 from capguard.importers.state import ImportState
+from capguard.pricing import Pricer
 
 WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
-from capguard.pricing import Pricer
 
 
 def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
@@ -93,7 +94,7 @@ def plan(paths: list[Path], state: ImportState, writer: ImportWriter) -> Plan:
 def import_transcripts(
     writer: ImportWriter,
     state: ImportState,
-    paths: list[Path],
+    roots: list[Path],
     *,
     target: str | None = None,
     overrides: dict | None = None,
@@ -102,11 +103,19 @@ def import_transcripts(
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
     """Reads, prices, writes, then finishes the runs and saves the state (an interrupted import reads the files
-    again next time, adding nothing twice). `target` is the ledger the workers open. Returns summary figures."""
-    work = plan(paths, state, writer)
+    again next time, adding nothing twice). `roots` as `transcript_roots` gives them; `target` is the ledger the
+    workers open. Returns summary figures."""
     # SQLite: the rows come back here (one writer); PostgreSQL: each process writes its own
     sqlite = writer.backend.dialect == "sqlite"
     worker = Worker(UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host)
+    # genai-prices loads (0.3 s) while the files are listed and planned, mostly waiting on the file system
+    warming = threading.Thread(target=worker.pricer.warm, name="capguard-prices", daemon=True)
+    warming.start()
+    try:
+        paths = find_transcripts(roots)
+        work = plan(paths, state, writer)
+    finally:
+        warming.join()  # before any fork: no thread may run while workers are forked
     done_bytes, marks, counts, rows, prefixes = 0, [], {"files": 0, "malformed": 0, "errors": []}, [], []
     for done in run_groups(work.tasks, jobs or default_jobs(), overrides=overrides or {}, target=target, worker=worker):
         for result in done.results:

@@ -190,26 +190,21 @@ def _decode(data: bytes, start: int, end: int) -> object:
     return _loads(data[start:end])
 
 
-def _object_end(data: bytes, at: int, end: int) -> int:
-    """End (exclusive) of the JSON object starting at `at`, for objects whose strings hold no braces (usage)."""
-    close = data.find(b"}", at, end)
-    opened = data.count(b"{", at, close) if close >= 0 else 0
-    while opened > 1:
-        nxt = data.find(b"}", close + 1, end)
-        if nxt < 0:
-            return -1
-        opened += data.count(b"{", close + 1, nxt) - 1
-        close = nxt
-    return close + 1 if close >= 0 else -1
-
-
-def _plain_line(data: bytes, at: int, end: int) -> tuple[bytes, int] | None:
-    """(request id, end of usage) when the line has Claude Code's layout: one `"usage":{...}` and, after it, only
-    flat keys (the message's last keys, then the top-level ones, `requestId` among them). None otherwise."""
+def _plain_line(data: bytes, at: int, end: int) -> tuple[bytes, int, object] | None:
+    """(request id, end of usage, the usage decoded) when the line has Claude Code's layout: one `"usage":{...}`
+    and, after it, only flat keys (the message's last keys, then the top-level ones, `requestId` among them).
+    None otherwise."""
     if not data.startswith(b":{", at + 7) or data[end - 1] != 125:  # `"usage":{`, and the line ends with "}"
         return None
-    usage_end = _object_end(data, at + 8, end)
-    if usage_end < 0 or data.find(b"{", usage_end, end) >= 0 or data.find(_USAGE, usage_end, end) >= 0:
+    try:
+        text = data[at + 8 : end].decode()
+        usage, used = _DECODER.raw_decode(text)  # the usage object alone, and where it ends
+    except (ValueError, RecursionError):
+        return None
+    if not text.isascii() and not text[:used].isascii():
+        return None  # characters and bytes differ before the end: leave such a line to the full decode
+    usage_end = at + 8 + used
+    if data.find(b"{", usage_end, end) >= 0 or data.find(_USAGE, usage_end, end) >= 0:
         return None
     request = data.find(b'"requestId":"', usage_end, end)
     if request < 0:
@@ -218,7 +213,7 @@ def _plain_line(data: bytes, at: int, end: int) -> tuple[bytes, int] | None:
     close = data.find(b'"', request, end)
     if close < 0 or data.find(b"\\", request, close) >= 0:
         return None
-    return data[request:close], usage_end
+    return data[request:close], usage_end, usage
 
 
 _HEAD = b'"message":{"id":"'
@@ -228,7 +223,7 @@ _PREFIX = re.compile(rb'\{(?:"(?:parentUuid|logicalParentUuid|isSidechain|agentI
 _NOT_FAST = (b'"isApiErrorMessage":', b'"requestSessionId":', b'"isAbortedMidStream":')
 
 
-def _fast_reply(data: bytes, at: int, start: int, end: int, usage_end: int, request_id: bytes,
+def _fast_reply(data: bytes, at: int, start: int, end: int, usage_end: int, request_id: bytes, usage: object,
                 counter: ReplyCounter, offset: int) -> FoundReply | None | bool:
     """The reply of a line in Claude Code 2.x's exact layout without decoding its JSON: False when the layout
     differs in any way (then the line is decoded). The same answer as `reply_of` (the tests hold it to that)."""
@@ -263,10 +258,6 @@ def _fast_reply(data: bytes, at: int, start: int, end: int, usage_end: int, requ
     served = data[model_at:model_end].decode()
     if served == SYNTHETIC_MODEL:
         return None
-    try:
-        usage = json.loads(data[at + 8 : usage_end])
-    except (ValueError, RecursionError):
-        return False
     if not isinstance(usage, dict):
         return False
     figures = _plain_figures(usage) or _figures(usage)
@@ -305,7 +296,7 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
         try:
             reply = False
             if plain is not None and found.session_id is not None:  # the file's first reply is decoded: its facts
-                reply = _fast_reply(data, at, start, end, plain[1], plain[0], counter, base_offset + start)
+                reply = _fast_reply(data, at, start, end, plain[1], plain[0], plain[2], counter, base_offset + start)
             if reply is False:
                 entry = _decode(data, start, end)
                 reply = reply_of(entry, counter, base_offset + start)

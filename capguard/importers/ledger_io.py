@@ -193,6 +193,7 @@ def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], st
     conn = backend._conn  # these pragmas must be set outside a transaction
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # one checkpoint at the end (ImportWriter.finish), not dozens
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
@@ -291,6 +292,10 @@ class ImportWriter:
             executemany(db, _FINISH, [
                 (r.started_utc, r.ended_utc, r.malformed, json.dumps(r.report), r.agent_version, r.line, r.cwd,
                  r.project, *totals.get(r.run_id, (0, 0, 0)), r.run_id) for r in (self.runs[i] for i in ids)])
+        if self._backend.dialect == "sqlite":
+            conn = self._backend._conn
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # what write_rows held back, in one go
+            conn.execute("PRAGMA wal_autocheckpoint = 1000")
 
     def _merge_existing(self, run_ids: list[str]) -> None:
         """Fold in what the ledger holds for these runs: an earlier import's span and, for files read on from an
