@@ -62,15 +62,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 
-from capguard.demo._http import TrackingHTTPServer
+from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 __all__ = [
@@ -496,7 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "capguard-fake-anthropic/1"
     sys_version = ""
-    server: "_HTTPServer"
+    server: TrackingHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -688,11 +686,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_chunk(b"")  # end of the chunked body
 
 
-class _HTTPServer(TrackingHTTPServer):
-    def __init__(self, addr: tuple[str, int], owner: "FakeAnthropic") -> None:
-        super().__init__(addr, _Handler, owner)
-
-
 _SECRET_HEADERS = ("x-api-key", "authorization")
 
 
@@ -706,63 +699,18 @@ def _headers_dict(handler: BaseHTTPRequestHandler) -> dict:
     return out
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
     """A scripted Anthropic Messages API server on ``host:port`` (port 0 = ephemeral)."""
 
+    handler = _Handler
+    kinds = KINDS
+
     def __init__(self, script: Optional[Script] = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.script = script if script is not None else Script()
-        self.host = host
-        self.port = port
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._requests: list[dict] = []
         self._reply_index = 0  # successful agent replies so far
         self._attempt_index = 0  # agent requests so far (errors included)
         self._kind_index: dict[str, int] = {}
-        self._in_flight = 0
-        self._stopping = threading.Event()
-        self._httpd: Optional[_HTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    # ---- lifecycle
-    def start(self) -> "FakeAnthropic":
-        if self._httpd is not None:
-            raise RuntimeError("FakeAnthropic already started")
-        self._stopping.clear()
-        self._httpd = _HTTPServer((self.host, self.port), self)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-anthropic:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, abort delayed replies, close connections and join all threads."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()  # joins handler threads (block_on_close)
-        if thread is not None:
-            thread.join(timeout)
-        self._httpd = None
-        self._thread = None
-        with self._cond:
-            self._cond.notify_all()
-
-    def __enter__(self) -> "FakeAnthropic":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
 
     @property
     def base_url(self) -> str:
@@ -878,16 +826,6 @@ class FakeAnthropic:
             record["t_end"] = time.time()
             self._cond.notify_all()
 
-    def _begin(self) -> None:
-        with self._cond:
-            self._in_flight += 1
-            self._cond.notify_all()
-
-    def _end(self) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            self._cond.notify_all()
-
     @property
     def requests(self) -> list[dict]:
         """A snapshot of the recorded requests, in arrival order (each a dict copy).
@@ -901,43 +839,6 @@ class FakeAnthropic:
         """
         with self._lock:
             return [{k: v for k, v in r.items() if k != "usage_obj"} for r in self._requests]
-
-    def count(self, kind: Optional[str] = None) -> int:
-        """Number of requests received (of one ``kind`` if given)."""
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-        with self._lock:
-            return sum(1 for r in self._requests if kind is None or r["kind"] == kind)
-
-    @property
-    def in_flight(self) -> int:
-        """Replies being delivered right now (useful to catch an agent mid-reply)."""
-        with self._lock:
-            return self._in_flight
-
-    def wait_for(self, n: int, kind: Optional[str] = None, timeout: float = 30.0) -> bool:
-        """Block until at least ``n`` requests (of ``kind``) have arrived; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                have = sum(1 for r in self._requests if kind is None or r["kind"] == kind)
-                if have >= n:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stopping.is_set() and self._httpd is None:
-                    return False
-                self._cond.wait(min(left, 0.5))
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until no reply is being delivered; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))
-            return True
 
     def reset(self) -> None:
         """Forget recorded requests and restart the reply counters."""
@@ -987,23 +888,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         error_status=args.error_status,
     )
 
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     server = FakeAnthropic(script, host=args.host, port=args.port)
     written = 0
-    try:  # entered before the URL is printed: a prompt SIGTERM still stops cleanly
-        server.start()
-        print(server.base_url, flush=True)
-        while True:
-            time.sleep(0.2)
-            if args.log:
-                written = _append_log(server, args.log, written, bodies=args.log_bodies)
-    except KeyboardInterrupt:
-        pass
+
+    def append_log() -> None:
+        nonlocal written
+        if args.log:
+            written = _append_log(server, args.log, written, bodies=args.log_bodies)
+
+    try:
+        serve_until_terminated(server, append_log)
     finally:
-        server.stop()
         if args.log:
             _append_log(server, args.log, written, final=True, bodies=args.log_bodies)
     return 0

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from capguard.demo._http import TrackingHTTPServer
+from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
 from typing import Any, Optional
 
 __all__ = [
@@ -246,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "capguard-fake-openai/1"
     sys_version = ""
-    server: "_HTTPServer"
+    server: TrackingHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -382,65 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_chunk(b"")  # end of chunked body
 
 
-class _HTTPServer(TrackingHTTPServer):
-    def __init__(self, addr: tuple[str, int], owner: "FakeOpenAI") -> None:
-        super().__init__(addr, _Handler, owner)
-
-
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """A scripted OpenAI-compatible server on ``host:port`` (port 0 = ephemeral)."""
 
+    handler = _Handler
+    kinds = KINDS
+
     def __init__(self, script: Script, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.script = script
-        self.host = host
-        self.port = port
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._requests: list[dict] = []
         self._main_index = 0
-        self._in_flight = 0
-        self._stopping = threading.Event()
-        self._httpd: Optional[_HTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    # ---- lifecycle
-    def start(self) -> "FakeOpenAI":
-        if self._httpd is not None:
-            raise RuntimeError("FakeOpenAI already started")
-        self._stopping.clear()
-        self._httpd = _HTTPServer((self.host, self.port), self)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-openai:{self.port}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, abort delayed replies, close connections and join all threads."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()  # joins handler threads (block_on_close)
-        if thread is not None:
-            thread.join(timeout)
-        self._httpd = None
-        self._thread = None
-        with self._cond:
-            self._cond.notify_all()
-
-    def __enter__(self) -> "FakeOpenAI":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
 
     @property
     def base_url(self) -> str:
@@ -473,47 +422,11 @@ class FakeOpenAI:
             self._cond.notify_all()
         return record, reply
 
-    def _begin(self) -> None:
-        with self._cond:
-            self._in_flight += 1
-            self._cond.notify_all()
-
-    def _end(self) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            self._cond.notify_all()
-
     @property
     def requests(self) -> list[dict]:
         """A snapshot (copy) of the recorded chat-completions requests, in arrival order."""
         with self._lock:
             return list(self._requests)
-
-    def count(self, kind: Optional[str] = None) -> int:
-        """Number of chat-completions requests received (of one ``kind`` if given)."""
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-        with self._lock:
-            return sum(1 for r in self._requests if kind is None or r["kind"] == kind)
-
-    @property
-    def in_flight(self) -> int:
-        """Replies being delivered right now (useful to catch an agent mid-reply)."""
-        with self._lock:
-            return self._in_flight
-
-    def wait_for(self, n: int, kind: Optional[str] = None, timeout: float = 30.0) -> bool:
-        """Block until at least ``n`` requests (of ``kind``) have arrived; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                have = sum(1 for r in self._requests if kind is None or r["kind"] == kind)
-                if have >= n:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))
 
     def reset(self) -> None:
         """Forget recorded requests and restart the main script from its first reply."""
@@ -547,20 +460,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         usage["completion_tokens"] = args.completion_tokens
     script = runaway_script(filename=args.filename, **usage) if args.script == "runaway" else chat_script(**usage)
 
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    server = FakeOpenAI(script, host=args.host, port=args.port)
-    try:  # entered before the URL is printed: a prompt SIGTERM still stops cleanly
-        server.start()
-        print(server.base_url, flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_terminated(FakeOpenAI(script, host=args.host, port=args.port))
     return 0
 
 
