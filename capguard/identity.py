@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -19,7 +17,7 @@ def _git(cwd: Path, *args: str) -> str | None:
 
 
 def host() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # what socket.gethostname() returns, without importing socket at start-up
 
 
 def user(cwd: Path, configured: str | None = None) -> str:
@@ -29,6 +27,8 @@ def user(cwd: Path, configured: str | None = None) -> str:
     email = _git(cwd, "config", "--get", "user.email")
     if email:
         return email
+    import getpass  # only when git names nobody
+
     try:
         name = getpass.getuser()
     except (KeyError, OSError):

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
 from capguard import units
 from capguard.errors import ConfigError
 from capguard.monthly import DEFAULT_WARN_AT
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 OFF = ("off", "none", "unlimited")
 KEYS = ("monthly_usd", "monthly_warn_at", "timezone", "users", "lines")
@@ -32,6 +34,8 @@ class TeamConfig:
 
     @property
     def zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo  # not at start-up: most runs never need a month boundary's zone
+
         return ZoneInfo(self.timezone)
 
     def user_cap(self, user: str) -> int | None:
@@ -65,6 +69,8 @@ def _monthly_usd(raw: Any) -> int | None:
 def _zone(raw: Any) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError(f"{raw!r} is not a time zone name (examples: UTC, Europe/Berlin)")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(raw.strip())
     except (ZoneInfoNotFoundError, ValueError):

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from capguard.errors import LedgerError
-from capguard.ledger.backend import Backend
+from capguard.ledger.backend import POSTGRES_SCHEMES, Backend
 from capguard.ledger.migrations import MIGRATIONS, Migration, apply_migrations
-from capguard.ledger.postgres import PostgresBackend, is_postgres_url
 from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
 from capguard.ledger.sqlite import SqliteBackend
 from capguard.ledger.store import Ledger
@@ -54,6 +53,8 @@ def _backend_for(target: str | os.PathLike[str] | None, busy_timeout_s: float) -
     text = os.fspath(target)
     if not text:
         raise LedgerError("the ledger path is empty; give a file path or a postgresql:// URL")
-    if is_postgres_url(text):
+    if text.startswith(POSTGRES_SCHEMES):
+        from capguard.ledger.postgres import PostgresBackend  # psycopg and urllib only for a team ledger
+
         return PostgresBackend(text)
     return SqliteBackend(Path(text).expanduser(), busy_timeout_s=busy_timeout_s)

@@ -11,6 +11,8 @@ from typing import Any, Protocol, Sequence
 
 from capguard.errors import LedgerError
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a ledger target starting so is a PostgreSQL URL
+
 Params = Sequence[Any]
 
 

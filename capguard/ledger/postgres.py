@@ -10,9 +10,9 @@ from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from capguard.errors import LedgerError
+from capguard.ledger.backend import POSTGRES_SCHEMES as SCHEMES
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
 
-SCHEMES = ("postgresql://", "postgres://")
 _MIGRATION_LOCK = int.from_bytes(b"capguard", "big")  # pg_advisory_xact_lock key, one per database
 _PASSWORD_HOME = "the password belongs in PGPASSWORD or ~/.pgpass"
 
