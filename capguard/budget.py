@@ -6,7 +6,9 @@ Anthropic API, plus Claude's own task budget, on the same ledger, prices, config
 
 Before each call a reached ceiling raises BudgetExceeded without calling the API, and max_tokens is lowered so
 that the call's worst case cannot cross the USD cap; that worst case is held until the call settles, so calls
-from many threads cannot cross the cap together. capguard.sdk wraps the SDK; this module never imports it.
+from many threads cannot cross the cap together. A team's monthly caps hold as for a CLI run: a spent month
+refuses the task at its start, and the USD ceiling is the smaller of the task's own cap and what the month leaves,
+read from the ledger before each call. capguard.sdk wraps the SDK; this module never imports it.
 """
 
 from __future__ import annotations
@@ -19,25 +21,29 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from capguard import config, identity, paths
-from capguard.budget_messages import BudgetExceeded, BudgetWarning, no_room, reached, warning
+from capguard import config, identity, monthly, paths
+from capguard.budget_messages import BudgetExceeded, BudgetWarning, month_reached, no_room, reached, warning
 from capguard.budget_store import AGENT, BudgetStore, bill, call_details, caps_of, replay, usage_row
 from capguard.caps import Caps, decide
 from capguard.errors import LedgerError
 from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, normalize_utc
 from capguard.meter import Meter
+from capguard.month_guard import MonthGuard, utc_text
+from capguard.month_guard import utc_clock as _utc_now  # the name `utc_clock` is Budget's argument
+from capguard.monthly import Standing
 from capguard.pricing import Pricer
 from capguard.report import RunFacts, build_report, write_json
 from capguard.reservations import Hold, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
 from capguard.sdk.anthropic_usage import CallUsage, estimate_input_tokens
 from capguard.task_budget import TaskBudget, check_total, supports_task_budget, with_task_budget
+from capguard.team import team_of
 
 __all__ = ["Admission", "Budget", "BudgetExceeded", "BudgetWarning"]
 
@@ -52,6 +58,8 @@ BLIND_SPOTS = [
     "the tokens cap is checked before each call; calls in flight are not held against it",
     "a timed-out attempt that the SDK retries by itself is charged once, as one call",
 ]
+MONTH_BLIND_SPOT = ("the monthly cap counts other processes' spend once it is in the ledger: their calls in flight "
+                    "are not held against it, so concurrent tasks can overshoot the month by those calls")
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,10 @@ class Budget:
     the task in the ledger (default: a new id); `ledger` is a SQLite path or a postgresql:// URL. `on_warning`
     gets a BudgetWarning when a cap passes `warn_at` (default: a log warning). `min_output_tokens`: the smallest
     max_tokens a lowered call may get. `count_tokens`: price prompts from the API's count (else an estimate).
+
+    Monthly caps (the config's [team] table) apply as to a CLI run: the task is charged to `user` and `line`
+    (default: as the CLI finds them, config `user`, git user.email or $USER@host, and config `line`; `line=""`
+    for none), and `utc_clock` (aware datetimes) places its calls in a month.
     """
 
     def __init__(
@@ -84,7 +96,8 @@ class Budget:
         task_budget: Any = None, task_id: str | None = None, warn_at: Any = None, unpriced: str | None = None,
         on_warning: Callable[[BudgetWarning], None] | None = None, ledger: str | os.PathLike[str] | None = None,
         min_output_tokens: int = 1024, count_tokens: bool = True, cwd: str | os.PathLike[str] | None = None,
-        clock: Callable[[], float] = time.monotonic, _resume: bool = False,
+        clock: Callable[[], float] = time.monotonic, user: str | None = None, line: str | None = None,
+        utc_clock: Callable[[], datetime] = _utc_now, _resume: bool = False,
     ) -> None:
         if min_output_tokens < 1:
             raise ValueError("min_output_tokens must be at least 1")
@@ -99,10 +112,15 @@ class Budget:
             row = self._claim(task_id, _resume)
             values.update({**(caps_of(row) if row else {"task_budget": None}), **overrides})
             self._setup(values, Pricer(settings.prices), on_warning, min_output_tokens, count_tokens, clock)
-            self._begin(row)
+            self._load(row, *self._identity(row, settings, user, line))
+            self._month, self._utc_clock = self._month_guard(settings, utc_clock), utc_clock
+            due = self._month_gate()  # before the run row: a refused task is not started, as in the CLI
+            if row is None:
+                self._start()
         except BaseException:
             self._store.close()
             raise
+        self._emit(due)
 
     @classmethod
     def resume(cls, task_id: str, **kwargs: Any) -> Budget:
@@ -138,20 +156,94 @@ class Budget:
         self._stop: tuple[str, str, dict[str, Any]] | None = None  # reason, sentence, figures of the first refusal
         self._model: str | None = None
         self._report: dict[str, Any] | None = None
+        self._month: MonthGuard | None = None
+        self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
-    def _begin(self, row: dict[str, Any] | None) -> None:
+    def _identity(self, row: dict[str, Any] | None, settings: Any, user: str | None,
+                  line: str | None) -> tuple[str, str | None]:
+        """Who the task is charged to: as a CLI run from cwd would be, unless given. A resumed task stays charged
+        to whoever its run row names (the ledger counts its spend there)."""
+        if row is None:
+            line = settings["line"] if line is None else line
+            return user or identity.user(self._cwd, settings["user"]), line or None
+        for name, given in (("user", user), ("line", line)):
+            if given is not None and (given or None) != row[name]:
+                raise ValueError(f"Budget.resume({self.task_id!r}, {name}={given!r}): the task is charged to "
+                                 f"{name} {row[name]!r} in the ledger")
+        return row["user"], row["line"]
+
+    def _load(self, row: dict[str, Any] | None, user: str, line: str | None) -> None:
         self._t0 = self._clock()
-        self._user, self._host, self._argv = identity.user(self._cwd), identity.host(), list(sys.argv)
-        if row is not None:
-            self._started_at = _unix(row["started_utc"])
-            self._elapsed_before = max(0.0, time.time() - self._started_at)
-            self._model = replay(self._store.usage(self.task_id), self._meter, self.task_budget)
+        self._user, self._line, self._host, self._argv = user, line, identity.host(), list(sys.argv)
+        if row is None:
+            self._started_at, self._elapsed_before = time.time(), 0.0
             return
-        self._started_at, self._elapsed_before = time.time(), 0.0
+        self._started_at = _unix(row["started_utc"])
+        self._elapsed_before = max(0.0, time.time() - self._started_at)
+        self._model = replay(self._store.usage(self.task_id), self._meter, self.task_budget)
+
+    def _start(self) -> None:
         caps = {**self.caps.as_json(), "task_budget": self.task_budget and self.task_budget.total}
         self._store.start(RunStart(
             run_id=self.task_id, agent=AGENT, argv=self._argv, cwd=str(self._cwd), user=self._user, host=self._host,
-            started_utc=_utc(self._started_at), caps=caps, project=identity.project(self._cwd)))
+            started_utc=_utc(self._started_at), caps=caps, project=identity.project(self._cwd), line=self._line))
+
+    # ---- monthly caps, as run.py's _month_gate and the supervisor's month_allowance
+    def _month_guard(self, settings: Any, utc_clock: Callable[[], datetime]) -> MonthGuard | None:
+        team = team_of(settings)
+        if not team.budgets(self._user, self._line):
+            return None  # no monthly cap applies: calls read nothing more from the ledger
+        return self._store.month_guard(team, self._user, self._line, utc_clock)
+
+    def _month_gate(self) -> list[BudgetWarning]:
+        """Refuse a task whose month is spent, warn past the soft threshold (the CLI's sentences), and cap the
+        task at what the month leaves it."""
+        if self._month is None:
+            return []
+        standings = self._store.call(self._month.standings)
+        refusal = monthly.refusal(standings)
+        if refusal:
+            figures = {"reason": "monthly", **self._figures(), "caps": self.caps.as_json(),
+                       "month": monthly.as_json(standings)}
+            raise BudgetExceeded("monthly", f"task {self.task_id} not started: {refusal}", figures)
+        self._refresh_month()
+        warned = [s for s in standings if s.state == "warn"]
+        self._warned.extend(["monthly"] if warned else [])
+        return [BudgetWarning("monthly", s.spent_micro / 1e6, s.limit_micro / 1e6, text)
+                for s, text in zip(warned, monthly.warnings(standings), strict=True)]
+
+    def _refresh_month(self) -> None:
+        """Read again what the month leaves this task (several indexed queries on the ledger's thread), so that
+        what other runs commit — another Budget, a CLI run, a colleague on a shared ledger — counts before the
+        next call, and an ack or the 1st of the month lifts the stop. Not cached: any other writer can change it.
+        """
+        if self._month is not None and self._report is None:  # closed: the ledger's thread is gone
+            self._store.call(self._apply_month)
+
+    def _apply_month(self) -> None:
+        # Runs on the ledger's thread, one job at a time, so figures are applied in the order they were read and
+        # a slow caller cannot put back an older one (nothing waits for that thread while holding the lock).
+        # Its own committed spend is left out of the read: the task's meter counts it, calls in flight included.
+        try:
+            left, standings = self._month.allowance_and_standings(self.task_id)
+        except LedgerError as err:  # as in the CLI: a ledger failing mid-task leaves the last figure read
+            log.error("capguard: task %s: could not read the month's spend: %s", self.task_id, err)
+            return
+        with self._lock:
+            self.caps = replace(self.caps, monthly_remaining_micro=left)
+            self._tightest = min(standings, key=lambda s: s.remaining_micro, default=None)
+
+    def _usd_ceiling(self) -> int | None:
+        """The USD cap in force: the task's own, or what the month leaves it if that is smaller."""
+        own, month = self.caps.usd_micro, self.caps.monthly_remaining_micro
+        if month is None:
+            return own
+        return max(0, month) if own is None else min(own, max(0, month))
+
+    def _month_binds(self) -> bool:
+        # The same tie rule as caps.decide: on a tie the task's own cap is named.
+        own, month = self.caps.usd_micro, self.caps.monthly_remaining_micro
+        return month is not None and (own is None or month < own)
 
     # ---- the caller's API
     def wrap(self, client: Any) -> Any:
@@ -208,9 +300,10 @@ class Budget:
     @property
     def counts_tokens(self) -> bool:
         """Whether the wrapper should ask count_tokens for the prompt (only a USD cap needs it)."""
-        return self._count_tokens and self.caps.usd_micro is not None
+        return self._count_tokens and self._usd_ceiling() is not None
 
     def precheck(self, model: str | None) -> None:
+        self._refresh_month()
         with self._lock:
             refusal = self._refusal(model)
             due = self._due_warnings()
@@ -227,21 +320,26 @@ class Budget:
         prompt = estimate_input_tokens(kwargs) if prompt_tokens is None else _with_margin(prompt_tokens)
         cost = worst_case_cost(self._pricer, model, prompt, speed=kwargs.get("speed"),
                                geo=kwargs.get("inference_geo") or "us")  # the workspace's region may be US-only
+        self._refresh_month()  # again: count_tokens took a round trip, in which other runs may have spent
         with self._lock:
             refusal = self._refusal(model)
             if refusal:
                 raise refusal
-            headroom = self._holds.headroom(self._meter.cost_micro, self.caps.usd_micro) if cost else None
+            headroom = self._holds.headroom(self._meter.cost_micro, self._usd_ceiling()) if cost else None
             clamp = clamp_max_tokens(requested, self._min_output, headroom, cost or (lambda n: 0))
             sent = lowered_request(kwargs, clamp) if clamp else None
             if sent is None or clamp is None:
                 floor = max(1, min(self._min_output, requested))
-                why = no_room(model, prompt, floor, cost and cost(floor), headroom or 0, self.caps, self._figures())
-                raise self._refused("usd", why)
+                month = self._tightest if self._month_binds() else None
+                why = no_room(model, prompt, floor, cost and cost(floor), headroom or 0, self.caps, self._figures(),
+                              month=month)
+                raise self._refused("monthly" if month else "usd", why)
             budget = self._task_budget_for(model)
             if budget is not None:
                 sent = with_task_budget(sent, budget, beta_api=beta_api, default_beta=default_beta)
             hold = self._holds.hold(clamp.worst_micro)
+            if self._stop and self._stop[0] == "monthly":
+                self._stop = None  # an ack or a new month lifted the month's stop: the task goes on
             context = self.task_budget.context if self.task_budget else 0
         priced_by = "config" if self._pricer.override_for(model) else "genai-prices"
         return Admission(sent, hold, model, prompt, requested, clamp.max_tokens, priced_by, budget, context)
@@ -265,7 +363,8 @@ class Budget:
             due = self._due_warnings()
             closed = self._report is not None
         self._emit(due)
-        row = usage_row(reply, priced, call_details(admission, usage, stop_reason, complete, stream, reply))
+        details = call_details(admission, usage, stop_reason, complete, stream, reply)
+        row = usage_row(reply, priced, details, utc_text(self._utc_clock()))  # the month it counts in
         if closed:
             log.warning("capguard: budget %s was closed before a call settled; it is not in the ledger", self.task_id)
             done: Future[bool] = Future()
@@ -285,19 +384,25 @@ class Budget:
 
     # ---- internals
     def _figures(self) -> dict[str, Any]:
-        return {"cost_usd": self._meter.cost_micro / 1_000_000, "tokens": self._meter.tokens,
-                "steps": self._meter.steps, "elapsed_s": round(self.elapsed_s, 3),
-                "held_usd": self._holds.held_micro / 1_000_000, "calls_in_flight": self._holds.in_flight}
+        found = {"cost_usd": self._meter.cost_micro / 1_000_000, "tokens": self._meter.tokens,
+                 "steps": self._meter.steps, "elapsed_s": round(self.elapsed_s, 3),
+                 "held_usd": self._holds.held_micro / 1_000_000, "calls_in_flight": self._holds.in_flight}
+        if self.caps.monthly_remaining_micro is not None:  # what the month left the task (the report's overshoot)
+            found["monthly_remaining_usd"] = self.caps.monthly_remaining_micro / 1_000_000
+        return found
 
     def _refusal(self, model: str | None) -> BudgetExceeded | None:
         if self._report is not None:
             raise RuntimeError(f"budget {self.task_id} is closed")
         verdict = decide(self.caps, self._meter, self.elapsed_s)
+        if verdict.stop and verdict.reason == "monthly":
+            why = month_reached(self._meter.cost_micro, self.caps.monthly_remaining_micro or 0, self._tightest)
+            return self._refused("monthly", why)
         if verdict.stop:
             return self._refused(verdict.reason, reached(verdict.reason, self.caps, self._figures()))
         if self._holds.steps_left(self._meter.steps, self.caps.steps) == 0:
             return self._refused("steps", reached("steps", self.caps, self._figures()))
-        if model and self.caps.usd_micro is not None and self.caps.unpriced == "stop" \
+        if model and self._usd_ceiling() is not None and self.caps.unpriced == "stop" \
                 and not self._pricer.can_price(model):
             return self._refused("unpriced", reached("unpriced", self.caps, {"model": model}))
         return None
@@ -331,7 +436,8 @@ class Budget:
             run_id=self.task_id, agent=AGENT, argv=self._argv, cwd=str(self._cwd), user=self._user, host=self._host,
             started_at=self._started_at, ended_at=ended_at, elapsed_s=self.elapsed_s, caps=self.caps,
             meter=self._meter, stop_reason=reason, agent_returncode=returncode, model=self._model,
-            notes=self._notes(), blind_spots=list(BLIND_SPOTS), warnings=list(self._warned), at_stop=at_stop)
+            notes=self._notes(), blind_spots=[*BLIND_SPOTS, *([MONTH_BLIND_SPOT] if self._month else [])],
+            warnings=list(self._warned), at_stop=at_stop)
         report = build_report(facts)
         report["caps"]["task_budget"] = self.task_budget and self.task_budget.total
         if why:
@@ -340,6 +446,9 @@ class Budget:
 
     def _notes(self) -> list[str]:
         notes = ["metered in-process by capguard.Budget around the anthropic SDK"]
+        if self._month is not None:
+            line = f" and budget line {self._line}" if self._line else ""
+            notes.append(f"monthly caps of {self._user}{line}: what the month leaves is read before each call")
         tb = self.task_budget
         if tb is not None:
             now = "the whole budget" if tb.remaining is None else f"remaining {tb.remaining:,}"

@@ -11,13 +11,17 @@ from typing import Any
 
 from capguard.caps import EXIT_CODES, Caps
 from capguard.errors import CapguardError
+from capguard.monthly import Standing
 from capguard.units import format_duration, format_tokens, format_usd
+
+
+ACK_HINT = 'To go on this month: capguard ack --reason "..."'  # as monthly.refusal ends
 
 
 class BudgetExceeded(CapguardError):
     """A ceiling is reached, so the call was not made.
 
-    `reason` names the cap (usd, tokens, steps, wall, unpriced), `figures` are the task's numbers when the call
+    `reason` names the cap (usd, tokens, steps, wall, unpriced, monthly), `figures` are the task's numbers when the call
     was refused (cost_usd, tokens, steps, elapsed_s, held_usd, calls_in_flight, caps), and `exit_code` is the
     CLI's code for that cap, for a harness that exits with it.
     """
@@ -33,7 +37,7 @@ class BudgetExceeded(CapguardError):
 class BudgetWarning:
     """A cap passed its soft threshold (`warn_at`); each cap warns once per task."""
 
-    cap: str  # usd | tokens | steps | wall | unpriced
+    cap: str  # usd | tokens | steps | wall | unpriced | monthly
     used: float
     limit: float | None
     message: str
@@ -59,14 +63,31 @@ def reached(reason: str, caps: Caps, figures: dict[str, Any]) -> str:
 
 
 def no_room(model: str, prompt_tokens: int, floor: int, floor_micro: int | None, headroom_micro: int,
-            caps: Caps, figures: dict[str, Any]) -> str:
-    """Why a call whose smallest useful reply could cross the USD cap is refused."""
+            caps: Caps, figures: dict[str, Any], *, month: Standing | None = None) -> str:
+    """Why a call whose smallest useful reply could cross the USD cap (or, given `month`, the month's
+    remainder) is refused."""
     worst = "more than that" if floor_micro is None else f"up to {format_usd(floor_micro)}"
     spent = f"{_usd(figures['cost_usd'])} spent"
     if figures["calls_in_flight"]:
         spent += f", {_usd(figures['held_usd'])} held by {figures['calls_in_flight']} calls in flight"
+    of = "the monthly budget" if month else f"the {format_usd(caps.usd_micro)} cap"
     return (f"a reply of {floor:,} tokens from {model} to a ~{prompt_tokens:,}-token prompt could cost {worst}, "
-            f"more than the {format_usd(headroom_micro)} left of the {format_usd(caps.usd_micro)} cap ({spent})")
+            f"more than the {format_usd(headroom_micro)} left of {of} ({spent})" + month_context(month))
+
+
+def month_reached(cost_micro: int, left_micro: int, month: Standing | None) -> str:
+    """Why the month refuses the next call, in the CLI's words (`cost $0.30 reached the $0.30 left of the monthly
+    budget`), then whose budget it is, what other runs spent of it, when it resets and how to go on."""
+    return (f"cost {format_usd(cost_micro)} reached the {format_usd(max(0, left_micro))} left of the monthly budget"
+            + month_context(month))
+
+
+def month_context(month: Standing | None) -> str:
+    """` (dev@example.com: other runs have spent $0.39 of the $0.50 monthly cap for 2026-11); it resets ...`"""
+    if month is None:
+        return ""
+    return (f" ({month.who}: other runs have spent {format_usd(month.spent_micro)} of {month.limit_text} for"
+            f" {month.month.label}); it resets {month.month.resets}. {ACK_HINT}")
 
 
 def warning(name: str, used: float, limit: float | None) -> BudgetWarning:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from capguard.events import Reply
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
 from capguard.meter import Meter
+from capguard.month_guard import MonthGuard
 from capguard.pricing import Priced, Pricer, to_micro
 from capguard.sdk.anthropic_usage import CallUsage
 from capguard.task_budget import TaskBudget
+from capguard.team import TeamConfig
 
 if TYPE_CHECKING:
     from capguard.budget import Admission
@@ -57,6 +60,11 @@ class BudgetStore:
     def record(self, task_id: str, usage: UsageRecord) -> Future[bool]:
         """Commit one call's row; the future is done when it is durable."""
         return self.submit(self._ledger.record_usage, task_id, usage)
+
+    def month_guard(self, team: TeamConfig, user: str, line: str | None,
+                    clock: Callable[[], datetime]) -> MonthGuard:
+        """The CLI's MonthGuard on this ledger; call its methods through `call()`, on the ledger's thread."""
+        return MonthGuard(self._ledger, team, user, line, clock=clock)
 
     def finish(self, task_id: str, end: RunEnd) -> None:
         self.call(self._ledger.finish_run, task_id, end)
@@ -104,11 +112,13 @@ def caps_of(row: dict[str, Any]) -> dict[str, Any]:
             "unpriced": caps.get("unpriced", "stop"), "task_budget": caps.get("task_budget")}
 
 
-def usage_row(reply: Reply, priced: Priced, details: dict[str, Any]) -> UsageRecord:
-    """One call as a ledger row; its key (`sdk:<task id>:<message id>`) makes a second write a no-op."""
+def usage_row(reply: Reply, priced: Priced, details: dict[str, Any],
+              occurred_utc: str | None = None) -> UsageRecord:
+    """One call as a ledger row; its key (`sdk:<task id>:<message id>`) makes a second write a no-op.
+    `occurred_utc` (default now) places it in a month."""
     return UsageRecord(
-        dedupe_key=reply.key, occurred_utc=utc_now(), model=priced.model, input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens, cache_read_tokens=reply.cache_read_tokens,
+        dedupe_key=reply.key, occurred_utc=occurred_utc or utc_now(), model=priced.model,
+        input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cache_read_tokens=reply.cache_read_tokens,
         cache_write_tokens=reply.cache_write_tokens, cost_micro_usd=priced.cost_micro,
         priced_by=priced.priced_by if priced.cost_micro is not None else None, details=details)
 

@@ -59,11 +59,15 @@ class MonthGuard:
         """What run `run_id`'s own meter may reach: the month's remainder without this run's spend, plus what
         the run spent before the month began (a run that crosses midnight on the 1st starts the new month afresh).
         """
+        return self.allowance_and_standings(run_id)[0]
+
+    def allowance_and_standings(self, run_id: str) -> tuple[int | None, list[Standing]]:
+        """allowance(), and the standings it comes from (without this run's spend), for a stop's message."""
         standings = self.standings(not_run=run_id)
         if not standings:
-            return None
+            return None, []
         before, _ = self.ledger.spend(run=run_id, until_utc=utc_text(standings[0].month.start_utc))
-        return monthly.remaining(standings) + before
+        return monthly.remaining(standings) + before, standings
 
     def ack(self, reason: str, *, allow_micro: int | None, host: str) -> list[tuple[Standing, int]]:
         """Record an ack for every spent budget; returns each with the limit it now has for the month."""
