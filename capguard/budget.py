@@ -31,7 +31,7 @@ from capguard import config, identity, monthly, paths
 from capguard.budget_messages import BudgetExceeded, BudgetWarning, month_reached, no_room, reached, warning
 from capguard.budget_store import AGENT, BudgetStore, bill, call_details, caps_of, replay, usage_row
 from capguard.caps import Caps, decide
-from capguard.errors import LedgerError
+from capguard.errors import ConfigError, LedgerError
 from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, normalize_utc
 from capguard.meter import Meter
@@ -102,7 +102,7 @@ class Budget:
         if min_output_tokens < 1:
             raise ValueError("min_output_tokens must be at least 1")
         self._cwd = Path(cwd or Path.cwd())
-        settings = config.load_settings(None, cwd=self._cwd)
+        settings = config.load_settings(config.LIBRARY, cwd=self._cwd)
         values = {key: settings[key] for key in ("usd", "tokens", "steps", "wall", "warn_at", "unpriced")}
         explicit = dict(usd=usd, tokens=tokens, steps=steps, wall=wall, warn_at=warn_at, unpriced=unpriced,
                         task_budget=task_budget)
@@ -110,7 +110,8 @@ class Budget:
         self._store = BudgetStore(ledger if ledger is not None else settings["ledger"])
         try:
             row = self._claim(task_id, _resume)
-            values.update({**(caps_of(row) if row else {"task_budget": None}), **overrides})
+            values.update({**(caps_of(row) if row else {"task_budget": _configured_task_budget(settings)}),
+                           **overrides})
             self._setup(values, Pricer(settings.prices), on_warning, min_output_tokens, count_tokens, clock)
             self._load(row, *self._identity(row, settings, user, line))
             self._month, self._utc_clock = self._month_guard(settings, utc_clock), utc_clock
@@ -486,6 +487,17 @@ class Budget:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def _configured_task_budget(settings: config.Settings) -> int | None:
+    """[agents.anthropic-sdk] task_budget, held to Anthropic's minimum with its file named."""
+    entry = settings.values.get("task_budget")
+    if entry is None or entry.value is None:
+        return None
+    try:
+        return check_total(entry.value)
+    except ValueError as err:
+        raise ConfigError(f"{entry.origin}: task_budget: {err}") from None
 
 
 def _parse(key: str, raw: Any) -> Any:

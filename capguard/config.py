@@ -24,6 +24,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 AGENTS = ("aider", "claude")  # cli.AGENTS repeats it (tests check they agree)
+LIBRARY = "anthropic-sdk"  # the library's tasks (capguard.Budget) take their defaults from [agents.anthropic-sdk]
+LIBRARY_KEYS = ("usd", "tokens", "steps", "wall", "warn_at", "unpriced", "task_budget")  # what a Budget uses
 OFF = ("off", "none", "unlimited")
 
 
@@ -217,13 +219,16 @@ class _Layers:
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: agents: expected tables such as [agents.aider]")
         for name, table in raw.items():
-            if name not in AGENTS:
-                raise ConfigError(f"{path}: agents.{name}: unknown agent (known: {', '.join(AGENTS)})")
+            if name not in (*AGENTS, LIBRARY):
+                raise ConfigError(f"{path}: agents.{name}: unknown agent (known: {', '.join((*AGENTS, LIBRARY))})")
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: agents.{name}: expected a table")
             for key, value in table.items():
                 if key not in KEYS:
                     raise ConfigError(f"{path}: agents.{name}.{key}: unknown key (see config.example.toml)")
+                if name == LIBRARY and key not in LIBRARY_KEYS:
+                    raise ConfigError(f"{path}: agents.{name}.{key}: not used by library tasks (they take "
+                                      f"{', '.join(LIBRARY_KEYS)})")
                 _parse(key, value, f"{path} [agents.{name}]")  # validate even for other agents
 
     def _prices(self, path: Path, raw: Any) -> None:

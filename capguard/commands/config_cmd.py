@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from capguard import identity
-from capguard.config import AGENTS, KEYS, Settings, load_settings
+from capguard.config import AGENTS, KEYS, LIBRARY, Settings, load_settings
 from capguard.team import team_of
 from capguard.units import format_duration, format_tokens, format_usd
 
@@ -62,7 +62,8 @@ def _team_json(settings: Settings) -> dict:
 
 def main(rest: list[str], flags: dict) -> int:
     parser = argparse.ArgumentParser(prog="capguard config", description="Show the effective settings and where each comes from.")
-    parser.add_argument("agent", nargs="?", choices=AGENTS, help="include the [agents.AGENT] section")
+    parser.add_argument("agent", nargs="?", choices=(*AGENTS, LIBRARY),
+                        help="include the [agents.AGENT] section (anthropic-sdk: the library's Budget tasks)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     ns = parser.parse_args(rest)
     settings = load_settings(ns.agent, flags=flags)

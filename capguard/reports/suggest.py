@@ -13,6 +13,7 @@ from capguard.reports.aggregate import Part, Run, percentile
 from capguard.units import format_duration, format_tokens, format_usd, parse_tokens
 
 TASK_BUDGET_MIN = 20_000  # Claude's minimum for --task-budget (see capguard/agents/claude.py)
+TASK_BUDGET_AGENTS = ("claude", "anthropic-sdk")  # Claude Code's --task-budget, the library's task_budget=
 PER = ("agent", "line", "project")
 CAPS = ("usd", "tokens", "steps", "wall", "task_budget")
 
@@ -99,7 +100,7 @@ def suggest(found: list[Sample], *, per: str = "agent", headroom: float = 0.2, m
 
 def _one(agent: str, scope: str | None, members: list[Sample], headroom: float, min_runs: int) -> Suggestion:
     result = Suggestion(agent, scope, len(members))
-    caps = ["usd", "tokens", "steps", "wall"] + (["task_budget"] if agent == "claude" else [])
+    caps = ["usd", "tokens", "steps", "wall"] + (["task_budget"] if agent in TASK_BUDGET_AGENTS else [])
     for cap in caps:
         values = [v for v in (_value(s, cap) for s in members) if v is not None]
         if cap == "wall":

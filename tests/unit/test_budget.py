@@ -58,6 +58,25 @@ def test_caps_come_from_capguards_config_and_arguments_win(tmp_path, monkeypatch
         (1_500_000, None, 1_500_000, 90.0)
 
 
+def test_the_library_section_of_the_config_sets_a_tasks_defaults(tmp_path, make):
+    (tmp_path / ".capguard.toml").write_text(
+        'usd = 3\nsteps = 40\n[agents.anthropic-sdk]\nusd = 2\ntask_budget = "200k"\n'
+        '[agents.claude]\nusd = 9\ntask_budget = "500k"\n')
+    budget = make()
+    assert (budget.caps.usd_micro, budget.caps.steps, budget.task_budget.total) == (2_000_000, 40, 200_000)
+    assert make(task_budget="300k", usd=5).task_budget.total == 300_000  # arguments still win
+
+
+def test_the_library_section_is_checked_like_the_rest_of_the_config(tmp_path):
+    config = tmp_path / ".capguard.toml"
+    config.write_text('[agents.anthropic-sdk]\ntask_budget = "10k"\n')
+    with pytest.raises(ConfigError, match=r"\[agents.anthropic-sdk\]: task_budget: .*at least 20,000"):
+        Budget(cwd=tmp_path)
+    config.write_text('[agents.anthropic-sdk]\nmodel = "claude-opus-4-7"\n')
+    with pytest.raises(ConfigError, match=r"agents.anthropic-sdk.model: not used by library tasks"):
+        Budget(cwd=tmp_path)
+
+
 def test_bad_arguments_and_small_task_budgets_are_refused_up_front(tmp_path):
     with pytest.raises(ValueError, match=r"Budget\(task_budget=19999\).*at least 20,000"):
         Budget(task_budget=19_999, cwd=tmp_path)

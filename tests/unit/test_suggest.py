@@ -44,10 +44,12 @@ def test_caps_are_p90_plus_headroom_and_count_the_runs_they_would_stop():
     assert tight.would_stop_any == 2
 
 
-def test_task_budget_is_claude_only_and_at_least_20000_tokens():
+def test_task_budget_only_where_a_task_budget_exists_and_at_least_20000_tokens():
     small = [sample(i, output=1_000) for i in range(5)]
     (s,), _ = suggest(small)
     assert s.caps["task_budget"] == 20_000
+    (library,), _ = suggest(ten(agent="anthropic-sdk"))  # Budget(task_budget=...) tasks
+    assert library.caps["task_budget"] == 44_000
     (a,), _ = suggest(ten(agent="aider"))
     assert "task_budget" not in a.caps
 
@@ -82,15 +84,16 @@ def test_samples_skip_running_runs_and_take_steps_from_the_run():
 
 
 def test_toml_parses_and_config_accepts_every_value(tmp_path):
-    made, _ = suggest(ten() + ten(agent="aider"))
+    made, _ = suggest(ten() + ten(agent="aider") + ten(agent="anthropic-sdk"))
     text = "\n".join(toml(made, per="agent", headroom=0.2, period="all time"))
     doc = tomllib.loads(text)
-    assert set(doc["agents"]) == {"aider", "claude"}
+    assert set(doc["agents"]) == {"aider", "claude", "anthropic-sdk"}
     path = tmp_path / "config.toml"
     path.write_text(text)
-    settings = load_settings("claude", env={"CAPGUARD_CONFIG": str(path)}, cwd=tmp_path)
-    assert settings["usd"] == 11_000_000 and settings["tokens"] == 1_100_000 and settings["steps"] == 33
-    assert settings["wall"] == 650 and settings["task_budget"] == 44_000
+    for agent in ("claude", "anthropic-sdk"):
+        settings = load_settings(agent, env={"CAPGUARD_CONFIG": str(path)}, cwd=tmp_path)
+        assert settings["usd"] == 11_000_000 and settings["tokens"] == 1_100_000 and settings["steps"] == 33
+        assert settings["wall"] == 650 and settings["task_budget"] == 44_000
     assert "# 10 runs; these caps would have stopped 0 (0%)" in text
 
 
