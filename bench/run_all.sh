@@ -4,7 +4,7 @@
 #   bash bench/run_all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${CAPGUARD_BENCH_PYTHON:-/tmp/cg-venv/bin/python}
+PY=${CAPGUARD_BENCH_PYTHON:-python}  # the Python capguard is installed in
 if [[ "${QUICK:-0}" == 1 ]]; then
   TRIALS=30; K0TRIALS=10; BREAKDOWN=10; SECONDS_IDLE=30; RUNS=20
 else
