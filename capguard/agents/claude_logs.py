@@ -28,6 +28,25 @@ _MAX_SIGNATURE_JSON = 1000
 _TAIL_BLOCK = 1 << 20
 
 
+def max_wins(seen: dict[str, list[int]], key: str, figures: list[int]) -> tuple[str, list[int]] | None:
+    """One line's usage for reply `key`, max-wins: (key, figures) for the reply's first line, (`key+n`, the
+    increase) for a later line with larger figures, None for one that adds nothing. `seen` keeps each key's
+    largest figures and its corrections so far. The live meter and the importer both count with it, so a reply
+    gets the same keys either way (an import adds nothing to a run metered live)."""
+    old = seen.get(key)
+    if old is None:
+        seen[key] = [*figures, 0]
+        return key, figures
+    delta = [max(0, new - before) for new, before in zip(figures, old)]
+    delta[4] = min(delta[4], delta[3])  # the 1-hour part of the cache writes never exceeds their increase
+    if not any(delta):
+        return None
+    for i, value in enumerate(figures):
+        old[i] = max(old[i], value)
+    old[-1] += 1
+    return f"{key}+{old[-1]}", delta
+
+
 class TranscriptParser:
     """One transcript file: `<session>.jsonl`, or `<session>/subagents/agent-*.jsonl` with `subagent=True`.
 
@@ -127,19 +146,11 @@ class TranscriptParser:
 
     def _counted(self, key, figures, model, entry, usage, offset, served) -> Reply | None:
         """Max-wins per key: the first line emits the reply, a later larger one emits the increase."""
-        seen = self._usage.get(key)
-        if seen is None:
-            self._usage[key] = [*figures, 0]
-            delta, reply_key, step = figures, key, not self.subagent
-        else:
-            delta = [max(0, new - old) for new, old in zip(figures, seen)]
-            delta[4] = min(delta[4], delta[3])
-            if not any(delta):
-                return None
-            for i, value in enumerate(figures):
-                seen[i] = max(seen[i], value)
-            seen[-1] += 1
-            reply_key, step = f"{key}+{seen[-1]}", False
+        counted = max_wins(self._usage, key, figures)
+        if counted is None:
+            return None
+        reply_key, delta = counted
+        step = reply_key == key and not self.subagent
         details = {name: usage[name] for name in ("inference_geo", "speed") if _text(usage.get(name))}
         if entry.get("isAbortedMidStream"):
             details["aborted_mid_stream"] = True  # usage from message_start: output is an under-count

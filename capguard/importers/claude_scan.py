@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from capguard.agents.claude_logs import SYNTHETIC_MODEL, _figures
+from capguard.agents.claude_logs import SYNTHETIC_MODEL, _figures, max_wins
 from capguard.ledger.records import normalize_utc
 
 _USAGE = b'"usage"'
@@ -73,18 +73,11 @@ class ReplyCounter:
         self.plain: dict[bytes, bytes] = {}  # request id -> usage bytes of the last line counted
 
     def count(self, key: str, figures: list[int], model, at, offset, details) -> FoundReply | None:
-        seen = self.seen.get(key)
-        if seen is None:
-            self.seen[key] = [*figures, 0]
-            return FoundReply(key, at, model, tuple(figures), offset, not self.subagent, details)
-        delta = [max(0, new - old) for new, old in zip(figures, seen)]
-        delta[4] = min(delta[4], delta[3])
-        if not any(delta):
+        counted = max_wins(self.seen, key, figures)
+        if counted is None:
             return None
-        for i, value in enumerate(figures):
-            seen[i] = max(seen[i], value)
-        seen[-1] += 1
-        return FoundReply(f"{key}+{seen[-1]}", at, model, tuple(delta), offset, False, details)
+        reply_key, delta = counted
+        return FoundReply(reply_key, at, model, tuple(delta), offset, reply_key == key and not self.subagent, details)
 
 
 def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | None:
