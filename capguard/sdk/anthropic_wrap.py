@@ -6,7 +6,6 @@ Entry points that would spend without being metered (batches, raw responses, the
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from concurrent.futures import Future
@@ -16,7 +15,15 @@ import anthropic
 
 from capguard.budget import Admission, Budget
 from capguard.sdk.anthropic_usage import StreamTracker, read_usage
-from capguard.sdk.streams import AsyncMeteredStream, AsyncMeteredStreamManager, End, MeteredStream, MeteredStreamManager
+from capguard.sdk.streams import (
+    AsyncMeteredStream,
+    AsyncMeteredStreamManager,
+    End,
+    MeteredStream,
+    MeteredStreamManager,
+    await_done,
+    wait_done,
+)
 
 _REFUSED = ("batches", "with_raw_response", "with_streaming_response", "tool_runner")
 _CLIENT_REFUSED = ("with_raw_response", "with_streaming_response")  # they reach messages around the Budget
@@ -133,11 +140,11 @@ class Messages(_MessagesBase):
         try:
             result = method(**admission.kwargs)
         except BaseException as error:
-            _wait(self._budget.fail(admission, charged=_maybe_billed(error)))
+            wait_done(self._budget.fail(admission, charged=_maybe_billed(error)))
             raise
         if admission.kwargs.get("stream"):
             return MeteredStream(result, self._ender(admission))
-        _wait(self._settle(admission, result))
+        wait_done(self._settle(admission, result))
         return result
 
     def _admit(self, kwargs: dict[str, Any]) -> Admission:
@@ -172,11 +179,11 @@ class AsyncMessages(_MessagesBase):
         try:
             result = await method(**admission.kwargs)
         except BaseException as error:
-            await _await(self._budget.fail(admission, charged=_maybe_billed(error)))
+            await await_done(self._budget.fail(admission, charged=_maybe_billed(error)))
             raise
         if admission.kwargs.get("stream"):
             return AsyncMeteredStream(result, self._ender(admission))
-        await _await(self._settle(admission, result))
+        await await_done(self._settle(admission, result))
         return result
 
     async def _admit(self, kwargs: dict[str, Any]) -> Admission:
@@ -207,11 +214,3 @@ def _parameters(function: Any) -> frozenset[str]:
     return frozenset(inspect.signature(function).parameters)
 
 
-def _wait(future: Future | None) -> None:
-    if future is not None:
-        future.result()
-
-
-async def _await(future: Future | None) -> None:
-    if future is not None:
-        await asyncio.wrap_future(future)

@@ -43,12 +43,14 @@ class _Once:
         return self._end(tracker or self.tracker, error)
 
 
-def _wait(future: Future | None) -> None:
+def wait_done(future: Future | None) -> None:
+    """Block until a settlement (the ledger write a call's end hands to the Budget) is done; re-raises its error."""
     if future is not None:
         future.result()
 
 
-async def _await(future: Future | None) -> None:
+async def await_done(future: Future | None) -> None:
+    """wait_done for async code."""
     if future is not None:
         await asyncio.wrap_future(future)
 
@@ -70,9 +72,9 @@ class MeteredStream:
             self._once.finish()
             raise
         except BaseException as error:
-            _wait(self._once.finish(error))
+            wait_done(self._once.finish(error))
             raise
-        _wait(self._once.finish())
+        wait_done(self._once.finish())
 
     def __iter__(self) -> Iterator[Any]:
         return self._iterator
@@ -90,7 +92,7 @@ class MeteredStream:
         try:
             self._inner.close()
         finally:
-            _wait(self._once.finish())
+            wait_done(self._once.finish())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -113,9 +115,9 @@ class AsyncMeteredStream:
             self._once.finish()
             raise
         except BaseException as error:
-            await _await(self._once.finish(error))
+            await await_done(self._once.finish(error))
             raise
-        await _await(self._once.finish())
+        await await_done(self._once.finish())
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterator
@@ -133,7 +135,7 @@ class AsyncMeteredStream:
         try:
             await self._inner.close()
         finally:
-            await _await(self._once.finish())
+            await await_done(self._once.finish())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -154,7 +156,7 @@ class MeteredStreamManager:
         try:
             self._stream = self._manager.__enter__()
         except BaseException as error:
-            _wait(self._once.finish(error))
+            wait_done(self._once.finish(error))
             raise
         return self._stream
 
@@ -163,7 +165,7 @@ class MeteredStreamManager:
             return self._manager.__exit__(exc_type, exc, tb)
         finally:
             if self._once is not None:
-                _wait(self._once.finish(exc, tracker_of(self._stream)))
+                wait_done(self._once.finish(exc, tracker_of(self._stream)))
 
 
 class AsyncMeteredStreamManager:
@@ -181,7 +183,7 @@ class AsyncMeteredStreamManager:
         try:
             self._stream = await self._manager.__aenter__()
         except BaseException as error:
-            await _await(self._once.finish(error))
+            await await_done(self._once.finish(error))
             raise
         return self._stream
 
@@ -190,4 +192,4 @@ class AsyncMeteredStreamManager:
             return await self._manager.__aexit__(exc_type, exc, tb)
         finally:
             if self._once is not None:
-                await _await(self._once.finish(exc, tracker_of(self._stream)))
+                await await_done(self._once.finish(exc, tracker_of(self._stream)))
