@@ -339,7 +339,11 @@ def render() -> None:
         before, _, rest = text.partition(BEGIN)
         _, _, after = rest.partition(END)
         text = before.rstrip("\n") + "\n" + after.lstrip("\n")
-    text = text.rstrip("\n") + "\n\n" + "\n".join(block()) + "\n"
+    later = text.find("<!-- import-vs-ccusage section: begin")  # section 5 comes after this section 4
+    if later >= 0:
+        text = text[:later].rstrip("\n") + "\n\n" + "\n".join(block()) + "\n\n" + text[later:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(block()) + "\n"
     OUT.write_text(text)
     print(f"wrote the Claude Code / aider overshoot sections of {OUT}")
 
