@@ -29,6 +29,8 @@ class Terminal:
 
     def __init__(self, argv: list[str], cwd, env):
         self.master, self.slave = os.openpty()
+        # A developer's terminal, not CI's: with CI set, Ink (Claude Code's UI) draws only the last frame, at exit
+        env = {k: v for k, v in env.items() if k not in ("CI", "CONTINUOUS_INTEGRATION") and not k.startswith("CI_")}
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, b"\x00\x28\x00\x78\x00\x00\x00\x00")  # 40 x 120
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env={**env, "TERM": "xterm"}, stdin=self.slave, stdout=self.slave, stderr=self.slave,
