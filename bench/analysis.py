@@ -119,11 +119,11 @@ def _section_b(lat: dict | None, lat_w: dict | None) -> list[str]:
                 " ones cannot be attributed (a stall of the VM, of capguard or of the fake agent would look the same); one"
                 " every few hundred trials does not move p99. A 5-s polling wrapper (p50 2.5 s, p99 5 s) is three orders of"
                 " magnitude behind.", ""]
-    out += ["Remaining risk, from reading the code (not measured): after the first signal `signalled()` commits to the",
-            "ledger synchronously, and SQLite's busy timeout is 30 s. If another capguard holds the ledger's write lock, or",
-            "the disk stalls on fsync, the second SIGINT and the SIGTERM/SIGKILL escalation wait that long. A ledger write",
-            "on a worker thread, or a short busy timeout on the stop path with a retry once the tree is gone, would keep the",
-            "escalation on time.", ""]
+    out += ["The ledger is off this path: replies are committed and the month re-read on the run's ledger thread",
+            "(capguard/ledger_thread.py), so a ledger locked by another writer or a disk slow to fsync delays neither a decision",
+            "nor the escalation; the run waits for its commits only once the tree is gone. A test holds the ledger's write lock",
+            "(SQLite) or the usage table's lock (PostgreSQL) while a run crosses its cap: the stop comes at the crossing reply,",
+            "and every reply is in the ledger after the lock is released (test_monthly.py, locked ledger).", ""]
     return out
 
 

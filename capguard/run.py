@@ -116,6 +116,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             on_status=lambda meter, elapsed, verdict, state: board.update(
                 meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"),
             month_allowance=(lambda: guard.allowance(run_id)) if guard.active else None,
+            month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(plan, caps, pricer, name=agent, grace=settings["grace"],
                                 kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks)

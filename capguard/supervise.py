@@ -22,6 +22,7 @@ from capguard.agents.base import LaunchPlan
 from capguard.caps import Caps, Verdict, decide, seconds_until_wall
 from capguard.errors import AgentNotExecutable, AgentNotFound
 from capguard.events import Event, Malformed, MapMeasured, Reply, ReportedTotal, RequestStarted, SessionSeen, ToolOutcome
+from capguard.ledger_thread import LedgerThread
 from capguard.meter import Meter
 from capguard.pricing import Priced, Pricer
 from capguard.tail import Tailer
@@ -53,8 +54,10 @@ class Hooks:
     on_reply: Callable[[Reply, Priced], None] = lambda reply, priced: None
     on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
     # What the developer's monthly budgets leave this run's meter, read from the ledger (other runs count);
-    # polled after each new spend and every sweep. None: no monthly cap applies.
+    # re-read after each new spend and every sweep. None: no monthly cap applies.
+    # Both ledger hooks run on the ledger thread (ledger_thread.py), one call at a time, never on the loop's.
     month_allowance: Callable[[], int | None] | None = None
+    month_now: Callable[[], str] = lambda: ""  # the month it is now, no I/O: a new month's first read decides
 
 
 @contextlib.contextmanager
@@ -118,6 +121,9 @@ class Supervisor:
         self._followed: set[str] = set()
         self._unrecorded: list[tuple[Reply, Priced]] = []
         self._next_month_poll = 0.0
+        self._month_of_read, self._month_pending = "", None  # the month the allowance is for; a read's, asked
+        self._ledger = LedgerThread(self._commit, allowance=self.hooks.month_allowance,
+                                    deliver=lambda value: self._queue.put(("month", value)))
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -127,6 +133,9 @@ class Supervisor:
             for service in self.plan.services:
                 service.start()
                 services.callback(service.stop)
+            services.callback(self._ledger.close)  # every reply committed before the run is over
+            self._month_of_read = self.hooks.month_now()  # the allowance in `caps` was read just now
+            self._ledger.start()
             with saved_terminal(), captured_signals() as seen:
                 agent = self._spawn()
                 waiter = threading.Thread(target=self._wait, args=(agent,), name="capguard-wait", daemon=True)
@@ -149,6 +158,7 @@ class Supervisor:
             self.plan.on_exit(agent.pid)
         outcome.returncode = agent.returncode
         outcome.meter = self.meter
+        outcome.warnings = list(self._warned)  # ledger failures included: all commits are done by now
         return outcome
 
     def _follow(self, event: SessionSeen) -> None:
@@ -185,6 +195,8 @@ class Supervisor:
             item = self._next_item(next_sweep)
             if item is not None and item[0] == "file":
                 events += tailer.read(item[1])
+            elif item is not None and item[0] == "month":
+                self._month_read(item[1])
             if self._clock() >= next_sweep:
                 events += tailer.read_all()
                 proctree.reap_orphans(agent.pid)
@@ -238,10 +250,13 @@ class Supervisor:
                 log.warning("skipped a malformed line in %s at byte %d: %s", event.source, event.offset, event.why)
         elapsed = self._elapsed()
         verdict = decide(self.caps, self.meter, elapsed)
-        if enforce and self._month_due(verdict, spent=self.meter.cost_micro != cost_before):
-            self._flush()  # commit, then read: of two runs racing to the month's cap, the later reader sees both
-            self._poll_month()
-            verdict = decide(self.caps, self.meter, elapsed)
+        if enforce and self.hooks.month_allowance is not None:
+            if verdict.reason == "monthly" and self.hooks.month_now() != self._month_of_read:
+                if self._month_pending is None:
+                    self._ask_month()
+                verdict = Verdict("warn", None, verdict.warnings)  # last month's allowance: this month's decides
+            elif not verdict.stop and (self.meter.cost_micro != cost_before or self._clock() >= self._next_month_poll):
+                self._ask_month()
         for name in verdict.warnings:
             if name not in self._warned:
                 self._warned.append(name)
@@ -251,35 +266,37 @@ class Supervisor:
             self.hooks.on_status(self.meter, elapsed, verdict, "running")
         return verdict if enforce else Verdict("ok")
 
-    def _month_due(self, verdict: Verdict, *, spent: bool) -> bool:
-        """Read the month again after new spend, every sweep, and before a monthly stop (an ack or the 1st of
-        the month may have lifted it)."""
-        if self.hooks.month_allowance is None or (verdict.stop and verdict.reason != "monthly"):
-            return False
-        return spent or verdict.stop or self._clock() >= self._next_month_poll
-
-    def _poll_month(self) -> None:
+    def _ask_month(self) -> None:
+        """Read the month again, after new spend and every sweep (other runs' spend, an ack, the 1st of the month).
+        No stop waits for a read but a monthly one at the turn of the month: otherwise the allowance is at most a
+        sweep old, or read just after this run's last spend."""
+        self._flush()  # commit, then read: of two runs racing to the month's cap, the later reader sees both
         self._next_month_poll = self._clock() + SWEEP_EVERY
-        try:
-            allowance = self.hooks.month_allowance()
-        except Exception as err:  # the last allowance read still caps the run
-            log.error("could not read the month's spend from the ledger: %s", err)
-            return
+        self._month_pending = self.hooks.month_now()
+        self._ledger.read_month()  # the answer comes back through the queue and wakes the loop
+
+    def _month_read(self, allowance: int | None) -> None:
+        """A month read is back (None: it failed, logged, or no monthly cap applies: the last allowance stands)."""
+        self._month_of_read, self._month_pending = self._month_pending or self._month_of_read, None
         if allowance is not None and allowance != self.caps.monthly_remaining_micro:
             log.info("the month leaves this run $%.6f", allowance / 1e6)
             self.caps = replace(self.caps, monthly_remaining_micro=allowance)
 
     def _flush(self) -> None:
-        """Commit observed usage to the ledger: right after each decision, or just after a stop signal."""
+        """Hand observed usage to the ledger thread: right after each decision, or just after a stop signal."""
         pending, self._unrecorded = self._unrecorded, []
-        for reply, priced in pending:
-            log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
-                     "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
-            try:
-                self.hooks.on_reply(reply, priced)
-            except Exception as err:  # the cap is still enforced in memory; the report says what was lost
-                log.error("could not record usage in the ledger: %s", err)
-                self._warned.append(f"ledger write failed: {err}")
+        self._ledger.record(pending)
+
+    def _commit(self, item: tuple[Reply, Priced]) -> None:
+        """On the ledger thread: one reply into the ledger."""
+        reply, priced = item
+        log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
+                 "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
+        try:
+            self.hooks.on_reply(reply, priced)
+        except Exception as err:  # the cap is still enforced in memory; the report says what was lost
+            log.error("could not record usage in the ledger: %s", err)
+            self._warned.append(f"ledger write failed: {err}")
 
     def _stopped_itself(self, agent: subprocess.Popen) -> str | None:
         """An agent that failed at a cap stopped on its own cap (Claude's --max-budget-usd): name that cap."""

@@ -93,7 +93,9 @@ class SqliteBackend:
             prepare_path(path)
         with self._translated():
             # isolation_level=None: no implicit transactions; we BEGIN ourselves, so DDL in a migration rolls back.
-            self._conn = connect(self.path_or_url, timeout=busy_timeout_s, isolation_level=None)
+            # check_same_thread=False: a supervised run's ledger thread uses it, never at the same time as another.
+            self._conn = connect(self.path_or_url, timeout=busy_timeout_s, isolation_level=None,
+                                 check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._executor = _Executor(self._conn)
         try:

@@ -4,7 +4,7 @@ Takes `--analytics-log PATH` like aider and ignores other arguments. Behaviour f
 FAKE_REPLIES (count), FAKE_INTERVAL (s between replies), FAKE_COST (USD a reply), FAKE_TOKENS (prompt tokens),
 FAKE_MALFORMED (garbage lines to write first), FAKE_IGNORE (signals to ignore: "INT,TERM,HUP"),
 FAKE_EXIT (exit status at the end), FAKE_IDLE (seconds to sit idle after the replies),
-FAKE_STARTED (a file to create at start), FAKE_GO (a file to wait for before the first reply).
+FAKE_STARTED (a file to create at start, holding the pid), FAKE_GO (a file to wait for before the first reply).
 """
 
 import json
@@ -20,7 +20,9 @@ def main() -> int:
     for name in filter(None, os.environ.get("FAKE_IGNORE", "").split(",")):
         signal.signal(getattr(signal, "SIG" + name), signal.SIG_IGN)
     if os.environ.get("FAKE_STARTED"):
-        open(os.environ["FAKE_STARTED"], "w").close()
+        with open(os.environ["FAKE_STARTED"] + ".tmp", "w") as marker:
+            marker.write(str(os.getpid()))
+        os.replace(os.environ["FAKE_STARTED"] + ".tmp", os.environ["FAKE_STARTED"])  # complete when it appears
     while os.environ.get("FAKE_GO") and not os.path.exists(os.environ["FAKE_GO"]):
         time.sleep(0.01)
     with open(log, "a") as out:

@@ -6,14 +6,17 @@ runs'), ten parallel runs, the month's reset (exact, with an injected clock), an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psutil
 import pytest
 
 from capguard.config import load_settings
@@ -191,6 +194,56 @@ def test_idle_session_is_stopped_when_another_run_spends_the_month(team):
     report = team.report("idle.json")
     assert report["stop_reason"] == "monthly" and report["steps"] == 0
     assert team.month_spend() == pytest.approx(0.50)
+
+
+@contextlib.contextmanager
+def ledger_locked(target: str):
+    """Another writer's transaction holding the ledger's write lock (SQLite) or usage table (PostgreSQL)."""
+    if "://" in target:
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            conn.execute("LOCK TABLE usage_events IN EXCLUSIVE MODE")  # reads go on, inserts wait
+            yield
+            conn.rollback()
+    else:
+        conn = sqlite3.connect(target, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@backends
+def test_a_locked_ledger_delays_no_stop_and_loses_no_reply(team):
+    # the ledger thread waits for the lock; the loop decides from memory and stops the agent meanwhile
+    started, go = team.tmp / "started", team.tmp / "go"
+    proc = team.popen("aider", started=str(started), go=str(go), replies="20", cost="0.1", interval="0.1")
+    try:
+        wait_for(started.exists, 30, "the agent to start")
+        agent = int(started.read_text())
+        with ledger_locked(team.target):
+            go.touch()
+            wait_for(lambda: not _alive(agent), 30, "the agent to be stopped")
+            assert proc.poll() is None  # capguard still waits to commit what it saw
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 117, err
+    report = team.report()
+    assert report["stop_reason"] == "monthly" and report["at_stop"]["steps"] == 5, err
+    analytics = team.tmp / "capguard-home" / "runs" / report["run_id"] / "aider.analytics.jsonl"
+    sends = [line for line in analytics.read_text().splitlines() if '"message_send"' in line]
+    assert len(sends) == report["steps"] and team.month_spend() == pytest.approx(report["cost_usd"])
 
 
 @backends
