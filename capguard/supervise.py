@@ -204,8 +204,10 @@ class Supervisor:
             verdict = self._process(events, enforce=True)
             stop_signal = next((s for s in seen if s in (signal.SIGTERM, signal.SIGHUP)), None)
             if verdict.stop or stop_signal is not None:
-                log.info("stopping %s: %s", self.name, verdict.reason or f"signal {stop_signal}")
-                return self._finish(agent, tailer, verdict.reason, stop_signal)
+                # stamped now, written once the first signal is out: no file I/O between decision and signal
+                decided = log.makeRecord(log.name, logging.INFO, __file__, 0, "stopping %s: %s",
+                                         (self.name, verdict.reason or f"signal {stop_signal}"), None)
+                return self._finish(agent, tailer, verdict.reason, stop_signal, decided=decided)
             self._flush()
             if self._exited.is_set():
                 self._process(tailer.read_all(), enforce=False)
@@ -254,9 +256,13 @@ class Supervisor:
             if verdict.reason == "monthly" and self.hooks.month_now() != self._month_of_read:
                 if self._month_pending is None:
                     self._ask_month()
-                verdict = Verdict("warn", None, verdict.warnings)  # last month's allowance: this month's decides
+                # last month's allowance: this month's first read decides
+                verdict = Verdict("warn" if verdict.warnings else "ok", None, verdict.warnings)
             elif not verdict.stop and (self.meter.cost_micro != cost_before or self._clock() >= self._next_month_poll):
                 self._ask_month()
+        if enforce and verdict.stop:
+            self._warned.extend(name for name in verdict.warnings if name not in self._warned)
+            return verdict  # the signal first: the status and the log are written once it is out
         for name in verdict.warnings:
             if name not in self._warned:
                 self._warned.append(name)
@@ -285,13 +291,14 @@ class Supervisor:
     def _flush(self) -> None:
         """Hand observed usage to the ledger thread: right after each decision, or just after a stop signal."""
         pending, self._unrecorded = self._unrecorded, []
+        for reply, priced in pending:  # logged here, when seen: the log's times are the loop's
+            log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
+                     "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
         self._ledger.record(pending)
 
     def _commit(self, item: tuple[Reply, Priced]) -> None:
         """On the ledger thread: one reply into the ledger."""
         reply, priced = item
-        log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
-                 "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
         try:
             self.hooks.on_reply(reply, priced)
         except Exception as err:  # the cap is still enforced in memory; the report says what was lost
@@ -305,14 +312,14 @@ class Supervisor:
 
     # -- stopping -------------------------------------------------------------------------------
     def _finish(self, agent: subprocess.Popen, tailer: Tailer, reason: str | None, stop_signal: int | None,
-                *, by_itself: bool = False) -> Outcome:
+                *, by_itself: bool = False, decided: logging.LogRecord | None = None) -> Outcome:
         stop_log = proctree.StopLog()
         at_stop = self._snapshot() if reason or stop_signal else None
         if by_itself and reason:  # the agent ended at the cap on its own; its tree goes as after any exit
             stop_log.add(f"{self.name} stopped itself at the {reason} cap (exit status {agent.returncode})")
         if (reason or stop_signal) and not by_itself:
             polite = [(signal.Signals(stop_signal), 0.0)] if stop_signal else self.plan.polite_stop
-            leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason)
+            leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
         elif proctree.has_children():  # the agent is gone; anything of its tree left is ours now
             leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
         else:
@@ -340,12 +347,15 @@ class Supervisor:
                    if self.caps.monthly_remaining_micro is not None else {})}
 
     def _stop_tree(self, agent: subprocess.Popen, stop_log: proctree.StopLog, *, polite,
-                   tailer: Tailer | None = None, reason: str | None = None) -> int:
+                   tailer: Tailer | None = None, reason: str | None = None,
+                   decided: logging.LogRecord | None = None) -> int:
         before: dict = {}
         work = (self.meter.requests, self.meter.steps)
 
         def signalled() -> None:
             # the first signal is out: now the slower chores (each took milliseconds before the signal)
+            if decided is not None and log.isEnabledFor(logging.INFO):
+                log.handle(decided)
             if reason and self.plan.on_stop:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
             before.update(proctree.descendants())
