@@ -225,7 +225,7 @@ class Supervisor:
             return None
 
     # -- metering -------------------------------------------------------------------------------
-    def _process(self, events: list[Event], *, enforce: bool) -> Verdict:
+    def _process(self, events: list[Event], *, enforce: bool, quiet: bool = False) -> Verdict:
         changed, cost_before = False, self.meter.cost_micro
         for event in events:
             if isinstance(event, Reply):
@@ -268,7 +268,7 @@ class Supervisor:
                 self._warned.append(name)
                 log.warning("past %d%% of the %s cap", self.caps.warn_at * 100, name)
                 changed = True
-        if enforce or changed:
+        if (enforce or changed) and not quiet:
             self.hooks.on_status(self.meter, elapsed, verdict, "running")
         return verdict if enforce else Verdict("ok")
 
@@ -289,7 +289,7 @@ class Supervisor:
             self.caps = replace(self.caps, monthly_remaining_micro=allowance)
 
     def _flush(self) -> None:
-        """Hand observed usage to the ledger thread: right after each decision, or just after a stop signal."""
+        """Hand observed usage to the ledger thread: right after each decision, or once a stopped tree is gone."""
         pending, self._unrecorded = self._unrecorded, []
         for reply, priced in pending:  # logged here, when seen: the log's times are the loop's
             log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
@@ -359,14 +359,14 @@ class Supervisor:
             if reason and self.plan.on_stop:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
             before.update(proctree.descendants())
-            self._flush()
             self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
 
         def busy() -> bool:
-            # keep metering while we wait; a new request or reply means politeness costs money
+            # keep metering while we wait; a new request or reply means politeness costs money. Nothing is
+            # written meanwhile (replies go to the ledger once the tree is gone): no wait on the disk delays the
+            # escalation
             if tailer is not None:
-                self._process(tailer.read_all(), enforce=False)
-                self._flush()
+                self._process(tailer.read_all(), enforce=False, quiet=True)
             return (self.meter.requests, self.meter.steps) != work
 
         proctree.stop_agent(
