@@ -6,6 +6,7 @@ Every sqlite3 or OS error leaves here as a one-line LedgerError naming the file 
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -111,9 +112,22 @@ class SqliteBackend:
         conn.execute("PRAGMA foreign_keys = ON")
         # journal_mode is stored in the file; switching needs an exclusive lock, so only ask when not yet WAL.
         if not self._memory and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._switch_to_wal(busy_timeout_s)
         # FULL: in WAL mode NORMAL may lose the last commits on power loss; spend must survive a machine crash.
         conn.execute("PRAGMA synchronous = FULL")
+
+    def _switch_to_wal(self, busy_timeout_s: float) -> None:
+        """`PRAGMA journal_mode = WAL`, retried: when several processes create the ledger at once, SQLite may refuse
+        the switch at once ("database is locked") instead of waiting, to avoid a deadlock between them."""
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
