@@ -2,9 +2,10 @@
 
 `TranscriptParser` (capguard/agents/claude_logs.py) is the reference: the same keys (`claude:<requestId>`, or
 `claude:msg:<message.id>`), max-wins corrections `<key>+<n>`, fork copies, API errors and synthetic replies
-skipped. What makes it fast: only lines that mention `"usage"` are looked at; a line whose request id and usage
-bytes equal an earlier line of the same reply (Claude writes one line per content block) is skipped unparsed; and
-the message's content (thinking, code, tool input: most of the bytes) is cut out before `json.loads`.
+skipped. What makes it fast: only lines that mention `"usage"` are looked at, and those are decoded by msgspec into
+the few fields a reply needs (the message's content, most of the bytes, is skipped unparsed). A line msgspec
+cannot type that way (a count that is not a whole number, a missing id, broken JSON) goes to `reply_of`, which
+answers as the parser does, malformed lines included.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Optional
+
+import msgspec
 
 from capguard.agents.claude_logs import SYNTHETIC_MODEL, _figures, max_wins
 from capguard.ledger.records import normalize_utc
@@ -70,9 +73,11 @@ class ReplyCounter:
     def __init__(self, *, subagent: bool, seen: dict[str, list[int]] | None = None) -> None:
         self.subagent = subagent
         self.seen: dict[str, list[int]] = seen or {}  # key -> largest figures, then the corrections made
-        self.plain: dict[bytes, bytes] = {}  # request id -> usage bytes of the last line counted
 
     def count(self, key: str, figures: list[int], model, at, offset, details) -> FoundReply | None:
+        old = self.seen.get(key)
+        if old is not None and old[:6] == figures:
+            return None  # the next content block of a reply already counted: the usual repeat, decided at once
         counted = max_wins(self.seen, key, figures)
         if counted is None:
             return None
@@ -183,127 +188,145 @@ def _decode(data: bytes, start: int, end: int) -> object:
     return _loads(data[start:end])
 
 
-def _plain_line(data: bytes, at: int, end: int) -> tuple[bytes, int, object] | None:
-    """(request id, end of usage, the usage decoded) when the line has Claude Code's layout: one `"usage":{...}`
-    and, after it, only flat keys (the message's last keys, then the top-level ones, `requestId` among them).
-    None otherwise."""
-    if not data.startswith(b":{", at + 7) or data[end - 1] != 125:  # `"usage":{`, and the line ends with "}"
-        return None
-    try:
-        text = data[at + 8 : end].decode()
-        usage, used = _DECODER.raw_decode(text)  # the usage object alone, and where it ends
-    except (ValueError, RecursionError):
-        return None
-    if not text.isascii() and not text[:used].isascii():
-        return None  # characters and bytes differ before the end: leave such a line to the full decode
-    usage_end = at + 8 + used
-    if data.find(b"{", usage_end, end) >= 0 or data.find(_USAGE, usage_end, end) >= 0:
-        return None
-    request = data.find(b'"requestId":"', usage_end, end)
-    if request < 0:
-        return None
-    request += 13
-    close = data.find(b'"', request, end)
-    if close < 0 or data.find(b"\\", request, close) >= 0:
-        return None
-    return data[request:close], usage_end, usage
+class _CacheCreation(msgspec.Struct):
+    ephemeral_1h_input_tokens: int = 0
 
 
-_HEAD = b'"message":{"id":"'
-_AFTER_ID = b'","type":"message","role":"assistant","model":"'
-_AFTER_MODEL = b'","content":['
-_PREFIX = re.compile(rb'\{(?:"(?:parentUuid|logicalParentUuid|isSidechain|agentId)":(?:null|true|false|"[^"\\]*"),)*')
-_NOT_FAST = (b'"isApiErrorMessage":', b'"requestSessionId":', b'"isAbortedMidStream":')
+class _ServerTools(msgspec.Struct):
+    web_search_requests: int = 0
 
 
-def _fast_reply(data: bytes, at: int, start: int, end: int, usage_end: int, request_id: bytes, usage: object,
-                counter: ReplyCounter, offset: int) -> FoundReply | None | bool:
-    """The reply of a line in Claude Code 2.x's exact layout without decoding its JSON: False when the layout
-    differs in any way (then the line is decoded). The same answer as `reply_of` (the tests hold it to that)."""
-    prefix = _PREFIX.match(data, start, at)
-    if prefix is None or not data.startswith(_HEAD, prefix.end()):
+class _Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation: Optional[_CacheCreation] = None
+    server_tool_use: Optional[_ServerTools] = None
+    speed: Optional[str] = None
+    inference_geo: Optional[str] = None
+
+
+class _Message(msgspec.Struct):
+    id: Optional[str] = None
+    model: Optional[str] = None
+    usage: Optional[_Usage] = None
+
+
+class _Line(msgspec.Struct):
+    """What `reply_of` reads of a line, each field typed as Claude Code writes it; any other type fails to
+    decode, and the line goes to `reply_of`."""
+
+    type: Optional[str] = None
+    isApiErrorMessage: Optional[bool] = None
+    requestSessionId: Optional[str] = None
+    sessionId: Optional[str] = None
+    message: Optional[_Message] = None
+    requestId: Optional[str] = None
+    requestedModel: Optional[str] = None
+    isAbortedMidStream: Optional[bool] = None
+    timestamp: Optional[str] = None
+
+
+_LINE = msgspec.json.Decoder(_Line)
+
+
+def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply | None | bool:
+    """`reply_of`'s answer for a line msgspec typed; False when the line is unusual enough to need `reply_of`
+    (no message, no id or usage, a negative count). The tests hold the two to the same answers."""
+    if line.type != "assistant" or line.isApiErrorMessage:
+        return None
+    copied_from = line.requestSessionId
+    if copied_from is not None and copied_from != line.sessionId:
+        return None  # a fork's copy of its parent's reply: counted in the parent's file
+    message = line.message
+    if message is None or not message.id or message.usage is None:
         return False
-    id_at = prefix.end() + len(_HEAD)
-    id_end = data.find(b'"', id_at, at)
-    if id_end <= id_at or not data.startswith(_AFTER_ID, id_end):
-        return False
-    model_at = id_end + len(_AFTER_ID)
-    model_end = data.find(b'"', model_at, at)
-    if model_end < 0 or not data.startswith(_AFTER_MODEL, model_end) or data.find(b"\\", id_at, model_end) >= 0:
-        return False
-    for key in _NOT_FAST:
-        if data.find(key, usage_end, end) >= 0:
-            return False
-    kind = data.find(b'"type":"assistant"', usage_end, end)
-    stamp_at = data.find(b'"timestamp":"', usage_end, end)
-    if kind < 0 or stamp_at < 0:
-        return False
-    stamp_at += 13
-    stamp_end = data.find(b'"', stamp_at, end)
-    requested_at = data.find(b'"requestedModel":"', usage_end, end)
-    requested = None
-    if requested_at >= 0:
-        requested_at += 18
-        requested_end = data.find(b'"', requested_at, end)
-        if requested_end < 0 or data.find(b"\\", requested_at, requested_end) >= 0:
-            return False
-        requested = data[requested_at:requested_end].decode()
-    served = data[model_at:model_end].decode()
+    served = message.model
     if served == SYNTHETIC_MODEL:
         return None
-    if not isinstance(usage, dict):
+    usage = message.usage
+    creation, tools = usage.cache_creation, usage.server_tool_use
+    figures = [usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
+               usage.cache_creation_input_tokens, 0 if creation is None else creation.ephemeral_1h_input_tokens,
+               0 if tools is None else tools.web_search_requests]
+    if min(figures) < 0:
         return False
-    figures = _plain_figures(usage) or _figures(usage)
-    model = requested or served
-    geo, speed = usage.get("inference_geo"), usage.get("speed")
-    shape = (geo if isinstance(geo, str) and geo else None, speed if isinstance(speed, str) and speed else None,
-             False, served if served and served != model else None)
+    if figures[4] > figures[3]:
+        figures[4] = figures[3]
+    request_id = line.requestId
+    key = f"claude:{request_id}" if request_id else f"claude:msg:{message.id}"
+    model = line.requestedModel or served
+    shape = (usage.inference_geo or None, usage.speed or None, bool(line.isAbortedMidStream),
+             served if served and served != model else None)
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
-    stamp = data[stamp_at:stamp_end].decode()
-    at_utc = stamp[:23] + "000Z" if len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." else canonical_utc(stamp)
-    key = f"claude:{request_id.decode()}"
-    return counter.count(key, figures, _MODELS.setdefault(model, model), at_utc, offset, details)
+    stamp = line.timestamp
+    if stamp is not None and len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T":
+        at = stamp[:23] + "000Z"
+    else:
+        at = canonical_utc(stamp)
+    return counter.count(key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset,
+                         details)
+
+
+_REQUEST = b'"requestId"'
+
+
+def _flat_tail(data: bytes, tail: int, end: int) -> bool:
+    """Whether `data[tail:end]` holds only the rest of the line's top-level object: flat keys, no other request
+    id (JSON's last key would win), and one closing brace (no `{` after it, so one `}` means depth 1 at `tail`)."""
+    return (data.find(b"{", tail, end) < 0 and data.count(b"}", tail, end) == 1
+            and data.find(_REQUEST, tail, end) < 0)
+
+
+def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> bytes | None:
+    """The bytes from a counted line's first `"usage"` through its top-level `"requestId":"<id>"`: a later line
+    with the same bytes there and a flat tail after them is another content block of the same reply, same usage
+    (which max-wins would count as nothing), so it is skipped unparsed. None when the line is not laid out so."""
+    if not isinstance(request_id, str) or not request_id:
+        return None
+    marker = b'"requestId":"' + request_id.encode() + b'"'
+    found = data.find(marker, at, end)
+    if found < 0 or not _flat_tail(data, found + len(marker), end):
+        return None
+    return data[at : found + len(marker)]
 
 
 def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None) -> Scan:
     """Every reply in `data[:size]` (complete lines; the first starts at file offset `base_offset`)."""
     found = Scan()
-    last = counter.plain
-    repeat_usage = repeat_request = None  # the last counted line's `"usage":{...}` and `"requestId":"..."`
-    find, pos = data.find, 0
+    find, rfind, decode, view, pos = data.find, data.rfind, _LINE.decode, memoryview(data), 0
     size = len(data) if size is None else size
+    repeat = None  # the last counted line's usage and request id, when its next content blocks can be skipped
     while (at := find(_USAGE, pos, size)) >= 0:
         end = find(b"\n", at, size)
         end = size if end < 0 else end
         pos = end + 1
-        if repeat_usage is not None and data.startswith(repeat_usage, at) and data[end - 1] == 125:  # "}"
-            # the next content block of the reply just counted: same usage object, same request id after it,
-            # nothing but flat keys after it (so that request id is the line's own)
-            tail = at + len(repeat_usage)
-            if find(b"{", tail, end) < 0 and find(repeat_request, tail, end) >= 0:
-                continue
-        plain = _plain_line(data, at, end)
-        if plain is not None and last.get(plain[0]) == data[at + 8 : plain[1]]:
-            continue  # another content block of a reply already counted, same figures
-        start = data.rfind(b"\n", 0, at) + 1
+        if repeat is not None and data.startswith(repeat, at) and _flat_tail(data, at + len(repeat), end):
+            continue  # the next content block of the reply just counted (see `_repeat_of`)
+        start = rfind(b"\n", 0, at) + 1
         try:
             reply = False
-            if plain is not None and found.session_id is not None:  # the file's first reply is decoded: its facts
-                reply = _fast_reply(data, at, start, end, plain[1], plain[0], plain[2], counter, base_offset + start)
+            if found.session_id is not None:  # the file's first reply is decoded in full: its facts
+                try:
+                    line = view[start:end]
+                    str(line, "utf-8")  # msgspec does not check the bytes it skips; json.loads (the parser) does
+                    typed = decode(line)
+                    reply, request_id = _typed_reply(typed, counter, base_offset + start), typed.requestId
+                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                    pass
             if reply is False:
                 entry = _decode(data, start, end)
                 reply = reply_of(entry, counter, base_offset + start)
-                if found.session_id is None and isinstance(entry, dict):
+                request_id = entry.get("requestId")
+                if found.session_id is None:
                     _note_file_facts(found, entry)
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError, ArithmeticError):
             found.malformed += 1
             continue
-        if reply is None:
-            continue
-        if plain is not None:
-            last[plain[0]] = data[at + 8 : plain[1]]
-            repeat_usage, repeat_request = data[at : plain[1]], b'"requestId":"' + plain[0] + b'"'
-        found.replies.append(reply)
+        if reply is not None:
+            found.replies.append(reply)
+            repeat = _repeat_of(data, at, end, request_id)
     _note_span(found, data, size)
     return found
 
