@@ -248,11 +248,14 @@ def section(result: dict) -> list[str]:
               f" {cg['rows']:,} priced usage rows and {cg['runs']:,} runs into a new SQLite ledger (WAL, synchronous=FULL);"
               " ccusage prints a report. Rows outnumber API replies where older transcripts wrote partial output on"
               " earlier lines: each increase is a correction row (max-wins, as the live meter keys them).", "",
-              "How: only lines containing `\"usage\"` are looked at; a line repeating the request id and usage bytes of"
-              " the reply's previous line is skipped unparsed; the message content is cut out before `json.loads`;"
-              " prices come from per-model rates probed once through genai-prices; worker processes (one per core)"
-              " read and price groups of files while the importing process writes their rows, 20,000 per"
-              " transaction with executemany, in run and time order", "", END]
+              "How: the files are listed in one scandir pass; only lines containing `\"usage\"` are looked at; a"
+              " line repeating the usage and request id of the reply's previous line is skipped unparsed; the others"
+              " are decoded by msgspec into the dozen fields a reply needs (the message content is skipped"
+              " unparsed); prices come from per-model rates probed once through genai-prices; worker processes (one"
+              " per core) read and price groups of files while the importing process writes their rows, 20,000 per"
+              " transaction with executemany, and a thread checkpoints the WAL meanwhile; the runs' totals come"
+              " from the rows as they were written, not read back; no cyclic garbage collection during the"
+              " import.", "", END]
     return lines
 
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from capguard.importers.claude_files import (
     FileResult,
@@ -21,11 +22,12 @@ from capguard.importers.claude_files import (
     UnitPricer,
     Worker,
     default_jobs,
+    collector_paused,
     run_groups,
     run_id_of,
     session_of,
 )
-from capguard.importers.ledger_io import ImportWriter
+from capguard.importers.ledger_io import ImportWriter, RunSums
 from capguard.importers.state import ImportState
 from capguard.pricing import Pricer
 
@@ -45,20 +47,39 @@ def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, 
     return [Path.home() / ".claude", xdg]
 
 
-def find_transcripts(roots: Iterable[Path]) -> list[Path]:
-    """Every `.jsonl` below each root's `projects/` (or below the root itself), subagents included; sorted."""
-    found: set[str] = set()
+def list_transcripts(roots: Iterable[Path]) -> dict[str, os.stat_result]:
+    """Every `.jsonl` below each root's `projects/` (or below the root itself), subagents included, with its stat;
+    sorted by path. One scandir pass: os.walk and a stat per file took three times as long on 8,000 files."""
+    found: dict[str, os.stat_result] = {}
     for root in roots:
-        root = Path(os.path.realpath(root))
-        if root.is_file():
-            found.add(str(root))
+        root_name = os.path.realpath(root)
+        try:
+            stat = os.stat(root_name)
+        except OSError:
             continue
-        base = root / "projects" if (root / "projects").is_dir() else root
-        if not base.is_dir():
+        if S_ISREG(stat.st_mode):
+            found[root_name] = stat  # a transcript named on the command line, whatever its name
             continue
-        for folder, _, files in os.walk(base):
-            found.update(os.path.join(folder, name) for name in files if name.endswith(".jsonl"))
-    return [Path(name) for name in sorted(found)]
+        base = os.path.join(root_name, "projects")
+        _walk(base if os.path.isdir(base) else root_name, found)
+    return dict(sorted(found.items()))
+
+
+def _walk(folder: str, found: dict[str, os.stat_result]) -> None:
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        _walk(entry.path, found)
+                    elif entry.name.endswith(".jsonl"):
+                        stat = entry.stat()  # follows a symlink, as reading the file will
+                        if S_ISREG(stat.st_mode):
+                            found[entry.path] = stat
+                except OSError:
+                    continue  # gone or unreadable meanwhile: as os.walk, skip it
+    except OSError:
+        return
 
 
 @dataclass
@@ -69,21 +90,16 @@ class Plan:
     stats: dict[str, os.stat_result]
 
 
-def plan(paths: list[Path], state: ImportState, writer: ImportWriter) -> Plan:
+def plan(listing: dict[str, os.stat_result], state: ImportState, writer: ImportWriter) -> Plan:
     """Which files to read and from where; a file read on from an offset resumes its replies' max-wins state."""
     tasks, unchanged, stats = [], 0, {}
-    for path in paths:
-        name = str(path)
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
+    for name, stat in listing.items():
         start = state.start_offset(name, stat)
         if start is None:
             unchanged += 1
             continue
         stats[name] = stat
-        session, subagent = session_of(path)
+        session, subagent = session_of(Path(name))
         mark = state.files.get(name)
         run_id = (mark.run_id if mark else None) or run_id_of(session)
         seen = writer.seen_figures(run_id, name) if start else None
@@ -105,44 +121,57 @@ def import_transcripts(
     """Reads, prices, writes, then finishes the runs and saves the state (an interrupted import reads the files
     again next time, adding nothing twice). `roots` as `transcript_roots` gives them; `target` is the ledger the
     workers open. Returns summary figures."""
+    with collector_paused():
+        return _import(writer, state, roots, target, overrides, jobs, line_of, on_progress)
+
+
+def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target: str | None, overrides: dict | None,
+            jobs: int, line_of: Callable[[str | None], str | None],
+            on_progress: Callable[[int, int, int], None] | None) -> dict:
     # SQLite: the rows come back here (one writer); PostgreSQL: each process writes its own
     sqlite = writer.backend.dialect == "sqlite"
     worker = Worker(UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host)
-    # genai-prices loads (0.3 s) while the files are listed and planned, mostly waiting on the file system
+    # genai-prices loads (0.2 s) while the files are listed and planned; the workers, forked after, share it
     warming = threading.Thread(target=worker.pricer.warm, name="capguard-prices", daemon=True)
     warming.start()
     try:
-        paths = find_transcripts(roots)
-        work = plan(paths, state, writer)
+        listing = list_transcripts(roots)
+        work = plan(listing, state, writer)
     finally:
         warming.join()  # before any fork: no thread may run while workers are forked
-    done_bytes, marks, counts, rows, prefixes = 0, [], {"files": 0, "malformed": 0, "errors": []}, [], []
-    for done in run_groups(work.tasks, jobs or default_jobs(), overrides=overrides or {}, target=target, worker=worker):
-        for result in done.results:
-            counts["files"] += 1
-            done_bytes += result.end - result.start
-            if result.error:
-                counts["errors"].append(f"{result.path}: {result.error}")
-                continue
-            counts["malformed"] += result.malformed
-            marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
-        if done.rows is not None:
-            rows += done.rows
-            prefixes.append(done.prefix)
-            if len(rows) >= WRITE_ROWS:
-                writer.write_rows(rows, prefixes)
-                rows, prefixes = [], []
-        else:
-            writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
-        if on_progress:
-            on_progress(counts["files"], done_bytes, work.total_bytes)
-    if rows:
-        writer.write_rows(rows, prefixes)
-    writer.finish()
+    done_bytes, marks, counts = 0, [], {"files": 0, "malformed": 0, "errors": []}
+    rows, prefixes, sums = [], [], RunSums()
+    try:
+        for done in run_groups(work.tasks, jobs or default_jobs(), overrides=overrides or {}, target=target,
+                               worker=worker):
+            for result in done.results:
+                counts["files"] += 1
+                done_bytes += result.end - result.start
+                if result.error:
+                    counts["errors"].append(f"{result.path}: {result.error}")
+                    continue
+                counts["malformed"] += result.malformed
+                marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
+            if done.rows is not None:
+                rows += done.rows
+                prefixes.append(done.prefix)
+                sums.add(done.sums)
+                if len(rows) >= WRITE_ROWS:
+                    writer.write_rows(rows, prefixes, sums)
+                    rows, prefixes, sums = [], [], RunSums()
+            else:
+                writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
+            if on_progress:
+                on_progress(counts["files"], done_bytes, work.total_bytes)
+        if rows:
+            writer.write_rows(rows, prefixes, sums)
+        writer.finish()
+    finally:
+        writer.close()
     for path, offset, run_id, check in marks:
         state.mark(path, work.stats[path], offset, run_id, check)
     state.save()
-    return {"files_found": len(paths), "files_read": counts["files"], "files_unchanged": work.unchanged,
+    return {"files_found": len(listing), "files_read": counts["files"], "files_unchanged": work.unchanged,
             "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "errors": counts["errors"]}
 
 

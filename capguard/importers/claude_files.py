@@ -7,10 +7,12 @@ importing process then finishes the runs. Small imports run the same code in-pro
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
 from capguard.importers.ledger_io import (
     RunRow,
+    RunSums,
     Written,
     backend_of,
     stamp_rows,
@@ -210,6 +213,7 @@ class GroupDone:
     written: Written | None = None  # rows already in the ledger (PostgreSQL)
     rows: list[tuple] | None = None  # rows for the importing process to write (SQLite), from `stamp_rows`
     prefix: str | None = None  # their ids' prefix
+    sums: RunSums | None = None  # their totals per run, as `ImportWriter.finish` would read them back
 
 
 _WORKER: Worker | None = None
@@ -219,6 +223,7 @@ def _init_worker(overrides: dict, target: str | None, user_id: str, host: str, w
     global _WORKER
     backend = backend_of(open_ledger(target)) if writes else None  # its own connection, open until the process ends
     _WORKER = Worker(UnitPricer(Pricer(overrides)), backend, user_id, host)
+    gc.disable()  # see `collector_paused`
 
 
 def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
@@ -230,7 +235,7 @@ def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
         result.rows = []
     if worker.backend is None:
         prefix, stamped = stamp_rows(rows)
-        return GroupDone(results, rows=stamped, prefix=prefix)
+        return GroupDone(results, rows=stamped, prefix=prefix, sums=RunSums.of(rows))
     runs = {run.run_id: run for run in (r.run_row() for r in results) if run is not None}
     return GroupDone(results, written=write_batch(worker.backend, worker.user_id, worker.host, list(runs.values()), rows))
 
@@ -260,7 +265,7 @@ def run_groups(tasks: list[Task], jobs: int, *, overrides: dict, target: str | N
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     if context.get_start_method() == "fork":
-        worker.pricer.warm()  # genai-prices loaded once here, not once per worker
+        worker.pricer.warm()  # genai-prices loaded once here (import_transcripts did already), not once per worker
     # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
     with ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
                              initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),
@@ -272,6 +277,20 @@ def run_groups(tasks: list[Task], jobs: int, *, overrides: dict, target: str | N
         finally:
             for future in pending:
                 future.cancel()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile. An import allocates millions of small objects (rows, strings) and
+    makes no reference cycles; each burst of allocations triggers a collection, and the older ones walk every
+    long-lived object (genai-prices' data among them) again: about 10% of an import's CPU, for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def default_jobs() -> int:

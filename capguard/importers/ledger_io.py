@@ -19,6 +19,7 @@ from typing import Any
 from capguard.ids import new_id
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
+from capguard.ledger.sqlite import WalCheckpointer
 
 IMPORTED = "imported"  # runs.status of a run built from an agent's logs rather than supervised
 _IDS_PER_QUERY = 500
@@ -136,6 +137,42 @@ class Written:
         return self
 
 
+@dataclass
+class RunSums:
+    """Per run, the (cost, tokens, steps) of some usage rows, as `_TOTALS` sums them; and how many rows. When all
+    of an import's rows went in and their runs are new, `finish` takes the totals from here instead of reading
+    every row back."""
+
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    rows: int = 0
+
+    @classmethod
+    def of(cls, rows: Iterable[UsageRow]) -> RunSums:
+        sums = cls()
+        runs = sums.runs
+        for row in rows:
+            figures = runs.get(row[0])
+            if figures is None:
+                figures = runs[row[0]] = [0, 0, 0]
+            figures[0] += row[8] or 0
+            figures[1] += row[4] + row[5] + row[6] + row[7]
+            # a step: not a max-wins correction, not from a subagent (SQLite's LIKE ignores ASCII case)
+            figures[2] += "+" not in row[1] and "/subagents/" not in (row[10] or "").lower()
+            sums.rows += 1
+        return sums
+
+    def add(self, other: RunSums) -> None:
+        for run_id, (cost, tokens, steps) in other.runs.items():
+            figures = self.runs.setdefault(run_id, [0, 0, 0])
+            figures[0] += cost
+            figures[1] += tokens
+            figures[2] += steps
+        self.rows += other.rows
+
+    def total(self, index: int) -> int:
+        return sum(figures[index] for figures in self.runs.values())
+
+
 def _known_keys(db: Executor, keys: list[str]) -> set[str]:
     known: set[str] = set()
     for chunk in _chunks(keys, _IDS_PER_QUERY):
@@ -185,24 +222,28 @@ def stamp_rows(rows: list[UsageRow]) -> tuple[str, list[tuple]]:
 
 
 def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], stamped: list[tuple],
-               prefixes: list[str]) -> Written:
+               prefixes: list[str], sums: RunSums | None = None) -> Written:
     """SQLite, one transaction: the runs, then rows from `stamp_rows`. A row whose key is in the ledger already is
-    skipped; what was added is read back by its ids. Meanwhile no fsync per commit (the import's last transaction,
-    FULL, makes every earlier one durable; an import cut short is simply run again) and no foreign-key checks
+    skipped; what was added is `sums` when every row went in, else read back by its ids. Meanwhile no fsync per
+    commit (the import's last transaction, FULL, makes every earlier one durable; an import cut short is simply run
+    again), no checkpoint by this connection (`WalCheckpointer` or the finish does it) and no foreign-key checks
     (every row's run is inserted first)."""
     conn = backend._conn  # these pragmas must be set outside a transaction
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # one checkpoint at the end (ImportWriter.finish), not dozens
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
             db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
             written.runs_created = insert_runs(db, user_id, host, runs)
-            executemany(db, _INSERT_USAGE, stamped)
-            for prefix in prefixes:
-                added = db.query(_ADDED, (prefix, prefix + "~"))[0]
-                written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
+            inserted = executemany(db, _INSERT_USAGE, stamped)
+            if sums is not None and sums.rows == len(stamped) and inserted == len(stamped):
+                written += Written(added=inserted, cost=sums.total(0), tokens=sums.total(1))
+            else:
+                for prefix in prefixes:
+                    added = db.query(_ADDED, (prefix, prefix + "~"))[0]
+                    written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
     finally:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -221,6 +262,10 @@ class ImportWriter:
         self._pending: list[UsageRow] = []
         self._merged: set[str] = set()
         self.written = Written()
+        # totals kept in memory (`RunSums`): exact while every row written went in; for the runs created here
+        self._sums: RunSums | None = RunSums()
+        self._fresh: set[str] = set()
+        self._checkpointer: WalCheckpointer | None = None
 
     @property
     def pending(self) -> int:
@@ -243,6 +288,9 @@ class ImportWriter:
                 db.execute("DELETE FROM usage_events WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ? AND status = ?", (run_id, IMPORTED))
                 self.runs.pop(run_id, None)
+                self._fresh.discard(run_id)
+                if self._sums is not None:
+                    self._sums.runs.pop(run_id, None)
 
     def run(self, row: RunRow) -> RunRow:
         """The buffered run with this id, created from `row` if new."""
@@ -251,17 +299,30 @@ class ImportWriter:
             self._unwritten.append(row.run_id)
         return self.runs[row.run_id]
 
-    def write_rows(self, stamped: list[tuple], prefixes: list[str]) -> None:
-        """Rows worker processes read and stamped (SQLite ledgers), after the runs they need, in one transaction."""
+    def write_rows(self, stamped: list[tuple], prefixes: list[str], sums: RunSums | None = None) -> None:
+        """Rows worker processes read and stamped (SQLite ledgers), after the runs they need, in one transaction;
+        `sums`: their `RunSums`, when known."""
         new, self._unwritten = self._unwritten, []
         runs = [self.runs[run_id] for run_id in new]
-        self.written += write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes)
+        written = write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes, sums)
+        self.written += written
+        if written.runs_created == len(runs):
+            self._fresh.update(new)
+        if self._sums is not None and sums is not None and written.added == written.rows == sums.rows:
+            self._sums.add(sums)
+        else:
+            self._sums = None
+        if self._checkpointer is None and self._backend.path_or_url != ":memory:":
+            self._checkpointer = WalCheckpointer(self._backend.path_or_url)
+        if self._checkpointer is not None:
+            self._checkpointer.request()
 
     def written_elsewhere(self, run_ids: Iterable[str], written: Written) -> None:
         """A worker process wrote these runs (provisionally) and rows on its own connection."""
         written_ids = set(run_ids)
         self._unwritten = [run_id for run_id in self._unwritten if run_id not in written_ids]
         self.written += written
+        self._sums = None  # not kept for rows written elsewhere: finish reads the totals back
 
     def add(self, rows: list[UsageRow]) -> None:
         """Usage rows of runs given to `run()` before; written at the next flush."""
@@ -272,20 +333,30 @@ class ImportWriter:
         new, self._unwritten = self._unwritten, []
         if not pending and not new:
             return
-        runs = [self.runs[run_id] for run_id in new]
         if self._backend.dialect == "sqlite":
+            self._unwritten = new  # taken back by write_rows
             prefix, stamped = stamp_rows(pending)
-            self.written += write_rows(self._backend, self.user_id, self.host, runs, stamped, [prefix])
+            self.write_rows(stamped, [prefix], RunSums.of(pending))
         else:
+            runs = [self.runs[run_id] for run_id in new]
             self.written += write_batch(self._backend, self.user_id, self.host, runs, pending)
+            self._sums = None
 
     def finish(self) -> None:
         """Flush, then each touched run's span, counts and totals (from all its rows, old and new)."""
         self.flush()
+        self.close()
         self._merge_existing([run_id for run_id in self.runs if run_id not in self._merged])
         ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
         totals: dict[str, tuple[int, int, int]] = {}
-        for chunk in _chunks(ids, _IDS_PER_QUERY):
+        known = self._sums.runs if self._sums is not None else {}
+        unknown = []
+        for run_id in ids:
+            if run_id in self._fresh and self._sums is not None:
+                totals[run_id] = tuple(known.get(run_id, (0, 0, 0)))  # every row of the run is one this import wrote
+            else:
+                unknown.append(run_id)
+        for chunk in _chunks(unknown, _IDS_PER_QUERY):
             totals.update((r["run_id"], (int(r["cost"]), int(r["tokens"]), int(r["steps"])))
                           for r in self._backend.query(_TOTALS.format(marks=_marks(len(chunk))), chunk))
         with self._backend.write() as db:
@@ -294,8 +365,14 @@ class ImportWriter:
                  r.project, *totals.get(r.run_id, (0, 0, 0)), r.run_id) for r in (self.runs[i] for i in ids)])
         if self._backend.dialect == "sqlite":
             conn = self._backend._conn
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # what write_rows held back, in one go
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the rest: the checkpointer saw all but the last batch
             conn.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def close(self) -> None:
+        """Stop the background checkpoints (at the end of an import, or when it fails)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def _merge_existing(self, run_ids: list[str]) -> None:
         """Fold in what the ledger holds for these runs: an earlier import's span and, for files read on from an

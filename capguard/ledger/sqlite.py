@@ -6,6 +6,7 @@ Every sqlite3 or OS error leaves here as a one-line LedgerError naming the file 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,4 +175,43 @@ class SqliteBackend:
     def close(self) -> None:
         conn = getattr(self, "_conn", None)
         if conn is not None:
+            conn.close()
+
+
+class WalCheckpointer:
+    """Checkpoints a WAL ledger on a thread and connection of its own while another connection writes in bulk
+    (an import): the copy into the database file, and its fsync, overlap the writer's work instead of following
+    it. Best effort: the writer's own checkpoint at its end does whatever is left."""
+
+    def __init__(self, path: str) -> None:
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, args=(path,), name="capguard-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Checkpoint what has been committed so far (at once, or after the checkpoint under way)."""
+        self._wanted.set()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self, path: str) -> None:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writer
+                except sqlite3.Error:
+                    pass
+        finally:
             conn.close()

@@ -115,6 +115,14 @@ def test_claude_import_equals_the_parsers_totals_one_run_per_session(ledger_targ
     assert run["cwd"] == "/home/dev/fx/fxD" and run["agent_version"] == "2.1.330"
     assert run["started_utc"] < run["ended_utc"]
     assert len(runs) == len({r["run_id"] for r in rows(ledger_target, "SELECT DISTINCT run_id FROM usage_events")})
+    # the totals a first import keeps in memory are what its rows add up to
+    for run_id, run in runs.items():
+        events = rows(ledger_target, "SELECT * FROM usage_events WHERE run_id = ?", (run_id,))
+        steps = sum("+" not in e["dedupe_key"] and "/subagents/" not in e["source_file"] for e in events)
+        tokens = sum(e["input_tokens"] + e["output_tokens"] + e["cache_read_tokens"] + e["cache_write_tokens"]
+                     for e in events)
+        assert (run["cost_micro_usd"], run["tokens"], run["steps"]) == \
+            (sum(e["cost_micro_usd"] or 0 for e in events), tokens, steps), run_id
 
 
 def test_claude_import_twice_adds_nothing_even_without_the_state_file(ledger_target, capsys):

@@ -769,3 +769,23 @@ def test_wrong_postgres_password_is_a_ledger_error(monkeypatch, tmp_path):
         pytest.skip("this server does not ask for a password")
     assert_one_line(info.value, url, "PGPASSWORD")
     assert "wrong-pw-123" not in str(info.value)
+
+
+def test_the_background_checkpointer_copies_the_wal_into_the_database(tmp_path):
+    from capguard.ledger.sqlite import WalCheckpointer
+
+    path = tmp_path / "bulk.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")  # as an import's writer: it never checkpoints itself
+    writer.execute("CREATE TABLE t (x TEXT)")
+    writer.executemany("INSERT INTO t VALUES (?)", [("x" * 100,)] * 5000)
+    size_before = path.stat().st_size
+    checkpointer = WalCheckpointer(str(path))
+    checkpointer.request()
+    checkpointer.close()  # waits for the checkpoint under way
+    busy, wal_frames, copied = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert path.stat().st_size > size_before + 400_000  # the rows are in the database file now
+    assert busy == 0 and copied == wal_frames > 0
+    checkpointer.close()  # twice is harmless
+    writer.close()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from capguard.importers import aider, claude
+from capguard.importers.ledger_io import RunSums
 from capguard.importers.progress import Progress, size
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
@@ -136,4 +137,39 @@ def test_claude_transcripts_are_found_where_claude_code_keeps_them(tmp_path):
     for path in (session, sub, tmp_path / "a" / "projects" / "-p" / "notes.txt"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-    assert set(claude.find_transcripts([tmp_path / "a", tmp_path / "missing"])) == {session.resolve(), sub.resolve()}
+    assert set(claude.list_transcripts([tmp_path / "a", tmp_path / "missing"])) == {str(session.resolve()), str(sub.resolve())}
+
+
+def test_claude_listing_skips_what_is_no_transcript(tmp_path):
+    base = tmp_path / "c" / "projects" / "-p"
+    (base / "s1" / "subagents").mkdir(parents=True)
+    (base / "s1.jsonl").write_text("{}\n")
+    (base / "s1" / "subagents" / "agent-1.jsonl").write_text("")
+    (base / "dir.jsonl").mkdir()  # a folder named like a transcript
+    (base / "gone.jsonl").symlink_to(tmp_path / "nowhere")  # a dangling link
+    (tmp_path / "elsewhere").mkdir()
+    (base / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # not followed, as os.walk
+    (tmp_path / "elsewhere" / "x.jsonl").write_text("")
+    listing = claude.list_transcripts([tmp_path / "c"])
+    assert list(listing) == [str(base / "s1.jsonl"), str(base / "s1" / "subagents" / "agent-1.jsonl")]  # sorted
+    assert listing[str(base / "s1.jsonl")].st_size == 3
+    named = tmp_path / "notes.txt"
+    named.write_text("")
+    assert list(claude.list_transcripts([named])) == [str(named)]  # a file named on the command line
+
+
+def test_run_sums_count_as_the_ledger_query_counts():
+    def row(run, key, source, cost, counts=(1, 2, 3, 4)):
+        return (run, key, "2026-11-23T06:05:53.000000Z", "m", *counts, cost, "genai-prices", source, 0, None)
+
+    sums = RunSums.of([
+        row("r1", "claude:a", "/p/s.jsonl", 10),
+        row("r1", "claude:a+1", "/p/s.jsonl", 5, (0, 1, 0, 0)),  # a correction: no step
+        row("r1", "claude:b", "/p/s/subagents/agent-1.jsonl", 7),  # a subagent's reply: no step
+        row("r1", "claude:c", "/P/S/SUBAGENTS/agent-2.jsonl", None),  # SQLite's LIKE ignores ASCII case
+        row("r2", "claude:d", None, 1),
+    ])
+    assert sums.runs == {"r1": [22, 31, 1], "r2": [1, 10, 1]} and sums.rows == 5
+    more = RunSums.of([row("r2", "claude:e", "/p/t.jsonl", 2)])
+    sums.add(more)
+    assert sums.runs["r2"] == [3, 20, 2] and (sums.total(0), sums.total(1), sums.rows) == (25, 51, 6)
