@@ -33,7 +33,7 @@ class FoundReply(NamedTuple):
     key: str
     occurred_utc: str | None
     model: str | None
-    figures: tuple[int, int, int, int, int, int]  # input, output, cache read, cache write, 1h part, web searches
+    figures: tuple[int, ...]  # input, output, cache read, cache write, 1h part, web searches
     offset: int
     step: bool
     details: dict | None
@@ -113,12 +113,14 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
         raise ValueError("usage is not an object")
     figures = _plain_figures(usage) or _figures(usage)
     requested = get("requestedModel")
-    model = requested if isinstance(requested, str) and requested else served if isinstance(served, str) else None
+    model: str | None = (requested if isinstance(requested, str) and requested
+                         else served if isinstance(served, str) else None)
     geo, speed = usage.get("inference_geo"), usage.get("speed")
     shape = (geo if isinstance(geo, str) and geo else None, speed if isinstance(speed, str) and speed else None,
              bool(get("isAbortedMidStream")), served if isinstance(served, str) and served and served != model else None)
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
     stamp = get("timestamp")
+    at: str | None
     if isinstance(stamp, str) and len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T":
         at = stamp[:23] + "000Z"
     else:
@@ -256,11 +258,12 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
         figures[4] = figures[3]
     request_id = line.requestId
     key = f"claude:{request_id}" if request_id else f"claude:msg:{message.id}"
-    model = line.requestedModel or served
+    model: str | None = line.requestedModel or served
     shape = (usage.inference_geo or None, usage.speed or None, bool(line.isAbortedMidStream),
              served if served and served != model else None)
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
     stamp = line.timestamp
+    at: str | None
     if stamp is not None and len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T":
         at = stamp[:23] + "000Z"
     else:
@@ -306,7 +309,8 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
             continue  # the next content block of the reply just counted (see `_repeat_of`)
         start = rfind(b"\n", 0, at) + 1
         try:
-            reply = False
+            reply: FoundReply | bool | None = False
+            request_id: object = None
             if found.session_id is not None:  # the file's first reply is decoded in full: its facts
                 try:
                     line = view[start:end]
@@ -318,13 +322,14 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
             if reply is False:
                 entry = _decode(data, start, end)
                 reply = reply_of(entry, counter, base_offset + start)
-                request_id = entry.get("requestId")
-                if found.session_id is None:
-                    _note_file_facts(found, entry)
+                if isinstance(entry, dict):  # always, once reply_of has returned
+                    request_id = entry.get("requestId")
+                    if found.session_id is None:
+                        _note_file_facts(found, entry)
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError, ArithmeticError):
             found.malformed += 1
             continue
-        if reply is not None:
+        if isinstance(reply, FoundReply):
             found.replies.append(reply)
             repeat = _repeat_of(data, at, end, request_id)
     _note_span(found, data, size)
