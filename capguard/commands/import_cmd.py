@@ -84,6 +84,7 @@ def main(rest: list[str], flags: dict) -> int:
                                             line_of=line_of, on_progress=progress.update)
         finally:
             progress.close()
+            writer.close()  # its background checkpoints, if an import failed before its finish
         summary = _summary(ns.agent, ledger.path_or_url, figures, writer, time.monotonic() - started)
     for error in summary["errors"]:
         print(f"capguard: warning: cannot read {error}", file=sys.stderr)
