@@ -10,7 +10,6 @@ A session's run holds its transcript and its subagents' (`<session>/subagents/ag
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,14 +130,10 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     # SQLite: the rows come back here (one writer); PostgreSQL: each process writes its own
     sqlite = writer.backend.dialect == "sqlite"
     worker = Worker(UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host)
-    # genai-prices loads (0.2 s) while the files are listed and planned; the workers, forked after, share it
-    warming = threading.Thread(target=worker.pricer.warm, name="capguard-prices", daemon=True)
-    warming.start()
-    try:
-        listing = list_transcripts(roots)
-        work = plan(listing, state, writer)
-    finally:
-        warming.join()  # before any fork: no thread may run while workers are forked
+    listing = list_transcripts(roots)
+    work = plan(listing, state, writer)
+    if work.tasks:
+        worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
     done_bytes, marks, counts = 0, [], {"files": 0, "malformed": 0, "errors": []}
     rows, prefixes, sums = [], [], RunSums()
     try:
