@@ -265,7 +265,7 @@ def run_groups(tasks: list[Task], jobs: int, *, overrides: dict, target: str | N
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     if context.get_start_method() == "fork":
-        worker.pricer.warm()  # genai-prices loaded once here (import_transcripts did already), not once per worker
+        worker.pricer.warm()  # genai-prices loaded before the fork (import_transcripts does), not once per worker
     # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
     with ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
                              initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),

@@ -329,18 +329,18 @@ class ImportWriter:
         self._pending.extend(rows)
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        new, self._unwritten = self._unwritten, []
-        if not pending and not new:
+        """The rows given to `add()` and the runs not written yet, in one transaction."""
+        if not self._pending and not self._unwritten:
             return
+        pending, self._pending = self._pending, []
         if self._backend.dialect == "sqlite":
-            self._unwritten = new  # taken back by write_rows
             prefix, stamped = stamp_rows(pending)
             self.write_rows(stamped, [prefix], RunSums.of(pending))
         else:
+            new, self._unwritten = self._unwritten, []
             runs = [self.runs[run_id] for run_id in new]
             self.written += write_batch(self._backend, self.user_id, self.host, runs, pending)
-            self._sums = None
+            self._sums = None  # finish reads the totals back
 
     def finish(self) -> None:
         """Flush, then each touched run's span, counts and totals (from all its rows, old and new)."""
