@@ -137,6 +137,29 @@ def test_shuffled_and_damaged_fixture_lines_still_match_the_parser():
     assert fast(data) == reference(data)
 
 
+def test_content_blocks_are_skipped_only_when_nothing_after_the_usage_could_differ():
+    base = assistant_line()
+    blocks = []
+    for i in range(3):  # Claude Code's usual: one line per content block, same usage, same request id
+        entry = json.loads(json.dumps(base))
+        entry["uuid"], entry["message"]["content"] = f"b{i}", [{"type": "text", "text": f"block {i}"}]
+        blocks.append(dumps(entry))
+    last_wins = json.loads(json.dumps(base))  # same bytes up to its request id, then a second one (JSON: last wins)
+    last_wins["uuid"] = "dup"
+    line = dumps(last_wins)
+    line = line[:-2] + b',"requestId":"req_last_wins"}\n'
+    nested = json.loads(json.dumps(base))  # same usage and request id, then an object: decoded, not skipped
+    nested["uuid"], nested["toolUseResult"] = "n", {"usage": {"output_tokens": 10**6}}
+    deeper = json.loads(json.dumps(base))  # another reply with the same usage: counted
+    deeper["requestId"] = "req_deeper"
+    data = b"".join([*blocks, line, dumps(nested), dumps(deeper)])
+    mine, theirs = fast(data), reference(data)
+    assert mine == theirs
+    keys = [reply[0] for reply in mine[0]]
+    assert keys.count(f"claude:{base['requestId']}") == 1 and "claude:req_last_wins" in keys
+    assert "claude:req_deeper" in keys
+
+
 def test_offsets_are_file_offsets_from_the_base():
     data = complete(A.read_bytes())
     result = scan(data, 1000, ReplyCounter(subagent=False))
