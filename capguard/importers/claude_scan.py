@@ -228,6 +228,8 @@ class _Line(msgspec.Struct):
     requestedModel: Optional[str] = None
     isAbortedMidStream: Optional[bool] = None
     timestamp: Optional[str] = None
+    cwd: Optional[str] = None
+    version: Optional[str] = None
 
 
 _LINE = msgspec.json.Decoder(_Line)
@@ -273,26 +275,31 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
 
 
 _REQUEST = b'"requestId"'
+_MESSAGE = b'"message"'
 
 
-def _flat_tail(data: bytes, tail: int, end: int) -> bool:
-    """Whether `data[tail:end]` holds only the rest of the line's top-level object: flat keys, no other request
-    id (JSON's last key would win), and one closing brace (no `{` after it, so one `}` means depth 1 at `tail`)."""
+def _flat_tail(data: bytes, tail: int, end: int, marker: bytes) -> bool:
+    """Whether `data[tail:end]` holds only the rest of the line's top-level object, flat keys (no `{`, so its one
+    `}` closes the line), with `marker` as its one request id (JSON's last key would win) and no message."""
     return (data.find(b"{", tail, end) < 0 and data.count(b"}", tail, end) == 1
-            and data.find(_REQUEST, tail, end) < 0)
+            and data.count(_REQUEST, tail, end) == 1 and data.find(marker, tail, end) >= 0
+            and data.find(_MESSAGE, tail, end) < 0)
 
 
-def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> bytes | None:
-    """The bytes from a counted line's first `"usage"` through its top-level `"requestId":"<id>"`: a later line
-    with the same bytes there and a flat tail after them is another content block of the same reply, same usage
-    (which max-wins would count as nothing), so it is skipped unparsed. None when the line is not laid out so."""
+def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[bytes, bytes] | None:
+    """(the bytes from a counted line's first `"usage"` through the end of its message, its request id marker): a
+    later line with the same bytes there and a flat tail after them naming the same request id is another content
+    block of the same reply, same usage (which max-wins would count as nothing), so it is skipped unparsed. The
+    tail may differ (Claude Code 2.1 writes each block's `apiBlockIndex` there). None when the line is not laid
+    out so."""
     if not isinstance(request_id, str) or not request_id:
         return None
     marker = b'"requestId":"' + request_id.encode() + b'"'
     found = data.find(marker, at, end)
-    if found < 0 or not _flat_tail(data, found + len(marker), end):
+    close = data.rfind(b"}", at, found) if found >= 0 else -1
+    if close < 0 or not _flat_tail(data, close + 1, end, marker):
         return None
-    return data[at : found + len(marker)]
+    return data[at : close + 1], marker
 
 
 def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None) -> Scan:
@@ -300,25 +307,26 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
     found = Scan()
     find, rfind, decode, view, pos = data.find, data.rfind, _LINE.decode, memoryview(data), 0
     size = len(data) if size is None else size
-    repeat = None  # the last counted line's usage and request id, when its next content blocks can be skipped
+    repeat, marker = b"", b""  # the last counted reply's `_repeat_of`, when its next content blocks can be skipped
     while (at := find(_USAGE, pos, size)) >= 0:
         end = find(b"\n", at, size)
         end = size if end < 0 else end
         pos = end + 1
-        if repeat is not None and data.startswith(repeat, at) and _flat_tail(data, at + len(repeat), end):
+        if repeat and data.startswith(repeat, at) and _flat_tail(data, at + len(repeat), end, marker):
             continue  # the next content block of the reply just counted (see `_repeat_of`)
         start = rfind(b"\n", 0, at) + 1
         try:
             reply: FoundReply | bool | None = False
             request_id: object = None
-            if found.session_id is not None:  # the file's first reply is decoded in full: its facts
-                try:
-                    line = view[start:end]
-                    str(line, "utf-8")  # msgspec does not check the bytes it skips; json.loads (the parser) does
-                    typed = decode(line)
-                    reply, request_id = _typed_reply(typed, counter, base_offset + start), typed.requestId
-                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                    pass
+            try:
+                line = view[start:end]
+                str(line, "utf-8")  # msgspec does not check the bytes it skips; json.loads (the parser) does
+                typed = decode(line)
+                reply, request_id = _typed_reply(typed, counter, base_offset + start), typed.requestId
+                if found.session_id is None and reply is not False and typed.sessionId:
+                    found.session_id, found.cwd, found.version = typed.sessionId, typed.cwd, typed.version
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                pass
             if reply is False:
                 entry = _decode(data, start, end)
                 reply = reply_of(entry, counter, base_offset + start)
@@ -331,7 +339,7 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
             continue
         if isinstance(reply, FoundReply):
             found.replies.append(reply)
-            repeat = _repeat_of(data, at, end, request_id)
+            repeat, marker = _repeat_of(data, at, end, request_id) or (b"", b"")
     _note_span(found, data, size)
     return found
 

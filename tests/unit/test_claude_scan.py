@@ -6,11 +6,13 @@ import json
 import random
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from capguard.agents.claude_logs import TranscriptParser
 from capguard.events import Malformed, Reply
+from capguard.importers import claude_scan
 from capguard.importers.claude_scan import ReplyCounter, canonical_utc, scan
 from capguard.importers.unit_prices import UnitPricer
 from capguard.pricing import ModelPrice, Pricer
@@ -158,6 +160,31 @@ def test_content_blocks_are_skipped_only_when_nothing_after_the_usage_could_diff
     keys = [reply[0] for reply in mine[0]]
     assert keys.count(f"claude:{base['requestId']}") == 1 and "claude:req_last_wins" in keys
     assert "claude:req_deeper" in keys
+
+
+def test_content_blocks_that_differ_after_the_message_are_skipped_unparsed(monkeypatch):
+    base = assistant_line()
+    blocks = []
+    assert list(base).index("apiBlockIndex") == list(base).index("message") + 1
+    for i in range(4):  # Claude Code 2.1: each block's own apiBlockIndex between the message and the request id
+        entry = json.loads(json.dumps(base))
+        entry["message"]["content"] = [{"type": "text", "text": f"block {i}"}]
+        entry["apiBlockIndex"], entry["uuid"] = i, f"b{i}"
+        blocks.append(dumps(entry))
+    decoded = []
+    real = claude_scan._LINE
+    monkeypatch.setattr(claude_scan, "_LINE", SimpleNamespace(decode=lambda line: decoded.append(1) or real.decode(line)))
+    data = b"".join(blocks)
+    mine = fast(data)
+    assert mine == reference(data)
+    assert [reply[0] for reply in mine[0]] == [f"claude:{base['requestId']}"]
+    assert len(decoded) == 1  # the first block; the other three are skipped
+
+    # the same bytes through the message, then a second `message` key (JSON: the last wins): the parser's
+    # malformed line, so it is decoded
+    clash = blocks[1][:-2] + b',"message":"not an object"}\n'
+    data = b"".join([blocks[0], clash])
+    assert fast(data) == reference(data) and fast(data)[1] == 1
 
 
 def test_offsets_are_file_offsets_from_the_base():
