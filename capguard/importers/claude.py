@@ -22,6 +22,7 @@ from capguard.importers.claude_files import (
     Worker,
     collector_paused,
     default_jobs,
+    groups,
     run_groups,
     run_id_of,
     session_of,
@@ -31,6 +32,9 @@ from capguard.importers.state import ImportState
 from capguard.pricing import Pricer
 
 WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
+# Groups per worker before the end from which each group's rows are written as they come: rows still waiting when
+# the last worker is done are written after it, by this process alone, while the other CPUs idle.
+EAGER_GROUPS = 4
 
 
 def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
@@ -98,7 +102,7 @@ def plan(listing: dict[str, os.stat_result], state: ImportState, writer: ImportW
             unchanged += 1
             continue
         stats[name] = stat
-        session, subagent = session_of(Path(name))
+        session, subagent = session_of(name)
         mark = state.files.get(name)
         run_id = (mark.run_id if mark else None) or run_id_of(session)
         seen = writer.seen_figures(run_id, name) if start else None
@@ -136,26 +140,30 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
     done_bytes, marks, counts = 0, [], {"files": 0, "malformed": 0, "errors": []}
     rows, prefixes, sums = [], [], RunSums()
+    batches, jobs = groups(work.tasks), jobs or default_jobs()
+    left = len(batches)
     try:
-        for done in run_groups(work.tasks, jobs or default_jobs(), overrides=overrides or {}, target=target,
-                               worker=worker):
-            for result in done.results:
-                counts["files"] += 1
-                done_bytes += result.end - result.start
-                if result.error:
-                    counts["errors"].append(f"{result.path}: {result.error}")
-                    continue
-                counts["malformed"] += result.malformed
-                marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
-            if done.rows is not None:
-                rows += done.rows
-                prefixes.append(done.prefix)
-                sums.add(done.sums)
-                if len(rows) >= WRITE_ROWS:
-                    writer.write_rows(rows, prefixes, sums)
-                    rows, prefixes, sums = [], [], RunSums()
-            else:
-                writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
+        for ready in run_groups(batches, jobs, overrides=overrides or {}, target=target, worker=worker):
+            left -= len(ready)
+            for done in ready:
+                for result in done.results:
+                    counts["files"] += 1
+                    done_bytes += result.end - result.start
+                    if result.error:
+                        counts["errors"].append(f"{result.path}: {result.error}")
+                        continue
+                    counts["malformed"] += result.malformed
+                    marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
+                if done.rows is not None:
+                    rows += done.rows
+                    prefixes.append(done.prefix)
+                    sums.add(done.sums)
+                else:
+                    writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
+            # one transaction for all the rows that came meanwhile: many when this process lags behind the workers
+            if rows and (len(rows) >= WRITE_ROWS or left <= EAGER_GROUPS * jobs):
+                writer.write_rows(rows, prefixes, sums)
+                rows, prefixes, sums = [], [], RunSums()
             if on_progress:
                 on_progress(counts["files"], done_bytes, work.total_bytes)
         if rows:
