@@ -23,6 +23,7 @@ import pytest
 from capguard.errors import LedgerError
 from capguard.ledger import AckRecord, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
 from capguard.ledger.migrations import MIGRATIONS, Migration
+from capguard.ledger.sqlite import PAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "ledger"
@@ -567,6 +568,17 @@ def test_ten_processes_creating_one_ledger_at_once_all_succeed(make_target, tmp_
 def test_sqlite_ledger_uses_wal(tmp_path):
     open_ledger(tmp_path / "ledger.db").close()
     assert raw_query(str(tmp_path / "ledger.db"), "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_a_new_sqlite_ledger_has_large_pages_and_an_old_one_keeps_its_own(tmp_path):
+    open_ledger(tmp_path / "new.db").close()
+    assert raw_query(str(tmp_path / "new.db"), "PRAGMA page_size") == [(PAGE_SIZE,)]
+    old = str(tmp_path / "old.db")
+    raw_script(old, (FIXTURES / "v1.sql").read_text())
+    assert raw_query(old, "PRAGMA page_size") == [(4096,)]
+    with open_ledger(old) as ledger:
+        assert ledger.spend() == (5_020_000, 117_100)  # upgraded in place, its data kept
+    assert raw_query(old, "PRAGMA page_size") == [(4096,)]
 
 
 def _hold_write_lock(path: Path, seconds: float) -> threading.Thread:
