@@ -346,7 +346,8 @@ class ImportWriter:
         """Flush, then each touched run's span, counts and totals (from all its rows, old and new)."""
         self.flush()
         self.close()
-        self._merge_existing([run_id for run_id in self.runs if run_id not in self._merged])
+        done = self._merged | self._fresh  # a run this import created holds only what it wrote: nothing to fold in
+        self._merge_existing([run_id for run_id in self.runs if run_id not in done])
         ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
         totals: dict[str, tuple[int, int, int]] = {}
         known = self._sums.runs if self._sums is not None else {}
