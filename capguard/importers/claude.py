@@ -34,7 +34,7 @@ from capguard.pricing import Pricer
 WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
 # Groups per worker before the end from which each group's rows are written as they come: rows still waiting when
 # the last worker is done are written after it, by this process alone, while the other CPUs idle.
-EAGER_GROUPS = 4
+EAGER_GROUPS = 8
 
 
 def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
