@@ -161,6 +161,14 @@ class RunSums:
             sums.rows += 1
         return sums
 
+    def add_run(self, run_id: str, cost: int, tokens: int, steps: int, *, rows: int) -> None:
+        """Figures already summed over `rows` rows of one run."""
+        figures = self.runs.setdefault(run_id, [0, 0, 0])
+        figures[0] += cost
+        figures[1] += tokens
+        figures[2] += steps
+        self.rows += rows
+
     def add(self, other: RunSums) -> None:
         for run_id, (cost, tokens, steps) in other.runs.items():
             figures = self.runs.setdefault(run_id, [0, 0, 0])

@@ -173,3 +173,26 @@ def test_run_sums_count_as_the_ledger_query_counts():
     more = RunSums.of([row("r2", "claude:e", "/p/t.jsonl", 2)])
     sums.add(more)
     assert sums.runs["r2"] == [3, 20, 2] and (sums.total(0), sums.total(1), sums.rows) == (25, 51, 6)
+
+
+def test_a_groups_sums_are_its_rows_sums(tmp_path):
+    """Workers add up each file as they price it; that must be what `RunSums.of` makes of the rows."""
+    import json
+
+    from capguard.importers.claude_files import Task, Worker, read_group
+    from capguard.pricing import Pricer
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "claude"
+    line = next(json.loads(raw) for raw in (fixtures / "shared" / "transcripts" / "A_single_turn.jsonl").read_bytes()
+                .splitlines() if json.loads(raw).get("type") == "assistant")
+    grown = json.loads(json.dumps(line))
+    grown["message"]["usage"]["output_tokens"] += 100  # the same reply, counted again larger: a correction
+    corrected = tmp_path / "corrected.jsonl"
+    corrected.write_text(json.dumps(line) + "\n" + json.dumps(grown) + "\n")
+    files = [*sorted(fixtures.rglob("*.jsonl")), corrected]
+    tasks = [Task(str(p), 0, p.stat().st_size, p.parent.name == "subagents") for p in files]
+    done = read_group(tasks, Worker(UnitPricer(Pricer({})), None, "u", "h"))
+    rows = [row[2:] for row in done.rows]  # without the id and recorded time `stamp_rows` put first
+    assert any("/subagents/" in row[10] for row in rows) and any("+" in row[1] for row in rows)
+    expected = RunSums.of(rows)
+    assert done.sums.runs == expected.runs and done.sums.rows == expected.rows == len(rows) > 0
