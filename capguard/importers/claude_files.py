@@ -283,18 +283,16 @@ def run_groups(batches: list[list[Task]], jobs: int, *, overrides: dict, target:
     if context.get_start_method() == "fork":
         worker.pricer.warm()  # genai-prices loaded before the fork (import_transcripts does), not once per worker
     # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
-    with ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
-                             initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),
-                             ) as pool:
-        submitted = [pool.submit(read_group, batch) for batch in batches]
-        pending: set[Future] = set(submitted)
-        try:
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield [future.result() for future in ready]
-        finally:
-            for future in submitted:
-                future.cancel()
+    pool = ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
+                               initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None))
+    try:
+        pending: set[Future] = {pool.submit(read_group, batch) for batch in batches}
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield [future.result() for future in ready]
+    finally:
+        # the workers exit while this process finishes the import (concurrent.futures joins them at exit)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextmanager
