@@ -353,7 +353,6 @@ class ImportWriter:
     def finish(self) -> None:
         """Flush, then each touched run's span, counts and totals (from all its rows, old and new)."""
         self.flush()
-        self.close()
         done = self._merged | self._fresh  # a run this import created holds only what it wrote: nothing to fold in
         self._merge_existing([run_id for run_id in self.runs if run_id not in done])
         ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
@@ -372,10 +371,11 @@ class ImportWriter:
             executemany(db, _FINISH, [
                 (r.started_utc, r.ended_utc, r.malformed, json.dumps(r.report), r.agent_version, r.line, r.cwd,
                  r.project, *totals.get(r.run_id, (0, 0, 0)), r.run_id) for r in (self.runs[i] for i in ids)])
+        # The checkpointer's last pass overlapped the above; what is left is checkpointed by SQLite when the ledger
+        # is closed, or at its next automatic checkpoint.
+        self.close()
         if self._backend.dialect == "sqlite":
-            conn = self._backend._conn
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the rest: the checkpointer saw all but the last batch
-            conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            self._backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
 
     def close(self) -> None:
         """Stop the background checkpoints (at the end of an import, or when it fails)."""
