@@ -138,7 +138,7 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     work = plan(listing, state, writer)
     if work.tasks:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
-    done_bytes, marks, counts = 0, [], {"files": 0, "malformed": 0, "errors": []}
+    done_bytes, counts = 0, {"files": 0, "malformed": 0, "errors": []}
     rows, prefixes, sums = [], [], RunSums()
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
@@ -153,7 +153,9 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                         counts["errors"].append(f"{result.path}: {result.error}")
                         continue
                     counts["malformed"] += result.malformed
-                    marks.append((result.path, result.end, _follow(writer, result, line_of), result.check))
+                    # in memory only: saved once the rows and runs are in the ledger
+                    state.mark(result.path, work.stats[result.path], result.end, _follow(writer, result, line_of),
+                               result.check)
                 if done.rows is not None:
                     rows += done.rows
                     prefixes.append(done.prefix)
@@ -171,8 +173,6 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
         writer.finish()
     finally:
         writer.close()
-    for path, offset, run_id, check in marks:
-        state.mark(path, work.stats[path], offset, run_id, check)
     state.save()
     return {"files_found": len(listing), "files_read": counts["files"], "files_unchanged": work.unchanged,
             "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "errors": counts["errors"]}
