@@ -10,6 +10,7 @@ A session's run holds its transcript and its subagents' (`<session>/subagents/ag
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,11 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     rows, prefixes, sums = [], [], RunSums()
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
+    # The files still to come per run, as their paths name it: a run whose files are all in goes into the ledger
+    # with its totals, which saves `finish` rewriting it. A file whose lines name another session spoils the count.
+    run_of = {task.path: task.run_id or run_id_of(session_of(task.path)[0]) for task in work.tasks}
+    files_left = Counter(run_of.values())
+    complete: set[str] = set()
     try:
         for ready in run_groups(batches, jobs, overrides=overrides or {}, target=target, worker=worker):
             left -= len(ready)
@@ -149,6 +155,13 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                 for result in done.results:
                     counts["files"] += 1
                     done_bytes += result.end - result.start
+                    named = run_of[result.path]
+                    files_left[named] -= 1
+                    if result.run_id not in (None, named):
+                        files_left[named] = files_left[result.run_id] = -len(run_of)  # never complete
+                        complete.discard(result.run_id)
+                    elif files_left[named] == 0:
+                        complete.add(named)
                     if result.error:
                         counts["errors"].append(f"{result.path}: {result.error}")
                         continue
@@ -164,12 +177,12 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                     writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
             # one transaction for all the rows that came meanwhile: many when this process lags behind the workers
             if rows and (len(rows) >= WRITE_ROWS or left <= EAGER_GROUPS * jobs):
-                writer.write_rows(rows, prefixes, sums)
+                writer.write_rows(rows, prefixes, sums, complete)
                 rows, prefixes, sums = [], [], RunSums()
             if on_progress:
                 on_progress(counts["files"], done_bytes, work.total_bytes)
         if rows:
-            writer.write_rows(rows, prefixes, sums)
+            writer.write_rows(rows, prefixes, sums, complete)
         writer.finish()
     finally:
         writer.close()

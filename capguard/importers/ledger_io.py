@@ -189,11 +189,15 @@ def _known_keys(db: Executor, keys: list[str]) -> set[str]:
     return known
 
 
-def insert_runs(db: Executor, user_id: str, host: str, runs: list[RunRow]) -> int:
-    """Provisional rows for these runs (`ImportWriter.finish` completes them); a run already there is left alone."""
+def insert_runs(db: Executor, user_id: str, host: str, runs: list[RunRow],
+                totals: dict[str, list[int]] | None = None) -> int:
+    """Rows for these runs, provisional (`ImportWriter.finish` completes them) but for the (cost, tokens, steps)
+    in `totals`; a run already there is left alone."""
+    totals = totals or {}
     return executemany(db, _INSERT_RUN, [
         (r.run_id, user_id, r.line, r.project, r.agent, r.agent_version, "[]", r.cwd, host, r.started_utc,
-         r.ended_utc, "{}", IMPORTED, 0, 0, 0, r.malformed, json.dumps(r.report)) for r in runs])
+         r.ended_utc, "{}", IMPORTED, *totals.get(r.run_id, (0, 0, 0)), r.malformed, json.dumps(r.report))
+        for r in runs])
 
 
 def write_batch(backend: Backend, user_id: str, host: str, runs: list[RunRow], rows: list[UsageRow]) -> Written:
@@ -230,8 +234,10 @@ def stamp_rows(rows: list[UsageRow]) -> tuple[str, list[tuple]]:
 
 
 def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], stamped: list[tuple],
-               prefixes: list[str], sums: RunSums | None = None) -> Written:
-    """SQLite, one transaction: the runs, then rows from `stamp_rows`. A row whose key is in the ledger already is
+               prefixes: list[str], sums: RunSums | None = None, totals: dict[str, list[int]] | None = None,
+               ) -> Written:
+    """SQLite, one transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row
+    whose key is in the ledger already is
     skipped; what was added is `sums` when every row went in, else read back by its ids. Meanwhile no fsync per
     commit (the import's last transaction, FULL, makes every earlier one durable; an import cut short is simply run
     again), no checkpoint by this connection (`WalCheckpointer` or the finish does it) and no foreign-key checks
@@ -244,7 +250,7 @@ def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], st
     try:
         with backend.write() as db:
             db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
-            written.runs_created = insert_runs(db, user_id, host, runs)
+            written.runs_created = insert_runs(db, user_id, host, runs, totals)
             inserted = executemany(db, _INSERT_USAGE, stamped)
             if sums is not None and sums.rows == len(stamped) and inserted == len(stamped):
                 written += Written(added=inserted, cost=sums.total(0), tokens=sums.total(1))
@@ -256,6 +262,12 @@ def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], st
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     return written
+
+
+def _finished(run: RunRow, totals: Sequence[int]) -> tuple:
+    """A run's `_FINISH` parameters."""
+    return (run.started_utc, run.ended_utc, run.malformed, json.dumps(run.report), run.agent_version, run.line,
+            run.cwd, run.project, *totals, run.run_id)
 
 
 class ImportWriter:
@@ -273,6 +285,7 @@ class ImportWriter:
         # totals kept in memory (`RunSums`): exact while every row written went in; for the runs created here
         self._sums: RunSums | None = RunSums()
         self._fresh: set[str] = set()
+        self._final: dict[str, tuple] = {}  # runs inserted complete: what `finish` would write, as inserted
         self._checkpointer: WalCheckpointer | None = None
 
     @property
@@ -307,17 +320,24 @@ class ImportWriter:
             self._unwritten.append(row.run_id)
         return self.runs[row.run_id]
 
-    def write_rows(self, stamped: list[tuple], prefixes: list[str], sums: RunSums | None = None) -> None:
+    def write_rows(self, stamped: list[tuple], prefixes: list[str], sums: RunSums | None = None,
+                   complete: Iterable[str] = ()) -> None:
         """Rows worker processes read and stamped (SQLite ledgers), after the runs they need, in one transaction;
-        `sums`: their `RunSums`, when known."""
+        `sums`: their `RunSums`, when known. A new run in `complete` (all its files are read: these rows are all of
+        its rows) goes in with its totals, so that `finish` need not rewrite it."""
         new, self._unwritten = self._unwritten, []
         runs = [self.runs[run_id] for run_id in new]
-        written = write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes, sums)
+        complete = set(complete)
+        done = [r for r in runs if r.run_id in complete and not r.read_on] if sums is not None else []
+        totals = {r.run_id: sums.runs.get(r.run_id, [0, 0, 0]) for r in done} if sums is not None else {}
+        written = write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes, sums, totals)
         self.written += written
         if written.runs_created == len(runs):
             self._fresh.update(new)
         if self._sums is not None and sums is not None and written.added == written.rows == sums.rows:
             self._sums.add(sums)
+            if written.runs_created == len(runs):
+                self._final.update((r.run_id, _finished(r, totals[r.run_id])) for r in done)
         else:
             self._sums = None
         if self._checkpointer is None and self._backend.path_or_url != ":memory:":
@@ -367,10 +387,11 @@ class ImportWriter:
         for chunk in _chunks(unknown, _IDS_PER_QUERY):
             totals.update((r["run_id"], (int(r["cost"]), int(r["tokens"]), int(r["steps"])))
                           for r in self._backend.query(_TOTALS.format(marks=_marks(len(chunk))), chunk))
+        final = self._final if self._sums is not None else {}
+        changed = [row for row in (_finished(self.runs[i], totals.get(i, (0, 0, 0))) for i in ids)
+                   if final.get(row[-1]) != row]
         with self._backend.write() as db:
-            executemany(db, _FINISH, [
-                (r.started_utc, r.ended_utc, r.malformed, json.dumps(r.report), r.agent_version, r.line, r.cwd,
-                 r.project, *totals.get(r.run_id, (0, 0, 0)), r.run_id) for r in (self.runs[i] for i in ids)])
+            executemany(db, _FINISH, changed)
         # The checkpointer's last pass overlapped the above; what is left is checkpointed by SQLite when the ledger
         # is closed, or at its next automatic checkpoint.
         self.close()
