@@ -86,6 +86,27 @@ def _walk(folder: str, found: dict[str, os.stat_result]) -> None:
         return
 
 
+class RunsRead:
+    """The runs whose files have all been read, as the files' paths name their runs (`<session>.jsonl`, its
+    subagents' below `<session>/`): such a run goes into the ledger with its totals, which saves `finish` rewriting
+    it. A file whose lines name another session than its path keeps both runs from counting as complete."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self._named = {task.path: task.run_id or run_id_of(session_of(task.path)[0]) for task in tasks}
+        self._left = Counter(self._named.values())
+        self.complete: set[str] = set()
+
+    def file_done(self, path: str, run_id: str | None) -> None:
+        """A file was read (or failed to be); `run_id`: the run its lines went to."""
+        named = self._named[path]
+        self._left[named] -= 1
+        if run_id not in (None, named):
+            self._left[named] = self._left[run_id] = -len(self._named)  # never complete
+            self.complete.discard(run_id)
+        elif self._left[named] == 0:
+            self.complete.add(named)
+
+
 @dataclass
 class Plan:
     tasks: list[Task]
@@ -143,11 +164,7 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     rows, prefixes, sums = [], [], RunSums()
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
-    # The files still to come per run, as their paths name it: a run whose files are all in goes into the ledger
-    # with its totals, which saves `finish` rewriting it. A file whose lines name another session spoils the count.
-    run_of = {task.path: task.run_id or run_id_of(session_of(task.path)[0]) for task in work.tasks}
-    files_left = Counter(run_of.values())
-    complete: set[str] = set()
+    runs_read = RunsRead(work.tasks)
     try:
         for ready in run_groups(batches, jobs, overrides=overrides or {}, target=target, worker=worker):
             left -= len(ready)
@@ -155,13 +172,7 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                 for result in done.results:
                     counts["files"] += 1
                     done_bytes += result.end - result.start
-                    named = run_of[result.path]
-                    files_left[named] -= 1
-                    if result.run_id not in (None, named):
-                        files_left[named] = files_left[result.run_id] = -len(run_of)  # never complete
-                        complete.discard(result.run_id)
-                    elif files_left[named] == 0:
-                        complete.add(named)
+                    runs_read.file_done(result.path, result.run_id)
                     if result.error:
                         counts["errors"].append(f"{result.path}: {result.error}")
                         continue
@@ -177,12 +188,12 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                     writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
             # one transaction for all the rows that came meanwhile: many when this process lags behind the workers
             if rows and (len(rows) >= WRITE_ROWS or left <= EAGER_GROUPS * jobs):
-                writer.write_rows(rows, prefixes, sums, complete)
+                writer.write_rows(rows, prefixes, sums, runs_read.complete)
                 rows, prefixes, sums = [], [], RunSums()
             if on_progress:
                 on_progress(counts["files"], done_bytes, work.total_bytes)
         if rows:
-            writer.write_rows(rows, prefixes, sums, complete)
+            writer.write_rows(rows, prefixes, sums, runs_read.complete)
         writer.finish()
     finally:
         writer.close()

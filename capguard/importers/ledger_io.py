@@ -237,11 +237,10 @@ def write_rows(backend: Backend, user_id: str, host: str, runs: list[RunRow], st
                prefixes: list[str], sums: RunSums | None = None, totals: dict[str, list[int]] | None = None,
                ) -> Written:
     """SQLite, one transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row
-    whose key is in the ledger already is
-    skipped; what was added is `sums` when every row went in, else read back by its ids. Meanwhile no fsync per
-    commit (the import's last transaction, FULL, makes every earlier one durable; an import cut short is simply run
-    again), no checkpoint by this connection (`WalCheckpointer` or the finish does it) and no foreign-key checks
-    (every row's run is inserted first)."""
+    whose key is in the ledger already is skipped; what was added is `sums` when every row went in, else read back
+    by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
+    durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
+    ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
     conn = backend._conn  # these pragmas must be set outside a transaction
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -328,8 +327,8 @@ class ImportWriter:
         new, self._unwritten = self._unwritten, []
         runs = [self.runs[run_id] for run_id in new]
         complete = set(complete)
-        done = [r for r in runs if r.run_id in complete and not r.read_on] if sums is not None else []
-        totals = {r.run_id: sums.runs.get(r.run_id, [0, 0, 0]) for r in done} if sums is not None else {}
+        whole = [r for r in runs if r.run_id in complete and not r.read_on] if sums is not None else []
+        totals = {r.run_id: sums.runs.get(r.run_id, [0, 0, 0]) for r in whole} if sums is not None else {}
         written = write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes, sums, totals)
         self.written += written
         if written.runs_created == len(runs):
@@ -337,7 +336,7 @@ class ImportWriter:
         if self._sums is not None and sums is not None and written.added == written.rows == sums.rows:
             self._sums.add(sums)
             if written.runs_created == len(runs):
-                self._final.update((r.run_id, _finished(r, totals[r.run_id])) for r in done)
+                self._final.update((r.run_id, _finished(r, totals[r.run_id])) for r in whole)
         else:
             self._sums = None
         if self._checkpointer is None and self._backend.path_or_url != ":memory:":

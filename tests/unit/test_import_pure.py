@@ -196,3 +196,21 @@ def test_a_groups_sums_are_its_rows_sums(tmp_path):
     assert any("/subagents/" in row[10] for row in rows) and any("+" in row[1] for row in rows)
     expected = RunSums.of(rows)
     assert done.sums.runs == expected.runs and done.sums.rows == expected.rows == len(rows) > 0
+
+
+def test_a_run_is_complete_once_every_file_its_paths_name_is_read():
+    from capguard.importers.claude_files import Task
+
+    def task(path: str) -> Task:
+        return Task(path, 0, 1, "/subagents/" in path)
+
+    runs = claude.RunsRead([task("/p/s1.jsonl"), task("/p/s1/subagents/agent-a.jsonl"), task("/p/s2.jsonl"),
+                            task("/p/s3.jsonl"), task("/p/s4.jsonl")])
+    runs.file_done("/p/s1.jsonl", "claude-s1")
+    assert runs.complete == set()
+    runs.file_done("/p/s1/subagents/agent-a.jsonl", "claude-s1")
+    runs.file_done("/p/s2.jsonl", None)  # unreadable: done all the same
+    assert runs.complete == {"claude-s1", "claude-s2"}
+    runs.file_done("/p/s3.jsonl", "claude-s1")  # its lines name another session: neither run counts as complete
+    runs.file_done("/p/s4.jsonl", "claude-s4")
+    assert runs.complete == {"claude-s2", "claude-s4"}
