@@ -187,7 +187,7 @@ class SqliteBackend:
 class WalCheckpointer:
     """Checkpoints a WAL ledger on a thread and connection of its own while another connection writes in bulk
     (an import): the copy into the database file, and its fsync, overlap the writer's work instead of following
-    it. Best effort: the writer's own checkpoint at its end does whatever is left."""
+    it. Best effort: SQLite checkpoints what is left when the last connection to the ledger closes."""
 
     def __init__(self, path: str) -> None:
         self._wanted = threading.Event()
