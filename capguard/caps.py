@@ -19,6 +19,7 @@ EXIT_CODES = {
     "stuck": 118,
     "monthly": 117,
     "unpriced": 116,
+    "meter_error": 115,  # capguard cannot count (blind file, failed write, bad numbers): fail closed
 }
 UNPRICED_POLICIES = ("stop", "tokens-only", "warn")
 
@@ -81,6 +82,8 @@ OK = Verdict("ok")
 
 
 def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> str | None:
+    if meter.meter_error is not None:  # whatever the caps: a run capguard cannot count must not go on
+        return "meter_error"
     if _month_spent(caps, meter):
         return "monthly"
     if caps.usd_micro is not None and meter.cost_micro >= caps.usd_micro:

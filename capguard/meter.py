@@ -38,6 +38,9 @@ class Meter:
     last_reply_micro: int = 0
     failing_tool: str | None = None  # the tool call that failed last, and how many times in a row
     failing_streak: int = 0
+    # Why capguard can no longer count this run (a blind file, a failed write, metering that broke); once set,
+    # every decision is a stop with reason "meter_error". The first cause is kept.
+    meter_error: str | None = None
     _seen: set[str] = field(default_factory=set, repr=False)
     _stepped: set[str] = field(default_factory=set, repr=False)
     _scope_cost: dict[str, int] = field(default_factory=dict, repr=False)  # replies' cost per session
@@ -110,6 +113,11 @@ class Meter:
             self.failing_streak += 1
         else:
             self.failing_tool, self.failing_streak = outcome.signature, 1
+
+    def fail(self, why: str) -> None:
+        """Capguard cannot count any more: the next decision stops the run (fail closed)."""
+        if self.meter_error is None:
+            self.meter_error = why
 
     def request_started(self) -> None:
         self.requests += 1

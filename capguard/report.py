@@ -81,6 +81,8 @@ def why(facts: RunFacts) -> str:
         model = facts.model or "the model"
         return (f"{model} has no known price, so the USD cap cannot be enforced (unpriced = \"stop\"; "
                 f"add [prices.\"{model}\"] to your config)")
+    if reason == "meter_error":
+        return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
     if reason == "stuck":
         tool = (m.failing_tool or "a tool call").split("\n")[0][:80]
         return f"the same tool call failed {at.get('failing_streak', m.failing_streak)} times in a row ({tool})"
@@ -142,6 +144,7 @@ def build_report(facts: RunFacts) -> dict:
         "agent_returncode": facts.agent_returncode,
         "exit_code": exit_code(facts),
         "malformed_lines": m.malformed_lines,
+        "meter_error": m.meter_error,
         "unpriced_replies": m.unpriced_replies,
         "map_tokens_seen": m.map_tokens or None,
         "warnings": facts.warnings,

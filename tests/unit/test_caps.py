@@ -178,3 +178,12 @@ def test_caps_json_gives_dollars():
 def test_every_stop_reason_has_its_own_exit_code():
     assert len(set(EXIT_CODES.values())) == len(EXIT_CODES)
     assert EXIT_CODES["wall"] == 124
+
+
+def test_a_meter_that_cannot_count_stops_the_run_whatever_the_caps():
+    meter = Meter()
+    meter.fail("the analytics log became unreadable")
+    meter.fail("a later cause")  # the first cause is kept
+    verdict = decide(Caps(), meter, 0.0)
+    assert verdict.stop and verdict.reason == "meter_error"
+    assert meter.meter_error == "the analytics log became unreadable"
