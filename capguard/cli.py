@@ -6,6 +6,8 @@ Thin: parses, loads settings, calls the library; errors become one line and an e
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -84,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `capguard report | head`: the reader left; say nothing more, as cat(1) does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not raise again
+        return 128 + signal.SIGPIPE
 
 
 def _dispatch(ns: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reason", required=True, help="why you go on past the cap (recorded in the ledger)")
     parser.add_argument("--allow", metavar="AMOUNT",
-                        help=f"how much more may be spent this month (default: {monthly.ACK_SHARE:.0%} of the cap)")
+                        help=f"how much more may be spent this month (default: {monthly.ACK_SHARE * 100:.0f}%% of the cap)")
     parser.add_argument("--line", metavar="NAME", help="the budget line (default: --line or the `line` config key)")
     return parser
 
