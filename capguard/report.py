@@ -14,7 +14,7 @@ from pathlib import Path
 
 from capguard.caps import EXIT_CODES, Caps
 from capguard.meter import Meter
-from capguard.units import format_duration, format_tokens, format_usd
+from capguard.units import format_count, format_duration, format_tokens, format_usd
 
 
 @dataclass
@@ -103,7 +103,7 @@ def stop_line(facts: RunFacts) -> str:
     """`capguard: stopped aider: cost $5.03 reached the $5.00 cap (41 replies, 812k tokens, 12m04s); run 01j...`"""
     m = facts.meter
     in_all = "in all: " if facts.at_stop and facts.at_stop.get("steps") != m.steps else ""
-    numbers = f"{in_all}{m.steps} replies, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)}, {format_duration(facts.elapsed_s)}"
+    numbers = f"{in_all}{format_count(m.steps, 'reply', 'replies')}, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)}, {format_duration(facts.elapsed_s)}"
     if facts.self_stopped:
         return f"capguard: {facts.agent} stopped itself at the cap: {why(facts)} ({numbers}); run {facts.run_id}"
     return f"capguard: stopped {facts.agent}: {why(facts)} ({numbers}); run {facts.run_id}"

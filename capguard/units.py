@@ -111,6 +111,11 @@ def format_tokens(count: int) -> str:
     return str(count)
 
 
+def format_count(n: int, one: str, many: str) -> str:
+    """1 -> `1 reply`, 2 -> `2 replies`, 12345 -> `12,345 replies`."""
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def format_duration(seconds: float) -> str:
     """724.3 -> `12m04s`, 3725 -> `1h02m05s`, 4.2 -> `4.2s`."""
     if seconds < 60:

@@ -16,7 +16,7 @@ from capguard.importers import aider, claude, state
 from capguard.importers.ledger_io import ImportWriter, ledger_identity
 from capguard.importers.progress import Progress, size
 from capguard.ledger import open_ledger
-from capguard.units import format_tokens, format_usd
+from capguard.units import format_count, format_tokens, format_usd
 
 DESCRIPTION = """\
 Bring existing agent logs into the ledger: one run per Claude Code session or aider chat session, every reply
@@ -104,10 +104,6 @@ def _summary(agent: str, ledger: str, figures: dict, writer: ImportWriter, secon
     }
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n:,} {one if n == 1 else many}"
-
-
 def human(summary: dict) -> list[str]:
     """The summary for people: what was read, what was new, what was skipped."""
     what = "Claude Code transcripts" if summary["agent"] == "claude" else "aider logs"
@@ -120,13 +116,13 @@ def human(summary: dict) -> list[str]:
         f" {format_tokens(summary['tokens_added'])} tokens), {summary['replies_known']:,} already in the ledger",
     ]
     if summary.get("rounded_replies"):
-        lines.append(f"  {_count(summary['rounded_replies'], 'reply', 'replies')} from .aider.chat.history.md: aider"
+        lines.append(f"  {format_count(summary['rounded_replies'], 'reply', 'replies')} from .aider.chat.history.md: aider"
                      " rounds those figures (12k tokens, $0.02); an --analytics-log gives exact ones")
     if summary.get("sessions_covered"):
-        lines.append(f"  {_count(summary['sessions_covered'], 'chat-history session', 'chat-history sessions')}"
+        lines.append(f"  {format_count(summary['sessions_covered'], 'chat-history session', 'chat-history sessions')}"
                      " skipped: already in the ledger from a supervised run or an analytics log")
     if summary.get("sessions_replaced"):
-        lines.append(f"  {_count(summary['sessions_replaced'], 'rounded chat-history session', 'rounded chat-history sessions')}"
+        lines.append(f"  {format_count(summary['sessions_replaced'], 'rounded chat-history session', 'rounded chat-history sessions')}"
                      " replaced by the exact figures of an analytics log")
     if summary["malformed_lines"]:
         lines.append(f"  malformed lines skipped: {summary['malformed_lines']:,}")

@@ -84,6 +84,11 @@ def test_usd_stop_line_names_the_cost_and_the_cap():
     assert line.endswith("; run 01jrun")
 
 
+def test_a_single_reply_is_one_reply_in_the_stop_line():
+    line = stop_line(facts(meter=meter(replies=1)))
+    assert "(1 reply, " in line
+
+
 def test_tokens_stop_line_names_the_tokens_and_the_cap():
     line = stop_line(facts(stop_reason="tokens", caps=Caps(tokens=800_000)))
     assert "812k tokens reached the 800k-token cap" in line

@@ -128,3 +128,9 @@ def test_printed_usd_reads_back_to_the_same_amount(micro):
 
 def test_printed_duration_reads_back_to_the_same_seconds():
     assert units.parse_duration(units.format_duration(3725)) == 3725
+
+
+def test_counts_agree_with_their_number():
+    assert units.format_count(1, "reply", "replies") == "1 reply"
+    assert units.format_count(0, "reply", "replies") == "0 replies"
+    assert units.format_count(12345, "reply", "replies") == "12,345 replies"
