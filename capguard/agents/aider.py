@@ -119,6 +119,19 @@ def plan_map_tokens(cap: int, args: list[str], env: Mapping[str, str], *, clamp:
     return MapPlan(allowed, math.floor(allowed * multiplier * MAP_TOLERANCE), f"{where} {user} clamped to {allowed} (map_tokens cap {cap})")
 
 
+ONE_SHOT = ("--message", "--msg", "-m", "--message-file", "-f")
+
+
+def polite_stop(args: list[str], env: Mapping[str, str]) -> list[tuple[signal.Signals, float]]:
+    """Interactive, two Ctrl-C as a user would give (idle at its prompt aider needs both within 2 s; mid-reply the
+    first aborts the reply). With one message (`--message`), a Ctrl-C while aider applies edits prints a
+    KeyboardInterrupt traceback of 25-56 lines before capguard's verdict; there is no session to keep, and aider
+    has no SIGTERM handler (it dies in ~25 ms), so SIGTERM is the polite stop there."""
+    if option_value(args, *ONE_SHOT) is not None or env.get("AIDER_MESSAGE") or env.get("AIDER_MESSAGE_FILE"):
+        return [(signal.SIGTERM, 0.0)]
+    return [(signal.SIGINT, 0.4), (signal.SIGINT, 0.0)]
+
+
 class AiderAdapter:
     name = "aider"
     install_hint = INSTALL_HINT
@@ -156,8 +169,7 @@ class AiderAdapter:
             argv=[executable, *insert_before_separator(args, ours)],
             env=dict(env),
             watches=watches,
-            # idle at its prompt aider needs two Ctrl-C within 2 s; mid-reply the first aborts the reply
-            polite_stop=[(signal.SIGINT, 0.4), (signal.SIGINT, 0.0)],
+            polite_stop=polite_stop(args, env),
             fallback_model=model_from_args(args, env),
             notes=notes,
             blind_spots=[

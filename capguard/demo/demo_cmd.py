@@ -106,7 +106,4 @@ def _run(root: Path, flags: dict, aider: str) -> int:
     fired = code == EXIT_CODES["usd"]
     print(f"capguard demo: exit code {code}; the fake model answered {sent} request(s). "
           + ("The cap fired as it should." if fired else "The cap did not fire."), file=sys.stderr)
-    if fired:
-        print("(A KeyboardInterrupt traceback above, if any, is aider's own: what it prints when Ctrl-C reaches it"
-              " while it applies edits. capguard's polite stop is that Ctrl-C.)", file=sys.stderr)
     return 0 if fired else 1

@@ -22,3 +22,5 @@ def test_demo_shows_a_cap_firing(aider_bin, tmp_path):
     assert "The cap fired as it should." in done.stderr
     # the demo's fake spend is kept out of the user's ledger
     assert not (Path(os.environ["CAPGUARD_HOME"]) / "ledger.db").exists()
+    # a stop capguard made ends with capguard's verdict, not with aider's KeyboardInterrupt traceback above it
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr

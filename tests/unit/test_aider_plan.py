@@ -288,6 +288,11 @@ def test_polite_stop_is_two_interrupts(project, run_dir, fake_bin):
     assert [sig for sig, _ in stops] == [signal.SIGINT, signal.SIGINT]
 
 
+@pytest.mark.parametrize("args", [["--message", "fix it"], ["-m", "fix it"], ["--msg=fix it"], ["-f", "task.md"]])
+def test_one_message_is_stopped_with_sigterm_not_a_traceback_making_interrupt(project, run_dir, fake_bin, args):
+    assert [sig for sig, _ in plan(args, project, run_dir, fake_bin).polite_stop] == [signal.SIGTERM]
+
+
 def test_plan_env_is_a_copy_of_the_given_env(project, run_dir, fake_bin):
     env = {"PATH": str(fake_bin), "OPENAI_API_KEY": "x"}
     launch = ADAPTER.plan([], settings(project), run_dir, env, "RUN1")
