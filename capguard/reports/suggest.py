@@ -72,6 +72,12 @@ class Suggestion:
     would_stop: dict[str, int] = field(default_factory=dict)  # per cap: past runs that reach it
     would_stop_any: int = 0
     wall_runs: int = 0  # supervised runs the wall cap rests on
+    left_out: int = 0  # runs without a single reply: a typo, `--help`, a start given up; they say nothing of a task
+
+
+def taught_nothing(sample: Sample) -> bool:
+    """A run that never got a model reply: its zeros would drag every percentile down."""
+    return sample.steps == 0 and sample.tokens == 0 and sample.cost_micro == 0
 
 
 def _value(sample: Sample, cap: str) -> float | None:
@@ -90,11 +96,13 @@ def suggest(found: list[Sample], *, per: str = "agent", headroom: float = 0.2, m
         scope = None if per == "agent" else getattr(sample, per)
         groups.setdefault((sample.agent, scope), []).append(sample)
     made, few = [], []
-    for (agent, scope), members in sorted(groups.items(), key=lambda item: (item[0][1] or "", item[0][0])):
+    for (agent, scope), group in sorted(groups.items(), key=lambda item: (item[0][1] or "", item[0][0])):
+        members = [sample for sample in group if not taught_nothing(sample)]
         if len(members) < min_runs:
             few.append((agent, scope, len(members)))
             continue
         made.append(_one(agent, scope, members, headroom, min_runs))
+        made[-1].left_out = len(group) - len(members)
     return made, few
 
 
@@ -164,7 +172,8 @@ def toml(suggestions: list[Suggestion], *, per: str, headroom: float, period: st
             lines.append(f"# budget line {s.scope or '(none)'}: in the .capguard.toml of its projects"
                          f" (line = \"{s.scope}\")" if s.scope else "# runs on no budget line")
         stops = ", ".join(f"{cap} {n}" for cap, n in s.would_stop.items() if n)
-        lines.append(f"# {s.runs:,} runs; these caps would have stopped {s.would_stop_any:,}"
+        left_out = f" ({s.left_out:,} without a reply left out)" if s.left_out else ""
+        lines.append(f"# {s.runs:,} runs{left_out}; these caps would have stopped {s.would_stop_any:,}"
                      f" ({s.would_stop_any / s.runs:.0%})" + (f": {stops}" if stops else ""))
         lines.append(f"[agents.{s.agent}]")
         for cap in CAPS:
@@ -178,4 +187,4 @@ def as_json(suggestion: Suggestion) -> dict:
     caps = dict(suggestion.caps)
     return {"agent": suggestion.agent, "scope": suggestion.scope, "runs": suggestion.runs, "caps": caps,
             "p90": suggestion.p90, "would_stop": suggestion.would_stop, "would_stop_any": suggestion.would_stop_any,
-            "wall_runs": suggestion.wall_runs}
+            "wall_runs": suggestion.wall_runs, "left_out": suggestion.left_out}

@@ -62,6 +62,16 @@ def test_wall_only_from_supervised_runs_and_too_few_runs_are_reported():
     assert [m.agent for m in made] == ["claude"] and few == [("aider", None, 1)]
 
 
+def test_runs_without_a_reply_teach_nothing_and_are_left_out():
+    junk = [sample(100 + i, cost=0, tokens=0, output=0, steps=0, wall=2.0) for i in range(20)]
+    (s,), _ = suggest(ten() + junk, headroom=0.2)
+    assert s.runs == 10 and s.left_out == 20
+    assert s.caps["usd"] == 11.0 and s.caps["wall"] == 650.0  # as from the ten real runs alone
+    assert "# 10 runs (20 without a reply left out);" in "\n".join(toml([s], per="agent", headroom=0.2, period="all"))
+    made, few = suggest(ten()[:3] + junk, min_runs=5)
+    assert made == [] and few == [("claude", None, 3)]
+
+
 def test_per_line_and_project_group_by_agent_and_scope():
     found = ten(line="infra") + ten(agent="aider", line="infra") + ten(line=None)
     made, _ = suggest(found, per="line")
