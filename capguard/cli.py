@@ -30,6 +30,7 @@ exit status:
 examples:
   capguard --usd 5 --wall 30m aider --model sonnet src/app.py
   alias aider='capguard aider'      # caps from ~/.config/capguard/config.toml or .capguard.toml
+  capguard trust                    # let this repo's .capguard.toml do more than tighten caps
   capguard demo                     # a cap firing on a real aider against a local fake model
 """
 
@@ -54,7 +55,7 @@ CAP_FLAGS = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard",
-        usage="capguard [OPTIONS] AGENT [AGENT ARGS...]\n       capguard {config,status,demo,ledger,report,suggest,import,ack} ...",
+        usage="capguard [OPTIONS] AGENT [AGENT ARGS...]\n       capguard {config,trust,untrust,status,demo,ledger,report,suggest,import,ack} ...",
         description="Run an AI coding agent (aider, claude) under hard caps: USD, tokens, wall-clock, "
         "steps, repo map. Everything after AGENT goes to the agent untouched.",
         epilog=EPILOG,
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-title", dest="title", action="store_const", const="false", help="leave the terminal title alone")
     parser.add_argument("--poll", dest="poll", action="store_const", const="true", help="watch files by polling (network filesystems)")
     parser.add_argument("command", metavar="AGENT|COMMAND",
-                        help="aider, claude; or config, status, demo, ledger, report, suggest, import, ack")
+                        help="aider, claude; or config, trust, untrust, status, demo, ledger, report, suggest, import, ack")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -98,7 +99,11 @@ def _dispatch(ns: argparse.Namespace) -> int:
     if ns.command in AGENTS:
         from capguard.run import run_agent
 
+        from capguard.config import notices
+
         settings = load_settings(ns.command, flags=_flags(ns))
+        for line in notices(settings):  # what a repo file or a flag could not change, before the agent starts
+            print(line, file=sys.stderr)
         return run_agent(ns.command, ns.rest, settings)
     command = COMMANDS.get(ns.command)
     if command is None:
@@ -146,6 +151,12 @@ def _cmd_import(rest: list[str], flags: dict) -> int:
         gc.freeze()
 
 
+def _cmd_untrust(rest: list[str], flags: dict) -> int:
+    from capguard.commands import trust_cmd
+
+    return trust_cmd.untrust_main(rest, flags)
+
+
 def _module_command(name: str) -> Callable[[list[str], dict], int]:
     def run(rest: list[str], flags: dict) -> int:
         import importlib
@@ -164,4 +175,6 @@ COMMANDS: dict[str, Callable[[list[str], dict], int]] = {
     "suggest": _module_command("suggest"),
     "import": _cmd_import,
     "ack": _module_command("ack"),
+    "trust": _module_command("trust"),
+    "untrust": _cmd_untrust,
 }

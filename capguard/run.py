@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from capguard import compat, identity, monthly, paths
+from capguard import child_env, compat, identity, monthly, paths
 from capguard.agents import get_adapter
 from capguard.caps import Caps
 from capguard.config import Settings
-from capguard.errors import MonthlyCapReached
+from capguard.errors import AgentNotExecutable, AgentNotFound, MonthlyCapReached
 from capguard.events import Reply
 from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
@@ -94,6 +94,7 @@ def run_agent(agent: str, args: list[str], settings: Settings, *, env: Mapping[s
 def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int:
     caps = settings.caps()
     plan = get_adapter(agent).plan(args, settings, run_dir, env, run_id)
+    plan.env = child_env.for_agent(plan.env)  # the one place every agent's environment passes: no secrets of ours
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
     user, host, line = identity.user(cwd, settings["user"]), identity.host(), settings["line"]
     started_at = time.time()
@@ -122,6 +123,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
                                 kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks)
         try:
             outcome = supervisor.run()
+        except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
+            ledger.finish_run(run_id, RunEnd(
+                ended_utc=utc_text(clock()), stop_reason=None, exit_code=err.exit_code, cost_micro_usd=0, tokens=0,
+                steps=0, malformed_lines=0, report={"run_id": run_id, "error": str(err)}, status="not started"))
+            raise
         finally:
             board.close()
         facts = RunFacts(

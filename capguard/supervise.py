@@ -6,6 +6,7 @@ The child keeps the terminal (same process group, inherited stdio); capguard onl
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -177,6 +178,10 @@ class Supervisor:
             raise AgentNotFound(f"{self.plan.argv[0]}: command not found") from None
         except PermissionError:
             raise AgentNotExecutable(f"{self.plan.argv[0]}: permission denied") from None
+        except OSError as err:  # ENOEXEC (no #! line, a foreign binary), ELOOP, ENOTDIR...: exec said no
+            why = "not a program this system can run (a script needs a #! line)" if err.errno == errno.ENOEXEC \
+                else err.strerror or str(err)
+            raise AgentNotExecutable(f"{self.plan.argv[0]}: cannot run: {why}") from None
         self._started = self._clock()
         return agent
 

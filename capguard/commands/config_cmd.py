@@ -1,4 +1,5 @@
-"""`capguard config [AGENT] [--json]`: the effective settings and the layer each came from."""
+"""`capguard config [AGENT] [--json]`: the effective settings, the layer each came from, which layers are
+trusted, which keys the team config locked and what was ignored."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 
 from capguard import identity
-from capguard.config import AGENTS, KEYS, LIBRARY, Settings, load_settings
+from capguard.config import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
 from capguard.team import team_of
 from capguard.units import format_duration, format_tokens, format_usd
 
@@ -36,7 +37,11 @@ def as_json(settings: Settings) -> dict:
     return {
         "agent": settings.agent,
         "files": [str(f) for f in settings.files],
-        "values": {k: {"value": v.value, "origin": v.origin} for k, v in settings.values.items()},
+        "layers": [{"path": str(layer.path), "kind": layer.kind, "trusted": layer.trusted} for layer in settings.layers],
+        "locks": sorted(settings.locks), "locked_by": settings.lock_origin,
+        "ignored": [{"source": i.source, "keys": list(i.keys), "why": i.why} for i in settings.ignored],
+        "values": {k: {"value": v.value, "origin": v.origin, "locked": k in settings.locks}
+                   for k, v in settings.values.items()},
         "prices": {m: {k: str(v) for k, v in vars(p).items() if v is not None} for m, p in settings.prices.items()},
         "team": _team_json(settings),
     }
@@ -72,9 +77,13 @@ def main(rest: list[str], flags: dict) -> int:
         return 0
     print(f"capguard config{' for ' + ns.agent if ns.agent else ''}")
     print("files: " + (", ".join(str(f) for f in settings.files) or "none (defaults only)"))
+    for layer in settings.layers:
+        print(f"  {layer.kind} file {layer.path}: {_trust_word(layer, settings)}")
+    for item in settings.ignored:
+        print(f"  ignored {', '.join(item.keys)} from {item.source} ({item.why})")
     width = max(len(k) for k in KEYS)
     for key, value in settings.values.items():
-        print(f"  {key:<{width}}  {show(key, value.value):<14}  {value.origin}")
+        print(f"  {key:<{width}}  {show(key, value.value):<14}  {value.origin}" + ("  (locked)" if key in settings.locks else ""))
     _show_team(settings)
     if ns.agent == "claude":
         _show_claude(settings)
@@ -83,6 +92,14 @@ def main(rest: list[str], flags: dict) -> int:
               + (f", cache read ${price.cache_read}/M" if price.cache_read is not None else "")
               + (f", cache write ${price.cache_write}/M" if price.cache_write is not None else ""))
     return 0
+
+
+def _trust_word(layer: Layer, settings: Settings) -> str:
+    if layer.kind == "team":
+        return "trusted, locks " + (", ".join(sorted(settings.locks)) or "nothing")
+    if layer.trusted:
+        return "trusted" + (" (capguard untrust to undo)" if layer.kind == "repo" else "")
+    return f"untrusted: may only tighten caps (capguard trust {layer.path})"
 
 
 def _show_claude(settings: Settings) -> None:

@@ -44,7 +44,7 @@ def samples(runs: dict[str, Run], parts: list[Part]) -> list[Sample]:
         acc[3] += part.replies
     found = []
     for run in runs.values():
-        if run.status == "running":
+        if run.status in ("running", "not started"):  # not started: the agent could not be run, nothing to learn
             continue
         cost, tokens, output, replies = sums.get(run.run_id, (0, 0, 0, 0))
         steps = run.steps if run.steps is not None else replies

@@ -52,6 +52,16 @@ def repo(tmp_path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
+def trusted_config(path: Path, text: str) -> Path:
+    """Write a repo's .capguard.toml and trust it (`capguard trust`): the user's own repo, whose file may name a
+    command, args or prices. An untrusted one may only tighten caps (test_trust.py)."""
+    from capguard import trust
+
+    path.write_text(text)
+    trust.trust(path)
+    return path
+
+
 def aider_flags(base_url: str, *, stream: bool = False, model: str = "openai/gpt-4o") -> list[str]:
     flags = [
         "--model", model, "--openai-api-base", base_url, "--openai-api-key", "sk-fake",

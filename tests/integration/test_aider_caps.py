@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from capguard.demo.fake_openai import FakeOpenAI, chat_script, runaway_script
-from tests.integration.conftest import FAKES, aider_flags, make_repo, wait_for
+from tests.integration.conftest import FAKES, aider_flags, make_repo, trusted_config, wait_for
 
 pytestmark = pytest.mark.agent
 
@@ -153,7 +153,7 @@ def test_aider_map_tokens_env_above_cap_is_refused(capguard):
 
 
 def test_map_tokens_clamped_when_config_says_so(capguard):
-    (capguard.repo / ".capguard.toml").write_text('map_tokens = 2048\nmap_over_cap = "clamp"\n')
+    trusted_config(capguard.repo / ".capguard.toml", 'map_tokens = 2048\nmap_over_cap = "clamp"\n')
     with FakeOpenAI(chat_script()) as server:
         result = capguard.run([], [*aider_flags(server.base_url), "--map-tokens", "4096", "--message", "hi"])
     assert result.rc == 0, result.stderr
@@ -203,7 +203,7 @@ def write_wrapper(tmp_path: Path, aider: str) -> Path:
 def test_cap_stop_kills_children_that_ignore_sigterm_or_leave_the_session(tmp_path, capguard, aider_bin):
     children = tmp_path / "children.txt"
     capguard.env.update(CAPGUARD_TEST_CHILDREN=str(children), CAPGUARD_TEST_REAL_AGENT=aider_bin)
-    (capguard.repo / ".capguard.toml").write_text(f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
+    trusted_config(capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
     with FakeOpenAI(runaway_script()) as server:
         result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
                               input=RUNAWAY_INPUT)
@@ -274,7 +274,7 @@ def test_unpriced_model_stops_under_a_usd_cap(capguard):
 
 
 def test_config_prices_an_unknown_model(capguard):
-    (capguard.repo / ".capguard.toml").write_text('[prices."openai/my-private-model"]\ninput = 1.0\noutput = 2.0\n')
+    trusted_config(capguard.repo / ".capguard.toml", '[prices."openai/my-private-model"]\ninput = 1.0\noutput = 2.0\n')
     with FakeOpenAI(runaway_script()) as server:
         result = capguard.run(["--usd", "0.15"], [*aider_flags(server.base_url, model="openai/my-private-model"),
                                                   "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT)

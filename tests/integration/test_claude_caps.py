@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from capguard.demo.fake_anthropic import FakeAnthropic, Script
-from tests.integration.conftest import Capguard
+from tests.integration.conftest import Capguard, trusted_config
 
 pytestmark = pytest.mark.agent
 KEY = "sk-ant-api03-fake-capguard-tests-AAAAAAAAAAAAAAAAAAAA"
@@ -207,7 +207,8 @@ def test_anthropic_cost_budget_is_honoured_as_the_usd_cap(claude):
 def test_config_translates_into_claude_settings(claude):
     with FakeAnthropic(Script()) as server:
         runner = claude(server)
-        (runner.repo / ".capguard.toml").write_text(
+        trusted_config(  # model and effort are no caps: only a trusted repo file may choose them
+            runner.repo / ".capguard.toml",
             '[agents.claude]\nmodel = "claude-sonnet-4-6"\nmax_output_tokens = 1000\neffort = "high"\n'
             'task_budget = "50k"\n')
         result = runner.print_run([], "Say hello")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import FAKES, Capguard, make_repo, wait_for
+from tests.integration.conftest import FAKES, Capguard, make_repo, trusted_config, wait_for
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def fake(tmp_path):
     wrapper = tmp_path / "fake-aider"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n")
     wrapper.chmod(0o755)
-    (repo / ".capguard.toml").write_text(f'[agents.aider]\ncommand = "{wrapper}"\n')
+    trusted_config(repo / ".capguard.toml", f'[agents.aider]\ncommand = "{wrapper}"\n')
     runner = Capguard(tmp_path, str(wrapper), repo)
     yield runner
     runner.cleanup()
@@ -91,7 +91,7 @@ def test_wall_cap_on_an_idle_agent(fake):
 
 def test_missing_agent_exits_127_with_an_install_hint(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    (repo / ".capguard.toml").write_text('[agents.aider]\ncommand = "no-such-aider-here"\n')
+    trusted_config(repo / ".capguard.toml", '[agents.aider]\ncommand = "no-such-aider-here"\n')
     runner = Capguard(tmp_path, sys.executable, repo)
     result = runner.run(["--usd", "1"], [])
     assert result.rc == 127

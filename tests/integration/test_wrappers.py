@@ -42,7 +42,8 @@ def test_team_wrapper_runs_capguard_with_the_team_config_and_its_ledger(tmp_path
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)
     assert config["files"] == [str(team)]
-    assert config["values"]["ledger"] == {"value": str(ledger), "origin": str(team)}  # not the developer's own
+    # not the developer's own, and locked: nobody above the team file may change it
+    assert config["values"]["ledger"] == {"value": str(ledger), "origin": str(team), "locked": True}
     assert config["team"]["monthly_usd"] == 200
 
 

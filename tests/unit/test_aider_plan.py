@@ -11,6 +11,7 @@ import pytest
 
 from capguard.agents.aider import ADAPTER, MAP_TOLERANCE, model_from_args, plan_map_tokens
 from capguard.agents.aider_logs import AnalyticsParser, LlmHistoryMapParser
+from capguard import trust
 from capguard.config import load_settings
 from capguard.errors import AgentNotExecutable, AgentNotFound, ConfigError
 from capguard.events import Reply
@@ -167,9 +168,14 @@ def run_dir(tmp_path):
 
 
 def settings(project: Path, toml: str = "", **flags):
-    if toml:
-        (project / ".capguard.toml").write_text(toml)
+    if toml:  # the user's own repo: trusted, so it may name a command and args
+        trust.trust(write_file(project / ".capguard.toml", toml))
     return load_settings("aider", flags=flags, env={}, cwd=project)
+
+
+def write_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def plan(args, project, run_dir, fake_bin, *, env=None, toml="", **flags):

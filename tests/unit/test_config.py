@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capguard import config
+from capguard import config, trust
 from capguard.caps import Caps
 from capguard.config import load_settings
 from capguard.errors import ConfigError
@@ -38,6 +38,12 @@ def load(project: Path, agent: str | None = None, *, env: dict | None = None, fl
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
+    return path
+
+
+def trusted(path: Path, text: str) -> Path:
+    """A repo file the user trusted (`capguard trust`): it may loosen the run and set every key."""
+    trust.trust(write(path, text))
     return path
 
 
@@ -146,7 +152,7 @@ def test_os_environment_is_used_when_no_env_is_given(project, monkeypatch):
 
 def test_off_in_project_file_unsets_a_user_cap(project, user_file):
     write(user_file, "usd = 5\n")
-    project_file = write(project / ".capguard.toml", "usd = 'off'\n")
+    project_file = trusted(project / ".capguard.toml", "usd = 'off'\n")
     settings = load(project)
     assert settings["usd"] is None
     assert settings.origin("usd") == str(project_file)
@@ -242,14 +248,14 @@ def test_unknown_key_in_an_agent_section_names_it(project):
 
 
 def test_agent_command_and_args_come_from_the_agent_section(project):
-    write(project / ".capguard.toml", "[agents.aider]\ncommand = 'my-aider'\nargs = '--no-auto-commits --yes-always'\n")
+    trusted(project / ".capguard.toml", "[agents.aider]\ncommand = 'my-aider'\nargs = '--no-auto-commits --yes-always'\n")
     settings = load(project, "aider")
     assert settings["command"] == "my-aider"
     assert settings["args"] == ["--no-auto-commits", "--yes-always"]
 
 
 def test_agent_args_as_a_toml_list_are_kept(project):
-    write(project / ".capguard.toml", "[agents.aider]\nargs = ['--model', 'sonnet']\n")
+    trusted(project / ".capguard.toml", "[agents.aider]\nargs = ['--model', 'sonnet']\n")
     assert load(project, "aider")["args"] == ["--model", "sonnet"]
 
 
@@ -270,15 +276,15 @@ def test_project_agent_section_beats_user_agent_section(project, user_file):
 
 
 def test_price_table_is_read_per_model(project):
-    write(project / ".capguard.toml",
-          '[prices."openai/my-model"]\ninput = 1\noutput = 2.5\ncache_read = 0.1\n')
+    trusted(project / ".capguard.toml",
+            '[prices."openai/my-model"]\ninput = 1\noutput = 2.5\ncache_read = 0.1\n')
     price = load(project).prices["openai/my-model"]
     assert price == ModelPrice(input=Decimal("1"), output=Decimal("2.5"), cache_read=Decimal("0.1"))
 
 
 def test_project_price_beats_user_price_for_the_same_model(project, user_file):
     write(user_file, '[prices."m"]\ninput = 1\noutput = 1\n')
-    write(project / ".capguard.toml", '[prices."m"]\ninput = 9\noutput = 9\n')
+    trusted(project / ".capguard.toml", '[prices."m"]\ninput = 9\noutput = 9\n')
     assert load(project).prices["m"].input == Decimal("9")
 
 
@@ -385,7 +391,7 @@ def test_agent_entry_that_is_not_a_table_is_an_error(project):
 
 def test_sections_owned_by_other_features_are_left_to_them(project, monkeypatch):
     monkeypatch.setattr(config, "EXTENSION_SECTIONS", {"other": lambda tables: tables})
-    write(project / ".capguard.toml", "usd = 1\n[other]\nmonthly = 100\n")
+    trusted(project / ".capguard.toml", "usd = 1\n[other]\nmonthly = 100\n")
     settings = load(project)
     assert settings["usd"] == 1_000_000
     assert settings.sections["other"] == [(str(project / ".capguard.toml"), {"monthly": 100})]

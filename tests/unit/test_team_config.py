@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from capguard import trust
 from capguard.config import load_settings
 from capguard.errors import ConfigError
 from capguard.team import KEYS, TeamConfig, team_of
@@ -25,8 +26,9 @@ def project(tmp_path):
 def load(project: Path, team_text: str, *, project_text: str | None = None, flags: dict | None = None):
     team_file = project.parent / "team.toml"
     team_file.write_text(team_text)
-    if project_text is not None:
+    if project_text is not None:  # trusted: an untrusted repo file may only lower monthly caps (test_trust_rules)
         (project / ".capguard.toml").write_text(project_text)
+        trust.trust(project / ".capguard.toml")
     env = {"CAPGUARD_CONFIG": str(team_file), "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"]}
     return load_settings(None, env=env, cwd=project, flags=flags)
 
