@@ -21,8 +21,8 @@ PAGE_SIZE = 16384
 # Name prefix of the sqlite error code -> (what is wrong with the file, what to do). Python < 3.11 has no
 # `sqlite_errorname`, so `_kind` falls back to the message, which SQLite fixes per code.
 _PROBLEMS = {
-    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside to start a new ledger, or use another ledger path"),
-    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside to start a new ledger"),
+    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside and start a new ledger (capguard ledger init), or use another ledger path"),
+    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside and start a new ledger (capguard ledger init)"),
     "SQLITE_READONLY": ("is read-only", "make the file and its folder writable for this user"),
     "SQLITE_CANTOPEN": ("cannot be opened", "check that the file and its folder exist and are writable"),
     "SQLITE_BUSY": ("stayed locked by another process", "retry later (`fuser` on the file shows who holds it)"),
