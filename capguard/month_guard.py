@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from capguard import identity, monthly
-from capguard.ledger import AckRecord, Ledger, normalize_utc, open_ledger
+from capguard.ledger import AckRecord, Ledger, normalize_utc
 from capguard.monthly import Month, Standing
+from capguard.reconcile import open_reconciled
 from capguard.team import TeamConfig, team_of
 
 
@@ -91,5 +92,5 @@ def current_standings(settings: Any, cwd: Path) -> list[Standing]:
     user = identity.user(cwd, settings["user"])
     if not team.budgets(user, line):
         return []
-    with open_ledger(settings["ledger"]) as ledger:
+    with open_reconciled(settings["ledger"]) as ledger:
         return MonthGuard(ledger, team, user, line).standings()

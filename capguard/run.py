@@ -15,19 +15,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+import psutil
+
 from capguard import child_env, compat, identity, monthly, paths
 from capguard.agents import get_adapter
 from capguard.caps import Caps
 from capguard.config import Settings
-from capguard.errors import AgentNotExecutable, AgentNotFound, MonthlyCapReached
+from capguard.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
 from capguard.events import Reply
 from capguard.ids import new_id
-from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
+from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
+from capguard.reconcile import open_reconciled
 from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
+from capguard.spool import Spool, SpoolError
 from capguard.status import StatusBoard
-from capguard.supervise import Hooks, Supervisor
+from capguard.supervise import Hooks, Outcome, Supervisor
 from capguard.team import team_of
 
 log = logging.getLogger("capguard")
@@ -98,13 +102,20 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
     user, host, line = identity.user(cwd, settings["user"]), identity.host(), settings["line"]
     started_at = time.time()
-    with open_ledger(settings["ledger"]) as ledger:  # a broken ledger stops us before the agent starts
+    # a broken ledger stops us before the agent starts; runs of dead capguards are settled first
+    with open_reconciled(settings["ledger"], stderr) as ledger:
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
-        ledger.start_run(RunStart(
+        start = RunStart(
             run_id=run_id, agent=agent, argv=plan.argv, cwd=str(cwd), user=user, host=host,
             started_utc=utc_text(clock()), caps=caps.as_json(), project=identity.project(cwd), line=line,
-        ))
+        )
+        spool = _open_spool(run_dir, start, ledger)
+        try:
+            ledger.start_run(start)
+        except BaseException:
+            spool.discard()
+            raise
         board = StatusBoard(run_dir / "status.json", {
             "run_id": run_id, "agent": agent, "pid": os.getpid(), "pid_ticks": compat.start_ticks(os.getpid()),
             "cwd": str(cwd), "started_at": started_at, "caps": caps.as_json(),
@@ -112,8 +123,9 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         for note in plan.notes:
             log.info(note)
         hooks = Hooks(
-            on_reply=lambda reply, priced: ledger.record_usage(
-                run_id, _usage_record(reply, priced, utc_text(clock()))),
+            record_of=lambda reply, priced: _usage_record(reply, priced, utc_text(clock())),
+            spool=spool.append_usage,
+            on_reply=lambda record: ledger.record_usage(run_id, record),
             on_status=lambda meter, elapsed, verdict, state: board.update(
                 meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"),
             month_allowance=(lambda: guard.allowance(run_id)) if guard.active else None,
@@ -127,6 +139,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             ledger.finish_run(run_id, RunEnd(
                 ended_utc=utc_text(clock()), stop_reason=None, exit_code=err.exit_code, cost_micro_usd=0, tokens=0,
                 steps=0, malformed_lines=0, report={"run_id": run_id, "error": str(err)}, status="not started"))
+            spool.settled()
             raise
         finally:
             board.close()
@@ -139,12 +152,15 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             leftovers_stopped=outcome.leftovers_stopped, at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped,
         )
+        if outcome.ledger_unsaved:
+            facts.notes = [*facts.notes, f"the ledger missed {len(outcome.ledger_unsaved)} replies"
+                           f" ({outcome.ledger_error}); they are in {spool.path}"]
         report = build_report(facts)
         write_json(run_dir / "report.json", report)
         if settings["report_json"]:
             write_json(Path(settings["report_json"]), report)
         board.update(outcome.meter, caps, outcome.elapsed_s, state="ended", force=True)
-        ledger.finish_run(run_id, RunEnd(
+        unavailable = _close_run(ledger, spool, run_id, outcome, RunEnd(
             ended_utc=utc_text(clock()), stop_reason=outcome.stop_reason, exit_code=report["exit_code"],
             cost_micro_usd=outcome.meter.cost_micro, tokens=outcome.meter.tokens, steps=outcome.meter.steps,
             malformed_lines=outcome.meter.malformed_lines, report=report,
@@ -153,4 +169,39 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         print(stop_line(facts), file=stderr)
     elif outcome.meter.malformed_lines:
         print(f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log", file=stderr)
-    return exit_code(facts)
+    if unavailable:
+        print(unavailable, file=stderr)
+    return exit_code(facts)  # never a ledger error's: the cap fired, and what it counted is in the spool
+
+
+def _open_spool(run_dir: Path, start: RunStart, ledger: Ledger) -> Spool:
+    """The run's spool, before the ledger knows the run: a capguard killed from here on is reconciled."""
+    try:
+        me = psutil.Process()
+        return Spool.create(run_dir, start, ledger=ledger.identity, pid=me.pid, pid_created=me.create_time(),
+                            host=start.host)
+    except SpoolError as err:
+        raise LedgerError(f"{err}; capguard does not start an agent it cannot count durably") from err
+
+
+def _close_run(ledger: Ledger, spool: Spool, run_id: str, outcome: Outcome, end: RunEnd) -> str | None:
+    """Close the run in the ledger; the spool keeps its end first. Returns the one line for the user when the
+    ledger did not take everything (the next capguard start replays the spool), else None."""
+    error = outcome.ledger_error if outcome.ledger_unsaved else None
+    try:
+        spool.append_end(end)
+    except SpoolError as err:
+        log.error("%s", err)  # the ledger may still take the end; the report has it anyway
+    try:
+        ledger.finish_run(run_id, end)
+    except LedgerError as err:
+        log.error("could not close the run in the ledger: %s", err)
+        error = str(err)
+    if error is None:
+        spool.settled()
+        return None
+    spool.close()
+    unsaved = outcome.ledger_unsaved
+    cost = sum(record.cost_micro_usd or 0 for record in unsaved)
+    return (f"capguard: the ledger was unavailable ({error}); {len(unsaved)} repl{'y' if len(unsaved) == 1 else 'ies'}"
+            f" (${cost / 1e6:.2f}) and the run's end are kept in {spool.path}; the next capguard start records them")

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from capguard import compat, proctree
 from capguard.agents.base import LaunchPlan
@@ -46,13 +47,20 @@ class Outcome:
     leftovers_stopped: int = 0
     at_stop: dict | None = None  # the meter when the stop was decided; later replies were in flight
     self_stopped: bool = False  # the agent ended itself at the cap (its own native cap fired first)
+    ledger_unsaved: list = field(default_factory=list)  # usage the ledger never took (it is in the spool)
+    ledger_error: str | None = None  # the ledger's last failure during the run, even if a retry then succeeded
 
 
 @dataclass
 class Hooks:
     """What the supervisor tells the rest of capguard; defaults do nothing."""
 
-    on_reply: Callable[[Reply, Priced], None] = lambda reply, priced: None
+    # Durable first: each reply becomes a record (`record_of`), the batch goes to the run's spool (`spool`, on the
+    # loop's thread, fsynced) and then to the ledger (`on_reply`, one record at a time, on the ledger thread,
+    # retried there). A spool that cannot be written stops the run: capguard cannot count durably any more.
+    record_of: Callable[[Reply, Priced], Any] = lambda reply, priced: (reply, priced)
+    spool: Callable[[list[Any]], None] = lambda records: None
+    on_reply: Callable[[Any], None] = lambda record: None
     on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
     # What the developer's monthly budgets leave this run's meter, read from the ledger (other runs count);
     # re-read after each new spend and every sweep. None: no monthly cap applies.
@@ -120,7 +128,8 @@ class Supervisor:
         self._started = 0.0
         self._tailer: Tailer | None = None
         self._followed: set[str] = set()
-        self._unrecorded: list[tuple[Reply, Priced]] = []
+        self._unspooled: list[tuple[Reply, Priced]] = []
+        self._unrecorded: list[Any] = []
         self._next_month_poll = 0.0
         self._month_of_read, self._month_pending = "", None  # the month the allowance is for; a read's, asked
         self._ledger = LedgerThread(self._commit, allowance=self.hooks.month_allowance,
@@ -159,7 +168,8 @@ class Supervisor:
             self.plan.on_exit(agent.pid)
         outcome.returncode = agent.returncode
         outcome.meter = self.meter
-        outcome.warnings = list(self._warned)  # ledger failures included: all commits are done by now
+        outcome.warnings = list(self._warned)
+        outcome.ledger_unsaved, outcome.ledger_error = self._ledger.unsaved, self._ledger.last_error  # all tried by now
         return outcome
 
     def _follow(self, event: SessionSeen) -> None:
@@ -237,7 +247,7 @@ class Supervisor:
                 priced = self.pricer.price(event)
                 if self.meter.add_reply(event, priced):
                     changed = True
-                    self._unrecorded.append((event, priced))
+                    self._unspooled.append((event, priced))
             elif isinstance(event, RequestStarted):
                 self.meter.request_started()
                 changed = True
@@ -293,22 +303,32 @@ class Supervisor:
             log.info("the month leaves this run $%.6f", allowance / 1e6)
             self.caps = replace(self.caps, monthly_remaining_micro=allowance)
 
-    def _flush(self) -> None:
-        """Hand observed usage to the ledger thread: right after each decision, or once a stopped tree is gone."""
-        pending, self._unrecorded = self._unrecorded, []
+    def _spool(self) -> None:
+        """Make observed usage durable (one fsync a batch): right after each decision, or once the first stop signal
+        is out."""
+        pending, self._unspooled = self._unspooled, []
+        if not pending:
+            return
         for reply, priced in pending:  # logged here, when seen: the log's times are the loop's
             log.info("reply %s: %s, %d tokens, %s by %s", reply.key, priced.model, reply.tokens,
                      "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}", priced.priced_by)
+        records = [self.hooks.record_of(reply, priced) for reply, priced in pending]
+        try:
+            self.hooks.spool(records)
+        except OSError as err:  # fail closed: what is counted from now on could be lost with capguard
+            log.error("%s", err)
+            self.meter.fail(str(err))
+        self._unrecorded += records
+
+    def _flush(self) -> None:
+        """Spool observed usage, then hand it to the ledger thread."""
+        self._spool()
+        pending, self._unrecorded = self._unrecorded, []
         self._ledger.record(pending)
 
-    def _commit(self, item: tuple[Reply, Priced]) -> None:
-        """On the ledger thread: one reply into the ledger."""
-        reply, priced = item
-        try:
-            self.hooks.on_reply(reply, priced)
-        except Exception as err:  # the cap is still enforced in memory; the report says what was lost
-            log.error("could not record usage in the ledger: %s", err)
-            self._warned.append(f"ledger write failed: {err}")
+    def _commit(self, item: Any) -> None:
+        """On the ledger thread: one record into the ledger; a failure is retried there (ledger_thread.py)."""
+        self.hooks.on_reply(item)
 
     def _stopped_itself(self, agent: subprocess.Popen) -> str | None:
         """An agent that failed at a cap stopped on its own cap (Claude's --max-budget-usd): name that cap."""
@@ -363,6 +383,7 @@ class Supervisor:
                 log.handle(decided)
             if reason and self.plan.on_stop:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
+            self._spool()  # what crossed the cap is durable before the wait for the tree
             before.update(proctree.descendants())
             self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from capguard import identity, monthly, units
 from capguard.config import load_settings
 from capguard.errors import ConfigError
-from capguard.ledger import open_ledger
+from capguard.reconcile import open_reconciled
 from capguard.month_guard import MonthGuard
 from capguard.team import team_of
 from capguard.units import format_usd
@@ -52,7 +52,7 @@ def main(rest: list[str], flags: dict) -> int:
     allow = _allowance(ns.allow)
     settings = load_settings(None, flags={**flags, "line": ns.line or flags.get("line")})
     user = identity.user(Path.cwd(), settings["user"])
-    with open_ledger(settings["ledger"]) as ledger:
+    with open_reconciled(settings["ledger"]) as ledger:
         guard = MonthGuard(ledger, team_of(settings), user, settings["line"])
         if not guard.active:
             print(f"capguard: no monthly cap applies to {user}"

@@ -15,7 +15,7 @@ from capguard.errors import CapguardError
 from capguard.importers import aider, claude, state
 from capguard.importers.ledger_io import ImportWriter, ledger_identity
 from capguard.importers.progress import Progress, size
-from capguard.ledger import open_ledger
+from capguard.reconcile import open_reconciled
 from capguard.units import format_count, format_tokens, format_usd
 
 DESCRIPTION = """\
@@ -69,7 +69,7 @@ def main(rest: list[str], flags: dict) -> int:
     user = ns.user or identity.user(Path.cwd(), settings["user"])
     progress = Progress(sys.stderr, enabled=not (ns.json or ns.quiet), label=f"import {ns.agent}")
     started = time.monotonic()
-    with open_ledger(settings["ledger"]) as ledger:
+    with open_reconciled(settings["ledger"]) as ledger:
         marks = state.ImportState(state.default_path(), ledger_identity(ledger))
         writer = ImportWriter(ledger, user=user, host=identity.host())
         line_of = _line_resolver(ns.line, flags)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from capguard.config import load_settings
 from capguard.errors import ConfigError
-from capguard.ledger import open_ledger
+from capguard.reconcile import open_reconciled
 from capguard.reports import aggregate, render
 from capguard.reports.period import describe, parse_bound
 from capguard.reports.query import Period, fetch
@@ -58,7 +58,7 @@ def main(rest: list[str], flags: dict, *, clock: Callable[[], datetime] = lambda
         raise ConfigError("--top must be 0 or more")
     period = period_of(ns.since, ns.until, clock())
     settings = load_settings(None, flags=flags)
-    with open_ledger(settings["ledger"]) as ledger:
+    with open_reconciled(settings["ledger"]) as ledger:
         runs, parts = fetch(ledger, period, ns.by)
         where = ledger.path_or_url
     report = build(ns.by, runs, parts, describe(period.since_utc, period.until_utc), where,

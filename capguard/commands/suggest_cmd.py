@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from capguard.commands.report_cmd import period_of
 from capguard.config import load_settings
 from capguard.errors import ConfigError
-from capguard.ledger import open_ledger
+from capguard.reconcile import open_reconciled
 from capguard.reports import suggest
 from capguard.reports.period import describe
 from capguard.reports.query import fetch
@@ -59,7 +59,7 @@ def main(rest: list[str], flags: dict, *, clock: Callable[[], datetime] = lambda
         raise ConfigError("--min-runs must be 1 or more")
     period = period_of(ns.since, ns.until, clock())
     settings = load_settings(None, flags=flags)
-    with open_ledger(settings["ledger"]) as ledger:
+    with open_reconciled(settings["ledger"]) as ledger:
         runs, parts = fetch(ledger, period, "run")
     made, few = suggest.suggest(suggest.samples(runs, parts), per=ns.per, headroom=headroom, min_runs=ns.min_runs)
     if ns.json:

@@ -337,6 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": reply.usage(),
             },
         )
+        record["billed"] = True  # the whole answer went out: a real API bills this request
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -378,6 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({**base, "choices": [], "usage": reply.usage()})
         self._event("[DONE]")
         self._write_chunk(b"")  # end of chunked body
+        record["billed"] = True
 
 
 class FakeOpenAI(FakeServer):
@@ -421,6 +423,10 @@ class FakeOpenAI(FakeServer):
             self._requests.append(record)
             self._cond.notify_all()
         return record, reply
+
+    def billed(self, kind: str = MAIN) -> list[dict]:
+        """The requests of `kind` whose answer was sent in full (what a real API would bill)."""
+        return [r for r in self.requests if r["kind"] == kind and r.get("billed")]
 
     @property
     def requests(self) -> list[dict]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from capguard.errors import LedgerError
+from capguard.ledger import known
 from capguard.ledger.backend import POSTGRES_SCHEMES, Backend
 from capguard.ledger.migrations import MIGRATIONS, Migration, apply_migrations
 from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
@@ -32,11 +33,18 @@ def open_ledger(
     *,
     migrations: Sequence[Migration] | None = None,
     busy_timeout_s: float = 30.0,
+    fresh: bool = False,
 ) -> Ledger:
     """Open (creating and migrating) the ledger at `target`: None -> the default file, a postgresql:// URL,
     or a SQLite path. Raises LedgerError with one line naming the file or URL and the fix.
+
+    A SQLite file that this data dir used before and that is gone now is an error (known.py), unless `fresh`
+    (`capguard ledger init`) asks for a new, empty ledger in its place.
     """
-    backend = _backend_for(target, busy_timeout_s)
+    path = _sqlite_path(target)
+    if path is not None and not fresh:
+        known.check_present(path)
+    backend = _backend_for(target, path, busy_timeout_s)
     try:
         apply_migrations(backend, MIGRATIONS if migrations is None else migrations)
         with backend.write() as db:
@@ -44,17 +52,29 @@ def open_ledger(
     except BaseException:
         backend.close()
         raise
+    if path is not None:
+        known.remember(path)
     return Ledger(backend)
 
 
-def _backend_for(target: str | os.PathLike[str] | None, busy_timeout_s: float) -> Backend:
+def _sqlite_path(target: str | os.PathLike[str] | None) -> Path | None:
+    """The SQLite file `target` names; None for PostgreSQL, an in-memory database or an empty path."""
     if target is None:
-        return SqliteBackend(default_ledger_path(), busy_timeout_s=busy_timeout_s)
+        return default_ledger_path()
     text = os.fspath(target)
+    if not text or text == ":memory:" or text.startswith(POSTGRES_SCHEMES):
+        return None
+    return Path(text).expanduser()
+
+
+def _backend_for(target: str | os.PathLike[str] | None, path: Path | None, busy_timeout_s: float) -> Backend:
+    if path is not None:
+        return SqliteBackend(path, busy_timeout_s=busy_timeout_s)
+    text = os.fspath(target or "")
     if not text:
         raise LedgerError("the ledger path is empty; give a file path or a postgresql:// URL")
     if text.startswith(POSTGRES_SCHEMES):
         from capguard.ledger.postgres import PostgresBackend  # psycopg and urllib only for a team ledger
 
         return PostgresBackend(text)
-    return SqliteBackend(Path(text).expanduser(), busy_timeout_s=busy_timeout_s)
+    return SqliteBackend(Path(text), busy_timeout_s=busy_timeout_s)  # ":memory:"

@@ -11,6 +11,12 @@ from typing import Any
 
 PRICED_BY = ("agent", "genai-prices", "config")
 
+# The largest count the ledger stores in a BIGINT column: 2^53 - 1, not 2^63 - 1, so that SUM() over a month of
+# such rows still fits in a 64-bit integer (SQLite raises "integer overflow", PostgreSQL "bigint out of range")
+# and every value stays exact for a JSON reader. INTEGER columns (steps) are 32-bit on PostgreSQL.
+MAX_STORED = 2**53 - 1
+MAX_STORED_INT32 = 2**31 - 1
+
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -158,3 +164,15 @@ class AckRecord:
         normalize_utc(self.created_utc)
         for name in ("spent_micro_usd", "cap_micro_usd", "limit_micro_usd"):
             _check_count(name, getattr(self, name))
+
+
+def storable(values: dict[str, int | None], *, bound: int = MAX_STORED) -> tuple[dict[str, int | None], dict[str, str]]:
+    """`values` clamped to what the ledger can store, and the originals of those clamped (as text: a flag for
+    whoever reads the row). The caller's numbers, report and exit code are untouched; only the stored copy is."""
+    kept, clamped = {}, {}
+    for name, value in values.items():
+        if value is not None and value > bound:
+            kept[name], clamped[name] = bound, str(value)
+        else:
+            kept[name] = value
+    return kept, clamped

@@ -5,6 +5,7 @@ Every sqlite3 or OS error leaves here as a one-line LedgerError naming the file 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -20,8 +21,8 @@ PAGE_SIZE = 16384
 # Name prefix of the sqlite error code -> (what is wrong with the file, what to do). Python < 3.11 has no
 # `sqlite_errorname`, so `_kind` falls back to the message, which SQLite fixes per code.
 _PROBLEMS = {
-    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside to start a new ledger, or use another ledger path"),
-    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside to start a new ledger"),
+    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside and start a new ledger (capguard ledger init), or use another ledger path"),
+    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside and start a new ledger (capguard ledger init)"),
     "SQLITE_READONLY": ("is read-only", "make the file and its folder writable for this user"),
     "SQLITE_CANTOPEN": ("cannot be opened", "check that the file and its folder exist and are writable"),
     "SQLITE_BUSY": ("stayed locked by another process", "retry later (`fuser` on the file shows who holds it)"),
@@ -93,6 +94,8 @@ class SqliteBackend:
     ) -> None:
         self.path_or_url = str(path)
         self._memory = self.path_or_url == ":memory:"
+        self.identity = self.path_or_url if self._memory else os.path.realpath(path)
+        self._inode: tuple[int, int] | None = None
         if not self._memory:
             prepare_path(path)
         with self._translated():
@@ -105,9 +108,27 @@ class SqliteBackend:
         try:
             with self._translated():
                 self._configure(busy_timeout_s)
+                if not self._memory:
+                    info = os.stat(self.path_or_url)
+                    self._inode = (info.st_dev, info.st_ino)
         except BaseException:
             self._conn.close()
             raise
+
+    def _check_in_place(self) -> None:
+        """The file we opened is still the one at the path. SQLite goes on writing to a deleted (or replaced) file
+        through its open descriptor, and every such commit would be lost with the last close: say so instead."""
+        if self._inode is None:
+            return
+        fix = "restore it from a backup (the run's usage stays in its spool), or start a new ledger: capguard ledger init"
+        try:
+            info = os.stat(self.path_or_url)
+        except FileNotFoundError:
+            raise LedgerError(f"ledger {self.path_or_url} was deleted while capguard had it open; {fix}") from None
+        except OSError as exc:
+            raise LedgerError(f"ledger {self.path_or_url} cannot be used ({exc.strerror or exc}); check the file and its folder") from exc
+        if (info.st_dev, info.st_ino) != self._inode:
+            raise LedgerError(f"ledger {self.path_or_url} was replaced by another file while capguard had it open; {fix}")
 
     def _configure(self, busy_timeout_s: float) -> None:
         conn = self._conn
@@ -151,6 +172,7 @@ class SqliteBackend:
 
     @contextmanager
     def write(self) -> Iterator[_Executor]:
+        self._check_in_place()
         with self._translated():
             # IMMEDIATE takes the write lock up front (waiting up to busy_timeout); a deferred transaction that
             # upgrades later can fail with SQLITE_BUSY at once, without waiting.
@@ -172,6 +194,7 @@ class SqliteBackend:
             pass  # the original error is the one to report
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        self._check_in_place()
         with self._translated():
             return self._executor.query(sql, params)
 

@@ -6,18 +6,23 @@ Every write is its own committed transaction, so a crash loses at most the obser
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable
 
 from capguard.errors import LedgerError
 from capguard.ids import new_id
 from capguard.ledger.backend import Backend, Executor, IntegrityViolation
 from capguard.ledger.migrations import applied_names
-from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
+from capguard.ledger.records import (MAX_STORED_INT32, AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc,
+                                     storable, utc_now)
+
+log = logging.getLogger(__name__)
 
 _RUN_JSON = ("argv", "caps", "report")
 
 _INSERT_RUN = """INSERT INTO runs (id, user_id, line, project, agent, agent_version, argv, cwd, host,
   started_utc, caps, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')"""
+_ENSURE_RUN = _INSERT_RUN + " ON CONFLICT (id) DO NOTHING"
 
 _INSERT_USAGE = """INSERT INTO usage_events (id, run_id, dedupe_key, occurred_utc, recorded_utc, model,
   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, priced_by,
@@ -61,14 +66,21 @@ class Ledger:
     def path_or_url(self) -> str:
         return self._backend.path_or_url
 
-    def start_run(self, start: RunStart) -> None:
-        """Insert the run (status 'running') and its user if new; committed before returning."""
+    @property
+    def identity(self) -> str:
+        """Which ledger this is, the same from any working directory: a SQLite file's real path, or the URL."""
+        return getattr(self._backend, "identity", self._backend.path_or_url)
+
+    def start_run(self, start: RunStart, *, if_missing: bool = False) -> None:
+        """Insert the run (status 'running') and its user if new; committed before returning. `if_missing`: a run
+        already in the ledger is left as it is (a spool's replay), instead of being an error."""
         argv, caps, started = _json(list(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
         try:
             with self._backend.write() as db:
                 user_id = self._user_id(db, start.user)
-                db.execute(_INSERT_RUN, (start.run_id, user_id, start.line, start.project, start.agent,
-                                         start.agent_version, argv, start.cwd, start.host, started, caps))
+                db.execute(_ENSURE_RUN if if_missing else _INSERT_RUN,
+                           (start.run_id, user_id, start.line, start.project, start.agent, start.agent_version,
+                            argv, start.cwd, start.host, started, caps))
         except IntegrityViolation as exc:
             raise LedgerError(f"run {start.run_id} is already in ledger {self.path_or_url}; give each run a new id") from exc
 
@@ -79,10 +91,19 @@ class Ledger:
 
     def record_usage(self, run_id: str, usage: UsageRecord) -> bool:
         """Commit one observation; False when its dedupe_key was already recorded (by any run)."""
+        counts, clamped = storable({"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                                    "cache_read_tokens": usage.cache_read_tokens,
+                                    "cache_write_tokens": usage.cache_write_tokens,
+                                    "cost_micro_usd": usage.cost_micro_usd, "source_offset": usage.source_offset})
+        details = usage.details
+        if clamped:
+            log.warning("usage %s: %s beyond what the ledger stores, stored as %d", usage.dedupe_key, clamped,
+                        max(v for v in counts.values() if v is not None))
+            details = {**(details or {}), "clamped": clamped}
         values = (self._make_id(), run_id, usage.dedupe_key, normalize_utc(usage.occurred_utc), self._clock(),
-                  usage.model, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-                  usage.cache_write_tokens, usage.cost_micro_usd, usage.priced_by, usage.source_file,
-                  usage.source_offset, _json(usage.details))
+                  usage.model, counts["input_tokens"], counts["output_tokens"], counts["cache_read_tokens"],
+                  counts["cache_write_tokens"], counts["cost_micro_usd"], usage.priced_by, usage.source_file,
+                  counts["source_offset"], _json(details))
         try:
             with self._backend.write() as db:
                 return db.execute(_INSERT_USAGE, values) == 1
@@ -92,8 +113,16 @@ class Ledger:
             ) from exc
 
     def finish_run(self, run_id: str, end: RunEnd) -> None:
-        values = (normalize_utc(end.ended_utc), end.final_status, end.stop_reason, end.exit_code, end.cost_micro_usd,
-                  end.tokens, end.steps, end.malformed_lines, _json(end.report), run_id)
+        wide, clamped = storable({"cost_micro_usd": end.cost_micro_usd, "tokens": end.tokens})
+        narrow, clamped_32 = storable({"steps": end.steps, "malformed_lines": end.malformed_lines,
+                                       "exit_code": end.exit_code}, bound=MAX_STORED_INT32)
+        clamped.update(clamped_32)
+        report = {**end.report, "ledger_clamped": clamped} if clamped else end.report
+        if clamped:
+            log.warning("run %s: %s beyond what the ledger stores, clamped", run_id, clamped)
+        values = (normalize_utc(end.ended_utc), end.final_status, end.stop_reason, narrow["exit_code"],
+                  wide["cost_micro_usd"], wide["tokens"], narrow["steps"], narrow["malformed_lines"], _json(report),
+                  run_id)
         with self._backend.write() as db:
             changed = db.execute(_FINISH_RUN, values)
         if changed != 1:

@@ -64,3 +64,46 @@ def test_close_commits_everything_and_reads_nothing_more():
     quiet.record(["z"])
     quiet.close()
     assert committed == ["x", "y", "z"] and delivered == []
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_failed_commit_is_retried_in_order_and_nothing_is_lost():
+    down, committed, tries = threading.Event(), [], []
+    down.set()
+
+    def commit(item):
+        tries.append(item)
+        if down.is_set():
+            raise RuntimeError("server gone")
+        committed.append(item)
+
+    thread = LedgerThread(commit)
+    thread.start()
+    thread.record([1, 2])
+    deadline = threading.Event()
+    while len(tries) < 3 and not deadline.wait(0.01):  # retried with backoff, always the first in line
+        pass
+    thread.record([3])
+    assert set(tries) == {1}
+    down.clear()
+    thread.close()
+    assert committed == [1, 2, 3] and thread.unsaved == []
+    assert thread.failures >= 3 and thread.last_error == "server gone"
+
+
+def test_what_never_reached_the_ledger_is_unsaved_after_close():
+    def commit(item):
+        raise RuntimeError("disk full")
+
+    thread = LedgerThread(commit)
+    thread.start()
+    thread.record(["a", "b"])
+    thread.close()
+    assert thread.unsaved == ["a", "b"] and thread.last_error == "disk full"
