@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from capguard import compat, proctree
+from capguard import cgroup, compat, proctree
 from capguard.agents.base import LaunchPlan
 from capguard.caps import Caps, Verdict, decide, seconds_until_wall
 from capguard.errors import AgentNotExecutable, AgentNotFound
@@ -45,6 +45,7 @@ class Outcome:
     leftovers_stopped: int = 0
     at_stop: dict | None = None  # the meter when the stop was decided; later replies were in flight
     self_stopped: bool = False  # the agent ended itself at the cap (its own native cap fired first)
+    tree_stop: str = "sweep"  # how the tree is stopped: "cgroup", "freeze-sweep" or "sweep" (proctree.tree_way)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Supervisor:
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.monotonic,
         popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+        run_id: str | None = None,
     ):
         if grace < 0 or kill_after < 0:
             raise ValueError("grace and kill_after must not be negative")
@@ -112,6 +114,9 @@ class Supervisor:
         self.grace, self.kill_after, self.poll = grace, kill_after, poll
         self.hooks = hooks or Hooks()
         self._clock, self._popen = clock, popen
+        self.run_id = run_id or str(os.getpid())
+        self._cgroup: cgroup.RunCgroup | None = None  # the run's own cgroup, where the machine allows one
+        self._guard: subprocess.Popen | None = None  # kills that cgroup if capguard dies (cgroup.start_guard)
         self.meter = Meter()
         self._queue: queue.Queue = queue.Queue()
         self._exited = threading.Event()
@@ -136,6 +141,7 @@ class Supervisor:
             services.callback(self._ledger.close)  # every reply committed before the run is over
             self._month_of_read = self.hooks.month_now()  # the allowance in `caps` was read just now
             self._ledger.start()
+            services.callback(self._release_cgroup)  # last resort: whatever is left in the run's cgroup dies
             with saved_terminal(), captured_signals() as seen:
                 agent = self._spawn()
                 waiter = threading.Thread(target=self._wait, args=(agent,), name="capguard-wait", daemon=True)
@@ -170,15 +176,46 @@ class Supervisor:
             self._tailer.add(spec)
 
     def _spawn(self) -> subprocess.Popen:
+        group = self._cgroup = cgroup.create(self.run_id)
+        hook = compat.die_with_parent_hook(group.procs_file if group else None)  # the child joins it before exec
         try:
             # same process group, inherited stdio: the agent keeps the terminal and gets Ctrl-C itself
-            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=compat.die_with_parent_hook())
+            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=hook)
         except FileNotFoundError:
+            self._release_cgroup()
             raise AgentNotFound(f"{self.plan.argv[0]}: command not found") from None
         except PermissionError:
+            self._release_cgroup()
             raise AgentNotExecutable(f"{self.plan.argv[0]}: permission denied") from None
         self._started = self._clock()
+        if group is not None:
+            self._check_inside(agent, group)
         return agent
+
+    def _check_inside(self, agent: subprocess.Popen, group: cgroup.RunCgroup) -> None:
+        """The agent joined its cgroup before exec, or the run falls back to the freeze-sweep (logged)."""
+        if agent.pid in group.pids() or not _still_running(agent.pid):
+            log.info("%s runs in its own cgroup %s; the tree is stopped with cgroup.kill", self.name, group.path)
+            self._guard = cgroup.start_guard(group)
+            return
+        log.warning("%s could not join its cgroup %s: the tree is frozen and swept at the stop", self.name, group.path)
+        group.remove()
+        self._cgroup = None
+
+    def _release_cgroup(self) -> None:
+        """Once the tree is stopped: kill anything still inside (an error path), remove the cgroup, end the guard."""
+        group, self._cgroup = self._cgroup, None
+        if group is not None:
+            try:
+                if group.populated():
+                    log.warning("killing what is left in the run's cgroup %s", group.path)
+                    group.kill()
+                    group.wait_empty(10)
+                group.remove()
+            except OSError as err:
+                log.warning("could not clean up the run's cgroup %s: %s", group.path, err)
+        cgroup.stop_guard(self._guard)
+        self._guard = None
 
     def _wait(self, agent: subprocess.Popen) -> None:
         agent.wait()
@@ -320,8 +357,10 @@ class Supervisor:
         if (reason or stop_signal) and not by_itself:
             polite = [(signal.Signals(stop_signal), 0.0)] if stop_signal else self.plan.polite_stop
             leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
-        elif proctree.has_children():  # the agent is gone; anything of its tree left is ours now
-            leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
+        elif self._cgroup.populated() if self._cgroup else proctree.has_children():
+            # the agent is gone; anything of its tree left is ours now
+            leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log,
+                                                group=self._cgroup)
         else:
             leftovers = 0
         proctree.reap_orphans(None)
@@ -337,6 +376,7 @@ class Supervisor:
             leftovers_stopped=leftovers,
             at_stop=at_stop,
             self_stopped=by_itself and reason is not None,
+            tree_stop=proctree.tree_way(self._cgroup),
         )
 
     def _snapshot(self) -> dict:
@@ -358,7 +398,8 @@ class Supervisor:
                 log.handle(decided)
             if reason and self.plan.on_stop:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
-            before.update(proctree.descendants())
+            if self._cgroup is None:  # the cgroup holds the whole tree: no snapshot needed
+                before.update(proctree.descendants())
             self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
 
         def busy() -> bool:
@@ -373,4 +414,14 @@ class Supervisor:
             agent, self._exited, name=self.name, polite=polite, grace=self.grace, kill_after=self.kill_after,
             stop_log=stop_log, busy=busy, signalled=signalled,
         )
-        return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
+        return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log,
+                                       group=self._cgroup)
+
+
+def _still_running(pid: int) -> bool:
+    """Whether our child `pid` has not exited yet (it is not reaped: the waiter thread starts after the spawn)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return info is None
