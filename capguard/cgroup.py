@@ -191,7 +191,8 @@ def _abandoned(parent: Path) -> Iterator[RunCgroup]:
         if owner is None or not entry.is_dir():
             continue
         pid, ticks = owner
-        if compat.start_ticks(pid) is None or compat.start_ticks(pid) != ticks:  # that capguard is gone
+        now = compat.start_ticks(pid)
+        if now is None or (ticks is not None and now != ticks):  # that capguard is gone (its pid reused or free)
             yield RunCgroup(entry)
 
 

@@ -6,7 +6,7 @@ SIGKILLed: each drives the real capguard process around a fast stand-in agent.
 
 from __future__ import annotations
 
-import signal
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +24,13 @@ MODES = [pytest.param("cgroup", marks=pytest.mark.skipif(not HAS_CGROUP, reason=
 
 @pytest.fixture(autouse=True)
 def no_cgroup_left():
-    """Every test leaves no cgroup of a dead capguard behind; one it finds is removed, and fails the test."""
+    """A test leaves no cgroup of its runs behind; one it finds is removed, and fails the test."""
     parent = cgroup.parent_dir()
     yield
     if parent is None:
         return
-    leaked = [g.path.name for g in cgroup._abandoned(parent)]
+    runs = [p.name for p in (Path(os.environ["CAPGUARD_HOME"]) / "runs").glob("*")]
+    leaked = [g.path.name for g in cgroup._abandoned(parent) if any(run in g.path.name for run in runs)]
     cgroup.kill_leftovers()
     assert not leaked, f"cgroups left behind: {leaked}"
 
