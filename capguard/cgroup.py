@@ -150,6 +150,37 @@ def create(run_id: str) -> RunCgroup | None:
     return group
 
 
+def joined(group: RunCgroup, pid: int, name: str) -> bool:
+    """Whether our child `pid` (not reaped yet) joined `group` before exec; if not, the cgroup goes (logged)."""
+    if pid in group.pids() or not _still_running(pid):  # one that already exited: its children were born inside
+        log.info("%s runs in its own cgroup %s; the tree is stopped with cgroup.kill", name, group.path)
+        return True
+    log.warning("%s could not join its cgroup %s: the tree is frozen and swept at the stop", name, group.path)
+    group.remove()
+    return False
+
+
+def _still_running(pid: int) -> bool:
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None  # WNOWAIT: Popen reaps it
+    except ChildProcessError:
+        return False
+
+
+def release(group: RunCgroup | None, guard: subprocess.Popen | None) -> None:
+    """The run is over: kill anything still inside (only on an error path), remove the cgroup, end the guard."""
+    if group is not None:
+        try:
+            if group.populated():
+                log.warning("killing what is left in the run's cgroup %s", group.path)
+                group.kill()
+                group.wait_empty(10)
+            group.remove()
+        except OSError as err:
+            log.warning("could not clean up the run's cgroup %s: %s", group.path, err)
+    stop_guard(guard)
+
+
 def start_guard(group: RunCgroup) -> subprocess.Popen | None:
     """A tiny process outside the cgroup that kills it when capguard's end of a pipe closes, however capguard died.
 

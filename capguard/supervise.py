@@ -194,28 +194,15 @@ class Supervisor:
 
     def _check_inside(self, agent: subprocess.Popen, group: cgroup.RunCgroup) -> None:
         """The agent joined its cgroup before exec, or the run falls back to the freeze-sweep (logged)."""
-        if agent.pid in group.pids() or not _still_running(agent.pid):
-            log.info("%s runs in its own cgroup %s; the tree is stopped with cgroup.kill", self.name, group.path)
+        if cgroup.joined(group, agent.pid, self.name):
             self._guard = cgroup.start_guard(group)
-            return
-        log.warning("%s could not join its cgroup %s: the tree is frozen and swept at the stop", self.name, group.path)
-        group.remove()
-        self._cgroup = None
+        else:
+            self._cgroup = None
 
     def _release_cgroup(self) -> None:
         """Once the tree is stopped: kill anything still inside (an error path), remove the cgroup, end the guard."""
-        group, self._cgroup = self._cgroup, None
-        if group is not None:
-            try:
-                if group.populated():
-                    log.warning("killing what is left in the run's cgroup %s", group.path)
-                    group.kill()
-                    group.wait_empty(10)
-                group.remove()
-            except OSError as err:
-                log.warning("could not clean up the run's cgroup %s: %s", group.path, err)
-        cgroup.stop_guard(self._guard)
-        self._guard = None
+        group, guard, self._cgroup, self._guard = self._cgroup, self._guard, None, None
+        cgroup.release(group, guard)
 
     def _wait(self, agent: subprocess.Popen) -> None:
         agent.wait()
@@ -417,11 +404,3 @@ class Supervisor:
         return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log,
                                        group=self._cgroup)
 
-
-def _still_running(pid: int) -> bool:
-    """Whether our child `pid` has not exited yet (it is not reaped: the waiter thread starts after the spawn)."""
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return info is None
