@@ -1,4 +1,4 @@
-"""Platform specifics in one place: child subreaper and parent-death signal (Linux prctl).
+"""Platform specifics in one place: child subreaper, parent-death signal (Linux prctl), joining a cgroup.
 
 Elsewhere these are no-ops and the supervisor relies on its process-tree snapshots alone.
 """
@@ -31,10 +31,12 @@ def become_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def die_with_parent_hook():
+def die_with_parent_hook(cgroup_procs: str | None = None):
     """A preexec_fn: if capguard dies, the agent is killed rather than left running uncapped.
 
-    libc is loaded here, before the fork, so the child only makes one system call.
+    With `cgroup_procs` (a cgroup's cgroup.procs file) the child also moves itself there before exec, so
+    everything it ever starts is born inside. libc is loaded here, before the fork, so the child only makes
+    a few system calls; a failed move is seen by the parent, which checks the cgroup after the spawn.
     """
     if not ON_LINUX:  # pragma: no cover - py-not-linux
         return None
@@ -45,6 +47,15 @@ def die_with_parent_hook():
         _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
         if os.getppid() != parent:  # capguard died before the prctl took effect
             os._exit(1)
+        if cgroup_procs is not None:
+            try:
+                fd = os.open(cgroup_procs, os.O_WRONLY)
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # run outside it: the parent notices and falls back to the freeze-sweep
 
     return hook
 

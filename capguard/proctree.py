@@ -1,7 +1,7 @@
 """Stopping a whole process tree: polite signals, then SIGTERM, then SIGKILL; nothing survives.
 
-The agent itself is reaped by its Popen (never by psutil, which would lose its exit status);
-descendants are found by a snapshot taken before signalling, united with a fresh one after.
+The agent itself is reaped by its Popen (never by psutil, which would lose its exit status). What is left
+of the tree dies by `cgroup.kill` when the run has a cgroup, else it is frozen with SIGSTOP and swept.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from capguard import freeze
+
 if TYPE_CHECKING:
     import psutil
+
+    from capguard.cgroup import RunCgroup
 
 log = logging.getLogger(__name__)
 Key = tuple[int, float]  # (pid, create_time): survives pid reuse
@@ -168,19 +172,65 @@ def _signal_popen(agent: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def stop_leftovers(before: dict[Key, psutil.Process], agent_pid: int, *, kill_after: float, stop_log: StopLog) -> int:
-    """SIGTERM then SIGKILL whatever remains of the tree (own sessions and orphans included)."""
+def can_walk() -> bool:
+    """Whether /proc lists each process's children (Linux): the freeze-sweep needs it."""
+    me = os.getpid()
+    return os.path.exists(f"/proc/{me}/task/{me}/children")
 
+
+def tree_way(group: RunCgroup | None) -> str:
+    """How the tree is stopped, as the report says it: "cgroup", "freeze-sweep" or "sweep"."""
+    return "cgroup" if group is not None else "freeze-sweep" if can_walk() else "sweep"
+
+
+def stop_leftovers(before: dict[Key, psutil.Process], agent_pid: int, *, kill_after: float, stop_log: StopLog,
+                   group: RunCgroup | None = None) -> int:
+    """SIGTERM, then after `kill_after` SIGKILL, to whatever remains of the tree (own sessions and orphans too)."""
+    if group is not None:
+        return _stop_cgroup(group, agent_pid, kill_after=kill_after, stop_log=stop_log)
     leftovers = {k: p for k, p in {**before, **descendants()}.items() if k[0] != agent_pid and _alive(p)}
-    if not leftovers:
-        return 0
-    pids = ", ".join(str(k[0]) for k in sorted(leftovers))
-    stop_log.add(f"sending SIGTERM to {len(leftovers)} leftover process(es) of the tree ({pids})")
     procs = list(leftovers.values())
-    for proc in procs:
-        _send(proc, signal.SIGTERM)
-        _send(proc, signal.SIGCONT)
-    _wait_gone(procs, kill_after)
+    if procs:
+        pids = ", ".join(str(k[0]) for k in sorted(leftovers))
+        stop_log.add(f"sending SIGTERM to {len(leftovers)} leftover process(es) of the tree ({pids})")
+        for proc in procs:
+            _send(proc, signal.SIGTERM)
+            _send(proc, signal.SIGCONT)
+        _wait_gone(procs, kill_after)
+    if can_walk():  # always: a snapshot can miss a process that re-forks faster than psutil reads /proc
+        return len(leftovers) + freeze.freeze_sweep(agent_pid, {k[0] for k in leftovers}, stop_log.add, reap_orphans)
+    if procs:
+        _sweep(procs, agent_pid, stop_log)
+    return len(leftovers)
+
+
+def _stop_cgroup(group: RunCgroup, agent_pid: int, *, kill_after: float, stop_log: StopLog) -> int:
+    """The cgroup holds every descendant, whatever it did (setsid, double fork, re-forking): kill them all."""
+    pids = sorted(p for p in group.pids() if p != agent_pid)
+    if pids:
+        stop_log.add(f"sending SIGTERM to {len(pids)} leftover process(es) of the tree ({', '.join(map(str, pids))})")
+        for pid in pids:
+            freeze.kill(pid, signal.SIGTERM)
+            freeze.kill(pid, signal.SIGCONT)
+        group.wait_empty(kill_after)
+    if group.populated():
+        left = group.pids()
+        stop_log.add(f"sending SIGKILL to the {len(left)} process(es) left in the run's cgroup (cgroup.kill)")
+        try:
+            group.kill()
+        except OSError as err:
+            stop_log.add(f"cgroup.kill failed ({err}): freezing and sweeping instead")
+            return len(pids) + freeze.freeze_sweep(agent_pid, set(pids), stop_log.add, reap_orphans)
+        pids = sorted(set(pids) | set(left))
+    if not group.wait_empty(freeze.SWEEP_SECONDS):
+        stop_log.add(f"the run's cgroup still holds {len(group.pids())} process(es) after {freeze.SWEEP_SECONDS:g}s")
+    elif pids:
+        stop_log.add(f"the run's cgroup is empty: the whole tree is gone (cgroup {group.path.name})")
+    return len(pids)
+
+
+def _sweep(procs: list[psutil.Process], agent_pid: int, stop_log: StopLog) -> None:
+    """Without /proc's children lists: SIGKILL by psutil snapshots, a few rounds (a fast re-forker can escape)."""
     stubborn = [p for p in procs if _alive(p)]
     for _ in range(5):  # bounded: a process stuck in the kernel (state D) cannot be waited out forever
         # a process forked during the sweep is caught by a fresh look
@@ -192,7 +242,6 @@ def stop_leftovers(before: dict[Key, psutil.Process], agent_pid: int, *, kill_af
             _send(proc, signal.SIGKILL)
         _wait_gone(stubborn, 2.0)
         stubborn = [p for p in stubborn if _alive(p)]
-    return len(leftovers)
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:

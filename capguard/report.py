@@ -41,6 +41,7 @@ class RunFacts:
     leftovers_stopped: int = 0
     at_stop: dict | None = None
     self_stopped: bool = False
+    tree_stop: str = "sweep"  # "cgroup" | "freeze-sweep" | "sweep": how the agent's tree is stopped
 
 
 def exit_code(facts: RunFacts) -> int:
@@ -154,6 +155,7 @@ def build_report(facts: RunFacts) -> dict:
         "leftovers_stopped": facts.leftovers_stopped,
         "at_stop": facts.at_stop,
         "self_stopped": facts.self_stopped,
+        "tree_stop": facts.tree_stop,
     }
 
 

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import psutil
 
-from capguard import child_env, compat, identity, monthly, paths
+from capguard import cgroup, child_env, compat, identity, monthly, paths
 from capguard.agents import get_adapter
 from capguard.caps import Caps
 from capguard.config import Settings
@@ -88,6 +88,7 @@ def run_agent(agent: str, args: list[str], settings: Settings, *, env: Mapping[s
     run_dir = paths.runs_dir() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(run_dir / "capguard.log")
+    cgroup.kill_leftovers()  # the trees of runs whose capguard was killed outright (their guard too) die now
     try:
         return _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock)
     finally:
@@ -132,7 +133,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(plan, caps, pricer, name=agent, grace=settings["grace"],
-                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks)
+                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks, run_id=run_id)
         try:
             outcome = supervisor.run()
         except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
@@ -150,7 +151,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes,
             blind_spots=plan.blind_spots, stop_steps=outcome.stop_steps, warnings=outcome.warnings,
             leftovers_stopped=outcome.leftovers_stopped, at_stop=outcome.at_stop,
-            self_stopped=outcome.self_stopped,
+            self_stopped=outcome.self_stopped, tree_stop=outcome.tree_stop,
         )
         if outcome.ledger_unsaved:
             facts.notes = [*facts.notes, f"the ledger missed {len(outcome.ledger_unsaved)} replies"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from capguard import compat, proctree
+from capguard import cgroup, compat, proctree
 from capguard.agents.base import LaunchPlan
 from capguard.caps import Caps, Verdict, decide, seconds_until_wall
 from capguard.errors import AgentNotExecutable, AgentNotFound
@@ -49,6 +49,7 @@ class Outcome:
     self_stopped: bool = False  # the agent ended itself at the cap (its own native cap fired first)
     ledger_unsaved: list = field(default_factory=list)  # usage the ledger never took (it is in the spool)
     ledger_error: str | None = None  # the ledger's last failure during the run, even if a retry then succeeded
+    tree_stop: str = "sweep"  # how the tree is stopped: "cgroup", "freeze-sweep" or "sweep" (proctree.tree_way)
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Supervisor:
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.monotonic,
         popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+        run_id: str | None = None,
     ):
         if grace < 0 or kill_after < 0:
             raise ValueError("grace and kill_after must not be negative")
@@ -121,6 +123,9 @@ class Supervisor:
         self.grace, self.kill_after, self.poll = grace, kill_after, poll
         self.hooks = hooks or Hooks()
         self._clock, self._popen = clock, popen
+        self.run_id = run_id or str(os.getpid())
+        self._cgroup: cgroup.RunCgroup | None = None  # the run's own cgroup, where the machine allows one
+        self._guard: subprocess.Popen | None = None  # kills that cgroup if capguard dies (cgroup.start_guard)
         self.meter = Meter()
         self._queue: queue.Queue = queue.Queue()
         self._exited = threading.Event()
@@ -146,6 +151,7 @@ class Supervisor:
             services.callback(self._ledger.close)  # every reply committed before the run is over
             self._month_of_read = self.hooks.month_now()  # the allowance in `caps` was read just now
             self._ledger.start()
+            services.callback(self._release_cgroup)  # last resort: whatever is left in the run's cgroup dies
             with saved_terminal(), captured_signals() as seen:
                 agent = self._spawn()
                 waiter = threading.Thread(target=self._wait, args=(agent,), name="capguard-wait", daemon=True)
@@ -181,19 +187,38 @@ class Supervisor:
             self._tailer.add(spec)
 
     def _spawn(self) -> subprocess.Popen:
+        group = self._cgroup = cgroup.create(self.run_id)
+        hook = compat.die_with_parent_hook(group.procs_file if group else None)  # the child joins it before exec
         try:
             # same process group, inherited stdio: the agent keeps the terminal and gets Ctrl-C itself
-            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=compat.die_with_parent_hook())
+            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=hook)
         except FileNotFoundError:
+            self._release_cgroup()
             raise AgentNotFound(f"{self.plan.argv[0]}: command not found") from None
         except PermissionError:
+            self._release_cgroup()
             raise AgentNotExecutable(f"{self.plan.argv[0]}: permission denied") from None
         except OSError as err:  # ENOEXEC (no #! line, a foreign binary), ELOOP, ENOTDIR...: exec said no
+            self._release_cgroup()
             why = "not a program this system can run (a script needs a #! line)" if err.errno == errno.ENOEXEC \
                 else err.strerror or str(err)
             raise AgentNotExecutable(f"{self.plan.argv[0]}: cannot run: {why}") from None
         self._started = self._clock()
+        if group is not None:
+            self._check_inside(agent, group)
         return agent
+
+    def _check_inside(self, agent: subprocess.Popen, group: cgroup.RunCgroup) -> None:
+        """The agent joined its cgroup before exec, or the run falls back to the freeze-sweep (logged)."""
+        if cgroup.joined(group, agent.pid, self.name):
+            self._guard = cgroup.start_guard(group)
+        else:
+            self._cgroup = None
+
+    def _release_cgroup(self) -> None:
+        """Once the tree is stopped: kill anything still inside (an error path), remove the cgroup, end the guard."""
+        group, guard, self._cgroup, self._guard = self._cgroup, self._guard, None, None
+        cgroup.release(group, guard)
 
     def _wait(self, agent: subprocess.Popen) -> None:
         agent.wait()
@@ -345,8 +370,10 @@ class Supervisor:
         if (reason or stop_signal) and not by_itself:
             polite = [(signal.Signals(stop_signal), 0.0)] if stop_signal else self.plan.polite_stop
             leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
-        elif proctree.has_children():  # the agent is gone; anything of its tree left is ours now
-            leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
+        elif self._cgroup.populated() if self._cgroup else proctree.has_children():
+            # the agent is gone; anything of its tree left is ours now
+            leftovers = proctree.stop_leftovers({}, agent.pid, kill_after=self.kill_after, stop_log=stop_log,
+                                                group=self._cgroup)
         else:
             leftovers = 0
         proctree.reap_orphans(None)
@@ -362,6 +389,7 @@ class Supervisor:
             leftovers_stopped=leftovers,
             at_stop=at_stop,
             self_stopped=by_itself and reason is not None,
+            tree_stop=proctree.tree_way(self._cgroup),
         )
 
     def _snapshot(self) -> dict:
@@ -384,7 +412,8 @@ class Supervisor:
             if reason and self.plan.on_stop:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
             self._spool()  # what crossed the cap is durable before the wait for the tree
-            before.update(proctree.descendants())
+            if self._cgroup is None:  # the cgroup holds the whole tree: no snapshot needed
+                before.update(proctree.descendants())
             self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
 
         def busy() -> bool:
@@ -399,4 +428,6 @@ class Supervisor:
             agent, self._exited, name=self.name, polite=polite, grace=self.grace, kill_after=self.kill_after,
             stop_log=stop_log, busy=busy, signalled=signalled,
         )
-        return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log)
+        return proctree.stop_leftovers(before, agent.pid, kill_after=self.kill_after, stop_log=stop_log,
+                                       group=self._cgroup)
+

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from capguard import cgroup
 from capguard.demo.fake_openai import FakeOpenAI, chat_script, runaway_script
 from tests.integration.conftest import FAKES, aider_flags, make_repo, trusted_config, wait_for
 
@@ -213,6 +214,28 @@ def test_cap_stop_kills_children_that_ignore_sigterm_or_leave_the_session(tmp_pa
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert result.report["leftovers_stopped"] >= 2
     assert any("SIGKILL" in step for step in result.report["stop_steps"])  # the stubborn one needed it
+    if cgroup.parent_dir() is not None:  # this machine gives capguard a cgroup: the stop used it
+        assert result.report["tree_stop"] == "cgroup"
+        assert any("cgroup.kill" in step for step in result.report["stop_steps"])
+    else:
+        assert result.report["tree_stop"] == "freeze-sweep"
+    assert_tree_gone(capguard)
+
+
+def test_cap_stop_without_a_cgroup_freezes_and_sweeps_the_tree(tmp_path, capguard, aider_bin):
+    children = tmp_path / "children.txt"
+    capguard.env.update(CAPGUARD_TEST_CHILDREN=str(children), CAPGUARD_TEST_REAL_AGENT=aider_bin, CAPGUARD_CGROUP="off")
+    (capguard.repo / ".capguard.toml").write_text(f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
+    with FakeOpenAI(runaway_script()) as server:
+        result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
+                              input=RUNAWAY_INPUT)
+    assert result.rc == 122, result.stderr
+    assert result.report["tree_stop"] == "freeze-sweep"
+    assert any("SIGSTOP" in step for step in result.report["stop_steps"]), result.report["stop_steps"]
+    pids = [int(line.split()[1]) for line in children.read_text().splitlines()]
+    assert len(pids) == 2
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert_stopped_within_one_reply(result, server, cap_usd=0.40)
     assert_tree_gone(capguard)
 
 
