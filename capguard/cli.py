@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from capguard import __version__
 from capguard.errors import CapguardError
+from capguard.redact import redact_text
 
 AGENTS = ("aider", "claude")  # as config.AGENTS; not imported from there, so --help and --version start fast
 
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(ns)
     except CapguardError as err:
-        print(f"capguard: error: {err}", file=sys.stderr)
+        print(f"capguard: error: {redact_text(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -25,6 +25,8 @@ from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
+from capguard.private_files import private_dir, private_file
+from capguard.redact import RedactingFilter
 from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
 from capguard.status import StatusBoard
 from capguard.supervise import Hooks, Supervisor
@@ -35,7 +37,8 @@ log = logging.getLogger("capguard")
 
 def _log_to(path: Path) -> logging.Handler:
     """Diagnostics go to the run's log file: capguard never writes on the agent's screen."""
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(private_file(path))
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -82,7 +85,8 @@ def run_agent(agent: str, args: list[str], settings: Settings, *, env: Mapping[s
     stderr = stderr or sys.stderr
     run_id = new_id()
     run_dir = paths.runs_dir() / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (paths.data_home(), paths.runs_dir(), run_dir):  # reports and logs of every run: the user's only
+        private_dir(folder, stderr=stderr)
     handler = _log_to(run_dir / "capguard.log")
     try:
         return _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock)

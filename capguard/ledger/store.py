@@ -13,6 +13,7 @@ from capguard.ids import new_id
 from capguard.ledger.backend import Backend, Executor, IntegrityViolation
 from capguard.ledger.migrations import applied_names
 from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
+from capguard.redact import redact_argv
 
 _RUN_JSON = ("argv", "caps", "report")
 
@@ -63,7 +64,7 @@ class Ledger:
 
     def start_run(self, start: RunStart) -> None:
         """Insert the run (status 'running') and its user if new; committed before returning."""
-        argv, caps, started = _json(list(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
+        argv, caps, started = _json(redact_argv(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
         try:
             with self._backend.write() as db:
                 user_id = self._user_id(db, start.user)
