@@ -128,11 +128,14 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             outcome = supervisor.run()
         finally:
             board.close()
+        late_notes = [note for summary in plan.summaries for note in summary()]
+        for note in late_notes:
+            log.info(note)
         facts = RunFacts(
             run_id=run_id, agent=agent, argv=plan.argv, cwd=str(cwd), user=user, host=host,
             started_at=started_at, ended_at=time.time(), elapsed_s=outcome.elapsed_s, caps=caps,
             meter=outcome.meter, stop_reason=outcome.stop_reason, agent_returncode=outcome.returncode,
-            signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes,
+            signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes + late_notes,
             blind_spots=plan.blind_spots, stop_steps=outcome.stop_steps, warnings=outcome.warnings,
             leftovers_stopped=outcome.leftovers_stopped, at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from capguard import identity
 from capguard.config import AGENTS, KEYS, LIBRARY, Settings, load_settings
+from capguard.redact import mask_dsn
 from capguard.team import team_of
 from capguard.units import format_duration, format_tokens, format_usd
 
@@ -19,6 +20,7 @@ _SHOW = {
     "grace": format_duration,
     "kill_after": format_duration,
     "warn_at": lambda v: f"{v:.0%}",
+    "ledger": mask_dsn,  # a postgresql:// URL may carry a password: never printed
 }
 
 
@@ -36,7 +38,8 @@ def as_json(settings: Settings) -> dict:
     return {
         "agent": settings.agent,
         "files": [str(f) for f in settings.files],
-        "values": {k: {"value": v.value, "origin": v.origin} for k, v in settings.values.items()},
+        "values": {k: {"value": mask_dsn(v.value) if k == "ledger" and v.value else v.value, "origin": v.origin}
+                   for k, v in settings.values.items()},
         "prices": {m: {k: str(v) for k, v in vars(p).items() if v is not None} for m, p in settings.prices.items()},
         "team": _team_json(settings),
     }
