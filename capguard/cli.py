@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 from capguard import __version__
 from capguard.errors import CapguardError
-from capguard.redact import redact_text
 
 AGENTS = ("aider", "claude")  # as config.AGENTS; not imported from there, so --help and --version start fast
 
@@ -81,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(ns)
     except CapguardError as err:
+        from capguard.redact import redact_text  # only on the error path: --help and --version stay fast
+
         print(f"capguard: error: {redact_text(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
