@@ -83,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(ns)
     except CapguardError as err:
-        print(f"capguard: error: {err}", file=sys.stderr)
+        from capguard.redact import redact_text  # only on the error path: --help and --version stay fast
+
+        print(f"capguard: error: {redact_text(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -6,7 +6,6 @@ Pure: takes the run's facts, returns strings and dicts.
 from __future__ import annotations
 
 import json
-import os
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +13,8 @@ from pathlib import Path
 
 from capguard.caps import EXIT_CODES, Caps
 from capguard.meter import Meter
+from capguard.private_files import write_private
+from capguard.redact import redact_argv
 from capguard.units import format_count, format_duration, format_tokens, format_usd
 
 
@@ -122,7 +123,7 @@ def build_report(facts: RunFacts) -> dict:
     return {
         "run_id": facts.run_id,
         "agent": facts.agent,
-        "argv": facts.argv,
+        "argv": redact_argv(facts.argv),  # the agent got the real one; the report never holds a key
         "cwd": facts.cwd,
         "user": facts.user,
         "host": facts.host,
@@ -161,6 +162,4 @@ def build_report(facts: RunFacts) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_private(path, (json.dumps(data, indent=2) + "\n").encode())  # 0600: the run's cwd, user, spend

@@ -27,6 +27,8 @@ from capguard.ids import new_id
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
+from capguard.private_files import private_dir, private_file
+from capguard.redact import RedactingFilter
 from capguard.reconcile import open_reconciled
 from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
 from capguard.spool import Spool, SpoolError
@@ -39,7 +41,8 @@ log = logging.getLogger("capguard")
 
 def _log_to(path: Path) -> logging.Handler:
     """Diagnostics go to the run's log file: capguard never writes on the agent's screen."""
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(private_file(path))
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -86,7 +89,8 @@ def run_agent(agent: str, args: list[str], settings: Settings, *, env: Mapping[s
     stderr = stderr or sys.stderr
     run_id = new_id()
     run_dir = paths.runs_dir() / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (paths.data_home(), paths.runs_dir(), run_dir):  # reports and logs of every run: the user's only
+        private_dir(folder, stderr=stderr)
     handler = _log_to(run_dir / "capguard.log")
     cgroup.kill_leftovers()  # the trees of runs whose capguard was killed outright (their guard too) die now
     try:
@@ -144,11 +148,14 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             raise
         finally:
             board.close()
+        late_notes = [note for summary in plan.summaries for note in summary()]
+        for note in late_notes:
+            log.info(note)
         facts = RunFacts(
             run_id=run_id, agent=agent, argv=plan.argv, cwd=str(cwd), user=user, host=host,
             started_at=started_at, ended_at=time.time(), elapsed_s=outcome.elapsed_s, caps=caps,
             meter=outcome.meter, stop_reason=outcome.stop_reason, agent_returncode=outcome.returncode,
-            signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes,
+            signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes + late_notes,
             blind_spots=plan.blind_spots, stop_steps=outcome.stop_steps, warnings=outcome.warnings,
             leftovers_stopped=outcome.leftovers_stopped, at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped, tree_stop=outcome.tree_stop,

@@ -14,6 +14,7 @@ from pathlib import Path
 from capguard.caps import Caps
 from capguard.compat import start_ticks
 from capguard.meter import Meter
+from capguard.private_files import write_private
 from capguard.units import format_duration, format_tokens, format_usd
 
 
@@ -27,9 +28,7 @@ def summary(meter: Meter, caps: Caps, elapsed_s: float) -> str:
 
 
 def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=1).encode())
 
 
 class _Title:

@@ -32,6 +32,7 @@ class LaunchPlan:
     on_stop: Callable[[str], None] | None = None  # the stop is decided (why, in words): tell the agent
     on_exit: Callable[[int], None] | None = None  # the agent's pid, after the tree is gone: tidy up
     services: list = field(default_factory=list)  # started before the agent, stopped after (receivers)
+    summaries: list[Callable[[], list[str]]] = field(default_factory=list)  # notes known once the run is over
 
 
 class Adapter(Protocol):

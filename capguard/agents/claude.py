@@ -27,6 +27,7 @@ from capguard.agents.claude_logs import (
     transcript_dir,
 )
 from capguard.agents.claude_otel import OtelParser
+from capguard.agents.claude_otel_gate import ThisRunsSessions
 from capguard.config import Settings
 from capguard.errors import ConfigError
 from capguard.events import Event
@@ -241,15 +242,22 @@ class ClaudeAdapter:
         def on_exit(pid: int) -> None:
             remove_stale_registry(claude_dir, pid, env)
 
-        services = []
+        services, summaries = [], []
         if user_has_telemetry(env):
             notes.append("your OpenTelemetry settings are left alone: calls missing from the transcript "
                          "(compaction) are counted from Claude's own totals only")
         else:  # a second source, per API call, for what the transcript misses
-            receiver = OtlpReceiver(run_dir / "claude.otel.jsonl")
+            receiver = OtlpReceiver(run_dir / "claude.otel.jsonl")  # authenticated: a random secret per run
             services.append(receiver)
-            extra_env.update(telemetry_env(receiver.endpoint))
-            watches.append(WatchSpec(receiver.out, lambda p: OtelParser(str(p))))
+            extra_env.update(telemetry_env(receiver))
+            gates: list[ThisRunsSessions] = []
+
+            def otel_parser(path: Path) -> ThisRunsSessions:
+                gates.append(ThisRunsSessions(OtelParser(str(path)), lambda: sessions.seen))
+                return gates[-1]
+
+            watches.append(WatchSpec(receiver.out, otel_parser))
+            summaries += [receiver.notes, lambda: [note for gate in gates for note in gate.notes()]]
         child_env = {**env, **extra_env}
         return LaunchPlan(
             argv=[executable, *insert_before_separator(args, ours)],
@@ -269,6 +277,7 @@ class ClaudeAdapter:
             on_stop=on_stop,
             on_exit=on_exit,
             services=services,
+            summaries=summaries,
         )
 
 

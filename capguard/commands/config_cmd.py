@@ -9,6 +9,7 @@ from pathlib import Path
 
 from capguard import identity
 from capguard.config import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
+from capguard.redact import mask_dsn
 from capguard.team import team_of
 from capguard.units import format_duration, format_tokens, format_usd
 
@@ -20,6 +21,7 @@ _SHOW = {
     "grace": format_duration,
     "kill_after": format_duration,
     "warn_at": lambda v: f"{v:.0%}",
+    "ledger": mask_dsn,  # a postgresql:// URL may carry a password: never printed
 }
 
 
@@ -40,7 +42,7 @@ def as_json(settings: Settings) -> dict:
         "layers": [{"path": str(layer.path), "kind": layer.kind, "trusted": layer.trusted} for layer in settings.layers],
         "locks": sorted(settings.locks), "locked_by": settings.lock_origin,
         "ignored": [{"source": i.source, "keys": list(i.keys), "why": i.why} for i in settings.ignored],
-        "values": {k: {"value": v.value, "origin": v.origin, "locked": k in settings.locks}
+        "values": {k: {"value": mask_dsn(v.value) if k == "ledger" and v.value else v.value, "origin": v.origin, "locked": k in settings.locks}
                    for k, v in settings.values.items()},
         "prices": {m: {k: str(v) for k, v in vars(p).items() if v is not None} for m, p in settings.prices.items()},
         "team": _team_json(settings),

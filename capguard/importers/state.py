@@ -16,6 +16,7 @@ from typing import NamedTuple
 import msgspec
 
 from capguard import paths
+from capguard.private_files import private_dir, write_private
 
 VERSION = 1
 CHECK_BYTES = 256  # bytes before the offset that must be unchanged for reading on from it
@@ -92,7 +93,8 @@ class ImportState:
         self._doc = self._load()  # another import may have saved other ledgers meanwhile
         fields = FileMark._fields
         self._doc["ledgers"][self.ledger] = {name: dict(zip(fields, mark)) for name, mark in sorted(self.files.items())}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(msgspec.json.encode(self._doc))
-        os.replace(tmp, self.path)
+        if self.path.parent == paths.data_home():
+            private_dir(self.path.parent)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.path, msgspec.json.encode(self._doc))  # 0600: which files of the user were imported

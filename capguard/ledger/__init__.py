@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, no
 from capguard.ledger.sqlite import SqliteBackend
 from capguard.ledger.store import Ledger
 from capguard.paths import default_ledger_path
+from capguard.redact import mask_dsn
 
 __all__ = [
     "AckRecord", "Ledger", "LedgerError", "RunEnd", "RunStart", "UsageRecord", "normalize_utc", "open_ledger",
@@ -25,6 +27,7 @@ __all__ = [
 
 # A no-op write: fails at open, not at the first usage row, when the file or the role is read-only.
 # (SQLite silently opens an unwritable file read-only, and even lets BEGIN IMMEDIATE through.)
+_KEYWORD_DSN = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=")
 _WRITE_PROBE = "UPDATE capguard_migrations SET applied_utc = applied_utc WHERE 1 = 0"
 
 
@@ -73,6 +76,9 @@ def _backend_for(target: str | os.PathLike[str] | None, path: Path | None, busy_
     text = os.fspath(target or "")
     if not text:
         raise LedgerError("the ledger path is empty; give a file path or a postgresql:// URL")
+    if _KEYWORD_DSN.match(text):  # not a file name: SQLite would create a file named after it, password included
+        raise LedgerError(f"ledger {mask_dsn(text)} looks like a libpq connection string; give a postgresql:// URL "
+                          "without the password (libpq reads PGPASSWORD or ~/.pgpass)")
     if text.startswith(POSTGRES_SCHEMES):
         from capguard.ledger.postgres import PostgresBackend  # psycopg and urllib only for a team ledger
 

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol, Sequence
 
 from capguard.errors import LedgerError
+from capguard.redact import redact_text
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a ledger target starting so is a PostgreSQL URL
 
@@ -52,5 +53,5 @@ class IntegrityViolation(LedgerError):
 
 def one_line(text: object) -> str:
     """Engine messages span lines (libpq adds hints); a LedgerError is one sentence."""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    lines = [line.strip() for line in redact_text(str(text)).splitlines() if line.strip()]  # a driver may echo a DSN
     return re.sub(r"\s+", " ", lines[0]) if lines else "unknown error"

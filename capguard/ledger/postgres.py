@@ -15,6 +15,7 @@ from capguard.ledger.backend import IntegrityViolation, Params, one_line
 
 _MIGRATION_LOCK = int.from_bytes(b"capguard", "big")  # pg_advisory_xact_lock key, one per database
 _PASSWORD_HOME = "the password belongs in PGPASSWORD or ~/.pgpass"
+_PASSWORD_KEYS = ("password", "sslpassword")  # libpq parameters that are secrets
 
 
 def is_postgres_url(target: str) -> bool:
@@ -29,7 +30,7 @@ def safe_url(url: str) -> str:
         if "@" in netloc:
             userinfo, hosts = netloc.rsplit("@", 1)
             netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _PASSWORD_KEYS])
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return url.split("://", 1)[0] + "://…"
@@ -40,7 +41,7 @@ def check_url(url: str) -> None:
     try:
         parts = urlsplit(url)
         has_password = ":" in parts.netloc.rpartition("@")[0] or any(
-            key == "password" for key, _ in parse_qsl(parts.query)
+            key in _PASSWORD_KEYS for key, _ in parse_qsl(parts.query)
         )
     except ValueError as exc:
         raise LedgerError(f"ledger URL {safe_url(url)} is not a valid PostgreSQL URL ({exc})") from exc

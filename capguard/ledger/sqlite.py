@@ -5,6 +5,7 @@ Every sqlite3 or OS error leaves here as a one-line LedgerError naming the file 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from typing import Any, Callable, Iterator
 
 from capguard.errors import LedgerError
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
+from capguard.paths import data_home
+from capguard.private_files import private_dir, private_file
 
 PAGE_SIZE = 16384
 
@@ -57,16 +60,24 @@ def describe(exc: sqlite3.Error, path: str) -> str:
 
 
 def prepare_path(path: Path) -> None:
-    """Create the ledger's folder; refuse a folder standing where the file should be."""
+    """Create the ledger's folder (capguard's data dir: 0700) and the file as 0600; refuse a folder standing where
+    the file should be. SQLite gives its -wal and -shm files the database file's mode."""
     if path.is_dir():
         raise LedgerError(f"ledger {path} is a directory, not a file; remove it or use another ledger path")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent == data_home():
+            private_dir(path.parent)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
         raise LedgerError(
             f"cannot create the ledger's folder {path.parent} ({reason or exc}); create it or use another ledger path"
         ) from exc
+    with contextlib.suppress(OSError):  # a folder we cannot write: SQLite's own open says so, in one line
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file is path or file.exists():
+                private_file(file)
 
 
 class _Executor:

@@ -15,6 +15,7 @@ from capguard.ledger.backend import Backend, Executor, IntegrityViolation
 from capguard.ledger.migrations import applied_names
 from capguard.ledger.records import (MAX_STORED_INT32, AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc,
                                      storable, utc_now)
+from capguard.redact import redact_argv
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Ledger:
     def start_run(self, start: RunStart, *, if_missing: bool = False) -> None:
         """Insert the run (status 'running') and its user if new; committed before returning. `if_missing`: a run
         already in the ledger is left as it is (a spool's replay), instead of being an error."""
-        argv, caps, started = _json(list(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
+        argv, caps, started = _json(redact_argv(start.argv)), _json(start.caps), normalize_utc(start.started_utc)
         try:
             with self._backend.write() as db:
                 user_id = self._user_id(db, start.user)
