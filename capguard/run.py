@@ -25,7 +25,7 @@ from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
-from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
+from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_json
 from capguard.status import StatusBoard
 from capguard.supervise import Hooks, Supervisor
 from capguard.team import team_of
@@ -147,4 +147,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         print(stop_line(facts), file=stderr)
     elif outcome.meter.malformed_lines:
         print(f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log", file=stderr)
+    if outcome.meter.suspicious_lines and not (outcome.stop_reason or outcome.signal_received):
+        print(f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
+              file=stderr)
     return exit_code(facts)
