@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").endswith("/v1/logs"):
             try:
                 records = api_requests(json.loads(raw or b"{}"))
-            except (ValueError, AttributeError, TypeError):
+            except (ValueError, AttributeError, TypeError, RecursionError):  # nested 10,000 deep: a 400, no traceback
                 records = None
             if records is None:
                 self._reply(400, b'{"error":"expected OTLP/HTTP JSON"}')

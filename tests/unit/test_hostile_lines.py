@@ -269,3 +269,22 @@ def test_the_meter_names_suspicious_lines_and_keeps_the_first_few():
     assert meter.suspicious_lines == 30 and len(meter.suspicious) == 20  # a duplicate reply is not counted again
     assert meter.suspicious[1] == {"source": "a.jsonl", "offset": 10, "why": "prompt_tokens at or beyond capguard's bound"}
     assert meter.tokens == 30 * MAX_TOKENS
+
+
+def test_the_telemetry_receiver_answers_deep_nesting_with_400(tmp_path, capfd):
+    import urllib.error
+    import urllib.request
+
+    from capguard.otel import OtlpReceiver
+
+    receiver = OtlpReceiver(tmp_path / "otel.jsonl")
+    receiver.start()
+    try:
+        request = urllib.request.Request(receiver.endpoint + "/v1/logs", data=b'{"resourceLogs":' + DEEP + b"}",
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 400
+    finally:
+        receiver.stop()
+    assert "Traceback" not in capfd.readouterr().err  # nothing on the agent's terminal
