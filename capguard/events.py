@@ -32,6 +32,7 @@ class Reply:
     web_search_requests: int = 0
     step: bool = True  # a reply of the main agent (counts toward the steps cap); False for subagents
     scope: str | None = None  # the session whose agent-reported total (ReportedTotal) covers this reply
+    suspicious: str | None = None  # why a figure is not believed (it reached a bound of capguard.sanitize)
 
     @property
     def tokens(self) -> int:
@@ -63,6 +64,7 @@ class ReportedTotal:
     cost_micro: int
     source: str
     baseline_micro: int = 0
+    suspicious: str | None = None  # why the total is not believed (it reached capguard.sanitize's bound)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,10 @@ Event = Reply | RequestStarted | MapMeasured | ReportedTotal | ToolOutcome | Ses
 
 def json_object(line: bytes) -> dict:
     """One JSON-lines entry that must be an object; ValueError otherwise (the caller makes it Malformed)."""
-    entry = json.loads(line)
+    try:
+        entry = json.loads(line)
+    except RecursionError:  # nested thousands deep: a hostile line, not a reason to stop metering
+        raise ValueError("JSON nested too deep") from None
     if not isinstance(entry, dict):
         raise ValueError("not a JSON object")
     return entry

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from capguard.events import Reply, ReportedTotal, ToolOutcome
 from capguard.pricing import Priced
 
+MAX_SUSPICIOUS_NAMED = 20  # a hostile source may flag every line: the report names the first ones, counts all
+
 
 @dataclass
 class ModelTotals:
@@ -41,6 +43,9 @@ class Meter:
     # Why capguard can no longer count this run (a blind file, a failed write, metering that broke); once set,
     # every decision is a stop with reason "meter_error". The first cause is kept.
     meter_error: str | None = None
+    # Lines whose figures reached a bound of capguard.sanitize (counted as the bound): the first few, named
+    suspicious: list[dict] = field(default_factory=list)
+    suspicious_lines: int = 0
     _seen: set[str] = field(default_factory=set, repr=False)
     _stepped: set[str] = field(default_factory=set, repr=False)
     _scope_cost: dict[str, int] = field(default_factory=dict, repr=False)  # replies' cost per session
@@ -97,6 +102,8 @@ class Meter:
             self.unpriced_replies += 1
         if reply.step:
             self.steps += 1
+        if reply.suspicious:
+            self.note_suspicious(reply.source, reply.offset, reply.suspicious)
         self.last_reply_micro = cost
         self.largest_reply_micro = max(self.largest_reply_micro, cost)
         return True
@@ -105,6 +112,13 @@ class Meter:
         """The agent's own running total for a session; totals only grow, so keep the largest."""
         net = max(0, total.cost_micro - total.baseline_micro)
         self._reported[total.scope] = max(self._reported.get(total.scope, 0), net)
+        if total.suspicious:
+            self.note_suspicious(total.source, None, total.suspicious)
+
+    def note_suspicious(self, source: str | None, offset: int | None, why: str) -> None:
+        self.suspicious_lines += 1
+        if len(self.suspicious) < MAX_SUSPICIOUS_NAMED:
+            self.suspicious.append({"source": source, "offset": offset, "why": why})
 
     def tool_outcome(self, outcome: ToolOutcome) -> None:
         if not outcome.failed:

@@ -15,6 +15,7 @@ from capguard.caps import EXIT_CODES, Caps
 from capguard.meter import Meter
 from capguard.private_files import write_private
 from capguard.redact import redact_argv
+from capguard.sanitize import printable
 from capguard.units import format_count, format_duration, format_tokens, format_usd
 
 
@@ -106,9 +107,16 @@ def stop_line(facts: RunFacts) -> str:
     m = facts.meter
     in_all = "in all: " if facts.at_stop and facts.at_stop.get("steps") != m.steps else ""
     numbers = f"{in_all}{format_count(m.steps, 'reply', 'replies')}, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)}, {format_duration(facts.elapsed_s)}"
+    if m.suspicious_lines:
+        numbers += f"; {suspicious_note(m.suspicious_lines)}"
+    # names in it come from outside (a model, a tool call, an error's text): never raw on the terminal
     if facts.self_stopped:
-        return f"capguard: {facts.agent} stopped itself at the cap: {why(facts)} ({numbers}); run {facts.run_id}"
-    return f"capguard: stopped {facts.agent}: {why(facts)} ({numbers}); run {facts.run_id}"
+        return printable(f"capguard: {facts.agent} stopped itself at the cap: {why(facts)} ({numbers}); run {facts.run_id}")
+    return printable(f"capguard: stopped {facts.agent}: {why(facts)} ({numbers}); run {facts.run_id}")
+
+
+def suspicious_note(lines: int) -> str:
+    return f"{lines} line{'s' if lines != 1 else ''} with figures beyond capguard's bounds, counted as the bound"
 
 
 def build_report(facts: RunFacts) -> dict:
@@ -146,6 +154,8 @@ def build_report(facts: RunFacts) -> dict:
         "agent_returncode": facts.agent_returncode,
         "exit_code": exit_code(facts),
         "malformed_lines": m.malformed_lines,
+        "suspicious_lines": m.suspicious_lines,
+        "suspicious": m.suspicious,
         "meter_error": m.meter_error,
         "unpriced_replies": m.unpriced_replies,
         "map_tokens_seen": m.map_tokens or None,

@@ -30,7 +30,7 @@ from capguard.pricing import Priced, Pricer
 from capguard.private_files import private_dir, private_file
 from capguard.redact import RedactingFilter
 from capguard.reconcile import open_reconciled
-from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
+from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_json
 from capguard.spool import Spool, SpoolError
 from capguard.status import StatusBoard
 from capguard.supervise import Hooks, Outcome, Supervisor
@@ -177,6 +177,9 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         print(stop_line(facts), file=stderr)
     elif outcome.meter.malformed_lines:
         print(f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log", file=stderr)
+    if outcome.meter.suspicious_lines and not (outcome.stop_reason or outcome.signal_received):
+        print(f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
+              file=stderr)
     if unavailable:
         print(unavailable, file=stderr)
     return exit_code(facts)  # never a ledger error's: the cap fired, and what it counted is in the spool

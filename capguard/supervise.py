@@ -35,6 +35,11 @@ TICK = 0.25  # how often the loop looks at signals and the clock when no file ch
 SWEEP_EVERY = 2.0  # safety net for missed or coalesced file events
 
 
+def _where(event: Event) -> str:
+    source, offset = getattr(event, "source", None), getattr(event, "offset", None)
+    return f"{type(event).__name__} from {source} at byte {offset}" if source else type(event).__name__
+
+
 @dataclass
 class Outcome:
     returncode: int | None
@@ -268,28 +273,12 @@ class Supervisor:
     def _process(self, events: list[Event], *, enforce: bool, quiet: bool = False) -> Verdict:
         changed, cost_before = False, self.meter.cost_micro
         for event in events:
-            if isinstance(event, Reply):
-                priced = self.pricer.price(event)
-                if self.meter.add_reply(event, priced):
-                    changed = True
-                    self._unspooled.append((event, priced))
-            elif isinstance(event, RequestStarted):
-                self.meter.request_started()
+            try:
+                changed = self._count(event) or changed
+            except Exception as err:  # fail closed: one event capguard cannot count stops the run, never capguard
+                log.exception("could not meter %r", event)
+                self.meter.fail(f"{type(err).__name__} while metering {_where(event)}: {err}"[:300])
                 changed = True
-            elif isinstance(event, MapMeasured):
-                self.meter.map_measured(event.tokens)
-                changed = True
-            elif isinstance(event, ReportedTotal):
-                self.meter.reported(event)
-                changed = True
-            elif isinstance(event, ToolOutcome):
-                self.meter.tool_outcome(event)
-                changed = True
-            elif isinstance(event, SessionSeen):
-                self._follow(event)
-            elif isinstance(event, Malformed):
-                self.meter.malformed_lines += 1
-                log.warning("skipped a malformed line in %s at byte %d: %s", event.source, event.offset, event.why)
         elapsed = self._elapsed()
         verdict = decide(self.caps, self.meter, elapsed)
         if enforce and self.hooks.month_allowance is not None:
@@ -311,6 +300,32 @@ class Supervisor:
         if (enforce or changed) and not quiet:
             self.hooks.on_status(self.meter, elapsed, verdict, "running")
         return verdict if enforce else Verdict("ok")
+
+    def _count(self, event: Event) -> bool:
+        """One event into the meter; True when it changed what the caps see."""
+        if isinstance(event, Reply):
+            priced = self.pricer.price(event)
+            if not self.meter.add_reply(event, priced):
+                return False
+            self._unspooled.append((event, priced))
+            if event.suspicious:
+                log.warning("suspicious figures in %s at byte %s: %s", event.source, event.offset, event.suspicious)
+        elif isinstance(event, RequestStarted):
+            self.meter.request_started()
+        elif isinstance(event, MapMeasured):
+            self.meter.map_measured(event.tokens)
+        elif isinstance(event, ReportedTotal):
+            self.meter.reported(event)
+        elif isinstance(event, ToolOutcome):
+            self.meter.tool_outcome(event)
+        elif isinstance(event, SessionSeen):
+            self._follow(event)
+            return False
+        elif isinstance(event, Malformed):
+            self.meter.malformed_lines += 1
+            log.warning("skipped a malformed line in %s at byte %d: %s", event.source, event.offset, event.why)
+            return False
+        return True
 
     def _ask_month(self) -> None:
         """Read the month again, after new spend and every sweep (other runs' spend, an ack, the 1st of the month).

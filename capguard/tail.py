@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from capguard.events import Event
+from capguard.events import Event, Malformed
 
 MAX_READ = 1 << 20
 
@@ -148,7 +148,10 @@ class Tailer:
         cursor, parser = entry
         events: list[Event] = []
         for offset, line in cursor.read_new_lines():
-            events.extend(parser.feed(line, offset))
+            try:
+                events.extend(parser.feed(line, offset))
+            except Exception as err:  # a line no parser foresaw: that line is malformed, the run goes on counting
+                events.append(Malformed(str(cursor.path), offset, f"{type(err).__name__}: {err}"[:160]))
         return events
 
     def read_all(self) -> list[Event]:

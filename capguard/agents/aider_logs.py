@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from capguard import sanitize
 from capguard.events import Event, Malformed, MapMeasured, Reply, RequestStarted, json_object
-from capguard.pricing import to_micro
 
 MAP_HEADER = "Here are summaries of some files present in my git repository."
 _PIECE = re.compile(r" ?[A-Za-z]+| ?\d{1,3}| ?[^\sA-Za-z\d]+|\s+")
@@ -20,11 +20,6 @@ def estimate_tokens(text: str) -> int:
     return len(_PIECE.findall(text))
 
 
-def _count(props: dict, name: str) -> int:
-    value = props.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} is {value!r}")
-    return int(value)
 
 
 class AnalyticsParser:
@@ -52,18 +47,19 @@ class AnalyticsParser:
         props = entry.get("properties")
         if not isinstance(props, dict):
             raise ValueError("message_send without properties")
-        cost = props.get("cost") or 0
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
-            raise ValueError(f"cost is {cost!r}")
+        cost = props.get("cost")
+        cost_micro = 0 if cost is None else sanitize.usd_micro(cost, "cost")
+        tokens = {name: sanitize.count(props.get(name, 0), name) for name in ("prompt_tokens", "completion_tokens")}
         return Reply(
             key=f"{self._key_prefix}{offset}",
-            model=props.get("main_model") if isinstance(props.get("main_model"), str) else None,
-            input_tokens=_count(props, "prompt_tokens"),
-            output_tokens=_count(props, "completion_tokens"),
-            reported_cost_micro=to_micro(cost) if cost else None,
+            model=sanitize.name(props.get("main_model")),
+            input_tokens=tokens["prompt_tokens"],
+            output_tokens=tokens["completion_tokens"],
+            reported_cost_micro=cost_micro or None,
             at=entry.get("time"),
             source=self._path,
             offset=offset,
+            suspicious=sanitize.at_bound(tokens) or sanitize.usd_at_bound(cost_micro),
         )
 
 
@@ -103,36 +99,58 @@ class CostLine:
 
 
 def _rounded(count: str) -> int:
+    """`12k`, `1,234`, `0.5k` as aider rounded them; a number past capguard's bound counts as the bound."""
     count = count.strip()
-    if count.endswith("k"):
-        return int(float(count[:-1]) * 1000)
-    return int(float(count))
+    scale = 1000 if count.endswith("k") else 1
+    try:
+        value = float(count.removesuffix("k")) * scale
+    except ValueError:
+        raise sanitize.NotANumber(f"{count!r} is not a number") from None
+    return sanitize.count(value, "tokens")
+
+
+def _usd(text: str) -> float:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        raise sanitize.NotANumber(f"${text} is not a number") from None
 
 
 def parse_cost_lines(text: str) -> list[CostLine]:
     """Every usage report in a chat history; the cost may sit on the next line, without `> `."""
+    return cost_lines(text)[0]
+
+
+def cost_lines(text: str) -> tuple[list[CostLine], int]:
+    """(every usage report in a chat history, how many report lines were skipped as unreadable)."""
     found: list[CostLine] = []
+    skipped = 0
     lines = text.splitlines()
     for i, raw in enumerate(lines):
         match = _TOKENS_LINE.search(raw.removeprefix("> ").rstrip())
         if not match:
             continue
-        parts = dict(_part(p) for p in match.group("body").split(", ") if _part(p))
         cost = match.group("cost")
         if cost is None and i + 1 < len(lines) and lines[i + 1].removeprefix("> ").startswith("Cost: "):
             cost = lines[i + 1].removeprefix("> ").rstrip()[len("Cost: ") :]
-        money = _COST.search(cost or "")
-        found.append(
-            CostLine(
-                sent=parts.get("sent", 0),
-                received=parts.get("received", 0),
-                cache_write=parts.get("cache write", 0),
-                cache_hit=parts.get("cache hit", 0),
-                message_usd=float(money.group("message").replace(",", "")) if money else None,
-                session_usd=float(money.group("session").replace(",", "")) if money else None,
-            )
-        )
-    return found
+        try:
+            found.append(_cost_line(match.group("body"), cost))
+        except ValueError:  # `1.2.3k sent`: a corrupt report, skipped and counted
+            skipped += 1
+    return found, skipped
+
+
+def _cost_line(body: str, cost: str | None) -> CostLine:
+    parts = dict(part for part in (_part(p) for p in body.split(", ")) if part)
+    money = _COST.search(cost or "")
+    return CostLine(
+        sent=parts.get("sent", 0),
+        received=parts.get("received", 0),
+        cache_write=parts.get("cache write", 0),
+        cache_hit=parts.get("cache hit", 0),
+        message_usd=_usd(money.group("message")) if money else None,
+        session_usd=_usd(money.group("session")) if money else None,
+    )
 
 
 def _part(piece: str) -> tuple[str, int] | None:

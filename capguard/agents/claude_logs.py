@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
+from capguard import sanitize
 from capguard.events import Event, Malformed, Reply, ReportedTotal, SessionSeen, ToolOutcome, json_object
-from capguard.pricing import to_micro
 
 SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own stand-in replies (API errors): nothing was billed
 _MAX_PARKED = 256  # tool results waiting for a tool_use line written after them
 _MAX_SIGNATURE_JSON = 1000
 _TAIL_BLOCK = 1 << 20
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 def max_wins(seen: dict[str, list[int]], key: str, figures: list[int]) -> tuple[str, list[int]] | None:
@@ -107,8 +108,9 @@ class TranscriptParser:
 
     def _cost_state(self, entry: dict) -> list[Event]:
         total = _money(entry.get("totalCostUSD"), "totalCostUSD")
-        scope = entry.get("sessionId") if isinstance(entry.get("sessionId"), str) else self.session_id
-        return [ReportedTotal(scope=scope, cost_micro=total, source="cost-state", baseline_micro=self.baseline_micro)]
+        scope = sanitize.name(entry.get("sessionId")) or self.session_id
+        return [ReportedTotal(scope=scope, cost_micro=total, source="cost-state", baseline_micro=self.baseline_micro,
+                              suspicious=_total_at_bound(total, "totalCostUSD"))]
 
     def _assistant(self, entry: dict, offset: int) -> list[Event]:
         if entry.get("isApiErrorMessage"):
@@ -132,8 +134,7 @@ class TranscriptParser:
         if not isinstance(usage, dict):
             raise ValueError("usage is not an object")
         figures = _figures(usage)
-        requested = entry.get("requestedModel")
-        model = requested if isinstance(requested, str) and requested else served if isinstance(served, str) else None
+        model = sanitize.name(entry.get("requestedModel")) or sanitize.name(served)
 
         events: list[Event] = []
         reply = self._counted(key, figures, model, entry, usage, offset, served)
@@ -155,7 +156,7 @@ class TranscriptParser:
         if entry.get("isAbortedMidStream"):
             details["aborted_mid_stream"] = True  # usage from message_start: output is an under-count
         if isinstance(served, str) and served and served != model:
-            details["served_model"] = served
+            details["served_model"] = sanitize.name(served)
         return Reply(
             key=reply_key,
             model=model,
@@ -171,6 +172,7 @@ class TranscriptParser:
             details=details,
             step=step,
             scope=self.session_id,
+            suspicious=sanitize.at_bound(dict(zip(FIGURES, figures))) if max(figures) >= sanitize.MAX_TOKENS else None,
         )
 
     def _tool_used(self, block: dict) -> list[Event]:
@@ -217,7 +219,8 @@ def statusline_events(line: bytes, offset: int, source: str, *, baseline_micro: 
         if cost.get("total_cost_usd") is None:
             return []
         total = _money(cost.get("total_cost_usd"), "cost.total_cost_usd")
-        return [ReportedTotal(scope=session_id, cost_micro=total, source="statusline", baseline_micro=baseline_micro)]
+        return [ReportedTotal(scope=sanitize.name(session_id), cost_micro=total, source="statusline",
+                              baseline_micro=baseline_micro, suspicious=_total_at_bound(total, "cost.total_cost_usd"))]
     except (ValueError, TypeError, RecursionError, ArithmeticError) as err:
         return [Malformed(source, offset, f"{type(err).__name__}: {err}"[:160])]
 
@@ -229,7 +232,8 @@ def session_from_registry(data: bytes) -> SessionSeen | None:
     except (ValueError, RecursionError):
         return None
     session_id = doc.get("sessionId") if isinstance(doc, dict) else None
-    return SessionSeen(session_id) if isinstance(session_id, str) and session_id else None
+    # a file name part (capguard follows `<session>.jsonl`): never a path, never unbounded
+    return SessionSeen(session_id) if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id) else None
 
 
 def last_reported_total(path: str | os.PathLike) -> int:
@@ -310,7 +314,7 @@ def tool_signature(name: object, tool_input: object) -> str:
     if len(canonical) > _MAX_SIGNATURE_JSON:  # e.g. a Write of a whole file: keep it short but exact
         digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         canonical = f"{canonical[:200]}… sha256:{digest}"
-    return f"{name if isinstance(name, str) else '?'} {canonical}"
+    return f"{sanitize.name(name) or '?'} {canonical}"
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -342,18 +346,21 @@ def _figures(usage: dict) -> list[int]:
     return figures
 
 
+FIGURES = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+           "ephemeral_1h_input_tokens", "web_search_requests")
+
+
 def _count(value: object, name: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-        raise ValueError(f"{name} is {value!r}")
-    return int(value)
+    return 0 if value is None else sanitize.count(value, name)
 
 
 def _money(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-        raise ValueError(f"{name} is {value!r}")
-    return to_micro(value)
+    """An agent's running total for a session (not one reply's cost): bounded by MAX_TOTAL_USD_MICRO."""
+    return sanitize.usd_micro(value, name, sanitize.MAX_TOTAL_USD_MICRO)
+
+
+def _total_at_bound(micros: int, name: str) -> str | None:
+    return sanitize.usd_at_bound(micros, name, sanitize.MAX_TOTAL_USD_MICRO)
 
 
 def _text(value: object) -> bool:

@@ -7,13 +7,24 @@ misses (compaction calls, the cost Claude charges for an aborted stream); the sh
 
 from __future__ import annotations
 
-
+from capguard import sanitize
 from capguard.events import Event, Malformed, Reply, json_object
 
+_TOKENS = {"input_tokens": "input_tokens", "output_tokens": "output_tokens", "cache_read_tokens": "cache_read_tokens",
+           "cache_write_tokens": "cache_creation_tokens", "cache_write_1h_tokens": "cache_creation_1h_tokens"}
 
-def _int(attrs: dict, name: str) -> int:
-    value = attrs.get(name) or 0
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+
+def _count(attrs: dict, name: str) -> int:
+    value = attrs.get(name)
+    return 0 if value is None else sanitize.count(value, name)
+
+
+def _cost_micro(attrs: dict) -> int:
+    micros = attrs.get("cost_usd_micros")
+    if micros:
+        return sanitize.micro(micros, "cost_usd_micros")
+    usd = attrs.get("cost_usd")
+    return 0 if usd is None else sanitize.usd_micro(usd, "cost_usd")
 
 
 class OtelParser:
@@ -25,22 +36,21 @@ class OtelParser:
             return []
         try:
             attrs = json_object(line)
-        except ValueError as err:
+            counts = {name: _count(attrs, name) for name in _TOKENS.values()}
+            micros = _cost_micro(attrs)
+        except ValueError as err:  # broken JSON, a count or a cost that is not a number (sanitize.NotANumber)
             return [Malformed(self.source, offset, str(err)[:120])]
-        request = attrs.get("request_id")
-        micros = _int(attrs, "cost_usd_micros") or round(float(attrs.get("cost_usd") or 0) * 1_000_000)
+        request = sanitize.name(attrs.get("request_id"))
+        query_source = sanitize.name(attrs.get("query_source"))
         return [Reply(
             key=f"claude:{request}" if request else f"claude:otel:{self.source}@{offset}",
-            model=attrs.get("model"),
-            input_tokens=_int(attrs, "input_tokens"),
-            output_tokens=_int(attrs, "output_tokens"),
-            cache_read_tokens=_int(attrs, "cache_read_tokens"),
-            cache_write_tokens=_int(attrs, "cache_creation_tokens"),
-            cache_write_1h_tokens=_int(attrs, "cache_creation_1h_tokens"),
+            model=sanitize.name(attrs.get("model")),
+            **{field: counts[name] for field, name in _TOKENS.items()},
             reported_cost_micro=micros or None,
             source=self.source,
             offset=offset,
             step=False,  # steps come from the main transcript, which tells the main agent from subagents
-            scope=attrs.get("session.id"),
-            details={"query_source": attrs.get("query_source")} if attrs.get("query_source") else {},
+            scope=sanitize.name(attrs.get("session.id")),
+            details={"query_source": query_source} if query_source else {},
+            suspicious=sanitize.at_bound(counts) or sanitize.usd_at_bound(micros),
         )]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from capguard import identity
+from capguard import identity, sanitize
 from capguard.config import load_settings
 from capguard.errors import CapguardError
 from capguard.importers import aider, claude, state
@@ -126,4 +126,8 @@ def human(summary: dict) -> list[str]:
                      " replaced by the exact figures of an analytics log")
     if summary["malformed_lines"]:
         lines.append(f"  malformed lines skipped: {summary['malformed_lines']:,}")
+    if summary.get("suspicious_replies"):
+        lines.append(f"  {_count(summary['suspicious_replies'], 'reply', 'replies')} with figures beyond capguard's bounds"
+                     f" ({sanitize.MAX_TOKENS:,} tokens or ${sanitize.MAX_REPLY_USD_MICRO // 10**6:,} a reply):"
+                     " imported at the bound")
     return lines

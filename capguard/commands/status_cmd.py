@@ -10,6 +10,7 @@ from capguard import monthly, paths
 from capguard.config import load_settings
 from capguard.errors import CapguardError
 from capguard.month_guard import current_standings
+from capguard.sanitize import printable
 from capguard.status import live_runs
 
 
@@ -46,4 +47,5 @@ def _print_runs(runs: list[dict], standings: list, *, as_json: bool) -> None:
         print("capguard: no supervised runs right now")
     for run in runs:
         warn = f"  warnings: {', '.join(run['warnings'])}" if run.get("warnings") else ""
-        print(f"{run['run_id']}  {run['agent']:<6}  {run['state']:<8}  {run['summary']}  {run['cwd']}{warn}")
+        # status files are any local writer's input: escaped, never raw on the terminal
+        print(printable(f"{run['run_id']}  {run['agent']:<6}  {run['state']:<8}  {run['summary']}  {run['cwd']}{warn}"))

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from capguard.agents.aider_logs import AnalyticsParser, CostLine, parse_cost_lines
+from capguard import sanitize
+from capguard.agents.aider_logs import AnalyticsParser, CostLine, cost_lines
 from capguard.events import Malformed, Reply
 from capguard.importers.claude_files import project_of
 from capguard.importers.ledger_io import ImportWriter, RunRow
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.records import normalize_utc
-from capguard.pricing import Pricer, to_micro
+from capguard.pricing import Pricer
 
 AGENT = "aider"
 HISTORY_NAME = ".aider.chat.history.md"
@@ -50,7 +51,7 @@ def _is_analytics(path: Path) -> bool:
     first = head.split(b"\n", 1)[0]
     try:
         entry = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(entry, dict) and "event" in entry and "time" in entry
 
@@ -107,6 +108,7 @@ class Session:
     model: str | None = None
     rows: list[tuple] = field(default_factory=list)
     malformed: int = 0
+    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound, counted as the bound
     report: dict = field(default_factory=dict)
 
 
@@ -124,7 +126,7 @@ def analytics_sessions(path: str, data: bytes, base: int, pricer: UnitPricer) ->
         try:
             entry = json.loads(line)
             event, at = (entry.get("event"), _utc_of_unix(entry.get("time"))) if isinstance(entry, dict) else (None, None)
-        except ValueError:
+        except (ValueError, RecursionError):  # the parser below counts the line as malformed
             event, at = None, None
         if at and (event == "launched" or not sessions):
             sessions.append(Session(f"aider-a{_file_id(path)}-{offset}", path, offset, at, at,
@@ -136,16 +138,18 @@ def analytics_sessions(path: str, data: bytes, base: int, pricer: UnitPricer) ->
             session.ended_utc = at
         if event == "cli session":
             props = entry.get("properties") if isinstance(entry.get("properties"), dict) else {}
-            model = props.get("main_model")
-            if isinstance(model, str) and "REDACTED" not in model:
+            model = sanitize.name(props.get("main_model"))
+            if model and "REDACTED" not in model:
                 session.model = model
         elif event == "exit" and isinstance(entry.get("properties"), dict):
-            session.report["exit_reason"] = entry["properties"].get("reason")
+            reason = entry["properties"].get("reason")
+            session.report["exit_reason"] = sanitize.name(reason) if isinstance(reason, str) else None
         for found in parser.feed(line, offset):
             if isinstance(found, Malformed):
                 session.malformed += 1
             elif isinstance(found, Reply):
                 session.rows.append(_analytics_row(found, session, at, pricer))
+                session.suspicious += found.suspicious is not None
     return sessions
 
 
@@ -176,8 +180,11 @@ def history_sessions(path: str, data: bytes, base: int, pricer: UnitPricer,
                           report={"imported_from": "aider chat history (rounded figures)", "file": path})
         model = _MODEL.search(text) or _MODEL_FLAG.search(text)
         session.model = model.group(1) if model else None
-        for n, cost_line in enumerate(parse_cost_lines(text)):
+        found, session.malformed = cost_lines(text)
+        for n, cost_line in enumerate(found):
             session.rows.append(_history_row(cost_line, session, n, pricer))
+            session.suspicious += max(cost_line.sent, cost_line.received) >= sanitize.MAX_TOKENS or (
+                cost_line.message_usd is not None and cost_line.message_usd * 1e6 >= sanitize.MAX_REPLY_USD_MICRO)
         sessions.append(session)
     return sessions
 
@@ -185,7 +192,7 @@ def history_sessions(path: str, data: bytes, base: int, pricer: UnitPricer,
 def _history_row(line: CostLine, session: Session, n: int, pricer: UnitPricer) -> tuple:
     fresh = max(0, line.sent - line.cache_hit - line.cache_write)
     if line.message_usd is not None:
-        cost, priced_by = to_micro(line.message_usd), "agent"
+        cost, priced_by = sanitize.usd_micro(line.message_usd, "message cost"), "agent"
     else:
         cost, priced_by = pricer.price(session.model, fresh, line.received, line.cache_hit, line.cache_write)
     return (session.run_id, f"aider:history:{session.path}@{session.offset}#{n}", session.started_utc, session.model, fresh,
@@ -250,7 +257,7 @@ def import_logs(writer: ImportWriter, state: ImportState, found: tuple[list[Path
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     projects: dict[str, str | None] = {}
     counts = {"files_found": len(analytics) + len(histories), "files_read": 0, "files_unchanged": 0, "bytes_read": 0,
-              "malformed_lines": 0, "errors": [], "rounded_replies": 0, "sessions_covered": 0, "sessions_replaced": 0}
+              "malformed_lines": 0, "suspicious_replies": 0, "errors": [], "rounded_replies": 0, "sessions_covered": 0, "sessions_replaced": 0}
     spans = covering_spans(writer)
     old_history = history_runs(writer)
     total = sum(_size(path) for path in analytics + histories)
@@ -280,6 +287,7 @@ def import_logs(writer: ImportWriter, state: ImportState, found: tuple[list[Path
         for session in sessions:
             _write_session(writer, session, projects, line_of)
             counts["malformed_lines"] += session.malformed
+            counts["suspicious_replies"] += session.suspicious
         writer.finish()
         # the last session may still be running: the next import reads it again (its keys are stable)
         state.mark(str(path), stat, found_here[-1].offset if found_here else start + len(data), None)

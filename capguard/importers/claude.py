@@ -160,7 +160,7 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     work = plan(listing, state, writer)
     if work.tasks:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
-    done_bytes, counts = 0, {"files": 0, "malformed": 0, "errors": []}
+    done_bytes, counts = 0, {"files": 0, "malformed": 0, "suspicious": 0, "errors": []}
     rows, prefixes, sums = [], [], RunSums()
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
@@ -177,6 +177,7 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                         counts["errors"].append(f"{result.path}: {result.error}")
                         continue
                     counts["malformed"] += result.malformed
+                    counts["suspicious"] += result.suspicious
                     # in memory only: saved once the rows and runs are in the ledger
                     state.mark(result.path, work.stats[result.path], result.end, _follow(writer, result, line_of),
                                result.check)
@@ -199,7 +200,8 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
         writer.close()
     state.save()
     return {"files_found": len(listing), "files_read": counts["files"], "files_unchanged": work.unchanged,
-            "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "errors": counts["errors"]}
+            "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "suspicious_replies": counts["suspicious"],
+            "errors": counts["errors"]}
 
 
 def _follow(writer: ImportWriter, result: FileResult, line_of: Callable) -> str | None:

@@ -59,6 +59,7 @@ class FileResult:
     rows: list[tuple] = field(default_factory=list)  # ledger_io.UsageRow
     replies: int = 0
     malformed: int = 0
+    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound, counted as the bound
     first_utc: str | None = None
     last_utc: str | None = None
     cwd: str | None = None
@@ -149,6 +150,7 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
 
 def _absorb(result: FileResult, found: Scan) -> list[FoundReply]:
     result.malformed += found.malformed
+    result.suspicious += found.suspicious
     if result.session_id is None:
         result.session_id, result.cwd, result.version = found.session_id, found.cwd, found.version
     if found.first_utc and (result.first_utc is None or found.first_utc < result.first_utc):

@@ -19,6 +19,8 @@ import msgspec
 
 from capguard.agents.claude_logs import SYNTHETIC_MODEL, _figures, max_wins
 from capguard.ledger.records import normalize_utc
+from capguard.sanitize import MAX_NAME, MAX_TOKENS
+from capguard.sanitize import name as _name
 
 _USAGE = b'"usage"'
 _CONTENT = b'"content":['
@@ -45,6 +47,7 @@ class Scan:
 
     replies: list[FoundReply] = field(default_factory=list)
     malformed: int = 0
+    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound (counted as the bound)
     first_utc: str | None = None
     last_utc: str | None = None
     cwd: str | None = None
@@ -112,12 +115,11 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
     if not isinstance(usage, dict):
         raise ValueError("usage is not an object")
     figures = _plain_figures(usage) or _figures(usage)
-    requested = get("requestedModel")
-    model: str | None = (requested if isinstance(requested, str) and requested
-                         else served if isinstance(served, str) else None)
+    served = _name(served)
+    model: str | None = _name(get("requestedModel")) or served
     geo, speed = usage.get("inference_geo"), usage.get("speed")
     shape = (geo if isinstance(geo, str) and geo else None, speed if isinstance(speed, str) and speed else None,
-             bool(get("isAbortedMidStream")), served if isinstance(served, str) and served and served != model else None)
+             bool(get("isAbortedMidStream")), served if served and served != model else None)
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
     stamp = get("timestamp")
     at: str | None
@@ -154,7 +156,7 @@ def _plain_figures(usage: dict) -> list[int] | None:
     counts.append(creation.get("ephemeral_1h_input_tokens", 0) if type(creation) is dict else 0)
     counts.append(tools.get("web_search_requests", 0) if type(tools) is dict else 0)
     for value in counts:
-        if type(value) is not int or value < 0:
+        if type(value) is not int or value < 0 or value > MAX_TOKENS:
             return None
     counts[4] = min(counts[4], counts[3])
     return counts
@@ -254,13 +256,15 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
     figures = [usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
                usage.cache_creation_input_tokens, 0 if creation is None else creation.ephemeral_1h_input_tokens,
                0 if tools is None else tools.web_search_requests]
-    if min(figures) < 0:
+    if min(figures) < 0 or max(figures) > MAX_TOKENS:  # msgspec takes any int: `reply_of` bounds them
         return False
     if figures[4] > figures[3]:
         figures[4] = figures[3]
     request_id = line.requestId
     key = f"claude:{request_id}" if request_id else f"claude:msg:{message.id}"
     model: str | None = line.requestedModel or served
+    if len(model or "") > MAX_NAME or len(served or "") > MAX_NAME:
+        return False  # names from outside are cut to size by `reply_of`
     shape = (usage.inference_geo or None, usage.speed or None, bool(line.isAbortedMidStream),
              served if served and served != model else None)
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
@@ -338,6 +342,8 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
             found.malformed += 1
             continue
         if isinstance(reply, FoundReply):
+            if max(reply.figures) >= MAX_TOKENS:
+                found.suspicious += 1
             found.replies.append(reply)
             repeat, marker = _repeat_of(data, at, end, request_id) or (b"", b"")
     _note_span(found, data, size)

@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass
 
 from capguard.reports.aggregate import Group, TopRun, stop_reasons
+from capguard.sanitize import csv_cell, printable
 from capguard.units import format_tokens, format_usd
 
 WIDTH = 80
@@ -30,7 +31,8 @@ def ellipsize(text: str, width: int, *, keep_end: bool = False) -> str:
 def table(header: list[str], rows: list[list[str]], *, flex: int = 0, width: int = WIDTH,
           keep_end: bool = False, min_flex: int = 8, left: tuple[int, ...] = ()) -> list[str]:
     """Columns sized to their content; column `flex` shrinks to fit `width`. Numbers are right-aligned; `flex`
-    and the columns in `left` are left-aligned."""
+    and the columns in `left` are left-aligned. Cells are escaped: names in a ledger come from outside."""
+    header, rows = [printable(cell) for cell in header], [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     others = sum(w for i, w in enumerate(widths) if i != flex) + len(GAP) * (len(header) - 1)
     widths[flex] = max(min_flex, min(widths[flex], width - others))
@@ -107,7 +109,7 @@ def stops_text(report: Report) -> list[str]:
         # no line break inside one reason's figures: "wall 2 (13.3%)" stays whole
         reasons = ", ".join(f"{reason} {group.stops[reason]} ({_rate(group.stops[reason] / group.supervised)})"
                             .replace(" ", NBSP) for reason in stop_reasons([group]))
-        line = f"{ellipsize(group.key, 24, keep_end=report.by in _PATH_KEYS)}: {group.supervised:,} supervised, " \
+        line = f"{ellipsize(printable(group.key), 24, keep_end=report.by in _PATH_KEYS)}: {group.supervised:,} supervised, " \
                f"{group.stopped:,} stopped ({_rate(group.stop_rate)})" + (f": {reasons}" if reasons else "")
         lines += [part.replace(NBSP, " ") for part in textwrap.wrap(line, WIDTH, subsequent_indent="    ")]
     return lines
@@ -164,7 +166,7 @@ def as_csv(report: Report) -> str:
     writer.writerow([report.by, *CSV_FIELDS[1:], *(f"stops_{r}" for r in reasons)])
     for group in [*report.groups, report.total]:
         data = group_json(group)
-        writer.writerow([group.key, group.runs, group.supervised, f"{data['cost_usd']:.6f}", f"{data['avg_cost_usd']:.6f}",
+        writer.writerow([csv_cell(group.key), group.runs, group.supervised, f"{data['cost_usd']:.6f}", f"{data['avg_cost_usd']:.6f}",
                          group.tokens, group.replies, group.unpriced,
                          *(_num(data["cost_usd_per_run"][p], 6) for p in ("p50", "p90", "p99")),
                          *(_num(group.tokens_dist[p], 0) for p in ("p50", "p90", "p99")),

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from capguard import sanitize
+
 # Request fields the prompt is made of (what count_tokens counts).
 _PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice", "mcp_servers")
 # A conservative allowance where the bytes say nothing: an image is at most ~1,600 tokens; a document given by
@@ -65,23 +67,26 @@ def read_usage(usage: Any) -> CallUsage:
 
 
 def merge_usage(out: CallUsage, usage: Any) -> None:
-    """Overwrite with the fields `usage` has: a message_delta's counts are cumulative, absent ones keep theirs."""
+    """Overwrite with the fields `usage` has: a message_delta's counts are cumulative, absent ones keep theirs.
+
+    Every count passes capguard.sanitize: beyond its bound it is the bound; a non-number raises NotANumber."""
     for attr, name in _COUNTS:
         value = get(usage, name)
         if value is not None:
-            setattr(out, attr, int(value))
+            setattr(out, attr, sanitize.count(value, name))
     one_hour = get(get(usage, "cache_creation"), "ephemeral_1h_input_tokens")
     if one_hour is not None:
-        out.cache_write_1h_tokens = int(one_hour)
+        out.cache_write_1h_tokens = sanitize.count(one_hour, "ephemeral_1h_input_tokens")
     searches = get(get(usage, "server_tool_use"), "web_search_requests")
     if searches is not None:
-        out.web_search_requests = int(searches)
+        out.web_search_requests = sanitize.count(searches, "web_search_requests")
     out.speed = get(usage, "speed") or out.speed
     out.inference_geo = get(usage, "inference_geo") or out.inference_geo
     iterations = get(usage, "iterations")
     if iterations:
         compactions = [item for item in iterations if get(item, "type") == "compaction"]
-        out.compaction = {attr: sum(int(get(item, name, 0) or 0) for item in compactions) for attr, name in _COUNTS}
+        out.compaction = {attr: sanitize.count(sum(sanitize.count(get(item, name, 0) or 0, name) for item in compactions),
+                                               name) for attr, name in _COUNTS}
 
 
 @dataclass

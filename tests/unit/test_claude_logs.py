@@ -403,7 +403,7 @@ def test_torn_last_line_is_malformed_and_leaves_the_parser_untouched():
                                  b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"9"}}}',
                                  b'{"type":"assistant","message":{"id":"m","usage":[]}}',
                                  b'{"type":"cost-state","totalCostUSD":"1"}',
-                                 b'{"type":"cost-state","totalCostUSD":1e999}'])
+                                 b'{"type":"cost-state","totalCostUSD":NaN}'])
 def test_malformed_lines(raw):
     (event,) = TranscriptParser(session_id="s", source="f").feed(raw, 7)
     assert isinstance(event, Malformed) and event.offset == 7
