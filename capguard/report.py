@@ -5,6 +5,7 @@ Pure: takes the run's facts, returns strings and dicts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -157,8 +158,25 @@ def build_report(facts: RunFacts) -> dict:
     }
 
 
+def write_all(paths: list[Path], data: dict) -> str | None:
+    """Write the report everywhere it goes; a place that fails (a full disk, a vanished run dir) does not stop
+    the others. Returns one line naming the failures, or None."""
+    failed = []
+    for path in paths:
+        try:
+            write_json(path, data)
+        except OSError as err:
+            failed.append(f"{path} ({err.strerror or err})")
+    return f"capguard: could not write the report to {', '.join(failed)}" if failed else None
+
+
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no half-written report left behind
+        raise

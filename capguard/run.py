@@ -25,7 +25,7 @@ from capguard.ids import new_id
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
-from capguard.report import RunFacts, build_report, exit_code, stop_line, write_json
+from capguard.report import RunFacts, build_report, exit_code, stop_line, write_all
 from capguard.status import StatusBoard
 from capguard.supervise import Hooks, Supervisor
 from capguard.team import team_of
@@ -33,9 +33,17 @@ from capguard.team import team_of
 log = logging.getLogger("capguard")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log write that fails (a full disk) must not print a traceback over the agent's screen; the blind-meter
+    check stops the run when the run dir's disk is full, and the report says why."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _log_to(path: Path) -> logging.Handler:
     """Diagnostics go to the run's log file: capguard never writes on the agent's screen."""
-    handler = logging.FileHandler(path)
+    handler = _QuietFileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -119,7 +127,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(plan, caps, pricer, name=agent, grace=settings["grace"],
-                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks)
+                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks, run_dir=run_dir)
         try:
             outcome = supervisor.run()
         finally:
@@ -134,9 +142,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             self_stopped=outcome.self_stopped,
         )
         report = build_report(facts)
-        write_json(run_dir / "report.json", report)
-        if settings["report_json"]:
-            write_json(Path(settings["report_json"]), report)
+        unwritten = write_all([run_dir / "report.json", *([Path(settings["report_json"])] if settings["report_json"] else [])], report)
         board.update(outcome.meter, caps, outcome.elapsed_s, state="ended", force=True)
         ledger.finish_run(run_id, RunEnd(
             ended_utc=utc_text(clock()), stop_reason=outcome.stop_reason, exit_code=report["exit_code"],
@@ -147,4 +153,6 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         print(stop_line(facts), file=stderr)
     elif outcome.meter.malformed_lines:
         print(f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log", file=stderr)
+    if unwritten:
+        print(unwritten, file=stderr)
     return exit_code(facts)
