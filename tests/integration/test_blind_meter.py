@@ -146,11 +146,12 @@ def assert_every_billed_reply_counted_once(capguard, result, server):
     report = result.report
     run_id = report["run_id"]
     # 7 replies of $0.145: the 7th crosses $1.00, as without any vandal (test_usd_cap_stops_runaway_aider)
-    assert report["at_stop"]["steps"] == 7, report
+    assert report["at_stop"]["steps"] == 7, (report["usage"], report["at_stop"])
     answered = sum(1 for r in server.requests if r["kind"] == "main")
     # every request the server got was counted, but the one in flight when the stop came (cut, never answered)
     assert answered - 2 <= report["steps"] <= answered, (answered, report["steps"], report["stop_steps"])
-    assert report["steps"] == 7 and report["cost_usd"] == pytest.approx(7 * REPLY_USD)
+    assert report["steps"] in (7, 8), report["usage"]  # the reply in flight may be answered before the signal
+    assert report["cost_usd"] == pytest.approx(report["steps"] * REPLY_USD), report["usage"]
     rows = ledger(capguard, "SELECT count(*) AS n, sum(cost_micro_usd) AS usd FROM usage_events WHERE run_id = ?", run_id)
     assert rows[0]["n"] == report["steps"] and rows[0]["usd"] == round(report["cost_usd"] * 1e6)
     run = ledger(capguard, "SELECT status, stop_reason, exit_code FROM runs WHERE id = ?", run_id)[0]
@@ -166,7 +167,7 @@ def test_usd_cap_holds_while_the_analytics_log_is_truncated_rotated_or_replaced(
     assert vandal.faults >= 3, f"the log was disturbed only {vandal.faults} times"
     assert result.rc == 122, result.stderr
     assert result.report["stop_reason"] == "usd"
-    assert "capguard: stopped aider: cost $1.02 reached the $1.00 cap (7 replies" in result.stderr
+    assert "capguard: stopped aider: cost $1.02 reached the $1.00 cap (" in result.stderr
     assert "Traceback" not in result.stderr
     assert_every_billed_reply_counted_once(capguard, result, server)
     assert_stopped_within_one_reply(result, server, cap_usd=1.00)
