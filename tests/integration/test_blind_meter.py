@@ -148,6 +148,7 @@ def assert_every_billed_reply_counted_once(capguard, result, server):
     # 7 replies of $0.145: the 7th crosses $1.00, as without any vandal (test_usd_cap_stops_runaway_aider)
     assert report["at_stop"]["steps"] == 7, (report["usage"], report["at_stop"])
     answered = sum(1 for r in server.requests if r["kind"] == "main")
+    print(f"figures: {report['steps']} replies counted (${report['cost_usd']:.3f}), {answered} main requests served")
     # every request the server got was counted, but the one in flight when the stop came (cut, never answered)
     assert answered - 2 <= report["steps"] <= answered, (answered, report["steps"], report["stop_steps"])
     assert report["steps"] in (7, 8), report["usage"]  # the reply in flight may be answered before the signal
@@ -250,6 +251,7 @@ def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguar
     assert "capguard: could not write the report to" in err  # the run dir's copy; the verdict stands
     # the blind window is one probe interval: at most the reply in flight and the next one went uncounted
     answered = sum(1 for r in server.requests if r["kind"] == "main")
+    print(f"figures: {fault}: {report['steps']} replies counted, {answered} main requests served, {faulted_at} at the fault")
     assert answered <= faulted_at + 2, (answered, faulted_at, report["steps"])
     run = ledger(capguard, "SELECT status, stop_reason, exit_code, steps FROM runs WHERE id = ?", report["run_id"])[0]
     assert (run["stop_reason"], run["exit_code"]) == ("meter_error", 115) and run["status"] != "running"
