@@ -5,6 +5,7 @@ Pure: takes the run's facts, returns strings and dicts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from dataclasses import dataclass, field
@@ -168,6 +169,18 @@ def build_report(facts: RunFacts) -> dict:
         "self_stopped": facts.self_stopped,
         "tree_stop": facts.tree_stop,
     }
+
+
+def write_all(paths: list[Path], data: dict) -> str | None:
+    """Write the report everywhere it goes; a place that fails (a full disk, a vanished run dir) does not stop
+    the others. Returns one line naming the failures, or None."""
+    failed = []
+    for path in paths:
+        try:
+            write_json(path, data)
+        except OSError as err:
+            failed.append(f"{path} ({err.strerror or err})")
+    return f"capguard: could not write the report to {', '.join(failed)}" if failed else None
 
 
 def write_json(path: Path, data: dict) -> None:

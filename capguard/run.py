@@ -30,7 +30,7 @@ from capguard.pricing import Priced, Pricer
 from capguard.private_files import private_dir, private_file
 from capguard.redact import RedactingFilter
 from capguard.reconcile import open_reconciled
-from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_json
+from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
 from capguard.spool import Spool, SpoolError
 from capguard.status import StatusBoard
 from capguard.supervise import Hooks, Outcome, Supervisor
@@ -39,9 +39,17 @@ from capguard.team import team_of
 log = logging.getLogger("capguard")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log write that fails (a full disk) must not print a traceback over the agent's screen; the blind-meter
+    check stops the run when the run dir's disk is full, and the report says why."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _log_to(path: Path) -> logging.Handler:
     """Diagnostics go to the run's log file: capguard never writes on the agent's screen."""
-    handler = logging.FileHandler(private_file(path))
+    handler = _QuietFileHandler(private_file(path))
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
@@ -137,7 +145,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(plan, caps, pricer, name=agent, grace=settings["grace"],
-                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks, run_id=run_id)
+                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks, run_id=run_id,
+                                run_dir=run_dir)
         try:
             outcome = supervisor.run()
         except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
@@ -164,9 +173,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             facts.notes = [*facts.notes, f"the ledger missed {len(outcome.ledger_unsaved)} replies"
                            f" ({outcome.ledger_error}); they are in {spool.path}"]
         report = build_report(facts)
-        write_json(run_dir / "report.json", report)
-        if settings["report_json"]:
-            write_json(Path(settings["report_json"]), report)
+        unwritten = write_all([run_dir / "report.json", *([Path(settings["report_json"])] if settings["report_json"] else [])], report)
         board.update(outcome.meter, caps, outcome.elapsed_s, state="ended", force=True)
         unavailable = _close_run(ledger, spool, run_id, outcome, RunEnd(
             ended_utc=utc_text(clock()), stop_reason=outcome.stop_reason, exit_code=report["exit_code"],
@@ -180,6 +187,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     if outcome.meter.suspicious_lines and not (outcome.stop_reason or outcome.signal_received):
         print(f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
               file=stderr)
+    if unwritten:
+        print(unwritten, file=stderr)
     if unavailable:
         print(unavailable, file=stderr)
     return exit_code(facts)  # never a ledger error's: the cap fired, and what it counted is in the spool

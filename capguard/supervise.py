@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from capguard import cgroup, compat, proctree
+from capguard import blind, cgroup, compat, proctree
 from capguard.agents.base import LaunchPlan
 from capguard.caps import Caps, Verdict, decide, seconds_until_wall
 from capguard.errors import AgentNotExecutable, AgentNotFound
@@ -121,6 +122,8 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         popen: Callable[..., subprocess.Popen] = subprocess.Popen,
         run_id: str | None = None,
+        run_dir: Path | None = None,
+        space: Callable[[Path], blind.Space] = blind.probe,
     ):
         if grace < 0 or kill_after < 0:
             raise ValueError("grace and kill_after must not be negative")
@@ -131,6 +134,7 @@ class Supervisor:
         self.run_id = run_id or str(os.getpid())
         self._cgroup: cgroup.RunCgroup | None = None  # the run's own cgroup, where the machine allows one
         self._guard: subprocess.Popen | None = None  # kills that cgroup if capguard dies (cgroup.start_guard)
+        self.run_dir, self._space, self._next_blind_check = run_dir, space, 0.0
         self.meter = Meter()
         self._queue: queue.Queue = queue.Queue()
         self._exited = threading.Event()
@@ -174,6 +178,7 @@ class Supervisor:
                     watcher.stop()
                     waiter.join(timeout=5)
             self._process(tailer.read_all(), enforce=False)  # what the agent wrote while it was stopped
+            tailer.close()
             self._flush()
         if self.plan.on_exit:
             self.plan.on_exit(agent.pid)
@@ -246,6 +251,7 @@ class Supervisor:
                 events += tailer.read_all()
                 proctree.reap_orphans(agent.pid)
                 next_sweep = self._clock() + SWEEP_EVERY
+            self._check_blind(tailer)
             verdict = self._process(events, enforce=True)
             stop_signal = next((s for s in seen if s in (signal.SIGTERM, signal.SIGHUP)), None)
             if verdict.stop or stop_signal is not None:
@@ -258,6 +264,16 @@ class Supervisor:
                 self._process(tailer.read_all(), enforce=False)
                 self._flush()
                 return self._finish(agent, tailer, self._stopped_itself(agent), None, by_itself=True)
+
+    def _check_blind(self, tailer: Tailer) -> None:
+        """Fail closed when the agent's spend can no longer be seen: a metered file that exists but cannot be
+        read (known after each read), a full or read-only disk or a vanished run dir (probed every TICK)."""
+        why = tailer.problem()
+        if why is None and self._clock() >= self._next_blind_check:
+            self._next_blind_check = self._clock() + TICK
+            why = blind.problem([s.path if s.glob else s.path.parent for s in tailer.specs], self.run_dir, self._space)
+        if why:
+            self.meter.fail(why)  # logged with the stop, once the first signal is out
 
     def _next_item(self, next_sweep: float):
         timeout = min(TICK, max(0.0, next_sweep - self._clock()))

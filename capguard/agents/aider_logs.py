@@ -5,6 +5,7 @@ Pure: bytes in, events out. Formats measured on aider 0.86.2 (see tests/fixtures
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -23,11 +24,19 @@ def estimate_tokens(text: str) -> int:
 
 
 class AnalyticsParser:
-    """`--analytics-log` JSON lines: `message_send` after each main-model reply, `message_send_starting` before."""
+    """`--analytics-log` JSON lines: `message_send` after each main-model reply, `message_send_starting` before.
 
-    def __init__(self, run_id: str, path: str):
-        self._key_prefix = f"aider:{run_id}:{path}@"
+    A reply's key is its line's content (`by_content`, for live runs: the file may be truncated, rotated or
+    replaced under us, so offsets repeat), or `<file>@<offset>` (imports: a file read whole, keys kept stable).
+    aider's line carries its time and the session's running `total_cost`, so two replies' lines differ; the
+    n-th identical line fed to one parser (a cost-0 reply in the same second) gets `#n`.
+    """
+
+    def __init__(self, run_id: str, path: str, *, by_content: bool = False):
+        self._key_prefix = f"aider:{run_id}:" if by_content else f"aider:{run_id}:{path}@"
         self._path = path
+        self._by_content = by_content
+        self._ranks: dict[str, int] = {}
 
     def feed(self, line: bytes, offset: int) -> list[Event]:
         if not line.strip():
@@ -39,11 +48,18 @@ class AnalyticsParser:
                 return [RequestStarted(at=entry.get("time"))]
             if name != "message_send":
                 return []
-            return [self._reply(entry, offset)]
+            return [self._reply(entry, self._key(line, offset), offset)]
         except (ValueError, TypeError, AttributeError) as err:
             return [Malformed(self._path, offset, str(err)[:120])]
 
-    def _reply(self, entry: dict, offset: int) -> Reply:
+    def _key(self, line: bytes, offset: int) -> str:
+        if not self._by_content:
+            return f"{self._key_prefix}{offset}"
+        digest = hashlib.blake2b(line.strip(), digest_size=12).hexdigest()
+        rank = self._ranks[digest] = self._ranks.get(digest, 0) + 1
+        return f"{self._key_prefix}{digest}#{rank}"
+
+    def _reply(self, entry: dict, key: str, offset: int) -> Reply:
         props = entry.get("properties")
         if not isinstance(props, dict):
             raise ValueError("message_send without properties")
@@ -51,7 +67,7 @@ class AnalyticsParser:
         cost_micro = 0 if cost is None else sanitize.usd_micro(cost, "cost")
         tokens = {name: sanitize.count(props.get(name, 0), name) for name in ("prompt_tokens", "completion_tokens")}
         return Reply(
-            key=f"{self._key_prefix}{offset}",
+            key=key,
             model=sanitize.name(props.get("main_model")),
             input_tokens=tokens["prompt_tokens"],
             output_tokens=tokens["completion_tokens"],

@@ -131,6 +131,26 @@ def test_reply_keys_differ_between_runs(aider_fixture):
     assert replies(analytics(path, "run1"))[0].key != replies(analytics(path, "run2"))[0].key
 
 
+def test_live_keys_are_the_lines_content_not_where_it_sits(aider_fixture):
+    # a live run's log may be truncated or replaced under capguard: the same offset then holds another reply
+    path = aider_fixture("lab/openai_stream_multiturn/.aider.analytics.jsonl")
+    data = path.read_bytes()
+    live = replies(feed(AnalyticsParser("run1", str(path), by_content=True), data))
+    assert len({r.key for r in live}) == 3 and all(r.key.startswith("aider:run1:") for r in live)
+    assert all("@" not in r.key for r in live)
+    message_sends = [line for _, line in lines_of(data) if b'"message_send"' in line]
+    moved = replies(feed(AnalyticsParser("run1", str(path), by_content=True), b"\n".join(message_sends[1:]) + b"\n"))
+    assert [r.key for r in moved] == [r.key for r in live[1:]]  # other offsets, same replies, same keys
+
+
+def test_live_keys_tell_identical_lines_apart_by_rank():
+    # two cost-0 replies of the same size in the same second write the same bytes: two replies, two keys
+    line = json.dumps({**MESSAGE_SEND, "properties": {**MESSAGE_SEND["properties"], "cost": 0}}).encode()
+    parser = AnalyticsParser("run1", "log", by_content=True)
+    first, second = parser.feed(line, 0)[0], parser.feed(line, 200)[0]
+    assert first.key.endswith("#1") and second.key.endswith("#2") and first.key[:-2] == second.key[:-2]
+
+
 def test_blank_line_yields_nothing():
     assert AnalyticsParser("r", "p").feed(b"   ", 0) == []
 

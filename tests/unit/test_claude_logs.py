@@ -7,6 +7,7 @@ deduped by the Meter) against Claude Code's own `total_cost_usd` from the same r
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -494,3 +495,37 @@ def test_transcript_dir_uses_the_realpath(tmp_path):
     expected = tmp_path / "cfg" / "projects" / encode_project_dir(str(real.resolve()))
     assert transcript_dir(tmp_path / "cfg", link) == expected
     assert transcript_dir(str(tmp_path / "cfg"), str(real)) == expected
+
+
+# -- a transcript truncated, rotated or rewritten under a live run ------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["truncate", "rewrite", "replace", "rotate"])
+def test_a_transcript_disturbed_mid_run_is_counted_once(tmp_path, fault):
+    from capguard.tail import Tailer, WatchSpec
+
+    data = B.read_bytes()
+    parser = TranscriptParser(session_id="s")  # cut just after the tool's result: a line that must count once
+    cut = next(off + len(line) + 1 for off, line in lines_of(data)
+               if any(isinstance(e, ToolOutcome) for e in parser.feed(line, off)))
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(data[:cut])
+    tailer = Tailer([WatchSpec(path, lambda p: TranscriptParser(session_id="s", source=str(p)))])
+    events = tailer.read(path)
+    if fault == "truncate":  # emptied in place, then Claude appends its next lines
+        path.write_bytes(data[cut:])
+    elif fault == "rewrite":  # emptied and written back whole: the first half comes round again
+        path.write_bytes(data)
+    elif fault == "replace":  # a copy holding every line renamed over it
+        (tmp_path / "copy").write_bytes(data)
+        os.replace(tmp_path / "copy", path)
+    else:  # renamed away; Claude opens the path again for its next lines
+        os.rename(path, tmp_path / "s.jsonl.1")
+        path.write_bytes(data[cut:])
+    events += tailer.read(path)
+    tailer.close()
+    whole = metered(parse(B))
+    meter = metered(events)
+    assert (meter.cost_micro, meter.tokens, meter.steps) == (whole.cost_micro, whole.tokens, whole.steps)
+    assert (meter.failing_tool, meter.failing_streak) == (whole.failing_tool, whole.failing_streak)
+    assert sum(isinstance(e, ToolOutcome) for e in events) == sum(isinstance(e, ToolOutcome) for e in parse(B))

@@ -225,3 +225,141 @@ def test_sweep_reads_every_watched_file_once(tmp_path):
 def test_watching_a_file_that_never_appears_is_harmless(tmp_path, from_end):
     tailer = Tailer([WatchSpec(tmp_path / "never", Recorder, from_end=from_end)])
     assert tailer.read_all() == []
+
+
+# -- never blind, never twice: truncation, rotation, deletion, replacement -----------------------------
+
+
+def lines(cursor: FileCursor) -> list[bytes]:
+    return [line for _, line in cursor.read_new_lines()]
+
+
+def test_lines_appended_after_a_truncation_count_even_when_the_file_regrows_past_the_offset(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b'{"n": 1, "t": 100}\n')
+    cursor = FileCursor(log)
+    assert lines(cursor) == [b'{"n": 1, "t": 100}']
+    os.truncate(log, 0)
+    append(log, b'{"n": 2, "t": 101}\n{"n": 3, "t": 102}\n')  # longer than before: no shrink is ever seen
+    assert lines(cursor) == [b'{"n": 2, "t": 101}', b'{"n": 3, "t": 102}']
+
+
+def test_a_line_of_the_same_length_written_after_a_truncation_counts(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b'{"n": 1}\n')
+    cursor = FileCursor(log)
+    lines(cursor)
+    os.truncate(log, 0)
+    append(log, b'{"n": 2}\n')  # the same size as before the truncation
+    assert lines(cursor) == [b'{"n": 2}']
+
+
+def test_old_lines_written_back_after_a_truncation_are_not_handed_out_again(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\ntwo\n")
+    cursor = FileCursor(log)
+    lines(cursor)
+    log.write_bytes(b"one\ntwo\nthree\n")  # truncated and rewritten in place, with one new line
+    assert lines(cursor) == [b"three"]
+
+
+def test_a_replacement_holding_the_old_lines_hands_out_only_the_new_ones(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\ntwo\n")
+    cursor = FileCursor(log)
+    lines(cursor)
+    replace(log, b"one\ntwo\nthree\n")
+    assert lines(cursor) == [b"three"]
+
+
+def test_identical_lines_within_one_file_are_distinct_lines(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"same\nsame\n")
+    cursor = FileCursor(log)
+    assert lines(cursor) == [b"same", b"same"]
+    replace(log, b"same\nsame\nsame\n")  # the copy holds both old ones and one more
+    assert lines(cursor) == [b"same"]
+
+
+def test_lines_written_to_a_renamed_file_before_the_new_one_appears_are_read(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\n")
+    cursor = FileCursor(log)
+    lines(cursor)
+    append(log, b"two\n")  # written, not yet read...
+    os.rename(log, tmp_path / "log.1")  # ...when the log is rotated
+    log.write_bytes(b"three\n")
+    assert lines(cursor) == [b"two", b"three"]
+
+
+def test_lines_written_just_before_the_file_was_deleted_are_read(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\n")
+    cursor = FileCursor(log)
+    lines(cursor)
+    append(log, b"two\n")
+    log.unlink()
+    assert lines(cursor) == [b"two"]
+    assert cursor.problem is None  # a missing file is one the agent will create again
+    log.write_bytes(b"three\n")
+    assert lines(cursor) == [b"three"]
+
+
+def test_repeated_rotations_lose_and_repeat_nothing(tmp_path):
+    # each rotation comes with unread lines in the old file; a read between two rotations (capguard reads
+    # within milliseconds of each write it is told of; two renames in that time would lose the middle file)
+    log = tmp_path / "log"
+    log.write_bytes(b"line 0\n")
+    cursor = FileCursor(log)
+    seen = lines(cursor)
+    for n in range(1, 20):
+        append(log, f"line {n}\n".encode())
+        if n % 4 == 0:
+            os.rename(log, tmp_path / f"log.{n}")
+        elif n % 5 == 0:
+            replace(log, log.read_bytes())
+        if n % 4 == 0 or n % 5 == 0 or n % 3 == 0:
+            seen += lines(cursor)
+    seen += lines(cursor)
+    assert seen == [f"line {n}".encode() for n in range(20)]
+
+
+def test_a_directory_in_the_files_place_is_a_problem_not_a_crash(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\n")
+    cursor = FileCursor(log)
+    lines(cursor)
+    log.unlink()
+    log.mkdir()
+    assert cursor.read_new_lines() == []
+    assert "cannot read" in cursor.problem and str(log) in cursor.problem
+
+
+def test_a_fifo_in_the_files_place_does_not_hang(tmp_path):
+    log = tmp_path / "log"
+    os.mkfifo(log)
+    cursor = FileCursor(log)
+    assert cursor.read_new_lines() == []
+    assert "not a regular file" in cursor.problem
+
+
+def test_a_read_error_is_a_problem_and_clears_once_the_file_reads_again(tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    log.write_bytes(b"one\n")
+    cursor = FileCursor(log)
+    real = os.pread
+    monkeypatch.setattr(tail.os, "pread", lambda *a: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    assert cursor.read_new_lines() == []
+    assert cursor.problem == f"cannot read {log}: Input/output error"
+    monkeypatch.setattr(tail.os, "pread", real)
+    assert lines(cursor) == [b"one"] and cursor.problem is None
+
+
+def test_tailer_names_the_first_file_it_cannot_read(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_bytes(b"x\n")
+    bad.mkdir()
+    tailer = Tailer([WatchSpec(good, Recorder), WatchSpec(bad, Recorder)])
+    tailer.read_all()
+    assert tailer.problem() == f"cannot read {bad}: not a regular file"
+    tailer.close()
