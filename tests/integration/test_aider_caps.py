@@ -225,7 +225,7 @@ def test_cap_stop_kills_children_that_ignore_sigterm_or_leave_the_session(tmp_pa
 def test_cap_stop_without_a_cgroup_freezes_and_sweeps_the_tree(tmp_path, capguard, aider_bin):
     children = tmp_path / "children.txt"
     capguard.env.update(CAPGUARD_TEST_CHILDREN=str(children), CAPGUARD_TEST_REAL_AGENT=aider_bin, CAPGUARD_CGROUP="off")
-    (capguard.repo / ".capguard.toml").write_text(f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
+    trusted_config(capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
     with FakeOpenAI(runaway_script()) as server:
         result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
                               input=RUNAWAY_INPUT)

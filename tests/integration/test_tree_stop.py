@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from capguard import cgroup
-from tests.integration.conftest import FAKES, Capguard, make_repo, wait_for
+from tests.integration.conftest import FAKES, Capguard, make_repo, trusted_config, wait_for
 
 HAS_CGROUP = cgroup.parent_dir() is not None
 MODES = [pytest.param("cgroup", marks=pytest.mark.skipif(not HAS_CGROUP, reason="no writable cgroup v2 here")),
@@ -44,7 +44,7 @@ def fake(tmp_path):
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'escaping_children.py'} \"$@\"\n")
     for script in (agent, wrapper):
         script.chmod(0o755)
-    (repo / ".capguard.toml").write_text(f'[agents.aider]\ncommand = "{wrapper}"\n')
+    trusted_config(repo / ".capguard.toml", f'[agents.aider]\ncommand = "{wrapper}"\n')
     runner = Capguard(tmp_path, str(wrapper), repo)
     runner.children = tmp_path / "children.txt"
     runner.env.update(CAPGUARD_TEST_CHILDREN=str(runner.children), CAPGUARD_TEST_REAL_AGENT=str(agent))
