@@ -28,7 +28,7 @@ from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
 from capguard.month_guard import MonthGuard, utc_clock, utc_text
 from capguard.pricing import Priced, Pricer
 from capguard.private_files import private_dir, private_file
-from capguard.redact import RedactingFilter
+from capguard.redact import RedactingFilter, redact_argv
 from capguard.reconcile import open_reconciled
 from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
 from capguard.spool import Spool, SpoolError
@@ -119,8 +119,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     with open_reconciled(settings["ledger"], stderr) as ledger:
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
-        start = RunStart(
-            run_id=run_id, agent=agent, argv=plan.argv, cwd=str(cwd), user=user, host=host,
+        start = RunStart(  # redacted here, so the spool never holds a key from the agent's command line either
+            run_id=run_id, agent=agent, argv=redact_argv(plan.argv), cwd=str(cwd), user=user, host=host,
             started_utc=utc_text(clock()), caps=caps.as_json(), project=identity.project(cwd), line=line,
         )
         spool = _open_spool(run_dir, start, ledger)

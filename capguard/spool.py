@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from capguard import paths
+from capguard.private_files import private_dir
 from capguard.ledger import RunEnd, RunStart, UsageRecord
 
 SPOOL_NAME = "spool.jsonl"
@@ -65,7 +66,8 @@ class Spool:
             spool._append(_line("start", run=dataclasses.asdict(start), ledger=ledger, pid=pid,
                                 pid_created=pid_created, host=host))
             _fsync_dir(run_dir)
-            marker.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(paths.data_home(), stderr=None)  # 0700 like every other path to it
+            private_dir(marker.parent, stderr=None)
             marker.touch(mode=0o600)
             _fsync_dir(marker.parent)
         except OSError as exc:

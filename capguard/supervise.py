@@ -399,7 +399,12 @@ class Supervisor:
         if by_itself and reason:  # the agent ended at the cap on its own; its tree goes as after any exit
             stop_log.add(f"{self.name} stopped itself at the {reason} cap (exit status {agent.returncode})")
         if (reason or stop_signal) and not by_itself:
-            polite = [(signal.Signals(stop_signal), 0.0)] if stop_signal else self.plan.polite_stop
+            if stop_signal:
+                polite = [(signal.Signals(stop_signal), 0.0)]
+            elif reason == "meter_error":  # blind: a polite stop's "is it still spending?" cannot be answered
+                polite = [(signal.SIGTERM, 0.0)]
+            else:
+                polite = self.plan.polite_stop
             leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
         elif self._cgroup.populated() if self._cgroup else proctree.has_children():
             # the agent is gone; anything of its tree left is ours now

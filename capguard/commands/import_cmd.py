@@ -127,7 +127,7 @@ def human(summary: dict) -> list[str]:
     if summary["malformed_lines"]:
         lines.append(f"  malformed lines skipped: {summary['malformed_lines']:,}")
     if summary.get("suspicious_replies"):
-        lines.append(f"  {_count(summary['suspicious_replies'], 'reply', 'replies')} with figures beyond capguard's bounds"
+        lines.append(f"  {format_count(summary['suspicious_replies'], 'reply', 'replies')} with figures beyond capguard's bounds"
                      f" ({sanitize.MAX_TOKENS:,} tokens or ${sanitize.MAX_REPLY_USD_MICRO // 10**6:,} a reply):"
                      " imported at the bound")
     return lines

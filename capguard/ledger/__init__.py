@@ -65,7 +65,7 @@ def _sqlite_path(target: str | os.PathLike[str] | None) -> Path | None:
     if target is None:
         return default_ledger_path()
     text = os.fspath(target)
-    if not text or text == ":memory:" or text.startswith(POSTGRES_SCHEMES):
+    if not text or text == ":memory:" or text.startswith(POSTGRES_SCHEMES) or _KEYWORD_DSN.match(text):
         return None
     return Path(text).expanduser()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from capguard import paths
 from capguard.errors import LedgerError
+from capguard.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def remember(path: Path) -> None:
         return
     try:
         target = known_file()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent, stderr=None)  # capguard's data dir: created 0700, as every other path makes it
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, (json.dumps(key) + "\n").encode("utf-8"))  # O_APPEND: one write per line, never interleaved

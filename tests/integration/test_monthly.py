@@ -355,6 +355,7 @@ def test_a_run_crossing_midnight_on_the_first_starts_the_new_month_afresh(team, 
 def test_corrupted_ledger_under_a_monthly_cap_starts_nothing(tmp_path):
     bad = tmp_path / "ledger.db"
     bad.write_text("this is not a database")
+    bad.chmod(0o600)  # private, as capguard keeps a ledger: the one line is about the ledger, not its mode
     team = Team(tmp_path, str(bad))
     marker = tmp_path / "started"
     rc, err, _ = team.run("aider", started=str(marker), replies="1")

@@ -105,6 +105,7 @@ def test_unusable_ledger_refuses_to_start_the_agent(fake, tmp_path):
     marker = tmp_path / "started"
     bad = tmp_path / "ledger.db"
     bad.write_text("this is not a database")
+    bad.chmod(0o600)  # private, as capguard keeps a ledger: the one line is about the ledger, not its mode
     fake.env.update(FAKE_STARTED=str(marker), FAKE_REPLIES="1")
     result = fake.run(["--usd", "1", "--ledger", str(bad)], [])
     assert result.rc == 3
