@@ -466,6 +466,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 logged += 1
 
     serve_until_terminated(server, tick)
+    tick()  # the requests finished since the last tick
     return 0
 
 
