@@ -22,9 +22,11 @@ Command line (foreground, prints the base URL)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -361,6 +363,9 @@ class FakeResponses(FakeServer):
         self.script = script
         self.cache = billing.PromptCache(enabled=caching)
         self._main_index = 0
+        # Response ids are unique per server and survive reset(), like real ones: agents may key on them.
+        self._id_prefix = f"resp_fake{uuid.uuid4().hex[:8]}_"
+        self._ids = itertools.count(1)
 
     @property
     def base_url(self) -> str:
@@ -381,7 +386,7 @@ class FakeResponses(FakeServer):
             plan = plan_reply(reply, billing.max_output_tokens(body))
             input_tokens = billing.tokens(text)
             record = {
-                "id": f"resp_fake_{len(self._requests) + 1}",
+                "id": f"{self._id_prefix}{next(self._ids)}",
                 "time": time.time(),
                 "model": body.get("model"),
                 "stream": bool(body.get("stream")),

@@ -152,8 +152,9 @@ def test_a_tool_call_streams_its_arguments():
     with FakeResponses(Script([shell("ls -la")])) as server:
         _, text = post(server, body())
     events = sse(text)
+    rid = server.requests[0]["id"]
     done = [d["item"] for n, d in events if n == "response.output_item.done"]
-    assert done == [{"type": "function_call", "id": "fc_resp_fake_1", "call_id": "call_resp_fake_1",
+    assert done == [{"type": "function_call", "id": f"fc_{rid}", "call_id": f"call_{rid}",
                      "name": "exec_command", "arguments": '{"cmd": "ls -la"}', "status": "completed"}]
     args = "".join(d["delta"] for n, d in events if n == "response.function_call_arguments.delta")
     assert json.loads(args) == {"cmd": "ls -la"}
@@ -222,6 +223,20 @@ def test_title_requests_do_not_consume_the_script():
     assert [r["main_index"] for r in server.requests] == [0, None, 1]
     assert "second" in second and "Fake task title" in text
     assert len(server.billed("main")) == 2 and len(server.billed("title")) == 1
+
+
+def test_response_ids_are_unique_across_servers_and_resets():
+    def sent_id(server: FakeResponses) -> str:
+        return sse(post(server, body())[1])[-1][1]["response"]["id"]
+
+    ids = []
+    for _ in range(2):
+        with FakeResponses(Script([say("ok")])) as server:
+            ids.append(sent_id(server))
+            server.reset()
+            ids.append(sent_id(server))
+            assert [r["id"] for r in server.requests] == ids[-1:]
+    assert len(set(ids)) == 4 and all(i.startswith("resp_") for i in ids)
 
 
 def test_billed_usage_sums_every_billed_request():
