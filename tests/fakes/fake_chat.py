@@ -321,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionError, OSError):
             self.close_connection = True  # the client went away mid-reply (e.g. the agent was killed)
         finally:
-            owner._finish(record, meter)
+            owner._finish(record, meter)  # no-op when the reply already settled its bill
             owner._end()
 
     def _complete(self, record: dict, reply: Reply, plan: _Plan, meter: _Meter) -> None:
@@ -340,14 +340,13 @@ class _Handler(BaseHTTPRequestHandler):
                                      for i, (name, args) in enumerate(plan.calls)]
         meter.reasoning = len(plan.reasoning.encode())
         meter.visible = len(plan.text.encode()) + sum(len((n + a).encode()) for n, a in plan.calls)
+        self.server.owner._finish(record, meter, usage_sent=True)  # settled before the client can read it
         self._send_json(200, {
             "id": record["id"], "object": "chat.completion", "created": int(record["time"]),
             "model": record["model"], "system_fingerprint": "fp_capguard_fake",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish}],
             "usage": meter.usage(),
         })
-        record["usage_sent"] = True
-        record["complete"] = True
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -398,13 +397,13 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.cut_after is not None and len(deltas) >= reply.cut_after:
             self.close_connection = True
             return
+        # everything is generated: settle the bill before the client can see the end of the stream
+        self.server.owner._finish(record, meter, usage_sent=record["include_usage"])
         self._event(chunk({}, plan.finish))
         if record["include_usage"]:
             self._event({**base, "choices": [], "usage": meter.usage()})
-            record["usage_sent"] = True
         self._event("[DONE]")
         self._chunk(b"")  # end of the chunked body
-        record["complete"] = True
 
 
 class FakeChat(FakeServer):
@@ -450,10 +449,17 @@ class FakeChat(FakeServer):
             self._cond.notify_all()
         return record, reply, _Meter(prompt_tokens, cached)
 
-    def _finish(self, record: dict, meter: _Meter) -> None:
+    def _finish(self, record: dict, meter: _Meter, *, usage_sent: Optional[bool] = None) -> None:
+        """Settle a request's bill once: the prompt plus whatever was generated and sent. ``usage_sent`` is given
+        for a reply that completed (whether its usage reaches the client); None for one cut or abandoned."""
         with self._cond:
-            record["usage"] = meter.usage()  # billed: the prompt plus whatever was generated and sent
+            if record["usage"] is not None:
+                return
+            record["usage"] = meter.usage()
             record["finished_at"] = time.time()
+            if usage_sent is not None:
+                record["complete"] = True
+                record["usage_sent"] = usage_sent
             self._cond.notify_all()
 
     @property
