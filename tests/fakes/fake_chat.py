@@ -1,34 +1,10 @@
 """A fake OpenAI Chat Completions server that bills like a real one: usage follows each request's size and the
-reply it sends, with prefix caching, streamed usage only when asked for, and a thread-safe log of what it billed.
-
-Billing rule (one token per 4 bytes, rounded up; all counts are of UTF-8 bytes):
-
-* ``prompt_tokens`` = ceil(len(prompt_text) / 4), where ``prompt_text`` (see :func:`prompt_text`) joins with "\\n"
-  the request's ``tools`` as compact sorted JSON, then per message its text content (a string, or the ``text`` of
-  its text parts) and, for each assistant ``tool_calls`` entry, the function's name and arguments.
-* ``cached_tokens`` (``prompt_tokens_details``) = the longest byte prefix ``prompt_text`` shares with an earlier
-  request's, floor-divided by 4 and rounded down to a multiple of 128, and 0 below 1024 (OpenAI's prompt caching
-  works in those steps). Turn it off with ``Script(cache=False)``.
-* ``completion_tokens`` = ``reasoning_tokens`` + ceil(visible bytes / 4), where the visible bytes are the content
-  sent plus each tool call's name and arguments, and ``reasoning_tokens`` = ceil(bytes of the ``reasoning_content``
-  sent / 4). Never above the request's ``max_completion_tokens`` / ``max_tokens``: the reply is cut to fit and ends
-  with ``finish_reason: "length"``.
-* Streaming sends usage in one last chunk (``choices: []``) only when ``stream_options.include_usage`` is true;
-  a non-streamed reply always carries it. A reply cut mid-stream (``Reply.cut_after``) or abandoned by the client
-  is billed for what was sent, and its record says the client never saw the usage.
-
-    with FakeChat(Script([Reply(tool_calls=(bash("echo hi"),)), Reply("done")])) as server:
-        run_agent(base_url=server.base_url)
-        assert server.totals() == what_the_agent_recorded
-
-Command line: ``python tests/fakes/fake_chat.py [--port N] [--script chat|shell|runaway|slow|cut]``.
-"""
+reply it sends, with prefix caching, streamed usage only when asked for, and a thread-safe log of what it billed."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +16,28 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable fo
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated  # noqa: E402
+
+# Billing rule (one token per 4 bytes, rounded up; all counts are of UTF-8 bytes):
+#
+# * ``prompt_tokens`` = ceil(len(prompt_text) / 4), where ``prompt_text`` (see :func:`prompt_text`) joins with newlines
+#   the request's ``tools`` as compact sorted JSON, then per message its text content (a string, or the ``text`` of
+#   its text parts) and, for each assistant ``tool_calls`` entry, the function's name and arguments.
+# * ``cached_tokens`` (``prompt_tokens_details``) = the longest byte prefix ``prompt_text`` shares with an earlier
+#   request's, floor-divided by 4 and rounded down to a multiple of 128, and 0 below 1024 (OpenAI's prompt caching
+#   works in those steps). Turn it off with ``Script(cache=False)``.
+# * ``completion_tokens`` = ``reasoning_tokens`` + ceil(visible bytes / 4), where the visible bytes are the content
+#   sent plus each tool call's name and arguments, and ``reasoning_tokens`` = ceil(bytes of the ``reasoning_content``
+#   sent / 4). Never above the request's ``max_completion_tokens`` / ``max_tokens``: the reply is cut to fit and ends
+#   with ``finish_reason: "length"``.
+# * Streaming sends usage in one last chunk (``choices: []``) only when ``stream_options.include_usage`` is true;
+#   a non-streamed reply always carries it. A reply cut mid-stream (``Reply.cut_after``) or abandoned by the client
+#   is billed for what was sent, and its record says the client never saw the usage.
+#
+#     with FakeChat(Script([Reply(tool_calls=(bash("echo hi"),)), Reply("done")])) as server:
+#         run_agent(base_url=server.base_url)
+#         assert server.totals() == what_the_agent_recorded
+#
+# Command line: ``python tests/fakes/fake_chat.py [--port N] [--script chat|shell|runaway|slow|cut] [--log F]``.
 
 __all__ = [
     "ToolCall", "Reply", "Script", "FakeChat", "bash", "tokens", "prompt_text", "cached_tokens_for",

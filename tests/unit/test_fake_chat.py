@@ -21,8 +21,9 @@ from tests.fakes.fake_chat import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS = [{"type": "function", "function": {"name": "bash", "description": "Run a shell command",
-                                           "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}]
+TOOLS = [{"type": "function", "function": {
+    "name": "bash", "description": "Run a shell command",
+    "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}]
 
 
 def body(user: str = "hello", *, system: str = "You are a coding agent.", tools=TOOLS, **extra) -> dict:
