@@ -61,8 +61,10 @@ def loadavg() -> str:
 
 def code_files() -> dict[str, str]:
     """A short hash of each capguard/**/*.py as it is on disk (others edit the tree while benchmarks run)."""
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
-            for p in sorted((ROOT / "capguard").rglob("*.py"))}
+    return {
+        str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+        for p in sorted((ROOT / "capguard").rglob("*.py"))
+    }
 
 
 def code_fingerprint(files: dict[str, str] | None = None) -> str:
@@ -132,14 +134,16 @@ def isolated_env(name: str, *, fresh: bool = True) -> tuple[Path, dict[str, str]
     for sub in ("home", "capguard", "xdg", "xdg-data"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPGUARD_", "AIDER_", "OPENAI_", "ANTHROPIC_"))}
-    env.update({
-        "HOME": str(base / "home"),
-        "CAPGUARD_HOME": str(base / "capguard"),
-        "XDG_CONFIG_HOME": str(base / "xdg"),
-        "XDG_DATA_HOME": str(base / "xdg-data"),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "CAPGUARD_TITLE": "false",
-    })
+    env.update(
+        {
+            "HOME": str(base / "home"),
+            "CAPGUARD_HOME": str(base / "capguard"),
+            "XDG_CONFIG_HOME": str(base / "xdg"),
+            "XDG_DATA_HOME": str(base / "xdg-data"),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "CAPGUARD_TITLE": "false",
+        }
+    )
     return base, env
 
 

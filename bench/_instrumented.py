@@ -74,11 +74,13 @@ def _time(owner, attr: str, name: str) -> None:
 
 
 def _phases() -> int:
-    from capguard import cli
-
     import capguard.run as run  # what `capguard AGENT` imports lazily, imported here to time it
-    from capguard import config, identity, supervise, watch
+    from capguard import cli
+    from capguard.config import identity
+    from capguard.config import settings as config
     from capguard.ledger import store
+    from capguard.metering import watch
+    from capguard.supervisor import supervise
 
     PHASES["import capguard (cli, run and what they pull in)"] = (time.monotonic_ns() - T0) / 1e6
     _time(config, "load_settings", "load settings (config files)")
@@ -106,8 +108,11 @@ def _phases() -> int:
 def main() -> int:
     if os.environ.get("BENCH_PHASES"):
         return _phases()
-    from capguard import cli, proctree, status, supervise, tail, watch
+    from capguard import cli
     from capguard.ledger import store
+    from capguard.metering import tail, watch
+    from capguard.supervisor import proctree, supervise
+    from capguard.supervisor import status_board as status
 
     if os.environ.get("BENCH_WHATIF_FILTER") == "1":
         watch.Watcher._start = _filtered_start

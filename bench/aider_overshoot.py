@@ -28,14 +28,27 @@ import _common as C
 import claude_harness as H
 
 sys.path.insert(0, str(C.ROOT))
-from capguard.demo.demo_cmd import seed_price_cache
+from capguard.cli.demo_cmd import seed_price_cache
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
 
 REPLY_USD = 0.145
 RUNAWAY_INPUT = "Please fix the greeting in hello.py\n" * 10
-FLAGS = ["--model", "openai/gpt-4o", "--openai-api-key", "sk-fake", "--no-check-update", "--no-show-release-notes",
-         "--analytics-disable", "--yes-always", "--no-gitignore", "--no-auto-commits", "--no-pretty",
-         "--no-show-model-warnings", "--no-stream", "--no-fancy-input"]
+FLAGS = [
+    "--model",
+    "openai/gpt-4o",
+    "--openai-api-key",
+    "sk-fake",
+    "--no-check-update",
+    "--no-show-release-notes",
+    "--analytics-disable",
+    "--yes-always",
+    "--no-gitignore",
+    "--no-auto-commits",
+    "--no-pretty",
+    "--no-show-model-warnings",
+    "--no-stream",
+    "--no-fancy-input",
+]
 
 
 def one(i: int, cap: float, delay: float, args) -> dict:
@@ -47,14 +60,27 @@ def one(i: int, cap: float, delay: float, args) -> dict:
     report_path = base / "report.json"
     rec: dict = {"run": i, "cap": round(cap, 4), "delay_s": round(delay, 3)}
     with FakeOpenAI(runaway_script(delay_s=delay)) as server:
-        argv = [args.python, "-m", "capguard", "--report-json", str(report_path), "--usd", f"{cap:.4f}", "aider",
-                "--openai-api-base", server.base_url, *FLAGS, "hello.py"]
+        argv = [
+            args.python,
+            "-m",
+            "capguard",
+            "--report-json",
+            str(report_path),
+            "--usd",
+            f"{cap:.4f}",
+            "aider",
+            "--openai-api-base",
+            server.base_url,
+            *FLAGS,
+            "hello.py",
+        ]
         runs = base / "capguard" / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         observer = H.Observer([runs])  # capguard.log lines, and aider's exit (pidfd)
         observer.start()
-        proc = subprocess.Popen(argv, cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            argv, cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         aider = H.find_child(proc.pid, ("aider",), 30)
         if aider is not None:
             observer.watch_pid(aider.pid)
@@ -87,17 +113,26 @@ def one(i: int, cap: float, delay: float, args) -> dict:
     rec["stderr_tail"] = err[-300:]
     if report:
         at = report.get("at_stop") or {}
-        rec.update({
-            "stop_reason": report["stop_reason"], "exit_code": report["exit_code"],
-            "usd_at_stop": at.get("cost_usd"), "usd_final": report["cost_usd"],
-            "steps_at_stop": at.get("steps"), "steps_final": report["steps"],
-            "requests_at_stop": at.get("requests"), "requests_final": report.get("requests_started"),
-            "final_minus_cap": report["cost_usd"] - cap, "at_stop_minus_cap": (at.get("cost_usd") or 0) - cap,
-            "replies_after_stop": report["steps"] - (at.get("steps") or 0),
-            "stop_steps": report.get("stop_steps"), "largest_reply_usd": report.get("largest_reply_usd"),
-        })
+        rec.update(
+            {
+                "stop_reason": report["stop_reason"],
+                "exit_code": report["exit_code"],
+                "usd_at_stop": at.get("cost_usd"),
+                "usd_final": report["cost_usd"],
+                "steps_at_stop": at.get("steps"),
+                "steps_final": report["steps"],
+                "requests_at_stop": at.get("requests"),
+                "requests_final": report.get("requests_started"),
+                "final_minus_cap": report["cost_usd"] - cap,
+                "at_stop_minus_cap": (at.get("cost_usd") or 0) - cap,
+                "replies_after_stop": report["steps"] - (at.get("steps") or 0),
+                "stop_steps": report.get("stop_steps"),
+                "largest_reply_usd": report.get("largest_reply_usd"),
+            }
+        )
     rec["server"] = {
-        "main_requests": len(requests), "side_requests": others,
+        "main_requests": len(requests),
+        "side_requests": others,
         "arrived_after_sigint": sum(1 for r in requests if sigint and r["time"] > sigint),
         "in_flight_at_sigint": sum(1 for r in requests if sigint and r["time"] <= sigint < r["time"] + r["delay_s"]),
         # a non-streamed reply is sent `delay` after the request arrives; one that was due before aider
@@ -135,41 +170,54 @@ def main() -> None:
     d_lo, d_hi = (float(x) for x in args.delay.split(","))
     c_lo, c_hi = (float(x) for x in args.cap.split(","))
     rng = random.Random(args.seed)
-    print(f"{args.name}: {args.runs} runs, delay {d_lo}-{d_hi} s, cap ${c_lo}-${c_hi}; load {data['machine']['loadavg']}",
-          flush=True)
+    print(
+        f"{args.name}: {args.runs} runs, delay {d_lo}-{d_hi} s, cap ${c_lo}-${c_hi}; load {data['machine']['loadavg']}",
+        flush=True,
+    )
     runs = []
     for i in range(args.runs):
         cap, delay = rng.uniform(c_lo, c_hi), rng.uniform(d_lo, d_hi)
         r = one(i, cap, delay, args)
         runs.append(r)
-        H.progress(f"{i + 1}/{args.runs}: cap ${r['cap']:.2f}, delay {r['delay_s']:.2f} s, rc {r.get('rc')}, "
-                   f"at stop ${r.get('usd_at_stop')}, final ${r.get('usd_final')}, replies after stop "
-                   f"{r.get('replies_after_stop')}, server: {r['server']}")
+        H.progress(
+            f"{i + 1}/{args.runs}: cap ${r['cap']:.2f}, delay {r['delay_s']:.2f} s, rc {r.get('rc')}, "
+            f"at stop ${r.get('usd_at_stop')}, final ${r.get('usd_final')}, replies after stop "
+            f"{r.get('replies_after_stop')}, server: {r['server']}"
+        )
     good = [r for r in runs if r["ok"]]
 
     def col(name):
         return [r[name] for r in good if r.get(name) is not None]
 
-    data.update({
-        "aider": args.aider, "aider_version": H._version([args.aider, "--version"]), "reply_usd": REPLY_USD,
-        "delay_range": [d_lo, d_hi], "cap_range": [c_lo, c_hi], "seed": args.seed, "flags": FLAGS, "runs": runs,
-        "summary": {
-            "runs": len(runs), "ok": len(good),
-            "final_minus_cap": C.summary(col("final_minus_cap")),
-            "at_stop_minus_cap": C.summary(col("at_stop_minus_cap")),
-            "final_minus_at_stop": C.summary([r["usd_final"] - r["usd_at_stop"] for r in good]),
-            "final_over_cap_pct": C.summary([100 * r["final_minus_cap"] / r["cap"] for r in good]),
-            "replies_after_stop": C.summary(col("replies_after_stop")),
-            "server_arrived_after_sigint": C.summary([r["server"]["arrived_after_sigint"] for r in good]),
-            "server_in_flight_at_sigint": C.summary([r["server"]["in_flight_at_sigint"] for r in good]),
-            "unseen_usd": C.summary(col("unseen_usd")),
-            "decision_to_sigint_ms": C.summary(col("decision_to_sigint_ms")),
-            "sigint_to_exit_ms": C.summary(col("sigint_to_exit_ms")),
-            "escalated": sum(1 for r in good if any("SIGTERM to aider" in s for s in r.get("stop_steps") or [])),
-            "survivors": sum(len(r["survivors"]) for r in runs),
-            "exit_codes": {str(k): sum(1 for r in runs if r.get("rc") == k) for k in {r.get("rc") for r in runs}},
-        },
-    })
+    data.update(
+        {
+            "aider": args.aider,
+            "aider_version": H._version([args.aider, "--version"]),
+            "reply_usd": REPLY_USD,
+            "delay_range": [d_lo, d_hi],
+            "cap_range": [c_lo, c_hi],
+            "seed": args.seed,
+            "flags": FLAGS,
+            "runs": runs,
+            "summary": {
+                "runs": len(runs),
+                "ok": len(good),
+                "final_minus_cap": C.summary(col("final_minus_cap")),
+                "at_stop_minus_cap": C.summary(col("at_stop_minus_cap")),
+                "final_minus_at_stop": C.summary([r["usd_final"] - r["usd_at_stop"] for r in good]),
+                "final_over_cap_pct": C.summary([100 * r["final_minus_cap"] / r["cap"] for r in good]),
+                "replies_after_stop": C.summary(col("replies_after_stop")),
+                "server_arrived_after_sigint": C.summary([r["server"]["arrived_after_sigint"] for r in good]),
+                "server_in_flight_at_sigint": C.summary([r["server"]["in_flight_at_sigint"] for r in good]),
+                "unseen_usd": C.summary(col("unseen_usd")),
+                "decision_to_sigint_ms": C.summary(col("decision_to_sigint_ms")),
+                "sigint_to_exit_ms": C.summary(col("sigint_to_exit_ms")),
+                "escalated": sum(1 for r in good if any("SIGTERM to aider" in s for s in r.get("stop_steps") or [])),
+                "survivors": sum(len(r["survivors"]) for r in runs),
+                "exit_codes": {str(k): sum(1 for r in runs if r.get("rc") == k) for k in {r.get("rc") for r in runs}},
+            },
+        }
+    )
     data = H.finish_record(data)
     path = C.save(args.name, data)
     s = data["summary"]

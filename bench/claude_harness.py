@@ -2,7 +2,7 @@
 
 - scratch folders in /tmp (never the work tree: the agents run there), seeded so Claude Code shows no dialog
   (the recipe of tests/integration/test_claude_caps.py);
-- the fake model servers run as their own processes (`python -m capguard.demo.fake_anthropic --log ...`), so
+- the fake model servers run as their own processes (`python -m tests.fakes.fake_anthropic --log ...`), so
   the harness's timing thread never waits for the fake's threads on the GIL;
 - a pty whose slave is capguard's controlling terminal (tests/integration/test_aider_tty.py's recipe);
 - `Observer`: one thread that blocks in poll(2) on an inotify descriptor (raw inotify through ctypes) and on
@@ -34,7 +34,9 @@ from pathlib import Path
 import _common as C
 import psutil
 
-CLAUDE = os.environ.get("CAPGUARD_BENCH_CLAUDE", shutil.which("claude") or str(C.ROOT / ".agents/node_modules/.bin/claude"))
+CLAUDE = os.environ.get(
+    "CAPGUARD_BENCH_CLAUDE", shutil.which("claude") or str(C.ROOT / ".agents/node_modules/.bin/claude")
+)
 SCRATCH = Path(os.environ.get("CAPGUARD_BENCH_SCRATCH", "/tmp/capguard-bench"))
 KEY = "sk-ant-api03-fake-capguard-bench-AAAAAAAAAAAAAAAAAAAAA"
 TAG_VAR = "CAPGUARD_BENCH_TAG"
@@ -48,8 +50,12 @@ OPUS_RATES = (4.0, 20.0, 5.0, 0.2)
 
 def reply_usd(usage: dict) -> float:
     i, o, w, r = OPUS_RATES
-    return (usage.get("input_tokens", 0) * i + usage.get("output_tokens", 0) * o
-            + usage.get("cache_creation_input_tokens", 0) * w + usage.get("cache_read_input_tokens", 0) * r) / 1e6
+    return (
+        usage.get("input_tokens", 0) * i
+        + usage.get("output_tokens", 0) * o
+        + usage.get("cache_creation_input_tokens", 0) * w
+        + usage.get("cache_read_input_tokens", 0) * r
+    ) / 1e6
 
 
 # ---------------------------------------------------------------------------------------------- scratch
@@ -64,19 +70,24 @@ def scratch(name: str, *, fresh: bool = True) -> Path:
 
 
 def base_env(base: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CAPGUARD_", "AIDER_", "OPENAI_", "ANTHROPIC_", "OTEL_", "CLAUDE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CAPGUARD_", "AIDER_", "OPENAI_", "ANTHROPIC_", "OTEL_", "CLAUDE_"))
+    }
     for sub in ("home", "capguard", "xdg", "xdg-data"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    env.update({
-        "HOME": str(base / "home"),
-        "CAPGUARD_HOME": str(base / "capguard"),
-        "XDG_CONFIG_HOME": str(base / "xdg"),
-        "XDG_DATA_HOME": str(base / "xdg-data"),
-        "CAPGUARD_TITLE": "false",
-        "TZ": "UTC",  # capguard.log's asctime is local time: make it UTC so the harness can read it back
-        TAG_VAR: uuid.uuid4().hex,
-    })
+    env.update(
+        {
+            "HOME": str(base / "home"),
+            "CAPGUARD_HOME": str(base / "capguard"),
+            "XDG_CONFIG_HOME": str(base / "xdg"),
+            "XDG_DATA_HOME": str(base / "xdg-data"),
+            "CAPGUARD_TITLE": "false",
+            "TZ": "UTC",  # capguard.log's asctime is local time: make it UTC so the harness can read it back
+            TAG_VAR: uuid.uuid4().hex,
+        }
+    )
     return env
 
 
@@ -95,17 +106,29 @@ def claude_env(base: Path, repo: Path, base_url: str) -> dict[str, str]:
     env = base_env(base)
     config = base / "home" / ".claude"
     config.mkdir(parents=True, exist_ok=True)
-    (config / ".claude.json").write_text(json.dumps({
-        "hasCompletedOnboarding": True, "lastOnboardingVersion": "2.1.330", "theme": "dark",
-        "customApiKeyResponses": {"approved": [KEY[-20:]], "rejected": []},
-        "projects": {os.path.realpath(repo): {"hasTrustDialogAccepted": True}},
-    }))
+    (config / ".claude.json").write_text(
+        json.dumps(
+            {
+                "hasCompletedOnboarding": True,
+                "lastOnboardingVersion": "2.1.330",
+                "theme": "dark",
+                "customApiKeyResponses": {"approved": [KEY[-20:]], "rejected": []},
+                "projects": {os.path.realpath(repo): {"hasTrustDialogAccepted": True}},
+            }
+        )
+    )
     (config / "settings.json").write_text(json.dumps({"skipDangerousModePermissionPrompt": True}))
     (base / "claude-tmp").mkdir(exist_ok=True)
     env.update(
-        CLAUDE_CONFIG_DIR=str(config), CLAUDE_CODE_TMPDIR=str(base / "claude-tmp"), IS_SANDBOX="1",
-        ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY=KEY, DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
-        DISABLE_ERROR_REPORTING="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        CLAUDE_CONFIG_DIR=str(config),
+        CLAUDE_CODE_TMPDIR=str(base / "claude-tmp"),
+        IS_SANDBOX="1",
+        ANTHROPIC_BASE_URL=base_url,
+        ANTHROPIC_API_KEY=KEY,
+        DISABLE_TELEMETRY="1",
+        DISABLE_AUTOUPDATER="1",
+        DISABLE_ERROR_REPORTING="1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         PATH=f"{Path(CLAUDE).parent}:{os.environ.get('PATH', '')}",
     )
     return env
@@ -148,16 +171,30 @@ def kill_tagged(tag: str) -> None:
 
 
 class FakeServer:
-    """`python -m capguard.demo.fake_anthropic|fake_openai --port 0 ...` in its own process."""
+    """`python -m tests.fakes.fake_anthropic` or `python -m capguard.demo.fake_openai`, `--port 0 ...`, in its own
+    process (the checkout on its PYTHONPATH)."""
 
     def __init__(self, module: str, args: list[str], log: Path | None = None):
-        argv = [C.CG_PYTHON, "-m", f"capguard.demo.{module}", "--port", "0", *args]
+        argv = [
+            C.CG_PYTHON,
+            "-m",
+            {"fake_anthropic": "tests.fakes.fake_anthropic"}.get(module, f"capguard.demo.{module}"),
+            "--port",
+            "0",
+            *args,
+        ]
         if log is not None:
             argv += ["--log", str(log)]
         self.log = log
         self.argv = argv
-        self.proc = subprocess.Popen(argv, cwd="/tmp", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(C.ROOT)})
+        self.proc = subprocess.Popen(
+            argv,
+            cwd="/tmp",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(C.ROOT)},
+        )
         self.base_url = self.proc.stdout.readline().strip()
         if not self.base_url.startswith("http"):
             self.stop()
@@ -194,8 +231,14 @@ class Terminal:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env={**env, "TERM": "xterm-256color"}, stdin=slave, stdout=slave, stderr=slave,
-            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            argv,
+            cwd=cwd,
+            env={**env, "TERM": "xterm-256color"},
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         os.close(slave)
         self.tail = b""  # the last 64 KB of what the session drew
@@ -359,7 +402,7 @@ class Observer(threading.Thread):
         pos = 0
         while pos < len(data):
             wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
-            name = data[pos + _EVENT.size: pos + _EVENT.size + length].rstrip(b"\0")
+            name = data[pos + _EVENT.size : pos + _EVENT.size + length].rstrip(b"\0")
             pos += _EVENT.size + length
             folder = self.wds.get(wd)
             if folder is None or not name:

@@ -60,22 +60,33 @@ def sample(cg: psutil.Process, claude: psutil.Process, term: H.Terminal, run_dir
         term.pump(1.0)
         now_t, now_c = time.monotonic(), H.cpu_s(cg)
         mem = cg.memory_full_info()
-        samples.append({"t": round(now_t - t0, 3), "cpu_pct": 100 * (now_c - prev_c) / (now_t - prev_t),
-                        "rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20, "threads": cg.num_threads()})
+        samples.append(
+            {
+                "t": round(now_t - t0, 3),
+                "cpu_pct": 100 * (now_c - prev_c) / (now_t - prev_t),
+                "rss_mb": mem.rss / 2**20,
+                "uss_mb": mem.uss / 2**20,
+                "threads": cg.num_threads(),
+            }
+        )
         prev_t, prev_c = now_t, now_c
     t1, c1, a1, ctx1 = time.monotonic(), H.cpu_s(cg), H.cpu_s(claude), cg.num_ctx_switches()
     window = t1 - t0
     rss = [x["rss_mb"] for x in samples]
     return {
-        "sampled_s": round(window, 1), "samples": samples,
+        "sampled_s": round(window, 1),
+        "samples": samples,
         "cpu_pct": 100 * (c1 - c0) / window,
         "cpu_pct_per_second": C.summary([x["cpu_pct"] for x in samples]),
-        "rss_mb": C.summary(rss), "rss_first_last": [rss[0], rss[-1]],
+        "rss_mb": C.summary(rss),
+        "rss_first_last": [rss[0], rss[-1]],
         "uss_mb": C.summary([x["uss_mb"] for x in samples]),
         "threads": samples[-1]["threads"],
         "claude_cpu_pct": 100 * (a1 - a0) / window,
-        "ctx_switches_per_s": {"voluntary": (ctx1.voluntary - ctx0.voluntary) / window,
-                               "involuntary": (ctx1.involuntary - ctx0.involuntary) / window},
+        "ctx_switches_per_s": {
+            "voluntary": (ctx1.voluntary - ctx0.voluntary) / window,
+            "involuntary": (ctx1.involuntary - ctx0.involuntary) / window,
+        },
         "statusline_lines_per_min": 60 * (status_lines() - s0) / window,
     }
 
@@ -94,8 +105,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="sampling time of each phase (>= 30)")
     parser.add_argument("--python", default=C.CG_PYTHON)
-    parser.add_argument("--whatif-filter", action="store_true",
-                        help="what-if, not the shipped code: watchdog observer with an event_filter (bench/_instrumented.py)")
+    parser.add_argument(
+        "--whatif-filter",
+        action="store_true",
+        help="what-if, not the shipped code: watchdog observer with an event_filter (bench/_instrumented.py)",
+    )
     parser.add_argument("--name", default="claude_idle")
     args = parser.parse_args()
 
@@ -109,7 +123,10 @@ def main() -> None:
             env["BENCH_WHATIF_FILTER"] = "1"
         entry = [str(C.BENCH / "_instrumented.py")] if args.whatif_filter else ["-m", "capguard"]
         argv = [args.python, *entry, "--usd", "5", "claude", "--dangerously-skip-permissions"]
-        print(f"{args.name}: {args.seconds:g} s of samples per phase; load average {data['machine']['loadavg']}", flush=True)
+        print(
+            f"{args.name}: {args.seconds:g} s of samples per phase; load average {data['machine']['loadavg']}",
+            flush=True,
+        )
         term = H.Terminal(argv, repo, env)
         try:
             cg = psutil.Process(term.proc.pid)
@@ -148,18 +165,31 @@ def main() -> None:
         H.kill_tagged(env[H.TAG_VAR])
         requests = server_main(server)
 
-    data.update({
-        "argv": argv, "whatif_filter": args.whatif_filter, "ready_s": round(ready_s, 1), "settle_s": round(settle_s, 1),
-        "settle2_s": round(settle2_s, 1), "phases": phases, "inotify_watches": watches, "top_mappings": mappings,
-        "exit_code": rc, "leftovers": leftovers, "fake_main_requests": requests,
-        "target_cpu_pct": TARGET_CPU_PCT, "target_rss_mb": TARGET_RSS_MB,
-    })
+    data.update(
+        {
+            "argv": argv,
+            "whatif_filter": args.whatif_filter,
+            "ready_s": round(ready_s, 1),
+            "settle_s": round(settle_s, 1),
+            "settle2_s": round(settle2_s, 1),
+            "phases": phases,
+            "inotify_watches": watches,
+            "top_mappings": mappings,
+            "exit_code": rc,
+            "leftovers": leftovers,
+            "fake_main_requests": requests,
+            "target_cpu_pct": TARGET_CPU_PCT,
+            "target_rss_mb": TARGET_RSS_MB,
+        }
+    )
     data = H.finish_record(data)
     path = C.save(args.name, data)
     for name, p in phases.items():
-        print(f"{name}: capguard CPU {p['cpu_pct']:.2f}% of one core over {p['sampled_s']} s (per-second max "
-              f"{p['cpu_pct_per_second']['max']:.1f}%), RSS max {p['rss_mb']['max']:.1f} MB, USS max "
-              f"{p['uss_mb']['max']:.1f} MB; Claude's own CPU {p['claude_cpu_pct']:.2f}%")
+        print(
+            f"{name}: capguard CPU {p['cpu_pct']:.2f}% of one core over {p['sampled_s']} s (per-second max "
+            f"{p['cpu_pct_per_second']['max']:.1f}%), RSS max {p['rss_mb']['max']:.1f} MB, USS max "
+            f"{p['uss_mb']['max']:.1f} MB; Claude's own CPU {p['claude_cpu_pct']:.2f}%"
+        )
     print(f"exit {rc}; saved {path}")
     import claude_render
 

@@ -1,7 +1,7 @@
 """Claude Code runaway loops under capguard: enforcement latency, overshoot and accuracy, on the same runs.
 
 Each trial is a real `python -m capguard --report-json R CAP claude ...` around the real Claude Code 2.1.330,
-pointed at the fake Anthropic server (`python -m capguard.demo.fake_anthropic --delay D`, its own process),
+pointed at the fake Anthropic server (`python -m tests.fakes.fake_anthropic --delay D`, its own process),
 whose `LOOP` directive answers every request with a Bash tool call (`echo loop`): a runaway that never ends
 by itself. Modes:
 
@@ -46,7 +46,7 @@ import _common as C
 import claude_harness as H
 
 sys.path.insert(0, str(C.ROOT))
-from capguard.agents.claude_logs import transcript_dir
+from capguard.agents.claude.logs import transcript_dir
 
 MODES = {
     "interactive": {"cap": "usd", "range": (0.025, 0.055)},
@@ -57,8 +57,10 @@ READY = b"capguard $0.00"  # capguard's part of Claude's status line: the sessio
 
 
 def tokens_of(usage: dict) -> int:
-    return sum(int(usage.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                                                  "cache_creation_input_tokens"))
+    return sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
 
 
 def transcript_crossing(lines: list[tuple[int, bytes]], kind: str, cap: float) -> dict:
@@ -89,9 +91,16 @@ def transcript_crossing(lines: list[tuple[int, bytes]], kind: str, cap: float) -
         seen[key] = {"t": t, "value": value, "index": len(seen) + 1}
         if crossing is None and total >= cap - 1e-12:
             crossing = {"t": t, "reply": len(seen), "request_id": key, "total": total}
-    return {"replies": len(seen), "total": total, "crossing": crossing, "seen": [(v["t"], k) for k, v in seen.items()],
-            "request_ids": list(seen), "reply_times": [v["t"] for v in seen.values()],
-            "last_cost_state": cost_states[-1][1] if cost_states else None, "cost_states": len(cost_states)}
+    return {
+        "replies": len(seen),
+        "total": total,
+        "crossing": crossing,
+        "seen": [(v["t"], k) for k, v in seen.items()],
+        "request_ids": list(seen),
+        "reply_times": [v["t"] for v in seen.values()],
+        "last_cost_state": cost_states[-1][1] if cost_states else None,
+        "cost_states": len(cost_states),
+    }
 
 
 def statusline_crossing(lines, kind: str, cap: float) -> dict | None:
@@ -121,8 +130,10 @@ def otel_crossing(lines, kind: str, cap: float) -> dict | None:
         if kind == "usd":
             total += float(attrs.get("cost_usd") or 0)
         else:
-            total += sum(int(attrs.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
-                                                          "cache_creation_tokens"))
+            total += sum(
+                int(attrs.get(k) or 0)
+                for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+            )
         if total >= cap - 1e-12:
             return {"t": t, "total": total, "events": len(seen)}
     return None
@@ -157,8 +168,17 @@ def trial(i: int, mode: str, cap: float, server: H.FakeServer, args) -> dict:
     runs.mkdir(parents=True, exist_ok=True)
     report_path = base / "report.json"
     cap_text = f"{cap:.4f}" if kind == "usd" else str(int(cap))
-    argv = [args.python, "-m", "capguard", "--report-json", str(report_path), f"--{kind}", cap_text, "claude",
-            "--dangerously-skip-permissions"]
+    argv = [
+        args.python,
+        "-m",
+        "capguard",
+        "--report-json",
+        str(report_path),
+        f"--{kind}",
+        cap_text,
+        "claude",
+        "--dangerously-skip-permissions",
+    ]
     observer = H.Observer([tdir, runs])
     observer.start()
     rec: dict = {"trial": i, "mode": mode, "cap": round(cap, 6) if kind == "usd" else int(cap), "cap_kind": kind}
@@ -171,8 +191,15 @@ def trial(i: int, mode: str, cap: float, server: H.FakeServer, args) -> dict:
             proc = term.proc
         else:
             argv += ["-p", "LOOP", "--output-format", "json"]
-            proc = subprocess.Popen(argv, cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=repo,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         claude = H.find_child(proc.pid, ("claude", "claude.exe"), 60)
         if claude is not None:
             observer.watch_pid(claude.pid)
@@ -211,8 +238,9 @@ def trial(i: int, mode: str, cap: float, server: H.FakeServer, args) -> dict:
     rec["stderr_tail"] = stderr[-600:] if stderr else None
 
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    main_lines = [x for path, lines in observer.lines.items() if path.parent == tdir and path.suffix == ".jsonl"
-                  for x in lines]
+    main_lines = [
+        x for path, lines in observer.lines.items() if path.parent == tdir and path.suffix == ".jsonl" for x in lines
+    ]
     transcript = transcript_crossing(main_lines, kind, cap)
     run_files = {p.name: p for p in observer.lines if p.parent.parent == runs}
     status = statusline_crossing(observer.lines.get(run_files.get("claude.statusline.jsonl"), []), kind, cap)
@@ -233,26 +261,55 @@ def trial(i: int, mode: str, cap: float, server: H.FakeServer, args) -> dict:
     served = [r for r in server.records() if session and r.get("session_id") == session and r.get("kind") == "main"]
 
     cross = transcript["crossing"]
-    rec.update({
-        "report": None if report is None else {k: report.get(k) for k in (
-            "cost_usd", "tokens", "steps", "stop_reason", "self_stopped", "at_stop", "overshoot", "largest_reply_usd",
-            "stop_steps", "exit_code", "agent_returncode", "unseen_usd", "malformed_lines", "warnings", "run_id")},
-        "transcript": {k: transcript[k] for k in ("replies", "total", "crossing", "last_cost_state", "cost_states", "seen")},
-        "observed_files": {str(p.relative_to(base)): [t for t, _ in lines][-12:] for p, lines in observer.lines.items()},
-        "statusline_crossing": status,
-        "otel_crossing": otel,
-        "log": log,
-        "claude_exit": observer.exits.get(rec.get("claude_pid")),
-        "claude_json": None if own is None else {k: own.get(k) for k in (
-            "total_cost_usd", "subtype", "terminal_reason", "num_turns", "is_error")},
-        "server": {
-            "main_requests": len(served),
-            "aborted": sum(1 for r in served if r.get("aborted")),
-            "arrived_after_sigint": sum(1 for r in served if log.get("sigint") and r["time"] * 1e9 > log["sigint"]),
-            "completed_after_sigint": sum(1 for r in served if log.get("sigint") and not r.get("aborted")
-                                          and (r.get("t_end") or 0) * 1e9 > log["sigint"]),
-        },
-    })
+    rec.update(
+        {
+            "report": None
+            if report is None
+            else {
+                k: report.get(k)
+                for k in (
+                    "cost_usd",
+                    "tokens",
+                    "steps",
+                    "stop_reason",
+                    "self_stopped",
+                    "at_stop",
+                    "overshoot",
+                    "largest_reply_usd",
+                    "stop_steps",
+                    "exit_code",
+                    "agent_returncode",
+                    "unseen_usd",
+                    "malformed_lines",
+                    "warnings",
+                    "run_id",
+                )
+            },
+            "transcript": {
+                k: transcript[k] for k in ("replies", "total", "crossing", "last_cost_state", "cost_states", "seen")
+            },
+            "observed_files": {
+                str(p.relative_to(base)): [t for t, _ in lines][-12:] for p, lines in observer.lines.items()
+            },
+            "statusline_crossing": status,
+            "otel_crossing": otel,
+            "log": log,
+            "claude_exit": observer.exits.get(rec.get("claude_pid")),
+            "claude_json": None
+            if own is None
+            else {k: own.get(k) for k in ("total_cost_usd", "subtype", "terminal_reason", "num_turns", "is_error")},
+            "server": {
+                "main_requests": len(served),
+                "aborted": sum(1 for r in served if r.get("aborted")),
+                "arrived_after_sigint": sum(1 for r in served if log.get("sigint") and r["time"] * 1e9 > log["sigint"]),
+                "completed_after_sigint": sum(
+                    1
+                    for r in served
+                    if log.get("sigint") and not r.get("aborted") and (r.get("t_end") or 0) * 1e9 > log["sigint"]
+                ),
+            },
+        }
+    )
     # figures (ms)
     by_id = {r.get("request_id"): r for r in served}
     if cross and by_id.get(cross["request_id"], {}).get("t_end"):
@@ -278,10 +335,17 @@ def trial(i: int, mode: str, cap: float, server: H.FakeServer, args) -> dict:
         rec["sigint_to_exit_ms"] = (rec["claude_exit"] - sig - 500_000) / 1e6
     if report:
         ours = report["cost_usd"]
-        claude_total = own.get("total_cost_usd") if own and own.get("total_cost_usd") is not None else transcript["last_cost_state"]
+        claude_total = (
+            own.get("total_cost_usd")
+            if own and own.get("total_cost_usd") is not None
+            else transcript["last_cost_state"]
+        )
         rec["claude_total_usd"] = claude_total
-        rec["claude_total_from"] = "json" if own and own.get("total_cost_usd") is not None else (
-            "cost-state" if transcript["last_cost_state"] is not None else None)
+        rec["claude_total_from"] = (
+            "json"
+            if own and own.get("total_cost_usd") is not None
+            else ("cost-state" if transcript["last_cost_state"] is not None else None)
+        )
         if claude_total:
             rec["rel_error"] = abs(ours - claude_total) / claude_total
         at_stop = report.get("at_stop") or {}
@@ -315,7 +379,8 @@ def summarize(trials: list[dict], kind: str) -> dict:
         return [t[name] for t in good if t.get(name) is not None]
 
     out = {
-        "trials": len(trials), "ok": len(good),
+        "trials": len(trials),
+        "ok": len(good),
         "signal_ms": C.summary(col("signal_ms")),
         "signal_from_first_ms": C.summary(col("signal_from_first_ms")),
         "exit_ms": C.summary(col("exit_ms")),
@@ -323,7 +388,9 @@ def summarize(trials: list[dict], kind: str) -> dict:
         "sigint_to_exit_ms": C.summary(col("sigint_to_exit_ms")),
         "decision_to_signal_ms": C.summary(col("decision_to_signal_ms")),
         "harness_lag_ms": C.summary(col("harness_lag_ms")),
-        "first_source": {s: sum(1 for t in good if t.get("first_source") == s) for s in ("transcript", "statusline", "otel")},
+        "first_source": {
+            s: sum(1 for t in good if t.get("first_source") == s) for s in ("transcript", "statusline", "otel")
+        },
         "stopped_by": {},
         "rel_error": C.summary(col("rel_error")),
         "claude_total_from": {},
@@ -344,7 +411,9 @@ def summarize(trials: list[dict], kind: str) -> dict:
     if kind == "usd":
         out["final_minus_cap"] = C.summary(col("final_minus_cap"))
         out["at_stop_minus_cap"] = C.summary(col("at_stop_minus_cap"))
-        out["final_over_cap_pct"] = C.summary([100 * t["final_minus_cap"] / t["cap"] for t in good if "final_minus_cap" in t])
+        out["final_over_cap_pct"] = C.summary(
+            [100 * t["final_minus_cap"] / t["cap"] for t in good if "final_minus_cap" in t]
+        )
     else:
         out["final_minus_cap_tokens"] = C.summary(col("final_minus_cap_tokens"))
     return out
@@ -369,8 +438,11 @@ def main() -> None:
     kind, (lo, hi) = MODES[args.mode]["cap"], MODES[args.mode]["range"]
     rng = random.Random(args.seed)
     base = H.scratch(f"claude_runaway/{args.mode}")
-    print(f"{name}: {args.trials} trials, fake delay {args.delay} s, cap {kind} in [{lo}, {hi}]; "
-          f"load average {data['machine']['loadavg']}", flush=True)
+    print(
+        f"{name}: {args.trials} trials, fake delay {args.delay} s, cap {kind} in [{lo}, {hi}]; "
+        f"load average {data['machine']['loadavg']}",
+        flush=True,
+    )
     trials = []
     with H.FakeServer("fake_anthropic", ["--delay", str(args.delay)], log=base / "fake_anthropic.jsonl") as server:
         data["server_argv"] = server.argv
@@ -380,19 +452,33 @@ def main() -> None:
                 cap = round(cap)
             t = trial(i, args.mode, cap, server, args)
             trials.append(t)
-            H.progress(f"{i + 1}/{args.trials}: cap {t['cap']}, rc {t.get('rc')}, ok {t['ok']}, "
-                       f"signal {t.get('signal_ms', float('nan')):.1f} ms (first source {t.get('first_source')}), "
-                       f"exit {t.get('exit_ms', float('nan')):.0f} ms, stopped by {t.get('stopped_by')}, "
-                       f"final {t.get('usd_final')} vs claude {t.get('claude_total_usd')}")
-    data.update({
-        "mode": args.mode, "cap_kind": kind, "cap_range": [lo, hi], "delay_s": args.delay, "seed": args.seed,
-        "claude": H.CLAUDE, "trials": trials, "summary": summarize(trials, kind),
-    })
+            H.progress(
+                f"{i + 1}/{args.trials}: cap {t['cap']}, rc {t.get('rc')}, ok {t['ok']}, "
+                f"signal {t.get('signal_ms', float('nan')):.1f} ms (first source {t.get('first_source')}), "
+                f"exit {t.get('exit_ms', float('nan')):.0f} ms, stopped by {t.get('stopped_by')}, "
+                f"final {t.get('usd_final')} vs claude {t.get('claude_total_usd')}"
+            )
+    data.update(
+        {
+            "mode": args.mode,
+            "cap_kind": kind,
+            "cap_range": [lo, hi],
+            "delay_s": args.delay,
+            "seed": args.seed,
+            "claude": H.CLAUDE,
+            "trials": trials,
+            "summary": summarize(trials, kind),
+        }
+    )
     data = H.finish_record(data)
     path = C.save(name, data)
     print(f"saved {path}")
     s = data["summary"]
-    print(json.dumps({k: s[k] for k in ("ok", "signal_ms", "exit_ms", "first_source", "stopped_by", "rel_error")}, indent=1))
+    print(
+        json.dumps(
+            {k: s[k] for k in ("ok", "signal_ms", "exit_ms", "first_source", "stopped_by", "rel_error")}, indent=1
+        )
+    )
     import claude_render
 
     claude_render.render()

@@ -111,8 +111,13 @@ def one_trial(i: int, base: Path, env: dict, config: Path, repo: Path, args, *, 
     trace = result.with_suffix(".trace.json")
     for stale in (result, Path(f"{result}.ready"), trace):
         stale.unlink(missing_ok=True)
-    env = dict(env, BENCH_RESULT=str(result), CAPGUARD_CONFIG=str(config), BENCH_PAUSE=args.pause,
-               BENCH_TREE="0" if args.no_tree else "1")
+    env = dict(
+        env,
+        BENCH_RESULT=str(result),
+        CAPGUARD_CONFIG=str(config),
+        BENCH_PAUSE=args.pause,
+        BENCH_TREE="0" if args.no_tree else "1",
+    )
     if instrumented:
         env["BENCH_TRACE"] = str(trace)
     if args.whatif_filter:
@@ -145,17 +150,19 @@ def one_trial(i: int, base: Path, env: dict, config: Path, repo: Path, args, *, 
         return trial
     t_write = state["t_write_ns"]
     agent_pid = state["pid"]
-    trial.update({
-        "signal_ms": (state["t_signal_ns"] - t_write) / 1e6,
-        "agent_gone_ms": (gone[agent_pid] - t_write) / 1e6 if agent_pid in gone else None,
-        "tree_gone_ms": (max(gone.values()) - t_write) / 1e6 if len(gone) == len(ready["pids"]) else None,
-        "survivors": len(ready["pids"]) - len(gone),
-        "capguard_exit_ms": (cg_gone - t_write) / 1e6 if cg_gone else None,
-        "startup_exec_ms": (state["t_exec_ns"] - t_launch) / 1e6,
-        "startup_watch_ms": (state["t_watch_ns"] - t_launch) / 1e6 if state.get("t_watch_ns") else None,
-        "watch_found": state.get("t_watch_ns") is not None,
-        "pause_s": state["pause_s"],
-    })
+    trial.update(
+        {
+            "signal_ms": (state["t_signal_ns"] - t_write) / 1e6,
+            "agent_gone_ms": (gone[agent_pid] - t_write) / 1e6 if agent_pid in gone else None,
+            "tree_gone_ms": (max(gone.values()) - t_write) / 1e6 if len(gone) == len(ready["pids"]) else None,
+            "survivors": len(ready["pids"]) - len(gone),
+            "capguard_exit_ms": (cg_gone - t_write) / 1e6 if cg_gone else None,
+            "startup_exec_ms": (state["t_exec_ns"] - t_launch) / 1e6,
+            "startup_watch_ms": (state["t_watch_ns"] - t_launch) / 1e6 if state.get("t_watch_ns") else None,
+            "watch_found": state.get("t_watch_ns") is not None,
+            "pause_s": state["pause_s"],
+        }
+    )
     if instrumented and trace.exists():
         trial["stages_ms"] = stages(json.loads(trace.read_text()), t_write, state["t_signal_ns"])
     return trial
@@ -169,6 +176,7 @@ def stages(trace: list, t_write: int, t_handler: int) -> dict:
     that, the first inotify callback after the write. Ledger, status and snapshot count only when they ran
     between the read and the signal (capguard at 43a819b and later does them after the signal).
     """
+
     def first(name, phase, after):
         return next((t for n, p, t, _ in trace if n == name and p == phase and t >= after), None)
 
@@ -204,22 +212,37 @@ def stages(trace: list, t_write: int, t_handler: int) -> dict:
 
 
 def fmt(stat: dict) -> str:
-    return f"p50 {stat['p50']:.1f}  p90 {stat['p90']:.1f}  p99 {stat['p99']:.1f}  max {stat['max']:.1f}  (n={stat['n']})"
+    return (
+        f"p50 {stat['p50']:.1f}  p90 {stat['p90']:.1f}  p99 {stat['p99']:.1f}  max {stat['max']:.1f}  (n={stat['n']})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=2, metavar="N",
-                        help="trials run first and reported apart (the first creates the ledger and warms the page cache)")
-    parser.add_argument("--breakdown", type=int, default=0, metavar="N",
-                        help="then N trials through bench/_instrumented.py, timing each step inside capguard")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        metavar="N",
+        help="trials run first and reported apart (the first creates the ledger and warms the page cache)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N trials through bench/_instrumented.py, timing each step inside capguard",
+    )
     parser.add_argument("--usd", default="1")
     parser.add_argument("--pause", default="0.15,0.65", help="random pause lo,hi (s) between watch-ready and crossing")
     parser.add_argument("--no-tree", action="store_true", help="no children: the agent alone")
     parser.add_argument("--capguard-arg", action="append", default=[], help="extra capguard option (repeatable)")
-    parser.add_argument("--whatif-filter", action="store_true",
-                        help="what-if, not the shipped code: watchdog observer with an event_filter (see _instrumented.py)")
+    parser.add_argument(
+        "--whatif-filter",
+        action="store_true",
+        help="what-if, not the shipped code: watchdog observer with an event_filter (see _instrumented.py)",
+    )
     parser.add_argument("--python", default=C.CG_PYTHON)
     parser.add_argument("--name", default="enforcement_latency", help="result name under bench/.work/results")
     args = parser.parse_args()
@@ -229,7 +252,9 @@ def main() -> None:
     fake = make_fake_bin(base, args.python)
     config = write_config(base, fake)
     repo = C.make_git_repo(base / "repo", env)
-    print(f"{args.trials} trials (+{args.breakdown} instrumented); load average {machine_before['loadavg']}", flush=True)
+    print(
+        f"{args.trials} trials (+{args.breakdown} instrumented); load average {machine_before['loadavg']}", flush=True
+    )
 
     trials, failures = [], []
     started = time.monotonic()
@@ -239,8 +264,11 @@ def main() -> None:
         (failures if "error" in trial else trials).append(trial)
         if (i + 1) % 20 == 0:
             done = [t["signal_ms"] for t in trials]
-            print(f"  {i + 1}/{args.trials}: signal p50 {C.percentile(done, 50):.1f} ms, max {max(done):.1f} ms"
-                  f"  [{time.monotonic() - started:.0f}s, load {C.loadavg()}]", flush=True)
+            print(
+                f"  {i + 1}/{args.trials}: signal p50 {C.percentile(done, 50):.1f} ms, max {max(done):.1f} ms"
+                f"  [{time.monotonic() - started:.0f}s, load {C.loadavg()}]",
+                flush=True,
+            )
     breakdown = []
     for i in range(args.breakdown):
         trial = one_trial(i, base, env, config, repo, args, instrumented=True)
@@ -260,8 +288,14 @@ def main() -> None:
         "code_after": C.code_fingerprint(),
         "code_changed": C.code_changes(machine_before.get("code_files")),
         "duration_s": round(time.monotonic() - started, 1),
-        "settings": {"usd_cap": args.usd, "pause": args.pause, "tree": not args.no_tree, "capguard_args": args.capguard_arg,
-                     "whatif_filter": args.whatif_filter, "pythondontwritebytecode": env.get("PYTHONDONTWRITEBYTECODE")},
+        "settings": {
+            "usd_cap": args.usd,
+            "pause": args.pause,
+            "tree": not args.no_tree,
+            "capguard_args": args.capguard_arg,
+            "whatif_filter": args.whatif_filter,
+            "pythondontwritebytecode": env.get("PYTHONDONTWRITEBYTECODE"),
+        },
         "target_p99_ms": TARGET_P99_MS,
         "signal_ms": C.summary(col("signal_ms")),
         "agent_gone_ms": C.summary(col("agent_gone_ms")),
@@ -271,10 +305,15 @@ def main() -> None:
         "startup_watch_ms": C.summary(col("startup_watch_ms")),
         "watch_not_found": sum(1 for t in trials if not t["watch_found"]),
         "survivors": sum(t["survivors"] for t in trials),
-        "exit_codes": {str(rc): sum(1 for t in trials if t.get("rc") == rc) for rc in sorted({t.get("rc") for t in trials}, key=str)},
+        "exit_codes": {
+            str(rc): sum(1 for t in trials if t.get("rc") == rc)
+            for rc in sorted({t.get("rc") for t in trials}, key=str)
+        },
         "failures": failures,
         "warmup_signal_ms": [round(t["signal_ms"], 1) for t in warmup if "signal_ms" in t],
-        "over_target": sorted((round(t["signal_ms"], 1) for t in trials if t["signal_ms"] > TARGET_P99_MS), reverse=True),
+        "over_target": sorted(
+            (round(t["signal_ms"], 1) for t in trials if t["signal_ms"] > TARGET_P99_MS), reverse=True
+        ),
         "trials": trials,
     }
     if breakdown:
@@ -282,7 +321,9 @@ def main() -> None:
         data["breakdown"] = {
             "n": len(breakdown),
             "signal_ms": C.summary(col("signal_ms", breakdown)),
-            "stages_ms": {k: C.summary([t["stages_ms"][k] for t in breakdown if k in t.get("stages_ms", {})]) for k in keys},
+            "stages_ms": {
+                k: C.summary([t["stages_ms"][k] for t in breakdown if k in t.get("stages_ms", {})]) for k in keys
+            },
             "trials": breakdown,
         }
     path = C.save(args.name, data)
@@ -293,14 +334,17 @@ def main() -> None:
     print(f"crossing write -> capguard exited (ms):     {fmt(data['capguard_exit_ms'])}")
     print(f"start-up, launch -> agent exec (ms):        {fmt(data['startup_exec_ms'])}")
     print(f"start-up, launch -> inotify watch (ms):     {fmt(data['startup_watch_ms'])}")
-    print(f"survivors: {data['survivors']}  failures: {len(failures)}  exit codes: {data['exit_codes']}"
-          f"  warm-up trials (not counted): {data['warmup_signal_ms']} ms")
+    print(
+        f"survivors: {data['survivors']}  failures: {len(failures)}  exit codes: {data['exit_codes']}"
+        f"  warm-up trials (not counted): {data['warmup_signal_ms']} ms"
+    )
     if breakdown:
         print(f"\nbreakdown over {len(breakdown)} instrumented trials (ms after the crossing write, p50 / p99):")
         for key, stat in data["breakdown"]["stages_ms"].items():
             print(f"  {key:58s} {stat['p50']:8.2f} {stat['p99']:8.2f}")
     print(f"\nresults: {path}")
     import render_results
+
     render_results.main()
 
 

@@ -35,15 +35,26 @@ USER_ID = "c437d6e6-5566-421c-a863-779f9bd73a15"
 
 def line(event: str, properties: dict) -> bytes:
     # the key order and separators of aider's own analytics log (json.dumps defaults)
-    return (json.dumps({"event": event, "properties": properties, "user_id": USER_ID, "time": int(time.time())}) + "\n").encode()
+    return (
+        json.dumps({"event": event, "properties": properties, "user_id": USER_ID, "time": int(time.time())}) + "\n"
+    ).encode()
 
 
 def reply(cost: float, total: float) -> bytes:
-    return line("message_send", {
-        "main_model": "openai/REDACTED", "weak_model": "None", "editor_model": "openai/REDACTED",
-        "edit_format": "diff", "prompt_tokens": 50000, "completion_tokens": 2000, "total_tokens": 52000,
-        "cost": cost, "total_cost": total,
-    })
+    return line(
+        "message_send",
+        {
+            "main_model": "openai/REDACTED",
+            "weak_model": "None",
+            "editor_model": "openai/REDACTED",
+            "edit_format": "diff",
+            "prompt_tokens": 50000,
+            "completion_tokens": 2000,
+            "total_tokens": 52000,
+            "cost": cost,
+            "total_cost": total,
+        },
+    )
 
 
 def option(argv: list[str], name: str) -> str | None:
@@ -51,7 +62,7 @@ def option(argv: list[str], name: str) -> str | None:
         if arg == name and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith(name + "="):
-            return arg[len(name) + 1:]
+            return arg[len(name) + 1 :]
     return None
 
 

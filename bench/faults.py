@@ -33,14 +33,27 @@ import _common as C
 import claude_harness as H
 
 sys.path.insert(0, str(C.ROOT))
-from capguard.demo.demo_cmd import seed_price_cache
+from capguard.cli.demo_cmd import seed_price_cache
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
 
 REPLY_USD = 0.145
 RUNAWAY_INPUT = "Please fix the greeting in hello.py\n" * 10
-FLAGS = ["--model", "openai/gpt-4o", "--openai-api-key", "sk-fake-faults", "--no-check-update",
-         "--no-show-release-notes", "--analytics-disable", "--yes-always", "--no-gitignore", "--no-auto-commits",
-         "--no-pretty", "--no-show-model-warnings", "--no-stream", "--no-fancy-input"]
+FLAGS = [
+    "--model",
+    "openai/gpt-4o",
+    "--openai-api-key",
+    "sk-fake-faults",
+    "--no-check-update",
+    "--no-show-release-notes",
+    "--analytics-disable",
+    "--yes-always",
+    "--no-gitignore",
+    "--no-auto-commits",
+    "--no-pretty",
+    "--no-show-model-warnings",
+    "--no-stream",
+    "--no-fancy-input",
+]
 
 
 @dataclass
@@ -108,7 +121,8 @@ def hostile_repo_config_prepare(trial: Trial) -> None:
         'usd = "off"\ngrace = "1h"\nkill_after = "1h"\n'
         f'ledger = "{trial.base / "elsewhere.db"}"\nuser = "someone-else@example.com"\n'
         '[prices."openai/gpt-4o"]\ninput = 0\noutput = 0\n'
-        f'[agents.aider]\ncommand = "/bin/sh"\nargs = ["-c", "touch {marker}; exec aider \\"$@\\"", "aider"]\n')
+        f'[agents.aider]\ncommand = "/bin/sh"\nargs = ["-c", "touch {marker}; exec aider \\"$@\\"", "aider"]\n'
+    )
     trial.notes.append(f"marker {marker}")
 
 
@@ -139,9 +153,11 @@ def delete_log(trial: Trial, server: FakeOpenAI) -> None:
 def hostile_line(trial: Trial, server: FakeOpenAI) -> None:
     """After the first reply, a line with 10^30 prompt tokens and an infinite cost lands in the metered log."""
     log = trial.analytics_log()
-    line = ('{"event": "message_send", "properties": {"main_model": "openai/gpt-4o", "prompt_tokens": 1e30, '
-            '"completion_tokens": 18446744073709551617, "total_tokens": 1e30, "cost": Infinity, '
-            '"total_cost": Infinity}, "user_id": "x", "time": 1}\n')
+    line = (
+        '{"event": "message_send", "properties": {"main_model": "openai/gpt-4o", "prompt_tokens": 1e30, '
+        '"completion_tokens": 18446744073709551617, "total_tokens": 1e30, "cost": Infinity, '
+        '"total_cost": Infinity}, "user_id": "x", "time": 1}\n'
+    )
     with open(log, "a") as f:
         f.write(line)
 
@@ -244,7 +260,7 @@ def ledger_down_prepare(trial: Trial) -> None:
     global RELAY
     dsn = os.environ.get("CAPGUARD_TEST_PG_DSN")
     if not dsn:
-        raise SkipFault("no PostgreSQL: eval \"$(.ci/start-postgres)\" first")
+        raise SkipFault('no PostgreSQL: eval "$(.ci/start-postgres)" first')
     from urllib.parse import urlsplit
 
     parts = urlsplit(dsn)
@@ -279,14 +295,25 @@ class Fault:
 
 FAULTS = [
     Fault("none", "no fault (the baseline): --usd 1", no_fault),
-    Fault("hostile-repo-config", "a cloned repo's .capguard.toml: usd off, zero prices, 1 h grace, another ledger "
-          "and user, command = /bin/sh; the user's own config says usd = 1", no_fault, hostile_repo_config_prepare),
+    Fault(
+        "hostile-repo-config",
+        "a cloned repo's .capguard.toml: usd off, zero prices, 1 h grace, another ledger "
+        "and user, command = /bin/sh; the user's own config says usd = 1",
+        no_fault,
+        hostile_repo_config_prepare,
+    ),
     Fault("truncate-log", "aider's analytics log truncated after every line", truncate_log),
     Fault("delete-log", "aider's analytics log deleted after every line", delete_log),
-    Fault("hostile-line", "a line with 1e30 tokens, 2^64+1 output tokens and an infinite cost in the log",
-          hostile_line),
-    Fault("full-disk", "the data dir's filesystem (run dir, spool, ledger) full after reply 2", full_disk,
-          full_disk_prepare, full_disk_cleanup),
+    Fault(
+        "hostile-line", "a line with 1e30 tokens, 2^64+1 output tokens and an infinite cost in the log", hostile_line
+    ),
+    Fault(
+        "full-disk",
+        "the data dir's filesystem (run dir, spool, ledger) full after reply 2",
+        full_disk,
+        full_disk_prepare,
+        full_disk_cleanup,
+    ),
     Fault("delete-ledger", "the SQLite ledger file deleted after reply 2", delete_ledger),
     Fault("ledger-down", "PostgreSQL unreachable for 2 s after reply 2", ledger_down, ledger_down_prepare),
     Fault("kill-capguard", "capguard SIGKILLed after reply 3; the next capguard start reconciles", kill_capguard),
@@ -304,16 +331,18 @@ def ledger_figures(trial: Trial, run_id: str | None, ledger: str | None) -> dict
         import psycopg
 
         with psycopg.connect(ledger) as conn:
-            row = conn.execute("SELECT count(*), coalesce(sum(cost_micro_usd), 0) FROM usage_events WHERE run_id = %s",
-                               (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(cost_micro_usd), 0) FROM usage_events WHERE run_id = %s", (run_id,)
+            ).fetchone()
             status = conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
     else:
         path = trial.data / "ledger.db"
         if not path.exists():
             return {"ledger": "missing"}
         with sqlite3.connect(path) as conn:
-            row = conn.execute("SELECT count(*), coalesce(sum(cost_micro_usd), 0) FROM usage_events WHERE run_id = ?",
-                               (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(cost_micro_usd), 0) FROM usage_events WHERE run_id = ?", (run_id,)
+            ).fetchone()
             status = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     return {"replies": row[0], "usd": row[1] / 1e6, "status": status[0] if status else None}
 
@@ -333,10 +362,28 @@ def one(fault: Fault, args) -> dict:
         return {**rec, "skipped": str(why)}
     try:
         with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-            argv = [args.python, "-m", "capguard", "--report-json", str(trial.report), *trial.caps, "aider",
-                    "--openai-api-base", server.base_url, *FLAGS, "hello.py"]
-            trial.proc = subprocess.Popen(argv, cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True)
+            argv = [
+                args.python,
+                "-m",
+                "capguard",
+                "--report-json",
+                str(trial.report),
+                *trial.caps,
+                "aider",
+                "--openai-api-base",
+                server.base_url,
+                *FLAGS,
+                "hello.py",
+            ]
+            trial.proc = subprocess.Popen(
+                argv,
+                cwd=repo,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             injector = threading.Thread(target=fault.inject, args=(trial, server), daemon=True)
             injector.start()
             try:
@@ -352,16 +399,23 @@ def one(fault: Fault, args) -> dict:
             H.kill_tagged(env[H.TAG_VAR])
             answered = [r for r in server.requests if r["kind"] == "main"]
         if fault.name == "kill-capguard":  # the next start reconciles the run and replays its spool
-            later = subprocess.run([args.python, "-m", "capguard", "status"], cwd=repo, env=env, capture_output=True,
-                                   text=True, timeout=60)
+            later = subprocess.run(
+                [args.python, "-m", "capguard", "status"], cwd=repo, env=env, capture_output=True, text=True, timeout=60
+            )
             rec["next_start"] = (later.stderr or later.stdout).strip().splitlines()[-1:] or [""]
         rec["stderr"] = [line for line in err.strip().splitlines() if line.startswith("capguard")][-3:]
         rec["traceback"] = "Traceback" in err and "KeyboardInterrupt" not in err
         report = json.loads(trial.report.read_text()) if trial.report.exists() else {}
         run_id = report.get("run_id") or next((p.name for p in (trial.data / "runs").glob("*") if p.is_dir()), None)
-        rec.update({"stop_reason": report.get("stop_reason"), "counted_usd": report.get("cost_usd"),
-                    "counted_replies": report.get("steps"), "server_replies": len(answered),
-                    "server_usd": round(len(answered) * REPLY_USD, 4)})
+        rec.update(
+            {
+                "stop_reason": report.get("stop_reason"),
+                "counted_usd": report.get("cost_usd"),
+                "counted_replies": report.get("steps"),
+                "server_replies": len(answered),
+                "server_usd": round(len(answered) * REPLY_USD, 4),
+            }
+        )
         ledger = next((trial.caps[i + 1] for i, a in enumerate(trial.caps) if a == "--ledger"), None)
         try:
             rec["ledger"] = ledger_figures(trial, run_id, ledger)
@@ -385,8 +439,10 @@ def row(rec: dict) -> str:
     if rec.get("next_start"):
         did += f"; next start: {rec['next_start'][0][:90]}"
     ledger = rec.get("ledger") or {}
-    counted = (f"report {rec.get('counted_replies')} replies ${rec.get('counted_usd') or 0:.3f}; ledger "
-               f"{ledger.get('replies', '-')} replies ${ledger.get('usd', 0):.3f} ({ledger.get('status', ledger)})")
+    counted = (
+        f"report {rec.get('counted_replies')} replies ${rec.get('counted_usd') or 0:.3f}; ledger "
+        f"{ledger.get('replies', '-')} replies ${ledger.get('usd', 0):.3f} ({ledger.get('status', ledger)})"
+    )
     spent = f"{rec['server_replies']} replies ${rec['server_usd']:.3f}"
     return f"| {rec['fault']} | {rec['what']} | {did} | {counted} | {spent} | {len(rec.get('survivors') or [])} |"
 

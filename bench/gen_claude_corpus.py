@@ -33,7 +33,41 @@ MODELS = [  # (model, weight); dated ids as Claude Code writes them
 ]
 SUBAGENT_MODEL = "claude-haiku-4-5-20251001"
 VERSIONS = [("2.1.330", 60), ("2.0.14", 25), ("1.0.98", 15)]  # 1.0.x: partial output_tokens on earlier blocks
-WORDS = ["api", "auth", "billing", "cache", "cli", "core", "data", "db", "deploy", "docs", "engine", "events", "graph", "infra", "ingest", "jobs", "ledger", "metrics", "model", "parser", "payments", "proxy", "queue", "render", "report", "router", "sched", "search", "shop", "sync", "ui", "web", "worker"]
+WORDS = [
+    "api",
+    "auth",
+    "billing",
+    "cache",
+    "cli",
+    "core",
+    "data",
+    "db",
+    "deploy",
+    "docs",
+    "engine",
+    "events",
+    "graph",
+    "infra",
+    "ingest",
+    "jobs",
+    "ledger",
+    "metrics",
+    "model",
+    "parser",
+    "payments",
+    "proxy",
+    "queue",
+    "render",
+    "report",
+    "router",
+    "sched",
+    "search",
+    "shop",
+    "sync",
+    "ui",
+    "web",
+    "worker",
+]
 TOOLS = ["Bash", "Read", "Edit", "Write", "Grep", "Glob", "TodoWrite", "WebFetch"]
 BASE = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
 CODE = """def {name}(self, {arg}):
@@ -44,10 +78,12 @@ CODE = """def {name}(self, {arg}):
     for item in sorted(result or [], key=lambda x: x.{attr}):
         yield item.{attr}, len(item.children) * {num}
 """
-PROSE = ("Let me look at the failing test first. The error says the fixture is missing, so I will check how the "
-         "conftest builds it — probably the path changed in the last refactor. I'll read the module, then run the "
-         "suite again with -x to see the first failure. The café's résumé endpoint returns 404 when the id is a "
-         "UUID with upper-case letters; normalising it before the lookup fixes that. ✓ Done: all 42 tests pass. ")
+PROSE = (
+    "Let me look at the failing test first. The error says the fixture is missing, so I will check how the "
+    "conftest builds it — probably the path changed in the last refactor. I'll read the module, then run the "
+    "suite again with -x to see the first failure. The café's résumé endpoint returns 404 when the id is a "
+    "UUID with upper-case letters; normalising it before the lookup fixes that. ✓ Done: all 42 tests pass. "
+)
 
 
 def weighted(rng: random.Random, table):
@@ -61,8 +97,13 @@ def weighted(rng: random.Random, table):
 
 
 def uid(rng: random.Random) -> str:
-    return "%08x-%04x-4%03x-%04x-%012x" % (rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12),
-                                          0x8000 | rng.getrandbits(14), rng.getrandbits(48))
+    return "%08x-%04x-4%03x-%04x-%012x" % (
+        rng.getrandbits(32),
+        rng.getrandbits(16),
+        rng.getrandbits(12),
+        0x8000 | rng.getrandbits(14),
+        rng.getrandbits(48),
+    )
 
 
 def hexid(rng: random.Random, n: int) -> str:
@@ -85,8 +126,13 @@ def dumps(entry: dict) -> bytes:
 def code_text(rng: random.Random, size: int) -> str:
     parts, total = [], 0
     while total < size:
-        chunk = CODE.format(name=rng.choice(WORDS) + "_" + rng.choice(WORDS), arg=rng.choice(WORDS),
-                            doc=PROSE[: rng.randint(20, 120)], attr=rng.choice(WORDS), num=rng.randint(1, 999))
+        chunk = CODE.format(
+            name=rng.choice(WORDS) + "_" + rng.choice(WORDS),
+            arg=rng.choice(WORDS),
+            doc=PROSE[: rng.randint(20, 120)],
+            attr=rng.choice(WORDS),
+            num=rng.randint(1, 999),
+        )
         parts.append(chunk)
         total += len(chunk)
     return "".join(parts)[:size]
@@ -110,7 +156,9 @@ class Totals:
         self.replies = 0
 
     def add(self, model: str, usage: dict) -> None:
-        row = self.by_model.setdefault(model, {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "replies": 0})
+        row = self.by_model.setdefault(
+            model, {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "replies": 0}
+        )
         row["input"] += usage["input_tokens"]
         row["output"] += usage["output_tokens"]
         row["cache_read"] += usage["cache_read_input_tokens"]
@@ -138,16 +186,28 @@ class Session:
         return stamp(self.when)
 
     def common(self) -> dict:
-        out = {"userType": "external", "entrypoint": "cli", "cwd": self.cwd, "sessionId": self.session_id,
-               "version": self.version, "gitBranch": self.branch}
+        out = {
+            "userType": "external",
+            "entrypoint": "cli",
+            "cwd": self.cwd,
+            "sessionId": self.session_id,
+            "version": self.version,
+            "gitBranch": self.branch,
+        }
         if self.agent_id:
             out = {"agentId": self.agent_id, **out}
         return out
 
     def emit(self, entry: dict) -> str:
         uuid = uid(self.rng)
-        line = {"parentUuid": self.parent, "isSidechain": self.sidechain, **entry, "uuid": uuid,
-                "timestamp": self.tick(0.01, 0.4), **self.common()}
+        line = {
+            "parentUuid": self.parent,
+            "isSidechain": self.sidechain,
+            **entry,
+            "uuid": uuid,
+            "timestamp": self.tick(0.01, 0.4),
+            **self.common(),
+        }
         self.lines.append(dumps(line))
         self.parent = uuid
         return uuid
@@ -155,36 +215,96 @@ class Session:
     def bookkeeping(self, kind: str) -> None:
         rng = self.rng
         if kind == "queue":
-            self.lines.append(dumps({"type": "queue-operation", "operation": "enqueue", "timestamp": stamp(self.when),
-                                     "sessionId": self.session_id, "content": prose(rng, rng.randint(20, 80))}))
+            self.lines.append(
+                dumps(
+                    {
+                        "type": "queue-operation",
+                        "operation": "enqueue",
+                        "timestamp": stamp(self.when),
+                        "sessionId": self.session_id,
+                        "content": prose(rng, rng.randint(20, 80)),
+                    }
+                )
+            )
         elif kind == "attachment":
             size = rng.choice([300, 800, 1300, 4000, 14000])
-            self.emit({"attachment": {"type": rng.choice(["deferred_tools_delta", "skill_listing", "nested_memory"]),
-                                      "content": code_text(rng, size)}, "type": "attachment",
-                       "rendered": [{"content": "<system-reminder>\n" + prose(rng, size // 3) + "\n</system-reminder>"}],
-                       "renderedRole": "system"})
+            self.emit(
+                {
+                    "attachment": {
+                        "type": rng.choice(["deferred_tools_delta", "skill_listing", "nested_memory"]),
+                        "content": code_text(rng, size),
+                    },
+                    "type": "attachment",
+                    "rendered": [{"content": "<system-reminder>\n" + prose(rng, size // 3) + "\n</system-reminder>"}],
+                    "renderedRole": "system",
+                }
+            )
         elif kind == "api-request":
-            self.lines.append(dumps({"type": "api-request", "sessionId": self.session_id, "id": uid(rng),
-                                     "timestamp": stamp(self.when), "version": self.version, "querySource": "repl_main_thread",
-                                     "shapeHash": hexid(rng, 16), "params": {"model": self.model, "max_tokens": 32000,
-                                     "thinking": {"type": "enabled", "budget_tokens": 31999}}, "keep": rng.randint(1, 40),
-                                     "tail": [uid(rng) for _ in range(rng.randint(1, 6))], "cacheControl": "5m",
-                                     "requestDigest": hexid(rng, 64)}))
+            self.lines.append(
+                dumps(
+                    {
+                        "type": "api-request",
+                        "sessionId": self.session_id,
+                        "id": uid(rng),
+                        "timestamp": stamp(self.when),
+                        "version": self.version,
+                        "querySource": "repl_main_thread",
+                        "shapeHash": hexid(rng, 16),
+                        "params": {
+                            "model": self.model,
+                            "max_tokens": 32000,
+                            "thinking": {"type": "enabled", "budget_tokens": 31999},
+                        },
+                        "keep": rng.randint(1, 40),
+                        "tail": [uid(rng) for _ in range(rng.randint(1, 6))],
+                        "cacheControl": "5m",
+                        "requestDigest": hexid(rng, 64),
+                    }
+                )
+            )
         elif kind == "shape":
-            self.lines.append(dumps({"type": "api-request-shape", "sessionId": self.session_id, "shapeHash": hexid(rng, 16),
-                                     "timestamp": stamp(self.when), "version": self.version,
-                                     "shape": {"system": prose(rng, 6000), "tools": [{"name": t, "description": prose(rng, 900),
-                                               "input_schema": {"type": "object"}} for t in TOOLS]}}))
+            self.lines.append(
+                dumps(
+                    {
+                        "type": "api-request-shape",
+                        "sessionId": self.session_id,
+                        "shapeHash": hexid(rng, 16),
+                        "timestamp": stamp(self.when),
+                        "version": self.version,
+                        "shape": {
+                            "system": prose(rng, 6000),
+                            "tools": [
+                                {"name": t, "description": prose(rng, 900), "input_schema": {"type": "object"}}
+                                for t in TOOLS
+                            ],
+                        },
+                    }
+                )
+            )
         elif kind == "last-prompt":
-            self.lines.append(dumps({"type": "last-prompt", "lastPrompt": prose(rng, 60), "leafUuid": self.parent,
-                                     "sessionId": self.session_id}))
+            self.lines.append(
+                dumps(
+                    {
+                        "type": "last-prompt",
+                        "lastPrompt": prose(rng, 60),
+                        "leafUuid": self.parent,
+                        "sessionId": self.session_id,
+                    }
+                )
+            )
 
     def prompt(self) -> None:
         rng = self.rng
         if self.new:
             self.bookkeeping("queue")
-        self.emit({"promptId": uid(rng), "type": "user", "message": {"role": "user", "content": prose(rng, rng.randint(20, 400))},
-                   "permissionMode": "default"})
+        self.emit(
+            {
+                "promptId": uid(rng),
+                "type": "user",
+                "message": {"role": "user", "content": prose(rng, rng.randint(20, 400))},
+                "permissionMode": "default",
+            }
+        )
         for _ in range(rng.choice([0, 0, 1, 1, 2, 4])):
             self.bookkeeping("attachment")
 
@@ -195,9 +315,12 @@ class Session:
         if self.context > 160_000:  # auto-compact: the conversation starts again from a summary
             self.context = rng.randint(20_000, 40_000)
         one_hour = write if self.one_hour else 0
-        usage = {"input_tokens": rng.choice([1, 3, 4, 6, 8, 11, rng.randint(10, 3000)]),
-                 "cache_creation_input_tokens": write, "cache_read_input_tokens": self.context,
-                 "output_tokens": rng.randint(20, 1800) if rng.random() < 0.9 else rng.randint(1800, 16000)}
+        usage = {
+            "input_tokens": rng.choice([1, 3, 4, 6, 8, 11, rng.randint(10, 3000)]),
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": self.context,
+            "output_tokens": rng.randint(20, 1800) if rng.random() < 0.9 else rng.randint(1800, 16000),
+        }
         if self.version.startswith("1.0"):
             usage["service_tier"] = "standard"
             return usage
@@ -219,7 +342,9 @@ class Session:
         self.gen.totals.add(self.model, usage)
         blocks = []
         if rng.random() < 0.35:
-            blocks.append({"type": "thinking", "thinking": prose(rng, rng.randint(80, 2500)), "signature": b62(rng, 300)})
+            blocks.append(
+                {"type": "thinking", "thinking": prose(rng, rng.randint(80, 2500)), "signature": b62(rng, 300)}
+            )
         if rng.random() < 0.8 or final or not tools:
             blocks.append({"type": "text", "text": prose(rng, rng.randint(20, 900))})
         used = []
@@ -227,10 +352,16 @@ class Session:
             name = rng.choice(TOOLS)
             tool_id = "toolu_01" + b62(rng, 22)
             if name == "Write":
-                tool_input = {"file_path": f"{self.cwd}/src/{rng.choice(WORDS)}.py", "content": code_text(rng, rng.randint(200, 6000))}
+                tool_input = {
+                    "file_path": f"{self.cwd}/src/{rng.choice(WORDS)}.py",
+                    "content": code_text(rng, rng.randint(200, 6000)),
+                }
             elif name == "Edit":
-                tool_input = {"file_path": f"{self.cwd}/src/{rng.choice(WORDS)}.py", "old_string": code_text(rng, 200),
-                              "new_string": code_text(rng, 260)}
+                tool_input = {
+                    "file_path": f"{self.cwd}/src/{rng.choice(WORDS)}.py",
+                    "old_string": code_text(rng, 200),
+                    "new_string": code_text(rng, 260),
+                }
             elif name == "Bash":
                 tool_input = {"command": f"pytest -x tests/test_{rng.choice(WORDS)}.py", "description": "Run the tests"}
             else:
@@ -243,13 +374,28 @@ class Session:
             line_usage = usage
             if partial and i < len(blocks) - 1:  # streaming snapshot: output counted so far
                 line_usage = dict(usage, output_tokens=max(1, usage["output_tokens"] * (i + 1) // (len(blocks) + 1)))
-            message = {"id": message_id, "type": "message", "role": "assistant", "model": self.model, "content": [block],
-                       "stop_reason": stop, "stop_sequence": None, "usage": line_usage}
+            message = {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [block],
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": line_usage,
+            }
             entry = {"message": message, "requestId": request_id, "type": "assistant"}
             if self.new:
-                entry = {"message": message, "apiBlockIndex": i, "requestId": request_id, "requestRef": uid(rng),
-                         "requestedModel": self.model, "promptCacheRequested": "1h" if self.one_hour else "5m",
-                         "type": "assistant", "effort": "medium"}
+                entry = {
+                    "message": message,
+                    "apiBlockIndex": i,
+                    "requestId": request_id,
+                    "requestRef": uid(rng),
+                    "requestedModel": self.model,
+                    "promptCacheRequested": "1h" if self.one_hour else "5m",
+                    "type": "assistant",
+                    "effort": "medium",
+                }
             self.emit(entry)
         return used
 
@@ -259,19 +405,56 @@ class Session:
             size = heavy_size(rng)
             body = code_text(rng, size) if name in ("Read", "Grep") else prose(rng, size)
             failed = rng.random() < 0.06
-            self.emit({"promptId": uid(rng), "type": "user", "message": {"role": "user", "content": [
-                {"tool_use_id": tool_id, "type": "tool_result", "content": body, "is_error": failed}]},
-                "toolUseResult": {"stdout": body[: size // 2], "stderr": "", "interrupted": False, "isImage": False}})
+            self.emit(
+                {
+                    "promptId": uid(rng),
+                    "type": "user",
+                    "message": {
+                        "role": "user",
+                        "content": [
+                            {"tool_use_id": tool_id, "type": "tool_result", "content": body, "is_error": failed}
+                        ],
+                    },
+                    "toolUseResult": {
+                        "stdout": body[: size // 2],
+                        "stderr": "",
+                        "interrupted": False,
+                        "isImage": False,
+                    },
+                }
+            )
 
     def api_error(self) -> None:
         rng = self.rng
-        self.emit({"type": "assistant", "message": {"diagnostics": None, "id": uid(rng), "container": None,
-                   "model": "<synthetic>", "role": "assistant", "stop_details": None, "stop_reason": "stop_sequence",
-                   "stop_sequence": "", "type": "message", "usage": {"input_tokens": 0, "output_tokens": 0,
-                   "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "server_tool_use":
-                   {"web_search_requests": 0, "web_fetch_requests": 0}, "service_tier": None},
-                   "content": [{"type": "text", "text": "API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}"}]},
-                   "error": "overloaded", "isApiErrorMessage": True})
+        self.emit(
+            {
+                "type": "assistant",
+                "message": {
+                    "diagnostics": None,
+                    "id": uid(rng),
+                    "container": None,
+                    "model": "<synthetic>",
+                    "role": "assistant",
+                    "stop_details": None,
+                    "stop_reason": "stop_sequence",
+                    "stop_sequence": "",
+                    "type": "message",
+                    "usage": {
+                        "input_tokens": 0,
+                        "output_tokens": 0,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+                        "service_tier": None,
+                    },
+                    "content": [
+                        {"type": "text", "text": 'API Error: 529 {"type":"error","error":{"type":"overloaded_error"}}'}
+                    ],
+                },
+                "error": "overloaded",
+                "isApiErrorMessage": True,
+            }
+        )
 
     def turn(self, *, subagent_hook=None) -> None:
         rng = self.rng
@@ -293,9 +476,18 @@ class Session:
             self.bookkeeping("last-prompt")
 
     def cost_state(self) -> None:
-        self.lines.append(dumps({"type": "cost-state", "sessionId": self.session_id, "totalCostUSD": 0,
-                                 "totalDuration": int((self.when - BASE).total_seconds()), "modelUsage": {},
-                                 "hasUnknownModelCost": False}))
+        self.lines.append(
+            dumps(
+                {
+                    "type": "cost-state",
+                    "sessionId": self.session_id,
+                    "totalCostUSD": 0,
+                    "totalDuration": int((self.when - BASE).total_seconds()),
+                    "modelUsage": {},
+                    "hasUnknownModelCost": False,
+                }
+            )
+        )
 
 
 class Generator:
@@ -326,8 +518,17 @@ class Generator:
         subagents: list[Session] = []
 
         def spawn(parent: Session) -> None:
-            agent = Session(rng, self, session_id=parent.session_id, cwd=cwd, version=version, model=SUBAGENT_MODEL,
-                            when=parent.when, sidechain=True, agent_id=hexid(rng, 17))
+            agent = Session(
+                rng,
+                self,
+                session_id=parent.session_id,
+                cwd=cwd,
+                version=version,
+                model=SUBAGENT_MODEL,
+                when=parent.when,
+                sidechain=True,
+                agent_id=hexid(rng, 17),
+            )
             for _ in range(rng.randint(1, 3)):
                 agent.turn()
             subagents.append(agent)
@@ -353,8 +554,9 @@ class Generator:
     def fork(self, parent: Session, base: Path) -> None:
         """`--fork-session`: the parent's lines copied with the new session id and `requestSessionId`, then new turns."""
         rng = self.rng
-        child = Session(rng, self, session_id=uid(rng), cwd=parent.cwd, version=parent.version, model=parent.model,
-                        when=parent.when)
+        child = Session(
+            rng, self, session_id=uid(rng), cwd=parent.cwd, version=parent.version, model=parent.model, when=parent.when
+        )
         for raw in parent.lines:
             entry = json.loads(raw)
             if entry.get("type") in ("user", "assistant"):
@@ -372,11 +574,19 @@ class Generator:
 
     def manifest(self, args: argparse.Namespace) -> dict:
         tokens = {m: sum(v for k, v in row.items() if k != "replies") for m, row in self.totals.by_model.items()}
-        return {"generator": "bench/gen_claude_corpus.py", "seed": args.seed, "target_mb": args.target_mb,
-                "projects": args.projects, "files": self.files, "lines": self.lines, "bytes": self.bytes,
-                "usage_lines": self.usage_lines, "unique_replies": self.totals.replies,
-                "total_tokens": sum(tokens.values()),
-                "by_model": {m: {**row, "total": tokens[m]} for m, row in sorted(self.totals.by_model.items())}}
+        return {
+            "generator": "bench/gen_claude_corpus.py",
+            "seed": args.seed,
+            "target_mb": args.target_mb,
+            "projects": args.projects,
+            "files": self.files,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "usage_lines": self.usage_lines,
+            "unique_replies": self.totals.replies,
+            "total_tokens": sum(tokens.values()),
+            "by_model": {m: {**row, "total": tokens[m]} for m, row in sorted(self.totals.by_model.items())},
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,8 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.run()
     manifest = gen.manifest(args)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"{args.out}: {manifest['files']} files, {manifest['lines']:,} lines, {manifest['bytes']:,} bytes, "
-          f"{manifest['unique_replies']:,} replies, {manifest['total_tokens']:,} tokens", file=sys.stderr)
+    print(
+        f"{args.out}: {manifest['files']} files, {manifest['lines']:,} lines, {manifest['bytes']:,} bytes, "
+        f"{manifest['unique_replies']:,} replies, {manifest['total_tokens']:,} tokens",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -16,15 +16,23 @@ import signal
 import subprocess
 import time
 
-import psutil
-
 import _common as C
+import psutil
 
 TARGET_CPU_PCT = 1.0
 TARGET_RSS_MB = 60.0
 AIDER_FLAGS = [
-    "--model", "openai/gpt-4o", "--openai-api-base", "http://127.0.0.1:9/v1", "--openai-api-key", "x",
-    "--no-check-update", "--no-show-release-notes", "--analytics-disable", "--yes-always", "--no-gitignore",
+    "--model",
+    "openai/gpt-4o",
+    "--openai-api-base",
+    "http://127.0.0.1:9/v1",
+    "--openai-api-key",
+    "x",
+    "--no-check-update",
+    "--no-show-release-notes",
+    "--analytics-disable",
+    "--yes-always",
+    "--no-gitignore",
     "--no-fancy-input",
 ]
 
@@ -73,8 +81,14 @@ def top_mappings(proc: psutil.Process, n: int = 12) -> list[dict]:
     except psutil.Error:
         return []
     rows = sorted(maps, key=lambda m: m.rss, reverse=True)[:n]
-    return [{"path": m.path or "[anon]", "rss_mb": round(m.rss / 2**20, 2), "private_mb": round(
-        (m.private_clean + m.private_dirty) / 2**20, 2)} for m in rows]
+    return [
+        {
+            "path": m.path or "[anon]",
+            "rss_mb": round(m.rss / 2**20, 2),
+            "private_mb": round((m.private_clean + m.private_dirty) / 2**20, 2),
+        }
+        for m in rows
+    ]
 
 
 def main() -> None:
@@ -82,8 +96,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="sampling time (>= 30)")
     parser.add_argument("--aider", default=C.AIDER)
     parser.add_argument("--python", default=C.CG_PYTHON)
-    parser.add_argument("--whatif-filter", action="store_true",
-                        help="what-if, not the shipped code: watchdog observer with an event_filter (see _instrumented.py)")
+    parser.add_argument(
+        "--whatif-filter",
+        action="store_true",
+        help="what-if, not the shipped code: watchdog observer with an event_filter (see _instrumented.py)",
+    )
     parser.add_argument("--name", default="idle_cost")
     args = parser.parse_args()
 
@@ -117,10 +134,15 @@ def main() -> None:
             time.sleep(1.0)
             now_t, now_c = time.monotonic(), cpu_s(cg)
             mem = cg.memory_full_info()
-            samples.append({
-                "t": now_t - t0, "cpu_pct": 100 * (now_c - prev_c) / (now_t - prev_t),
-                "rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20, "threads": cg.num_threads(),
-            })
+            samples.append(
+                {
+                    "t": now_t - t0,
+                    "cpu_pct": 100 * (now_c - prev_c) / (now_t - prev_t),
+                    "rss_mb": mem.rss / 2**20,
+                    "uss_mb": mem.uss / 2**20,
+                    "threads": cg.num_threads(),
+                }
+            )
             prev_t, prev_c = now_t, now_c
         t1, c1, a1 = time.monotonic(), cpu_s(cg), cpu_s(agent)
         agent_alive = agent.is_running()
@@ -165,14 +187,24 @@ def main() -> None:
         "samples": samples,
     }
     path = C.save(args.name, data)
-    print(f"capguard CPU: {cpu_pct:.2f}% of one core over {t1 - t0:.0f} s (target <= {TARGET_CPU_PCT:g}%); "
-          f"per-second p50 {data['cpu_pct_per_second']['p50']:.2f}% max {data['cpu_pct_per_second']['max']:.2f}%")
-    print(f"capguard RSS: max {data['rss_mb']['max']:.1f} MB, p50 {data['rss_mb']['p50']:.1f} MB (target <= {TARGET_RSS_MB:g} MB); "
-          f"USS max {data['uss_mb']['max']:.1f} MB; {data['threads']} threads")
-    print(f"aider itself: {data['agent_cpu_pct']:.2f}% CPU; analytics log lines: {len(lines)} {data['analytics_events']}")
-    print("largest resident mappings (MB):", ", ".join(f"{m['path'].rsplit('/', 1)[-1]} {m['rss_mb']:.1f}" for m in maps[:8]))
+    print(
+        f"capguard CPU: {cpu_pct:.2f}% of one core over {t1 - t0:.0f} s (target <= {TARGET_CPU_PCT:g}%); "
+        f"per-second p50 {data['cpu_pct_per_second']['p50']:.2f}% max {data['cpu_pct_per_second']['max']:.2f}%"
+    )
+    print(
+        f"capguard RSS: max {data['rss_mb']['max']:.1f} MB, p50 {data['rss_mb']['p50']:.1f} MB (target <= {TARGET_RSS_MB:g} MB); "
+        f"USS max {data['uss_mb']['max']:.1f} MB; {data['threads']} threads"
+    )
+    print(
+        f"aider itself: {data['agent_cpu_pct']:.2f}% CPU; analytics log lines: {len(lines)} {data['analytics_events']}"
+    )
+    print(
+        "largest resident mappings (MB):",
+        ", ".join(f"{m['path'].rsplit('/', 1)[-1]} {m['rss_mb']:.1f}" for m in maps[:8]),
+    )
     print(f"results: {path}")
     import render_results
+
     render_results.main()
 
 

@@ -50,7 +50,9 @@ def importtime(argv: list[str], env: dict, cwd: Path, runs: int = 3) -> dict:
     per_module: dict[str, list[float]] = {}
     totals = []
     for _ in range(runs):
-        done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(
+            [argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=cwd, capture_output=True, text=True
+        )
         total = 0.0
         for text in done.stderr.splitlines():
             if not text.startswith("import time:") or "cumulative" in text:
@@ -72,8 +74,12 @@ def phases(python: str, env: dict, cwd: Path, base: Path, runs: int = 5) -> dict
     collected: dict[str, list[float]] = {}
     for i in range(runs):
         out = base / f"phases{i}.json"
-        subprocess.run([python, str(C.BENCH / "_instrumented.py"), "aider", "--version"], env=dict(env, BENCH_PHASES=str(out)),
-                       cwd=cwd, capture_output=True)
+        subprocess.run(
+            [python, str(C.BENCH / "_instrumented.py"), "aider", "--version"],
+            env=dict(env, BENCH_PHASES=str(out)),
+            cwd=cwd,
+            capture_output=True,
+        )
         for name, value in json.loads(out.read_text()).items():
             collected.setdefault(name, []).append(value)
     return {name: round(C.percentile(values, 50), 1) for name, values in collected.items()}
@@ -129,10 +135,13 @@ def measure(mode: str, args, base: Path, env: dict, repo: Path) -> dict:
         "overhead_p90_ms": C.percentile(cg_t, 90) - C.percentile(base_t, 90),
         "paired_diff": C.summary(paired),
         "aider_analytics_log": C.summary(times["aider --version --analytics-log F"]),
-        "analytics_log_paired_diff": C.summary([b - a for a, b in zip(base_t, times["aider --version --analytics-log F"])]),
+        "analytics_log_paired_diff": C.summary(
+            [b - a for a, b in zip(base_t, times["aider --version --analytics-log F"])]
+        ),
         "cpu_aider": C.summary(cpu["aider --version"]),
         "cpu_capguard_aider": C.summary(cpu["capguard aider --version"]),
-        "cpu_overhead_p50_ms": C.percentile(cpu["capguard aider --version"], 50) - C.percentile(cpu["aider --version"], 50),
+        "cpu_overhead_p50_ms": C.percentile(cpu["capguard aider --version"], 50)
+        - C.percentile(cpu["aider --version"], 50),
         "extras": extra_times,
         "extras_cpu": extra_cpu,
         "outputs": outputs,
@@ -169,17 +178,27 @@ def main() -> None:
         modes[mode] = measure(mode, args, base, env, repo)
         m = modes[mode]
         print(f"[{mode}] aider --version          p50 {m['aider']['p50']:.0f} ms  p90 {m['aider']['p90']:.0f} ms")
-        print(f"[{mode}] capguard aider --version p50 {m['capguard_aider']['p50']:.0f} ms  p90 {m['capguard_aider']['p90']:.0f} ms")
-        print(f"[{mode}] overhead: p50 {m['overhead_p50_ms']:+.0f} ms, p90 {m['overhead_p90_ms']:+.0f} ms, paired median "
-              f"{m['paired_diff']['p50']:+.0f} ms (target <= {TARGET_OVERHEAD_MS:g}); CPU time p50 aider "
-              f"{m['cpu_aider']['p50']:.0f} ms, capguard aider {m['cpu_capguard_aider']['p50']:.0f} ms: {m['cpu_overhead_p50_ms']:+.0f} ms")
-        print(f"[{mode}] aider --version --analytics-log F p50 {m['aider_analytics_log']['p50']:.0f} ms: paired "
-              f"{m['analytics_log_paired_diff']['p50']:+.0f} ms against plain aider (aider's part of the overhead)")
+        print(
+            f"[{mode}] capguard aider --version p50 {m['capguard_aider']['p50']:.0f} ms  p90 {m['capguard_aider']['p90']:.0f} ms"
+        )
+        print(
+            f"[{mode}] overhead: p50 {m['overhead_p50_ms']:+.0f} ms, p90 {m['overhead_p90_ms']:+.0f} ms, paired median "
+            f"{m['paired_diff']['p50']:+.0f} ms (target <= {TARGET_OVERHEAD_MS:g}); CPU time p50 aider "
+            f"{m['cpu_aider']['p50']:.0f} ms, capguard aider {m['cpu_capguard_aider']['p50']:.0f} ms: {m['cpu_overhead_p50_ms']:+.0f} ms"
+        )
+        print(
+            f"[{mode}] aider --version --analytics-log F p50 {m['aider_analytics_log']['p50']:.0f} ms: paired "
+            f"{m['analytics_log_paired_diff']['p50']:+.0f} ms against plain aider (aider's part of the overhead)"
+        )
         for name, stat in m["extras"].items():
-            print(f"[{mode}] {name:38s} p50 {stat['p50']:.0f} ms  p90 {stat['p90']:.0f} ms  (CPU p50 {m['extras_cpu'][name]['p50']:.0f} ms)")
+            print(
+                f"[{mode}] {name:38s} p50 {stat['p50']:.0f} ms  p90 {stat['p90']:.0f} ms  (CPU p50 {m['extras_cpu'][name]['p50']:.0f} ms)"
+            )
         if "importtime" in m:
-            print(f"[{mode}] -X importtime total {m['importtime']['total_ms']:.0f} ms; top: " + ", ".join(
-                f"{n} {v:.0f}" for n, v in m["importtime"]["top_cumulative_ms"][:8]))
+            print(
+                f"[{mode}] -X importtime total {m['importtime']['total_ms']:.0f} ms; top: "
+                + ", ".join(f"{n} {v:.0f}" for n, v in m["importtime"]["top_cumulative_ms"][:8])
+            )
             print(f"[{mode}] phases (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in m["phases_ms"].items()))
     data = {
         "benchmark": "startup_overhead",
@@ -196,6 +215,7 @@ def main() -> None:
     path = C.save(args.name, data)
     print(f"results: {path}")
     import render_results
+
     render_results.main()
 
 

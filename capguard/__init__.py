@@ -1,7 +1,7 @@
 """capguard: hard spending caps for AI coding agents.
 
 The command line lives in capguard.cli; the pieces are importable on their own. `from capguard import Budget`
-is the library (capguard.budget); it is imported on first use, so the CLI never loads it.
+is the library (capguard.budget.library); it is imported on first use, so the CLI never loads it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["Budget", "BudgetExceeded", "BudgetWarning", "__version__"]
 
-_LAZY = {"Budget": "capguard.budget", "BudgetExceeded": "capguard.budget_messages",
-         "BudgetWarning": "capguard.budget_messages"}
+_LAZY = {
+    "Budget": "capguard.budget.library",
+    "BudgetExceeded": "capguard.budget.messages",
+    "BudgetWarning": "capguard.budget.messages",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -28,9 +28,11 @@ def _tighten(path: Path, *, stderr: TextIO | None) -> None:
         return  # already private, or someone else's (a shared folder is its owner's business)
     os.chmod(path, current & ~0o077)
     if stderr is not None:
-        print(f"capguard: note: {path} was open to other users (mode {current:04o}); capguard made it "
-              f"{current & ~0o077:04o}",
-              file=stderr)
+        print(
+            f"capguard: note: {path} was open to other users (mode {current:04o}); capguard made it "
+            f"{current & ~0o077:04o}",
+            file=stderr,
+        )
 
 
 def private_dir(path: Path, *, stderr: TextIO | None = sys.stderr) -> Path:

@@ -17,24 +17,27 @@ from typing import TextIO
 
 import psutil
 
-from capguard import cgroup, child_env, compat, identity, monthly, paths
+from capguard import paths
 from capguard.agents import get_adapter
-from capguard.caps import Caps
-from capguard.config import Settings
-from capguard.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
-from capguard.events import Reply
-from capguard.ids import new_id
+from capguard.budget.allowance import MonthGuard, utc_clock, utc_text
+from capguard.config import identity
+from capguard.config.settings import Settings
+from capguard.core import child_env, monthly
+from capguard.core.caps import Caps
+from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
+from capguard.core.events import Reply
+from capguard.core.ids import new_id
+from capguard.core.pricing import Priced, Pricer
+from capguard.core.redact import RedactingFilter, redact_argv
+from capguard.core.team import team_of
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
-from capguard.month_guard import MonthGuard, utc_clock, utc_text
-from capguard.pricing import Priced, Pricer
+from capguard.ledger.reconcile import open_reconciled
+from capguard.ledger.spool import Spool, SpoolError
 from capguard.private_files import private_dir, private_file
-from capguard.redact import RedactingFilter, redact_argv
-from capguard.reconcile import open_reconciled
-from capguard.report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
-from capguard.spool import Spool, SpoolError
-from capguard.status import StatusBoard
-from capguard.supervise import Hooks, Outcome, Supervisor
-from capguard.team import team_of
+from capguard.reports.run_report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
+from capguard.supervisor import cgroup, compat
+from capguard.supervisor.status_board import StatusBoard
+from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
 log = logging.getLogger("capguard")
 
@@ -88,9 +91,16 @@ def _month_gate(guard: MonthGuard, caps: Caps, agent: str, stderr: TextIO) -> Ca
     return replace(caps, monthly_remaining_micro=monthly.remaining(standings))
 
 
-def run_agent(agent: str, args: list[str], settings: Settings, *, env: Mapping[str, str] | None = None,
-              cwd: Path | None = None, stderr: TextIO | None = None,
-              clock: Callable[[], datetime] = utc_clock) -> int:
+def run_agent(
+    agent: str,
+    args: list[str],
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stderr: TextIO | None = None,
+    clock: Callable[[], datetime] = utc_clock,
+) -> int:
     """Run one agent under caps; `clock` (aware, UTC) places the run and its usage in a month."""
     env = dict(os.environ if env is None else env)
     cwd = cwd or Path.cwd()
@@ -120,8 +130,16 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
         start = RunStart(  # redacted here, so the spool never holds a key from the agent's command line either
-            run_id=run_id, agent=agent, argv=redact_argv(plan.argv), cwd=str(cwd), user=user, host=host,
-            started_utc=utc_text(clock()), caps=caps.as_json(), project=identity.project(cwd), line=line,
+            run_id=run_id,
+            agent=agent,
+            argv=redact_argv(plan.argv),
+            cwd=str(cwd),
+            user=user,
+            host=host,
+            started_utc=utc_text(clock()),
+            caps=caps.as_json(),
+            project=identity.project(cwd),
+            line=line,
         )
         spool = _open_spool(run_dir, start, ledger)
         try:
@@ -129,10 +147,19 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         except BaseException:
             spool.discard()
             raise
-        board = StatusBoard(run_dir / "status.json", {
-            "run_id": run_id, "agent": agent, "pid": os.getpid(), "pid_ticks": compat.start_ticks(os.getpid()),
-            "cwd": str(cwd), "started_at": started_at, "caps": caps.as_json(),
-        }, title=settings["title"])
+        board = StatusBoard(
+            run_dir / "status.json",
+            {
+                "run_id": run_id,
+                "agent": agent,
+                "pid": os.getpid(),
+                "pid_ticks": compat.start_ticks(os.getpid()),
+                "cwd": str(cwd),
+                "started_at": started_at,
+                "caps": caps.as_json(),
+            },
+            title=settings["title"],
+        )
         for note in plan.notes:
             log.info(note)
         hooks = Hooks(
@@ -140,19 +167,40 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             spool=spool.append_usage,
             on_reply=lambda record: ledger.record_usage(run_id, record),
             on_status=lambda meter, elapsed, verdict, state: board.update(
-                meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"),
+                meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
+            ),
             month_allowance=(lambda: guard.allowance(run_id)) if guard.active else None,
             month_now=lambda: guard.month().label,
         )
-        supervisor = Supervisor(plan, caps, pricer, name=agent, grace=settings["grace"],
-                                kill_after=settings["kill_after"], poll=settings["poll"], hooks=hooks, run_id=run_id,
-                                run_dir=run_dir)
+        supervisor = Supervisor(
+            plan,
+            caps,
+            pricer,
+            name=agent,
+            grace=settings["grace"],
+            kill_after=settings["kill_after"],
+            poll=settings["poll"],
+            hooks=hooks,
+            run_id=run_id,
+            run_dir=run_dir,
+        )
         try:
             outcome = supervisor.run()
         except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
-            ledger.finish_run(run_id, RunEnd(
-                ended_utc=utc_text(clock()), stop_reason=None, exit_code=err.exit_code, cost_micro_usd=0, tokens=0,
-                steps=0, malformed_lines=0, report={"run_id": run_id, "error": str(err)}, status="not started"))
+            ledger.finish_run(
+                run_id,
+                RunEnd(
+                    ended_utc=utc_text(clock()),
+                    stop_reason=None,
+                    exit_code=err.exit_code,
+                    cost_micro_usd=0,
+                    tokens=0,
+                    steps=0,
+                    malformed_lines=0,
+                    report={"run_id": run_id, "error": str(err)},
+                    status="not started",
+                ),
+            )
             spool.settled()
             raise
         finally:
@@ -161,32 +209,69 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         for note in late_notes:
             log.info(note)
         facts = RunFacts(
-            run_id=run_id, agent=agent, argv=plan.argv, cwd=str(cwd), user=user, host=host,
-            started_at=started_at, ended_at=time.time(), elapsed_s=outcome.elapsed_s, caps=caps,
-            meter=outcome.meter, stop_reason=outcome.stop_reason, agent_returncode=outcome.returncode,
-            signal_received=outcome.signal_received, model=plan.fallback_model, notes=plan.notes + late_notes,
-            blind_spots=plan.blind_spots, stop_steps=outcome.stop_steps, warnings=outcome.warnings,
-            leftovers_stopped=outcome.leftovers_stopped, at_stop=outcome.at_stop,
-            self_stopped=outcome.self_stopped, tree_stop=outcome.tree_stop,
+            run_id=run_id,
+            agent=agent,
+            argv=plan.argv,
+            cwd=str(cwd),
+            user=user,
+            host=host,
+            started_at=started_at,
+            ended_at=time.time(),
+            elapsed_s=outcome.elapsed_s,
+            caps=caps,
+            meter=outcome.meter,
+            stop_reason=outcome.stop_reason,
+            agent_returncode=outcome.returncode,
+            signal_received=outcome.signal_received,
+            model=plan.fallback_model,
+            notes=plan.notes + late_notes,
+            blind_spots=plan.blind_spots,
+            stop_steps=outcome.stop_steps,
+            warnings=outcome.warnings,
+            leftovers_stopped=outcome.leftovers_stopped,
+            at_stop=outcome.at_stop,
+            self_stopped=outcome.self_stopped,
+            tree_stop=outcome.tree_stop,
         )
         if outcome.ledger_unsaved:
-            facts.notes = [*facts.notes, f"the ledger missed {len(outcome.ledger_unsaved)} replies"
-                           f" ({outcome.ledger_error}); they are in {spool.path}"]
+            facts.notes = [
+                *facts.notes,
+                f"the ledger missed {len(outcome.ledger_unsaved)} replies"
+                f" ({outcome.ledger_error}); they are in {spool.path}",
+            ]
         report = build_report(facts)
-        unwritten = write_all([run_dir / "report.json", *([Path(settings["report_json"])] if settings["report_json"] else [])], report)
+        unwritten = write_all(
+            [run_dir / "report.json", *([Path(settings["report_json"])] if settings["report_json"] else [])], report
+        )
         board.update(outcome.meter, caps, outcome.elapsed_s, state="ended", force=True)
-        unavailable = _close_run(ledger, spool, run_id, outcome, RunEnd(
-            ended_utc=utc_text(clock()), stop_reason=outcome.stop_reason, exit_code=report["exit_code"],
-            cost_micro_usd=outcome.meter.cost_micro, tokens=outcome.meter.tokens, steps=outcome.meter.steps,
-            malformed_lines=outcome.meter.malformed_lines, report=report,
-        ))
+        unavailable = _close_run(
+            ledger,
+            spool,
+            run_id,
+            outcome,
+            RunEnd(
+                ended_utc=utc_text(clock()),
+                stop_reason=outcome.stop_reason,
+                exit_code=report["exit_code"],
+                cost_micro_usd=outcome.meter.cost_micro,
+                tokens=outcome.meter.tokens,
+                steps=outcome.meter.steps,
+                malformed_lines=outcome.meter.malformed_lines,
+                report=report,
+            ),
+        )
     if outcome.stop_reason or outcome.signal_received:
         print(stop_line(facts), file=stderr)
     elif outcome.meter.malformed_lines:
-        print(f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log", file=stderr)
+        print(
+            f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log",
+            file=stderr,
+        )
     if outcome.meter.suspicious_lines and not (outcome.stop_reason or outcome.signal_received):
-        print(f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
-              file=stderr)
+        print(
+            f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
+            file=stderr,
+        )
     if unwritten:
         print(unwritten, file=stderr)
     if unavailable:
@@ -198,8 +283,9 @@ def _open_spool(run_dir: Path, start: RunStart, ledger: Ledger) -> Spool:
     """The run's spool, before the ledger knows the run: a capguard killed from here on is reconciled."""
     try:
         me = psutil.Process()
-        return Spool.create(run_dir, start, ledger=ledger.identity, pid=me.pid, pid_created=me.create_time(),
-                            host=start.host)
+        return Spool.create(
+            run_dir, start, ledger=ledger.identity, pid=me.pid, pid_created=me.create_time(), host=start.host
+        )
     except SpoolError as err:
         raise LedgerError(f"{err}; capguard does not start an agent it cannot count durably") from err
 
@@ -223,5 +309,7 @@ def _close_run(ledger: Ledger, spool: Spool, run_id: str, outcome: Outcome, end:
     spool.close()
     unsaved = outcome.ledger_unsaved
     cost = sum(record.cost_micro_usd or 0 for record in unsaved)
-    return (f"capguard: the ledger was unavailable ({error}); {len(unsaved)} repl{'y' if len(unsaved) == 1 else 'ies'}"
-            f" (${cost / 1e6:.2f}) and the run's end are kept in {spool.path}; the next capguard start records them")
+    return (
+        f"capguard: the ledger was unavailable ({error}); {len(unsaved)} repl{'y' if len(unsaved) == 1 else 'ies'}"
+        f" (${cost / 1e6:.2f}) and the run's end are kept in {spool.path}; the next capguard start records them"
+    )

@@ -12,9 +12,21 @@ import pytest
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "capguard-home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    for name in ("CAPGUARD_CONFIG", "CAPGUARD_USD", "CAPGUARD_TOKENS", "CAPGUARD_WALL", "CAPGUARD_STEPS",
-                 "CAPGUARD_MAP_TOKENS", "CAPGUARD_LEDGER", "CAPGUARD_USER", "CAPGUARD_LINE", "ANTHROPIC_COST_BUDGET",
-                 "ANTHROPIC_TOKEN_BUDGET", "CAPGUARD_TEAM_CONFIG", "CAPGUARD_TEAM_LEDGER"):
+    for name in (
+        "CAPGUARD_CONFIG",
+        "CAPGUARD_USD",
+        "CAPGUARD_TOKENS",
+        "CAPGUARD_WALL",
+        "CAPGUARD_STEPS",
+        "CAPGUARD_MAP_TOKENS",
+        "CAPGUARD_LEDGER",
+        "CAPGUARD_USER",
+        "CAPGUARD_LINE",
+        "ANTHROPIC_COST_BUDGET",
+        "ANTHROPIC_TOKEN_BUDGET",
+        "CAPGUARD_TEAM_CONFIG",
+        "CAPGUARD_TEAM_LEDGER",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -9,8 +9,16 @@ from urllib.parse import urlsplit
 
 def api_request(session: str, *, cost=0.011444, request_id: str = "req_forged", **extra) -> dict:
     """One `claude_code.api_request` log record; `cost` goes in as given (a string stays a string)."""
-    attrs = {"session.id": session, "event.name": "api_request", "model": "claude-opus-5-5", "input_tokens": 11,
-             "output_tokens": 40, "cost_usd": cost, "request_id": request_id, **extra}
+    attrs = {
+        "session.id": session,
+        "event.name": "api_request",
+        "model": "claude-opus-5-5",
+        "input_tokens": 11,
+        "output_tokens": 40,
+        "cost_usd": cost,
+        "request_id": request_id,
+        **extra,
+    }
 
     def wrap(value):
         if isinstance(value, str):
@@ -19,8 +27,10 @@ def api_request(session: str, *, cost=0.011444, request_id: str = "req_forged", 
             return {"intValue": value}
         return {"doubleValue": value}
 
-    return {"body": {"stringValue": "claude_code.api_request"},
-            "attributes": [{"key": k, "value": wrap(v)} for k, v in attrs.items()]}
+    return {
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [{"key": k, "value": wrap(v)} for k, v in attrs.items()],
+    }
 
 
 def payload(*records: dict) -> bytes:

@@ -1,23 +1,25 @@
-"""One adapter per agent: how to launch it, which files to watch, how to read them, how to stop it.
+"""The registry of agents: the only list of them. Each is a package here with an `adapter` module (its ADAPTER).
 
-Adding an agent means adding one module here and registering it below.
+Stdlib only and lazy: the CLI's --help and `python -m capguard.agents.claude.statusline` import this package.
+Adding an agent is adding its package and its name below.
 """
 
 from __future__ import annotations
 
-from capguard.agents.base import Adapter, LaunchPlan
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from capguard.agents.base import Adapter
+
+NAMES: tuple[str, ...] = ("aider", "claude")
 
 
 def get_adapter(name: str) -> Adapter:
-    if name == "aider":
-        from capguard.agents import aider
-
-        return aider.ADAPTER
-    if name == "claude":
-        from capguard.agents import claude
-
-        return claude.ADAPTER
-    raise KeyError(name)
+    """The adapter of agent `name`; KeyError for a name that is not registered."""
+    if name not in NAMES:
+        raise KeyError(name)
+    return importlib.import_module(f"capguard.agents.{name}.adapter").ADAPTER
 
 
-__all__ = ["Adapter", "LaunchPlan", "get_adapter"]
+__all__ = ["NAMES", "get_adapter"]

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from capguard.config import Settings
-from capguard.errors import AgentNotExecutable, AgentNotFound
-from capguard.tail import WatchSpec
+from capguard.config.settings import Settings
+from capguard.core.errors import AgentNotExecutable, AgentNotFound
+from capguard.metering.tail import WatchSpec
 
 
 @dataclass
@@ -39,7 +39,9 @@ class Adapter(Protocol):
     name: str
     install_hint: str
 
-    def plan(self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str) -> LaunchPlan: ...
+    def plan(
+        self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
+    ) -> LaunchPlan: ...
 
 
 def resolve_executable(command: str, install_hint: str, env: Mapping[str, str]) -> str:

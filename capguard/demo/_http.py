@@ -7,8 +7,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 class TrackingHTTPServer(ThreadingHTTPServer):
@@ -73,8 +74,12 @@ class FakeServer:
         self._stopping.clear()
         self._httpd = TrackingHTTPServer((self.host, self.port), self.handler, self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"{type(self).__name__}:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{type(self).__name__}:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -136,7 +141,7 @@ class FakeServer:
         with self._cond:
             while self._count(kind) < n:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stopping.is_set() and self._httpd is None:
+                if left <= 0 or (self._stopping.is_set() and self._httpd is None):
                     return False
                 self._cond.wait(min(left, 0.5))
             return True

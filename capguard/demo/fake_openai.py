@@ -27,20 +27,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
-from typing import Any, Optional
 
 __all__ = [
-    "Reply",
-    "Script",
-    "FakeOpenAI",
-    "classify",
-    "runaway_script",
-    "chat_script",
-    "RUNAWAY_MARKER",
     "DEFAULT_COMMIT_MESSAGE",
     "DEFAULT_SUMMARY",
+    "RUNAWAY_MARKER",
+    "FakeOpenAI",
+    "Reply",
+    "Script",
+    "chat_script",
+    "classify",
+    "runaway_script",
 ]
 
 MAIN = "main"
@@ -162,7 +162,7 @@ def runaway_script(
 
 
 def chat_script(
-    texts: Optional[list[str]] = None,
+    texts: list[str] | None = None,
     *,
     prompt_tokens: int = 1000,
     completion_tokens: int = 100,
@@ -282,7 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
                 200,
                 {
                     "object": "list",
-                    "data": [{"id": m, "object": "model", "created": now, "owned_by": "capguard-fake"} for m in _MODELS],
+                    "data": [
+                        {"id": m, "object": "model", "created": now, "owned_by": "capguard-fake"} for m in _MODELS
+                    ],
                 },
             )
         else:
@@ -362,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             "system_fingerprint": "fp_capguard_fake",
         }
 
-        def chunk(delta: dict, finish: Optional[str] = None) -> dict:
+        def chunk(delta: dict, finish: str | None = None) -> dict:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         self._event(chunk({"role": "assistant", "content": ""}))
@@ -402,7 +404,7 @@ class FakeOpenAI(FakeServer):
         kind = classify(body)
         with self._cond:
             if kind == MAIN:
-                index: Optional[int] = self._main_index
+                index: int | None = self._main_index
                 reply = self.script.main_reply(self._main_index)
                 self._main_index += 1
             else:
@@ -444,7 +446,7 @@ class FakeOpenAI(FakeServer):
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m capguard.demo.fake_openai",
         description="Scripted OpenAI-compatible model server (never calls a real model).",

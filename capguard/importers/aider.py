@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from capguard import sanitize
-from capguard.agents.aider_logs import AnalyticsParser, CostLine, cost_lines
-from capguard.events import Malformed, Reply
+from capguard.agents.aider.logs import AnalyticsParser, CostLine, cost_lines
+from capguard.core import sanitize
+from capguard.core.events import Malformed, Reply
+from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
-from capguard.importers.ledger_io import ImportWriter, RunRow
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
+from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.ledger.records import normalize_utc
-from capguard.pricing import Pricer
 
 AGENT = "aider"
 HISTORY_NAME = ".aider.chat.history.md"
@@ -108,7 +108,7 @@ class Session:
     model: str | None = None
     rows: list[tuple] = field(default_factory=list)
     malformed: int = 0
-    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound, counted as the bound
+    suspicious: int = 0  # replies with a figure at capguard.core.sanitize's bound, counted as the bound
     report: dict = field(default_factory=dict)
 
 
@@ -125,12 +125,22 @@ def analytics_sessions(path: str, data: bytes, base: int, pricer: UnitPricer) ->
             continue
         try:
             entry = json.loads(line)
-            event, at = (entry.get("event"), _utc_of_unix(entry.get("time"))) if isinstance(entry, dict) else (None, None)
+            event, at = (
+                (entry.get("event"), _utc_of_unix(entry.get("time"))) if isinstance(entry, dict) else (None, None)
+            )
         except (ValueError, RecursionError):  # the parser below counts the line as malformed
             event, at = None, None
         if at and (event == "launched" or not sessions):
-            sessions.append(Session(f"aider-a{_file_id(path)}-{offset}", path, offset, at, at,
-                                    report={"imported_from": "aider analytics log", "file": path}))
+            sessions.append(
+                Session(
+                    f"aider-a{_file_id(path)}-{offset}",
+                    path,
+                    offset,
+                    at,
+                    at,
+                    report={"imported_from": "aider analytics log", "file": path},
+                )
+            )
         if not sessions:
             continue
         session = sessions[-1]
@@ -159,15 +169,29 @@ def _analytics_row(reply: Reply, session: Session, at: str | None, pricer: UnitP
         cost, priced_by = reply.reported_cost_micro, "agent"
     else:
         cost, priced_by = pricer.price(model, reply.input_tokens, reply.output_tokens, 0, 0)
-    return (session.run_id, reply.key, at or session.ended_utc, model, reply.input_tokens, reply.output_tokens, 0, 0,
-            cost, priced_by, session.path, reply.offset, None)
+    return (
+        session.run_id,
+        reply.key,
+        at or session.ended_utc,
+        model,
+        reply.input_tokens,
+        reply.output_tokens,
+        0,
+        0,
+        cost,
+        priced_by,
+        session.path,
+        reply.offset,
+        None,
+    )
 
 
 # -- chat histories ------------------------------------------------------------------------------------------
 
 
-def history_sessions(path: str, data: bytes, base: int, pricer: UnitPricer,
-                     local: Callable[[str], str]) -> list[Session]:
+def history_sessions(
+    path: str, data: bytes, base: int, pricer: UnitPricer, local: Callable[[str], str]
+) -> list[Session]:
     """Sessions of a chat history (`# aider chat started at ...`, local time) with their cost lines."""
     heads = list(_HEADER.finditer(data))
     sessions = []
@@ -176,15 +200,22 @@ def history_sessions(path: str, data: bytes, base: int, pricer: UnitPricer,
         text = data[head.start() : end].decode("utf-8", "replace")
         started = local(head.group(1).decode())
         offset = base + head.start()
-        session = Session(f"aider-h{_file_id(path)}-{offset}", path, offset, started, started,
-                          report={"imported_from": "aider chat history (rounded figures)", "file": path})
+        session = Session(
+            f"aider-h{_file_id(path)}-{offset}",
+            path,
+            offset,
+            started,
+            started,
+            report={"imported_from": "aider chat history (rounded figures)", "file": path},
+        )
         model = _MODEL.search(text) or _MODEL_FLAG.search(text)
         session.model = model.group(1) if model else None
         found, session.malformed = cost_lines(text)
         for n, cost_line in enumerate(found):
             session.rows.append(_history_row(cost_line, session, n, pricer))
             session.suspicious += max(cost_line.sent, cost_line.received) >= sanitize.MAX_TOKENS or (
-                cost_line.message_usd is not None and cost_line.message_usd * 1e6 >= sanitize.MAX_REPLY_USD_MICRO)
+                cost_line.message_usd is not None and cost_line.message_usd * 1e6 >= sanitize.MAX_REPLY_USD_MICRO
+            )
         sessions.append(session)
     return sessions
 
@@ -195,9 +226,21 @@ def _history_row(line: CostLine, session: Session, n: int, pricer: UnitPricer) -
         cost, priced_by = sanitize.usd_micro(line.message_usd, "message cost"), "agent"
     else:
         cost, priced_by = pricer.price(session.model, fresh, line.received, line.cache_hit, line.cache_write)
-    return (session.run_id, f"aider:history:{session.path}@{session.offset}#{n}", session.started_utc, session.model, fresh,
-            line.received, line.cache_hit, line.cache_write, cost, priced_by, session.path, session.offset,
-            '{"rounded": true}')
+    return (
+        session.run_id,
+        f"aider:history:{session.path}@{session.offset}#{n}",
+        session.started_utc,
+        session.model,
+        fresh,
+        line.received,
+        line.cache_hit,
+        line.cache_write,
+        cost,
+        priced_by,
+        session.path,
+        session.offset,
+        '{"rounded": true}',
+    )
 
 
 def local_to_utc(text: str) -> str:
@@ -225,8 +268,10 @@ def _read_from(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_resu
 
 def covering_spans(writer: ImportWriter) -> list[tuple[str | None, float, float]]:
     """(project, start, end) in unix seconds of this user's aider runs that are not history imports."""
-    sql = ("SELECT r.id, r.project, r.started_utc, r.ended_utc FROM runs r JOIN users u ON u.id = r.user_id"
-           " WHERE r.agent = ? AND u.name = ?")
+    sql = (
+        "SELECT r.id, r.project, r.started_utc, r.ended_utc FROM runs r JOIN users u ON u.id = r.user_id"
+        " WHERE r.agent = ? AND u.name = ?"
+    )
     spans = []
     for row in writer.query(sql, (AGENT, writer.user)):
         if row["id"].startswith("aider-h"):
@@ -242,22 +287,43 @@ def _covered(project: str | None, at: float, spans: list[tuple[str | None, float
 
 def history_runs(writer: ImportWriter) -> list[tuple[str, str | None, float]]:
     """(run id, project, start) of the history sessions imported earlier: an analytics session may replace one."""
-    sql = ("SELECT r.id, r.project, r.started_utc FROM runs r JOIN users u ON u.id = r.user_id"
-           " WHERE r.agent = ? AND u.name = ? AND r.status = 'imported'")
-    return [(row["id"], row["project"], _seconds(row["started_utc"])) for row in writer.query(sql, (AGENT, writer.user))
-            if row["id"].startswith("aider-h")]
+    sql = (
+        "SELECT r.id, r.project, r.started_utc FROM runs r JOIN users u ON u.id = r.user_id"
+        " WHERE r.agent = ? AND u.name = ? AND r.status = 'imported'"
+    )
+    return [
+        (row["id"], row["project"], _seconds(row["started_utc"]))
+        for row in writer.query(sql, (AGENT, writer.user))
+        if row["id"].startswith("aider-h")
+    ]
 
 
-def import_logs(writer: ImportWriter, state: ImportState, found: tuple[list[Path], list[Path]], *,
-                pricer_overrides: dict | None = None, line_of: Callable[[str | None], str | None] = lambda p: None,
-                on_progress: Callable[[int, int, int], None] | None = None,
-                local: Callable[[str], str] = local_to_utc) -> dict:
+def import_logs(
+    writer: ImportWriter,
+    state: ImportState,
+    found: tuple[list[Path], list[Path]],
+    *,
+    pricer_overrides: dict | None = None,
+    line_of: Callable[[str | None], str | None] = lambda p: None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+    local: Callable[[str], str] = local_to_utc,
+) -> dict:
     """Analytics logs first (exact), then histories (rounded) minus the sessions already covered."""
     analytics, histories = found
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     projects: dict[str, str | None] = {}
-    counts = {"files_found": len(analytics) + len(histories), "files_read": 0, "files_unchanged": 0, "bytes_read": 0,
-              "malformed_lines": 0, "suspicious_replies": 0, "errors": [], "rounded_replies": 0, "sessions_covered": 0, "sessions_replaced": 0}
+    counts = {
+        "files_found": len(analytics) + len(histories),
+        "files_read": 0,
+        "files_unchanged": 0,
+        "bytes_read": 0,
+        "malformed_lines": 0,
+        "suspicious_replies": 0,
+        "errors": [],
+        "rounded_replies": 0,
+        "sessions_covered": 0,
+        "sessions_replaced": 0,
+    }
     spans = covering_spans(writer)
     old_history = history_runs(writer)
     total = sum(_size(path) for path in analytics + histories)
@@ -321,9 +387,18 @@ def _skip_live_rows(writer: ImportWriter, path: str, sessions: list[Session]) ->
 def _write_session(writer: ImportWriter, session: Session, projects: dict, line_of: Callable) -> None:
     folder = str(Path(session.path).parent)
     project = project_of(folder, projects)
-    run = writer.run(RunRow(run_id=session.run_id, agent=AGENT, cwd=folder, project=project,
-                            started_utc=session.started_utc, ended_utc=session.ended_utc, line=line_of(project),
-                            report=session.report))
+    run = writer.run(
+        RunRow(
+            run_id=session.run_id,
+            agent=AGENT,
+            cwd=folder,
+            project=project,
+            started_utc=session.started_utc,
+            ended_utc=session.ended_utc,
+            line=line_of(project),
+            report=session.report,
+        )
+    )
     run.widen(session.started_utc, session.ended_utc)
     run.malformed = session.malformed  # a session is always read whole: this is its count
     writer.add(session.rows)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 
+from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import (
     FileResult,
     Task,
@@ -28,9 +29,8 @@ from capguard.importers.claude_files import (
     run_id_of,
     session_of,
 )
-from capguard.importers.ledger_io import ImportWriter, RunSums
 from capguard.importers.state import ImportState
-from capguard.pricing import Pricer
+from capguard.ledger.bulk import ImportWriter, RunSums
 
 WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
 # Groups per worker before the end from which each group's rows are written as they come: rows still waiting when
@@ -150,12 +150,21 @@ def import_transcripts(
         return _import(writer, state, roots, target, overrides, jobs, line_of, on_progress)
 
 
-def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target: str | None, overrides: dict | None,
-            jobs: int, line_of: Callable[[str | None], str | None],
-            on_progress: Callable[[int, int, int], None] | None) -> dict:
+def _import(
+    writer: ImportWriter,
+    state: ImportState,
+    roots: list[Path],
+    target: str | None,
+    overrides: dict | None,
+    jobs: int,
+    line_of: Callable[[str | None], str | None],
+    on_progress: Callable[[int, int, int], None] | None,
+) -> dict:
     # SQLite: the rows come back here (one writer); PostgreSQL: each process writes its own
     sqlite = writer.backend.dialect == "sqlite"
-    worker = Worker(UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host)
+    worker = Worker(
+        UnitPricer(Pricer(overrides or {})), None if sqlite else writer.backend, writer.user_id, writer.host
+    )
     listing = list_transcripts(roots)
     work = plan(listing, state, writer)
     if work.tasks:
@@ -179,8 +188,9 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
                     counts["malformed"] += result.malformed
                     counts["suspicious"] += result.suspicious
                     # in memory only: saved once the rows and runs are in the ledger
-                    state.mark(result.path, work.stats[result.path], result.end, _follow(writer, result, line_of),
-                               result.check)
+                    state.mark(
+                        result.path, work.stats[result.path], result.end, _follow(writer, result, line_of), result.check
+                    )
                 if done.rows is not None:
                     rows += done.rows
                     prefixes.append(done.prefix)
@@ -199,9 +209,15 @@ def _import(writer: ImportWriter, state: ImportState, roots: list[Path], target:
     finally:
         writer.close()
     state.save()
-    return {"files_found": len(listing), "files_read": counts["files"], "files_unchanged": work.unchanged,
-            "bytes_read": done_bytes, "malformed_lines": counts["malformed"], "suspicious_replies": counts["suspicious"],
-            "errors": counts["errors"]}
+    return {
+        "files_found": len(listing),
+        "files_read": counts["files"],
+        "files_unchanged": work.unchanged,
+        "bytes_read": done_bytes,
+        "malformed_lines": counts["malformed"],
+        "suspicious_replies": counts["suspicious"],
+        "errors": counts["errors"],
+    }
 
 
 def _follow(writer: ImportWriter, result: FileResult, line_of: Callable) -> str | None:

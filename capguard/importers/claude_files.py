@@ -12,13 +12,18 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capguard.core.pricing import Pricer
 from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
-from capguard.importers.ledger_io import (
+from capguard.importers.state import CHECK_BYTES, digest
+from capguard.importers.unit_prices import UnitPricer
+from capguard.ledger import open_ledger
+from capguard.ledger.backend import Backend
+from capguard.ledger.bulk import (
     RunRow,
     RunSums,
     Written,
@@ -26,11 +31,6 @@ from capguard.importers.ledger_io import (
     stamp_rows,
     write_batch,
 )
-from capguard.importers.state import CHECK_BYTES, digest
-from capguard.importers.unit_prices import UnitPricer
-from capguard.ledger import open_ledger
-from capguard.ledger.backend import Backend
-from capguard.pricing import Pricer
 
 AGENT = "claude"
 _CHUNK = 32 << 20  # bytes read at a time: memory stays bounded on huge transcripts
@@ -59,7 +59,7 @@ class FileResult:
     rows: list[tuple] = field(default_factory=list)  # ledger_io.UsageRow
     replies: int = 0
     malformed: int = 0
-    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound, counted as the bound
+    suspicious: int = 0  # replies with a figure at capguard.core.sanitize's bound, counted as the bound
     first_utc: str | None = None
     last_utc: str | None = None
     cwd: str | None = None
@@ -75,9 +75,17 @@ class FileResult:
         first = self.first_utc or (self.rows[0][2] if self.rows else None)
         if (not self.replies and not self.malformed) or first is None or self.run_id is None:
             return None
-        return RunRow(run_id=self.run_id, agent=AGENT, cwd=self.cwd or "", project=self.project, started_utc=first,
-                      ended_utc=self.last_utc or first, agent_version=self.version, malformed=self.malformed,
-                      report={"imported_from": "Claude Code transcripts", "session_id": self.session_id})
+        return RunRow(
+            run_id=self.run_id,
+            agent=AGENT,
+            cwd=self.cwd or "",
+            project=self.project,
+            started_utc=first,
+            ended_utc=self.last_utc or first,
+            agent_version=self.version,
+            malformed=self.malformed,
+            report={"imported_from": "Claude Code transcripts", "session_id": self.session_id},
+        )
 
 
 def run_id_of(session_id: str) -> str:
@@ -171,15 +179,23 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
         speed = geo = text = None
         if details is not None:  # one of a few shared dicts (claude_scan._details): its JSON is made once
             speed, geo = details.get("speed"), details.get("inference_geo")
-            text = _DETAILS_JSON.get(id(details)) or _DETAILS_JSON.setdefault(id(details), _details_json(details, (0,) * 6))
+            text = _DETAILS_JSON.get(id(details)) or _DETAILS_JSON.setdefault(
+                id(details), _details_json(details, (0,) * 6)
+            )
         if figures[4] or figures[5]:
             text = _details_json(details, figures)
         rates = linear(model, speed, geo)
         inp, out, read, write, write_1h, web = figures
         if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and inp + out + read + write:
             _, r_in, r_out, r_read, r_write, r_write_1h, r_web = rates
-            pico = (inp * r_in + out * r_out + read * r_read + (write - write_1h) * r_write + write_1h * r_write_1h
-                    + web * r_web)
+            pico = (
+                inp * r_in
+                + out * r_out
+                + read * r_read
+                + (write - write_1h) * r_write
+                + write_1h * r_write_1h
+                + web * r_web
+            )
             cost, priced_by = (pico + 500_000) // 1_000_000, "genai-prices"
         else:
             cost, priced_by = price(model, *figures, speed=speed, geo=geo)
@@ -255,7 +271,9 @@ def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
                 sums.add_run(result.run_id, *result.sums, rows=result.replies)
         return GroupDone(results, rows=stamped, prefix=prefix, sums=sums)
     runs = {run.run_id: run for run in (r.run_row() for r in results) if run is not None}
-    return GroupDone(results, written=write_batch(worker.backend, worker.user_id, worker.host, list(runs.values()), rows))
+    return GroupDone(
+        results, written=write_batch(worker.backend, worker.user_id, worker.host, list(runs.values()), rows)
+    )
 
 
 def groups(tasks: list[Task], size: int | None = None) -> list[list[Task]]:
@@ -272,8 +290,14 @@ def groups(tasks: list[Task], size: int | None = None) -> list[list[Task]]:
     return out + ([current] if current else [])
 
 
-def run_groups(batches: list[list[Task]], jobs: int, *, overrides: dict, target: str | None, worker: Worker,
-               ) -> Iterator[list[GroupDone]]:
+def run_groups(
+    batches: list[list[Task]],
+    jobs: int,
+    *,
+    overrides: dict,
+    target: str | None,
+    worker: Worker,
+) -> Iterator[list[GroupDone]]:
     """The groups (from `groups`) done since the last answer, all of them, as soon as one is: in `jobs` worker
     processes for large imports, else here, one at a time."""
     if jobs <= 1 or len(batches) < 2 or sum(t.end - t.start for batch in batches for t in batch) < PARALLEL_BYTES:
@@ -285,8 +309,12 @@ def run_groups(batches: list[list[Task]], jobs: int, *, overrides: dict, target:
     if context.get_start_method() == "fork":
         worker.pricer.warm()  # genai-prices loaded before the fork (import_transcripts does), not once per worker
     # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
-    pool = ProcessPoolExecutor(min(jobs, len(batches)), mp_context=context, initializer=_init_worker,
-                               initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None))
+    pool = ProcessPoolExecutor(
+        min(jobs, len(batches)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),
+    )
     try:
         pending: set[Future] = {pool.submit(read_group, batch) for batch in batches}
         while pending:

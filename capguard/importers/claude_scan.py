@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import msgspec
 
-from capguard.agents.claude_logs import SYNTHETIC_MODEL, _figures, max_wins
+from capguard.agents.claude.logs import SYNTHETIC_MODEL, _figures, max_wins
+from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
+from capguard.core.sanitize import name as _name
 from capguard.ledger.records import normalize_utc
-from capguard.sanitize import MAX_NAME, MAX_TOKENS
-from capguard.sanitize import name as _name
 
 _USAGE = b'"usage"'
 _CONTENT = b'"content":['
@@ -47,7 +47,7 @@ class Scan:
 
     replies: list[FoundReply] = field(default_factory=list)
     malformed: int = 0
-    suspicious: int = 0  # replies with a figure at capguard.sanitize's bound (counted as the bound)
+    suspicious: int = 0  # replies with a figure at capguard.core.sanitize's bound (counted as the bound)
     first_utc: str | None = None
     last_utc: str | None = None
     cwd: str | None = None
@@ -118,8 +118,12 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
     served = _name(served)
     model: str | None = _name(get("requestedModel")) or served
     geo, speed = usage.get("inference_geo"), usage.get("speed")
-    shape = (geo if isinstance(geo, str) and geo else None, speed if isinstance(speed, str) and speed else None,
-             bool(get("isAbortedMidStream")), served if served and served != model else None)
+    shape = (
+        geo if isinstance(geo, str) and geo else None,
+        speed if isinstance(speed, str) and speed else None,
+        bool(get("isAbortedMidStream")),
+        served if served and served != model else None,
+    )
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
     stamp = get("timestamp")
     at: str | None
@@ -127,8 +131,9 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
         at = stamp[:23] + "000Z"
     else:
         at = canonical_utc(stamp)
-    return counter.count(key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset,
-                         details)
+    return counter.count(
+        key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset, details
+    )
 
 
 # One `details` dict per distinct shape, shared (never to be modified): a reply's details are a handful of shapes
@@ -150,8 +155,12 @@ def _details(shape: tuple) -> dict | None:
 def _plain_figures(usage: dict) -> list[int] | None:
     """`_figures` for the usual case (every count a non-negative int); None sends the usage to `_figures`."""
     get = usage.get
-    counts = [get("input_tokens", 0), get("output_tokens", 0), get("cache_read_input_tokens", 0),
-              get("cache_creation_input_tokens", 0)]
+    counts = [
+        get("input_tokens", 0),
+        get("output_tokens", 0),
+        get("cache_read_input_tokens", 0),
+        get("cache_creation_input_tokens", 0),
+    ]
     creation, tools = get("cache_creation"), get("server_tool_use")
     counts.append(creation.get("ephemeral_1h_input_tokens", 0) if type(creation) is dict else 0)
     counts.append(tools.get("web_search_requests", 0) if type(tools) is dict else 0)
@@ -205,39 +214,39 @@ class _Usage(msgspec.Struct):
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
-    cache_creation: Optional[_CacheCreation] = None
-    server_tool_use: Optional[_ServerTools] = None
-    speed: Optional[str] = None
-    inference_geo: Optional[str] = None
+    cache_creation: _CacheCreation | None = None
+    server_tool_use: _ServerTools | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 class _Message(msgspec.Struct):
-    id: Optional[str] = None
-    model: Optional[str] = None
-    usage: Optional[_Usage] = None
+    id: str | None = None
+    model: str | None = None
+    usage: _Usage | None = None
 
 
 class _Line(msgspec.Struct):
     """What `reply_of` reads of a line, each field typed as Claude Code writes it; any other type fails to
     decode, and the line goes to `reply_of`."""
 
-    type: Optional[str] = None
-    isApiErrorMessage: Optional[bool] = None
-    requestSessionId: Optional[str] = None
-    sessionId: Optional[str] = None
-    message: Optional[_Message] = None
-    requestId: Optional[str] = None
-    requestedModel: Optional[str] = None
-    isAbortedMidStream: Optional[bool] = None
-    timestamp: Optional[str] = None
-    cwd: Optional[str] = None
-    version: Optional[str] = None
+    type: str | None = None
+    isApiErrorMessage: bool | None = None
+    requestSessionId: str | None = None
+    sessionId: str | None = None
+    message: _Message | None = None
+    requestId: str | None = None
+    requestedModel: str | None = None
+    isAbortedMidStream: bool | None = None
+    timestamp: str | None = None
+    cwd: str | None = None
+    version: str | None = None
 
 
 _LINE = msgspec.json.Decoder(_Line)
 
 
-def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply | None | bool:
+def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply | bool | None:
     """`reply_of`'s answer for a line msgspec typed; False when the line is unusual enough to need `reply_of`
     (no message, no id or usage, a negative count). The tests hold the two to the same answers."""
     if line.type != "assistant" or line.isApiErrorMessage:
@@ -253,9 +262,14 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
         return None
     usage = message.usage
     creation, tools = usage.cache_creation, usage.server_tool_use
-    figures = [usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
-               usage.cache_creation_input_tokens, 0 if creation is None else creation.ephemeral_1h_input_tokens,
-               0 if tools is None else tools.web_search_requests]
+    figures = [
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+        0 if creation is None else creation.ephemeral_1h_input_tokens,
+        0 if tools is None else tools.web_search_requests,
+    ]
     if min(figures) < 0 or max(figures) > MAX_TOKENS:  # msgspec takes any int: `reply_of` bounds them
         return False
     if figures[4] > figures[3]:
@@ -265,8 +279,12 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
     model: str | None = line.requestedModel or served
     if len(model or "") > MAX_NAME or len(served or "") > MAX_NAME:
         return False  # names from outside are cut to size by `reply_of`
-    shape = (usage.inference_geo or None, usage.speed or None, bool(line.isAbortedMidStream),
-             served if served and served != model else None)
+    shape = (
+        usage.inference_geo or None,
+        usage.speed or None,
+        bool(line.isAbortedMidStream),
+        served if served and served != model else None,
+    )
     details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
     stamp = line.timestamp
     at: str | None
@@ -274,8 +292,9 @@ def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply 
         at = stamp[:23] + "000Z"
     else:
         at = canonical_utc(stamp)
-    return counter.count(key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset,
-                         details)
+    return counter.count(
+        key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset, details
+    )
 
 
 _REQUEST = b'"requestId"'
@@ -285,9 +304,13 @@ _MESSAGE = b'"message"'
 def _flat_tail(data: bytes, tail: int, end: int, marker: bytes) -> bool:
     """Whether `data[tail:end]` holds only the rest of the line's top-level object, flat keys (no `{`, so its one
     `}` closes the line), with `marker` as its one request id (JSON's last key would win) and no message."""
-    return (data.find(b"{", tail, end) < 0 and data.count(b"}", tail, end) == 1
-            and data.count(_REQUEST, tail, end) == 1 and data.find(marker, tail, end) >= 0
-            and data.find(_MESSAGE, tail, end) < 0)
+    return (
+        data.find(b"{", tail, end) < 0
+        and data.count(b"}", tail, end) == 1
+        and data.count(_REQUEST, tail, end) == 1
+        and data.find(marker, tail, end) >= 0
+        and data.find(_MESSAGE, tail, end) < 0
+    )
 
 
 def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[bytes, bytes] | None:
@@ -364,7 +387,9 @@ def _note_span(found: Scan, data: bytes, size: int) -> None:
     first = _TIMESTAMP.search(data, 0, min(size, 1 << 16))
     tail = data.rfind(b'"timestamp":"', max(0, size - (1 << 16)), size)
     last = _TIMESTAMP.match(data, tail, size) if tail >= 0 else None
-    stamps = [s for s in (canonical_utc(m.group(1).decode("ascii", "replace")) if m else None for m in (first, last)) if s]
+    stamps = [
+        s for s in (canonical_utc(m.group(1).decode("ascii", "replace")) if m else None for m in (first, last)) if s
+    ]
     stamps += [r.occurred_utc for r in found.replies if r.occurred_utc]
     if stamps:
         found.first_utc, found.last_utc = min(stamps), max(stamps)

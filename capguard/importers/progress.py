@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from capguard.units import format_duration
+from capguard.core.units import format_duration
 
 
 def size(count: int) -> str:
@@ -19,8 +19,15 @@ def size(count: int) -> str:
 
 
 class Progress:
-    def __init__(self, stream: TextIO, *, enabled: bool = True, label: str = "import",
-                 clock: Callable[[], float] = time.monotonic, delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        enabled: bool = True,
+        label: str = "import",
+        clock: Callable[[], float] = time.monotonic,
+        delay: float = 1.0,
+    ) -> None:
         self._stream = stream
         self._enabled = enabled
         self._label = label
@@ -37,8 +44,10 @@ class Progress:
             return
         self._next = now + self._every
         share = f" ({100 * done / total:.0f}%)" if total else ""
-        text = (f"capguard: {self._label}: {files:,} files, {size(done)} of {size(total)}{share},"
-                f" {format_duration(now - self._start)}")
+        text = (
+            f"capguard: {self._label}: {files:,} files, {size(done)} of {size(total)}{share},"
+            f" {format_duration(now - self._start)}"
+        )
         if self._tty:
             self._stream.write("\r" + text + "\x1b[K")
         else:

@@ -1,4 +1,4 @@
-"""Prices many replies fast and exactly as `capguard.pricing.Pricer` does, for imports of 100k+ replies.
+"""Prices many replies fast and exactly as `capguard.core.pricing.Pricer` does, for imports of 100k+ replies.
 
 A genai-prices call takes 0.1-0.3 ms. Below a model's first price tier the price is linear in each token count,
 so the per-token rates are probed once per (model, speed, geo) through `genai_price` itself and kept as integer
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from capguard.events import Reply
-from capguard.pricing import Pricer, genai_price, split_provider, to_micro
+from capguard.core.events import Reply
+from capguard.core.pricing import Pricer, genai_price, split_provider, to_micro
 
 _PROBE = 1000  # tokens per probe: far below any price tier
 _PICO_PER_PROBE = Decimal(10**12) / _PROBE
@@ -32,8 +32,12 @@ def _tier_floor(model: str, speed: str | None) -> int | None:
             calc = calc_price(Usage(input_tokens=_PROBE), name, provider_id=candidate, price_context=context)
         except (LookupError, ValueError):
             continue
-        starts = [tier.start for value in vars(calc.model_price).values() if isinstance(value, TieredPrices)
-                  for tier in value.tiers]
+        starts = [
+            tier.start
+            for value in vars(calc.model_price).values()
+            if isinstance(value, TieredPrices)
+            for tier in value.tiers
+        ]
         return min(starts) if starts else None
     return 0
 
@@ -57,15 +61,31 @@ class UnitPricer:
             self._names[model] = (name, self._pricer.override_for(name) is not None)
         return self._names[model]
 
-    def price(self, model: str | None, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int,
-              cache_write_1h: int = 0, web_searches: int = 0, speed: str | None = None,
-              geo: str | None = None) -> tuple[int | None, str | None]:
+    def price(
+        self,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read: int,
+        cache_write: int,
+        cache_write_1h: int = 0,
+        web_searches: int = 0,
+        speed: str | None = None,
+        geo: str | None = None,
+    ) -> tuple[int | None, str | None]:
         name, overridden = self._name(model)
         if overridden or not name:
-            reply = Reply(key="", model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-                          cache_read_tokens=cache_read, cache_write_tokens=cache_write,
-                          cache_write_1h_tokens=cache_write_1h, web_search_requests=web_searches,
-                          details={k: v for k, v in (("speed", speed), ("inference_geo", geo)) if v})
+            reply = Reply(
+                key="",
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
+                cache_write_1h_tokens=cache_write_1h,
+                web_search_requests=web_searches,
+                details={k: v for k, v in (("speed", speed), ("inference_geo", geo)) if v},
+            )
             priced = self._pricer.price(reply)
             return priced.cost_micro, priced.priced_by
         if input_tokens + output_tokens + cache_read + cache_write == 0:
@@ -74,11 +94,26 @@ class UnitPricer:
         if rates is not None:
             floor, r_in, r_out, r_read, r_write, r_write_1h, r_web = rates
             if floor is None or input_tokens + cache_read + cache_write <= floor:
-                pico = (input_tokens * r_in + output_tokens * r_out + cache_read * r_read
-                        + (cache_write - cache_write_1h) * r_write + cache_write_1h * r_write_1h + web_searches * r_web)
+                pico = (
+                    input_tokens * r_in
+                    + output_tokens * r_out
+                    + cache_read * r_read
+                    + (cache_write - cache_write_1h) * r_write
+                    + cache_write_1h * r_write_1h
+                    + web_searches * r_web
+                )
                 return (pico + _HALF_MICRO) // 1_000_000, "genai-prices"
-        usd = genai_price(name, input_tokens, output_tokens, cache_read, cache_write, cache_write_1h=cache_write_1h,
-                          web_searches=web_searches, speed=speed, geo=geo)
+        usd = genai_price(
+            name,
+            input_tokens,
+            output_tokens,
+            cache_read,
+            cache_write,
+            cache_write_1h=cache_write_1h,
+            web_searches=web_searches,
+            speed=speed,
+            geo=geo,
+        )
         return (None, None) if usd is None else (to_micro(usd), "genai-prices")
 
     def linear(self, model: str | None, speed: str | None = None, geo: str | None = None) -> tuple | None:
@@ -99,12 +134,19 @@ class UnitPricer:
 
     def _probe(self, model: str, speed: str | None, geo: str | None) -> tuple | None:
         """Per-token rates in pico-USD, or None (unknown model, or rates that are not whole pico-dollars)."""
+
         def cost(*counts: int, one_hour: int = 0, web: int = 0) -> Decimal | None:
             return genai_price(model, *counts, cache_write_1h=one_hour, web_searches=web, speed=speed, geo=geo)
 
         n = _PROBE
-        probes = [cost(n, 0, 0, 0), cost(0, n, 0, 0), cost(0, 0, n, 0), cost(0, 0, 0, n),
-                  cost(0, 0, 0, n, one_hour=n), cost(0, 0, 0, 0, web=n)]
+        probes = [
+            cost(n, 0, 0, 0),
+            cost(0, n, 0, 0),
+            cost(0, 0, n, 0),
+            cost(0, 0, 0, n),
+            cost(0, 0, 0, n, one_hour=n),
+            cost(0, 0, 0, 0, web=n),
+        ]
         if any(p is None for p in probes):
             return None
         rates = [p * _PICO_PER_PROBE for p in probes]

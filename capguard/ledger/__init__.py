@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
+from capguard.core.redact import mask_dsn
 from capguard.ledger import known
 from capguard.ledger.backend import POSTGRES_SCHEMES, Backend
 from capguard.ledger.migrations import MIGRATIONS, Migration, apply_migrations
@@ -18,10 +19,16 @@ from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, no
 from capguard.ledger.sqlite import SqliteBackend
 from capguard.ledger.store import Ledger
 from capguard.paths import default_ledger_path
-from capguard.redact import mask_dsn
 
 __all__ = [
-    "AckRecord", "Ledger", "LedgerError", "RunEnd", "RunStart", "UsageRecord", "normalize_utc", "open_ledger",
+    "AckRecord",
+    "Ledger",
+    "LedgerError",
+    "RunEnd",
+    "RunStart",
+    "UsageRecord",
+    "normalize_utc",
+    "open_ledger",
     "utc_now",
 ]
 
@@ -77,8 +84,10 @@ def _backend_for(target: str | os.PathLike[str] | None, path: Path | None, busy_
     if not text:
         raise LedgerError("the ledger path is empty; give a file path or a postgresql:// URL")
     if _KEYWORD_DSN.match(text):  # not a file name: SQLite would create a file named after it, password included
-        raise LedgerError(f"ledger {mask_dsn(text)} looks like a libpq connection string; give a postgresql:// URL "
-                          "without the password (libpq reads PGPASSWORD or ~/.pgpass)")
+        raise LedgerError(
+            f"ledger {mask_dsn(text)} looks like a libpq connection string; give a postgresql:// URL "
+            "without the password (libpq reads PGPASSWORD or ~/.pgpass)"
+        )
     if text.startswith(POSTGRES_SCHEMES):
         from capguard.ledger.postgres import PostgresBackend  # psycopg and urllib only for a team ledger
 

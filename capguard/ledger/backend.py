@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
-from capguard.errors import LedgerError
-from capguard.redact import redact_text
+from capguard.core.errors import LedgerError
+from capguard.core.redact import redact_text
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a ledger target starting so is a PostgreSQL URL
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from capguard import paths
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.private_files import private_dir
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ the end and never edit an applied one; keep an upgrade fixture of the old schema
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.ledger.backend import Backend, Executor, one_line
 from capguard.ledger.records import utc_now
 
@@ -125,7 +125,9 @@ def m002_monthly_acks(db: Executor) -> None:
         db.execute(statement)
 
 
-_BOOKKEEPING = "CREATE TABLE IF NOT EXISTS capguard_migrations (name TEXT NOT NULL PRIMARY KEY, applied_utc TEXT NOT NULL)"
+_BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS capguard_migrations (name TEXT NOT NULL PRIMARY KEY, applied_utc TEXT NOT NULL)"
+)
 
 
 def applied_names(backend: Backend) -> list[str]:

@@ -5,11 +5,12 @@ The URL never carries a password (libpq reads PGPASSWORD or ~/.pgpass); errors l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.ledger.backend import POSTGRES_SCHEMES as SCHEMES
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
 
@@ -101,7 +102,9 @@ class PostgresBackend:
             fix = "check that the server is up and the URL is right"
             if "password" in str(exc):
                 fix = "put this user's password in PGPASSWORD or ~/.pgpass"
-            raise LedgerError(f"cannot connect to the PostgreSQL ledger {self.path_or_url} ({one_line(exc)}); {fix}") from exc
+            raise LedgerError(
+                f"cannot connect to the PostgreSQL ledger {self.path_or_url} ({one_line(exc)}); {fix}"
+            ) from exc
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -142,7 +145,9 @@ class PostgresBackend:
             return _Executor(self._conn).query(sql, params)
 
     def has_table(self, name: str) -> bool:
-        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+        sql = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+        )
         return bool(self.query(sql, (name,)))
 
     def close(self) -> None:

@@ -10,11 +10,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
 from capguard.paths import data_home
 from capguard.private_files import private_dir, private_file
@@ -24,8 +25,14 @@ PAGE_SIZE = 16384
 # Name prefix of the sqlite error code -> (what is wrong with the file, what to do). Python < 3.11 has no
 # `sqlite_errorname`, so `_kind` falls back to the message, which SQLite fixes per code.
 _PROBLEMS = {
-    "SQLITE_NOTADB": ("is not a SQLite database", "move it aside and start a new ledger (capguard ledger init), or use another ledger path"),
-    "SQLITE_CORRUPT": ("is corrupted", "restore it from a backup, or move it aside and start a new ledger (capguard ledger init)"),
+    "SQLITE_NOTADB": (
+        "is not a SQLite database",
+        "move it aside and start a new ledger (capguard ledger init), or use another ledger path",
+    ),
+    "SQLITE_CORRUPT": (
+        "is corrupted",
+        "restore it from a backup, or move it aside and start a new ledger (capguard ledger init)",
+    ),
     "SQLITE_READONLY": ("is read-only", "make the file and its folder writable for this user"),
     "SQLITE_CANTOPEN": ("cannot be opened", "check that the file and its folder exist and are writable"),
     "SQLITE_BUSY": ("stayed locked by another process", "retry later (`fuser` on the file shows who holds it)"),
@@ -112,8 +119,9 @@ class SqliteBackend:
         with self._translated():
             # isolation_level=None: no implicit transactions; we BEGIN ourselves, so DDL in a migration rolls back.
             # check_same_thread=False: a supervised run's ledger thread uses it, never at the same time as another.
-            self._conn = connect(self.path_or_url, timeout=busy_timeout_s, isolation_level=None,
-                                 check_same_thread=False)
+            self._conn = connect(
+                self.path_or_url, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
         self._conn.row_factory = sqlite3.Row
         self._executor = _Executor(self._conn)
         try:
@@ -131,15 +139,21 @@ class SqliteBackend:
         through its open descriptor, and every such commit would be lost with the last close: say so instead."""
         if self._inode is None:
             return
-        fix = "restore it from a backup (the run's usage stays in its spool), or start a new ledger: capguard ledger init"
+        fix = (
+            "restore it from a backup (the run's usage stays in its spool), or start a new ledger: capguard ledger init"
+        )
         try:
             info = os.stat(self.path_or_url)
         except FileNotFoundError:
             raise LedgerError(f"ledger {self.path_or_url} was deleted while capguard had it open; {fix}") from None
         except OSError as exc:
-            raise LedgerError(f"ledger {self.path_or_url} cannot be used ({exc.strerror or exc}); check the file and its folder") from exc
+            raise LedgerError(
+                f"ledger {self.path_or_url} cannot be used ({exc.strerror or exc}); check the file and its folder"
+            ) from exc
         if (info.st_dev, info.st_ino) != self._inode:
-            raise LedgerError(f"ledger {self.path_or_url} was replaced by another file while capguard had it open; {fix}")
+            raise LedgerError(
+                f"ledger {self.path_or_url} was replaced by another file while capguard had it open; {fix}"
+            )
 
     def _configure(self, busy_timeout_s: float) -> None:
         conn = self._conn

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from capguard.errors import LedgerError
-from capguard.ids import new_id
+from capguard.core.errors import LedgerError
+from capguard.core.ids import new_id
+from capguard.core.redact import redact_argv
 from capguard.ledger.backend import Backend, Executor, IntegrityViolation
 from capguard.ledger.migrations import applied_names
-from capguard.ledger.records import (MAX_STORED_INT32, AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc,
-                                     storable, utc_now)
-from capguard.redact import redact_argv
+from capguard.ledger.records import (
+    MAX_STORED_INT32,
+    AckRecord,
+    RunEnd,
+    RunStart,
+    UsageRecord,
+    normalize_utc,
+    storable,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +88,26 @@ class Ledger:
         try:
             with self._backend.write() as db:
                 user_id = self._user_id(db, start.user)
-                db.execute(_ENSURE_RUN if if_missing else _INSERT_RUN,
-                           (start.run_id, user_id, start.line, start.project, start.agent, start.agent_version,
-                            argv, start.cwd, start.host, started, caps))
+                db.execute(
+                    _ENSURE_RUN if if_missing else _INSERT_RUN,
+                    (
+                        start.run_id,
+                        user_id,
+                        start.line,
+                        start.project,
+                        start.agent,
+                        start.agent_version,
+                        argv,
+                        start.cwd,
+                        start.host,
+                        started,
+                        caps,
+                    ),
+                )
         except IntegrityViolation as exc:
-            raise LedgerError(f"run {start.run_id} is already in ledger {self.path_or_url}; give each run a new id") from exc
+            raise LedgerError(
+                f"run {start.run_id} is already in ledger {self.path_or_url}; give each run a new id"
+            ) from exc
 
     def _user_id(self, db: Executor, name: str) -> str:
         sql = "INSERT INTO users (id, name, created_utc) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"
@@ -92,19 +116,42 @@ class Ledger:
 
     def record_usage(self, run_id: str, usage: UsageRecord) -> bool:
         """Commit one observation; False when its dedupe_key was already recorded (by any run)."""
-        counts, clamped = storable({"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                                    "cache_read_tokens": usage.cache_read_tokens,
-                                    "cache_write_tokens": usage.cache_write_tokens,
-                                    "cost_micro_usd": usage.cost_micro_usd, "source_offset": usage.source_offset})
+        counts, clamped = storable(
+            {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cost_micro_usd": usage.cost_micro_usd,
+                "source_offset": usage.source_offset,
+            }
+        )
         details = usage.details
         if clamped:
-            log.warning("usage %s: %s beyond what the ledger stores, stored as %d", usage.dedupe_key, clamped,
-                        max(v for v in counts.values() if v is not None))
+            log.warning(
+                "usage %s: %s beyond what the ledger stores, stored as %d",
+                usage.dedupe_key,
+                clamped,
+                max(v for v in counts.values() if v is not None),
+            )
             details = {**(details or {}), "clamped": clamped}
-        values = (self._make_id(), run_id, usage.dedupe_key, normalize_utc(usage.occurred_utc), self._clock(),
-                  usage.model, counts["input_tokens"], counts["output_tokens"], counts["cache_read_tokens"],
-                  counts["cache_write_tokens"], counts["cost_micro_usd"], usage.priced_by, usage.source_file,
-                  counts["source_offset"], _json(details))
+        values = (
+            self._make_id(),
+            run_id,
+            usage.dedupe_key,
+            normalize_utc(usage.occurred_utc),
+            self._clock(),
+            usage.model,
+            counts["input_tokens"],
+            counts["output_tokens"],
+            counts["cache_read_tokens"],
+            counts["cache_write_tokens"],
+            counts["cost_micro_usd"],
+            usage.priced_by,
+            usage.source_file,
+            counts["source_offset"],
+            _json(details),
+        )
         try:
             with self._backend.write() as db:
                 return db.execute(_INSERT_USAGE, values) == 1
@@ -115,15 +162,26 @@ class Ledger:
 
     def finish_run(self, run_id: str, end: RunEnd) -> None:
         wide, clamped = storable({"cost_micro_usd": end.cost_micro_usd, "tokens": end.tokens})
-        narrow, clamped_32 = storable({"steps": end.steps, "malformed_lines": end.malformed_lines,
-                                       "exit_code": end.exit_code}, bound=MAX_STORED_INT32)
+        narrow, clamped_32 = storable(
+            {"steps": end.steps, "malformed_lines": end.malformed_lines, "exit_code": end.exit_code},
+            bound=MAX_STORED_INT32,
+        )
         clamped.update(clamped_32)
         report = {**end.report, "ledger_clamped": clamped} if clamped else end.report
         if clamped:
             log.warning("run %s: %s beyond what the ledger stores, clamped", run_id, clamped)
-        values = (normalize_utc(end.ended_utc), end.final_status, end.stop_reason, narrow["exit_code"],
-                  wide["cost_micro_usd"], wide["tokens"], narrow["steps"], narrow["malformed_lines"], _json(report),
-                  run_id)
+        values = (
+            normalize_utc(end.ended_utc),
+            end.final_status,
+            end.stop_reason,
+            narrow["exit_code"],
+            wide["cost_micro_usd"],
+            wide["tokens"],
+            narrow["steps"],
+            narrow["malformed_lines"],
+            _json(report),
+            run_id,
+        )
         with self._backend.write() as db:
             changed = db.execute(_FINISH_RUN, values)
         if changed != 1:
@@ -155,9 +213,14 @@ class Ledger:
 
         Unpriced events add their tokens but no money.
         """
-        filters = [("u.name = ?", user), ("r.line = ?", line), ("r.id = ?", run), ("r.id <> ?", not_run),
-                   ("e.occurred_utc >= ?", since_utc and normalize_utc(since_utc)),
-                   ("e.occurred_utc < ?", until_utc and normalize_utc(until_utc))]
+        filters = [
+            ("u.name = ?", user),
+            ("r.line = ?", line),
+            ("r.id = ?", run),
+            ("r.id <> ?", not_run),
+            ("e.occurred_utc >= ?", since_utc and normalize_utc(since_utc)),
+            ("e.occurred_utc < ?", until_utc and normalize_utc(until_utc)),
+        ]
         used = [(clause, value) for clause, value in filters if value is not None]
         where = " WHERE " + " AND ".join(clause for clause, _ in used) if used else ""
         row = self._backend.query(_SPEND + where, [value for _, value in used])[0]
@@ -167,9 +230,22 @@ class Ledger:
         """Commit one `capguard ack` (its user is added if new)."""
         with self._backend.write() as db:
             user_id = self._user_id(db, ack.user)
-            db.execute(_INSERT_ACK, (self._make_id(), user_id, ack.scope, ack.scope_name, ack.month,
-                                     normalize_utc(ack.created_utc), ack.host, ack.reason, ack.spent_micro_usd,
-                                     ack.cap_micro_usd, ack.limit_micro_usd))
+            db.execute(
+                _INSERT_ACK,
+                (
+                    self._make_id(),
+                    user_id,
+                    ack.scope,
+                    ack.scope_name,
+                    ack.month,
+                    normalize_utc(ack.created_utc),
+                    ack.host,
+                    ack.reason,
+                    ack.spent_micro_usd,
+                    ack.cap_micro_usd,
+                    ack.limit_micro_usd,
+                ),
+            )
 
     def acks(self, scope: str, name: str, *, since_utc: str, until_utc: str) -> list[dict[str, Any]]:
         """The acks of one budget created in [since_utc, until_utc), oldest first, with `user` (a name)."""

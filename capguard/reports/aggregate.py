@@ -137,8 +137,15 @@ def _idle_key(run: Run, by: str) -> str:
 def _merge(old: Part | None, new: Part, key: str) -> Part:
     if old is None:
         return Part(new.run_id, key, new.cost_micro, new.tokens, new.output_tokens, new.replies, new.unpriced)
-    return Part(new.run_id, key, old.cost_micro + new.cost_micro, old.tokens + new.tokens,
-                old.output_tokens + new.output_tokens, old.replies + new.replies, old.unpriced + new.unpriced)
+    return Part(
+        new.run_id,
+        key,
+        old.cost_micro + new.cost_micro,
+        old.tokens + new.tokens,
+        old.output_tokens + new.output_tokens,
+        old.replies + new.replies,
+        old.unpriced + new.unpriced,
+    )
 
 
 def summarize(key: str, members: list[Part], runs: dict[str, Run]) -> Group:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from capguard import units
+from capguard.core import units
 from capguard.ledger.records import normalize_utc
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -37,12 +37,15 @@ def parse_bound(raw: str, *, now: datetime, until: bool = False) -> str:
     try:
         return normalize_utc(text)
     except ValueError:
-        raise ValueError(f"{raw!r} is not a date (2026-11-01), a month (2026-11), an ISO time "
-                         "(2026-11-01T09:00, UTC unless it has an offset) or a duration back from now (7d, 12h)") from None
+        raise ValueError(
+            f"{raw!r} is not a date (2026-11-01), a month (2026-11), an ISO time "
+            "(2026-11-01T09:00, UTC unless it has an offset) or a duration back from now (7d, 12h)"
+        ) from None
 
 
 def describe(since_utc: str | None, until_utc: str | None) -> str:
     """`2026-11-01 .. 2026-11-23 (UTC)`-style title of a period."""
+
     def short(value: str) -> str:
         return value[:10] if value[10:] == "T00:00:00.000000Z" else value[:16].replace("T", " ")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capguard.importers.ledger_io import backend_of
 from capguard.ledger import Ledger
+from capguard.ledger.bulk import backend_of
 from capguard.reports.aggregate import BY, Part, Run
 
 _KEY_SQL = {"month": "SUBSTR(e.occurred_utc, 1, 7)", "day": "SUBSTR(e.occurred_utc, 1, 10)", "model": "e.model"}
@@ -47,11 +47,21 @@ def fetch(ledger: Ledger, period: Period, by: str = "run") -> tuple[dict[str, Ru
     where, params = _where([("e.occurred_utc >= ?", period.since_utc), ("e.occurred_utc < ?", period.until_utc)])
     key = _KEY_SQL.get(by)  # PostgreSQL refuses a constant in GROUP BY: run-level keys group by run alone
     sql = _PARTS.format(key=key or "NULL", where=where, group=f", {key}" if key else "")
-    parts = [Part(row["run_id"], row["k"], int(row["cost"]), int(row["tokens"]), int(row["output"]),
-                  int(row["replies"]), int(row["unpriced"]))
-             for row in backend.query(sql, params)]
-    where, params = _where([("r.started_utc < ?", period.until_utc),
-                            ("(r.ended_utc IS NULL OR r.ended_utc >= ?)", period.since_utc)])
+    parts = [
+        Part(
+            row["run_id"],
+            row["k"],
+            int(row["cost"]),
+            int(row["tokens"]),
+            int(row["output"]),
+            int(row["replies"]),
+            int(row["unpriced"]),
+        )
+        for row in backend.query(sql, params)
+    ]
+    where, params = _where(
+        [("r.started_utc < ?", period.until_utc), ("(r.ended_utc IS NULL OR r.ended_utc >= ?)", period.since_utc)]
+    )
     runs = {row["id"]: _run(row) for row in backend.query(_RUNS + where, params)}
     missing = sorted({part.run_id for part in parts} - set(runs))
     for i in range(0, len(missing), 500):  # usage in the period of a run whose recorded span says otherwise
@@ -62,6 +72,15 @@ def fetch(ledger: Ledger, period: Period, by: str = "run") -> tuple[dict[str, Ru
 
 
 def _run(row: dict) -> Run:
-    return Run(run_id=row["id"], user=row["user_name"], agent=row["agent"], project=row["project"], line=row["line"],
-               status=row["status"], stop_reason=row["stop_reason"], started_utc=row["started_utc"],
-               ended_utc=row["ended_utc"], steps=row["steps"])
+    return Run(
+        run_id=row["id"],
+        user=row["user_name"],
+        agent=row["agent"],
+        project=row["project"],
+        line=row["line"],
+        status=row["status"],
+        stop_reason=row["stop_reason"],
+        started_utc=row["started_utc"],
+        ended_utc=row["ended_utc"],
+        steps=row["steps"],
+    )

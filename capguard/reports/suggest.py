@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from capguard.core.units import format_duration, format_tokens, format_usd, parse_tokens
 from capguard.reports.aggregate import Part, Run, percentile
-from capguard.units import format_duration, format_tokens, format_usd, parse_tokens
 
 TASK_BUDGET_MIN = 20_000  # Claude's minimum for --task-budget (see capguard/agents/claude.py)
 TASK_BUDGET_AGENTS = ("claude", "anthropic-sdk")  # Claude Code's --task-budget, the library's task_budget=
@@ -59,7 +59,9 @@ def round_up(value: float, digits: int = 2) -> float:
     exponent = math.floor(math.log10(value)) - digits + 1
     if exponent >= 0:
         return math.ceil(round(value / 10**exponent, 9)) * 10**exponent
-    return math.ceil(round(value * 10**-exponent, 9)) / 10**-exponent  # dividing keeps 5.1 from being 5.1000000000000005
+    return (
+        math.ceil(round(value * 10**-exponent, 9)) / 10**-exponent
+    )  # dividing keeps 5.1 from being 5.1000000000000005
 
 
 @dataclass
@@ -81,11 +83,18 @@ def taught_nothing(sample: Sample) -> bool:
 
 
 def _value(sample: Sample, cap: str) -> float | None:
-    return {"usd": sample.cost_micro / 1e6, "tokens": sample.tokens, "steps": sample.steps, "wall": sample.wall_s,
-            "task_budget": sample.output_tokens}[cap]
+    return {
+        "usd": sample.cost_micro / 1e6,
+        "tokens": sample.tokens,
+        "steps": sample.steps,
+        "wall": sample.wall_s,
+        "task_budget": sample.output_tokens,
+    }[cap]
 
 
-def suggest(found: list[Sample], *, per: str = "agent", headroom: float = 0.2, min_runs: int = 5) -> tuple[list[Suggestion], list[tuple[str, str | None, int]]]:
+def suggest(
+    found: list[Sample], *, per: str = "agent", headroom: float = 0.2, min_runs: int = 5
+) -> tuple[list[Suggestion], list[tuple[str, str | None, int]]]:
     """(suggestions, groups with too few runs: (agent, scope, runs)), sorted by scope then agent."""
     if per not in PER:
         raise ValueError(f"--per must be one of {', '.join(PER)}")
@@ -125,8 +134,11 @@ def _one(agent: str, scope: str | None, members: list[Sample], headroom: float, 
             limit = max(TASK_BUDGET_MIN, limit)
         result.p90[cap], result.caps[cap] = p90, limit
         result.would_stop[cap] = sum(1 for v in values if v >= limit)
-    result.would_stop_any = sum(1 for s in members if any(
-        (v := _value(s, cap)) is not None and v >= limit for cap, limit in result.caps.items()))
+    result.would_stop_any = sum(
+        1
+        for s in members
+        if any((v := _value(s, cap)) is not None and v >= limit for cap, limit in result.caps.items())
+    )
     return result
 
 
@@ -169,12 +181,17 @@ def toml(suggestions: list[Suggestion], *, per: str, headroom: float, period: st
         if per == "project":
             lines.append(f"# {s.scope or '(no project)'}/.capguard.toml")
         elif per == "line":
-            lines.append(f"# budget line {s.scope or '(none)'}: in the .capguard.toml of its projects"
-                         f" (line = \"{s.scope}\")" if s.scope else "# runs on no budget line")
+            lines.append(
+                f'# budget line {s.scope or "(none)"}: in the .capguard.toml of its projects (line = "{s.scope}")'
+                if s.scope
+                else "# runs on no budget line"
+            )
         stops = ", ".join(f"{cap} {n}" for cap, n in s.would_stop.items() if n)
         left_out = f" ({s.left_out:,} without a reply left out)" if s.left_out else ""
-        lines.append(f"# {s.runs:,} runs{left_out}; these caps would have stopped {s.would_stop_any:,}"
-                     f" ({s.would_stop_any / s.runs:.0%})" + (f": {stops}" if stops else ""))
+        lines.append(
+            f"# {s.runs:,} runs{left_out}; these caps would have stopped {s.would_stop_any:,}"
+            f" ({s.would_stop_any / s.runs:.0%})" + (f": {stops}" if stops else "")
+        )
         lines.append(f"[agents.{s.agent}]")
         for cap in CAPS:
             if cap in s.caps:
@@ -185,6 +202,14 @@ def toml(suggestions: list[Suggestion], *, per: str, headroom: float, period: st
 
 def as_json(suggestion: Suggestion) -> dict:
     caps = dict(suggestion.caps)
-    return {"agent": suggestion.agent, "scope": suggestion.scope, "runs": suggestion.runs, "caps": caps,
-            "p90": suggestion.p90, "would_stop": suggestion.would_stop, "would_stop_any": suggestion.would_stop_any,
-            "wall_runs": suggestion.wall_runs, "left_out": suggestion.left_out}
+    return {
+        "agent": suggestion.agent,
+        "scope": suggestion.scope,
+        "runs": suggestion.runs,
+        "caps": caps,
+        "p90": suggestion.p90,
+        "would_stop": suggestion.would_stop,
+        "would_stop_any": suggestion.would_stop_any,
+        "wall_runs": suggestion.wall_runs,
+        "left_out": suggestion.left_out,
+    }

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from capguard import sanitize
+from capguard.core import sanitize
 
 # Request fields the prompt is made of (what count_tokens counts).
 _PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice", "mcp_servers")
@@ -28,8 +28,12 @@ def get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-_COUNTS = (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
-           ("cache_read_tokens", "cache_read_input_tokens"), ("cache_write_tokens", "cache_creation_input_tokens"))
+_COUNTS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_tokens", "cache_read_input_tokens"),
+    ("cache_write_tokens", "cache_creation_input_tokens"),
+)
 
 
 @dataclass
@@ -69,7 +73,7 @@ def read_usage(usage: Any) -> CallUsage:
 def merge_usage(out: CallUsage, usage: Any) -> None:
     """Overwrite with the fields `usage` has: a message_delta's counts are cumulative, absent ones keep theirs.
 
-    Every count passes capguard.sanitize: beyond its bound it is the bound; a non-number raises NotANumber."""
+    Every count passes capguard.core.sanitize: beyond its bound it is the bound; a non-number raises NotANumber."""
     for attr, name in _COUNTS:
         value = get(usage, name)
         if value is not None:
@@ -85,8 +89,10 @@ def merge_usage(out: CallUsage, usage: Any) -> None:
     iterations = get(usage, "iterations")
     if iterations:
         compactions = [item for item in iterations if get(item, "type") == "compaction"]
-        out.compaction = {attr: sanitize.count(sum(sanitize.count(get(item, name, 0) or 0, name) for item in compactions),
-                                               name) for attr, name in _COUNTS}
+        out.compaction = {
+            attr: sanitize.count(sum(sanitize.count(get(item, name, 0) or 0, name) for item in compactions), name)
+            for attr, name in _COUNTS
+        }
 
 
 @dataclass

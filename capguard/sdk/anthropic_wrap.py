@@ -13,7 +13,7 @@ from typing import Any
 
 import anthropic
 
-from capguard.budget import Admission, Budget
+from capguard.budget.library import Admission, Budget
 from capguard.sdk.anthropic_usage import StreamTracker, read_usage
 from capguard.sdk.streams import (
     AsyncMeteredStream,
@@ -102,19 +102,32 @@ class _MessagesBase:
         return getattr(self._inner, name)
 
     def _admission(self, kwargs: dict[str, Any], counted: int | None) -> Admission:
-        return self._budget.admit(kwargs, prompt_tokens=counted, beta_api=self._beta_api,
-                                  default_beta=self._default_beta)
+        return self._budget.admit(
+            kwargs, prompt_tokens=counted, beta_api=self._beta_api, default_beta=self._default_beta
+        )
 
     def _settle(self, admission: Admission, message: Any) -> Future:
-        return self._budget.settle(admission, read_usage(message.usage), message_id=message.id, model=message.model,
-                                   stop_reason=message.stop_reason)
+        return self._budget.settle(
+            admission,
+            read_usage(message.usage),
+            message_id=message.id,
+            model=message.model,
+            stop_reason=message.stop_reason,
+        )
 
     def _ender(self, admission: Admission) -> End:
         def end(tracker: StreamTracker, error: BaseException | None) -> Future | None:
             if tracker.usage is None:  # no reply started: an API error was not billed, anything else may be
                 return self._budget.fail(admission, charged=not isinstance(error, anthropic.APIStatusError))
-            return self._budget.settle(admission, tracker.usage, message_id=tracker.message_id, model=tracker.model,
-                                       stop_reason=tracker.stop_reason, complete=tracker.complete, stream=True)
+            return self._budget.settle(
+                admission,
+                tracker.usage,
+                message_id=tracker.message_id,
+                model=tracker.model,
+                stop_reason=tracker.stop_reason,
+                complete=tracker.complete,
+                stream=True,
+            )
 
         return end
 
@@ -212,5 +225,3 @@ def count_arguments(count_tokens: Any, kwargs: dict[str, Any]) -> dict[str, Any]
 @functools.lru_cache(maxsize=8)
 def _parameters(function: Any) -> frozenset[str]:
     return frozenset(inspect.signature(function).parameters)
-
-

@@ -26,8 +26,9 @@ def tracker_of(stream: Any) -> StreamTracker:
         message = None
     if message is None:
         return StreamTracker()
-    return StreamTracker(message_id=message.id, model=message.model, stop_reason=message.stop_reason,
-                         usage=read_usage(message.usage))
+    return StreamTracker(
+        message_id=message.id, model=message.model, stop_reason=message.stop_reason, usage=read_usage(message.usage)
+    )
 
 
 class _Once:

@@ -22,8 +22,11 @@ def main(base_url: str, ledger: str, task_id: str, resume: bool) -> int:
         try:
             while True:
                 reply = client.messages.create(model="claude-opus-4-7", max_tokens=2_000, messages=messages)
-                results = [{"type": "tool_result", "tool_use_id": b.id, "content": "ok"}
-                           for b in reply.content if b.type == "tool_use"]
+                results = [
+                    {"type": "tool_result", "tool_use_id": b.id, "content": "ok"}
+                    for b in reply.content
+                    if b.type == "tool_use"
+                ]
                 messages += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": results}]
                 print(f"step {budget.steps} {budget.cost_usd}", flush=True)
         except BudgetExceeded as stop:

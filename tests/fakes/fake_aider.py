@@ -37,8 +37,14 @@ def main() -> int:
             cost = float(os.environ.get("FAKE_COST", "0.1"))
             total += cost
             tokens = int(os.environ.get("FAKE_TOKENS", "1000"))
-            props = {"main_model": "openai/gpt-4o", "prompt_tokens": tokens, "completion_tokens": 10,
-                     "total_tokens": tokens + 10, "cost": cost, "total_cost": total}
+            props = {
+                "main_model": "openai/gpt-4o",
+                "prompt_tokens": tokens,
+                "completion_tokens": 10,
+                "total_tokens": tokens + 10,
+                "cost": cost,
+                "total_cost": total,
+            }
             out.write(json.dumps({"event": "message_send", "properties": props, "time": int(time.time())}) + "\n")
             out.flush()
     deadline = time.monotonic() + float(os.environ.get("FAKE_IDLE", "0"))

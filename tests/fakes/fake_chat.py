@@ -7,15 +7,16 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable for capguard.demo._http
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated  # noqa: E402
+from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
 
 # Billing rule (one token per 4 bytes, rounded up; all counts are of UTF-8 bytes):
 #
@@ -40,16 +41,28 @@ from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_term
 # Command line: ``python tests/fakes/fake_chat.py [--port N] [--script chat|shell|runaway|slow|cut] [--log F]``.
 
 __all__ = [
-    "ToolCall", "Reply", "Script", "FakeChat", "bash", "tokens", "prompt_text", "cached_tokens_for",
-    "chat_script", "shell_script", "runaway_script", "classify_opencode", "MAIN", "TITLE",
+    "MAIN",
+    "TITLE",
+    "FakeChat",
+    "Reply",
+    "Script",
+    "ToolCall",
+    "bash",
+    "cached_tokens_for",
+    "chat_script",
+    "classify_opencode",
+    "prompt_text",
+    "runaway_script",
+    "shell_script",
+    "tokens",
 ]
 
 MAIN = "main"
 TITLE = "title"
 BYTES_PER_TOKEN = 4
-CACHE_MIN_TOKENS = 1024   # OpenAI caches prompts of at least 1024 tokens ...
-CACHE_STEP_TOKENS = 128   # ... in steps of 128 tokens
-CACHE_MEMORY = 256        # earlier prompts remembered for prefix matching (bounded)
+CACHE_MIN_TOKENS = 1024  # OpenAI caches prompts of at least 1024 tokens ...
+CACHE_STEP_TOKENS = 128  # ... in steps of 128 tokens
+CACHE_MEMORY = 256  # earlier prompts remembered for prefix matching (bounded)
 DEFAULT_MAX_TOKENS = 4096  # when the request names no limit
 
 TITLE_TEXT = "Fake session title"
@@ -85,7 +98,7 @@ class Reply:
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""  # streamed as delta.reasoning_content (DeepSeek/vLLM style) and billed as reasoning
     delay_s: float = 0.0  # total time to deliver the reply, spread over its chunks
-    cut_after: Optional[int] = None  # stream: drop the connection after this many content chunks
+    cut_after: int | None = None  # stream: drop the connection after this many content chunks
 
 
 @dataclass
@@ -98,7 +111,7 @@ class Script:
 
     replies: Sequence[Reply] = ()
     repeat_last: bool = True
-    generate: Optional[Callable[[int], Reply]] = None
+    generate: Callable[[int], Reply] | None = None
     title_reply: Reply = field(default_factory=lambda: Reply(TITLE_TEXT))
     classify: Callable[[dict], str] = field(default_factory=lambda: classify_opencode)
     cache: bool = True
@@ -241,8 +254,12 @@ class _Meter:
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
 
@@ -263,7 +280,7 @@ def _pieces(text: str, n: int) -> list[str]:
     if not text:
         return []
     size = -(-len(text) // max(1, min(n, len(text))))
-    return [text[i: i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -289,8 +306,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self._path() == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
-                {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "capguard-fake"}]})
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "fake-model",
+                            "object": "model",
+                            "created": int(time.time()),
+                            "owned_by": "capguard-fake",
+                        }
+                    ],
+                },
+            )
         else:
             self._send_json(404, {"error": {"message": f"Unknown path {self.path}", "type": "invalid_request_error"}})
 
@@ -333,18 +362,25 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.reasoning:
             message["reasoning_content"] = plan.reasoning
         if plan.calls:
-            message["tool_calls"] = [{"id": f"call_{record['id']}_{i}", "type": "function",
-                                      "function": {"name": name, "arguments": args}}
-                                     for i, (name, args) in enumerate(plan.calls)]
+            message["tool_calls"] = [
+                {"id": f"call_{record['id']}_{i}", "type": "function", "function": {"name": name, "arguments": args}}
+                for i, (name, args) in enumerate(plan.calls)
+            ]
         meter.reasoning = len(plan.reasoning.encode())
         meter.visible = len(plan.text.encode()) + sum(len((n + a).encode()) for n, a in plan.calls)
         self.server.owner._finish(record, meter, usage_sent=True)  # settled before the client can read it
-        self._send_json(200, {
-            "id": record["id"], "object": "chat.completion", "created": int(record["time"]),
-            "model": record["model"], "system_fingerprint": "fp_capguard_fake",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish}],
-            "usage": meter.usage(),
-        })
+        self._send_json(
+            200,
+            {
+                "id": record["id"],
+                "object": "chat.completion",
+                "created": int(record["time"]),
+                "model": record["model"],
+                "system_fingerprint": "fp_capguard_fake",
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish}],
+                "usage": meter.usage(),
+            },
+        )
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -360,8 +396,12 @@ class _Handler(BaseHTTPRequestHandler):
         for piece in _pieces(plan.text, 4):
             yield {"content": piece}, 0, len(piece.encode())
         for i, (name, args) in enumerate(plan.calls):
-            head = {"index": i, "id": f"call_{record['id']}_{i}", "type": "function",
-                    "function": {"name": name, "arguments": ""}}
+            head = {
+                "index": i,
+                "id": f"call_{record['id']}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
             yield {"tool_calls": [head]}, 0, len(name.encode())
             for piece in _pieces(args, 3):
                 yield {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}, 0, len(piece.encode())
@@ -373,10 +413,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        base = {"id": record["id"], "object": "chat.completion.chunk", "created": int(record["time"]),
-                "model": record["model"], "system_fingerprint": "fp_capguard_fake"}
+        base = {
+            "id": record["id"],
+            "object": "chat.completion.chunk",
+            "created": int(record["time"]),
+            "model": record["model"],
+            "system_fingerprint": "fp_capguard_fake",
+        }
 
-        def chunk(delta: dict, finish: Optional[str] = None) -> dict:
+        def chunk(delta: dict, finish: str | None = None) -> dict:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         self._event(chunk({"role": "assistant", "content": ""}))
@@ -428,7 +473,7 @@ class FakeChat(FakeServer):
         with self._cond:
             cached = cached_tokens_for(prompt, self._prompts, prompt_tokens) if self.script.cache else 0
             self._prompts = (self._prompts + [prompt])[-CACHE_MEMORY:]
-            index: Optional[int] = None
+            index: int | None = None
             if kind == MAIN:
                 index = self._main_index
                 reply = self.script.main_reply(index)
@@ -436,18 +481,26 @@ class FakeChat(FakeServer):
             else:
                 reply = self.script.title_reply
             record = {
-                "n": len(self._requests), "id": f"chatcmpl-fake-{len(self._requests) + 1}", "time": time.time(),
-                "kind": kind, "main_index": index, "model": body.get("model") or "fake-model",
+                "n": len(self._requests),
+                "id": f"chatcmpl-fake-{len(self._requests) + 1}",
+                "time": time.time(),
+                "kind": kind,
+                "main_index": index,
+                "model": body.get("model") or "fake-model",
                 "stream": bool(body.get("stream")),
                 "include_usage": isinstance(opts, dict) and opts.get("include_usage") is True,
-                "max_tokens": _max_tokens(body), "body": body,
-                "usage": None, "usage_sent": False, "complete": False, "finished_at": None,
+                "max_tokens": _max_tokens(body),
+                "body": body,
+                "usage": None,
+                "usage_sent": False,
+                "complete": False,
+                "finished_at": None,
             }
             self._requests.append(record)
             self._cond.notify_all()
         return record, reply, _Meter(prompt_tokens, cached)
 
-    def _finish(self, record: dict, meter: _Meter, *, usage_sent: Optional[bool] = None) -> None:
+    def _finish(self, record: dict, meter: _Meter, *, usage_sent: bool | None = None) -> None:
         """Settle a request's bill once: the prompt plus whatever was generated and sent. ``usage_sent`` is given
         for a reply that completed (whether its usage reaches the client); None for one cut or abandoned."""
         with self._cond:
@@ -466,11 +519,11 @@ class FakeChat(FakeServer):
         with self._lock:
             return [dict(r) for r in self._requests]
 
-    def billed(self, kind: Optional[str] = None) -> list[dict]:
+    def billed(self, kind: str | None = None) -> list[dict]:
         """Records (of ``kind``) whose reply is over, i.e. whose ``usage`` is final."""
         return [r for r in self.requests if r["usage"] is not None and (kind is None or r["kind"] == kind)]
 
-    def totals(self, kind: Optional[str] = None) -> dict[str, int]:
+    def totals(self, kind: str | None = None) -> dict[str, int]:
         """Summed billed usage: prompt, cached, completion and reasoning tokens (of ``kind`` if given)."""
         out = {"prompt": 0, "cached": 0, "completion": 0, "reasoning": 0}
         for r in self.billed(kind):
@@ -500,9 +553,11 @@ _SCRIPTS: dict[str, Callable[[float], Script]] = {
 }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/fakes/fake_chat.py",
-                                     description="Fake OpenAI Chat Completions server that bills by the request.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python tests/fakes/fake_chat.py",
+        description="Fake OpenAI Chat Completions server that bills by the request.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
     parser.add_argument("--script", choices=sorted(_SCRIPTS), default="chat")

@@ -23,13 +23,12 @@ import argparse
 import json
 import re
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `capguard` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -38,14 +37,27 @@ from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_term
 from tests.fakes import gemini_billing as billing
 from tests.fakes.gemini_billing import Usage
 
-__all__ = ["Reply", "Script", "FakeGemini", "classify", "chat_script", "runaway_script", "shell_script",
-           "MAIN", "ROUTER", "LOOP_CHECK", "NEXT_SPEAKER", "UTILITY", "KINDS"]
+__all__ = [
+    "KINDS",
+    "LOOP_CHECK",
+    "MAIN",
+    "NEXT_SPEAKER",
+    "ROUTER",
+    "UTILITY",
+    "FakeGemini",
+    "Reply",
+    "Script",
+    "chat_script",
+    "classify",
+    "runaway_script",
+    "shell_script",
+]
 
-MAIN = "main"                  # a turn of the conversation: streamGenerateContent, consumes the script
-ROUTER = "router"              # model `auto`: "how complex is this?" (role utility_router)
-LOOP_CHECK = "loop_check"      # "is the conversation stuck?", from the 30th turn of one prompt
+MAIN = "main"  # a turn of the conversation: streamGenerateContent, consumes the script
+ROUTER = "router"  # model `auto`: "how complex is this?" (role utility_router)
+LOOP_CHECK = "loop_check"  # "is the conversation stuck?", from the 30th turn of one prompt
 NEXT_SPEAKER = "next_speaker"  # "who speaks next?" after a text-only reply
-UTILITY = "utility"            # any other side call (e.g. chat compression)
+UTILITY = "utility"  # any other side call (e.g. chat compression)
 KINDS = (MAIN, ROUTER, LOOP_CHECK, NEXT_SPEAKER, UTILITY)
 
 _PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
@@ -74,8 +86,8 @@ class Script:
 
     replies: list[Any]
     repeat_last: bool = True
-    router_score: int = 10            # 1..100; under the CLI's threshold picks the flash model
-    loop_confidence: float = 0.0      # < 0.9: the CLI's loop check says "not stuck" and the run goes on
+    router_score: int = 10  # 1..100; under the CLI's threshold picks the flash model
+    loop_confidence: float = 0.0  # < 0.9: the CLI's loop check says "not stuck" and the run goes on
     utility_text: str = "Canned summary from the capguard fake Gemini server."
 
     def __post_init__(self) -> None:
@@ -89,7 +101,7 @@ class Script:
         return item(index) if callable(item) else item
 
 
-def chat_script(texts: Optional[list[str]] = None, *, delay_s: float = 0.0, thinking: str = "") -> Script:
+def chat_script(texts: list[str] | None = None, *, delay_s: float = 0.0, thinking: str = "") -> Script:
     """Plain text answers, one per main request, cycling."""
     texts = texts or ["Hello from the fake Gemini server.", "A second canned answer.", "Nothing to change."]
     return Script([Reply(t, delay_s=delay_s, thinking=thinking) for t in texts], repeat_last=False)
@@ -97,8 +109,13 @@ def chat_script(texts: Optional[list[str]] = None, *, delay_s: float = 0.0, thin
 
 def shell_script(command: str, final_text: str = "All done.", *, delay_s: float = 0.0) -> Script:
     """One run_shell_command call, then a text answer (the reply that calls the tool is written twice)."""
-    return Script([Reply(calls=(("run_shell_command", {"command": command}),), delay_s=delay_s),
-                   Reply(final_text, delay_s=delay_s)], repeat_last=True)
+    return Script(
+        [
+            Reply(calls=(("run_shell_command", {"command": command}),), delay_s=delay_s),
+            Reply(final_text, delay_s=delay_s),
+        ],
+        repeat_last=True,
+    )
 
 
 def runaway_script(*, delay_s: float = 0.0, text: str = "") -> Script:
@@ -138,11 +155,21 @@ def classify(method: str, body: dict) -> str:
 
 def _side_answer(kind: str, script: Script) -> str:
     if kind == ROUTER:  # both router schemas of 0.61.0, so whichever strategy runs finds its fields
-        return json.dumps({"complexity_reasoning": "Canned by the fake.", "complexity_score": script.router_score,
-                           "reasoning": "Canned by the fake.", "model_choice": "flash"})
+        return json.dumps(
+            {
+                "complexity_reasoning": "Canned by the fake.",
+                "complexity_score": script.router_score,
+                "reasoning": "Canned by the fake.",
+                "model_choice": "flash",
+            }
+        )
     if kind == LOOP_CHECK:
-        return json.dumps({"unproductive_state_analysis": "Canned by the fake.",
-                           "unproductive_state_confidence": script.loop_confidence})
+        return json.dumps(
+            {
+                "unproductive_state_analysis": "Canned by the fake.",
+                "unproductive_state_confidence": script.loop_confidence,
+            }
+        )
     if kind == NEXT_SPEAKER:
         return json.dumps({"reasoning": "Canned by the fake.", "next_speaker": "user"})
     return script.utility_text
@@ -177,8 +204,9 @@ def plan(reply: Reply, body: dict, prompt: int, cached: int) -> Planned:
         room -= call_tokens
         if billing.tokens(text) > room:
             text, finish = billing.truncate_to_tokens(text, room), "MAX_TOKENS"
-    usage = Usage(prompt=prompt, cached=cached, candidates=billing.tokens(text) + call_tokens,
-                  thoughts=billing.tokens(thinking))
+    usage = Usage(
+        prompt=prompt, cached=cached, candidates=billing.tokens(text) + call_tokens, thoughts=billing.tokens(thinking)
+    )
     return Planned(text, calls, thinking, usage, finish, reply)
 
 
@@ -187,7 +215,7 @@ def _pieces(text: str, n: int) -> list[str]:
         return []
     n = max(1, min(n, len(text)))
     size = -(-len(text) // n)
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _wants_thoughts(body: dict) -> bool:
@@ -266,11 +294,17 @@ class _Handler(BaseHTTPRequestHandler):
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if final:
             candidate["finishReason"] = finish
-        return {"candidates": [candidate], "usageMetadata": usage.metadata(final=final),
-                "modelVersion": record["model"], "responseId": record["id"]}
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage.metadata(final=final),
+            "modelVersion": record["model"],
+            "responseId": record["id"],
+        }
 
     def _parts(self, planned: Planned, body: dict) -> list:
-        parts: list = [{"text": planned.thinking, "thought": True}] if planned.thinking and _wants_thoughts(body) else []
+        parts: list = (
+            [{"text": planned.thinking, "thought": True}] if planned.thinking and _wants_thoughts(body) else []
+        )
         if planned.text:
             parts.append({"text": planned.text})
         parts.extend({"functionCall": {"name": n, "args": a}} for n, a in planned.calls)
@@ -301,8 +335,11 @@ class _Handler(BaseHTTPRequestHandler):
         last: list = [{"text": texts[-1]}] if texts else []
         head = [p for p in self._parts(planned, record["body"]) if p.get("thought")]
         calls = [p for p in self._parts(planned, record["body"]) if "functionCall" in p]
-        chunks.append(self._response(record, head + last + calls or [{"text": ""}], planned.usage, final=True,
-                                     finish=planned.finish))
+        chunks.append(
+            self._response(
+                record, head + last + calls or [{"text": ""}], planned.usage, final=True, finish=planned.finish
+            )
+        )
         pause = reply.delay_s / len(chunks) if reply.delay_s > 0 else 0.0
         if not sse:  # without alt=sse the API streams one JSON array
             self._write(b"[")
@@ -332,8 +369,14 @@ class FakeGemini(FakeServer):
     handler = _Handler
     kinds = KINDS
 
-    def __init__(self, script: Script, *, host: str = "127.0.0.1", port: int = 0,
-                 cache_min_tokens: int = billing.DEFAULT_CACHE_MIN_TOKENS) -> None:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cache_min_tokens: int = billing.DEFAULT_CACHE_MIN_TOKENS,
+    ) -> None:
         super().__init__(host=host, port=port)
         self.script = script
         self.cache_min_tokens = cache_min_tokens
@@ -407,9 +450,10 @@ class FakeGemini(FakeServer):
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/fakes/fake_gemini.py",
-                                     description="Scripted fake Gemini API (never calls a real model).")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python tests/fakes/fake_gemini.py", description="Scripted fake Gemini API (never calls a real model)."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
     parser.add_argument("--script", choices=("chat", "runaway", "shell"), default="chat")
@@ -417,9 +461,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per main reply")
     parser.add_argument("--log", help="append one JSON line per billed request here (without the body)")
     args = parser.parse_args(argv)
-    scripts = {"chat": lambda: chat_script(delay_s=args.delay),
-               "runaway": lambda: runaway_script(delay_s=args.delay),
-               "shell": lambda: shell_script(args.command, delay_s=args.delay)}
+    scripts = {
+        "chat": lambda: chat_script(delay_s=args.delay),
+        "runaway": lambda: runaway_script(delay_s=args.delay),
+        "shell": lambda: shell_script(args.command, delay_s=args.delay),
+    }
     server = FakeGemini(scripts[args.script](), host=args.host, port=args.port)
     logged: set[str] = set()
 

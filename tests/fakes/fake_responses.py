@@ -27,19 +27,30 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `capguard` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated  # noqa: E402
-from tests.fakes import responses_billing as billing  # noqa: E402
+from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from tests.fakes import responses_billing as billing
 
-__all__ = ["Reply", "ToolCall", "Script", "FakeResponses", "say", "shell", "chat_script", "runaway_script",
-           "classify", "TITLE_MARKER"]
+__all__ = [
+    "TITLE_MARKER",
+    "FakeResponses",
+    "Reply",
+    "Script",
+    "ToolCall",
+    "chat_script",
+    "classify",
+    "runaway_script",
+    "say",
+    "shell",
+]
 
 MAIN = "main"
 TITLE = "title"
@@ -62,10 +73,10 @@ class Reply:
     """One scripted model answer: text or a tool call, optional hidden reasoning tokens, and delivery quirks."""
 
     text: str = ""
-    tool_call: Optional[ToolCall] = None
+    tool_call: ToolCall | None = None
     reasoning_tokens: int = 0  # billed as output (reasoning part); shown as an empty reasoning item
     delay_s: float = 0.0  # total delivery time, spread over the deltas
-    cut_after_deltas: Optional[int] = None  # drop the connection after N deltas: no completion, no usage
+    cut_after_deltas: int | None = None  # drop the connection after N deltas: no completion, no usage
 
     def output_text(self) -> str:
         """The text whose size the output tokens are counted from."""
@@ -110,11 +121,14 @@ class RunawayScript(Script):
 
     def main_reply(self, index: int) -> Reply:
         base = self.replies[0]
-        return Reply(tool_call=ToolCall("exec_command", {"cmd": f"echo loop {index}"}),
-                     reasoning_tokens=base.reasoning_tokens, delay_s=base.delay_s)
+        return Reply(
+            tool_call=ToolCall("exec_command", {"cmd": f"echo loop {index}"}),
+            reasoning_tokens=base.reasoning_tokens,
+            delay_s=base.delay_s,
+        )
 
 
-def chat_script(texts: Optional[list[str]] = None, *, delay_s: float = 0.0, reasoning_tokens: int = 0) -> Script:
+def chat_script(texts: list[str] | None = None, *, delay_s: float = 0.0, reasoning_tokens: int = 0) -> Script:
     """Short text answers, one per turn, cycling."""
     texts = texts or ["Hello from the fake Responses server.", "Done. Nothing else to do."]
     return Script([say(t, delay_s=delay_s, reasoning_tokens=reasoning_tokens) for t in texts], repeat_last=False)
@@ -158,7 +172,7 @@ def _truncate(text: str, max_tokens: int) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def plan_reply(reply: Reply, limit: Optional[int]) -> _Plan:
+def plan_reply(reply: Reply, limit: int | None) -> _Plan:
     """Apply a request's ``max_output_tokens``: reasoning spends the budget first, the visible text gets the rest."""
     shown = billing.arguments_text(reply.tool_call.arguments) if reply.tool_call else reply.text
     plan = _Plan(reply, shown, reply.reasoning_tokens, False)
@@ -176,7 +190,7 @@ def _chunks(text: str, n: int) -> list[str]:
         return [""]
     n = max(1, min(n, len(text)))
     size = -(-len(text) // n)
-    return [text[i: i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class _Events:
@@ -195,12 +209,23 @@ class _Events:
         self.seq += 1
         return event
 
-    def response(self, status: str, output: list, usage: Optional[dict]) -> dict:
+    def response(self, status: str, output: list, usage: dict | None) -> dict:
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
-        return {"id": self.record["id"], "object": "response", "created_at": int(self.record["time"]),
-                "status": status, "model": self.record["model"] or "fake-model", "output": output,
-                "usage": usage, "error": None, "incomplete_details": incomplete,
-                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "store": False}
+        return {
+            "id": self.record["id"],
+            "object": "response",
+            "created_at": int(self.record["time"]),
+            "status": status,
+            "model": self.record["model"] or "fake-model",
+            "output": output,
+            "usage": usage,
+            "error": None,
+            "incomplete_details": incomplete,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "store": False,
+        }
 
     def output_items(self) -> list[dict]:
         items: list[dict] = []
@@ -208,11 +233,26 @@ class _Events:
             items.append({"type": "reasoning", "id": f"rs_{self.record['id']}", "summary": []})
         call = self.plan.reply.tool_call
         if call is not None:
-            items.append({"type": "function_call", "id": f"fc_{self.record['id']}", "call_id": self.call_id,
-                          "name": call.name, "arguments": self.plan.shown, "status": "completed"})
+            items.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{self.record['id']}",
+                    "call_id": self.call_id,
+                    "name": call.name,
+                    "arguments": self.plan.shown,
+                    "status": "completed",
+                }
+            )
         else:
-            items.append({"type": "message", "id": self.msg_id, "role": "assistant", "status": "completed",
-                          "content": [{"type": "output_text", "text": self.plan.shown, "annotations": []}]})
+            items.append(
+                {
+                    "type": "message",
+                    "id": self.msg_id,
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": self.plan.shown, "annotations": []}],
+                }
+            )
         return items
 
     def stream(self, pieces: int) -> Iterator[tuple[bool, dict]]:
@@ -225,21 +265,53 @@ class _Events:
                 yield False, self._ev("response.output_item.added", output_index=index, item=item)
                 yield False, self._ev("response.output_item.done", output_index=index, item=item)
             elif item["type"] == "function_call":
-                yield False, self._ev("response.output_item.added", output_index=index,
-                                      item={**item, "arguments": "", "status": "in_progress"})
+                yield (
+                    False,
+                    self._ev(
+                        "response.output_item.added",
+                        output_index=index,
+                        item={**item, "arguments": "", "status": "in_progress"},
+                    ),
+                )
                 for piece in _chunks(item["arguments"], pieces):
-                    yield True, self._ev("response.function_call_arguments.delta", item_id=item["id"],
-                                         output_index=index, delta=piece)
-                yield False, self._ev("response.function_call_arguments.done", item_id=item["id"],
-                                      output_index=index, arguments=item["arguments"])
+                    yield (
+                        True,
+                        self._ev(
+                            "response.function_call_arguments.delta",
+                            item_id=item["id"],
+                            output_index=index,
+                            delta=piece,
+                        ),
+                    )
+                yield (
+                    False,
+                    self._ev(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        arguments=item["arguments"],
+                    ),
+                )
                 yield False, self._ev("response.output_item.done", output_index=index, item=item)
             else:
                 text = item["content"][0]["text"]
                 where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-                yield False, self._ev("response.output_item.added", output_index=index,
-                                      item={**item, "status": "in_progress", "content": []})
-                yield False, self._ev("response.content_part.added", **where,
-                                      part={"type": "output_text", "text": "", "annotations": []})
+                yield (
+                    False,
+                    self._ev(
+                        "response.output_item.added",
+                        output_index=index,
+                        item={**item, "status": "in_progress", "content": []},
+                    ),
+                )
+                yield (
+                    False,
+                    self._ev(
+                        "response.content_part.added",
+                        **where,
+                        part={"type": "output_text", "text": "", "annotations": []},
+                    ),
+                )
                 for piece in _chunks(text, pieces):
                     yield True, self._ev("response.output_text.delta", **where, delta=piece)
                 yield False, self._ev("response.output_text.done", **where, text=text)
@@ -278,8 +350,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self._path() in ("/v1/models", "/models"):
-            self._send_json(200, {"object": "list", "data": [
-                {"id": "fake-model", "object": "model", "created": 0, "owned_by": "capguard-fake"}]})
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "capguard-fake"}],
+                },
+            )
         else:  # includes the WebSocket upgrade Codex's built-in provider tries first: refuse it, HTTPS follows
             self._error(404, f"Unknown path {self.command} {self.path}", "not_found")
 
@@ -378,7 +455,7 @@ class FakeResponses(FakeServer):
         cached = self.cache.lookup_and_store(billing.cache_key(body), text)
         with self._cond:
             if kind == MAIN:
-                index: Optional[int] = self._main_index
+                index: int | None = self._main_index
                 self._main_index += 1
                 reply = self.script.main_reply(index)
             else:
@@ -414,14 +491,13 @@ class FakeResponses(FakeServer):
         with self._lock:
             return list(self._requests)
 
-    def billed(self, kind: Optional[str] = None) -> list[dict]:
+    def billed(self, kind: str | None = None) -> list[dict]:
         """The requests whose usage the server sent (completed or incomplete), of `kind` if given."""
         return [r for r in self.requests if r["billed"] and (kind is None or r["kind"] == kind)]
 
-    def billed_usage(self, kind: Optional[str] = None) -> dict[str, int]:
+    def billed_usage(self, kind: str | None = None) -> dict[str, int]:
         """The billed usage summed: input, cached, output, reasoning and total tokens."""
-        total = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
-                 "total_tokens": 0}
+        total = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0, "total_tokens": 0}
         for r in self.billed(kind):
             u = r["usage"]
             total["input_tokens"] += u["input_tokens"]
@@ -442,9 +518,11 @@ class FakeResponses(FakeServer):
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/fakes/fake_responses.py",
-                                     description="Scripted fake of OpenAI's Responses API (never calls a real model).")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python tests/fakes/fake_responses.py",
+        description="Scripted fake of OpenAI's Responses API (never calls a real model).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
     parser.add_argument("--script", choices=("chat", "runaway"), default="chat")
@@ -454,8 +532,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--log", type=Path, help="append one JSON line per finished request (usage, status)")
     args = parser.parse_args(argv)
     make = runaway_script if args.script == "runaway" else chat_script
-    server = FakeResponses(make(delay_s=args.delay, reasoning_tokens=args.reasoning_tokens),
-                           host=args.host, port=args.port, caching=not args.no_cache)
+    server = FakeResponses(
+        make(delay_s=args.delay, reasoning_tokens=args.reasoning_tokens),
+        host=args.host,
+        port=args.port,
+        caching=not args.no_cache,
+    )
     logged = 0
 
     def tick() -> None:  # write finished requests to --log, in order
@@ -466,8 +548,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         with args.log.open("a") as out:
             while logged < len(done) and done[logged]["status"] != "pending":
                 r = done[logged]
-                out.write(json.dumps({k: r[k] for k in ("id", "kind", "status", "billed", "usage", "user_agent")})
-                          + "\n")
+                out.write(
+                    json.dumps({k: r[k] for k in ("id", "kind", "status", "billed", "usage", "user_agent")}) + "\n"
+                )
                 logged += 1
 
     serve_until_terminated(server, tick)

@@ -133,5 +133,11 @@ class Usage:
 
     def as_dict(self) -> dict:
         """The billed figures under the names of the CLI's session-file `tokens` object."""
-        return {"input": self.prompt, "output": self.candidates, "cached": self.cached, "thoughts": self.thoughts,
-                "tool": self.tool_use_prompt, "total": self.total}
+        return {
+            "input": self.prompt,
+            "output": self.candidates,
+            "cached": self.cached,
+            "thoughts": self.thoughts,
+            "tool": self.tool_use_prompt,
+            "total": self.total,
+        }

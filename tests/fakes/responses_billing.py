@@ -20,7 +20,7 @@ import json
 import os
 import threading
 from collections import deque
-from typing import Any, Optional
+from typing import Any
 
 BYTES_PER_TOKEN = 4
 CACHE_MIN_TOKENS = 1024  # OpenAI caches prompts of 1024 tokens or more ...
@@ -56,7 +56,7 @@ def prompt_text(body: dict) -> str:
     return "\n".join(parts)
 
 
-def max_output_tokens(body: dict) -> Optional[int]:
+def max_output_tokens(body: dict) -> int | None:
     """The request's ``max_output_tokens`` if it is a positive integer, else None (no limit)."""
     value = body.get("max_output_tokens")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from capguard.demo.demo_cmd import seed_price_cache
+from capguard.cli.demo_cmd import seed_price_cache
 
 FAKES = Path(__file__).parent.parent / "fakes"
 
@@ -55,7 +55,7 @@ def repo(tmp_path) -> Path:
 def trusted_config(path: Path, text: str) -> Path:
     """Write a repo's .capguard.toml and trust it (`capguard trust`): the user's own repo, whose file may name a
     command, args or prices. An untrusted one may only tighten caps (test_trust.py)."""
-    from capguard import trust
+    from capguard.config import trust
 
     path.write_text(text)
     trust.trust(path)
@@ -64,9 +64,20 @@ def trusted_config(path: Path, text: str) -> Path:
 
 def aider_flags(base_url: str, *, stream: bool = False, model: str = "openai/gpt-4o") -> list[str]:
     flags = [
-        "--model", model, "--openai-api-base", base_url, "--openai-api-key", "sk-fake",
-        "--no-check-update", "--no-show-release-notes", "--analytics-disable", "--yes-always",
-        "--no-gitignore", "--no-auto-commits", "--no-pretty", "--no-show-model-warnings",
+        "--model",
+        model,
+        "--openai-api-base",
+        base_url,
+        "--openai-api-key",
+        "sk-fake",
+        "--no-check-update",
+        "--no-show-release-notes",
+        "--analytics-disable",
+        "--yes-always",
+        "--no-gitignore",
+        "--no-auto-commits",
+        "--no-pretty",
+        "--no-show-model-warnings",
     ]
     return flags if stream else [*flags, "--no-stream"]
 
@@ -101,11 +112,28 @@ class Capguard:
     agent = "aider"
 
     def argv(self, caps: list[str], agent_args: list[str]) -> list[str]:
-        return [sys.executable, "-m", "capguard", "--report-json", str(self.report_path), *caps, self.agent, *agent_args]
+        return [
+            sys.executable,
+            "-m",
+            "capguard",
+            "--report-json",
+            str(self.report_path),
+            *caps,
+            self.agent,
+            *agent_args,
+        ]
 
     def start(self, caps: list[str], agent_args: list[str], *, stdin=subprocess.DEVNULL, **kw) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(caps, agent_args), cwd=self.repo, env=self.env, stdin=stdin,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        return subprocess.Popen(
+            self.argv(caps, agent_args),
+            cwd=self.repo,
+            env=self.env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kw,
+        )
 
     def run(self, caps: list[str], agent_args: list[str], *, input: str | None = None, timeout: float = 180) -> Result:
         stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from capguard import cgroup
 from capguard.demo.fake_openai import FakeOpenAI, chat_script, runaway_script
+from capguard.supervisor import cgroup
 from tests.integration.conftest import FAKES, aider_flags, make_repo, trusted_config, wait_for
 
 pytestmark = pytest.mark.agent
@@ -47,8 +47,9 @@ def assert_tree_gone(capguard):
 
 def test_usd_cap_stops_runaway_aider(capguard):
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        result = capguard.run(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 122, result.stderr
     assert result.report["stop_reason"] == "usd"
     assert result.report["exit_code"] == 122
@@ -64,8 +65,11 @@ def test_usd_cap_stops_runaway_aider(capguard):
 def test_usd_cap_stops_streaming_runaway(capguard):
     # streaming: aider prices its own local token count (the server's usage is ignored)
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.03"], [*aider_flags(server.base_url, stream=True), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.03"],
+            [*aider_flags(server.base_url, stream=True), "--no-fancy-input", "hello.py"],
+            input=RUNAWAY_INPUT,
+        )
     assert result.rc == 122, result.stderr
     assert result.report["stop_reason"] == "usd"
     assert result.report["steps"] >= 2
@@ -78,8 +82,9 @@ def test_token_cap_stops_runaway_aider(capguard):
     # a model that takes 0.3 s a reply, as real ones take seconds: with instant replies aider answers every ~30 ms,
     # and "one reply past the stop" would measure the CI machine's scheduler rather than capguard
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        result = capguard.run(["--tokens", "120k"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--tokens", "120k"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 121, result.stderr
     assert result.report["stop_reason"] == "tokens"
     assert result.report["at_stop"]["tokens"] == 156_000  # 3 x 52,000: the third reply crosses 120k
@@ -90,8 +95,9 @@ def test_token_cap_stops_runaway_aider(capguard):
 
 def test_steps_cap_stops_before_the_next_reply(capguard):
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:  # a model that takes 0.3 s is cut mid-reply
-        result = capguard.run(["--steps", "2"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--steps", "2"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 120, result.stderr
     assert result.report["stop_reason"] == "steps"
     assert result.report["at_stop"]["steps"] == 2 and result.report["at_stop"]["requests"] == 3
@@ -139,7 +145,9 @@ def test_agent_failure_code_passes_through(capguard):
 
 def test_map_tokens_above_cap_is_refused_before_start(capguard):
     with FakeOpenAI(chat_script()) as server:
-        result = capguard.run(["--map-tokens", "2048"], [*aider_flags(server.base_url), "--map-tokens", "4096", "--message", "hi"])
+        result = capguard.run(
+            ["--map-tokens", "2048"], [*aider_flags(server.base_url), "--map-tokens", "4096", "--message", "hi"]
+        )
     assert result.rc == 2
     assert "--map-tokens 4096 lets aider build a repo map of up to 10240 tokens" in result.stderr
     assert result.stderr.count("\n") == 1  # one line
@@ -178,7 +186,9 @@ def test_repo_map_measured_above_cap_stops_the_run(tmp_path, capguard):
     capguard.repo = big_repo(tmp_path / "big")
     (capguard.repo / ".aider.conf.yml").write_text("map-multiplier-no-files: 16\n")
     with FakeOpenAI(chat_script()) as server:
-        result = capguard.run(["--map-tokens", "1024"], [*aider_flags(server.base_url), "--message", "What does pkg do?"])
+        result = capguard.run(
+            ["--map-tokens", "1024"], [*aider_flags(server.base_url), "--message", "What does pkg do?"]
+        )
     assert result.rc == 119, result.stderr
     assert result.report["stop_reason"] == "map_tokens"
     assert result.report["map_tokens_seen"] > 1024
@@ -189,14 +199,16 @@ def test_repo_map_measured_above_cap_stops_the_run(tmp_path, capguard):
 def test_repo_map_within_cap_runs_normally(tmp_path, capguard):
     capguard.repo = big_repo(tmp_path / "big")
     with FakeOpenAI(chat_script()) as server:
-        result = capguard.run(["--map-tokens", "1024"], [*aider_flags(server.base_url), "--message", "What does pkg do?"])
+        result = capguard.run(
+            ["--map-tokens", "1024"], [*aider_flags(server.base_url), "--message", "What does pkg do?"]
+        )
     assert result.rc == 0, result.stderr
     assert 0 < result.report["map_tokens_seen"] <= 1024
 
 
 def write_wrapper(tmp_path: Path, aider: str) -> Path:
     wrapper = tmp_path / "aider-with-children"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'agent_with_children.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKES / "agent_with_children.py"} "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
 
@@ -204,10 +216,13 @@ def write_wrapper(tmp_path: Path, aider: str) -> Path:
 def test_cap_stop_kills_children_that_ignore_sigterm_or_leave_the_session(tmp_path, capguard, aider_bin):
     children = tmp_path / "children.txt"
     capguard.env.update(CAPGUARD_TEST_CHILDREN=str(children), CAPGUARD_TEST_REAL_AGENT=aider_bin)
-    trusted_config(capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
+    trusted_config(
+        capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n'
+    )
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 122, result.stderr
     pids = [int(line.split()[1]) for line in children.read_text().splitlines()]
     assert len(pids) == 2
@@ -225,10 +240,13 @@ def test_cap_stop_kills_children_that_ignore_sigterm_or_leave_the_session(tmp_pa
 def test_cap_stop_without_a_cgroup_freezes_and_sweeps_the_tree(tmp_path, capguard, aider_bin):
     children = tmp_path / "children.txt"
     capguard.env.update(CAPGUARD_TEST_CHILDREN=str(children), CAPGUARD_TEST_REAL_AGENT=aider_bin, CAPGUARD_CGROUP="off")
-    trusted_config(capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n')
+    trusted_config(
+        capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n'
+    )
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 122, result.stderr
     assert result.report["tree_stop"] == "freeze-sweep"
     assert any("SIGSTOP" in step for step in result.report["stop_steps"]), result.report["stop_steps"]
@@ -243,7 +261,9 @@ def idle_session(capguard, server, caps=()):
     proc = capguard.start(list(caps), [*aider_flags(server.base_url), "--no-fancy-input"], stdin=subprocess.PIPE)
     # aider is idle once it has logged its launch to the analytics log capguard gave it
     runs = Path(capguard.env.get("CAPGUARD_HOME") or os.environ["CAPGUARD_HOME"]) / "runs"
-    wait_for(lambda: any("launched" in p.read_text() for p in runs.glob("*/aider.analytics.jsonl")), 60, "aider to start")
+    wait_for(
+        lambda: any("launched" in p.read_text() for p in runs.glob("*/aider.analytics.jsonl")), 60, "aider to start"
+    )
     return proc
 
 
@@ -272,11 +292,18 @@ def test_agent_dies_when_capguard_is_killed(capguard):
 
 def test_users_own_analytics_log_is_metered_from_its_end(tmp_path, capguard):
     own = tmp_path / "mine.jsonl"
-    earlier = {"event": "message_send", "properties": {"prompt_tokens": 9, "completion_tokens": 9, "cost": 99.0}, "time": 1}
+    earlier = {
+        "event": "message_send",
+        "properties": {"prompt_tokens": 9, "completion_tokens": 9, "cost": 99.0},
+        "time": 1,
+    }
     own.write_text(json.dumps(earlier) + "\n")
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--analytics-log", str(own),
-                                                  "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.40"],
+            [*aider_flags(server.base_url), "--analytics-log", str(own), "--no-fancy-input", "hello.py"],
+            input=RUNAWAY_INPUT,
+        )
     assert result.rc == 122, result.stderr
     assert result.report["at_stop"]["cost_usd"] == pytest.approx(3 * REPLY_USD)  # the $99 line predates the run
     assert own.read_text().count('"message_send"') == 1 + result.report["steps"]
@@ -286,21 +313,27 @@ def test_users_own_analytics_log_is_metered_from_its_end(tmp_path, capguard):
 
 def test_unpriced_model_stops_under_a_usd_cap(capguard):
     with FakeOpenAI(chat_script(delay_s=0.3)) as server:
-        result = capguard.run(["--usd", "1"], [*aider_flags(server.base_url, model="openai/my-private-model"),
-                                               "--no-fancy-input"], input="hello\nagain\nmore\n")
+        result = capguard.run(
+            ["--usd", "1"],
+            [*aider_flags(server.base_url, model="openai/my-private-model"), "--no-fancy-input"],
+            input="hello\nagain\nmore\n",
+        )
     assert result.rc == 116, result.stderr
     assert result.report["stop_reason"] == "unpriced"
     assert result.report["at_stop"]["steps"] == 1  # the first reply nobody could price
     assert result.report["unpriced_replies"] == result.report["steps"] <= 2
-    assert 'openai/my-private-model has no known price' in result.stderr
+    assert "openai/my-private-model has no known price" in result.stderr
     assert_tree_gone(capguard)
 
 
 def test_config_prices_an_unknown_model(capguard):
     trusted_config(capguard.repo / ".capguard.toml", '[prices."openai/my-private-model"]\ninput = 1.0\noutput = 2.0\n')
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.15"], [*aider_flags(server.base_url, model="openai/my-private-model"),
-                                                  "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.15"],
+            [*aider_flags(server.base_url, model="openai/my-private-model"), "--no-fancy-input", "hello.py"],
+            input=RUNAWAY_INPUT,
+        )
     assert result.rc == 122, result.stderr
     assert result.report["at_stop"]["steps"] == 3  # $0.054 a reply at $1/M in and $2/M out
     assert result.report["at_stop"]["cost_usd"] == pytest.approx(3 * 0.054)
@@ -311,8 +344,9 @@ def test_ledger_holds_every_counted_reply(capguard):
     from capguard.ledger import open_ledger
 
     with FakeOpenAI(runaway_script()) as server:
-        result = capguard.run(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.rc == 122
     with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
         run = ledger.run(result.report["run_id"])

@@ -33,8 +33,14 @@ class Terminal:
         env = {k: v for k, v in env.items() if k not in ("CI", "CONTINUOUS_INTEGRATION") and not k.startswith("CI_")}
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, b"\x00\x28\x00\x78\x00\x00\x00\x00")  # 40 x 120
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env={**env, "TERM": "xterm"}, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            argv,
+            cwd=cwd,
+            env={**env, "TERM": "xterm"},
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         self.output = b""
 

@@ -19,16 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from capguard import blind
-from capguard.agents.aider_logs import AnalyticsParser
+from capguard.agents.aider.logs import AnalyticsParser
 from capguard.agents.base import LaunchPlan
-from capguard.caps import Caps
+from capguard.core.caps import Caps
+from capguard.core.pricing import Pricer
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
-from capguard.pricing import Pricer
-from capguard.supervise import Supervisor
-from capguard.tail import WatchSpec
+from capguard.metering import blind
+from capguard.metering.tail import WatchSpec
+from capguard.supervisor.supervise import Supervisor
 from tests.integration.conftest import FAKES, aider_flags, wait_for
-from tests.integration.test_aider_caps import REPLY_USD, RUNAWAY_INPUT, assert_stopped_within_one_reply, assert_tree_gone
+from tests.integration.test_aider_caps import (
+    REPLY_USD,
+    RUNAWAY_INPUT,
+    assert_stopped_within_one_reply,
+    assert_tree_gone,
+)
 
 LOG_NAME = "aider.analytics.jsonl"
 
@@ -131,8 +136,9 @@ def run_runaway(capguard, mode: str | None):
         if vandal:
             vandal.start()
         try:
-            result = capguard.run(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                                  input=RUNAWAY_INPUT)
+            result = capguard.run(
+                ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+            )
         finally:
             if vandal:
                 vandal.done.set()
@@ -153,7 +159,9 @@ def assert_every_billed_reply_counted_once(capguard, result, server):
     assert answered - 2 <= report["steps"] <= answered, (answered, report["steps"], report["stop_steps"])
     assert report["steps"] in (7, 8), report["usage"]  # the reply in flight may be answered before the signal
     assert report["cost_usd"] == pytest.approx(report["steps"] * REPLY_USD), report["usage"]
-    rows = ledger(capguard, "SELECT count(*) AS n, sum(cost_micro_usd) AS usd FROM usage_events WHERE run_id = ?", run_id)
+    rows = ledger(
+        capguard, "SELECT count(*) AS n, sum(cost_micro_usd) AS usd FROM usage_events WHERE run_id = ?", run_id
+    )
     assert rows[0]["n"] == report["steps"] and rows[0]["usd"] == round(report["cost_usd"] * 1e6)
     run = ledger(capguard, "SELECT status, stop_reason, exit_code FROM runs WHERE id = ?", run_id)[0]
     assert (run["stop_reason"], run["exit_code"]) == ("usd", 122) and run["status"] != "running"
@@ -199,7 +207,9 @@ def small_runs_disk(capguard):
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield folder
@@ -219,12 +229,15 @@ def fill(folder: Path) -> None:
 @pytest.mark.parametrize("fault", ["full", "read-only", "gone"])
 def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguard, small_runs_disk, fault):
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        proc = capguard.start(["--usd", "50"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              stdin=subprocess.PIPE)
+        proc = capguard.start(
+            ["--usd", "50"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], stdin=subprocess.PIPE
+        )
         try:
             proc.stdin.write(RUNAWAY_INPUT)
             proc.stdin.flush()
-            run_dir = wait_for(lambda: next(iter(small_runs_disk.glob(f"*/{LOG_NAME}")), None), 60, "aider's log").parent
+            run_dir = wait_for(
+                lambda: next(iter(small_runs_disk.glob(f"*/{LOG_NAME}")), None), 60, "aider's log"
+            ).parent
             wait_for(lambda: counted_by_capguard(run_dir) >= 2, 60, "two replies counted")
             if fault == "full":
                 fill(small_runs_disk)
@@ -251,7 +264,9 @@ def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguar
     assert "capguard: could not write the report to" in err  # the run dir's copy; the verdict stands
     # the blind window is one probe interval: at most the reply in flight and the next one went uncounted
     answered = sum(1 for r in server.requests if r["kind"] == "main")
-    print(f"figures: {fault}: {report['steps']} replies counted, {answered} main requests served, {faulted_at} at the fault")
+    print(
+        f"figures: {fault}: {report['steps']} replies counted, {answered} main requests served, {faulted_at} at the fault"
+    )
     assert answered <= faulted_at + 2, (answered, faulted_at, report["steps"])
     run = ledger(capguard, "SELECT status, stop_reason, exit_code, steps FROM runs WHERE id = ?", report["run_id"])[0]
     assert (run["stop_reason"], run["exit_code"]) == ("meter_error", 115) and run["status"] != "running"
@@ -278,8 +293,9 @@ def test_supervisor_stops_when_the_probe_says_the_disk_is_full(tmp_path):
         watches=[WatchSpec(log, lambda p: AnalyticsParser("t", str(p), by_content=True))],
         fallback_model="openai/gpt-4o",
     )
-    outcome = Supervisor(plan, Caps(usd_micro=50_000_000), Pricer(), name="fake", grace=1, kill_after=1,
-                         run_dir=tmp_path, space=space).run()
+    outcome = Supervisor(
+        plan, Caps(usd_micro=50_000_000), Pricer(), name="fake", grace=1, kill_after=1, run_dir=tmp_path, space=space
+    ).run()
     assert outcome.stop_reason == "meter_error"
     assert outcome.meter.meter_error == f"the disk holding {tmp_path} is full (0 bytes free)"
     assert 3 <= outcome.meter.steps < 200

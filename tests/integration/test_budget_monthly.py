@@ -18,12 +18,12 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 
 from capguard import Budget, BudgetExceeded  # noqa: E402
-from capguard.config import load_settings  # noqa: E402
-from capguard.demo.fake_anthropic import FakeAnthropic, Script  # noqa: E402
+from capguard.budget.allowance import MonthGuard, utc_text  # noqa: E402
+from capguard.config.settings import load_settings  # noqa: E402
+from capguard.core.monthly import month_of, warnings  # noqa: E402
+from capguard.core.team import team_of  # noqa: E402
 from capguard.ledger import open_ledger  # noqa: E402
-from capguard.month_guard import MonthGuard, utc_text  # noqa: E402
-from capguard.monthly import month_of, warnings  # noqa: E402
-from capguard.team import team_of  # noqa: E402
+from tests.fakes.fake_anthropic import FakeAnthropic, Script  # noqa: E402
 from tests.integration.test_budget_sdk import OPUS, PROMPT, USAGE, loop, main_requests, sdk  # noqa: E402
 from tests.integration.test_ledger import BACKENDS, PG_DSN, make_target, with_option  # noqa: E402,F401 (fixture)
 from tests.integration.test_monthly import USER, ZONE, seed  # noqa: E402
@@ -44,8 +44,10 @@ class Team:
         self.made: list[Budget] = []
 
     def configure(self, tables: str = "") -> None:
-        self.config.write_text(f'ledger = "{self.target}"\nuser = "{USER}"\n[team]\ntimezone = "{ZONE}"\n'
-                               f'[team.users."{USER}"]\nmonthly_usd = 0.5\n{tables}')
+        self.config.write_text(
+            f'ledger = "{self.target}"\nuser = "{USER}"\n[team]\ntimezone = "{ZONE}"\n'
+            f'[team.users."{USER}"]\nmonthly_usd = 0.5\n{tables}'
+        )
 
     def budget(self, **kwargs) -> Budget:
         kwargs.setdefault("cwd", self.tmp)
@@ -67,14 +69,15 @@ class Team:
             return ledger.run(task_id)
 
     def ack(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "capguard", "ack", *args], cwd=self.tmp, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "capguard", "ack", *args], cwd=self.tmp, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
 
 @pytest.fixture
-def team(tmp_path, make_target, monkeypatch):  # noqa: F811 (the fixture imported from test_ledger)
+def team(tmp_path, make_target, monkeypatch):
     found = Team(tmp_path, make_target(), monkeypatch)
     yield found
     for budget in found.made:
@@ -179,8 +182,10 @@ def test_a_cli_run_spending_the_month_stops_the_task_and_an_ack_lets_it_go_on(te
     with pytest.raises(BudgetExceeded) as stop:
         call(client)
     assert stop.value.reason == "monthly" and len(server.requests) == seen  # not even a count_tokens
-    assert str(stop.value).startswith("cost $0.06 reached the $0.05 left of the monthly budget"  # the CLI's words
-                                      f" ({USER}: other runs have spent $0.45 of the $0.50 monthly cap for ")
+    assert str(stop.value).startswith(
+        "cost $0.06 reached the $0.05 left of the monthly budget"  # the CLI's words
+        f" ({USER}: other runs have spent $0.45 of the $0.50 monthly cap for "
+    )
     assert budget.report()["stop_reason"] == "monthly"
 
     out = team.ack("--reason", "release tonight")  # $0.505 spent: the limit is $0.63, a quarter of the cap more

@@ -20,9 +20,9 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 
 from capguard import Budget, BudgetExceeded  # noqa: E402
-from capguard.demo.fake_anthropic import FakeAnthropic, Script, Usage, estimate_tokens  # noqa: E402
+from capguard.core.task_budget import BETA  # noqa: E402
 from capguard.ledger import open_ledger  # noqa: E402
-from capguard.task_budget import BETA  # noqa: E402
+from tests.fakes.fake_anthropic import FakeAnthropic, Script, Usage, estimate_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OPUS = "claude-opus-4-7"  # $5/M input, $25/M output, task budgets
@@ -70,8 +70,11 @@ def loop(client, *, model=OPUS, max_tokens=4_000, stream=False):
                     reply = events.get_final_message()
             else:
                 reply = client.messages.create(model=model, max_tokens=max_tokens, messages=messages)
-            results = [{"type": "tool_result", "tool_use_id": b.id, "content": "ok"}
-                       for b in reply.content if b.type == "tool_use"]
+            results = [
+                {"type": "tool_result", "tool_use_id": b.id, "content": "ok"}
+                for b in reply.content
+                if b.type == "tool_use"
+            ]
             messages += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": results}]
     return stop.value
 
@@ -258,8 +261,10 @@ def test_task_budget_fields_and_beta_header_as_sent(server, budgets):
 
 
 def test_remaining_is_sent_only_after_a_compaction_and_then_on_every_turn(server, budgets):
-    server.script.usage = [Usage(input_tokens=n, output_tokens=1_000, cache_write_5m=0, cache_read=0)
-                           for n in (10_000, 14_000, 18_000, 3_000, 7_000)]
+    server.script.usage = [
+        Usage(input_tokens=n, output_tokens=1_000, cache_write_5m=0, cache_read=0)
+        for n in (10_000, 14_000, 18_000, 3_000, 7_000)
+    ]
     budget = budgets(task_budget=100_000)
     client = budget.wrap(sdk(server))
     for _ in range(3):
@@ -312,8 +317,12 @@ def test_threads_hammering_one_budget_never_cross_the_usd_cap(server, budgets):
 def test_resume_after_the_harness_is_killed_mid_loop(server, tmp_path):
     server.script.delay_s = 0.2
     ledger, script = tmp_path / "ledger.db", ROOT / "tests" / "fakes" / "budget_loop.py"
-    child = subprocess.Popen([sys.executable, str(script), server.base_url, str(ledger), "task-crash"],
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    child = subprocess.Popen(
+        [sys.executable, str(script), server.base_url, str(ledger), "task-crash"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = [child.stdout.readline() for _ in range(3)]
     assert [line.split()[:2] for line in lines] == [["step", "1"], ["step", "2"], ["step", "3"]]
     child.send_signal(signal.SIGKILL)
@@ -331,8 +340,12 @@ def test_resume_after_the_harness_is_killed_mid_loop(server, tmp_path):
     finally:
         budget.close()
     server.script.delay_s = 0
-    finished = subprocess.run([sys.executable, str(script), server.base_url, str(ledger), "task-crash", "--resume"],
-                              capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, str(script), server.base_url, str(ledger), "task-crash", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert finished.stdout.splitlines()[-1] == "stopped usd"
     with open_ledger(ledger) as book:
         rows, run = book.usage("task-crash"), book.run("task-crash")
@@ -347,7 +360,8 @@ def test_resume_after_the_harness_is_killed_mid_loop(server, tmp_path):
 def test_the_readme_library_example_runs_verbatim(tmp_path):
     section = (ROOT / "README.md").read_text().split("\n## Library", 1)[1].split("\n## ", 1)[0]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # as the README says: from the checkout, where the fake server (tests/fakes/, not shipped) is importable
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "refused (usd, exit code 122): a reply of 1,024 tokens" in done.stdout
     for line in done.stdout.splitlines():  # the output the README shows is the output you get

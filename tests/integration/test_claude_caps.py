@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from capguard.demo.fake_anthropic import FakeAnthropic, Script
+from tests.fakes.fake_anthropic import FakeAnthropic, Script
 from tests.integration.conftest import Capguard, trusted_config
 
 pytestmark = pytest.mark.agent
@@ -43,18 +43,30 @@ class Claude(Capguard):
         home = Path(self.env["HOME"])
         config = home / ".claude"
         config.mkdir(parents=True, exist_ok=True)
-        (config / ".claude.json").write_text(json.dumps({
-            "hasCompletedOnboarding": True, "lastOnboardingVersion": "2.1.330", "theme": "dark",
-            "customApiKeyResponses": {"approved": [KEY[-20:]], "rejected": []},
-            "projects": {os.path.realpath(repo): {"hasTrustDialogAccepted": True}},
-        }))
+        (config / ".claude.json").write_text(
+            json.dumps(
+                {
+                    "hasCompletedOnboarding": True,
+                    "lastOnboardingVersion": "2.1.330",
+                    "theme": "dark",
+                    "customApiKeyResponses": {"approved": [KEY[-20:]], "rejected": []},
+                    "projects": {os.path.realpath(repo): {"hasTrustDialogAccepted": True}},
+                }
+            )
+        )
         (config / "settings.json").write_text(json.dumps({"skipDangerousModePermissionPrompt": True}))
         (tmp_path / "claude-tmp").mkdir(exist_ok=True)
         self.config = config
         self.env.update(
-            CLAUDE_CONFIG_DIR=str(config), CLAUDE_CODE_TMPDIR=str(tmp_path / "claude-tmp"), IS_SANDBOX="1",
-            ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY=KEY, DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
-            DISABLE_ERROR_REPORTING="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            CLAUDE_CONFIG_DIR=str(config),
+            CLAUDE_CODE_TMPDIR=str(tmp_path / "claude-tmp"),
+            IS_SANDBOX="1",
+            ANTHROPIC_BASE_URL=base_url,
+            ANTHROPIC_API_KEY=KEY,
+            DISABLE_TELEMETRY="1",
+            DISABLE_AUTOUPDATER="1",
+            DISABLE_ERROR_REPORTING="1",
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         )
         for name in list(self.env):
             if name.startswith("OTEL_") or name == "CLAUDE_CODE_ENABLE_TELEMETRY":
@@ -144,8 +156,11 @@ def test_wall_cap_kills_a_bash_tool_grandchild_in_its_own_session(claude):
     assert result.rc == 124, result.stderr
     assert result.report["stop_reason"] == "wall"
     # `sleep 600` ran under the Bash tool, in its own session: it must be gone too
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "600"]
-                and p.status() != psutil.STATUS_ZOMBIE and _tagged(p, runner.tag)]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] == ["sleep", "600"] and p.status() != psutil.STATUS_ZOMBIE and _tagged(p, runner.tag)
+    ]
     assert_tree_gone(runner)
 
 
@@ -210,7 +225,8 @@ def test_config_translates_into_claude_settings(claude):
         trusted_config(  # model and effort are no caps: only a trusted repo file may choose them
             runner.repo / ".capguard.toml",
             '[agents.claude]\nmodel = "claude-sonnet-4-6"\nmax_output_tokens = 1000\neffort = "high"\n'
-            'task_budget = "50k"\n')
+            'task_budget = "50k"\n',
+        )
         result = runner.print_run([], "Say hello")
         body = server.requests[-1]["body"]
         beta = server.requests[-1]["anthropic_beta"] or ""
@@ -224,7 +240,7 @@ def test_config_translates_into_claude_settings(claude):
 def test_task_budget_below_the_minimum_is_refused(claude):
     with FakeAnthropic(Script()) as server:
         runner = claude(server)
-        (runner.repo / ".capguard.toml").write_text('[agents.claude]\ntask_budget = 5000\n')
+        (runner.repo / ".capguard.toml").write_text("[agents.claude]\ntask_budget = 5000\n")
         result = runner.print_run([], "Say hello")
     assert result.rc == 2
     assert "task_budget: 5000 is below Claude's minimum of 20,000 tokens" in result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from capguard.demo.fake_anthropic import FakeAnthropic, Script
+from tests.fakes.fake_anthropic import FakeAnthropic, Script
 from tests.integration.conftest import wait_for
 from tests.integration.test_claude_caps import REPLY_USD, assert_tree_gone, assert_within_one_reply, claude, claude_bin  # noqa: F401
 from tests.otlp_posts import api_request, header_pair, payload, post
@@ -94,7 +94,9 @@ def test_forged_telemetry_neither_stops_nor_charges_a_claude_run(claude, tmp_pat
 def test_a_secret_in_an_error_line_is_masked(claude):
     with FakeAnthropic(Script()) as server:
         runner = claude(server)
-        result = runner.run([], ["-p", "hi", "--settings", '{"env": {"ANTHROPIC_API_KEY": "sk-ant-api03-SECRETkey0123456789"'])
+        result = runner.run(
+            [], ["-p", "hi", "--settings", '{"env": {"ANTHROPIC_API_KEY": "sk-ant-api03-SECRETkey0123456789"']
+        )
     assert result.rc == 2, result.stderr
     assert "--settings" in result.stderr and "SECRETkey" not in result.stderr
     assert "sk-ant-<redacted>" in result.stderr

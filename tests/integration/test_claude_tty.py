@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from capguard.demo.fake_anthropic import FakeAnthropic, Script
+from tests.fakes.fake_anthropic import FakeAnthropic, Script
 from tests.integration.test_aider_tty import Terminal
 from tests.integration.test_claude_caps import Claude, claude_bin  # noqa: F401  (fixture)
 
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.agent, pytest.mark.pty]
 
 
 @pytest.fixture
-def session(tmp_path, claude_bin, repo):  # noqa: F811
+def session(tmp_path, claude_bin, repo):
     opened = []
 
     def start(server, caps):

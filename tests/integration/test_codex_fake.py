@@ -75,16 +75,21 @@ def test_rollout_usage_equals_what_the_fake_billed(tmp_path, codex_bin):
     codex_home = tmp_path / "home" / ".codex"
     tag = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("CODEX_")}
-    env.update(HOME=str(tmp_path / "home"), CODEX_HOME=str(codex_home), FAKE_API_KEY="sk-fake",
-               CAPGUARD_TEST_TAG=tag)
+    env.update(HOME=str(tmp_path / "home"), CODEX_HOME=str(codex_home), FAKE_API_KEY="sk-fake", CAPGUARD_TEST_TAG=tag)
     # A tool call, then a final message: two billed replies in one turn, one of them with reasoning tokens.
     script = Script([shell("echo capguard-smoke", reasoning_tokens=12), say("All done.")])
     with FakeResponses(script) as server:
         write_config(codex_home, server.base_url, project)
         proc = subprocess.Popen(
             [codex_bin, "exec", "--json", "--dangerously-bypass-approvals-and-sandbox", "run the smoke test"],
-            cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:
@@ -117,19 +122,27 @@ def test_rollout_usage_equals_what_the_fake_billed(tmp_path, codex_bin):
             "total_tokens": u["total_tokens"],
         }
     fake = server.billed_usage("main")
-    expected = {"input_tokens": fake["input_tokens"], "cached_input_tokens": fake["cached_tokens"],
-                "output_tokens": fake["output_tokens"], "reasoning_output_tokens": fake["reasoning_tokens"],
-                "total_tokens": fake["total_tokens"]}
+    expected = {
+        "input_tokens": fake["input_tokens"],
+        "cached_input_tokens": fake["cached_tokens"],
+        "output_tokens": fake["output_tokens"],
+        "reasoning_output_tokens": fake["reasoning_tokens"],
+        "total_tokens": fake["total_tokens"],
+    }
     assert summed([u["usage"] for u in usage_records]) == expected
     assert expected["cached_input_tokens"] > 0 and expected["reasoning_output_tokens"] == 12
 
     # token_count.last_token_usage carries the same replies again: summing both record types counts twice.
-    counts = [r["payload"]["info"] for r in records
-              if r["type"] == "event_msg" and r["payload"].get("type") == "token_count" and r["payload"]["info"]]
+    counts = [
+        r["payload"]["info"]
+        for r in records
+        if r["type"] == "event_msg" and r["payload"].get("type") == "token_count" and r["payload"]["info"]
+    ]
     assert summed([c["last_token_usage"] for c in counts]) == expected
     assert counts[-1]["total_token_usage"]["total_tokens"] == expected["total_tokens"]  # a running total
 
     # The --json stdout sums the turn the same way (it has no total_tokens).
     turn = next(e["usage"] for e in events if e["type"] == "turn.completed")
     assert {k: turn[k] for k in USAGE_KEYS if k != "total_tokens"} == {
-        k: v for k, v in expected.items() if k != "total_tokens"}
+        k: v for k, v in expected.items() if k != "total_tokens"
+    }

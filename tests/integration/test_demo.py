@@ -14,9 +14,14 @@ pytestmark = pytest.mark.agent
 
 
 def test_demo_shows_a_cap_firing(aider_bin, tmp_path):
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(aider_bin).parent), os.environ["PATH"]]),
-           "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "capguard", "demo"], env=env, capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(aider_bin).parent), os.environ["PATH"]]),
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "capguard", "demo"], env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"capguard: stopped aider: cost \$0\.44 reached the \$0\.40 cap \(3 replies", done.stderr)
     assert "The cap fired as it should." in done.stderr

@@ -22,14 +22,19 @@ pytestmark = pytest.mark.agent
 
 FIELDS = ("input", "output", "cached", "thoughts", "tool", "total")
 # telemetry's gemini_cli.api_response names for the session file's `tokens` fields
-TELEMETRY = {"input": "input_token_count", "output": "output_token_count", "cached": "cached_content_token_count",
-             "thoughts": "thoughts_token_count", "tool": "tool_token_count", "total": "total_token_count"}
+TELEMETRY = {
+    "input": "input_token_count",
+    "output": "output_token_count",
+    "cached": "cached_content_token_count",
+    "thoughts": "thoughts_token_count",
+    "tool": "tool_token_count",
+    "total": "total_token_count",
+}
 
 
 def find_gemini() -> str | None:
     local = Path("/work/main/.agents/node_modules/.bin/gemini")
-    return (os.environ.get("CAPGUARD_TEST_GEMINI") or shutil.which("gemini")
-            or (str(local) if local.exists() else None))
+    return os.environ.get("CAPGUARD_TEST_GEMINI") or shutil.which("gemini") or (str(local) if local.exists() else None)
 
 
 @pytest.fixture(scope="session")
@@ -81,19 +86,36 @@ def test_session_file_and_telemetry_equal_what_the_fake_billed(tmp_path, gemini_
     home = tmp_path / "home"
     (home / ".gemini").mkdir(parents=True)
     # With GOOGLE_GEMINI_BASE_URL set and no selectedType, the CLI picks auth type "gateway" and exits 41.
-    (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
+    (home / ".gemini" / "settings.json").write_text(
+        json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}})
+    )
     repo = make_repo(tmp_path / "proj", {"a.txt": "hi\n"})
     telemetry = tmp_path / "telemetry.json"
     script = shell_script("echo hi-from-shell", "All done.")
     with FakeGemini(script) as srv:
-        env = dict(os.environ, HOME=str(home), GEMINI_CLI_HOME=str(home), GOOGLE_GEMINI_BASE_URL=srv.base_url,
-                   GEMINI_API_KEY="fake-key", GEMINI_CLI_TRUST_WORKSPACE="true", CAPGUARD_TEST_TAG=tag,
-                   GEMINI_TELEMETRY_ENABLED="true", GEMINI_TELEMETRY_TARGET="local",
-                   GEMINI_TELEMETRY_OUTFILE=str(telemetry))
+        env = dict(
+            os.environ,
+            HOME=str(home),
+            GEMINI_CLI_HOME=str(home),
+            GOOGLE_GEMINI_BASE_URL=srv.base_url,
+            GEMINI_API_KEY="fake-key",
+            GEMINI_CLI_TRUST_WORKSPACE="true",
+            CAPGUARD_TEST_TAG=tag,
+            GEMINI_TELEMETRY_ENABLED="true",
+            GEMINI_TELEMETRY_TARGET="local",
+            GEMINI_TELEMETRY_OUTFILE=str(telemetry),
+        )
         for name in ("GEMINI_MODEL", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA", "CI"):
             env.pop(name, None)
-        proc = subprocess.run([gemini_bin, "-y", "-p", "run the command", "-o", "json"], cwd=repo, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [gemini_bin, "-y", "-p", "run the command", "-o", "json"],
+            cwd=repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert srv.wait_idle(5)
         main, router = srv.totals(MAIN), srv.totals(ROUTER)
@@ -113,8 +135,11 @@ def test_session_file_and_telemetry_equal_what_the_fake_billed(tmp_path, gemini_
     assert main["cached"] > 0  # the second turn re-sends the first: the fake reports a cache hit, the CLI keeps it
 
     # Telemetry sees every request, the router's too (the session file does not).
-    events = [o["attributes"] for o in concatenated_json(telemetry.read_text())
-              if (o.get("attributes") or {}).get("event.name") == "gemini_cli.api_response"]
+    events = [
+        o["attributes"]
+        for o in concatenated_json(telemetry.read_text())
+        if (o.get("attributes") or {}).get("event.name") == "gemini_cli.api_response"
+    ]
     for role, billed in (("main", main), ("utility_router", router)):
         rows = [e for e in events if e["role"] == role]
         assert {f: sum(e[TELEMETRY[f]] for e in rows) for f in FIELDS} == billed, role

@@ -11,15 +11,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from capguard.demo.fake_anthropic import FakeAnthropic, Script, Usage
-from capguard.demo.fake_openai import FakeOpenAI, Reply, chat_script, runaway_script
+from capguard.core.sanitize import MAX_REPLY_USD_MICRO, MAX_TOKENS
+from capguard.demo.fake_openai import FakeOpenAI, chat_script, runaway_script
 from capguard.ledger import open_ledger
-from capguard.sanitize import MAX_REPLY_USD_MICRO, MAX_TOKENS
+from tests.fakes.fake_anthropic import FakeAnthropic, Script, Usage
 from tests.integration.conftest import aider_flags, wait_for
 from tests.integration.test_aider_caps import RUNAWAY_INPUT, assert_tree_gone
 from tests.integration.test_claude_caps import claude, claude_bin  # noqa: F401 (fixtures)
@@ -48,8 +47,9 @@ def test_a_server_billing_two_to_the_64_tokens_stops_aider_at_the_usd_cap(capgua
     # litellm takes any integer: aider logs prompt_tokens 18446744073709551616 and a cost of $46 trillion
     script = runaway_script(prompt_tokens=2**64, completion_tokens=2_000, delay_s=0.3)
     with FakeOpenAI(script) as server:
-        result = capguard.run(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     report = result.report
     assert report["stop_reason"] == "usd" and report["at_stop"]["steps"] == 1  # the first reply crosses the cap
     usage = report["usage"]["openai/gpt-4o"]
@@ -66,8 +66,9 @@ def test_a_server_billing_two_to_the_64_tokens_stops_aider_at_the_usd_cap(capgua
 def test_a_server_billing_absurd_tokens_stops_aider_at_the_token_cap(capguard):
     script = runaway_script(prompt_tokens=10**19, completion_tokens=2_000, delay_s=0.3)
     with FakeOpenAI(script) as server:
-        result = capguard.run(["--tokens", "120k"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--tokens", "120k"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.report["stop_reason"] == "tokens" and result.report["at_stop"]["steps"] == 1
     assert result.report["at_stop"]["tokens"] == MAX_TOKENS + 2_000
     assert_closed_cleanly(capguard, result, 121)
@@ -122,8 +123,9 @@ def test_metering_that_breaks_stops_aider_with_meter_error(capguard, tmp_path):
     config.write_text('[prices."openai/gpt-4o"]\ninput = 1e30\noutput = 1e30\n')
     capguard.env["CAPGUARD_CONFIG"] = str(config)
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        result = capguard.run(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert result.report["stop_reason"] == "meter_error"
     assert result.report["meter_error"].startswith("InvalidOperation while metering Reply from ")
     assert "capguard could not count any more: InvalidOperation" in result.stderr
@@ -131,7 +133,7 @@ def test_metering_that_breaks_stops_aider_with_meter_error(capguard, tmp_path):
     assert_closed_cleanly(capguard, result, 115)
 
 
-def test_claude_code_with_a_server_billing_absurd_tokens_stops_at_the_cap(claude):  # noqa: F811
+def test_claude_code_with_a_server_billing_absurd_tokens_stops_at_the_cap(claude):
     # Claude Code writes the server's 10^30 into its transcript (as 1e+30) and its own cost total
     with FakeAnthropic(Script(usage=Usage(output_tokens=10**30), delay_s=0.2)) as server:
         runner = claude(server)
@@ -149,10 +151,16 @@ def test_import_claude_counts_the_good_lines_and_skips_or_bounds_the_bad(tmp_pat
     good = (fixtures / "B_multi_turn_tool_use.jsonl").read_bytes()
     first = next(line for line in good.splitlines() if b'"type":"assistant"' in line)
     hostile = [
-        first.replace(b'"requestId":"', b'"requestId":"hostile1').replace(b'"output_tokens":', b'"output_tokens":1e999,"x":', 1),
-        first.replace(b'"requestId":"', b'"requestId":"hostile2').replace(b'"output_tokens":', b'"output_tokens":"12","x":', 1),
+        first.replace(b'"requestId":"', b'"requestId":"hostile1').replace(
+            b'"output_tokens":', b'"output_tokens":1e999,"x":', 1
+        ),
+        first.replace(b'"requestId":"', b'"requestId":"hostile2').replace(
+            b'"output_tokens":', b'"output_tokens":"12","x":', 1
+        ),
         b'{"type":"assistant","usage":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
-        first.replace(b'"requestId":"', b'"requestId":"hostile3').replace(b'"input_tokens":', b'"input_tokens":18446744073709551616,"x":', 1),
+        first.replace(b'"requestId":"', b'"requestId":"hostile3').replace(
+            b'"input_tokens":', b'"input_tokens":18446744073709551616,"x":', 1
+        ),
     ]
     folder = tmp_path / "projects" / "-src-app"
     folder.mkdir(parents=True)
@@ -164,8 +172,13 @@ def test_import_claude_counts_the_good_lines_and_skips_or_bounds_the_bad(tmp_pat
 
     def run_import(root: Path, home: str) -> dict:
         env = dict(os.environ, CAPGUARD_HOME=str(tmp_path / home))
-        proc = subprocess.run([sys.executable, "-m", "capguard", "import", "claude", str(root), "--json"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "capguard", "import", "claude", str(root), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
         return json.loads(proc.stdout)
 
@@ -174,6 +187,14 @@ def test_import_claude_counts_the_good_lines_and_skips_or_bounds_the_bad(tmp_pat
     assert summary["suspicious_replies"] == 2 and summary["replies_added"] == baseline["replies_added"] + 2
     assert summary["tokens_added"] > baseline["tokens_added"] + 2 * MAX_TOKENS - 1
     assert summary["tokens_added"] < baseline["tokens_added"] + 2 * MAX_TOKENS + 100_000
-    human = subprocess.run([sys.executable, "-m", "capguard", "import", "claude", str(tmp_path)], capture_output=True,
-                           text=True, timeout=120, env=dict(os.environ, CAPGUARD_HOME=str(tmp_path / "h3")))
-    assert "malformed lines skipped: " in human.stdout and "2 replies with figures beyond capguard's bounds" in human.stdout
+    human = subprocess.run(
+        [sys.executable, "-m", "capguard", "import", "claude", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, CAPGUARD_HOME=str(tmp_path / "h3")),
+    )
+    assert (
+        "malformed lines skipped: " in human.stdout
+        and "2 replies with figures beyond capguard's bounds" in human.stdout
+    )

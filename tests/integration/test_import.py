@@ -16,20 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents.aider_logs import AnalyticsParser, parse_cost_lines
-from capguard.agents.claude_logs import TranscriptParser
-from capguard.commands import import_cmd, report_cmd, suggest_cmd
-from capguard.events import Reply
+from capguard.agents.aider.logs import AnalyticsParser, parse_cost_lines
+from capguard.agents.claude.logs import TranscriptParser
+from capguard.cli import import_cmd, report_cmd, suggest_cmd
+from capguard.core.events import Reply
+from capguard.core.meter import Meter
+from capguard.core.pricing import Pricer, to_micro
 from capguard.importers import state
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
-from capguard.meter import Meter
-from capguard.pricing import Pricer, to_micro
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CLAUDE = FIXTURES / "claude" / "shared"
 AIDER = FIXTURES / "aider" / "shared"
 PG_DSN = os.environ.get("CAPGUARD_TEST_PG_DSN")
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_DSN, reason="CAPGUARD_TEST_PG_DSN is not set"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not PG_DSN, reason="CAPGUARD_TEST_PG_DSN is not set")),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -119,17 +122,22 @@ def test_claude_import_equals_the_parsers_totals_one_run_per_session(ledger_targ
     for run_id, run in runs.items():
         events = rows(ledger_target, "SELECT * FROM usage_events WHERE run_id = ?", (run_id,))
         steps = sum("+" not in e["dedupe_key"] and "/subagents/" not in e["source_file"] for e in events)
-        tokens = sum(e["input_tokens"] + e["output_tokens"] + e["cache_read_tokens"] + e["cache_write_tokens"]
-                     for e in events)
-        assert (run["cost_micro_usd"], run["tokens"], run["steps"]) == \
-            (sum(e["cost_micro_usd"] or 0 for e in events), tokens, steps), run_id
+        tokens = sum(
+            e["input_tokens"] + e["output_tokens"] + e["cache_read_tokens"] + e["cache_write_tokens"] for e in events
+        )
+        assert (run["cost_micro_usd"], run["tokens"], run["steps"]) == (
+            sum(e["cost_micro_usd"] or 0 for e in events),
+            tokens,
+            steps,
+        ), run_id
 
 
 @pytest.mark.parametrize("group_bytes", [1, 1 << 30], ids=["a-group-per-file", "one-group"])
 def test_runs_whose_files_are_all_in_are_written_complete(tmp_path, capsys, monkeypatch, group_bytes):
     """A run goes into the ledger with its totals when all its files are read; `finish` rewrites only the others
     (here: a session whose subagent's transcript came in another group). Either way every run adds up."""
-    from capguard.importers import claude, claude_files, ledger_io
+    from capguard.importers import claude, claude_files
+    from capguard.ledger import bulk as ledger_io
 
     monkeypatch.setattr(claude_files, "GROUP_BYTES", group_bytes)
     monkeypatch.setattr(claude, "WRITE_ROWS", 1)  # a transaction per group
@@ -144,11 +152,18 @@ def test_runs_whose_files_are_all_in_are_written_complete(tmp_path, capsys, monk
     target = str(tmp_path / "ledger.db")
     imported(target, "claude", [CLAUDE], capsys, "--jobs", "1")
     runs = rows(target, "SELECT id, cost_micro_usd, tokens, steps FROM runs")
-    sums = {r["run_id"]: r for r in rows(target, """SELECT run_id, SUM(COALESCE(cost_micro_usd, 0)) AS cost,
+    sums = {
+        r["run_id"]: r
+        for r in rows(
+            target,
+            """SELECT run_id, SUM(COALESCE(cost_micro_usd, 0)) AS cost,
         SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS tokens FROM usage_events
-        GROUP BY run_id""")}
-    assert [(r["cost_micro_usd"], r["tokens"]) for r in runs] == [(sums[r["id"]]["cost"], sums[r["id"]]["tokens"])
-                                                                  for r in runs]
+        GROUP BY run_id""",
+        )
+    }
+    assert [(r["cost_micro_usd"], r["tokens"]) for r in runs] == [
+        (sums[r["id"]]["cost"], sums[r["id"]]["tokens"]) for r in runs
+    ]
     # Rewritten: the runs of a file whose lines name another session than its name (these fixtures are named
     # for what they show; Claude Code names a transcript for its session), and, a group per file, the session
     # whose subagent's transcript came in another group.
@@ -170,8 +185,11 @@ def test_claude_import_twice_adds_nothing_even_without_the_state_file(ledger_tar
     assert (again["files_read"], again["files_unchanged"], again["replies_added"]) == (0, first["files_read"], 0)
     state.default_path().unlink()
     reread = imported(ledger_target, "claude", [CLAUDE], capsys)
-    assert (reread["files_read"], reread["replies_added"], reread["replies_known"]) == \
-        (first["files_read"], 0, first["replies_added"])
+    assert (reread["files_read"], reread["replies_added"], reread["replies_known"]) == (
+        first["files_read"],
+        0,
+        first["replies_added"],
+    )
     assert (spend(ledger_target), rows(ledger_target, "SELECT COUNT(*) AS n FROM runs")[0]["n"]) == before
 
 
@@ -203,17 +221,51 @@ def test_replies_a_supervised_run_metered_are_not_imported_again(ledger_target, 
     parser, pricer = TranscriptParser(session_id="s"), Pricer()
     first = next(e for line in path.read_bytes().splitlines() for e in parser.feed(line, 0) if isinstance(e, Reply))
     with open_ledger(ledger_target) as ledger:
-        ledger.start_run(RunStart(run_id="live1", agent="claude", argv=["claude"], cwd="/w", user="dev@example.com",
-                                  host="h", started_utc="2026-11-23T06:05:00Z", caps={"usd": 5}))
-        ledger.record_usage("live1", UsageRecord(
-            dedupe_key=first.key, occurred_utc="2026-11-23T06:05:53Z", model=first.model,
-            input_tokens=first.input_tokens, output_tokens=first.output_tokens,
-            cache_read_tokens=first.cache_read_tokens, cache_write_tokens=first.cache_write_tokens,
-            cost_micro_usd=pricer.price(first).cost_micro, priced_by="genai-prices", source_file="claude:s"))
-        ledger.finish_run("live1", RunEnd(ended_utc="2026-11-23T06:06:00Z", stop_reason="usd", exit_code=122,
-                                          cost_micro_usd=1, tokens=1, steps=1, malformed_lines=0, report={}))
+        ledger.start_run(
+            RunStart(
+                run_id="live1",
+                agent="claude",
+                argv=["claude"],
+                cwd="/w",
+                user="dev@example.com",
+                host="h",
+                started_utc="2026-11-23T06:05:00Z",
+                caps={"usd": 5},
+            )
+        )
+        ledger.record_usage(
+            "live1",
+            UsageRecord(
+                dedupe_key=first.key,
+                occurred_utc="2026-11-23T06:05:53Z",
+                model=first.model,
+                input_tokens=first.input_tokens,
+                output_tokens=first.output_tokens,
+                cache_read_tokens=first.cache_read_tokens,
+                cache_write_tokens=first.cache_write_tokens,
+                cost_micro_usd=pricer.price(first).cost_micro,
+                priced_by="genai-prices",
+                source_file="claude:s",
+            ),
+        )
+        ledger.finish_run(
+            "live1",
+            RunEnd(
+                ended_utc="2026-11-23T06:06:00Z",
+                stop_reason="usd",
+                exit_code=122,
+                cost_micro_usd=1,
+                tokens=1,
+                steps=1,
+                malformed_lines=0,
+                report={},
+            ),
+        )
     summary = imported(ledger_target, "claude", [path], capsys)
-    assert summary["replies_known"] == 1 and summary["replies_added"] == sum(m.replies for m in meter.by_model.values()) - 1
+    assert (
+        summary["replies_known"] == 1
+        and summary["replies_added"] == sum(m.replies for m in meter.by_model.values()) - 1
+    )
     assert spend(ledger_target) == (meter.replies_micro, meter.tokens)
 
 
@@ -250,7 +302,9 @@ def test_aider_analytics_logs_are_imported_exactly(ledger_target, capsys):
     cost, tokens, replies = analytics_totals(logs)
     assert summary["replies_added"] == replies and spend(ledger_target) == (cost, tokens)
     assert summary["sessions"] == len(logs) and summary.get("rounded_replies") == 0
-    unpriced = rows(ledger_target, "SELECT model, priced_by, input_tokens FROM usage_events WHERE cost_micro_usd IS NULL")
+    unpriced = rows(
+        ledger_target, "SELECT model, priced_by, input_tokens FROM usage_events WHERE cost_micro_usd IS NULL"
+    )
     assert unpriced == [{"model": None, "priced_by": None, "input_tokens": 50_000}]  # aider redacted it: tokens only
 
 
@@ -293,8 +347,19 @@ def test_a_supervised_aider_run_covers_its_history_session(ledger_target, capsys
     folder = tmp_path / "repo"
     shutil.copytree(AIDER / "lab" / "anthropic_nostream_cache", folder)
     with open_ledger(ledger_target) as ledger:  # the session header says 2026-11-23 07:26:27 (TZ=UTC)
-        ledger.start_run(RunStart(run_id="live", agent="aider", argv=["aider"], cwd=str(folder), user="dev@example.com",
-                                  host="h", started_utc="2026-11-23T07:26:26Z", caps={}, project=str(folder)))
+        ledger.start_run(
+            RunStart(
+                run_id="live",
+                agent="aider",
+                argv=["aider"],
+                cwd=str(folder),
+                user="dev@example.com",
+                host="h",
+                started_utc="2026-11-23T07:26:26Z",
+                caps={},
+                project=str(folder),
+            )
+        )
     summary = imported(ledger_target, "aider", [folder], capsys)
     assert (summary["sessions_covered"], summary["replies_added"]) == (1, 0)
 
@@ -320,17 +385,47 @@ def supervised(target: str) -> None:
     with open_ledger(target) as ledger:
         for i in range(10):
             run_id = f"sup{i}"
-            ledger.start_run(RunStart(run_id=run_id, agent="aider", argv=["aider"], cwd="/w", user="dev@example.com",
-                                      host="h", started_utc=f"2026-11-2{i % 3}T10:00:00Z", caps={"usd": 1},
-                                      project="/w"))
-            ledger.record_usage(run_id, UsageRecord(
-                dedupe_key=f"aider:{run_id}:x@0", occurred_utc=f"2026-11-2{i % 3}T10:01:00Z", model="gpt-4o",
-                input_tokens=1000 * (i + 1), output_tokens=100, cache_read_tokens=0, cache_write_tokens=0,
-                cost_micro_usd=100_000 * (i + 1), priced_by="agent"))
+            ledger.start_run(
+                RunStart(
+                    run_id=run_id,
+                    agent="aider",
+                    argv=["aider"],
+                    cwd="/w",
+                    user="dev@example.com",
+                    host="h",
+                    started_utc=f"2026-11-2{i % 3}T10:00:00Z",
+                    caps={"usd": 1},
+                    project="/w",
+                )
+            )
+            ledger.record_usage(
+                run_id,
+                UsageRecord(
+                    dedupe_key=f"aider:{run_id}:x@0",
+                    occurred_utc=f"2026-11-2{i % 3}T10:01:00Z",
+                    model="gpt-4o",
+                    input_tokens=1000 * (i + 1),
+                    output_tokens=100,
+                    cache_read_tokens=0,
+                    cache_write_tokens=0,
+                    cost_micro_usd=100_000 * (i + 1),
+                    priced_by="agent",
+                ),
+            )
             stop = "usd" if i in (8, 9) else "wall" if i == 7 else None
-            ledger.finish_run(run_id, RunEnd(ended_utc=f"2026-11-2{i % 3}T10:{10 + i:02d}:00Z", stop_reason=stop,
-                                             exit_code=0, cost_micro_usd=0, tokens=0, steps=i + 1, malformed_lines=0,
-                                             report={}))
+            ledger.finish_run(
+                run_id,
+                RunEnd(
+                    ended_utc=f"2026-11-2{i % 3}T10:{10 + i:02d}:00Z",
+                    stop_reason=stop,
+                    exit_code=0,
+                    cost_micro_usd=0,
+                    tokens=0,
+                    steps=i + 1,
+                    malformed_lines=0,
+                    report={},
+                ),
+            )
 
 
 def test_report_shapes_on_both_engines(ledger_target, capsys):
@@ -344,7 +439,9 @@ def test_report_shapes_on_both_engines(ledger_target, capsys):
     assert groups["aider"]["cost_usd_per_run"] == {"p50": 0.5, "p90": 0.9, "p99": 1.0}
     assert groups["claude"]["supervised_runs"] == 0 and groups["claude"]["stop_rate"] is None
     assert doc["total"]["runs"] == 10 + groups["claude"]["runs"] and doc["top_runs"][0]["run_id"] == "sup9"
-    days = run_json(report_cmd.main, ["--by", "day", "--since", "2026-11-21", "--until", "2026-11-21"], ledger_target, capsys)
+    days = run_json(
+        report_cmd.main, ["--by", "day", "--since", "2026-11-21", "--until", "2026-11-21"], ledger_target, capsys
+    )
     assert [g["key"] for g in days["groups"]] == ["2026-11-21"] and days["total"]["runs"] == 3
     for by in ("user", "month", "model", "line", "project", "run"):
         assert report_cmd.main(["--by", by], {"ledger": ledger_target}) == 0
@@ -386,7 +483,15 @@ def test_worker_processes_import_what_one_process_imports(ledger_target, capsys,
     monkeypatch.setattr(claude_files, "ProcessPoolExecutor", Pool)
     parallel = imported(ledger_target, "claude", [CLAUDE], capsys, "--jobs", "2")
     assert pools == [2]
-    keys = ("files_read", "sessions", "runs_created", "replies_added", "replies_known", "cost_added_usd", "tokens_added")
+    keys = (
+        "files_read",
+        "sessions",
+        "runs_created",
+        "replies_added",
+        "replies_known",
+        "cost_added_usd",
+        "tokens_added",
+    )
     assert {k: parallel[k] for k in keys} == {k: single[k] for k in keys}
     assert spend(ledger_target) == spend(str(tmp_path / "single.db"))
     runs = "SELECT id, started_utc, ended_utc, cost_micro_usd, tokens, steps, cwd, project FROM runs ORDER BY id"

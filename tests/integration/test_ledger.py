@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.ledger import AckRecord, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
 from capguard.ledger.migrations import MIGRATIONS, Migration
 from capguard.ledger.sqlite import PAGE_SIZE
@@ -41,42 +41,82 @@ APPLIED = ["m001_initial", "m002_monthly_acks"]
 EXPECTED_TABLES = {
     "capguard_migrations": {
         "columns": [("name", "text", True), ("applied_utc", "text", True)],
-        "pk": ("name",), "unique": set(), "fks": set(),
+        "pk": ("name",),
+        "unique": set(),
+        "fks": set(),
     },
     "users": {
         "columns": [("id", "text", True), ("name", "text", True), ("created_utc", "text", True)],
-        "pk": ("id",), "unique": {("name",)}, "fks": set(),
+        "pk": ("id",),
+        "unique": {("name",)},
+        "fks": set(),
     },
     "runs": {
         "columns": [
-            ("id", "text", True), ("user_id", "text", True), ("line", "text", False), ("project", "text", False),
-            ("agent", "text", True), ("agent_version", "text", False), ("argv", "text", True), ("cwd", "text", True),
-            ("host", "text", True), ("started_utc", "text", True), ("ended_utc", "text", False),
-            ("caps", "text", True), ("status", "text", True), ("stop_reason", "text", False),
-            ("exit_code", "integer", False), ("cost_micro_usd", "bigint", False), ("tokens", "bigint", False),
-            ("steps", "integer", False), ("malformed_lines", "integer", False), ("report", "text", False),
+            ("id", "text", True),
+            ("user_id", "text", True),
+            ("line", "text", False),
+            ("project", "text", False),
+            ("agent", "text", True),
+            ("agent_version", "text", False),
+            ("argv", "text", True),
+            ("cwd", "text", True),
+            ("host", "text", True),
+            ("started_utc", "text", True),
+            ("ended_utc", "text", False),
+            ("caps", "text", True),
+            ("status", "text", True),
+            ("stop_reason", "text", False),
+            ("exit_code", "integer", False),
+            ("cost_micro_usd", "bigint", False),
+            ("tokens", "bigint", False),
+            ("steps", "integer", False),
+            ("malformed_lines", "integer", False),
+            ("report", "text", False),
         ],
-        "pk": ("id",), "unique": set(), "fks": {("user_id", "users", "id")},
+        "pk": ("id",),
+        "unique": set(),
+        "fks": {("user_id", "users", "id")},
     },
     "usage_events": {
         "columns": [
-            ("id", "text", True), ("run_id", "text", True), ("dedupe_key", "text", True),
-            ("occurred_utc", "text", True), ("recorded_utc", "text", True), ("model", "text", False),
-            ("input_tokens", "bigint", True), ("output_tokens", "bigint", True),
-            ("cache_read_tokens", "bigint", True), ("cache_write_tokens", "bigint", True),
-            ("cost_micro_usd", "bigint", False), ("priced_by", "text", False), ("source_file", "text", False),
-            ("source_offset", "bigint", False), ("details", "text", False),
+            ("id", "text", True),
+            ("run_id", "text", True),
+            ("dedupe_key", "text", True),
+            ("occurred_utc", "text", True),
+            ("recorded_utc", "text", True),
+            ("model", "text", False),
+            ("input_tokens", "bigint", True),
+            ("output_tokens", "bigint", True),
+            ("cache_read_tokens", "bigint", True),
+            ("cache_write_tokens", "bigint", True),
+            ("cost_micro_usd", "bigint", False),
+            ("priced_by", "text", False),
+            ("source_file", "text", False),
+            ("source_offset", "bigint", False),
+            ("details", "text", False),
         ],
-        "pk": ("id",), "unique": {("dedupe_key",)}, "fks": {("run_id", "runs", "id")},
+        "pk": ("id",),
+        "unique": {("dedupe_key",)},
+        "fks": {("run_id", "runs", "id")},
     },
     "monthly_acks": {
         "columns": [
-            ("id", "text", True), ("user_id", "text", True), ("scope", "text", True), ("scope_name", "text", True),
-            ("month", "text", True), ("created_utc", "text", True), ("host", "text", True), ("reason", "text", True),
-            ("spent_micro_usd", "bigint", True), ("cap_micro_usd", "bigint", True),
+            ("id", "text", True),
+            ("user_id", "text", True),
+            ("scope", "text", True),
+            ("scope_name", "text", True),
+            ("month", "text", True),
+            ("created_utc", "text", True),
+            ("host", "text", True),
+            ("reason", "text", True),
+            ("spent_micro_usd", "bigint", True),
+            ("cap_micro_usd", "bigint", True),
             ("limit_micro_usd", "bigint", True),
         ],
-        "pk": ("id",), "unique": set(), "fks": {("user_id", "users", "id")},
+        "pk": ("id",),
+        "unique": set(),
+        "fks": {("user_id", "users", "id")},
     },
 }
 EXPECTED_INDEXES = {
@@ -230,21 +270,53 @@ def _describe_postgres(target: str) -> tuple[dict, dict]:
 
 
 def start(run_id: str, *, user: str = "alice", line: str | None = None, started: str | None = None) -> RunStart:
-    return RunStart(run_id, "claude", ["claude", "-p", "fix it"], "/work/x", user, "laptop",
-                    started or utc_now(), {"usd": {"value": 5.0, "origin": "flag"}}, project="x", line=line,
-                    agent_version="2.0.14")
+    return RunStart(
+        run_id,
+        "claude",
+        ["claude", "-p", "fix it"],
+        "/work/x",
+        user,
+        "laptop",
+        started or utc_now(),
+        {"usd": {"value": 5.0, "origin": "flag"}},
+        project="x",
+        line=line,
+        agent_version="2.0.14",
+    )
 
 
-def usage(key: str, *, at: str | None = None, cost: int | None = 1000, tokens: tuple = (100, 20, 3000, 40),
-          priced_by: str | None = "agent") -> UsageRecord:
-    return UsageRecord(key, at or utc_now(), "claude-sonnet-4-5", *tokens, cost,
-                       priced_by if cost is not None else None, source_file="/logs/s.jsonl", source_offset=0,
-                       details={"service_tier": "standard"})
+def usage(
+    key: str,
+    *,
+    at: str | None = None,
+    cost: int | None = 1000,
+    tokens: tuple = (100, 20, 3000, 40),
+    priced_by: str | None = "agent",
+) -> UsageRecord:
+    return UsageRecord(
+        key,
+        at or utc_now(),
+        "claude-sonnet-4-5",
+        *tokens,
+        cost,
+        priced_by if cost is not None else None,
+        source_file="/logs/s.jsonl",
+        source_offset=0,
+        details={"service_tier": "standard"},
+    )
 
 
 def end(**overrides) -> RunEnd:
-    values = dict(ended_utc=utc_now(), stop_reason="usd", exit_code=124, cost_micro_usd=5_020_000, tokens=1234,
-                  steps=37, malformed_lines=1, report={"verdict": "cost $5.02 exceeded cap $5.00"})
+    values = dict(
+        ended_utc=utc_now(),
+        stop_reason="usd",
+        exit_code=124,
+        cost_micro_usd=5_020_000,
+        tokens=1234,
+        steps=37,
+        malformed_lines=1,
+        report={"verdict": "cost $5.02 exceeded cap $5.00"},
+    )
     return RunEnd(**{**values, **overrides})
 
 
@@ -297,7 +369,9 @@ def test_v1_ledger_upgrades_to_current_schema_keeping_its_data(target):
         assert (done["user"], done["status"], done["cost_micro_usd"]) == ("alice", "stopped", 5_020_000)
         assert done["argv"] == ["claude", "-p", "fix the tests"]
         assert [e["dedupe_key"] for e in ledger.usage("01k9run00000000000000done")] == [
-            "claude:msg_01:req_01", "claude:msg_02:req_02"]
+            "claude:msg_01:req_01",
+            "claude:msg_02:req_02",
+        ]
         assert ledger.spend() == (5_020_000, 117_100)
         assert ledger.spend(line="research") == (5_020_000, 116_500)
     assert describe_schema(target) == (EXPECTED_TABLES, EXPECTED_INDEXES)
@@ -318,7 +392,8 @@ def test_v2_ledger_upgrades_to_current_schema_keeping_its_acks(target):
         assert ledger.schema_version() == [m.name for m in MIGRATIONS]
         acks = ledger.acks("user", "alice", since_utc="2026-11-01", until_utc="2026-12-01")
         assert [(a["user"], a["reason"], a["limit_micro_usd"]) for a in acks] == [
-            ("alice", "release on Friday", 6_270_000)]
+            ("alice", "release on Friday", 6_270_000)
+        ]
         assert ledger.spend(user="alice") == (5_020_000, 117_100)
     assert describe_schema(target) == (EXPECTED_TABLES, EXPECTED_INDEXES)
 
@@ -375,10 +450,19 @@ def test_run_is_visible_while_running_and_complete_after_finish(target):
         assert running["caps"] == {"usd": {"value": 5.0, "origin": "flag"}}
         ledger.finish_run("r1", end(ended_utc="2026-11-23T08:29:05Z"))
         done = ledger.run("r1")
-    assert {k: done[k] for k in ("status", "stop_reason", "exit_code", "cost_micro_usd", "steps", "user",
-                                 "line", "ended_utc")} == {
-        "status": "stopped", "stop_reason": "usd", "exit_code": 124, "cost_micro_usd": 5_020_000, "steps": 37,
-        "user": "alice", "line": "research", "ended_utc": "2026-11-23T08:29:05.000000Z"}
+    assert {
+        k: done[k]
+        for k in ("status", "stop_reason", "exit_code", "cost_micro_usd", "steps", "user", "line", "ended_utc")
+    } == {
+        "status": "stopped",
+        "stop_reason": "usd",
+        "exit_code": 124,
+        "cost_micro_usd": 5_020_000,
+        "steps": 37,
+        "user": "alice",
+        "line": "research",
+        "ended_utc": "2026-11-23T08:29:05.000000Z",
+    }
     assert done["report"] == {"verdict": "cost $5.02 exceeded cap $5.00"}
 
 
@@ -411,7 +495,9 @@ def test_usage_rows_come_back_in_order_with_details(target):
         ledger.record_usage("r1", usage("a", at="2026-11-23T08:00:01Z"))
         rows = ledger.usage("r1")
     assert [(r["dedupe_key"], r["occurred_utc"], r["cost_micro_usd"], r["priced_by"]) for r in rows] == [
-        ("a", "2026-11-23T08:00:01.000000Z", 1000, "agent"), ("b", "2026-11-23T08:00:02.000000Z", None, None)]
+        ("a", "2026-11-23T08:00:01.000000Z", 1000, "agent"),
+        ("b", "2026-11-23T08:00:02.000000Z", None, None),
+    ]
     assert rows[0]["details"] == {"service_tier": "standard"}
 
 
@@ -461,8 +547,15 @@ def test_spend_of_one_run_or_of_every_other_run(target):
         assert ledger.spend(user="alice", not_run="a2", since_utc="2026-11-02") == (10, 1)
 
 
-def ack(user: str = "alice", *, scope: str = "user", name: str = "alice", at: str = "2026-11-20T10:00:00Z",
-        limit: int = 6_000_000, reason: str = "release day") -> AckRecord:
+def ack(
+    user: str = "alice",
+    *,
+    scope: str = "user",
+    name: str = "alice",
+    at: str = "2026-11-20T10:00:00Z",
+    limit: int = 6_000_000,
+    reason: str = "release day",
+) -> AckRecord:
     return AckRecord(user, scope, name, at[:7], at, "laptop", reason, 5_010_000, 5_000_000, limit)
 
 
@@ -475,10 +568,14 @@ def test_acks_are_recorded_with_their_reason_and_listed_per_budget_and_time(targ
         ledger.record_ack(ack(at="2026-11-30T12:00:00Z", limit=3, reason="demo"))
         november = dict(since_utc="2026-11-01", until_utc="2026-12-01")
         mine = ledger.acks("user", "alice", **november)
-        assert [(a["limit_micro_usd"], a["reason"], a["user"]) for a in mine] == [(2, "release day", "alice"),
-                                                                                 (3, "demo", "alice")]
+        assert [(a["limit_micro_usd"], a["reason"], a["user"]) for a in mine] == [
+            (2, "release day", "alice"),
+            (3, "demo", "alice"),
+        ]
         line = ledger.acks("line", "infra", **november)
-        assert [(a["user"], a["reason"], a["month"], a["host"]) for a in line] == [("bob", "outage", "2026-11", "laptop")]
+        assert [(a["user"], a["reason"], a["month"], a["host"]) for a in line] == [
+            ("bob", "outage", "2026-11", "laptop")
+        ]
         assert ledger.acks("user", "bob", **november) == []
 
 
@@ -517,8 +614,13 @@ def test_a_run_id_is_used_once(target):
 def test_recorded_usage_survives_sigkill_of_its_process(target, tmp_path):
     go = tmp_path / "go"
     go.touch()
-    proc = subprocess.Popen([sys.executable, str(FIXTURES / "writer.py"), target, "crash", "5", "0", str(go),
-                             "--hang"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=writer_env(), text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "writer.py"), target, "crash", "5", "0", str(go), "--hang"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=writer_env(),
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "committed", proc.stderr.read()
     finally:
@@ -532,8 +634,13 @@ def test_recorded_usage_survives_sigkill_of_its_process(target, tmp_path):
 def run_writers(target: str, go: Path, *, writers: int, own: int, shared: int) -> list[tuple[int, str]]:
     """Start `writers` writer processes, release them at once, and return their (exit code, stderr)."""
     procs = [
-        subprocess.Popen([sys.executable, str(FIXTURES / "writer.py"), target, f"w{n}", str(own), str(shared),
-                          str(go)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=writer_env(), text=True)
+        subprocess.Popen(
+            [sys.executable, str(FIXTURES / "writer.py"), target, f"w{n}", str(own), str(shared), str(go)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=writer_env(),
+            text=True,
+        )
         for n in range(writers)
     ]
     go.touch()
@@ -697,7 +804,7 @@ def open_error_unprivileged(path: Path) -> str:
                 outcome = "no error"
             except LedgerError as exc:
                 outcome = f"LedgerError: {exc}"
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            except BaseException as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
             os.write(write_end, outcome.encode())
         finally:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,13 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from capguard import spool
+from capguard.core.errors import LedgerError
+from capguard.core.ids import new_id
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
-from capguard.errors import LedgerError
-from capguard.ids import new_id
-from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger, utc_now
+from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger, spool, utc_now
+from capguard.ledger.reconcile import reconcile_runs
 from capguard.ledger.records import MAX_STORED
-from capguard.reconcile import reconcile_runs
 from tests.integration.conftest import aider_flags, wait_for
 from tests.integration.tcp_proxy import CuttableProxy
 from tests.integration.test_ledger import BACKENDS, PG_DSN, make_target, with_option  # noqa: F401 (fixture)
@@ -40,8 +38,11 @@ REPLY_TOKENS = 52_000  # prompt + completion of each runaway reply
 
 
 def start_runaway(capguard, server, ledger: str, usd: str = "3.00"):
-    proc = capguard.start(["--usd", usd, "--ledger", ledger],
-                          [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], stdin=subprocess.PIPE)
+    proc = capguard.start(
+        ["--usd", usd, "--ledger", ledger],
+        [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
+        stdin=subprocess.PIPE,
+    )
     proc.stdin.write(RUNAWAY_INPUT)
     proc.stdin.close()
     proc.stdin = None  # communicate() must not flush it again
@@ -64,8 +65,15 @@ def spooled(capguard) -> int:
 
 def capguard_cli(capguard, *args: str) -> subprocess.CompletedProcess:
     """Another capguard start in the same home (not an agent run)."""
-    return subprocess.run([sys.executable, "-m", "capguard", *args], cwd=capguard.repo, env=capguard.env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "capguard", *args],
+        cwd=capguard.repo,
+        env=capguard.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_nothing_lost(target: str, result, server) -> None:
@@ -126,8 +134,9 @@ def test_postgres_down_for_two_seconds_mid_run_loses_no_reply(capguard, make_tar
 def small_tmpfs(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -189,8 +198,9 @@ def test_ledger_file_deleted_mid_run_is_an_error_and_the_month_is_not_reset(capg
     shutil.copy(target, backup)
 
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        proc = capguard.start(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              stdin=subprocess.PIPE)
+        proc = capguard.start(
+            ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], stdin=subprocess.PIPE
+        )
         proc.stdin.write(RUNAWAY_INPUT)
         proc.stdin.close()
         proc.stdin = None
@@ -302,8 +312,7 @@ def write_spool(home: Path, target: str, *, pid: int, created: float, host: str,
     run_dir.mkdir(parents=True)
     start = RunStart(run_id, "aider", ["aider"], "/w", "dev", host, utc_now(), {})
     sp = spool.Spool.create(run_dir, start, ledger=target, pid=pid, pid_created=created, host=host)
-    sp.append_usage([UsageRecord(f"{run_id}:{n}", utc_now(), "m", 100, 10, 0, 0, 1000, "config")
-                     for n in range(usage)])
+    sp.append_usage([UsageRecord(f"{run_id}:{n}", utc_now(), "m", 100, 10, 0, 0, 1000, "config") for n in range(usage)])
     if end:
         sp.append_end(RunEnd(utc_now(), "usd", 122, usage * 1000, usage * 110, usage, 0, {"exit_code": 122}))
     sp.close()
@@ -338,9 +347,9 @@ def test_a_spool_that_cannot_be_written_stops_the_run_with_meter_error(tmp_path,
     # fail closed: what capguard counts from then on would die with it, so the agent is stopped (exit 115)
     import io
 
-    from capguard.config import load_settings
+    from capguard.config.settings import load_settings
+    from capguard.ledger.spool import Spool, SpoolError
     from capguard.run import run_agent
-    from capguard.spool import Spool, SpoolError
     from tests.integration.test_monthly import Team
 
     team = Team(tmp_path, str(tmp_path / "ledger.db"))

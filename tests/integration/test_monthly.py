@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 
-from capguard.config import load_settings
-from capguard.ids import new_id
+from capguard.budget.allowance import MonthGuard, utc_text
+from capguard.config.settings import load_settings
+from capguard.core.ids import new_id
+from capguard.core.monthly import month_of
+from capguard.core.team import team_of
 from capguard.ledger import RunStart, UsageRecord, open_ledger, utc_now
-from capguard.month_guard import MonthGuard, utc_text
-from capguard.monthly import month_of
 from capguard.run import run_agent
-from capguard.team import team_of
 from tests.integration.conftest import FAKES, Capguard, make_repo, wait_for
 from tests.integration.test_ledger import BACKENDS, PG_DSN, make_target, with_option  # noqa: F401 (fixture)
 
@@ -39,8 +39,12 @@ def seed(target: str, usd: float, *, at: datetime | None = None, user: str = USE
     run_id = new_id()
     with open_ledger(target) as ledger:
         ledger.start_run(RunStart(run_id, "aider", ["aider"], "/w", user, "host", utc_now(), {}, line=line))
-        ledger.record_usage(run_id, UsageRecord(f"seed:{run_id}", utc_text(at) if at else utc_now(), "m",
-                                                10, 1, 0, 0, round(usd * 1e6), "config"))
+        ledger.record_usage(
+            run_id,
+            UsageRecord(
+                f"seed:{run_id}", utc_text(at) if at else utc_now(), "m", 10, 1, 0, 0, round(usd * 1e6), "config"
+            ),
+        )
 
 
 class Team:
@@ -50,8 +54,9 @@ class Team:
         self.tmp, self.target = tmp_path, target
         self.repo = make_repo(tmp_path / "repo")
         self.agent = tmp_path / "fake-aider"
-        self.agent.write_text(f"#!/bin/sh\necho 'agent started' >&2\n"
-                              f"exec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n")
+        self.agent.write_text(
+            f"#!/bin/sh\necho 'agent started' >&2\nexec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n"
+        )
         self.agent.chmod(0o755)
         self.config = tmp_path / "team.toml"
         self.env = Capguard(tmp_path, str(self.agent), self.repo).env
@@ -61,15 +66,23 @@ class Team:
     def configure(self, *, cap: float, team: str = "", tables: str = "") -> None:
         self.config.write_text(
             f'ledger = "{self.target}"\nuser = "{USER}"\n[agents.aider]\ncommand = "{self.agent}"\n'
-            f'[team]\ntimezone = "{ZONE}"\n{team}[team.users."{USER}"]\nmonthly_usd = {cap}\n{tables}')
+            f'[team]\ntimezone = "{ZONE}"\n{team}[team.users."{USER}"]\nmonthly_usd = {cap}\n{tables}'
+        )
 
     def popen(self, *args: str, report: str = "report.json", **fake: str) -> subprocess.Popen:
         env = {**self.env, **{f"FAKE_{k.upper()}": str(v) for k, v in fake.items()}}
         argv = [sys.executable, "-m", "capguard", *args]
         if args and args[-1] == "aider":
             argv[3:3] = ["--report-json", str(self.tmp / report)]
-        return subprocess.Popen(argv, cwd=self.repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            argv,
+            cwd=self.repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self, *args: str, report: str = "report.json", **fake: str) -> tuple[int, str, dict | None]:
         (self.tmp / report).unlink(missing_ok=True)
@@ -92,7 +105,7 @@ class Team:
 
 
 @pytest.fixture
-def team(tmp_path, make_target):  # noqa: F811 (the fixture imported from test_ledger)
+def team(tmp_path, make_target):
     return Team(tmp_path, make_target())
 
 
@@ -253,8 +266,17 @@ def test_ten_parallel_runs_lose_nothing_and_overshoot_by_at_most_one_reply_each(
     reply = 0.05
     try:
         for n in range(10):
-            procs.append(team.popen("aider", report=f"r{n}.json", started=str(team.tmp / f"s{n}"), go=str(go),
-                                    replies="40", cost=str(reply), interval="0.5"))
+            procs.append(
+                team.popen(
+                    "aider",
+                    report=f"r{n}.json",
+                    started=str(team.tmp / f"s{n}"),
+                    go=str(go),
+                    replies="40",
+                    cost=str(reply),
+                    interval="0.5",
+                )
+            )
         wait_for(lambda: all((team.tmp / f"s{n}").exists() for n in range(10)), 120, "ten agents to start")
         go.touch()
         results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
@@ -287,8 +309,11 @@ def test_monthly_cap_stops_the_real_aider(tmp_path, aider_bin, repo):
     seed(str(tmp_path / "team.db"), 0.40)  # $0.60 left of $1
     try:
         with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-            result = runner.run(["--usd", "5"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                                input="Please fix the greeting in hello.py\n" * 10)
+            result = runner.run(
+                ["--usd", "5"],
+                [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
+                input="Please fix the greeting in hello.py\n" * 10,
+            )
     finally:
         runner.cleanup()
     assert result.rc == 117, result.stderr
@@ -333,6 +358,7 @@ def test_a_run_crossing_midnight_on_the_first_starts_the_new_month_afresh(team, 
     boundary = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)
     team.seed(0.45, at=boundary - timedelta(hours=1))  # $0.05 left of November
     started = team.tmp / "started"
+
     # November until the agent has started, December from its first reply on
     def clock() -> datetime:
         return boundary + timedelta(seconds=1) if started.exists() else boundary - timedelta(seconds=1)
@@ -379,8 +405,9 @@ def test_status_shows_the_month_with_its_warning(team):
     month = month_of(datetime.now(timezone.utc), ZoneInfo(ZONE))
     rc, out, _ = _stdout(team, "status")
     assert rc == 0
-    assert out.splitlines()[0] == (f"month {month.label} ({ZONE}): {USER}: $0.40 of $0.50 (80%), $0.10 left"
-                                   f" ⚠ past 75%; resets {month.resets}")
+    assert out.splitlines()[0] == (
+        f"month {month.label} ({ZONE}): {USER}: $0.40 of $0.50 (80%), $0.10 left ⚠ past 75%; resets {month.resets}"
+    )
     rc, out, _ = _stdout(team, "status", "--month", "--json")
     data = json.loads(out)
     assert data["budgets"][0]["state"] == "warn" and data["budgets"][0]["spent_usd"] == pytest.approx(0.40)
@@ -395,6 +422,12 @@ def test_config_shows_the_team_and_the_caps_that_apply(team):
 
 
 def _stdout(team: Team, *args: str) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-m", "capguard", *args], cwd=team.repo, env=team.env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "capguard", *args],
+        cwd=team.repo,
+        env=team.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.returncode, done.stdout, done.stderr

@@ -31,8 +31,9 @@ PRICE = {"input": 2.0, "output": 8.0, "cache_read": 0.5, "cache_write": 2.5}  # 
 
 def find_opencode() -> str | None:
     local = REPO_ROOT / ".agents" / "node_modules" / ".bin" / "opencode"
-    return (os.environ.get("CAPGUARD_TEST_OPENCODE") or shutil.which("opencode")
-            or (str(local) if local.exists() else None))
+    return (
+        os.environ.get("CAPGUARD_TEST_OPENCODE") or shutil.which("opencode") or (str(local) if local.exists() else None)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,18 +51,37 @@ def opencode_env(tmp: Path, base_url: str, tag: str) -> tuple[dict, Path]:
     home = tmp / "home"
     home.mkdir()
     config = tmp / "opencode.json"
-    config.write_text(json.dumps({
-        "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake",
-                              "options": {"baseURL": base_url, "apiKey": "sk-fake"},
-                              "models": {"fake-model": {"name": "Fake Model", "cost": PRICE}}}},
-        "model": "fake/fake-model", "small_model": "fake/fake-model", "autoupdate": False, "share": "disabled",
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "provider": {
+                    "fake": {
+                        "npm": "@ai-sdk/openai-compatible",
+                        "name": "Fake",
+                        "options": {"baseURL": base_url, "apiKey": "sk-fake"},
+                        "models": {"fake-model": {"name": "Fake Model", "cost": PRICE}},
+                    }
+                },
+                "model": "fake/fake-model",
+                "small_model": "fake/fake-model",
+                "autoupdate": False,
+                "share": "disabled",
+            }
+        )
+    )
     db = tmp / "data" / "opencode" / "opencode.db"
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
-        "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"), "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "OPENCODE_CONFIG": str(config), "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "XDG_DATA_HOME": str(tmp / "data"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "OPENCODE_CONFIG": str(config),
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
         "npm_config_registry": "http://127.0.0.1:9/",  # no plugin install from the network, fails at once
         "CAPGUARD_TEST_TAG": tag,
     }
@@ -91,9 +111,13 @@ def expected_tokens(usage: dict) -> dict:
     """How OpenCode splits a Chat Completions usage: disjoint input / cache read / output / reasoning."""
     cached = usage["prompt_tokens_details"]["cached_tokens"]
     reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
-    return {"total": usage["total_tokens"], "input": usage["prompt_tokens"] - cached,
-            "output": usage["completion_tokens"] - reasoning, "reasoning": reasoning,
-            "cache": {"read": cached, "write": 0}}
+    return {
+        "total": usage["total_tokens"],
+        "input": usage["prompt_tokens"] - cached,
+        "output": usage["completion_tokens"] - reasoning,
+        "reasoning": reasoning,
+        "cache": {"read": cached, "write": 0},
+    }
 
 
 def test_opencode_records_what_the_fake_billed_to_the_token(opencode_bin, tmp_path):
@@ -102,9 +126,16 @@ def test_opencode_records_what_the_fake_billed_to_the_token(opencode_bin, tmp_pa
     script = shell_script("echo hi-from-shell", final="All done.", reasoning="I should run the command first.")
     with FakeChat(script) as server:
         env, db = opencode_env(tmp_path, server.base_url, tag)
-        proc = subprocess.Popen([opencode_bin, "run", "--format", "json", "--auto", "run the shell"], cwd=proj,
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [opencode_bin, "run", "--format", "json", "--auto", "run the shell"],
+            cwd=proj,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=150)
         except subprocess.TimeoutExpired:
@@ -128,21 +159,33 @@ def test_opencode_records_what_the_fake_billed_to_the_token(opencode_bin, tmp_pa
     rows = [json.loads(d) for (d,) in read_db(db, "SELECT data FROM message ORDER BY time_created, id")]
     assistant = [m for m in rows if m["role"] == "assistant"]
     assert [m["tokens"] for m in assistant] == [expected_tokens(r["usage"]) for r in steps]
-    assert all(m["modelID"] == "fake-model" and m["providerID"] == "fake" and m["time"].get("completed")
-               for m in assistant)
+    assert all(
+        m["modelID"] == "fake-model" and m["providerID"] == "fake" and m["time"].get("completed") for m in assistant
+    )
     assert [m["finish"] for m in assistant] == ["tool-calls", "stop"]
     for m in assistant:  # OpenCode prices it itself from the configured cost; reasoning at the output rate
         t = m["tokens"]
-        usd = (t["input"] * PRICE["input"] + t["cache"]["read"] * PRICE["cache_read"]
-               + (t["output"] + t["reasoning"]) * PRICE["output"]) / 1e6
+        usd = (
+            t["input"] * PRICE["input"]
+            + t["cache"]["read"] * PRICE["cache_read"]
+            + (t["output"] + t["reasoning"]) * PRICE["output"]
+        ) / 1e6
         assert m["cost"] == pytest.approx(usd, rel=1e-9)
 
     # the session totals equal the main calls to the token: the title call is billed but recorded nowhere
-    (session,) = read_db(db, "SELECT tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, "
-                             "tokens_cache_write, title FROM session")
+    (session,) = read_db(
+        db,
+        "SELECT tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, "
+        "tokens_cache_write, title FROM session",
+    )
     main = server_totals(steps)
-    assert session[:5] == (main["prompt"] - main["cached"], main["completion"] - main["reasoning"],
-                           main["reasoning"], main["cached"], 0)
+    assert session[:5] == (
+        main["prompt"] - main["cached"],
+        main["completion"] - main["reasoning"],
+        main["reasoning"],
+        main["cached"],
+        0,
+    )
     assert title["usage"]["prompt_tokens"] > 0 and session[5] == script.title_reply.text  # sent, used, unbilled
     recorded = sum(m["tokens"]["total"] for m in assistant)
     assert recorded == sum(r["usage"]["total_tokens"] for r in steps)

@@ -61,14 +61,21 @@ def _agent_cmdline(capguard) -> list[str] | None:
 
 
 def _status(capguard) -> str:
-    return subprocess.run([sys.executable, "-m", "capguard", "status", "--json"], cwd=capguard.repo, env=capguard.env,
-                          capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "capguard", "status", "--json"],
+        cwd=capguard.repo,
+        env=capguard.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def test_api_keys_on_the_command_line_reach_aider_and_nothing_capguard_writes_or_prints(capguard):
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        proc = capguard.start(["--usd", "0.40"], [*keyed_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              stdin=subprocess.PIPE)
+        proc = capguard.start(
+            ["--usd", "0.40"], [*keyed_flags(server.base_url), "--no-fancy-input", "hello.py"], stdin=subprocess.PIPE
+        )
         try:
             proc.stdin.write(RUNAWAY_INPUT)
             proc.stdin.flush()  # communicate() closes it
@@ -109,34 +116,62 @@ def test_api_keys_on_the_command_line_reach_aider_and_nothing_capguard_writes_or
 def test_what_capguard_writes_is_private_whatever_the_umask(capguard, umask):
     home = data_home(capguard)
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        proc = capguard.start(["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              stdin=subprocess.PIPE, umask=umask)
+        proc = capguard.start(
+            ["--usd", "0.40"],
+            [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
+            stdin=subprocess.PIPE,
+            umask=umask,
+        )
         try:
             proc.stdin.write(RUNAWAY_INPUT)
             proc.stdin.flush()  # communicate() closes it
             # mid-run: the ledger's -wal and -shm exist while capguard holds the ledger open
             status = wait_for(lambda: next(home.glob("runs/*/status.json"), None), 60, "status.json")
             wait_for(lambda: (home / "ledger.db-wal").exists() and (home / "ledger.db-shm").exists(), 30, "the WAL")
-            mid_run = {p.name: _mode(p) for p in (home / "ledger.db", home / "ledger.db-wal", home / "ledger.db-shm",
-                                                  status, status.parent / "capguard.log")}
+            mid_run = {
+                p.name: _mode(p)
+                for p in (
+                    home / "ledger.db",
+                    home / "ledger.db-wal",
+                    home / "ledger.db-shm",
+                    status,
+                    status.parent / "capguard.log",
+                )
+            }
             out, err = proc.communicate(timeout=180)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 122, err
-    assert mid_run == {"ledger.db": 0o600, "ledger.db-wal": 0o600, "ledger.db-shm": 0o600, "status.json": 0o600,
-                       "capguard.log": 0o600}
+    assert mid_run == {
+        "ledger.db": 0o600,
+        "ledger.db-wal": 0o600,
+        "ledger.db-shm": 0o600,
+        "status.json": 0o600,
+        "capguard.log": 0o600,
+    }
     run_dir = status.parent
     assert {p: _mode(p) for p in (home, home / "runs", run_dir)} == {home: 0o700, home / "runs": 0o700, run_dir: 0o700}
-    for path in (home / "ledger.db", run_dir / "report.json", run_dir / "status.json", run_dir / "capguard.log",
-                 capguard.report_path):
+    for path in (
+        home / "ledger.db",
+        run_dir / "report.json",
+        run_dir / "status.json",
+        run_dir / "capguard.log",
+        capguard.report_path,
+    ):
         assert _mode(path) == 0o600, path
 
     # capguard import writes its state file in the data dir
-    imported = subprocess.run([sys.executable, "-m", "capguard", "import", "aider", str(run_dir), "--quiet"],
-                              cwd=capguard.repo, env=capguard.env, capture_output=True, text=True, timeout=120,
-                              umask=umask)
+    imported = subprocess.run(
+        [sys.executable, "-m", "capguard", "import", "aider", str(run_dir), "--quiet"],
+        cwd=capguard.repo,
+        env=capguard.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        umask=umask,
+    )
     assert imported.returncode == 0, imported.stderr
     assert _mode(home / "import-state.json") == 0o600
 
@@ -156,29 +191,56 @@ def test_an_open_data_dir_and_ledger_are_tightened_with_one_note(capguard):
     assert result.rc == 0, result.stderr
     assert _mode(home) == 0o700 and _mode(home / "ledger.db") == 0o600
     notes = [line for line in result.stderr.splitlines() if line.startswith("capguard: note:")]
-    assert notes == [f"capguard: note: {home} was open to other users (mode 0755); capguard made it 0700",
-                     f"capguard: note: {home / 'ledger.db'} was open to other users (mode 0644); capguard made it 0600"]
+    assert notes == [
+        f"capguard: note: {home} was open to other users (mode 0755); capguard made it 0700",
+        f"capguard: note: {home / 'ledger.db'} was open to other users (mode 0644); capguard made it 0600",
+    ]
     assert "Traceback" not in result.stderr
 
 
 def test_a_dsn_password_is_masked_in_config_and_errors(capguard):
     url = "postgresql://capguard:hunter2SECRET@127.0.0.1:9/ledger"
     env = {**capguard.env, "CAPGUARD_LEDGER": url}
-    shown = subprocess.run([sys.executable, "-m", "capguard", "config"], cwd=capguard.repo, env=env,
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "-m", "capguard", "config"],
+        cwd=capguard.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "postgresql://capguard:<redacted>@127.0.0.1:9/ledger" in shown.stdout
-    as_json = subprocess.run([sys.executable, "-m", "capguard", "config", "--json"], cwd=capguard.repo, env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert json.loads(as_json.stdout)["values"]["ledger"]["value"] == "postgresql://capguard:<redacted>@127.0.0.1:9/ledger"
+    as_json = subprocess.run(
+        [sys.executable, "-m", "capguard", "config", "--json"],
+        cwd=capguard.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        json.loads(as_json.stdout)["values"]["ledger"]["value"] == "postgresql://capguard:<redacted>@127.0.0.1:9/ledger"
+    )
     for command in (["ledger", "path"], ["ledger", "status"], ["report"]):
-        failed = subprocess.run([sys.executable, "-m", "capguard", *command], cwd=capguard.repo, env=env,
-                                capture_output=True, text=True, timeout=60)
+        failed = subprocess.run(
+            [sys.executable, "-m", "capguard", *command],
+            cwd=capguard.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert failed.returncode == 3, failed.stderr
         assert "contains a password" in failed.stderr and "Traceback" not in failed.stderr
         assert "hunter2" not in failed.stdout + failed.stderr
-    keyword = subprocess.run([sys.executable, "-m", "capguard", "ledger", "path"], cwd=capguard.repo,
-                             env={**capguard.env, "CAPGUARD_LEDGER": "host=db password=hunter2SECRET"},
-                             capture_output=True, text=True, timeout=60)
+    keyword = subprocess.run(
+        [sys.executable, "-m", "capguard", "ledger", "path"],
+        cwd=capguard.repo,
+        env={**capguard.env, "CAPGUARD_LEDGER": "host=db password=hunter2SECRET"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert keyword.returncode == 3 and "looks like a libpq connection string" in keyword.stderr
     assert "hunter2" not in keyword.stderr and not (capguard.repo / "host=db password=hunter2SECRET").exists()

@@ -19,7 +19,7 @@ from tests.integration.conftest import FAKES, Capguard, make_repo, trusted_confi
 def fake(tmp_path):
     repo = make_repo(tmp_path / "repo")
     wrapper = tmp_path / "fake-aider"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKES / "fake_aider.py"} "$@"\n')
     wrapper.chmod(0o755)
     trusted_config(repo / ".capguard.toml", f'[agents.aider]\ncommand = "{wrapper}"\n')
     runner = Capguard(tmp_path, str(wrapper), repo)

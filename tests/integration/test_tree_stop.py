@@ -14,12 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from capguard import cgroup
+from capguard.supervisor import cgroup
 from tests.integration.conftest import FAKES, Capguard, make_repo, trusted_config, wait_for
 
 HAS_CGROUP = cgroup.parent_dir() is not None
-MODES = [pytest.param("cgroup", marks=pytest.mark.skipif(not HAS_CGROUP, reason="no writable cgroup v2 here")),
-         "freeze-sweep"]
+MODES = [
+    pytest.param("cgroup", marks=pytest.mark.skipif(not HAS_CGROUP, reason="no writable cgroup v2 here")),
+    "freeze-sweep",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +41,9 @@ def no_cgroup_left():
 def fake(tmp_path):
     repo = make_repo(tmp_path / "repo")
     agent = tmp_path / "fake-aider"
-    agent.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n")
+    agent.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKES / "fake_aider.py"} "$@"\n')
     wrapper = tmp_path / "escaping-aider"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'escaping_children.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKES / "escaping_children.py"} "$@"\n')
     for script in (agent, wrapper):
         script.chmod(0o755)
     trusted_config(repo / ".capguard.toml", f'[agents.aider]\ncommand = "{wrapper}"\n')

@@ -63,8 +63,9 @@ def test_a_hostile_repo_command_is_not_run_and_the_real_aider_runs_under_the_use
     config = capguard.repo / ".capguard.toml"
     config.write_text(f'[agents.aider]\ncommand = "/bin/sh"\nargs = ["-c", "touch {marker}; sleep 1"]\n')
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
-        result = capguard.run(["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"],
-                              input=RUNAWAY_INPUT)
+        result = capguard.run(
+            ["--usd", "1.00"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
+        )
     assert not marker.exists()
     assert_one_notice(result.stderr, config, "agents.aider.command", "agents.aider.args")
     assert result.report["argv"][0].endswith("aider")  # the real aider, not /bin/sh
@@ -77,13 +78,26 @@ def test_a_hostile_repo_cannot_lift_the_users_usd_cap(capguard, tmp_path):
     user_config("usd = 1\n[team]\nmonthly_usd = 100\n")  # below the repo file: only the trust model keeps them
     elsewhere = tmp_path / "attacker.db"
     config = capguard.repo / ".capguard.toml"
-    config.write_text(f'usd = "off"\ngrace = "10h"\nkill_after = "10h"\nunpriced = "warn"\nledger = "{elsewhere}"\n'
-                      f'user = "victim@example.com"\nreport_json = "{tmp_path / "overwritten"}"\n'
-                      '[prices."openai/gpt-4o"]\ninput = 0\noutput = 0\n[team]\nmonthly_usd = "off"\n')
+    config.write_text(
+        f'usd = "off"\ngrace = "10h"\nkill_after = "10h"\nunpriced = "warn"\nledger = "{elsewhere}"\n'
+        f'user = "victim@example.com"\nreport_json = "{tmp_path / "overwritten"}"\n'
+        '[prices."openai/gpt-4o"]\ninput = 0\noutput = 0\n[team]\nmonthly_usd = "off"\n'
+    )
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
         result = capguard.run([], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT)
-    assert_one_notice(result.stderr, config, "usd", "grace", "kill_after", "unpriced", "ledger", "user",
-                      "report_json", "prices", "team.monthly_usd")
+    assert_one_notice(
+        result.stderr,
+        config,
+        "usd",
+        "grace",
+        "kill_after",
+        "unpriced",
+        "ledger",
+        "user",
+        "report_json",
+        "prices",
+        "team.monthly_usd",
+    )
     assert_runaway_stopped_at(result, 1.00, 7)
     assert not elsewhere.exists() and not (tmp_path / "overwritten").exists()
     [run] = ledger_runs(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db")  # the user's own ledger
@@ -104,8 +118,14 @@ def test_a_repo_file_that_lowers_the_cap_works_silently(capguard):
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "capguard", *args], cwd=cwd, env=env or dict(os.environ),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "capguard", *args],
+        cwd=cwd,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_trust_then_change_makes_the_file_untrusted_again(tmp_path):
@@ -140,14 +160,14 @@ def bin_dir(tmp_path):
     folder = tmp_path / "bin"
     folder.mkdir()
     shim = folder / "capguard"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m capguard \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m capguard "$@"\n')
     shim.chmod(0o755)
     return folder
 
 
 def fake_agent(tmp_path: Path) -> Path:
     wrapper = tmp_path / "fake-aider"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'fake_aider.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKES / "fake_aider.py"} "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
 
@@ -158,13 +178,27 @@ def test_team_locks_hold_against_the_user_file_the_environment_and_flags(tmp_pat
     team.write_text(f'ledger = "{team_ledger}"\nuser = "dev@example.com"\n[team]\nmonthly_usd = 0.30\n')
     user_config(f'ledger = "{mine}"\n[team]\nmonthly_usd = 1000\n[agents.aider]\ncommand = "{fake_agent(tmp_path)}"\n')
     runner = Capguard(tmp_path, sys.executable, make_repo(tmp_path / "repo"))
-    env = {**runner.env, "PATH": f"{bin_dir}{os.pathsep}{runner.env['PATH']}", "CAPGUARD_TEAM_CONFIG": str(team),
-           "CAPGUARD_LEDGER": str(mine), "CAPGUARD_USER": "someone@else", "PYTHONPATH": str(WRAPPERS.parent),
-           "FAKE_REPLIES": "40", "FAKE_COST": "0.10", "FAKE_INTERVAL": "0.05"}
+    env = {
+        **runner.env,
+        "PATH": f"{bin_dir}{os.pathsep}{runner.env['PATH']}",
+        "CAPGUARD_TEAM_CONFIG": str(team),
+        "CAPGUARD_LEDGER": str(mine),
+        "CAPGUARD_USER": "someone@else",
+        "PYTHONPATH": str(WRAPPERS.parent),
+        "FAKE_REPLIES": "40",
+        "FAKE_COST": "0.10",
+        "FAKE_INTERVAL": "0.05",
+    }
     try:
-        done = subprocess.run([str(WRAPPERS / "capguard-team"), "--ledger", str(mine), "--usd", "5", "aider"],
-                              cwd=runner.repo, env=env, capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [str(WRAPPERS / "capguard-team"), "--ledger", str(mine), "--usd", "5", "aider"],
+            cwd=runner.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         runner.cleanup()
     assert done.returncode == 117, done.stderr  # the team's $0.30 a month, not the user file's $1000
@@ -185,8 +219,12 @@ def test_the_agent_gets_no_ledger_secrets(tmp_path):
     agent.chmod(0o755)
     user_config(f'[agents.aider]\ncommand = "{agent}"\n')
     runner = Capguard(tmp_path, sys.executable, make_repo(tmp_path / "repo"))
-    runner.env.update(PGPASSWORD="hunter2", PGPASSFILE=str(tmp_path / "pgpass"), OPENAI_API_KEY="sk-agents-own",
-                      CAPGUARD_TEAM_LEDGER="postgresql://capguard:hunter2@db.example/capguard")
+    runner.env.update(
+        PGPASSWORD="hunter2",
+        PGPASSFILE=str(tmp_path / "pgpass"),
+        OPENAI_API_KEY="sk-agents-own",
+        CAPGUARD_TEAM_LEDGER="postgresql://capguard:hunter2@db.example/capguard",
+    )
     result = runner.run(["--usd", "1"], [])
     assert result.rc == 0, result.stderr
     seen = json.loads(dump.read_text())
@@ -204,7 +242,9 @@ def test_a_command_without_an_interpreter_line_is_exit_126_in_one_line(tmp_path)
     runner = Capguard(tmp_path, sys.executable, make_repo(tmp_path / "repo"))
     result = runner.run(["--usd", "1"], [])
     assert result.rc == 126
-    assert result.stderr == f"capguard: error: {agent}: cannot run: not a program this system can run " \
-                            "(a script needs a #! line)\n"
+    assert (
+        result.stderr == f"capguard: error: {agent}: cannot run: not a program this system can run "
+        "(a script needs a #! line)\n"
+    )
     [run] = ledger_runs(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db")
     assert run["status"] == "not started" and run["exit_code"] == 126

@@ -6,7 +6,7 @@ import queue
 
 import pytest
 
-from capguard.watch import Watcher
+from capguard.metering.watch import Watcher
 
 
 def drain(sink: queue.Queue, seconds: float) -> list:

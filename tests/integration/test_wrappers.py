@@ -20,7 +20,7 @@ def bin_dir(tmp_path):
     folder = tmp_path / "bin"
     folder.mkdir()
     shim = folder / "capguard"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m capguard \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m capguard "$@"\n')
     shim.chmod(0o755)
     return folder
 
@@ -37,8 +37,14 @@ def test_team_wrapper_runs_capguard_with_the_team_config_and_its_ledger(tmp_path
     ledger = tmp_path / "team-ledger.db"
     team.write_text(f'ledger = "{ledger}"\n[team]\nmonthly_usd = 200\n')
     env = env_with(bin_dir, CAPGUARD_TEAM_CONFIG=str(team), CAPGUARD_LEDGER=str(tmp_path / "mine.db"))
-    done = subprocess.run([str(WRAPPERS / "capguard-team"), "config", "--json"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(WRAPPERS / "capguard-team"), "config", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)
     assert config["files"] == [str(team)]
@@ -51,8 +57,14 @@ def test_team_wrapper_can_name_the_ledger_itself(tmp_path, bin_dir):
     team = tmp_path / "team.toml"
     team.write_text("[team]\nmonthly_usd = 200\n")
     env = env_with(bin_dir, CAPGUARD_TEAM_CONFIG=str(team), CAPGUARD_TEAM_LEDGER="postgresql://db.example/capguard")
-    done = subprocess.run([str(WRAPPERS / "capguard-team"), "config", "--json"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(WRAPPERS / "capguard-team"), "config", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(done.stdout)["values"]["ledger"]["value"] == "postgresql://db.example/capguard"
 
 
@@ -60,8 +72,10 @@ def test_team_wrapper_without_its_config_says_so(tmp_path, bin_dir):
     env = env_with(bin_dir, CAPGUARD_TEAM_CONFIG=str(tmp_path / "missing.toml"))
     done = subprocess.run([str(WRAPPERS / "capguard-team"), "status"], env=env, capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr == (f"capguard-team: error: team config {tmp_path / 'missing.toml'} not found;"
-                           " set CAPGUARD_TEAM_CONFIG to your team's config file\n")
+    assert done.stderr == (
+        f"capguard-team: error: team config {tmp_path / 'missing.toml'} not found;"
+        " set CAPGUARD_TEAM_CONFIG to your team's config file\n"
+    )
 
 
 @pytest.fixture
@@ -92,7 +106,8 @@ def test_aliases_route_aider_and_claude_through_capguard(shell, team, echo_dir):
     if not team:
         (echo_dir / "capguard-team").unlink()
     env = {"PATH": f"{echo_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(echo_dir)}
-    done = subprocess.run(SHELLS[shell](WRAPPERS / f"aliases.{shell}"), env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        SHELLS[shell](WRAPPERS / f"aliases.{shell}"), env=env, capture_output=True, text=True, timeout=60
+    )
     command = "capguard-team" if team else "capguard"
     assert done.stdout.splitlines() == [f"{command} aider --model x", f"{command} claude -p hi"], done.stderr

@@ -16,9 +16,7 @@ def _clean_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "capguard-home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     for name in list(os.environ):
-        if name.startswith(("CAPGUARD_", "AIDER_")) and name != "CAPGUARD_HOME":
-            monkeypatch.delenv(name)
-        elif name.endswith("_API_KEY"):
+        if (name.startswith(("CAPGUARD_", "AIDER_")) and name != "CAPGUARD_HOME") or name.endswith("_API_KEY"):
             monkeypatch.delenv(name)
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents.aider_logs import (
+from capguard.agents.aider.logs import (
     AnalyticsParser,
     CostLine,
     LlmHistoryMapParser,
     estimate_tokens,
     parse_cost_lines,
 )
-from capguard.events import Malformed, MapMeasured, Reply, RequestStarted
+from capguard.core.events import Malformed, MapMeasured, Reply, RequestStarted
 
 
 def lines_of(data: bytes) -> list[tuple[int, bytes]]:
@@ -38,8 +38,11 @@ def replies(events: list) -> list[Reply]:
     return [e for e in events if isinstance(e, Reply)]
 
 
-MESSAGE_SEND = {"event": "message_send", "properties": {"main_model": "openai/gpt-4o", "prompt_tokens": 10,
-                                                        "completion_tokens": 2, "cost": 0.001}, "time": 1}
+MESSAGE_SEND = {
+    "event": "message_send",
+    "properties": {"main_model": "openai/gpt-4o", "prompt_tokens": 10, "completion_tokens": 2, "cost": 0.001},
+    "time": 1,
+}
 
 
 def one(entry) -> list:
@@ -112,7 +115,7 @@ def test_reply_killed_mid_request_leaves_only_the_start(aider_fixture):
 def test_reply_remembers_where_its_line_starts(aider_fixture):
     path = aider_fixture("lab/openai_nostream_cached/.aider.analytics.jsonl")
     (reply,) = replies(analytics(path))
-    assert path.read_bytes()[reply.offset:].startswith(b'{"event": "message_send", ')
+    assert path.read_bytes()[reply.offset :].startswith(b'{"event": "message_send", ')
     assert reply.source == str(path)
     assert reply.at == 1795418783
 
@@ -158,12 +161,12 @@ def test_blank_line_yields_nothing():
 def test_truncated_line_becomes_malformed_with_its_place(aider_fixture):
     data = aider_fixture("analytics.nostream.jsonl").read_bytes()
     cut = data.index(b'"completion_tokens"')
-    torn = data[:cut] + b"\n" + data[data.index(b"\n", cut) + 1:]
+    torn = data[:cut] + b"\n" + data[data.index(b"\n", cut) + 1 :]
     events = feed(AnalyticsParser("run1", "log"), torn)
     bad = [e for e in events if isinstance(e, Malformed)]
     assert len(bad) == 1
     assert bad[0].source == "log"
-    assert torn[bad[0].offset:].startswith(b'{"event": "message_send"')
+    assert torn[bad[0].offset :].startswith(b'{"event": "message_send"')
     assert not replies(events)
 
 
@@ -189,8 +192,19 @@ def test_lines_after_a_malformed_one_still_parse(aider_fixture):
         {**MESSAGE_SEND, "properties": {**MESSAGE_SEND["properties"], "cost": -0.5}},
         {**MESSAGE_SEND, "properties": {**MESSAGE_SEND["properties"], "cost": True}},
     ],
-    ids=["bad-utf8", "array", "string", "no-properties", "properties-not-object", "negative-tokens",
-         "string-tokens", "bool-tokens", "string-cost", "negative-cost", "bool-cost"],
+    ids=[
+        "bad-utf8",
+        "array",
+        "string",
+        "no-properties",
+        "properties-not-object",
+        "negative-tokens",
+        "string-tokens",
+        "bool-tokens",
+        "string-cost",
+        "negative-cost",
+        "bool-cost",
+    ],
 )
 def test_bad_lines_become_malformed_events_not_exceptions(entry):
     (event,) = one(entry)
@@ -232,8 +246,10 @@ def test_history_without_a_map_yields_nothing():
 
 
 def test_map_block_ends_at_the_next_request_header():
-    data = (b"USER Here are summaries of some files present in my git repository.\n"
-            b"USER a.py:\nUSER def f(): ...\nTO LLM 2026-11-23T07:22:25\n")
+    data = (
+        b"USER Here are summaries of some files present in my git repository.\n"
+        b"USER a.py:\nUSER def f(): ...\nTO LLM 2026-11-23T07:22:25\n"
+    )
     (measured,) = feed(LlmHistoryMapParser(), data)
     expected = estimate_tokens("Here are summaries of some files present in my git repository.\na.py:\ndef f(): ...")
     assert measured == MapMeasured(expected)
@@ -256,7 +272,13 @@ def test_estimate_counts_words_numbers_and_punctuation():
 def test_cost_lines_of_the_combined_chat_history(aider_fixture):
     found = parse_cost_lines(aider_fixture("chat.history.md").read_text())
     assert [(c.sent, c.received) for c in found] == [
-        (2_500, 9), (50_000, 2_000), (50_000, 2_000), (2_500, 5), (2_500, 5), (7_000, 43)]
+        (2_500, 9),
+        (50_000, 2_000),
+        (50_000, 2_000),
+        (2_500, 5),
+        (2_500, 5),
+        (7_000, 43),
+    ]
     assert found[0].message_usd == 0.0065
     assert found[1].session_usd == 0.14
 
@@ -268,14 +290,16 @@ def test_cost_line_without_a_price_has_no_cost(aider_fixture):
 
 def test_cache_cost_on_the_next_line_without_prefix(aider_fixture):
     last = parse_cost_lines(aider_fixture("chat.history.md").read_text())[-1]
-    assert last == CostLine(sent=7_000, received=43, cache_write=2_000, cache_hit=3_000,
-                            message_usd=0.0091, session_usd=0.0091)
+    assert last == CostLine(
+        sent=7_000, received=43, cache_write=2_000, cache_hit=3_000, message_usd=0.0091, session_usd=0.0091
+    )
 
 
 def test_lab_anthropic_cache_two_line_report(aider_fixture):
     found = parse_cost_lines(aider_fixture("lab/anthropic_nostream_cache/.aider.chat.history.md").read_text())
-    assert found == [CostLine(sent=26_000, received=250, cache_write=1_500, cache_hit=20_000,
-                              message_usd=0.02, session_usd=0.02)]
+    assert found == [
+        CostLine(sent=26_000, received=250, cache_write=1_500, cache_hit=20_000, message_usd=0.02, session_usd=0.02)
+    ]
 
 
 def test_small_costs_keep_their_significant_digits(aider_fixture):

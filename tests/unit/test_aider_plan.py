@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents.aider import ADAPTER, MAP_TOLERANCE, model_from_args, plan_map_tokens
-from capguard.agents.aider_logs import AnalyticsParser, LlmHistoryMapParser
-from capguard import trust
-from capguard.config import load_settings
-from capguard.errors import AgentNotExecutable, AgentNotFound, ConfigError
-from capguard.events import Reply
+from capguard.agents.aider.adapter import ADAPTER, MAP_TOLERANCE, model_from_args, plan_map_tokens
+from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
+from capguard.config import trust
+from capguard.config.settings import load_settings
+from capguard.core.errors import AgentNotExecutable, AgentNotFound, ConfigError
+from capguard.core.events import Reply
 
 # -- plan_map_tokens ---------------------------------------------------------------------------------
 
@@ -119,8 +119,20 @@ def test_non_numeric_aider_values_are_config_errors(args):
         ([], {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}, "anthropic/claude-sonnet-4-5"),
         (["calc.py"], {}, None),
     ],
-    ids=["model", "model=", "alias", "numeric-alias", "shortcut", "shortcut-with-file", "env", "env-alias",
-         "anthropic-key", "openai-key", "anthropic-key-first", "nothing"],
+    ids=[
+        "model",
+        "model=",
+        "alias",
+        "numeric-alias",
+        "shortcut",
+        "shortcut-with-file",
+        "env",
+        "env-alias",
+        "anthropic-key",
+        "openai-key",
+        "anthropic-key-first",
+        "nothing",
+    ],
 )
 def test_model_is_read_like_aider_reads_it(args, env, model):
     assert model_from_args(args, env) == model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from capguard import blind
-from capguard.blind import Space
+from capguard.metering import blind
+from capguard.metering.blind import Space
 
 
 def roomy(folder: Path) -> Space:

@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from capguard import Budget, BudgetExceeded
-from capguard.caps import Caps
-from capguard.errors import ConfigError, LedgerError
-from capguard.meter import Meter
-from capguard.report import RunFacts, build_report
+from capguard.core.caps import Caps
+from capguard.core.errors import ConfigError, LedgerError
+from capguard.core.meter import Meter
+from capguard.core.task_budget import BETA
+from capguard.reports.run_report import RunFacts, build_report
 from capguard.sdk.anthropic_usage import CallUsage
-from capguard.task_budget import BETA
 
 OPUS = "claude-opus-4-7"  # $5/M input, $10/M 1-hour cache writes, $25/M output
 
@@ -51,17 +51,26 @@ def test_caps_come_from_capguards_config_and_arguments_win(tmp_path, monkeypatch
     (tmp_path / ".capguard.toml").write_text('usd = 3\nwall = "1h"\nwarn_at = "50%"\n')
     monkeypatch.setenv("CAPGUARD_STEPS", "40")
     budget = make()
-    assert (budget.caps.usd_micro, budget.caps.wall_s, budget.caps.steps, budget.caps.warn_at) == \
-        (3_000_000, 3600.0, 40, 0.5)
+    assert (budget.caps.usd_micro, budget.caps.wall_s, budget.caps.steps, budget.caps.warn_at) == (
+        3_000_000,
+        3600.0,
+        40,
+        0.5,
+    )
     explicit = make(usd="$1.50", steps="off", tokens="1.5M", wall=90)
-    assert (explicit.caps.usd_micro, explicit.caps.steps, explicit.caps.tokens, explicit.caps.wall_s) == \
-        (1_500_000, None, 1_500_000, 90.0)
+    assert (explicit.caps.usd_micro, explicit.caps.steps, explicit.caps.tokens, explicit.caps.wall_s) == (
+        1_500_000,
+        None,
+        1_500_000,
+        90.0,
+    )
 
 
 def test_the_library_section_of_the_config_sets_a_tasks_defaults(tmp_path, make):
     (tmp_path / ".capguard.toml").write_text(
         'usd = 3\nsteps = 40\n[agents.anthropic-sdk]\nusd = 2\ntask_budget = "200k"\n'
-        '[agents.claude]\nusd = 9\ntask_budget = "500k"\n')
+        '[agents.claude]\nusd = 9\ntask_budget = "500k"\n'
+    )
     budget = make()
     assert (budget.caps.usd_micro, budget.caps.steps, budget.task_budget.total) == (2_000_000, 40, 200_000)
     assert make(task_budget="300k", usd=5).task_budget.total == 300_000  # arguments still win
@@ -138,8 +147,9 @@ def test_threads_sharing_a_budget_never_cross_the_usd_cap(make):
             while True:
                 admission = budget.admit(request(), prompt_tokens=1_000, beta_api=False)
                 # the worst case the API allows: the whole prompt written to the 1-hour cache, every token used
-                usage = CallUsage(cache_write_tokens=1_114, cache_write_1h_tokens=1_114,
-                                  output_tokens=admission.kwargs["max_tokens"])
+                usage = CallUsage(
+                    cache_write_tokens=1_114, cache_write_1h_tokens=1_114, output_tokens=admission.kwargs["max_tokens"]
+                )
                 budget.settle(admission, usage, message_id=f"msg_{threading.get_ident()}_{id(admission)}").result()
         except BudgetExceeded as stop:
             stops.append(stop.reason)
@@ -268,8 +278,9 @@ def test_every_call_is_a_ledger_row_and_the_report_lands_in_the_data_dir(make, t
     from capguard.ledger import open_ledger
 
     budget = make(usd=1, ledger=tmp_path / "rows.db")
-    admission = call(budget, CallUsage(input_tokens=100, output_tokens=10, cache_write_tokens=50,
-                                       cache_write_1h_tokens=50))
+    admission = call(
+        budget, CallUsage(input_tokens=100, output_tokens=10, cache_write_tokens=50, cache_write_1h_tokens=50)
+    )
     budget.close()
     with open_ledger(tmp_path / "rows.db") as ledger:
         run, rows = ledger.run(budget.task_id), ledger.usage(budget.task_id)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from capguard.caps import EXIT_CODES, OK, Caps, Verdict, decide, seconds_until_wall
-from capguard.events import Reply
-from capguard.meter import Meter
-from capguard.pricing import Priced
+from capguard.core.caps import EXIT_CODES, OK, Caps, Verdict, decide, seconds_until_wall
+from capguard.core.events import Reply
+from capguard.core.meter import Meter
+from capguard.core.pricing import Priced
 
 
-def meter(*, cost: int = 0, tokens: int = 0, replies: int = 1, requests: int = 0, unpriced: bool = False,
-          map_tokens: int = 0) -> Meter:
+def meter(
+    *, cost: int = 0, tokens: int = 0, replies: int = 1, requests: int = 0, unpriced: bool = False, map_tokens: int = 0
+) -> Meter:
     """A meter after `replies` replies sharing `cost` micro-dollars and `tokens` tokens."""
     m = Meter()
     for i in range(replies):
         share_cost = cost if i == 0 else 0
         share_tokens = tokens if i == 0 else 0
-        m.add_reply(Reply(key=f"r{i}", model="m", input_tokens=share_tokens),
-                    Priced("m", None if unpriced else share_cost, None if unpriced else "config"))
+        m.add_reply(
+            Reply(key=f"r{i}", model="m", input_tokens=share_tokens),
+            Priced("m", None if unpriced else share_cost, None if unpriced else "config"),
+        )
     for _ in range(requests):
         m.request_started()
     m.map_measured(map_tokens)
@@ -170,8 +173,15 @@ def test_unknown_unpriced_policy_is_refused():
 
 def test_caps_json_gives_dollars():
     assert Caps(usd_micro=2_500_000, steps=3).as_json() == {
-        "usd": 2.5, "tokens": None, "wall_s": None, "steps": 3, "map_tokens": None, "stuck": None, "warn_at": 0.8,
-        "unpriced": "stop", "monthly_remaining_usd": None,
+        "usd": 2.5,
+        "tokens": None,
+        "wall_s": None,
+        "steps": 3,
+        "map_tokens": None,
+        "stuck": None,
+        "warn_at": 0.8,
+        "unpriced": "stop",
+        "monthly_remaining_usd": None,
     }
 
 

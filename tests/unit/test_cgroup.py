@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capguard import cgroup
+from capguard.supervisor import cgroup
 
 MOUNTINFO = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -27,8 +27,10 @@ def test_no_cgroup2_mount_is_none():
 
 
 def test_own_path_is_the_v2_line():
-    assert cgroup.own_path("4:memory:/x\n0::/user.slice/user-1000.slice/session-2.scope\n") == \
-        "/user.slice/user-1000.slice/session-2.scope"
+    assert (
+        cgroup.own_path("4:memory:/x\n0::/user.slice/user-1000.slice/session-2.scope\n")
+        == "/user.slice/user-1000.slice/session-2.scope"
+    )
     assert cgroup.own_path("0::/\n") == "/"
     assert cgroup.own_path("4:memory:/x\n") is None  # v1 only
 

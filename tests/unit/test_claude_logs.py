@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents import claude_logs
-from capguard.agents.claude_logs import (
+from capguard.agents.claude import logs as claude_logs
+from capguard.agents.claude.logs import (
     TranscriptParser,
     encode_project_dir,
     java_hash,
@@ -25,9 +25,9 @@ from capguard.agents.claude_logs import (
     tool_signature,
     transcript_dir,
 )
-from capguard.events import Malformed, Reply, ReportedTotal, SessionSeen, ToolOutcome
-from capguard.meter import Meter
-from capguard.pricing import Pricer
+from capguard.core.events import Malformed, Reply, ReportedTotal, SessionSeen, ToolOutcome
+from capguard.core.meter import Meter
+from capguard.core.pricing import Pricer
 
 SHARED = Path(__file__).resolve().parents[1] / "fixtures" / "claude" / "shared"
 TRANSCRIPTS = SHARED / "transcripts"
@@ -138,8 +138,19 @@ def test_j1_prefix_reproduces_the_first_runs_total():
     assert meter.replies_micro == micro(reported_usd("J1_first_json")) == 11_944
 
 
-@pytest.mark.parametrize("run", ["A_single_json", "B_tool_json", "D_subagent_json", "E_max_turns_json",
-                                 "F_max_budget_json", "G_api_error_400_json", "H_thinking_json", "J2_resume_json"])
+@pytest.mark.parametrize(
+    "run",
+    [
+        "A_single_json",
+        "B_tool_json",
+        "D_subagent_json",
+        "E_max_turns_json",
+        "F_max_budget_json",
+        "G_api_error_400_json",
+        "H_thinking_json",
+        "J2_resume_json",
+    ],
+)
 def test_last_cost_state_is_claudes_total(run):
     events = [e for f, sub in ACCURACY[run] for e in parse(TRANSCRIPTS / f, subagent=sub)]
     totals = [e for e in events if isinstance(e, ReportedTotal)]
@@ -182,9 +193,15 @@ def test_one_reply_per_response_not_per_content_block():
     events = parse(TRANSCRIPTS / "H_thinking_two_blocks.jsonl", session_id="h")  # thinking + text lines
     (reply,) = replies(events)
     assert reply.key == "claude:req_fake_be943430e3ab42bd8264"
-    assert (reply.model, reply.input_tokens, reply.output_tokens, reply.cache_read_tokens,
-            reply.cache_write_tokens, reply.cache_write_1h_tokens, reply.web_search_requests) == (
-        "claude-opus-5-5", 11, 63, 3000, 2000, 0, 0)
+    assert (
+        reply.model,
+        reply.input_tokens,
+        reply.output_tokens,
+        reply.cache_read_tokens,
+        reply.cache_write_tokens,
+        reply.cache_write_1h_tokens,
+        reply.web_search_requests,
+    ) == ("claude-opus-5-5", 11, 63, 3000, 2000, 0, 0)
     assert reply.at == pytest.approx(parse_timestamp("2026-11-23T06:05:59.993Z"))
     assert reply.step is True and reply.scope == "h"
     assert reply.source.endswith("H_thinking_two_blocks.jsonl") and reply.offset == 82019
@@ -219,8 +236,16 @@ def test_larger_figures_on_a_later_block_line_emit_a_correction_max_wins():
     assert (fix2.key, fix2.output_tokens) == (f"{key}+2", 8)
     meter = metered([first, fix, fix2])
     assert meter.steps == 1 and meter.by_model["claude-opus-5-5"].output_tokens == 50
-    full = Pricer().price(Reply(key="k", model="claude-opus-5-5", input_tokens=11, output_tokens=50,
-                                cache_read_tokens=3000, cache_write_tokens=2000))
+    full = Pricer().price(
+        Reply(
+            key="k",
+            model="claude-opus-5-5",
+            input_tokens=11,
+            output_tokens=50,
+            cache_read_tokens=3000,
+            cache_write_tokens=2000,
+        )
+    )
     assert meter.replies_micro == full.cost_micro
 
 
@@ -291,8 +316,10 @@ def test_fork_copies_are_not_counted_and_the_parents_total_is_the_baseline():
 
 def test_copied_replies_keep_the_parents_keys_so_following_both_files_counts_once():
     """Even without the requestSessionId mark, a fork's copies would not be counted twice."""
-    unmarked = b"".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "requestSessionId"}).encode()
-                        + b"\n" for _, line in lines_of(J_FORK.read_bytes()))
+    unmarked = b"".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "requestSessionId"}).encode() + b"\n"
+        for _, line in lines_of(J_FORK.read_bytes())
+    )
     parent = replies(parse(J_PARENT))
     fork = replies(feed(TranscriptParser(session_id=J_FORK_ID), unmarked))
     assert len(fork) == 3 and {r.key for r in parent} < {r.key for r in fork}
@@ -305,7 +332,7 @@ def test_resumed_session_counts_only_what_the_resumed_run_spent(tmp_path):
     baseline = last_reported_total(before)
     assert baseline == micro(reported_usd("J1_first_json")) == 11_944
     # the supervisor follows the file from where it ended before the resume
-    appended = J_PARENT.read_bytes()[len(j1_prefix()):]
+    appended = J_PARENT.read_bytes()[len(j1_prefix()) :]
     events = feed(TranscriptParser(session_id=J_PARENT_ID, baseline_micro=baseline), appended, len(j1_prefix()))
     (reply,) = replies(events)
     (total,) = [e for e in events if isinstance(e, ReportedTotal)]
@@ -397,22 +424,40 @@ def test_torn_last_line_is_malformed_and_leaves_the_parser_untouched():
     assert reply.output_tokens == 41 and reply.step
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"text"', b"\xff\xfe{", b"[" * 100_000,
-                                 b'{"type":"assistant","message":"oops"}',
-                                 b'{"type":"assistant","message":{"usage":{}}}',
-                                 b'{"type":"assistant","message":{"id":"m","usage":{"output_tokens":-1}}}',
-                                 b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"9"}}}',
-                                 b'{"type":"assistant","message":{"id":"m","usage":[]}}',
-                                 b'{"type":"cost-state","totalCostUSD":"1"}',
-                                 b'{"type":"cost-state","totalCostUSD":NaN}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"\xff\xfe{",
+        b"[" * 100_000,
+        b'{"type":"assistant","message":"oops"}',
+        b'{"type":"assistant","message":{"usage":{}}}',
+        b'{"type":"assistant","message":{"id":"m","usage":{"output_tokens":-1}}}',
+        b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"9"}}}',
+        b'{"type":"assistant","message":{"id":"m","usage":[]}}',
+        b'{"type":"cost-state","totalCostUSD":"1"}',
+        b'{"type":"cost-state","totalCostUSD":NaN}',
+    ],
+)
 def test_malformed_lines(raw):
     (event,) = TranscriptParser(session_id="s", source="f").feed(raw, 7)
     assert isinstance(event, Malformed) and event.offset == 7
 
 
-@pytest.mark.parametrize("raw", [b"", b"   ", b'{"type":"attachment"}', b'{"type":"system","subtype":"turn_duration"}',
-                                 b'{"type":"user","message":{"content":"hi"}}', b'{"no":"type"}',
-                                 b'{"type":"assistant","isApiErrorMessage":true}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"   ",
+        b'{"type":"attachment"}',
+        b'{"type":"system","subtype":"turn_duration"}',
+        b'{"type":"user","message":{"content":"hi"}}',
+        b'{"no":"type"}',
+        b'{"type":"assistant","isApiErrorMessage":true}',
+    ],
+)
 def test_other_lines_give_no_event(raw):
     assert TranscriptParser(session_id="s").feed(raw, 0) == []
 
@@ -467,7 +512,7 @@ def test_path_encoding_examples_from_the_reference():
     assert encode_project_dir("/home/dev/enc/proj.dot_under score") == "-home-dev-enc-proj-dot-under-score"
     assert encode_project_dir("Ünï-çødé") == "-n----d-"
     assert encode_project_dir("/home/dev/fx/fxL") == "-home-dev-fx-fxL"  # as in the statusLine's transcript_path
-    assert encode_project_dir("/a/\U0001F600b") == "-a---b"  # outside the BMP: two UTF-16 units, two dashes
+    assert encode_project_dir("/a/\U0001f600b") == "-a---b"  # outside the BMP: two UTF-16 units, two dashes
 
 
 def test_long_paths_are_cut_at_200_with_a_java_hash_suffix():
@@ -502,12 +547,15 @@ def test_transcript_dir_uses_the_realpath(tmp_path):
 
 @pytest.mark.parametrize("fault", ["truncate", "rewrite", "replace", "rotate"])
 def test_a_transcript_disturbed_mid_run_is_counted_once(tmp_path, fault):
-    from capguard.tail import Tailer, WatchSpec
+    from capguard.metering.tail import Tailer, WatchSpec
 
     data = B.read_bytes()
     parser = TranscriptParser(session_id="s")  # cut just after the tool's result: a line that must count once
-    cut = next(off + len(line) + 1 for off, line in lines_of(data)
-               if any(isinstance(e, ToolOutcome) for e in parser.feed(line, off)))
+    cut = next(
+        off + len(line) + 1
+        for off, line in lines_of(data)
+        if any(isinstance(e, ToolOutcome) for e in parser.feed(line, off))
+    )
     path = tmp_path / "s.jsonl"
     path.write_bytes(data[:cut])
     tailer = Tailer([WatchSpec(path, lambda p: TranscriptParser(session_id="s", source=str(p)))])

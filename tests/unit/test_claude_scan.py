@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from capguard.agents.claude_logs import TranscriptParser
-from capguard.events import Malformed, Reply
+from capguard.agents.claude.logs import TranscriptParser
+from capguard.core.events import Malformed, Reply
+from capguard.core.pricing import ModelPrice, Pricer
 from capguard.importers import claude_scan
 from capguard.importers.claude_scan import ReplyCounter, canonical_utc, scan
 from capguard.importers.unit_prices import UnitPricer
-from capguard.pricing import ModelPrice, Pricer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude"
 TRANSCRIPTS = sorted(FIXTURES.rglob("*.jsonl"))
@@ -31,8 +31,14 @@ def reference(data: bytes, subagent: bool = False) -> tuple[list[tuple], int]:
     while (end := data.find(b"\n", start)) >= 0:
         for event in parser.feed(data[start:end], start):
             if isinstance(event, Reply):
-                figures = (event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_tokens,
-                           event.cache_write_1h_tokens, event.web_search_requests)
+                figures = (
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cache_read_tokens,
+                    event.cache_write_tokens,
+                    event.cache_write_1h_tokens,
+                    event.web_search_requests,
+                )
                 found.append((event.key, event.model, figures, event.offset, event.step, event.details or None))
             elif isinstance(event, Malformed) and b'"usage"' in data[start:end]:
                 malformed += 1
@@ -82,20 +88,33 @@ def variants() -> list[bytes]:
     out.append(dumps(copied))
     nested = json.loads(json.dumps(base))  # a tool input with its own "usage" and "requestId" keys
     nested["requestId"] = "req_nested"
-    nested["message"]["content"] = [{"type": "tool_use", "id": "t1", "name": "mcp", "input": {
-        "usage": {"input_tokens": 999999}, "requestId": "req_fake", "model": "x"}}]
+    nested["message"]["content"] = [
+        {
+            "type": "tool_use",
+            "id": "t1",
+            "name": "mcp",
+            "input": {"usage": {"input_tokens": 999999}, "requestId": "req_fake", "model": "x"},
+        }
+    ]
     out.append(dumps(nested))
     reordered = json.loads(json.dumps(base))  # usage before content, keys in another order
     reordered["requestId"] = "req_reordered"
     message = reordered.pop("message")
-    reordered["message"] = {"usage": message["usage"], "model": message["model"], "id": "msg_r",
-                            "content": message["content"]}
+    reordered["message"] = {
+        "usage": message["usage"],
+        "model": message["model"],
+        "id": "msg_r",
+        "content": message["content"],
+    }
     out.append(dumps(reordered))
     spaced = json.loads(json.dumps(base))
     spaced["requestId"] = "req_spaced"
     out.append(json.dumps(spaced, indent=None).encode() + b"\n")  # ", " and ": " separators
-    user = {"type": "user", "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
-            "toolUseResult": {"usage": {"input_tokens": 5, "output_tokens": 6}, "totalTokens": 11}}
+    user = {
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+        "toolUseResult": {"usage": {"input_tokens": 5, "output_tokens": 6}, "totalTokens": 11},
+    }
     out.append(dumps(user))
     geo = json.loads(json.dumps(base))
     geo["requestId"] = "req_geo"
@@ -109,11 +128,15 @@ def variants() -> list[bytes]:
     error = json.loads(json.dumps(base))
     error["requestId"], error["isApiErrorMessage"] = "req_err", True
     out.append(dumps(error))
-    out += [b'{"type":"assistant","message":{"id":"m","usage":{"output_tokens":-1}}}\n',
-            b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"9"}}}\n',
-            b'{"type":"assistant","message":"oops","usage":{}}\n',
-            b'{"type":"assistant","message":{"usage":{"output_tokens":1}}}\n',
-            b'{"usage": not json\n', b'\n', b'{"type":"summary","summary":"no usage here"}\n']
+    out += [
+        b'{"type":"assistant","message":{"id":"m","usage":{"output_tokens":-1}}}\n',
+        b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"9"}}}\n',
+        b'{"type":"assistant","message":"oops","usage":{}}\n',
+        b'{"type":"assistant","message":{"usage":{"output_tokens":1}}}\n',
+        b'{"usage": not json\n',
+        b"\n",
+        b'{"type":"summary","summary":"no usage here"}\n',
+    ]
     return out
 
 
@@ -173,7 +196,9 @@ def test_content_blocks_that_differ_after_the_message_are_skipped_unparsed(monke
         blocks.append(dumps(entry))
     decoded = []
     real = claude_scan._LINE
-    monkeypatch.setattr(claude_scan, "_LINE", SimpleNamespace(decode=lambda line: decoded.append(1) or real.decode(line)))
+    monkeypatch.setattr(
+        claude_scan, "_LINE", SimpleNamespace(decode=lambda line: decoded.append(1) or real.decode(line))
+    )
     data = b"".join(blocks)
     mine = fast(data)
     assert mine == reference(data)
@@ -228,13 +253,25 @@ def test_unit_pricer_agrees_with_pricer(reply):
     model, inp, out, read, write, write_1h, web, speed, geo = reply
     overrides = {"openai/my-local-model": ModelPrice(Decimal("0.5"), Decimal("1.5"))}
     details = {k: v for k, v in (("speed", speed), ("inference_geo", geo)) if v}
-    expected = Pricer(overrides).price(Reply(key="k", model=model, input_tokens=inp, output_tokens=out,
-                                             cache_read_tokens=read, cache_write_tokens=write,
-                                             cache_write_1h_tokens=write_1h, web_search_requests=web, details=details))
+    expected = Pricer(overrides).price(
+        Reply(
+            key="k",
+            model=model,
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=write_1h,
+            web_search_requests=web,
+            details=details,
+        )
+    )
     fast_pricer = UnitPricer(Pricer(overrides))
     for _ in range(2):  # the second call uses the cached rates
-        assert fast_pricer.price(model, inp, out, read, write, write_1h, web, speed=speed, geo=geo) == \
-            (expected.cost_micro, expected.priced_by)
+        assert fast_pricer.price(model, inp, out, read, write, write_1h, web, speed=speed, geo=geo) == (
+            expected.cost_micro,
+            expected.priced_by,
+        )
 
 
 def test_unit_pricer_on_many_random_replies():
@@ -242,8 +279,15 @@ def test_unit_pricer_on_many_random_replies():
     for _ in range(300):
         model = rng.choice(["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-sonnet-4-6"])
         write = rng.randint(0, 40_000)
-        figures = (rng.randint(0, 3000), rng.randint(0, 20_000), rng.randint(0, 190_000), write,
-                   rng.choice([0, write]), rng.choice([0, 0, 1]))
-        expected = pricer.price(Reply("k", model, *figures[:4], cache_write_1h_tokens=figures[4],
-                                      web_search_requests=figures[5]))
+        figures = (
+            rng.randint(0, 3000),
+            rng.randint(0, 20_000),
+            rng.randint(0, 190_000),
+            write,
+            rng.choice([0, write]),
+            rng.choice([0, 0, 1]),
+        )
+        expected = pricer.price(
+            Reply("k", model, *figures[:4], cache_write_1h_tokens=figures[4], web_search_requests=figures[5])
+        )
         assert fast_pricer.price(model, *figures) == (expected.cost_micro, expected.priced_by)

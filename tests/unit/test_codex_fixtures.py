@@ -57,6 +57,9 @@ def test_fork_child_starts_at_the_parents_ordinal_and_replays_nothing():
 
 
 def test_token_count_repeats_the_same_replies():
-    counts = [r["payload"]["info"]["last_token_usage"]["total_tokens"] for r in records("tool")
-              if r["payload"].get("type") == "token_count" and r["payload"]["info"]]
+    counts = [
+        r["payload"]["info"]["last_token_usage"]["total_tokens"]
+        for r in records("tool")
+        if r["payload"].get("type") == "token_count" and r["payload"]["info"]
+    ]
     assert counts == [r["usage"]["total_tokens"] for r in usage_records("tool")]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from capguard import config, trust
-from capguard.caps import Caps
-from capguard.config import load_settings
-from capguard.errors import ConfigError
-from capguard.pricing import ModelPrice
+from capguard.config import settings as config
+from capguard.config import trust
+from capguard.config.settings import load_settings
+from capguard.core.caps import Caps
+from capguard.core.errors import ConfigError
+from capguard.core.pricing import ModelPrice
 
 
 @pytest.fixture
@@ -248,7 +249,9 @@ def test_unknown_key_in_an_agent_section_names_it(project):
 
 
 def test_agent_command_and_args_come_from_the_agent_section(project):
-    trusted(project / ".capguard.toml", "[agents.aider]\ncommand = 'my-aider'\nargs = '--no-auto-commits --yes-always'\n")
+    trusted(
+        project / ".capguard.toml", "[agents.aider]\ncommand = 'my-aider'\nargs = '--no-auto-commits --yes-always'\n"
+    )
     settings = load(project, "aider")
     assert settings["command"] == "my-aider"
     assert settings["args"] == ["--no-auto-commits", "--yes-always"]
@@ -276,8 +279,7 @@ def test_project_agent_section_beats_user_agent_section(project, user_file):
 
 
 def test_price_table_is_read_per_model(project):
-    trusted(project / ".capguard.toml",
-            '[prices."openai/my-model"]\ninput = 1\noutput = 2.5\ncache_read = 0.1\n')
+    trusted(project / ".capguard.toml", '[prices."openai/my-model"]\ninput = 1\noutput = 2.5\ncache_read = 0.1\n')
     price = load(project).prices["openai/my-model"]
     assert price == ModelPrice(input=Decimal("1"), output=Decimal("2.5"), cache_read=Decimal("0.1"))
 
@@ -320,16 +322,34 @@ def test_price_that_is_nan_is_a_config_error_naming_file_and_key(project):
 
 
 def test_prices_that_are_not_a_table_are_an_error(project):
-    write(project / ".capguard.toml", 'prices = 3\n')
+    write(project / ".capguard.toml", "prices = 3\n")
     with pytest.raises(ConfigError, match="prices: expected tables"):
         load(project)
 
 
 def test_caps_are_built_from_the_settings(project):
-    settings = load(project, flags={"usd": "$5", "tokens": "1.5M", "wall": "30m", "steps": "40",
-                                    "map_tokens": "4k", "warn_at": "90%", "unpriced": "warn"})
-    assert settings.caps() == Caps(usd_micro=5_000_000, tokens=1_500_000, wall_s=1800.0, steps=40,
-                                   map_tokens=4_000, stuck=5, warn_at=0.9, unpriced="warn")
+    settings = load(
+        project,
+        flags={
+            "usd": "$5",
+            "tokens": "1.5M",
+            "wall": "30m",
+            "steps": "40",
+            "map_tokens": "4k",
+            "warn_at": "90%",
+            "unpriced": "warn",
+        },
+    )
+    assert settings.caps() == Caps(
+        usd_micro=5_000_000,
+        tokens=1_500_000,
+        wall_s=1800.0,
+        steps=40,
+        map_tokens=4_000,
+        stuck=5,
+        warn_at=0.9,
+        unpriced="warn",
+    )
 
 
 def test_unpriced_policy_must_be_known(project):

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from capguard import cli
-from capguard.caps import EXIT_CODES
-from capguard.config import KEYS, load_settings
+from capguard.config.settings import KEYS, load_settings
+from capguard.core.caps import EXIT_CODES
 
 ROOT = Path(__file__).parent.parent.parent
 README = (ROOT / "README.md").read_text()
@@ -54,6 +54,6 @@ def test_every_flag_is_in_the_readme():
 
 
 def test_cli_and_config_agree_on_the_agents():
-    from capguard import config
+    from capguard.config import settings as config
 
     assert cli.AGENTS == config.AGENTS

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from capguard.demo.fake_anthropic import (
+from tests.fakes.fake_anthropic import (
     DEFAULT_TEXT,
     FakeAnthropic,
     Reply,
@@ -32,17 +32,27 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # What Claude Code 2.1.330 sends (abridged from tests/fixtures/claude/recorded/requests).
 MAIN_SYSTEM = [
     {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330.21d; cc_entrypoint=sdk-cli;"},
-    {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
-     "cache_control": {"type": "ephemeral"}},
+    {
+        "type": "text",
+        "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+        "cache_control": {"type": "ephemeral"},
+    },
 ]
 SUBAGENT_SYSTEM = [
-    {"type": "text",
-     "text": "x-anthropic-billing-header: cc_version=2.1.330.86e; cc_entrypoint=sdk-cli; cc_is_subagent=true;"},
+    {
+        "type": "text",
+        "text": "x-anthropic-billing-header: cc_version=2.1.330.86e; cc_entrypoint=sdk-cli; cc_is_subagent=true;",
+    },
     {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK."},
 ]
 TOOLS = [
-    {"name": "Agent", "input_schema": {"type": "object", "properties": {"description": {"type": "string"},
-                                                                          "prompt": {"type": "string"}}}},
+    {
+        "name": "Agent",
+        "input_schema": {
+            "type": "object",
+            "properties": {"description": {"type": "string"}, "prompt": {"type": "string"}},
+        },
+    },
     {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
 ]
 REMINDER = "<system-reminder>\nAttribution for git commits ... BASH:echo not-me\n</system-reminder>\n"
@@ -66,7 +76,7 @@ def body(text: str = "Say hello", *, stream: bool = True, system=None, tools=Non
         "system": MAIN_SYSTEM if system is None else system,
         "tools": TOOLS if tools is None else tools,
         "messages": messages if messages is not None else [user(text), {"role": "system", "content": "env"}],
-        "metadata": {"user_id": "{\"session_id\": \"s\"}"},
+        "metadata": {"user_id": '{"session_id": "s"}'},
         **extra,
     }
 
@@ -76,8 +86,12 @@ def follow_up(first: dict, reply_blocks: list, *, is_error: bool = False, output
     tool_use = next(b for b in reply_blocks if b["type"] == "tool_use")
     messages = list(first["messages"]) + [
         {"role": "assistant", "content": reply_blocks},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": output,
-                                      "is_error": is_error}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": tool_use["id"], "content": output, "is_error": is_error}
+            ],
+        },
     ]
     return {**first, "messages": messages}
 
@@ -86,8 +100,12 @@ def request(server: FakeAnthropic, method: str, path: str, payload=None, raw: by
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
         data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
-        hdrs = {"Content-Type": "application/json", "x-api-key": "sk-ant-api03-secretsecretsecret",
-                "anthropic-version": "2023-06-01", "anthropic-beta": BETAS}
+        hdrs = {
+            "Content-Type": "application/json",
+            "x-api-key": "sk-ant-api03-secretsecretsecret",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": BETAS,
+        }
         hdrs.update(headers or {})
         conn.request(method, path, body=data, headers=hdrs)
         resp = conn.getresponse()
@@ -110,7 +128,7 @@ def sse(data: bytes) -> list[tuple[str, dict]]:
             continue
         lines = block.split("\n")
         assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
-        name, obj = lines[0][len("event: "):], json.loads(lines[1][len("data: "):])
+        name, obj = lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])
         assert obj["type"] == name
         out.append((name, obj))
     return out
@@ -190,9 +208,14 @@ def test_stream_event_order_and_shapes(server):
     events, msg, headers = run_stream(server, body("Say hello"))
     names = [n for n, _ in events]
     assert names == [
-        "message_start", "ping",
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-        "message_delta", "message_stop",
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert headers["content-type"].startswith("text/event-stream")
     start = events[0][1]["message"]
@@ -200,15 +223,22 @@ def test_stream_event_order_and_shapes(server):
     assert start["model"] == "claude-opus-5-5"
     assert start["content"] == [] and start["stop_reason"] is None and start["stop_sequence"] is None
     assert start["usage"] == {
-        "input_tokens": 11, "cache_creation_input_tokens": 2000, "cache_read_input_tokens": 3000,
+        "input_tokens": 11,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 3000,
         "cache_creation": {"ephemeral_5m_input_tokens": 2000, "ephemeral_1h_input_tokens": 0},
-        "output_tokens": 1, "service_tier": "standard",
+        "output_tokens": 1,
+        "service_tier": "standard",
     }
     assert events[2][1]["content_block"] == {"type": "text", "text": ""}
     delta = events[6][1]
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
-    assert delta["usage"] == {"input_tokens": 11, "cache_creation_input_tokens": 2000,
-                              "cache_read_input_tokens": 3000, "output_tokens": 40}
+    assert delta["usage"] == {
+        "input_tokens": 11,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 3000,
+        "output_tokens": 40,
+    }
     assert msg["content"] == [{"type": "text", "text": DEFAULT_TEXT}]
     rec = server.requests[0]
     assert headers["request-id"] == rec["request_id"] and rec["request_id"].startswith("req_")
@@ -230,8 +260,14 @@ def test_non_streaming_json(server):
 
 
 def test_custom_usage_split_and_web_search(no_leaked_threads):
-    u = Usage(input_tokens=1000, output_tokens=100, cache_write_5m=1000, cache_write_1h=2000, cache_read=500,
-              web_search_requests=2)
+    u = Usage(
+        input_tokens=1000,
+        output_tokens=100,
+        cache_write_5m=1000,
+        cache_write_1h=2000,
+        cache_read=500,
+        web_search_requests=2,
+    )
     with FakeAnthropic(Script(usage=u)) as srv:
         events, msg, _ = run_stream(srv, body())
         start_usage = events[0][1]["message"]["usage"]
@@ -289,7 +325,10 @@ def test_bash_directive_tool_loop(server):
     assert failed["content"] == [{"type": "text", "text": "The tool call failed."}]
     recs = server.requests
     assert [(r["directive"], r["after_tool"], r["tool_error"]) for r in recs] == [
-        ("BASH", False, False), ("BASH", True, False), ("BASH", True, True)]
+        ("BASH", False, False),
+        ("BASH", True, False),
+        ("BASH", True, True),
+    ]
     assert recs[0]["tool_uses"][0]["input"]["command"] == "echo hi-from-bash && ls"
     assert server.count("main") == 3
 
@@ -299,17 +338,31 @@ def test_task_directive_starts_an_agent_subagent(server):
     _, msg, _ = run_stream(server, first)
     tool = msg["content"][-1]
     assert tool["name"] == "Agent"
-    assert tool["input"] == {"description": "fake subtask", "prompt": "BASH:echo from-subagent",
-                             "subagent_type": "general-purpose"}
+    assert tool["input"] == {
+        "description": "fake subtask",
+        "prompt": "BASH:echo from-subagent",
+        "subagent_type": "general-purpose",
+    }
     # the subagent's own request: billing header says cc_is_subagent=true; its prompt is the BASH directive
     _, sub, _ = run_stream(server, body("BASH:echo from-subagent", system=SUBAGENT_SYSTEM))
     assert sub["content"][-1]["input"]["command"] == "echo from-subagent"
     # the main agent gets the async-launch tool_result, then a task-notification (reminder-only text)
     _, after, _ = run_stream(server, follow_up(first, msg["content"], output="Async agent launched successfully."))
     assert after["stop_reason"] == "end_turn"
-    notif = body(messages=[user("TASK:BASH:echo from-subagent"),
-                           {"role": "user", "content": [{"type": "text", "text": "<system-reminder>\n"
-                            "<task-notification>done</task-notification>\n</system-reminder>"}]}])
+    notif = body(
+        messages=[
+            user("TASK:BASH:echo from-subagent"),
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "<system-reminder>\n<task-notification>done</task-notification>\n</system-reminder>",
+                    }
+                ],
+            },
+        ]
+    )
     _, note, _ = run_stream(server, notif)
     assert note["content"] == [{"type": "text", "text": DEFAULT_TEXT}]  # not a second Agent call
     assert [r["kind"] for r in server.requests] == ["main", "subagent", "main", "main"]
@@ -418,8 +471,18 @@ def side_system(text: str) -> list:
 def test_classify():
     assert classify(body()) == "main"
     assert classify(body(system=SUBAGENT_SYSTEM)) == "subagent"
-    assert classify(body(messages=[user("hi"), {"role": "assistant", "content": "x"},
-                                   {"role": "user", "content": COMPACT_PROMPT}])) == "compact"
+    assert (
+        classify(
+            body(
+                messages=[
+                    user("hi"),
+                    {"role": "assistant", "content": "x"},
+                    {"role": "user", "content": COMPACT_PROMPT},
+                ]
+            )
+        )
+        == "compact"
+    )
     assert classify(body(tools=[], system=side_system("Generate a concise title for this session."))) == "title"
     assert classify(body(tools=[], system=side_system("You classify things."))) == "aux"
     # not Claude Code (no billing header): an SDK program's calls are the agent's
@@ -430,8 +493,9 @@ def test_classify():
 def test_side_requests_do_not_advance_the_reply_counter(no_leaked_threads):
     with FakeAnthropic(Script(usage=[Usage(output_tokens=1), Usage(output_tokens=2)])) as srv:
         assert run_stream(srv, body())[1]["usage"]["output_tokens"] == 1
-        compact = body(messages=[user("LOOP"), {"role": "assistant", "content": "x"},
-                                 {"role": "user", "content": COMPACT_PROMPT}])
+        compact = body(
+            messages=[user("LOOP"), {"role": "assistant", "content": "x"}, {"role": "user", "content": COMPACT_PROMPT}]
+        )
         _, msg, _ = run_stream(srv, compact)
         assert "<summary>" in msg["content"][0]["text"] and msg["stop_reason"] == "end_turn"
         title = body(tools=[], system=side_system("Generate a concise title."))
@@ -554,8 +618,10 @@ def test_client_disconnect_mid_stream_is_recorded_as_aborted(no_leaked_threads):
     with FakeAnthropic(Script(slow_delay_s=0.3, slow_chunks=10)) as srv:
         sock = socket.create_connection((srv.host, srv.port))
         payload = json.dumps(body("SLOW")).encode()
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
         sock.close()
         deadline = time.monotonic() + 5
@@ -617,14 +683,28 @@ def test_reply_defaults():
 def test_cli_prints_base_url_serves_and_stops_on_sigterm(tmp_path):
     log = tmp_path / "log.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "capguard.demo.fake_anthropic", "--port", "0", "--delay", "0",
-         "--output-tokens", "77", "--log", str(log)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.fake_anthropic",
+            "--port",
+            "0",
+            "--delay",
+            "0",
+            "--output-tokens",
+            "77",
+            "--log",
+            str(log),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("http://127.0.0.1:")
-        host, port = line[len("http://"):].split(":")
+        host, port = line[len("http://") :].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         conn.request("POST", "/v1/messages?beta=true", body=json.dumps(body(stream=False)))
         resp = conn.getresponse()
@@ -643,18 +723,23 @@ def test_cli_prints_base_url_serves_and_stops_on_sigterm(tmp_path):
 def test_official_python_sdk_parses_replies(server):
     anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=server.base_url, api_key="sk-ant-api03-fake", max_retries=0)
-    msg = client.messages.create(model="claude-opus-5-5", max_tokens=100,
-                                 messages=[{"role": "user", "content": "BASH:ls"}])
+    msg = client.messages.create(
+        model="claude-opus-5-5", max_tokens=100, messages=[{"role": "user", "content": "BASH:ls"}]
+    )
     assert msg.stop_reason == "tool_use" and msg.content[-1].input["command"] == "ls"
     assert msg.usage.cache_creation.ephemeral_5m_input_tokens == 2000
-    with client.messages.stream(model="claude-opus-5-5", max_tokens=100,
-                                messages=[{"role": "user", "content": "THINK"}]) as stream:
+    with client.messages.stream(
+        model="claude-opus-5-5", max_tokens=100, messages=[{"role": "user", "content": "THINK"}]
+    ) as stream:
         final = stream.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.usage.output_tokens == 40 and final.usage.cache_read_input_tokens == 3000
-    assert client.messages.count_tokens(model="claude-opus-5-5",
-                                        messages=[{"role": "user", "content": "hi"}]).input_tokens > 0
+    assert (
+        client.messages.count_tokens(model="claude-opus-5-5", messages=[{"role": "user", "content": "hi"}]).input_tokens
+        > 0
+    )
     with pytest.raises(anthropic.RateLimitError) as err:
-        client.messages.create(model="claude-opus-5-5", max_tokens=100,
-                               messages=[{"role": "user", "content": "ERROR:429"}])
+        client.messages.create(
+            model="claude-opus-5-5", max_tokens=100, messages=[{"role": "user", "content": "ERROR:429"}]
+        )
     assert err.value.request_id == server.requests[-1]["request_id"]

@@ -17,18 +17,38 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_chat import (
-    MAIN, TITLE, FakeChat, Reply, Script, bash, chat_script, prompt_text, runaway_script, shell_script, tokens,
+    MAIN,
+    TITLE,
+    FakeChat,
+    Reply,
+    Script,
+    bash,
+    chat_script,
+    prompt_text,
+    runaway_script,
+    shell_script,
+    tokens,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS = [{"type": "function", "function": {
-    "name": "bash", "description": "Run a shell command",
-    "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "bash",
+            "description": "Run a shell command",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+        },
+    }
+]
 
 
 def body(user: str = "hello", *, system: str = "You are a coding agent.", tools=TOOLS, **extra) -> dict:
-    out = {"model": "fake-model", "messages": [{"role": "system", "content": system},
-                                              {"role": "user", "content": user}], **extra}
+    out = {
+        "model": "fake-model",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        **extra,
+    }
     if tools:
         out["tools"] = tools
     return out
@@ -52,7 +72,7 @@ def events(raw: bytes) -> list:
     out = []
     for line in raw.decode().splitlines():
         if line.startswith("data: "):
-            data = line[len("data: "):]
+            data = line[len("data: ") :]
             out.append(data if data == "[DONE]" else json.loads(data))
     return out
 
@@ -83,13 +103,22 @@ def test_prompt_tokens_are_one_per_four_bytes_of_the_request_text():
 
 
 def test_prompt_text_counts_tools_content_parts_and_tool_calls():
-    b = {"messages": [
-        {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "image_url", "image_url": {}}]},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "bash", "arguments": "{\"command\":\"ls\"}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "file.txt"}], "tools": TOOLS}
+    b = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "image_url", "image_url": {}}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "bash", "arguments": '{"command":"ls"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "file.txt"},
+        ],
+        "tools": TOOLS,
+    }
     text = prompt_text(b)
-    assert "part one" in text and "bash{\"command\":\"ls\"}" in text and "file.txt" in text
+    assert "part one" in text and 'bash{"command":"ls"}' in text and "file.txt" in text
     assert json.dumps(TOOLS, sort_keys=True, separators=(",", ":")) in text
     assert tokens(text) == math.ceil(len(text.encode()) / 4)
 
@@ -136,8 +165,13 @@ def test_stream_tool_call_deltas_reassemble_to_the_arguments():
     with FakeChat(shell_script("sleep 1; echo hi")) as server:
         _, raw = post(server, body(stream=True, stream_options={"include_usage": True}))
     evts = events(raw)
-    deltas = [c["delta"]["tool_calls"][0] for e in evts if isinstance(e, dict) for c in e["choices"]
-              if "tool_calls" in c["delta"]]
+    deltas = [
+        c["delta"]["tool_calls"][0]
+        for e in evts
+        if isinstance(e, dict)
+        for c in e["choices"]
+        if "tool_calls" in c["delta"]
+    ]
     assert deltas[0]["function"]["name"] == "bash" and deltas[0]["id"]
     args = "".join(d["function"]["arguments"] for d in deltas)
     assert json.loads(args)["command"] == "sleep 1; echo hi"
@@ -242,8 +276,11 @@ def test_title_requests_do_not_advance_the_main_script():
         assert server.count(MAIN) == 2 and server.count(TITLE) == 1
         assert server.totals(TITLE)["prompt"] == server.requests[0]["usage"]["prompt_tokens"]
     assert kinds == [TITLE, MAIN, MAIN]
-    assert [json.loads(x)["choices"][0]["message"]["content"] for x in (a, b, c)] == ["Fake session title", "first",
-                                                                                       "second"]
+    assert [json.loads(x)["choices"][0]["message"]["content"] for x in (a, b, c)] == [
+        "Fake session title",
+        "first",
+        "second",
+    ]
 
 
 def test_runaway_makes_a_new_tool_call_every_step():
@@ -276,8 +313,12 @@ def test_bad_requests_are_refused_and_not_logged():
 
 def test_command_line_serves_and_logs_until_sigterm(tmp_path):
     log = tmp_path / "requests.jsonl"
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests/fakes/fake_chat.py"), "--log", str(log)],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ""})
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "tests/fakes/fake_chat.py"), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     try:
         url = proc.stdout.readline().strip()
         host, port = url.removeprefix("http://").removesuffix("/v1").split(":")

@@ -13,7 +13,16 @@ import pytest
 
 from tests.fakes import gemini_billing as billing
 from tests.fakes.fake_gemini import (
-    LOOP_CHECK, MAIN, NEXT_SPEAKER, ROUTER, FakeGemini, Reply, Script, chat_script, classify, runaway_script,
+    LOOP_CHECK,
+    MAIN,
+    NEXT_SPEAKER,
+    ROUTER,
+    FakeGemini,
+    Reply,
+    Script,
+    chat_script,
+    classify,
+    runaway_script,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +49,7 @@ def post(srv: FakeGemini, model: str, method: str, payload: dict, *, query: str 
 
 
 def sse_events(data: str) -> list[dict]:
-    return [json.loads(line[len("data: "):]) for line in data.splitlines() if line.startswith("data: ")]
+    return [json.loads(line[len("data: ") :]) for line in data.splitlines() if line.startswith("data: ")]
 
 
 def stream(srv: FakeGemini, payload: dict, model: str = "gemini-3.8-flash") -> list[dict]:
@@ -60,10 +69,14 @@ def test_tokens_are_utf8_bytes_over_four_rounded_up():
 
 
 def test_prompt_text_counts_system_tools_turns_and_function_parts():
-    b = body("question", system="be brief", history=[
-        {"role": "model", "parts": [{"functionCall": {"name": "ls", "args": {"d": "."}}}]},
-        {"role": "user", "parts": [{"functionResponse": {"name": "ls", "response": {"output": "a.txt"}}}]},
-    ])
+    b = body(
+        "question",
+        system="be brief",
+        history=[
+            {"role": "model", "parts": [{"functionCall": {"name": "ls", "args": {"d": "."}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "ls", "response": {"output": "a.txt"}}}]},
+        ],
+    )
     b["tools"] = [{"functionDeclarations": [{"name": "ls"}]}]
     text = billing.prompt_text(b)
     for piece in ("be brief", '"name":"ls"', "a.txt", "question"):
@@ -83,8 +96,11 @@ def test_input_follows_the_request_size():
 
 def test_cached_input_is_the_prefix_shared_with_an_earlier_prompt():
     first = body("q1", system="S" * 8000)
-    second = body("q2", system="S" * 8000, history=[{"role": "user", "parts": [{"text": "q1"}]},
-                                                      {"role": "model", "parts": [{"text": "a1"}]}])
+    second = body(
+        "q2",
+        system="S" * 8000,
+        history=[{"role": "user", "parts": [{"text": "q1"}]}, {"role": "model", "parts": [{"text": "a1"}]}],
+    )
     with FakeGemini(chat_script(), cache_min_tokens=1024) as srv:
         stream(srv, first)
         events = stream(srv, second)
@@ -113,7 +129,10 @@ def test_output_and_thoughts_follow_the_reply_and_total_adds_up():
     assert usage["total"] == usage["input"] + usage["output"] + usage["thoughts"]
     final = events[-1]["usageMetadata"]
     assert (final["candidatesTokenCount"], final["thoughtsTokenCount"], final["totalTokenCount"]) == (
-        usage["output"], usage["thoughts"], usage["total"])
+        usage["output"],
+        usage["thoughts"],
+        usage["total"],
+    )
 
 
 def test_function_call_is_billed_as_its_json():
@@ -208,13 +227,18 @@ def test_missing_api_key_and_unknown_path_are_refused_unbilled():
 
 
 def _schema_body(*keys: str) -> dict:
-    return body("q", responseMimeType="application/json",
-                responseJsonSchema={"type": "OBJECT", "properties": {k: {"type": "STRING"} for k in keys}})
+    return body(
+        "q",
+        responseMimeType="application/json",
+        responseJsonSchema={"type": "OBJECT", "properties": {k: {"type": "STRING"} for k in keys}},
+    )
 
 
 def test_side_calls_are_classified_by_schema_and_do_not_advance_the_script():
     with FakeGemini(chat_script(["first", "second"]), cache_min_tokens=10**9) as srv:
-        router = json.loads(post(srv, "lite", "generateContent", _schema_body("complexity_reasoning", "complexity_score"))[2])
+        router = json.loads(
+            post(srv, "lite", "generateContent", _schema_body("complexity_reasoning", "complexity_score"))[2]
+        )
         loop = json.loads(post(srv, "flash", "generateContent", _schema_body("unproductive_state_confidence"))[2])
         nxt = json.loads(post(srv, "flash", "generateContent", _schema_body("next_speaker"))[2])
         main = stream(srv, body("q"))
@@ -234,8 +258,9 @@ def test_classify_main_only_for_a_schemaless_stream():
 
 def test_runaway_varies_its_call_so_the_cli_identical_call_detector_stays_quiet():
     with FakeGemini(runaway_script()) as srv:
-        calls = [stream(srv, body(f"t{i}"))[-1]["candidates"][0]["content"]["parts"][-1]["functionCall"]
-                 for i in range(3)]
+        calls = [
+            stream(srv, body(f"t{i}"))[-1]["candidates"][0]["content"]["parts"][-1]["functionCall"] for i in range(3)
+        ]
     assert len({c["args"]["command"] for c in calls}) == 3
     assert srv.count(MAIN) == 3 and len(srv.billed(MAIN)) == 3
 
@@ -253,8 +278,9 @@ def test_delay_spreads_over_the_reply():
 def test_cut_mid_stream_sends_no_final_chunk_and_is_not_billed():
     with FakeGemini(Script([Reply(" ".join(f"w{i}" for i in range(90)), cut_after=1)])) as srv:
         conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
-        conn.request("POST", "/v1beta/models/m:streamGenerateContent?alt=sse", json.dumps(body("q")),
-                      {"x-goog-api-key": "k"})
+        conn.request(
+            "POST", "/v1beta/models/m:streamGenerateContent?alt=sse", json.dumps(body("q")), {"x-goog-api-key": "k"}
+        )
         resp = conn.getresponse()
         with pytest.raises(http.client.IncompleteRead) as err:
             resp.read()
@@ -281,8 +307,12 @@ def test_log_is_thread_safe_and_complete():
 
 def test_command_line_serves_and_logs(tmp_path):
     log = tmp_path / "billed.jsonl"
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests/fakes/fake_gemini.py"), "--log", str(log)],
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "tests/fakes/fake_gemini.py"), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         url = proc.stdout.readline().strip()
         host, port = url.removeprefix("http://").split(":")

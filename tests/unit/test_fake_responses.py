@@ -36,8 +36,14 @@ def body(text: str = "hello", *, stream: bool = True, key: str | None = "thread-
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
         ],
-        "tools": [{"type": "function", "name": "exec_command", "description": "Run a shell command.",
-                   "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "exec_command",
+                "description": "Run a shell command.",
+                "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}},
+            }
+        ],
         **extra,
     }
     if key is not None:
@@ -74,8 +80,11 @@ def test_tokens_are_bytes_over_four_rounded_up():
 
 
 def test_prompt_text_has_tools_then_input_and_skips_identifiers():
-    b = {"input": [{"type": "function_call_output", "call_id": "call_x", "output": "OUT"}],
-         "tools": [{"type": "function", "name": "exec_command"}], "instructions": "SYS"}
+    b = {
+        "input": [{"type": "function_call_output", "call_id": "call_x", "output": "OUT"}],
+        "tools": [{"type": "function", "name": "exec_command"}],
+        "instructions": "SYS",
+    }
     assert billing.prompt_text(b) == "exec_command\nSYS\nOUT"
 
 
@@ -133,10 +142,18 @@ def test_stream_has_the_real_event_sequence_and_usage_only_at_completion():
     events = sse(text)
     names = [name for name, _ in events]
     assert status == 200
-    assert names[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]
-    assert names[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "response.completed"]
+    assert names[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert names[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert all(name == data["type"] for name, data in events)
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
     deltas = "".join(d["delta"] for n, d in events if n == "response.output_text.delta")
@@ -154,8 +171,16 @@ def test_a_tool_call_streams_its_arguments():
     events = sse(text)
     rid = server.requests[0]["id"]
     done = [d["item"] for n, d in events if n == "response.output_item.done"]
-    assert done == [{"type": "function_call", "id": f"fc_{rid}", "call_id": f"call_{rid}",
-                     "name": "exec_command", "arguments": '{"cmd": "ls -la"}', "status": "completed"}]
+    assert done == [
+        {
+            "type": "function_call",
+            "id": f"fc_{rid}",
+            "call_id": f"call_{rid}",
+            "name": "exec_command",
+            "arguments": '{"cmd": "ls -la"}',
+            "status": "completed",
+        }
+    ]
     args = "".join(d["delta"] for n, d in events if n == "response.function_call_arguments.delta")
     assert json.loads(args) == {"cmd": "ls -la"}
 
@@ -267,12 +292,16 @@ def test_script_repeats_or_cycles():
 
 def test_command_line_serves_and_stops_on_sigterm(tmp_path):
     log = tmp_path / "log.jsonl"
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests/fakes/fake_responses.py"), "--log", str(log)],
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "tests/fakes/fake_responses.py"), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
-        host, port = url[len("http://"):-len("/v1")].split(":")
+        host, port = url[len("http://") : -len("/v1")].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=5)
         conn.request("POST", "/v1/responses", json.dumps(body()))
         events = sse(conn.getresponse().read().decode())

@@ -1,6 +1,6 @@
 """Every parser of outside numbers, fed real captured lines with their numbers made hostile (issue 11 §3).
 
-A figure beyond capguard.sanitize's bound counts as the bound and is named suspicious; a non-number makes the line
+A figure beyond capguard.core.sanitize's bound counts as the bound and is named suspicious; a non-number makes the line
 Malformed (skipped, counted); nothing raises, however deep or strange the line.
 """
 
@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents.aider_logs import AnalyticsParser, cost_lines
-from capguard.agents.claude_logs import TranscriptParser, session_from_registry, statusline_events, tool_signature
-from capguard.agents.claude_otel import OtelParser
-from capguard.events import Malformed, Reply, ReportedTotal
+from capguard.agents.aider.logs import AnalyticsParser, cost_lines
+from capguard.agents.claude.logs import TranscriptParser, session_from_registry, statusline_events, tool_signature
+from capguard.agents.claude.otel import OtelParser
+from capguard.core.events import Malformed, Reply, ReportedTotal
+from capguard.core.meter import Meter
+from capguard.core.pricing import Priced, Pricer
+from capguard.core.sanitize import MAX_NAME, MAX_REPLY_USD_MICRO, MAX_TOKENS, MAX_TOTAL_USD_MICRO
 from capguard.importers import aider as aider_import
 from capguard.importers.claude_scan import ReplyCounter, scan
 from capguard.importers.unit_prices import UnitPricer
-from capguard.meter import Meter
-from capguard.otel import api_requests
-from capguard.pricing import Priced, Pricer
-from capguard.sanitize import MAX_NAME, MAX_REPLY_USD_MICRO, MAX_TOKENS, MAX_TOTAL_USD_MICRO
+from capguard.metering.otel_receiver import api_requests
+from capguard.metering.tail import Tailer, WatchSpec
 from capguard.sdk.anthropic_usage import read_usage
-from capguard.tail import Tailer, WatchSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 AIDER_LOG = FIXTURES / "aider" / "recorded" / "nostream" / "analytics.jsonl"
@@ -57,8 +57,9 @@ def otel_line() -> bytes:
 
 def with_number(line: bytes, field: str, text: str) -> bytes:
     """The line with `"field": <number>` replaced by `text` (JSON as written, e.g. Infinity)."""
-    mutated, n = re.subn(rb'("' + field.encode() + rb'": ?)-?[0-9.eE+]+', lambda m: m.group(1) + text.encode(), line,
-                         count=1)
+    mutated, n = re.subn(
+        rb'("' + field.encode() + rb'": ?)-?[0-9.eE+]+', lambda m: m.group(1) + text.encode(), line, count=1
+    )
     assert n == 1, f"{field} not in {line[:200]!r}"
     return mutated
 
@@ -109,8 +110,15 @@ def test_an_endless_model_name_is_cut_to_size():
 
 def test_the_aider_importer_skips_and_counts_hostile_lines(tmp_path):
     good = AIDER_LOG.read_bytes()
-    data = good + DEEP + b"\n" + with_number(aider_line(), "prompt_tokens", '"abc"') + b"\n" \
-        + with_number(aider_line(), "prompt_tokens", "1e999") + b"\n"
+    data = (
+        good
+        + DEEP
+        + b"\n"
+        + with_number(aider_line(), "prompt_tokens", '"abc"')
+        + b"\n"
+        + with_number(aider_line(), "prompt_tokens", "1e999")
+        + b"\n"
+    )
     sessions = aider_import.analytics_sessions("a.jsonl", data, 0, UnitPricer(Pricer()))
     rows = [row for s in sessions for row in s.rows]
     assert len(rows) == good.count(b'"message_send"') + 1  # the good replies and the clamped one
@@ -119,14 +127,21 @@ def test_the_aider_importer_skips_and_counts_hostile_lines(tmp_path):
 
 
 def test_chat_history_cost_lines_survive_corrupt_and_endless_figures():
-    text = ("> Tokens: 1.2.3k sent, 5 received. Cost: $0.01 message, $0.01 session.\n"
-            f"> Tokens: {'9' * 400} sent, 12 received. Cost: ${'9' * 400} message, $1.00 session.\n"
-            "> Tokens: 2.5k sent, 100 received. Cost: $0.02 message, $0.03 session.\n")
+    text = (
+        "> Tokens: 1.2.3k sent, 5 received. Cost: $0.01 message, $0.01 session.\n"
+        f"> Tokens: {'9' * 400} sent, 12 received. Cost: ${'9' * 400} message, $1.00 session.\n"
+        "> Tokens: 2.5k sent, 100 received. Cost: $0.02 message, $0.03 session.\n"
+    )
     found, skipped = cost_lines(text)
     assert skipped == 1
     assert [(c.sent, c.received) for c in found] == [(MAX_TOKENS, 12), (2_500, 100)]
-    sessions = aider_import.history_sessions("h.md", b"# aider chat started at 2026-11-23 10:00:00\n" + text.encode(),
-                                             0, UnitPricer(Pricer()), lambda t: "2026-11-23T10:00:00.000000Z")
+    sessions = aider_import.history_sessions(
+        "h.md",
+        b"# aider chat started at 2026-11-23 10:00:00\n" + text.encode(),
+        0,
+        UnitPricer(Pricer()),
+        lambda t: "2026-11-23T10:00:00.000000Z",
+    )
     (session,) = sessions
     assert [row[8] for row in session.rows] == [MAX_REPLY_USD_MICRO, 20_000]  # cost: the bound, then $0.02
     assert session.malformed == 1 and session.suspicious == 1
@@ -136,13 +151,17 @@ def test_chat_history_cost_lines_survive_corrupt_and_endless_figures():
 
 
 @pytest.mark.parametrize("text", BEYOND)
-@pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "cache_read_input_tokens",
-                                   "cache_creation_input_tokens"])
+@pytest.mark.parametrize(
+    "field", ["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"]
+)
 def test_claude_usage_beyond_the_bound_counts_as_the_bound(field, text):
     (reply,) = TranscriptParser(session_id="s", source="t.jsonl").feed(with_number(claude_line(), field, text), 3)
-    figures = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-               "cache_read_input_tokens": reply.cache_read_tokens,
-               "cache_creation_input_tokens": reply.cache_write_tokens}
+    figures = {
+        "input_tokens": reply.input_tokens,
+        "output_tokens": reply.output_tokens,
+        "cache_read_input_tokens": reply.cache_read_tokens,
+        "cache_creation_input_tokens": reply.cache_write_tokens,
+    }
     assert figures[field] == MAX_TOKENS and field in reply.suspicious
     assert Pricer().price(reply).cost_micro < 2**63  # priced, and it fits the ledger
 
@@ -151,7 +170,9 @@ def test_claude_usage_beyond_the_bound_counts_as_the_bound(field, text):
 def test_claude_usage_non_numbers_make_the_line_malformed(text):
     if text == "null":
         return  # an absent count is zero in Claude's usage (the parser's long-standing rule)
-    (bad,) = TranscriptParser(session_id="s", source="t.jsonl").feed(with_number(claude_line(), "output_tokens", text), 3)
+    (bad,) = TranscriptParser(session_id="s", source="t.jsonl").feed(
+        with_number(claude_line(), "output_tokens", text), 3
+    )
     assert isinstance(bad, Malformed) and bad.offset == 3
 
 
@@ -221,15 +242,17 @@ def test_tool_names_are_cut_to_size():
 
 def test_the_claude_importer_counts_good_lines_and_bounds_hostile_ones():
     good = CLAUDE_A.read_bytes()
-    hostile = [with_number(claude_line(), "output_tokens", "18446744073709551616"),  # msgspec decodes any int
-               with_number(claude_line(), "input_tokens", "1e30"),
-               with_number(claude_line(), "output_tokens", "NaN"),
-               b'{"type":"assistant","usage":' + DEEP + b"}"]
+    hostile = [
+        with_number(claude_line(), "output_tokens", "18446744073709551616"),  # msgspec decodes any int
+        with_number(claude_line(), "input_tokens", "1e30"),
+        with_number(claude_line(), "output_tokens", "NaN"),
+        b'{"type":"assistant","usage":' + DEEP + b"}",
+    ]
     hostile = [line.replace(b'"requestId":"', b'"requestId":"hostile%d' % i) for i, line in enumerate(hostile)]
     found = scan(good + b"\n".join(hostile) + b"\n", 0, ReplyCounter(subagent=False))
     clean = scan(good, 0, ReplyCounter(subagent=False))
     assert found.replies[: len(clean.replies)] == clean.replies  # the good lines, as without the hostile ones
-    extra = found.replies[len(clean.replies):]
+    extra = found.replies[len(clean.replies) :]
     assert [r.figures[1] for r in extra] == [MAX_TOKENS, 41] and extra[1].figures[0] == MAX_TOKENS
     assert found.suspicious == 2 and found.malformed == clean.malformed + 2
 
@@ -238,8 +261,14 @@ def test_the_claude_importer_counts_good_lines_and_bounds_hostile_ones():
 
 
 def test_sdk_usage_is_bounded():
-    usage = read_usage({"input_tokens": 2**64, "output_tokens": float("inf"), "cache_read_input_tokens": 5,
-                        "iterations": [{"type": "compaction", "input_tokens": 2**70}]})
+    usage = read_usage(
+        {
+            "input_tokens": 2**64,
+            "output_tokens": float("inf"),
+            "cache_read_input_tokens": 5,
+            "iterations": [{"type": "compaction", "input_tokens": 2**70}],
+        }
+    )
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (MAX_TOKENS, MAX_TOKENS, 5)
     assert usage.compaction["input_tokens"] == MAX_TOKENS
 
@@ -262,12 +291,22 @@ def test_a_parser_that_raises_on_a_line_makes_it_malformed_and_the_tailer_goes_o
 def test_the_meter_names_suspicious_lines_and_keeps_the_first_few():
     meter = Meter()
     for n in range(30):
-        reply = Reply(key=f"k{n}", model="m", input_tokens=MAX_TOKENS, source="a.jsonl", offset=n * 10,
-                      suspicious="prompt_tokens at or beyond capguard's bound")
+        reply = Reply(
+            key=f"k{n}",
+            model="m",
+            input_tokens=MAX_TOKENS,
+            source="a.jsonl",
+            offset=n * 10,
+            suspicious="prompt_tokens at or beyond capguard's bound",
+        )
         meter.add_reply(reply, Priced("m", 1, "agent"))
     meter.add_reply(Reply(key="k0", model="m", input_tokens=MAX_TOKENS, suspicious="again"), Priced("m", 1, "agent"))
     assert meter.suspicious_lines == 30 and len(meter.suspicious) == 20  # a duplicate reply is not counted again
-    assert meter.suspicious[1] == {"source": "a.jsonl", "offset": 10, "why": "prompt_tokens at or beyond capguard's bound"}
+    assert meter.suspicious[1] == {
+        "source": "a.jsonl",
+        "offset": 10,
+        "why": "prompt_tokens at or beyond capguard's bound",
+    }
     assert meter.tokens == 30 * MAX_TOKENS
 
 
@@ -275,13 +314,16 @@ def test_the_telemetry_receiver_answers_deep_nesting_with_400(tmp_path, capfd):
     import urllib.error
     import urllib.request
 
-    from capguard.otel import SECRET_HEADER, OtlpReceiver
+    from capguard.metering.otel_receiver import SECRET_HEADER, OtlpReceiver
 
     receiver = OtlpReceiver(tmp_path / "otel.jsonl")
     receiver.start()
     try:  # with the run's secret: a post that passes the door and is then too deep to read
-        request = urllib.request.Request(receiver.endpoint + "/v1/logs", data=b'{"resourceLogs":' + DEEP + b"}",
-                                         headers={"Content-Type": "application/json", SECRET_HEADER: receiver.secret})
+        request = urllib.request.Request(
+            receiver.endpoint + "/v1/logs",
+            data=b'{"resourceLogs":' + DEEP + b"}",
+            headers={"Content-Type": "application/json", SECRET_HEADER: receiver.secret},
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(request, timeout=10)
         assert err.value.code == 400

@@ -1,6 +1,6 @@
 """Who a run is charged to and which project it belongs to."""
 
-from capguard import identity
+from capguard.config import identity
 
 
 def test_project_is_the_git_root_above_the_working_directory(tmp_path):

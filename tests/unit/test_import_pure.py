@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from capguard.importers import aider, claude
-from capguard.importers.ledger_io import RunSums
 from capguard.importers.progress import Progress, size
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
+from capguard.ledger.bulk import RunSums
 
 AIDER = Path(__file__).resolve().parents[1] / "fixtures" / "aider" / "shared"
 
@@ -97,7 +97,8 @@ def test_aider_history_sessions_and_their_rounded_rows():
     data = (AIDER / "chat.history.md").read_bytes()
     sessions = aider.history_sessions("h.md", data, 0, UnitPricer(), lambda text: text.replace(" ", "T") + ".000000Z")
     assert [s.model for s in sessions] == ["openai/gpt-4o", "openai/gpt-4o", "openai/my-local-model"] + [
-        "anthropic/claude-sonnet-4-5"] * 3
+        "anthropic/claude-sonnet-4-5"
+    ] * 3
     first = sessions[0]
     assert first.started_utc == "2026-11-23T06:15:04.000000Z" and first.offset == data.index(b"# aider chat started")
     (row,) = first.rows
@@ -131,13 +132,19 @@ def test_claude_transcripts_are_found_where_claude_code_keeps_them(tmp_path):
     env = {"CLAUDE_CONFIG_DIR": f"{tmp_path / 'a'}, {tmp_path / 'b'}"}
     assert claude.transcript_roots([], env) == [tmp_path / "a", tmp_path / "b"]
     assert claude.transcript_roots(["~/x"], env) == [Path.home() / "x"]
-    assert claude.transcript_roots([], {"XDG_CONFIG_HOME": str(tmp_path)}) == [Path.home() / ".claude", tmp_path / "claude"]
+    assert claude.transcript_roots([], {"XDG_CONFIG_HOME": str(tmp_path)}) == [
+        Path.home() / ".claude",
+        tmp_path / "claude",
+    ]
     session = tmp_path / "a" / "projects" / "-p" / "s1.jsonl"
     sub = tmp_path / "a" / "projects" / "-p" / "s1" / "subagents" / "agent-1.jsonl"
     for path in (session, sub, tmp_path / "a" / "projects" / "-p" / "notes.txt"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-    assert set(claude.list_transcripts([tmp_path / "a", tmp_path / "missing"])) == {str(session.resolve()), str(sub.resolve())}
+    assert set(claude.list_transcripts([tmp_path / "a", tmp_path / "missing"])) == {
+        str(session.resolve()),
+        str(sub.resolve()),
+    }
 
 
 def test_claude_listing_skips_what_is_no_transcript(tmp_path):
@@ -162,13 +169,15 @@ def test_run_sums_count_as_the_ledger_query_counts():
     def row(run, key, source, cost, counts=(1, 2, 3, 4)):
         return (run, key, "2026-11-23T06:05:53.000000Z", "m", *counts, cost, "genai-prices", source, 0, None)
 
-    sums = RunSums.of([
-        row("r1", "claude:a", "/p/s.jsonl", 10),
-        row("r1", "claude:a+1", "/p/s.jsonl", 5, (0, 1, 0, 0)),  # a correction: no step
-        row("r1", "claude:b", "/p/s/subagents/agent-1.jsonl", 7),  # a subagent's reply: no step
-        row("r1", "claude:c", "/P/S/SUBAGENTS/agent-2.jsonl", None),  # SQLite's LIKE ignores ASCII case
-        row("r2", "claude:d", None, 1),
-    ])
+    sums = RunSums.of(
+        [
+            row("r1", "claude:a", "/p/s.jsonl", 10),
+            row("r1", "claude:a+1", "/p/s.jsonl", 5, (0, 1, 0, 0)),  # a correction: no step
+            row("r1", "claude:b", "/p/s/subagents/agent-1.jsonl", 7),  # a subagent's reply: no step
+            row("r1", "claude:c", "/P/S/SUBAGENTS/agent-2.jsonl", None),  # SQLite's LIKE ignores ASCII case
+            row("r2", "claude:d", None, 1),
+        ]
+    )
     assert sums.runs == {"r1": [22, 31, 1], "r2": [1, 10, 1]} and sums.rows == 5
     more = RunSums.of([row("r2", "claude:e", "/p/t.jsonl", 2)])
     sums.add(more)
@@ -179,12 +188,15 @@ def test_a_groups_sums_are_its_rows_sums(tmp_path):
     """Workers add up each file as they price it; that must be what `RunSums.of` makes of the rows."""
     import json
 
+    from capguard.core.pricing import Pricer
     from capguard.importers.claude_files import Task, Worker, read_group
-    from capguard.pricing import Pricer
 
     fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "claude"
-    line = next(json.loads(raw) for raw in (fixtures / "shared" / "transcripts" / "A_single_turn.jsonl").read_bytes()
-                .splitlines() if json.loads(raw).get("type") == "assistant")
+    line = next(
+        json.loads(raw)
+        for raw in (fixtures / "shared" / "transcripts" / "A_single_turn.jsonl").read_bytes().splitlines()
+        if json.loads(raw).get("type") == "assistant"
+    )
     grown = json.loads(json.dumps(line))
     grown["message"]["usage"]["output_tokens"] += 100  # the same reply, counted again larger: a correction
     corrected = tmp_path / "corrected.jsonl"
@@ -204,8 +216,15 @@ def test_a_run_is_complete_once_every_file_its_paths_name_is_read():
     def task(path: str) -> Task:
         return Task(path, 0, 1, "/subagents/" in path)
 
-    runs = claude.RunsRead([task("/p/s1.jsonl"), task("/p/s1/subagents/agent-a.jsonl"), task("/p/s2.jsonl"),
-                            task("/p/s3.jsonl"), task("/p/s4.jsonl")])
+    runs = claude.RunsRead(
+        [
+            task("/p/s1.jsonl"),
+            task("/p/s1/subagents/agent-a.jsonl"),
+            task("/p/s2.jsonl"),
+            task("/p/s3.jsonl"),
+            task("/p/s4.jsonl"),
+        ]
+    )
     runs.file_done("/p/s1.jsonl", "claude-s1")
     assert runs.complete == set()
     runs.file_done("/p/s1/subagents/agent-a.jsonl", "claude-s1")

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from capguard.errors import LedgerError
+from capguard.core.errors import LedgerError
 from capguard.ledger import RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
 from capguard.ledger.backend import one_line
 from capguard.ledger.migrations import MIGRATIONS, Migration, check_names, migration
@@ -16,8 +16,17 @@ from capguard.ledger.sqlite import describe
 
 
 def usage(**overrides) -> UsageRecord:
-    values = dict(dedupe_key="claude:m:r", occurred_utc="2026-11-23T08:15:02Z", model="m", input_tokens=1,
-                  output_tokens=2, cache_read_tokens=3, cache_write_tokens=4, cost_micro_usd=10, priced_by="agent")
+    values = dict(
+        dedupe_key="claude:m:r",
+        occurred_utc="2026-11-23T08:15:02Z",
+        model="m",
+        input_tokens=1,
+        output_tokens=2,
+        cache_read_tokens=3,
+        cache_write_tokens=4,
+        cost_micro_usd=10,
+        priced_by="agent",
+    )
     return UsageRecord(**{**values, **overrides})
 
 
@@ -25,13 +34,16 @@ def test_utc_now_is_canonical_utc_text():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", utc_now())
 
 
-@pytest.mark.parametrize("given, canonical", [
-    ("2026-11-23T08:15:02.123456Z", "2026-11-23T08:15:02.123456Z"),
-    ("2026-11-23T08:15:02Z", "2026-11-23T08:15:02.000000Z"),
-    ("2026-11-23T09:15:02+01:00", "2026-11-23T08:15:02.000000Z"),
-    ("2026-11-23T08:15:02", "2026-11-23T08:15:02.000000Z"),
-    ("2026-11-23", "2026-11-23T00:00:00.000000Z"),
-])
+@pytest.mark.parametrize(
+    "given, canonical",
+    [
+        ("2026-11-23T08:15:02.123456Z", "2026-11-23T08:15:02.123456Z"),
+        ("2026-11-23T08:15:02Z", "2026-11-23T08:15:02.000000Z"),
+        ("2026-11-23T09:15:02+01:00", "2026-11-23T08:15:02.000000Z"),
+        ("2026-11-23T08:15:02", "2026-11-23T08:15:02.000000Z"),
+        ("2026-11-23", "2026-11-23T00:00:00.000000Z"),
+    ],
+)
 def test_timestamps_are_normalized_to_canonical_utc(given, canonical):
     assert normalize_utc(given) == canonical
 
@@ -50,14 +62,17 @@ def test_usage_record_counts_all_four_token_kinds():
     assert usage().tokens == 10
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(input_tokens=-1), "input_tokens"),
-    (dict(cost_micro_usd=1.5), "cost_micro_usd"),
-    (dict(priced_by="guess"), "priced_by"),
-    (dict(cost_micro_usd=None), "both"),
-    (dict(dedupe_key=""), "dedupe_key"),
-    (dict(occurred_utc="now"), "ISO-8601"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(input_tokens=-1), "input_tokens"),
+        (dict(cost_micro_usd=1.5), "cost_micro_usd"),
+        (dict(priced_by="guess"), "priced_by"),
+        (dict(cost_micro_usd=None), "both"),
+        (dict(dedupe_key=""), "dedupe_key"),
+        (dict(occurred_utc="now"), "ISO-8601"),
+    ],
+)
 def test_usage_record_refuses_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message):
         usage(**overrides)
@@ -103,17 +118,27 @@ def test_check_names_refuses_duplicates():
         check_names([MIGRATIONS[0], MIGRATIONS[0]])
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("postgresql://u@h/db", True), ("postgres://u@h/db", True), ("/home/u/ledger.db", False),
-    ("postgresql.db", False),
-])
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("postgresql://u@h/db", True),
+        ("postgres://u@h/db", True),
+        ("/home/u/ledger.db", False),
+        ("postgresql.db", False),
+    ],
+)
 def test_postgres_urls_are_recognised_by_scheme(target, expected):
     assert is_postgres_url(target) is expected
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://alice:pw@h:5432/db", "postgresql://alice@h/db?password=pw", "postgresql://:pw@h/db",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://alice:pw@h:5432/db",
+        "postgresql://alice@h/db?password=pw",
+        "postgresql://:pw@h/db",
+    ],
+)
 def test_a_url_with_a_password_is_refused_and_never_echoed(url):
     with pytest.raises(LedgerError) as info:
         check_url(url)
@@ -130,13 +155,16 @@ def test_engine_messages_become_one_line():
     assert one_line("") == "unknown error"
 
 
-@pytest.mark.parametrize("message, words", [
-    ("file is not a database", "is not a SQLite database"),
-    ("database disk image is malformed", "is corrupted"),
-    ("attempt to write a readonly database", "is read-only"),
-    ("database is locked", "stayed locked by another process"),
-    ("something new", "cannot be used"),
-])
+@pytest.mark.parametrize(
+    "message, words",
+    [
+        ("file is not a database", "is not a SQLite database"),
+        ("database disk image is malformed", "is corrupted"),
+        ("attempt to write a readonly database", "is read-only"),
+        ("database is locked", "stayed locked by another process"),
+        ("something new", "cannot be used"),
+    ],
+)
 def test_sqlite_errors_name_the_file_the_problem_and_a_fix(message, words):
     text = describe(sqlite3.OperationalError(message), "/data/ledger.db")
     assert text.startswith(f"ledger /data/ledger.db {words} ({message}); ")

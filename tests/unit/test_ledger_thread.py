@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from capguard.ledger_thread import LedgerThread
+from capguard.ledger.writer_thread import LedgerThread
 
 
 def test_commits_in_order_and_reads_the_month_after_them():

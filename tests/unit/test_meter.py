@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from capguard.events import Reply
-from capguard.meter import Meter
-from capguard.pricing import Priced
+from capguard.core.events import Reply
+from capguard.core.meter import Meter
+from capguard.core.pricing import Priced
 
 
-def add(meter: Meter, key: str, *, model: str | None = "openai/gpt-4o", cost: int | None = 100, input_tokens: int = 10,
-        output_tokens: int = 1, cache_read: int = 0, cache_write: int = 0) -> bool:
-    reply = Reply(key=key, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-                  cache_read_tokens=cache_read, cache_write_tokens=cache_write)
+def add(
+    meter: Meter,
+    key: str,
+    *,
+    model: str | None = "openai/gpt-4o",
+    cost: int | None = 100,
+    input_tokens: int = 10,
+    output_tokens: int = 1,
+    cache_read: int = 0,
+    cache_write: int = 0,
+) -> bool:
+    reply = Reply(
+        key=key,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
     return meter.add_reply(reply, Priced(model, cost, "agent" if cost is not None else None))
 
 
@@ -93,7 +108,12 @@ def test_usage_json_gives_token_kinds_and_dollars_per_model():
     add(meter, "1", cost=145_000, input_tokens=50_000, output_tokens=2_000, cache_read=3, cache_write=4)
     assert meter.usage_json() == {
         "openai/gpt-4o": {
-            "input_tokens": 50_000, "output_tokens": 2_000, "cache_read_tokens": 3, "cache_write_tokens": 4,
-            "cost_usd": 0.145, "replies": 1, "unpriced_replies": 0,
+            "input_tokens": 50_000,
+            "output_tokens": 2_000,
+            "cache_read_tokens": 3,
+            "cache_write_tokens": 4,
+            "cost_usd": 0.145,
+            "replies": 1,
+            "unpriced_replies": 0,
         }
     }

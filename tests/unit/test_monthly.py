@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from capguard import monthly
-from capguard.caps import EXIT_CODES, Caps, decide
-from capguard.events import Reply
-from capguard.meter import Meter
-from capguard.monthly import Standing, month_of
-from capguard.pricing import Priced
+from capguard.core import monthly
+from capguard.core.caps import EXIT_CODES, Caps, decide
+from capguard.core.events import Reply
+from capguard.core.meter import Meter
+from capguard.core.monthly import Standing, month_of
+from capguard.core.pricing import Priced
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = timezone.utc
@@ -23,10 +23,25 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def standing(spent: float, cap: float = 500, *, scope: str = "user", name: str = "dev@example.com",
-             acked: float | None = None, warn_at: float = 0.75, now: str = "2026-11-20T12:00:00+00:00") -> Standing:
-    return Standing(scope, name, round(cap * MICRO), round(spent * MICRO), month_of(at(now), BERLIN), warn_at,
-                    None if acked is None else round(acked * MICRO))
+def standing(
+    spent: float,
+    cap: float = 500,
+    *,
+    scope: str = "user",
+    name: str = "dev@example.com",
+    acked: float | None = None,
+    warn_at: float = 0.75,
+    now: str = "2026-11-20T12:00:00+00:00",
+) -> Standing:
+    return Standing(
+        scope,
+        name,
+        round(cap * MICRO),
+        round(spent * MICRO),
+        month_of(at(now), BERLIN),
+        warn_at,
+        None if acked is None else round(acked * MICRO),
+    )
 
 
 # --- months ------------------------------------------------------------------------------------------------------
@@ -113,8 +128,10 @@ def test_a_standing_needs_a_positive_cap_and_a_known_scope():
 
 def test_refusal_names_spent_cap_and_reset_and_how_to_ack():
     text = monthly.refusal([standing(503.12)])
-    assert text == ("monthly cap reached: dev@example.com has spent $503.12 of the $500.00 monthly cap for 2026-11;"
-                    " it resets 2026-12-01 00:00 Europe/Berlin. To go on this month: capguard ack --reason \"...\"")
+    assert text == (
+        "monthly cap reached: dev@example.com has spent $503.12 of the $500.00 monthly cap for 2026-11;"
+        ' it resets 2026-12-01 00:00 Europe/Berlin. To go on this month: capguard ack --reason "..."'
+    )
     assert "\n" not in text
 
 
@@ -134,7 +151,8 @@ def test_warning_past_the_soft_threshold_only():
     assert monthly.warnings([standing(500)]) == []  # refused instead
     assert monthly.warnings([standing(380)]) == [
         "dev@example.com has spent $380.00 (76%) of the $500.00 monthly cap for 2026-11 (warning at 75%);"
-        " it resets 2026-12-01 00:00 Europe/Berlin"]
+        " it resets 2026-12-01 00:00 Europe/Berlin"
+    ]
 
 
 def test_status_line_shows_every_budget_of_the_month():
@@ -148,8 +166,18 @@ def test_status_line_shows_every_budget_of_the_month():
 def test_month_as_json():
     data = monthly.as_json([standing(380)])
     assert data["month"] == "2026-11" and data["timezone"] == "Europe/Berlin"
-    assert data["budgets"] == [{"scope": "user", "name": "dev@example.com", "state": "warn", "cap_usd": 500.0,
-                                "limit_usd": 500.0, "spent_usd": 380.0, "remaining_usd": 120.0, "warn_at": 0.75}]
+    assert data["budgets"] == [
+        {
+            "scope": "user",
+            "name": "dev@example.com",
+            "state": "warn",
+            "cap_usd": 500.0,
+            "limit_usd": 500.0,
+            "spent_usd": 380.0,
+            "remaining_usd": 120.0,
+            "warn_at": 0.75,
+        }
+    ]
     assert monthly.as_json([]) is None
 
 
@@ -204,11 +232,25 @@ def test_caps_json_gives_the_month_in_dollars():
 
 
 def test_the_stop_line_of_a_monthly_stop_gives_what_the_month_left():
-    from capguard.report import RunFacts, build_report, stop_line
+    from capguard.reports.run_report import RunFacts, build_report, stop_line
 
     caps = Caps(usd_micro=5_000_000, monthly_remaining_micro=300_000)
-    facts = RunFacts("r1", "aider", [], "/w", "u", "h", 0, 1, 1.0, caps, spent(310_000), "monthly", None,
-                     at_stop={"cost_usd": 0.31, "monthly_remaining_usd": 0.30})
+    facts = RunFacts(
+        "r1",
+        "aider",
+        [],
+        "/w",
+        "u",
+        "h",
+        0,
+        1,
+        1.0,
+        caps,
+        spent(310_000),
+        "monthly",
+        None,
+        at_stop={"cost_usd": 0.31, "monthly_remaining_usd": 0.30},
+    )
     assert "cost $0.31 reached the $0.30 left of the monthly budget" in stop_line(facts)
     report = build_report(facts)
     assert report["overshoot"] == pytest.approx(0.01) and report["exit_code"] == 117

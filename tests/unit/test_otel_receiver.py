@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-from capguard.agents.claude_otel import OtelParser
-from capguard.agents.claude_otel_gate import ThisRunsSessions
-from capguard.events import Reply
-from capguard.otel import OtlpReceiver, telemetry_env
+from capguard.agents.claude.otel import OtelParser
+from capguard.agents.claude.otel_gate import ThisRunsSessions
+from capguard.core.events import Reply
+from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env
 from tests.otlp_posts import api_request, header_pair, payload, post
 
 SESSION = "33333333-2222-4333-8444-000000000001"
@@ -40,7 +40,9 @@ def test_a_post_without_the_secret_is_refused_and_counted(receiver):
 def test_a_post_with_the_secret_is_written(receiver):
     headers = header_pair(telemetry_env(receiver)["OTEL_EXPORTER_OTLP_HEADERS"])
     assert post(receiver.endpoint, payload(api_request(SESSION, request_id="req_1")), headers) == 200
-    assert [(r["session.id"], r["request_id"], r["cost_usd"]) for r in lines(receiver)] == [(SESSION, "req_1", 0.011444)]
+    assert [(r["session.id"], r["request_id"], r["cost_usd"]) for r in lines(receiver)] == [
+        (SESSION, "req_1", 0.011444)
+    ]
     assert receiver.notes() == []
 
 
@@ -80,10 +82,16 @@ def test_an_int_value_that_is_not_an_integer_is_skipped(receiver):
     assert lines(receiver) == [] and receiver.counts["malformed_records"] == 1
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"[1, 2]", b"[" * 10_000 + b"]" * 10_000, b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [1]}]}]}',
-    b'{"resourceLogs": 5}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [1]}]}]}',
+        b'{"resourceLogs": 5}',
+    ],
+)
 def test_an_unreadable_post_is_answered_400_and_the_receiver_keeps_serving(receiver, body):
     headers = {"x-capguard-token": receiver.secret}
     assert post(receiver.endpoint, body, headers) == 400
@@ -101,7 +109,9 @@ def _raw(receiver, request: bytes) -> bytes:
 
 def test_a_huge_or_bogus_content_length_is_refused_unread(receiver):
     secret = receiver.secret.encode()
-    huge = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nx-capguard-token: " + secret + b"\r\nContent-Length: 99999999999\r\n\r\n"
+    huge = (
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nx-capguard-token: " + secret + b"\r\nContent-Length: 99999999999\r\n\r\n"
+    )
     assert _raw(receiver, huge).startswith(b"HTTP/1.0 400")
     bogus = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nx-capguard-token: " + secret + b"\r\nContent-Length: abc\r\n\r\n"
     assert _raw(receiver, bogus).startswith(b"HTTP/1.0 400")
@@ -126,7 +136,9 @@ def _line(session: str | None, request_id: str) -> bytes:
 def test_records_of_another_session_or_of_none_are_not_this_runs():
     ours = {SESSION}
     gate = ThisRunsSessions(OtelParser("otel"), lambda: ours)
-    kept = gate.feed(_line(SESSION, "a"), 0) + gate.feed(_line("someone-else", "b"), 10) + gate.feed(_line(None, "c"), 20)
+    kept = (
+        gate.feed(_line(SESSION, "a"), 0) + gate.feed(_line("someone-else", "b"), 10) + gate.feed(_line(None, "c"), 20)
+    )
     assert [e.key for e in kept if isinstance(e, Reply)] == ["claude:a"]
     assert gate.foreign == 2
     assert gate.notes() == ["2 telemetry record(s) of another session not counted"]

@@ -6,29 +6,50 @@ from decimal import Decimal
 
 import pytest
 
-from capguard.events import Reply
-from capguard.pricing import ModelPrice, Priced, Pricer, genai_price, split_provider, to_micro
+from capguard.core.events import Reply
+from capguard.core.pricing import ModelPrice, Priced, Pricer, genai_price, split_provider, to_micro
 
 
-def reply(model: str | None = "openai/gpt-4o", *, input_tokens: int = 0, output_tokens: int = 0, cache_read: int = 0,
-          cache_write: int = 0, reported: int | None = None) -> Reply:
-    return Reply(key="k", model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-                 cache_read_tokens=cache_read, cache_write_tokens=cache_write, reported_cost_micro=reported)
+def reply(
+    model: str | None = "openai/gpt-4o",
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reported: int | None = None,
+) -> Reply:
+    return Reply(
+        key="k",
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reported_cost_micro=reported,
+    )
 
 
 @pytest.mark.parametrize(
     ("model", "split"),
-    [("openai/gpt-4o", ("openai", "gpt-4o")), ("OpenAI/gpt-4o", ("openai", "gpt-4o")),
-     ("gemini/gemini-2.5-pro", ("google", "gemini-2.5-pro")), ("xai/grok-3-beta", ("x-ai", "grok-3-beta")),
-     ("openrouter/anthropic/claude-sonnet-4.5", ("openrouter", "anthropic/claude-sonnet-4.5")),
-     ("gpt-4o", (None, "gpt-4o")), ("myhost/llama", (None, "myhost/llama"))],
+    [
+        ("openai/gpt-4o", ("openai", "gpt-4o")),
+        ("OpenAI/gpt-4o", ("openai", "gpt-4o")),
+        ("gemini/gemini-2.5-pro", ("google", "gemini-2.5-pro")),
+        ("xai/grok-3-beta", ("x-ai", "grok-3-beta")),
+        ("openrouter/anthropic/claude-sonnet-4.5", ("openrouter", "anthropic/claude-sonnet-4.5")),
+        ("gpt-4o", (None, "gpt-4o")),
+        ("myhost/llama", (None, "myhost/llama")),
+    ],
 )
 def test_provider_prefix_is_split_only_for_known_providers(model, split):
     assert split_provider(model) == split
 
 
-@pytest.mark.parametrize(("usd", "micro"), [(Decimal("0.145"), 145_000), (0.009078, 9_078),
-                                            (Decimal("0.0000005"), 1), (Decimal("0.0000004"), 0)])
+@pytest.mark.parametrize(
+    ("usd", "micro"),
+    [(Decimal("0.145"), 145_000), (0.009078, 9_078), (Decimal("0.0000005"), 1), (Decimal("0.0000004"), 0)],
+)
 def test_to_micro_rounds_half_up(usd, micro):
     assert to_micro(usd) == micro
 
@@ -88,8 +109,9 @@ def test_cache_reads_are_priced_below_fresh_input():
 
 def test_anthropic_cache_write_and_read_match_aiders_own_cost():
     # the anthropic --no-stream capture: 11 in, 2,000 cache write, 3,000 cache read, 43 out = $0.009078
-    priced = Pricer().price(reply("anthropic/claude-sonnet-4-5", input_tokens=11, output_tokens=43,
-                                  cache_read=3_000, cache_write=2_000))
+    priced = Pricer().price(
+        reply("anthropic/claude-sonnet-4-5", input_tokens=11, output_tokens=43, cache_read=3_000, cache_write=2_000)
+    )
     assert priced.cost_micro == 9_078
 
 
@@ -107,7 +129,8 @@ def test_cache_reads_count_towards_the_long_context_threshold():
 
 def test_unknown_model_is_unpriced():
     assert Pricer().price(reply("openai/my-local-model", input_tokens=850, output_tokens=16)) == Priced(
-        "openai/my-local-model", None, None)
+        "openai/my-local-model", None, None
+    )
 
 
 def test_genai_price_is_none_for_an_unknown_model():

@@ -6,25 +6,53 @@ import json
 
 import pytest
 
-from capguard.redact import MASK, is_secret_name, mask_dsn, redact_argv, redact_text
+from capguard.core.redact import MASK, is_secret_name, mask_dsn, redact_argv, redact_text
 
 OPENAI = "sk-SECRETopenai0123456789abcdef"
 ANTHROPIC = "sk-ant-api03-SECRETanthropic0123456789"
 
 
-@pytest.mark.parametrize("name", [
-    "--openai-api-key", "--anthropic-api-key", "--api-key", "--analytics-posthog-project-api-key", "--token",
-    "--github-token", "--access_token", "--authToken", "--client-secret", "--password", "--db-passwd",
-    "OPENAI_API_KEY", "GITHUB_TOKEN", "apiKey", "--auth",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "--openai-api-key",
+        "--anthropic-api-key",
+        "--api-key",
+        "--analytics-posthog-project-api-key",
+        "--token",
+        "--github-token",
+        "--access_token",
+        "--authToken",
+        "--client-secret",
+        "--password",
+        "--db-passwd",
+        "OPENAI_API_KEY",
+        "GITHUB_TOKEN",
+        "apiKey",
+        "--auth",
+    ],
+)
 def test_names_that_say_key_token_secret_or_password_are_secret(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", [
-    "--map-tokens", "--max-tokens", "--thinking-tokens", "--max-chat-history-tokens", "--max-output-tokens",
-    "--attribute-author", "--keyword", "--model", "--openai-api-base", "--monkey", "--tokenizer", "--passthrough",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "--map-tokens",
+        "--max-tokens",
+        "--thinking-tokens",
+        "--max-chat-history-tokens",
+        "--max-output-tokens",
+        "--attribute-author",
+        "--keyword",
+        "--model",
+        "--openai-api-base",
+        "--monkey",
+        "--tokenizer",
+        "--passthrough",
+    ],
+)
 def test_counts_of_tokens_and_look_alikes_are_not_secret(name):
     assert not is_secret_name(name)
 
@@ -39,7 +67,7 @@ def test_short_values_after_a_key_flag_are_redacted_too():
 
 
 def test_api_key_keeps_the_provider_visible():
-    argv = ["aider", "--api-key", f"openai={OPENAI}", f"--api-key=deepseek=abcdef123456"]
+    argv = ["aider", "--api-key", f"openai={OPENAI}", "--api-key=deepseek=abcdef123456"]
     assert redact_argv(argv) == ["aider", "--api-key", f"openai={MASK}", f"--api-key=deepseek={MASK}"]
 
 
@@ -73,8 +101,11 @@ def test_after_double_dash_flags_are_files_but_keys_are_still_masked():
 
 
 def test_inline_json_settings_mask_values_under_secret_names():
-    settings = {"env": {"ANTHROPIC_API_KEY": ANTHROPIC, "FOO": "bar"}, "apiKeys": {"openai": "abc"},
-                "statusLine": {"type": "command", "command": "python -m capguard.statusline /run"}}
+    settings = {
+        "env": {"ANTHROPIC_API_KEY": ANTHROPIC, "FOO": "bar"},
+        "apiKeys": {"openai": "abc"},
+        "statusLine": {"type": "command", "command": "python -m capguard.agents.claude.statusline /run"},
+    }
     out = redact_argv(["claude", "--settings", json.dumps(settings)])
     doc = json.loads(out[2])
     assert doc["env"] == {"ANTHROPIC_API_KEY": MASK, "FOO": "bar"}
@@ -94,23 +125,43 @@ def test_broken_or_too_deep_json_is_still_scanned_as_text():
 
 
 def test_redaction_is_idempotent():
-    argv = ["aider", "--openai-api-key", OPENAI, "--api-key", f"openai={OPENAI}", f"T={ANTHROPIC}", f"K_TOKEN=x",
-            "--message", f"hi {OPENAI}"]
+    argv = [
+        "aider",
+        "--openai-api-key",
+        OPENAI,
+        "--api-key",
+        f"openai={OPENAI}",
+        f"T={ANTHROPIC}",
+        "K_TOKEN=x",
+        "--message",
+        f"hi {OPENAI}",
+    ]
     once = redact_argv(argv)
     assert redact_argv(once) == once
     assert not any(OPENAI in a or ANTHROPIC in a for a in once)
 
 
-@pytest.mark.parametrize("text, shown", [
-    ("postgresql://capguard:hunter2@db.example:5432/ledger", f"postgresql://capguard:{MASK}@db.example:5432/ledger"),
-    ("postgresql://capguard@db/ledger?password=hunter2&sslmode=require",
-     f"postgresql://capguard@db/ledger?password={MASK}&sslmode=require"),
-    ("host=db user=capguard password=hunter2 dbname=ledger", f"host=db user=capguard password={MASK} dbname=ledger"),
-    ("host=db password='hunter 2' dbname=x", f"host=db password={MASK} dbname=x"),
-    ("postgresql://db/ledger?sslpassword=hunter2", f"postgresql://db/ledger?sslpassword={MASK}"),
-    ("postgresql://capguard@db/ledger", "postgresql://capguard@db/ledger"),
-    ("/home/me/.local/share/capguard/ledger.db", "/home/me/.local/share/capguard/ledger.db"),
-])
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        (
+            "postgresql://capguard:hunter2@db.example:5432/ledger",
+            f"postgresql://capguard:{MASK}@db.example:5432/ledger",
+        ),
+        (
+            "postgresql://capguard@db/ledger?password=hunter2&sslmode=require",
+            f"postgresql://capguard@db/ledger?password={MASK}&sslmode=require",
+        ),
+        (
+            "host=db user=capguard password=hunter2 dbname=ledger",
+            f"host=db user=capguard password={MASK} dbname=ledger",
+        ),
+        ("host=db password='hunter 2' dbname=x", f"host=db password={MASK} dbname=x"),
+        ("postgresql://db/ledger?sslpassword=hunter2", f"postgresql://db/ledger?sslpassword={MASK}"),
+        ("postgresql://capguard@db/ledger", "postgresql://capguard@db/ledger"),
+        ("/home/me/.local/share/capguard/ledger.db", "/home/me/.local/share/capguard/ledger.db"),
+    ],
+)
 def test_dsns_are_shown_with_the_password_masked(text, shown):
     assert mask_dsn(text) == shown
     assert "hunter" not in mask_dsn(text)

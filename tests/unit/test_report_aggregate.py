@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from capguard.commands import report_cmd
-from capguard.errors import ConfigError
+from capguard.cli import report_cmd
+from capguard.core.errors import ConfigError
 from capguard.reports import aggregate, render
 from capguard.reports.aggregate import (
     Part,
@@ -27,19 +27,37 @@ from capguard.reports.period import describe, parse_bound
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
 
-def run(run_id: str, *, user="ann@example.com", agent="claude", project="/src/app", line=None, status="exited",
-        stop=None, started="2026-11-02T10:00:00.000000Z", ended="2026-11-02T10:30:00.000000Z", steps=None) -> Run:
+def run(
+    run_id: str,
+    *,
+    user="ann@example.com",
+    agent="claude",
+    project="/src/app",
+    line=None,
+    status="exited",
+    stop=None,
+    started="2026-11-02T10:00:00.000000Z",
+    ended="2026-11-02T10:30:00.000000Z",
+    steps=None,
+) -> Run:
     return Run(run_id, user, agent, project, line, status, stop, started, ended, steps)
 
 
 def fleet() -> tuple[dict[str, Run], list[Part]]:
     """Five runs: two stopped by caps, one imported, one spanning two models and two days, one without usage."""
-    runs = [run("r1", stop="usd"), run("r2", agent="aider", user="bob@example.com", stop="wall"),
-            run("r3", status="imported", project="/src/api"), run("r4", started="2026-11-03T23:50:00.000000Z",
-                                                                  ended="2026-11-04T00:20:00.000000Z"),
-            run("r5", project="/src/api", line="infra")]
-    parts = [Part("r1", None, 5_000_000, 1_000_000, 10_000, 20), Part("r2", None, 1_000_000, 200_000, 2_000, 5),
-             Part("r3", None, 2_000_000, 400_000, 4_000, 8, unpriced=1), Part("r4", None, 3_000_000, 600_000, 6_000, 9)]
+    runs = [
+        run("r1", stop="usd"),
+        run("r2", agent="aider", user="bob@example.com", stop="wall"),
+        run("r3", status="imported", project="/src/api"),
+        run("r4", started="2026-11-03T23:50:00.000000Z", ended="2026-11-04T00:20:00.000000Z"),
+        run("r5", project="/src/api", line="infra"),
+    ]
+    parts = [
+        Part("r1", None, 5_000_000, 1_000_000, 10_000, 20),
+        Part("r2", None, 1_000_000, 200_000, 2_000, 5),
+        Part("r3", None, 2_000_000, 400_000, 4_000, 8, unpriced=1),
+        Part("r4", None, 3_000_000, 600_000, 6_000, 9),
+    ]
     return {r.run_id: r for r in runs}, parts
 
 
@@ -64,8 +82,11 @@ def test_groups_by_a_run_key_count_each_run_once_and_stop_rates_use_supervised_r
 
 def test_event_keys_split_a_run_and_runs_without_usage_land_on_their_start():
     runs, _ = fleet()
-    parts = [Part("r4", "2026-11-03", 1_000_000, 10, 1, 1), Part("r4", "2026-11-04", 2_000_000, 20, 2, 2),
-             Part("r1", "2026-11-02", 5_000_000, 30, 3, 3)]
+    parts = [
+        Part("r4", "2026-11-03", 1_000_000, 10, 1, 1),
+        Part("r4", "2026-11-04", 2_000_000, 20, 2, 2),
+        Part("r1", "2026-11-02", 5_000_000, 30, 3, 3),
+    ]
     days = {g.key: g for g in group_runs(runs, parts, "day")}
     assert [g.key for g in group_runs(runs, parts, "day")] == ["2026-11-02", "2026-11-03", "2026-11-04"]
     assert days["2026-11-04"].cost_micro == 2_000_000 and days["2026-11-04"].runs == 1
@@ -85,16 +106,19 @@ def test_top_runs_are_the_costliest_in_the_period():
     assert len(top_runs(runs, parts, None)) == 5
 
 
-@pytest.mark.parametrize("raw, until, expected", [
-    ("2026-11-01", False, "2026-11-01T00:00:00.000000Z"),
-    ("2026-11-01", True, "2026-11-02T00:00:00.000000Z"),
-    ("2026-11", False, "2026-11-01T00:00:00.000000Z"),
-    ("2026-12", True, "2027-01-01T00:00:00.000000Z"),
-    ("2026-11-01T09:30", False, "2026-11-01T09:30:00.000000Z"),
-    ("2026-11-01T09:30+02:00", True, "2026-11-01T07:30:00.000000Z"),
-    ("7d", False, "2026-11-16T12:00:00.000000Z"),
-    ("12h", False, "2026-11-23T00:00:00.000000Z"),
-])
+@pytest.mark.parametrize(
+    "raw, until, expected",
+    [
+        ("2026-11-01", False, "2026-11-01T00:00:00.000000Z"),
+        ("2026-11-01", True, "2026-11-02T00:00:00.000000Z"),
+        ("2026-11", False, "2026-11-01T00:00:00.000000Z"),
+        ("2026-12", True, "2027-01-01T00:00:00.000000Z"),
+        ("2026-11-01T09:30", False, "2026-11-01T09:30:00.000000Z"),
+        ("2026-11-01T09:30+02:00", True, "2026-11-01T07:30:00.000000Z"),
+        ("7d", False, "2026-11-16T12:00:00.000000Z"),
+        ("12h", False, "2026-11-23T00:00:00.000000Z"),
+    ],
+)
 def test_period_bounds(raw, until, expected):
     assert parse_bound(raw, now=NOW, until=until) == expected
 

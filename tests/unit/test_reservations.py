@@ -6,25 +6,28 @@ from decimal import Decimal
 
 import pytest
 
-from capguard.pricing import ModelPrice, Pricer
-from capguard.reservations import Hold, Reservations, clamp_max_tokens, largest_fitting, worst_case_cost
+from capguard.core.pricing import ModelPrice, Pricer
+from capguard.core.reservations import Hold, Reservations, clamp_max_tokens, largest_fitting, worst_case_cost
 
 
 def linear(base: int, per_token: int):
     return lambda n: base + per_token * n
 
 
-@pytest.mark.parametrize("cost, limit, most, expected", [
-    (linear(100, 25), 100, 1000, 0),
-    (linear(100, 25), 124, 1000, 0),
-    (linear(100, 25), 125, 1000, 1),
-    (linear(100, 25), 25_100, 1000, 1000),
-    (linear(100, 25), 10_000, 1000, 396),
-    (linear(100, 25), 99, 1000, None),
-    (lambda n: n * n, 50, 100, 7),  # not linear: still exact
-    (lambda n: 0 if n < 500 else 10**9, 5, 1000, 499),
-    (linear(0, 3), 2, 0, 0),
-])
+@pytest.mark.parametrize(
+    "cost, limit, most, expected",
+    [
+        (linear(100, 25), 100, 1000, 0),
+        (linear(100, 25), 124, 1000, 0),
+        (linear(100, 25), 125, 1000, 1),
+        (linear(100, 25), 25_100, 1000, 1000),
+        (linear(100, 25), 10_000, 1000, 396),
+        (linear(100, 25), 99, 1000, None),
+        (lambda n: n * n, 50, 100, 7),  # not linear: still exact
+        (lambda n: 0 if n < 500 else 10**9, 5, 1000, 499),
+        (linear(0, 3), 2, 0, 0),
+    ],
+)
 def test_largest_fitting(cost, limit, most, expected):
     assert largest_fitting(cost, limit, most) == expected
 

@@ -1,4 +1,4 @@
-"""capguard.sanitize: every hostile number of issue 11 in, a bounded number (or NotANumber) out; names escaped."""
+"""capguard.core.sanitize: every hostile number of issue 11 in, a bounded number (or NotANumber) out; names escaped."""
 
 from __future__ import annotations
 
@@ -6,18 +6,41 @@ import json
 
 import pytest
 
-from capguard import sanitize
-from capguard.sanitize import MAX_REPLY_USD_MICRO, MAX_TOKENS, NotANumber
+from capguard.core import sanitize
+from capguard.core.sanitize import MAX_REPLY_USD_MICRO, MAX_TOKENS, NotANumber
+
 
 def _id(value: object) -> str:
     return "huge" if isinstance(value, int) and abs(value) > 10**40 else repr(value)[:14]
 
 
 # what json.loads makes of the hostile figures a model server or a corrupt file can write
-BEYOND = [json.loads("Infinity"), json.loads("1e300"), json.loads("1e30"), 2**63, 2**64, 10**19, json.loads("1e999"),
-          10**5000]
-NOT_NUMBERS = [json.loads("NaN"), json.loads("-Infinity"), -1, -0.5, -(2**64), True, False, None, "12", "abc", "",
-               [1], {"n": 1}, -(10**5000)]
+BEYOND = [
+    json.loads("Infinity"),
+    json.loads("1e300"),
+    json.loads("1e30"),
+    2**63,
+    2**64,
+    10**19,
+    json.loads("1e999"),
+    10**5000,
+]
+NOT_NUMBERS = [
+    json.loads("NaN"),
+    json.loads("-Infinity"),
+    -1,
+    -0.5,
+    -(2**64),
+    True,
+    False,
+    None,
+    "12",
+    "abc",
+    "",
+    [1],
+    {"n": 1},
+    -(10**5000),
+]
 
 
 @pytest.mark.parametrize("value", BEYOND, ids=_id)
@@ -33,8 +56,10 @@ def test_what_is_not_a_count_is_refused_with_a_value_error(value):
     assert "input_tokens" in str(err.value) and len(str(err.value)) < 120
 
 
-@pytest.mark.parametrize("value, expected", [(0, 0), (1, 1), (12.9, 12), (MAX_TOKENS, MAX_TOKENS),
-                                             (MAX_TOKENS - 1, MAX_TOKENS - 1), (3e5, 300_000)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(0, 0), (1, 1), (12.9, 12), (MAX_TOKENS, MAX_TOKENS), (MAX_TOKENS - 1, MAX_TOKENS - 1), (3e5, 300_000)],
+)
 def test_plain_counts_pass_unchanged(value, expected):
     assert sanitize.count(value) == expected and type(sanitize.count(value)) is int
 
@@ -50,8 +75,18 @@ def test_what_is_not_an_amount_is_refused(value):
         sanitize.usd_micro(value, "cost")
 
 
-@pytest.mark.parametrize("usd, micro", [(0, 0), (0.1, 100_000), (0.0000005, 1), (0.0000004, 0), (1.234567891, 1_234_568),
-                                        (9999.99, 9_999_990_000), (3, 3_000_000)])
+@pytest.mark.parametrize(
+    "usd, micro",
+    [
+        (0, 0),
+        (0.1, 100_000),
+        (0.0000005, 1),
+        (0.0000004, 0),
+        (1.234567891, 1_234_568),
+        (9999.99, 9_999_990_000),
+        (3, 3_000_000),
+    ],
+)
 def test_amounts_round_to_micro_dollars_half_up(usd, micro):
     assert sanitize.usd_micro(usd) == micro
 
@@ -85,20 +120,31 @@ def test_names_are_cut_to_size_and_only_strings_are_names():
     assert sanitize.name(12) is None and sanitize.name("") is None and sanitize.name(None) is None
 
 
-@pytest.mark.parametrize("raw, shown", [
-    ("\x1b[2J\x1b[31mgpt-4o", "\\x1b[2J\\x1b[31mgpt-4o"),  # ANSI: clear screen, red
-    ("model\nfake line", "model\\x0afake line"),
-    ("a\rb\tc\x00d\x7f", "a\\x0db\\x09c\\x00d\\x7f"),
-    ("\x9b31m", "\\x9b31m"),  # the 8-bit CSI
-    ("abc\u202edcba", "abc\\u202edcba"),  # right-to-left override
-    ("claude-sonnet-4-5 é 模型", "claude-sonnet-4-5 é 模型"),  # letters pass
-])
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("\x1b[2J\x1b[31mgpt-4o", "\\x1b[2J\\x1b[31mgpt-4o"),  # ANSI: clear screen, red
+        ("model\nfake line", "model\\x0afake line"),
+        ("a\rb\tc\x00d\x7f", "a\\x0db\\x09c\\x00d\\x7f"),
+        ("\x9b31m", "\\x9b31m"),  # the 8-bit CSI
+        ("abc\u202edcba", "abc\\u202edcba"),  # right-to-left override
+        ("claude-sonnet-4-5 é 模型", "claude-sonnet-4-5 é 模型"),  # letters pass
+    ],
+)
 def test_printable_escapes_control_characters(raw, shown):
     assert sanitize.printable(raw) == shown
 
 
-@pytest.mark.parametrize("raw, cell", [("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1", "'+1"),
-                                       ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("gpt-4o", "gpt-4o"),
-                                       ("\x1b]8;;x\x07", "\\x1b]8;;x\\x07")])
+@pytest.mark.parametrize(
+    "raw, cell",
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("gpt-4o", "gpt-4o"),
+        ("\x1b]8;;x\x07", "\\x1b]8;;x\\x07"),
+    ],
+)
 def test_csv_cells_never_start_a_formula(raw, cell):
     assert sanitize.csv_cell(raw) == cell

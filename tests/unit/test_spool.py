@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from capguard import spool
-from capguard.ledger import RunEnd, RunStart, UsageRecord
+from capguard.ledger import RunEnd, RunStart, UsageRecord, spool
 from capguard.ledger.records import MAX_STORED, storable
 
 START = RunStart("run1", "aider", ["aider"], "/w", "dev", "host", "2026-01-01T00:00:00Z", {})

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from capguard.config import load_settings
+from capguard.config.settings import load_settings
 from capguard.reports.aggregate import Part, Run
 from capguard.reports.suggest import Sample, as_json, round_up, samples, suggest, toml
 
@@ -16,19 +16,33 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def sample(i: int, *, agent="claude", cost=1.0, tokens=100_000, output=5_000, steps=10, wall=600.0, line=None,
-           project="/src/app") -> Sample:
+def sample(
+    i: int,
+    *,
+    agent="claude",
+    cost=1.0,
+    tokens=100_000,
+    output=5_000,
+    steps=10,
+    wall=600.0,
+    line=None,
+    project="/src/app",
+) -> Sample:
     return Sample(f"r{i}", agent, line, project, int(cost * 1e6), tokens, output, steps, wall)
 
 
 def ten(agent="claude", **kw) -> list[Sample]:
     """Ten runs whose figures grow 1..10: the p90 is the 9th."""
-    return [sample(i, agent=agent, cost=i, tokens=i * 100_000, output=i * 4_000, steps=i * 3, wall=i * 60.0, **kw)
-            for i in range(1, 11)]
+    return [
+        sample(i, agent=agent, cost=i, tokens=i * 100_000, output=i * 4_000, steps=i * 3, wall=i * 60.0, **kw)
+        for i in range(1, 11)
+    ]
 
 
-@pytest.mark.parametrize("value, expected", [(1234, 1300), (0.0123, 0.013), (9.0, 9.0), (10.8, 11), (99.1, 100),
-                                             (0, 0), (3 * 1.1, 3.3), (5.01, 5.1)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(1234, 1300), (0.0123, 0.013), (9.0, 9.0), (10.8, 11), (99.1, 100), (0, 0), (3 * 1.1, 3.3), (5.01, 5.1)],
+)
 def test_round_up_to_two_significant_figures(value, expected):
     assert round_up(value) == expected
 
@@ -81,11 +95,33 @@ def test_per_line_and_project_group_by_agent_and_scope():
 
 
 def test_samples_skip_running_runs_and_take_steps_from_the_run():
-    runs = {"a": Run("a", "u", "claude", "/p", None, "exited", None, "2026-11-01T10:00:00.000000Z",
-                     "2026-11-01T10:10:00.000000Z", steps=7),
-            "b": Run("b", "u", "claude", "/p", None, "running", None, "2026-11-01T11:00:00.000000Z", None),
-            "c": Run("c", "u", "claude", "/p", None, "imported", None, "2026-11-01T12:00:00.000000Z",
-                     "2026-11-01T15:00:00.000000Z", steps=None)}
+    runs = {
+        "a": Run(
+            "a",
+            "u",
+            "claude",
+            "/p",
+            None,
+            "exited",
+            None,
+            "2026-11-01T10:00:00.000000Z",
+            "2026-11-01T10:10:00.000000Z",
+            steps=7,
+        ),
+        "b": Run("b", "u", "claude", "/p", None, "running", None, "2026-11-01T11:00:00.000000Z", None),
+        "c": Run(
+            "c",
+            "u",
+            "claude",
+            "/p",
+            None,
+            "imported",
+            None,
+            "2026-11-01T12:00:00.000000Z",
+            "2026-11-01T15:00:00.000000Z",
+            steps=None,
+        ),
+    }
     parts = [Part("a", None, 2_000_000, 50, 5, 9), Part("c", None, 1_000_000, 40, 4, 3)]
     found = {s.run_id: s for s in samples(runs, parts)}
     assert set(found) == {"a", "c"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from capguard import tail
-from capguard.tail import FileCursor, Tailer, WatchSpec
+from capguard.metering import tail
+from capguard.metering.tail import FileCursor, Tailer, WatchSpec
 
 
 def append(path: Path, data: bytes) -> None:
@@ -130,7 +130,7 @@ def test_offsets_point_at_the_lines_in_the_file(tmp_path):
     log = tmp_path / "log"
     log.write_bytes(data)
     for offset, line in FileCursor(log).read_new_lines():
-        assert data[offset:offset + len(line)] == line
+        assert data[offset : offset + len(line)] == line
 
 
 # -- Tailer ------------------------------------------------------------------------------------------

@@ -4,23 +4,51 @@ from __future__ import annotations
 
 import pytest
 
-from capguard.task_budget import BETA, MIN_TOTAL, TaskBudget, check_total, supports_task_budget, with_task_budget
+from capguard.core.task_budget import BETA, MIN_TOTAL, TaskBudget, check_total, supports_task_budget, with_task_budget
 
 
-@pytest.mark.parametrize("model", [
-    "claude-opus-4-7", "claude-opus-4-8", "claude-opus-4.8-fast", "claude-opus-5", "claude-opus-5-5",
-    "claude-sonnet-5-5", "claude-haiku-5-5", "claude-fable-5", "claude-fable-5-1", "claude-mythos-5-2",
-    "claude-opus-4-7-20260416", "anthropic/claude-opus-4-7", "anthropic.claude-opus-5-5-v1:0",
-    "claude-sonnet-6", "claude-newfamily-6-1", "CLAUDE-OPUS-4-7",
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-opus-4-7",
+        "claude-opus-4-8",
+        "claude-opus-4.8-fast",
+        "claude-opus-5",
+        "claude-opus-5-5",
+        "claude-sonnet-5-5",
+        "claude-haiku-5-5",
+        "claude-fable-5",
+        "claude-fable-5-1",
+        "claude-mythos-5-2",
+        "claude-opus-4-7-20260416",
+        "anthropic/claude-opus-4-7",
+        "anthropic.claude-opus-5-5-v1:0",
+        "claude-sonnet-6",
+        "claude-newfamily-6-1",
+        "CLAUDE-OPUS-4-7",
+    ],
+)
 def test_models_that_take_a_task_budget(model):
     assert supports_task_budget(model)
 
 
-@pytest.mark.parametrize("model", [
-    "claude-opus-4-6", "claude-opus-4-5", "claude-opus-4-20250514", "claude-sonnet-5", "claude-sonnet-4-5",
-    "claude-haiku-4-5", "claude-3-7-sonnet-latest", "claude-3-opus", "gpt-5", "", None, "claude-newfamily-5-9",
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-opus-4-6",
+        "claude-opus-4-5",
+        "claude-opus-4-20250514",
+        "claude-sonnet-5",
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+        "claude-3-7-sonnet-latest",
+        "claude-3-opus",
+        "gpt-5",
+        "",
+        None,
+        "claude-newfamily-5-9",
+    ],
+)
 def test_models_left_untouched(model):
     assert not supports_task_budget(model)
 
@@ -61,8 +89,9 @@ def test_compaction_takes_an_explicit_remaining_and_never_goes_below_zero():
 
 
 def test_the_request_gets_output_config_and_the_beta_on_the_beta_api():
-    sent = with_task_budget({"model": "m", "output_config": {"effort": "high"}}, {"type": "tokens", "total": 30_000},
-                            beta_api=True)
+    sent = with_task_budget(
+        {"model": "m", "output_config": {"effort": "high"}}, {"type": "tokens", "total": 30_000}, beta_api=True
+    )
     assert sent["output_config"] == {"effort": "high", "task_budget": {"type": "tokens", "total": 30_000}}
     assert sent["betas"] == [BETA]
     kept = with_task_budget({"betas": ["other-2025"]}, {"type": "tokens", "total": 30_000}, beta_api=True)

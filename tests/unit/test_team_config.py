@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from capguard import trust
-from capguard.config import load_settings
-from capguard.errors import ConfigError
-from capguard.team import KEYS, TeamConfig, team_of
+from capguard.config import trust
+from capguard.config.settings import load_settings
+from capguard.core.errors import ConfigError
+from capguard.core.team import KEYS, TeamConfig, team_of
 
 EXAMPLE = Path(__file__).parent.parent.parent / "config.example.toml"
 
@@ -40,7 +40,9 @@ def test_no_team_table_means_no_monthly_cap(project):
 
 
 def test_the_issue_example(project):
-    settings = load(project, """
+    settings = load(
+        project,
+        """
 ledger = "postgresql://db.example/capguard"
 user = "dev@example.com"
 line = "shared-infra"
@@ -52,13 +54,16 @@ timezone = "Europe/Berlin"
 monthly_usd = 500
 [team.lines."shared-infra"]
 monthly_usd = 1000
-""")
+""",
+    )
     team = team_of(settings)
     assert (team.monthly_usd, team.warn_at, team.timezone) == (200_000_000, 0.8, "Europe/Berlin")
     assert team.zone.key == "Europe/Berlin"
     assert settings["user"] == "dev@example.com" and settings["line"] == "shared-infra"
     assert team.budgets("dev@example.com", "shared-infra") == [
-        ("user", "dev@example.com", 500_000_000), ("line", "shared-infra", 1_000_000_000)]
+        ("user", "dev@example.com", 500_000_000),
+        ("line", "shared-infra", 1_000_000_000),
+    ]
     assert team.budgets("other@example.com", None) == [("user", "other@example.com", 200_000_000)]
     assert team.budgets("other@example.com", "unconfigured-line") == [("user", "other@example.com", 200_000_000)]
 
@@ -69,9 +74,12 @@ def test_a_developer_can_be_exempted_with_off(project):
 
 
 def test_later_files_win_key_by_key_and_name_by_name(project):
-    settings = load(project, '[team]\nmonthly_usd = 200\ntimezone = "Europe/Berlin"\n[team.users.a]\nmonthly_usd = 1\n'
-                             '[team.users.b]\nmonthly_usd = 2\n',
-                    project_text='[team]\nmonthly_usd = 300\n[team.users.b]\nmonthly_usd = 20\n')
+    settings = load(
+        project,
+        '[team]\nmonthly_usd = 200\ntimezone = "Europe/Berlin"\n[team.users.a]\nmonthly_usd = 1\n'
+        "[team.users.b]\nmonthly_usd = 2\n",
+        project_text="[team]\nmonthly_usd = 300\n[team.users.b]\nmonthly_usd = 20\n",
+    )
     team = team_of(settings)
     assert (team.monthly_usd, team.timezone) == (300_000_000, "Europe/Berlin")
     assert team.users == {"a": 1_000_000, "b": 20_000_000}
@@ -84,21 +92,24 @@ def test_line_comes_from_the_flag_over_the_config(project):
     assert settings["line"] == "b" and settings.origin("line") == "--line"
 
 
-@pytest.mark.parametrize("text,key,why", [
-    ("[team]\nmonthly = 5\n", "team.monthly", "unknown key"),
-    ("[team]\nmonthly_usd = -5\n", "team.monthly_usd", "non-negative"),
-    ("[team]\nmonthly_usd = 0\n", "team.monthly_usd", "greater than zero"),
-    ("[team]\nmonthly_usd = true\n", "team.monthly_usd", "not an amount"),
-    ("[team]\nmonthly_warn_at = 1.5\n", "team.monthly_warn_at", "between 0 and 1"),
-    ('[team]\ntimezone = "Mars/Olympus"\n', "team.timezone", "not a known time zone"),
-    ("[team]\ntimezone = 1\n", "team.timezone", "not a time zone name"),
-    ("team = 3\n", "team", "expected a table"),
-    ("[team]\nusers = 3\n", "team.users", "expected tables"),
-    ('[team.users]\n"dev@example.com" = 500\n', 'team.users."dev@example.com"', "expected a table"),
-    ('[team.users."dev@example.com"]\nmonthly = 500\n', 'team.users."dev@example.com".monthly', "unknown key"),
-    ('[team.users."dev@example.com"]\n', 'team.users."dev@example.com"', "missing monthly_usd"),
-    ('[team.lines.infra]\nmonthly_usd = "lots"\n', 'team.lines."infra".monthly_usd', "not an amount in USD"),
-])
+@pytest.mark.parametrize(
+    "text,key,why",
+    [
+        ("[team]\nmonthly = 5\n", "team.monthly", "unknown key"),
+        ("[team]\nmonthly_usd = -5\n", "team.monthly_usd", "non-negative"),
+        ("[team]\nmonthly_usd = 0\n", "team.monthly_usd", "greater than zero"),
+        ("[team]\nmonthly_usd = true\n", "team.monthly_usd", "not an amount"),
+        ("[team]\nmonthly_warn_at = 1.5\n", "team.monthly_warn_at", "between 0 and 1"),
+        ('[team]\ntimezone = "Mars/Olympus"\n', "team.timezone", "not a known time zone"),
+        ("[team]\ntimezone = 1\n", "team.timezone", "not a time zone name"),
+        ("team = 3\n", "team", "expected a table"),
+        ("[team]\nusers = 3\n", "team.users", "expected tables"),
+        ('[team.users]\n"dev@example.com" = 500\n', 'team.users."dev@example.com"', "expected a table"),
+        ('[team.users."dev@example.com"]\nmonthly = 500\n', 'team.users."dev@example.com".monthly', "unknown key"),
+        ('[team.users."dev@example.com"]\n', 'team.users."dev@example.com"', "missing monthly_usd"),
+        ('[team.lines.infra]\nmonthly_usd = "lots"\n', 'team.lines."infra".monthly_usd', "not an amount in USD"),
+    ],
+)
 def test_a_bad_team_value_names_the_file_and_the_key(project, text, key, why):
     with pytest.raises(ConfigError) as info:
         load(project, text)

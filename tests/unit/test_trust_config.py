@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from capguard import config, trust
-from capguard.config import load_settings, notices
-from capguard.errors import ConfigError
-from capguard.team import team_of
+from capguard.config import settings as config
+from capguard.config import trust
+from capguard.config.settings import load_settings, notices
+from capguard.core.errors import ConfigError
+from capguard.core.team import team_of
 
 HOSTILE = """
 usd = "off"
@@ -58,7 +59,7 @@ def load(project: Path, agent: str | None = "aider", *, env: dict | None = None,
 
 
 def test_an_untrusted_repo_file_cannot_loosen_anything_or_run_anything(project):
-    user_file('usd = 5\nsteps = 40\n[team]\nmonthly_usd = 200\n')
+    user_file("usd = 5\nsteps = 40\n[team]\nmonthly_usd = 200\n")
     repo_file = project / ".capguard.toml"
     repo_file.write_text(HOSTILE)
     settings = load(project)
@@ -71,19 +72,32 @@ def test_an_untrusted_repo_file_cannot_loosen_anything_or_run_anything(project):
     assert [layer.trusted for layer in settings.layers] == [True, False]
     [ignored] = settings.ignored
     assert ignored.source == str(repo_file) and ignored.why == "untrusted"
-    assert set(ignored.keys) == {"usd", "grace", "kill_after", "unpriced", "ledger", "user", "line", "report_json",
-                                 "prices", "team.monthly_usd", "agents.aider.command", "agents.aider.args",
-                                 "agents.aider.steps"}
+    assert set(ignored.keys) == {
+        "usd",
+        "grace",
+        "kill_after",
+        "unpriced",
+        "ledger",
+        "user",
+        "line",
+        "report_json",
+        "prices",
+        "team.monthly_usd",
+        "agents.aider.command",
+        "agents.aider.args",
+        "agents.aider.steps",
+    }
     [line] = notices(settings)
-    assert line.startswith(f"capguard: ignored usd, grace, ") and str(repo_file) in line
+    assert line.startswith("capguard: ignored usd, grace, ") and str(repo_file) in line
     assert line.endswith(f"to trust it: capguard trust {repo_file}")
 
 
 def test_an_untrusted_repo_file_that_only_tightens_applies_silently(project):
-    user_file('usd = 5\nwarn_at = 0.9\n[team]\nmonthly_usd = 200\n')
+    user_file("usd = 5\nwarn_at = 0.9\n[team]\nmonthly_usd = 200\n")
     (project / ".capguard.toml").write_text(
         'usd = 1\ntokens = "100k"\nwall = "10m"\nwarn_at = 0.5\ngrace = "1s"\nkill_after = "1s"\nunpriced = "stop"\n'
-        'map_tokens = 0\nstuck = 2\n[team]\nmonthly_usd = 20\n[agents.aider]\nsteps = 5\n')
+        "map_tokens = 0\nstuck = 2\n[team]\nmonthly_usd = 20\n[agents.aider]\nsteps = 5\n"
+    )
     settings = load(project)
     assert settings.ignored == [] and notices(settings) == []
     assert (settings["usd"], settings["tokens"], settings["wall"], settings["steps"]) == (1_000_000, 100_000, 600.0, 5)
@@ -158,7 +172,7 @@ def test_the_trust_store_is_private_and_a_corrupt_one_trusts_nothing(project):
 
 
 def test_a_bad_value_in_an_untrusted_file_is_still_an_error(project):
-    (project / ".capguard.toml").write_text('[agents.aider]\nargs = 3\n')
+    (project / ".capguard.toml").write_text("[agents.aider]\nargs = 3\n")
     with pytest.raises(ConfigError, match=r"\[agents\.aider\]: args"):
         load(project)
 
@@ -171,22 +185,30 @@ def test_the_user_file_is_trusted(project):
 
 # -- team locks ---------------------------------------------------------------------------------------------------
 
+
 def team_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "team.toml"
     path.write_text(text)
     return path
 
 
-TEAM = 'ledger = "postgresql://db.example/capguard"\nline = "infra"\nusd = 10\n[team]\nmonthly_usd = 200\n' \
-       '[prices."openai/gpt-4o"]\ninput = 2.5\noutput = 10\n'
+TEAM = (
+    'ledger = "postgresql://db.example/capguard"\nline = "infra"\nusd = 10\n[team]\nmonthly_usd = 200\n'
+    '[prices."openai/gpt-4o"]\ninput = 2.5\noutput = 10\n'
+)
 
 
 def test_under_a_team_config_its_ledger_identity_prices_and_monthly_caps_are_locked(project, tmp_path):
     team = team_file(tmp_path, TEAM)
-    mine = user_file('ledger = "/tmp/mine.db"\nuser = "someone@else"\nline = "cheap"\nusd = 50\n'
-                     '[team]\nmonthly_usd = 1000\n[prices."openai/gpt-4o"]\ninput = 0\noutput = 0\n')
-    settings = load(project, env={"CAPGUARD_TEAM_CONFIG": str(team), "CAPGUARD_LEDGER": "/tmp/env.db",
-                                  "CAPGUARD_USER": "x@y"}, flags={"line": "other"})
+    mine = user_file(
+        'ledger = "/tmp/mine.db"\nuser = "someone@else"\nline = "cheap"\nusd = 50\n'
+        '[team]\nmonthly_usd = 1000\n[prices."openai/gpt-4o"]\ninput = 0\noutput = 0\n'
+    )
+    settings = load(
+        project,
+        env={"CAPGUARD_TEAM_CONFIG": str(team), "CAPGUARD_LEDGER": "/tmp/env.db", "CAPGUARD_USER": "x@y"},
+        flags={"line": "other"},
+    )
     assert settings.locks == frozenset(config.TEAM_LOCKS) and settings.lock_origin == str(team)
     assert settings["ledger"] == "postgresql://db.example/capguard" and settings.origin("ledger") == str(team)
     assert settings["line"] == "infra" and settings["user"] is None
@@ -198,13 +220,14 @@ def test_under_a_team_config_its_ledger_identity_prices_and_monthly_caps_are_loc
         ("environment CAPGUARD_USER", ("user",), "locked"),
         ("--line other", ("line",), "locked"),
     ]
-    assert notices(settings)[-1] == (f"capguard: ignored --line other: line locked by the team config {team}"
-                                     " (only a stricter value is allowed)")
+    assert notices(settings)[-1] == (
+        f"capguard: ignored --line other: line locked by the team config {team} (only a stricter value is allowed)"
+    )
 
 
 def test_a_locked_cap_may_still_be_lowered_by_anyone(project, tmp_path):
     team = team_file(tmp_path, 'lock = ["usd"]\n' + TEAM)
-    user_file('[team]\nmonthly_usd = 100\n')
+    user_file("[team]\nmonthly_usd = 100\n")
     env = {"CAPGUARD_TEAM_CONFIG": str(team)}
     settings = load(project, env=env, flags={"usd": "2"})
     assert settings["usd"] == 2_000_000 and team_of(settings).monthly_usd == 100_000_000 and settings.ignored == []
@@ -232,17 +255,21 @@ def test_the_team_config_can_unlock_a_default_lock(project, tmp_path):
 
 def test_the_team_ledger_variable_is_the_team_layers_ledger(project, tmp_path):
     team = team_file(tmp_path, "[team]\nmonthly_usd = 200\n")
-    settings = load(project, env={"CAPGUARD_TEAM_CONFIG": str(team),
-                                  "CAPGUARD_TEAM_LEDGER": "postgresql://db.example/team"})
+    settings = load(
+        project, env={"CAPGUARD_TEAM_CONFIG": str(team), "CAPGUARD_TEAM_LEDGER": "postgresql://db.example/team"}
+    )
     assert settings["ledger"] == "postgresql://db.example/team"
     assert settings.origin("ledger") == "environment CAPGUARD_TEAM_LEDGER"
 
 
-@pytest.mark.parametrize("text,match", [
-    ('lock = ["dollars"]\n', "lock: 'dollars' is not a key that can be locked"),
-    ('lock = "usd"\n', "lock: expected a list of keys"),
-    ('unlock = [3]\n', "unlock: expected a list of keys"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('lock = ["dollars"]\n', "lock: 'dollars' is not a key that can be locked"),
+        ('lock = "usd"\n', "lock: expected a list of keys"),
+        ("unlock = [3]\n", "unlock: expected a list of keys"),
+    ],
+)
 def test_bad_locks_name_the_team_file(project, tmp_path, text, match):
     team = team_file(tmp_path, text)
     with pytest.raises(ConfigError, match=match) as info:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from capguard import units
+from capguard.core import units
 
 
 @pytest.mark.parametrize(
     ("text", "micro"),
-    [("5", 5_000_000), ("$5", 5_000_000), ("0.50", 500_000), ("5 USD", 5_000_000), ("5usd", 5_000_000),
-     ("1,000", 1_000_000_000), ("$0.000001", 1), (5, 5_000_000), (0.1, 100_000)],
+    [
+        ("5", 5_000_000),
+        ("$5", 5_000_000),
+        ("0.50", 500_000),
+        ("5 USD", 5_000_000),
+        ("5usd", 5_000_000),
+        ("1,000", 1_000_000_000),
+        ("$0.000001", 1),
+        (5, 5_000_000),
+        (0.1, 100_000),
+    ],
 )
 def test_usd_is_read_in_the_forms_users_type(text, micro):
     assert units.parse_usd(text) == micro
@@ -29,8 +38,17 @@ def test_usd_rejects_negative_and_non_finite_amounts(text):
 
 @pytest.mark.parametrize(
     ("text", "count"),
-    [("500000", 500_000), ("500k", 500_000), ("500K", 500_000), ("1.5M", 1_500_000), ("2_000_000", 2_000_000),
-     ("1,000", 1_000), ("2g", 2_000_000_000), ("500 k", 500_000), (42, 42)],
+    [
+        ("500000", 500_000),
+        ("500k", 500_000),
+        ("500K", 500_000),
+        ("1.5M", 1_500_000),
+        ("2_000_000", 2_000_000),
+        ("1,000", 1_000),
+        ("2g", 2_000_000_000),
+        ("500 k", 500_000),
+        (42, 42),
+    ],
 )
 def test_tokens_accept_plain_counts_and_suffixes(text, count):
     assert units.parse_tokens(text) == count
@@ -60,8 +78,19 @@ def test_count_rejects_negatives_fractions_words_and_booleans(text):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90.0), ("30m", 1800.0), ("1h30m", 5400.0), ("250ms", 0.25), ("90", 90.0), ("1.5h", 5400.0),
-     (" 1h 30m ", 5400.0), ("2d", 172800.0), ("1m30s", 90.0), (90, 90.0), (2.5, 2.5)],
+    [
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("90", 90.0),
+        ("1.5h", 5400.0),
+        (" 1h 30m ", 5400.0),
+        ("2d", 172800.0),
+        ("1m30s", 90.0),
+        (90, 90.0),
+        (2.5, 2.5),
+    ],
 )
 def test_duration_accepts_units_and_bare_seconds(text, seconds):
     assert units.parse_duration(text) == seconds
@@ -101,8 +130,15 @@ def test_bool_rejects_other_words():
 
 @pytest.mark.parametrize(
     ("micro", "text"),
-    [(5_000_000, "$5.00"), (5_030_000, "$5.03"), (1_234_560_000, "$1,234.56"), (10_000, "$0.01"),
-     (5_000, "$0.0050"), (880, "$0.0009"), (0, "$0.00")],
+    [
+        (5_000_000, "$5.00"),
+        (5_030_000, "$5.03"),
+        (1_234_560_000, "$1,234.56"),
+        (10_000, "$0.01"),
+        (5_000, "$0.0050"),
+        (880, "$0.0009"),
+        (0, "$0.00"),
+    ],
 )
 def test_usd_prints_cents_and_four_decimals_below_a_cent(micro, text):
     assert units.format_usd(micro) == text

@@ -1,0 +1,193 @@
+"""aider: the flags capguard adds, the files it tails, the repo-map cap, the polite stop.
+
+Everything aider-specific lives here and in aider_logs.py (the parsers).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
+from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
+from capguard.config.settings import Settings
+from capguard.core.errors import ConfigError
+from capguard.metering.tail import WatchSpec
+
+# aider accepts maps 15% above its target (repomap.py) and counts large maps by sampling; measured maps
+# reached 1.163x the target, and our estimate runs ~2% above tiktoken: plan with a 25% margin.
+MAP_TOLERANCE = 1.25
+DEFAULT_MAP_MULTIPLIER = 2.0
+
+# aider's own aliases and deprecated shortcut flags (aider/models.py, aider/deprecated.py, 0.86.2)
+ALIASES = {
+    "sonnet": "anthropic/claude-sonnet-4-5",
+    "haiku": "anthropic/claude-haiku-4-5",
+    "opus": "anthropic/claude-opus-4-6",
+    "4": "openai/gpt-4-0613",
+    "4o": "openai/gpt-4o",
+    "4-turbo": "openai/gpt-4-1106-preview",
+    "35turbo": "openai/gpt-3.5-turbo",
+    "35-turbo": "openai/gpt-3.5-turbo",
+    "3": "openai/gpt-3.5-turbo",
+    "deepseek": "deepseek/deepseek-chat",
+    "flash": "gemini/gemini-flash-latest",
+    "r1": "deepseek/deepseek-reasoner",
+    "gemini": "gemini/gemini-3-pro-preview",
+    "grok3": "xai/grok-3-beta",
+}
+SHORTCUTS = {
+    "--opus": "anthropic/claude-3-opus-20240229",
+    "--sonnet": "anthropic/claude-3-7-sonnet-20250219",
+    "--haiku": "anthropic/claude-3-5-haiku-20241022",
+    "--4": "openai/gpt-4-0613",
+    "--4o": "openai/gpt-4o",
+    "--mini": "openai/gpt-4o-mini",
+    "--4-turbo": "openai/gpt-4-1106-preview",
+    "--35turbo": "openai/gpt-3.5-turbo",
+    "--35-turbo": "openai/gpt-3.5-turbo",
+    "--3": "openai/gpt-3.5-turbo",
+    "--deepseek": "deepseek/deepseek-chat",
+    "--o1-mini": "openai/o1-mini",
+    "--o1-preview": "openai/o1-preview",
+}
+# aider's default model when none is named: the first API key found (aider/onboarding.py)
+DEFAULT_BY_KEY = (
+    ("ANTHROPIC_API_KEY", "anthropic/claude-sonnet-4-5"),
+    ("DEEPSEEK_API_KEY", "deepseek/deepseek-chat"),
+    ("OPENAI_API_KEY", "openai/gpt-4o"),
+    ("GEMINI_API_KEY", "gemini/gemini-2.5-pro-exp-03-25"),
+)
+INSTALL_HINT = "install it with: python -m pip install aider-chat  (or: pipx install aider-chat)"
+
+
+def model_from_args(args: list[str], env: Mapping[str, str]) -> str | None:
+    """The main model aider will use, as far as its command line and environment tell."""
+    named = option_value(args, "--model") or env.get("AIDER_MODEL")
+    if named:
+        return ALIASES.get(named, named)
+    for arg in reversed(args):
+        if arg in SHORTCUTS:
+            return SHORTCUTS[arg]
+    for key, model in DEFAULT_BY_KEY:
+        if env.get(key):
+            return model
+    return None
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    map_tokens: int  # the value passed to aider
+    worst_case: int  # the largest map aider may build with it
+    note: str | None
+
+
+def _number(raw: str, what: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{what}: {raw!r} is not a number") from None
+
+
+def plan_map_tokens(cap: int, args: list[str], env: Mapping[str, str], *, clamp: bool) -> MapPlan:
+    """The `--map-tokens` that keeps aider's largest possible map within `cap`.
+
+    With no files in the chat aider multiplies the map by `--map-multiplier-no-files` (default 2),
+    and its maps overshoot the target (MAP_TOLERANCE); a user's own value above that is refused, or clamped.
+    """
+    raw_mult = option_value(args, "--map-multiplier-no-files") or env.get("AIDER_MAP_MULTIPLIER_NO_FILES")
+    multiplier = max(1.0, _number(raw_mult, "--map-multiplier-no-files")) if raw_mult else DEFAULT_MAP_MULTIPLIER
+    allowed = math.floor(cap / (multiplier * MAP_TOLERANCE))
+    from_flag = option_value(args, "--map-tokens")
+    user_raw = from_flag if from_flag is not None else env.get("AIDER_MAP_TOKENS")
+    if user_raw is None:
+        return MapPlan(allowed, math.floor(allowed * multiplier * MAP_TOLERANCE), None)
+    user = int(_number(user_raw, "--map-tokens"))
+    where = "--map-tokens" if from_flag is not None else "AIDER_MAP_TOKENS"
+    worst = math.floor(user * multiplier * MAP_TOLERANCE)
+    if user <= allowed:
+        return MapPlan(user, worst, None)
+    if not clamp:
+        raise ConfigError(
+            f"{where} {user} lets aider build a repo map of up to {worst} tokens "
+            f"(x{multiplier:g} with no files in the chat, +25% for how far aider overshoots its target), above the map_tokens cap {cap}; "
+            f'use --map-tokens {allowed} or less, or set map_over_cap = "clamp"'
+        )
+    return MapPlan(
+        allowed,
+        math.floor(allowed * multiplier * MAP_TOLERANCE),
+        f"{where} {user} clamped to {allowed} (map_tokens cap {cap})",
+    )
+
+
+ONE_SHOT = ("--message", "--msg", "-m", "--message-file", "-f")
+
+
+def polite_stop(args: list[str], env: Mapping[str, str]) -> list[tuple[signal.Signals, float]]:
+    """Interactive, two Ctrl-C as a user would give (idle at its prompt aider needs both within 2 s; mid-reply the
+    first aborts the reply). With one message (`--message`), a Ctrl-C while aider applies edits prints a
+    KeyboardInterrupt traceback of 25-56 lines before capguard's verdict; there is no session to keep, and aider
+    has no SIGTERM handler (it dies in ~25 ms), so SIGTERM is the polite stop there."""
+    if option_value(args, *ONE_SHOT) is not None or env.get("AIDER_MESSAGE") or env.get("AIDER_MESSAGE_FILE"):
+        return [(signal.SIGTERM, 0.0)]
+    return [(signal.SIGINT, 0.4), (signal.SIGINT, 0.0)]
+
+
+class AiderAdapter:
+    name = "aider"
+    install_hint = INSTALL_HINT
+
+    def plan(
+        self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
+    ) -> LaunchPlan:
+        executable = resolve_executable(settings["command"] or "aider", INSTALL_HINT, env)
+        args = list(settings["args"]) + list(args)
+        ours: list[str] = []
+        notes: list[str] = []
+        watches: list[WatchSpec] = []
+
+        user_log = option_value(args, "--analytics-log") or env.get("AIDER_ANALYTICS_LOG")
+        if user_log:
+            # aider writes one analytics log; the user's is as good as ours: tail it from its current end
+            log_path = Path(user_log).resolve()  # aider runs in our working directory
+            notes.append(f"metered from your own analytics log {log_path} (lines written before this run are ignored)")
+        else:
+            log_path = run_dir / "aider.analytics.jsonl"
+            ours += ["--analytics-log", str(log_path)]
+        watches.append(
+            WatchSpec(
+                log_path, lambda p, r=run_id: AnalyticsParser(r, str(p), by_content=True), from_end=bool(user_log)
+            )
+        )
+
+        cap = settings["map_tokens"]
+        if cap is not None:
+            plan = plan_map_tokens(cap, args, env, clamp=settings["map_over_cap"] == "clamp")
+            ours += ["--map-tokens", str(plan.map_tokens)]
+            if plan.note:
+                notes.append(plan.note)
+            history = option_value(args, "--llm-history-file") or env.get("AIDER_LLM_HISTORY_FILE")
+            history_path = Path(history).resolve() if history else run_dir / "aider.llm.history"
+            if not history:
+                ours += ["--llm-history-file", str(history_path)]
+            watches.append(WatchSpec(history_path, lambda p: LlmHistoryMapParser(), from_end=bool(history)))
+
+        return LaunchPlan(
+            argv=[executable, *insert_before_separator(args, ours)],
+            env=dict(env),
+            watches=watches,
+            polite_stop=polite_stop(args, env),
+            fallback_model=model_from_args(args, env),
+            notes=notes,
+            blind_spots=[
+                "weak-model calls (commit messages, chat summaries) are not in aider's logs",
+                "a reply interrupted by the stop is not recorded by aider",
+                "with streaming (aider's default) token counts are aider's local estimates",
+            ],
+        )
+
+
+ADAPTER = AiderAdapter()

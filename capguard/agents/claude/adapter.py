@@ -1,0 +1,334 @@
+"""Claude Code: the session it writes, the settings capguard adds, Claude's own cost knobs, the stop.
+
+Metering follows the transcripts of exactly the sessions this process writes (a session id capguard
+chooses, or the one `sessions/<pid>.json` names, /clear included), Claude's own running totals
+(cost-state lines, the statusLine's live cost) and, where the user has no telemetry of their own,
+OpenTelemetry api_request events sent to a receiver capguard runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
+from capguard.agents.claude.logs import (
+    TranscriptParser,
+    last_reported_total,
+    session_from_registry,
+    statusline_events,
+    transcript_dir,
+)
+from capguard.agents.claude.otel import OtelParser
+from capguard.agents.claude.otel_gate import ThisRunsSessions
+from capguard.config.settings import Settings
+from capguard.core.errors import ConfigError
+from capguard.core.events import Event
+from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
+from capguard.metering.tail import WatchSpec
+
+INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
+TASK_BUDGET_MIN = 20_000
+PRINT_FLAGS = ("-p", "--print")
+SESSION_FLAGS = ("--session-id",)
+RESUME_FLAGS = ("-r", "--resume", "-c", "--continue")
+# capguard config key -> the environment variable Claude Code really reads
+NATIVE_ENV = {
+    "model": "ANTHROPIC_MODEL",
+    "max_output_tokens": "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+    "effort": "CLAUDE_CODE_EFFORT_LEVEL",
+    "subagent_model": "CLAUDE_CODE_SUBAGENT_MODEL",
+}
+
+
+def config_dir(env: Mapping[str, str]) -> Path:
+    explicit = env.get("CLAUDE_CONFIG_DIR")
+    return Path(explicit) if explicit else Path(env.get("HOME") or Path.home()) / ".claude"
+
+
+def _has(args: list[str], *flags: str) -> bool:
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg in flags or any(arg.startswith(f + "=") for f in flags if f.startswith("--")):
+            return True
+    return False
+
+
+def native_settings(settings: Settings, args: list[str], env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """capguard's config as the variables and flags Claude Code reads (never overriding the user's own)."""
+    extra_env: dict[str, str] = {}
+    for key, name in NATIVE_ENV.items():
+        value = settings.values.get(key)
+        if value is not None and value.value is not None and name not in env:
+            extra_env[name] = str(value.value)
+    if (
+        settings.values.get("disable_thinking")
+        and settings["disable_thinking"]
+        and "CLAUDE_CODE_DISABLE_THINKING" not in env
+    ):
+        extra_env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
+    flags: list[str] = []
+    if _has(args, *PRINT_FLAGS):  # Claude's own caps work in print mode only: belt and braces
+        if settings["usd"] is not None and not _has(args, "--max-budget-usd"):
+            flags += ["--max-budget-usd", f"{settings['usd'] / 1_000_000:.6f}".rstrip("0").rstrip(".")]
+        if settings["steps"] is not None and not _has(args, "--max-turns") and "CLAUDE_CODE_MAX_TURNS" not in env:
+            flags += ["--max-turns", str(settings["steps"])]
+    budget = settings.values.get("task_budget")
+    if budget is not None and budget.value is not None and not _has(args, "--task-budget"):
+        if budget.value < TASK_BUDGET_MIN:
+            raise ConfigError(
+                f"{budget.origin}: task_budget: {budget.value} is below Claude's minimum of {TASK_BUDGET_MIN:,} tokens"
+            )
+        flags += ["--task-budget", str(budget.value)]
+    return extra_env, flags
+
+
+def _user_statusline(args: list[str], cwd: Path, claude_dir: Path) -> str | None:
+    """The statusLine command Claude would run without capguard (local > project > user settings)."""
+    for path in (
+        cwd / ".claude" / "settings.local.json",
+        cwd / ".claude" / "settings.json",
+        claude_dir / "settings.json",
+    ):
+        try:
+            line = json.loads(path.read_text()).get("statusLine")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(line, dict) and line.get("type") == "command" and line.get("command"):
+            return str(line["command"])
+    return None
+
+
+def _merge_settings(args: list[str], ours: dict) -> tuple[list[str], dict]:
+    """Fold our settings into the user's own `--settings` (a file or inline JSON), if they gave one."""
+    raw = option_value(args, "--settings")
+    if raw is None:
+        return args, ours
+    try:
+        theirs = json.loads(raw) if raw.lstrip().startswith("{") else json.loads(Path(raw).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--settings {raw}: cannot read it to add capguard's hooks ({err})") from None
+    merged = dict(theirs)
+    merged["statusLine"] = ours["statusLine"]
+    hooks = dict(merged.get("hooks") or {})
+    hooks["PreToolUse"] = list(hooks.get("PreToolUse") or []) + ours["hooks"]["PreToolUse"]
+    merged["hooks"] = hooks
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--settings":
+            skip = True
+        elif not arg.startswith("--settings="):
+            kept.append(arg)
+    return kept, merged
+
+
+def _deny_hook(run_dir: Path) -> Path:
+    """A PreToolUse hook: once capguard has decided to stop, every further tool call is denied."""
+    hook = run_dir / "claude-pretooluse.sh"
+    stop = shlex.quote(str(run_dir / "claude-stop.json"))
+    hook.write_text(f"#!/bin/sh\n[ -f {stop} ] || exit 0\ncat {stop}\nexit 0\n")
+    hook.chmod(0o700)
+    return hook
+
+
+def stop_message(reason: str) -> dict:
+    text = f"capguard stopped this session: its {reason} cap was reached. Do not start new work."
+    # deny alone lets the model try again; continue=false also ends the turn (terminal_reason hook_stopped)
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "deny",
+            "permissionDecisionReason": text,
+        },
+        "continue": False,
+        "stopReason": text,
+        "systemMessage": text,
+    }
+
+
+class _Sessions:
+    """Which transcripts belong to this run: sessions seen, each followed once, with its baseline."""
+
+    def __init__(self, folder: Path, started_at: float):
+        self.folder = folder
+        self.started_at = started_at
+        self.seen: set[str] = set()
+
+    def specs(self, session_id: str, *, existing_from_end: bool = False) -> list[WatchSpec]:
+        """The session's transcript and its subagents' files. A transcript that already exists when capguard
+        starts (a resumed session) is read from its end, and its last total is the baseline."""
+        if session_id in self.seen:
+            return []
+        self.seen.add(session_id)
+        path = self.folder / f"{session_id}.jsonl"
+        resumed = existing_from_end and path.exists()
+        baseline = last_reported_total(path) if path.exists() else 0  # what the session held before this run
+        common = dict(session_id=session_id, started_at=self.started_at)
+        return [
+            WatchSpec(
+                path, lambda p: TranscriptParser(**common, baseline_micro=baseline, source=str(p)), from_end=resumed
+            ),
+            WatchSpec(
+                self.folder / session_id / "subagents",
+                lambda p: TranscriptParser(**common, subagent=True, source=str(p)),
+                glob="agent-*.jsonl",
+                from_end=resumed,
+            ),
+        ]
+
+
+class _Registry:
+    """Parses `sessions/<pid>.json`, rewritten by Claude Code on each status change and on /clear."""
+
+    def feed(self, data: bytes, offset: int) -> list[Event]:
+        seen = session_from_registry(data)
+        return [seen] if seen else []
+
+
+class _Statusline:
+    def __init__(self, path: Path):
+        self.source = str(path)
+
+    def feed(self, line: bytes, offset: int) -> list[Event]:
+        return statusline_events(line, offset, self.source)
+
+
+class ClaudeAdapter:
+    name = "claude"
+    install_hint = INSTALL_HINT
+
+    def plan(
+        self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
+    ) -> LaunchPlan:
+        executable = resolve_executable(settings["command"] or "claude", INSTALL_HINT, env)
+        args = list(settings["args"]) + list(args)
+        cwd = Path.cwd().resolve()
+        claude_dir = config_dir(env)
+        folder = transcript_dir(claude_dir, cwd)
+        # Claude creates these lazily; watching them needs them now (and no wider tree than them)
+        folder.mkdir(parents=True, exist_ok=True)
+        (claude_dir / "sessions").mkdir(parents=True, exist_ok=True)
+        sessions = _Sessions(folder, started_at=time.time())
+        ours: list[str] = []
+        notes: list[str] = []
+
+        if _has(args, "--no-session-persistence"):
+            raise ConfigError(
+                "--no-session-persistence: Claude Code then writes no transcript, so capguard could not meter it"
+            )
+        chosen = option_value(args, *SESSION_FLAGS)
+        if chosen is None and not _has(args, *RESUME_FLAGS):
+            chosen = str(uuid.uuid4())
+            ours += ["--session-id", chosen]
+        watches = sessions.specs(chosen, existing_from_end=True) if chosen else []
+        resumed = option_value(args, "--resume", "-r")
+        resumed = None if resumed is None or resumed.startswith("-") else resumed  # `-r` alone opens a picker
+        if resumed and not _has(args, "--fork-session"):
+            watches += sessions.specs(resumed, existing_from_end=True)
+        elif _has(args, *RESUME_FLAGS):
+            notes.append("the session is learnt from Claude's registry once it starts (resume/continue/fork)")
+
+        statusline = _user_statusline(args, cwd, claude_dir)
+        command = f"{shlex.quote(sys.executable)} -m capguard.agents.claude.statusline {shlex.quote(str(run_dir))}"
+        if statusline:
+            command += f" {shlex.quote(statusline)}"
+            notes.append(f"your statusLine command is chained after capguard's: {statusline}")
+        ours_settings = {
+            "statusLine": {"type": "command", "command": command},
+            "hooks": {
+                "PreToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": str(_deny_hook(run_dir))}]}]
+            },
+        }
+        args, merged = _merge_settings(args, ours_settings)
+        ours += ["--settings", json.dumps(merged)]
+        extra_env, native_flags = native_settings(settings, args, env)
+        ours += native_flags
+        status_path = run_dir / "claude.statusline.jsonl"
+        watches.append(WatchSpec(status_path, lambda p: _Statusline(p)))
+
+        def on_spawn(pid: int) -> list[WatchSpec]:
+            return [WatchSpec(claude_dir / "sessions" / f"{pid}.json", lambda p: _Registry(), whole=True)]
+
+        def on_stop(reason: str) -> None:
+            target = run_dir / "claude-stop.json"
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stop_message(reason)))
+            os.replace(tmp, target)
+
+        def on_exit(pid: int) -> None:
+            remove_stale_registry(claude_dir, pid, env)
+
+        services, summaries = [], []
+        if user_has_telemetry(env):
+            notes.append(
+                "your OpenTelemetry settings are left alone: calls missing from the transcript "
+                "(compaction) are counted from Claude's own totals only"
+            )
+        else:  # a second source, per API call, for what the transcript misses
+            receiver = OtlpReceiver(run_dir / "claude.otel.jsonl")  # authenticated: a random secret per run
+            services.append(receiver)
+            extra_env.update(telemetry_env(receiver))
+            gates: list[ThisRunsSessions] = []
+
+            def otel_parser(path: Path) -> ThisRunsSessions:
+                gates.append(ThisRunsSessions(OtelParser(str(path)), lambda: sessions.seen))
+                return gates[-1]
+
+            watches.append(WatchSpec(receiver.out, otel_parser))
+            summaries += [receiver.notes, lambda: [note for gate in gates for note in gate.notes()]]
+        child_env = {**env, **extra_env}
+        return LaunchPlan(
+            argv=[executable, *insert_before_separator(args, ours)],
+            env=child_env,
+            watches=watches,
+            # Claude Code leaves at once on SIGINT (a running Bash tool is killed first, ~1.5 s)
+            polite_stop=[(signal.SIGINT, 0.0)],
+            fallback_model=child_env.get("ANTHROPIC_MODEL"),
+            notes=notes,
+            blind_spots=[
+                "a reply in flight when the stop comes is billed but never written by Claude Code",
+                "compaction calls appear only in Claude's own totals (cost-state at exit, statusLine while interactive)",
+            ],
+            watch_trees=[folder, claude_dir / "sessions", run_dir],
+            on_spawn=on_spawn,
+            follow=sessions.specs,
+            on_stop=on_stop,
+            on_exit=on_exit,
+            services=services,
+            summaries=summaries,
+        )
+
+
+def remove_stale_registry(claude_dir: Path, pid: int, env: Mapping[str, str]) -> None:
+    """After a forced kill Claude cannot delete its registry entry and socket: do it for it."""
+    try:
+        os.kill(pid, 0)
+        return  # still alive (should not happen): not stale
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return
+    tmp = Path(env.get("CLAUDE_CODE_TMPDIR") or "/tmp")
+    for path in [
+        claude_dir / "sessions" / f"{pid}.json",
+        *(claude_dir / "sessions").glob(f"{pid}.*.key"),
+        tmp / "cc-socks" / f"{pid}.sock",
+    ]:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+ADAPTER = ClaudeAdapter()

@@ -1,0 +1,113 @@
+"""Monthly budgets against the ledger: a developer's and a budget line's spend and acks this month.
+
+The I/O half of monthly.py, with an injected clock. Runs read it before they start and, through `allowance()`,
+while they run, so that every concurrent run of the developer counts; `capguard ack` records through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from capguard.config import identity
+from capguard.core import monthly
+from capguard.core.monthly import Month, Standing
+from capguard.core.team import TeamConfig, team_of
+from capguard.ledger import AckRecord, Ledger, normalize_utc
+from capguard.ledger.reconcile import open_reconciled
+
+
+def utc_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def utc_text(moment: datetime) -> str:
+    """Canonical ledger text of an aware datetime."""
+    return normalize_utc(moment.isoformat())
+
+
+class MonthGuard:
+    """The monthly budgets one developer's run on one budget line is charged to (none: `active` is False)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        team: TeamConfig,
+        user: str,
+        line: str | None,
+        *,
+        clock: Callable[[], datetime] = utc_clock,
+    ):
+        self.ledger, self.team, self.user, self.line = ledger, team, user, line
+        self.budgets = team.budgets(user, line)
+        self._clock = clock
+
+    @property
+    def active(self) -> bool:
+        return bool(self.budgets)
+
+    def month(self, now: datetime | None = None) -> Month:
+        return monthly.month_of(now or self._clock(), self.team.zone)
+
+    def standings(self, *, not_run: str | None = None, now: datetime | None = None) -> list[Standing]:
+        """Each budget's spend and limit this month; `not_run` leaves that run's own spend out."""
+        month = self.month(now)
+        since, until = utc_text(month.start_utc), utc_text(month.end_utc)
+        found = []
+        for scope, name, cap in self.budgets:
+            who = {"user": name} if scope == "user" else {"line": name}
+            spent, _ = self.ledger.spend(**who, since_utc=since, until_utc=until, not_run=not_run)
+            acks = self.ledger.acks(scope, name, since_utc=since, until_utc=until)
+            acked = max((row["limit_micro_usd"] for row in acks), default=None)
+            found.append(Standing(scope, name, cap, spent, month, self.team.warn_at, acked))
+        return found
+
+    def allowance(self, run_id: str) -> int | None:
+        """What run `run_id`'s own meter may reach: the month's remainder without this run's spend, plus what
+        the run spent before the month began (a run that crosses midnight on the 1st starts the new month afresh).
+        """
+        return self.allowance_and_standings(run_id)[0]
+
+    def allowance_and_standings(self, run_id: str) -> tuple[int | None, list[Standing]]:
+        """allowance(), and the standings it comes from (without this run's spend), for a stop's message."""
+        standings = self.standings(not_run=run_id)
+        if not standings:
+            return None, []
+        before, _ = self.ledger.spend(run=run_id, until_utc=utc_text(standings[0].month.start_utc))
+        return monthly.remaining(standings) + before, standings
+
+    def ack(self, reason: str, *, allow_micro: int | None, host: str) -> list[tuple[Standing, int]]:
+        """Record an ack for every spent budget; returns each with the limit it now has for the month."""
+        granted, now = [], self._clock()
+        for standing in self.standings(now=now):
+            if standing.state != "over":
+                continue
+            limit = monthly.ack_limit(standing, allow_micro)
+            self.ledger.record_ack(
+                AckRecord(
+                    user=self.user,
+                    scope=standing.scope,
+                    scope_name=standing.name,
+                    month=standing.month.label,
+                    created_utc=utc_text(now),
+                    host=host,
+                    reason=reason.strip(),
+                    spent_micro_usd=standing.spent_micro,
+                    cap_micro_usd=standing.cap_micro,
+                    limit_micro_usd=limit,
+                )
+            )
+            granted.append((standing, limit))
+        return granted
+
+
+def current_standings(settings: Any, cwd: Path) -> list[Standing]:
+    """This month's standings of the configured user and line; the ledger is opened only if a cap applies."""
+    team, line = team_of(settings), settings["line"]
+    user = identity.user(cwd, settings["user"])
+    if not team.budgets(user, line):
+        return []
+    with open_reconciled(settings["ledger"]) as ledger:
+        return MonthGuard(ledger, team, user, line).standings()

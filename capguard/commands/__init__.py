@@ -1,1 +1,0 @@
-"""The subcommands other than running an agent: config, status, ledger."""

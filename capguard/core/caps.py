@@ -1,0 +1,151 @@
+"""The cap policy: from the meter and the elapsed time to ok, warn or stop(reason).
+
+Pure and total: every decision the supervisor acts on is made here and tested without processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capguard.core.meter import Meter
+
+# Exit codes for each stop reason, in the spirit of timeout(1) (124 for wall-clock).
+EXIT_CODES = {
+    "wall": 124,
+    "usd": 122,
+    "tokens": 121,
+    "steps": 120,
+    "map_tokens": 119,
+    "stuck": 118,
+    "monthly": 117,
+    "unpriced": 116,
+    "meter_error": 115,  # capguard cannot count (blind file, failed write, bad numbers): fail closed
+}
+UNPRICED_POLICIES = ("stop", "tokens-only", "warn")
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Every cap is optional; None means uncapped. Money in micro-dollars."""
+
+    usd_micro: int | None = None
+    tokens: int | None = None
+    wall_s: float | None = None
+    steps: int | None = None
+    map_tokens: int | None = None
+    stuck: int | None = None  # the same tool call failing this many times in a row
+    warn_at: float = 0.8
+    unpriced: str = "stop"
+    # What the developer's monthly budgets leave this run (other runs' spend this month subtracted, read from
+    # the ledger and refreshed as the run goes); zero or below once they are spent. None: no monthly cap.
+    monthly_remaining_micro: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("usd_micro", "tokens", "wall_s", "steps", "stuck"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be greater than zero")
+        if self.map_tokens is not None and self.map_tokens < 0:
+            raise ValueError("map_tokens must not be negative")
+        if not 0 < self.warn_at <= 1:
+            raise ValueError("warn_at must be in (0, 1]")
+        if self.unpriced not in UNPRICED_POLICIES:
+            raise ValueError(f"unpriced must be one of {', '.join(UNPRICED_POLICIES)}")
+
+    def as_json(self) -> dict:
+        return {
+            "usd": None if self.usd_micro is None else self.usd_micro / 1_000_000,
+            "tokens": self.tokens,
+            "wall_s": self.wall_s,
+            "steps": self.steps,
+            "map_tokens": self.map_tokens,
+            "stuck": self.stuck,
+            "warn_at": self.warn_at,
+            "unpriced": self.unpriced,
+            "monthly_remaining_usd": None
+            if self.monthly_remaining_micro is None
+            else self.monthly_remaining_micro / 1_000_000,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # "ok" | "warn" | "stop"
+    reason: str | None = None  # the stop reason, e.g. "usd"
+    warnings: tuple[str, ...] = ()  # caps past the soft threshold
+
+    @property
+    def stop(self) -> bool:
+        return self.action == "stop"
+
+
+OK = Verdict("ok")
+
+
+def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> str | None:
+    if meter.meter_error is not None:  # whatever the caps: a run capguard cannot count must not go on
+        return "meter_error"
+    if _month_spent(caps, meter):
+        return "monthly"
+    if caps.usd_micro is not None and meter.cost_micro >= caps.usd_micro:
+        return "usd"
+    if caps.tokens is not None and meter.tokens >= caps.tokens:
+        return "tokens"
+    if caps.steps is not None and _steps_exhausted(caps.steps, meter):
+        return "steps"
+    if caps.map_tokens is not None and meter.map_tokens > caps.map_tokens:
+        return "map_tokens"
+    if caps.stuck is not None and meter.failing_streak >= caps.stuck:
+        return "stuck"
+    if meter.unpriced_replies and caps.unpriced == "stop" and _money_capped(caps):
+        return "unpriced"
+    if caps.wall_s is not None and elapsed_s >= caps.wall_s:
+        return "wall"
+    return None
+
+
+def _month_spent(caps: Caps, meter: Meter) -> bool:
+    # The run's effective USD cap is the smaller of its own and what the month leaves; the reason names
+    # whichever is smaller (the run's own cap on a tie).
+    left = caps.monthly_remaining_micro
+    if left is None or meter.cost_micro < left:
+        return False
+    return caps.usd_micro is None or left < caps.usd_micro
+
+
+def _money_capped(caps: Caps) -> bool:
+    return caps.usd_micro is not None or caps.monthly_remaining_micro is not None
+
+
+def _steps_exhausted(cap: int, meter: Meter) -> bool:
+    # An agent that announces its requests is stopped when reply cap+1 starts, so the
+    # last allowed reply is applied; otherwise when the cap-th reply has ended.
+    if meter.announces_requests:
+        return meter.requests > cap
+    return meter.steps >= cap
+
+
+def _warnings(caps: Caps, meter: Meter, elapsed_s: float) -> tuple[str, ...]:
+    pairs = (
+        ("usd", meter.cost_micro, caps.usd_micro),
+        ("tokens", meter.tokens, caps.tokens),
+        ("steps", meter.steps, caps.steps),
+        ("wall", elapsed_s, caps.wall_s),
+    )
+    found = [name for name, used, cap in pairs if cap and used >= caps.warn_at * cap]
+    if meter.unpriced_replies and caps.unpriced == "warn" and _money_capped(caps):
+        found.append("unpriced")
+    return tuple(found)
+
+
+def decide(caps: Caps, meter: Meter, elapsed_s: float) -> Verdict:
+    """Stop at 100% of any cap, warn past `warn_at` of any, else ok."""
+    reason = _crossed(caps, meter, elapsed_s)
+    if reason:
+        return Verdict("stop", reason)
+    warnings = _warnings(caps, meter, elapsed_s)
+    return Verdict("warn", warnings=warnings) if warnings else OK
+
+
+def seconds_until_wall(caps: Caps, elapsed_s: float) -> float | None:
+    return None if caps.wall_s is None else max(0.0, caps.wall_s - elapsed_s)

@@ -1,0 +1,500 @@
+"""What an import reads from and writes to the ledger: run rows and usage rows in batches, few transactions.
+
+`Ledger.record_usage` commits each row on its own (the live meter must never lose one), which would take minutes
+for 100k replies. This writes through the same backend with the same portable `?` SQL, a batch per transaction
+with the engine's executemany: on PostgreSQL each worker process over its own connection (`write_batch`); on
+SQLite the importing process alone (`write_rows`), since two processes writing one SQLite file would each find
+their page cache stale at every transaction. `ImportWriter.finish` then completes the runs. The schema is the
+ledger's: nothing here changes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from capguard.core.ids import new_id
+from capguard.ledger import Ledger, utc_now
+from capguard.ledger.backend import Backend, Executor
+from capguard.ledger.sqlite import WalCheckpointer
+
+IMPORTED = "imported"  # runs.status of a run built from an agent's logs rather than supervised
+_IDS_PER_QUERY = 500
+
+UsageRow = tuple  # (run_id, dedupe_key, occurred_utc, model, input, output, cache_read, cache_write, cost, priced_by,
+#                    source_file, source_offset, details_json); the id and recorded_utc are added when written
+_KEY = 1
+_INSERT_USAGE = (
+    "INSERT INTO usage_events (id, recorded_utc, run_id, dedupe_key, occurred_utc, model, input_tokens,"
+    " output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, priced_by, source_file,"
+    " source_offset, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, user_id, line, project, agent, agent_version, argv, cwd, host, started_utc,"
+    " ended_utc, caps, status, cost_micro_usd, tokens, steps, malformed_lines, report)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_FINISH = """UPDATE runs SET started_utc = ?, ended_utc = ?, malformed_lines = ?, report = ?,
+  agent_version = COALESCE(?, agent_version), line = COALESCE(line, ?), cwd = ?, project = ?,
+  cost_micro_usd = ?, tokens = ?, steps = ? WHERE id = ? AND status = 'imported'"""
+# A reply of the main agent: not a max-wins correction (`<key>+<n>`), not from a subagent's transcript.
+_TOTALS = """SELECT e.run_id AS run_id, CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
+  CAST(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens) AS BIGINT) AS tokens,
+  CAST(SUM(CASE WHEN e.dedupe_key LIKE '%+%' OR e.source_file LIKE '%/subagents/%' THEN 0 ELSE 1 END) AS BIGINT)
+  AS steps FROM usage_events e WHERE e.run_id IN ({marks}) GROUP BY e.run_id"""
+
+
+def backend_of(ledger: Ledger) -> Backend:
+    """The ledger's database engine (Ledger has no public accessor for it yet)."""
+    return ledger._backend  # the private attribute, read-only use: writes go through its write() transactions
+
+
+def ledger_identity(ledger: Ledger) -> str:
+    """This ledger instance: where it is and when it was created (a new file at the same path is another)."""
+    rows = backend_of(ledger).query("SELECT applied_utc FROM capguard_migrations ORDER BY applied_utc, name")
+    return f"{ledger.path_or_url}#{rows[0]['applied_utc'] if rows else ''}"
+
+
+def executemany(db: Executor, sql: str, rows: list[tuple]) -> int:
+    """Run one statement for many rows inside a `write()` transaction; the number of rows changed.
+
+    The Executor interface has no executemany; the engines' own (sqlite3's C loop, psycopg's pipeline) are several
+    times faster than a statement per row, so use them when the executor exposes its connection.
+    """
+    if not rows:
+        return 0
+    conn = getattr(db, "_conn", None)
+    if db.dialect == "sqlite" and conn is not None:
+        return conn.executemany(sql, rows).rowcount
+    if db.dialect == "postgresql" and conn is not None:
+        with conn.cursor() as cursor:
+            cursor.executemany(sql.replace("%", "%%").replace("?", "%s"), rows)
+            return cursor.rowcount
+    return sum(db.execute(sql, row) for row in rows)  # pragma: no cover - another engine
+
+
+def row_ids(count: int) -> list[str]:
+    """`count` unique ids shaped like `new_id()`'s (26 characters, time first), ascending: rows inserted in id
+    order append to the primary key's b-tree instead of splitting pages all over it."""
+    prefix = new_id()[:16]  # the millisecond and 30 random bits: distinct for every call
+    return [f"{prefix}{i:010d}" for i in range(count)]
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+@dataclass
+class RunRow:
+    """An imported run (one agent session) as it goes into `runs`; spans and counts grow as files come in."""
+
+    run_id: str
+    agent: str
+    cwd: str
+    project: str | None
+    started_utc: str
+    ended_utc: str
+    agent_version: str | None = None
+    line: str | None = None
+    malformed: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
+    read_on: bool = False  # some file was read on from an earlier offset: add to the malformed count recorded
+    supervised: bool = False  # the id belongs to a run capguard supervised: leave it alone
+
+    def widen(self, first: str | None, last: str | None) -> None:
+        if first and first < self.started_utc:
+            self.started_utc = first
+        if last and last > self.ended_utc:
+            self.ended_utc = last
+
+
+def ensure_user(ledger: Ledger, name: str) -> str:
+    """The user's id, the user created if new."""
+    with backend_of(ledger).write() as db:
+        db.execute(
+            "INSERT INTO users (id, name, created_utc) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            (new_id(), name, utc_now()),
+        )
+        return db.query("SELECT id FROM users WHERE name = ?", (name,))[0]["id"]
+
+
+@dataclass
+class Written:
+    """What one batch added: rows (a key already in the ledger is skipped), their cost and tokens, new runs."""
+
+    rows: int = 0
+    added: int = 0
+    cost: int = 0
+    tokens: int = 0
+    runs_created: int = 0
+
+    def __iadd__(self, other: Written) -> Written:
+        for name in ("rows", "added", "cost", "tokens", "runs_created"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+@dataclass
+class RunSums:
+    """Per run, the (cost, tokens, steps) of some usage rows, as `_TOTALS` sums them; and how many rows. When all
+    of an import's rows went in and their runs are new, `finish` takes the totals from here instead of reading
+    every row back."""
+
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    rows: int = 0
+
+    @classmethod
+    def of(cls, rows: Iterable[UsageRow]) -> RunSums:
+        sums = cls()
+        runs = sums.runs
+        for row in rows:
+            figures = runs.get(row[0])
+            if figures is None:
+                figures = runs[row[0]] = [0, 0, 0]
+            figures[0] += row[8] or 0
+            figures[1] += row[4] + row[5] + row[6] + row[7]
+            # a step: not a max-wins correction, not from a subagent (SQLite's LIKE ignores ASCII case)
+            figures[2] += "+" not in row[1] and "/subagents/" not in (row[10] or "").lower()
+            sums.rows += 1
+        return sums
+
+    def add_run(self, run_id: str, cost: int, tokens: int, steps: int, *, rows: int) -> None:
+        """Figures already summed over `rows` rows of one run."""
+        figures = self.runs.setdefault(run_id, [0, 0, 0])
+        figures[0] += cost
+        figures[1] += tokens
+        figures[2] += steps
+        self.rows += rows
+
+    def add(self, other: RunSums) -> None:
+        for run_id, (cost, tokens, steps) in other.runs.items():
+            figures = self.runs.setdefault(run_id, [0, 0, 0])
+            figures[0] += cost
+            figures[1] += tokens
+            figures[2] += steps
+        self.rows += other.rows
+
+    def total(self, index: int) -> int:
+        return sum(figures[index] for figures in self.runs.values())
+
+
+def _known_keys(db: Executor, keys: list[str]) -> set[str]:
+    known: set[str] = set()
+    for chunk in _chunks(keys, _IDS_PER_QUERY):
+        sql = f"SELECT dedupe_key FROM usage_events WHERE dedupe_key IN ({_marks(len(chunk))})"
+        known.update(row["dedupe_key"] for row in db.query(sql, chunk))
+    return known
+
+
+def insert_runs(
+    db: Executor, user_id: str, host: str, runs: list[RunRow], totals: dict[str, list[int]] | None = None
+) -> int:
+    """Rows for these runs, provisional (`ImportWriter.finish` completes them) but for the (cost, tokens, steps)
+    in `totals`; a run already there is left alone."""
+    totals = totals or {}
+    return executemany(
+        db,
+        _INSERT_RUN,
+        [
+            (
+                r.run_id,
+                user_id,
+                r.line,
+                r.project,
+                r.agent,
+                r.agent_version,
+                "[]",
+                r.cwd,
+                host,
+                r.started_utc,
+                r.ended_utc,
+                "{}",
+                IMPORTED,
+                *totals.get(r.run_id, (0, 0, 0)),
+                r.malformed,
+                json.dumps(r.report),
+            )
+            for r in runs
+        ],
+    )
+
+
+def write_batch(backend: Backend, user_id: str, host: str, runs: list[RunRow], rows: list[UsageRow]) -> Written:
+    """One transaction on any engine: the runs (provisional: `ImportWriter.finish` completes them), then the rows
+    whose key is not in the ledger yet (an earlier import or a supervised run may hold it), sorted by key with
+    ascending ids: both indexes grow in order within the batch."""
+    with backend.write() as db:
+        if db.dialect == "sqlite":
+            db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
+        created = insert_runs(db, user_id, host, runs)
+        known = _known_keys(db, [row[_KEY] for row in rows])
+        fresh, seen = [], set()
+        for row in sorted(rows, key=itemgetter(_KEY)):
+            if row[_KEY] not in known and row[_KEY] not in seen:
+                seen.add(row[_KEY])
+                fresh.append(row)
+        now = utc_now()
+        added = executemany(db, _INSERT_USAGE, [(row_id, now, *row) for row_id, row in zip(row_ids(len(fresh)), fresh)])
+    return Written(
+        rows=len(rows),
+        added=added,
+        cost=sum(row[8] or 0 for row in fresh),
+        tokens=sum(row[4] + row[5] + row[6] + row[7] for row in fresh),
+        runs_created=created,
+    )
+
+
+_ADDED = """SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost,
+  COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0) AS tokens
+  FROM usage_events WHERE id >= ? AND id < ?"""
+
+
+def stamp_rows(rows: list[UsageRow]) -> tuple[str, list[tuple]]:
+    """(id prefix, rows as `_INSERT_USAGE` takes them): in run and time order with ascending ids, so that the
+    primary key and the (run_id, occurred_utc) index grow in order. Done by the worker that read them."""
+    prefix, now = new_id()[:16], utc_now()  # the millisecond and 30 random bits: distinct for every call
+    ordered = sorted(rows, key=itemgetter(0, 2))
+    return prefix, [(f"{prefix}{i:010d}", now, *row) for i, row in enumerate(ordered)]
+
+
+def write_rows(
+    backend: Backend,
+    user_id: str,
+    host: str,
+    runs: list[RunRow],
+    stamped: list[tuple],
+    prefixes: list[str],
+    sums: RunSums | None = None,
+    totals: dict[str, list[int]] | None = None,
+) -> Written:
+    """SQLite, one transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row
+    whose key is in the ledger already is skipped; what was added is `sums` when every row went in, else read back
+    by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
+    durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
+    ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
+    conn = backend._conn  # these pragmas must be set outside a transaction
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    written = Written(rows=len(stamped))
+    try:
+        with backend.write() as db:
+            db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
+            written.runs_created = insert_runs(db, user_id, host, runs, totals)
+            inserted = executemany(db, _INSERT_USAGE, stamped)
+            if sums is not None and sums.rows == len(stamped) and inserted == len(stamped):
+                written += Written(added=inserted, cost=sums.total(0), tokens=sums.total(1))
+            else:
+                for prefix in prefixes:
+                    added = db.query(_ADDED, (prefix, prefix + "~"))[0]
+                    written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    return written
+
+
+def _finished(run: RunRow, totals: Sequence[int]) -> tuple:
+    """A run's `_FINISH` parameters."""
+    return (
+        run.started_utc,
+        run.ended_utc,
+        run.malformed,
+        json.dumps(run.report),
+        run.agent_version,
+        run.line,
+        run.cwd,
+        run.project,
+        *totals,
+        run.run_id,
+    )
+
+
+class ImportWriter:
+    """The importing process's side: the runs of this import, its rows written in batches, and the finish."""
+
+    def __init__(self, ledger: Ledger, *, user: str, host: str) -> None:
+        self._backend = backend_of(ledger)
+        self.user, self.host = user, host
+        self.user_id = ensure_user(ledger, user)
+        self.runs: dict[str, RunRow] = {}  # every run touched by this import
+        self._unwritten: list[str] = []  # runs not yet inserted (their rows need them first)
+        self._pending: list[UsageRow] = []
+        self._merged: set[str] = set()
+        self.written = Written()
+        # totals kept in memory (`RunSums`): exact while every row written went in; for the runs created here
+        self._sums: RunSums | None = RunSums()
+        self._fresh: set[str] = set()
+        self._final: dict[str, tuple] = {}  # runs inserted complete: what `finish` would write, as inserted
+        self._checkpointer: WalCheckpointer | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def query(self, sql: str, params: Sequence = ()) -> list[dict[str, Any]]:
+        """A read of the ledger (what an import must know: existing runs, keys, spans)."""
+        return self._backend.query(sql, params)
+
+    def drop_runs(self, run_ids: list[str]) -> None:
+        """Remove imported runs and their rows (a rounded history session replaced by an exact analytics one)."""
+        if not run_ids:
+            return
+        with self._backend.write() as db:
+            for run_id in run_ids:
+                db.execute("DELETE FROM usage_events WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM runs WHERE id = ? AND status = ?", (run_id, IMPORTED))
+                self.runs.pop(run_id, None)
+                self._fresh.discard(run_id)
+                if self._sums is not None:
+                    self._sums.runs.pop(run_id, None)
+
+    def run(self, row: RunRow) -> RunRow:
+        """The buffered run with this id, created from `row` if new."""
+        if row.run_id not in self.runs:
+            self.runs[row.run_id] = row
+            self._unwritten.append(row.run_id)
+        return self.runs[row.run_id]
+
+    def write_rows(
+        self, stamped: list[tuple], prefixes: list[str], sums: RunSums | None = None, complete: Iterable[str] = ()
+    ) -> None:
+        """Rows worker processes read and stamped (SQLite ledgers), after the runs they need, in one transaction;
+        `sums`: their `RunSums`, when known. A new run in `complete` (all its files are read: these rows are all of
+        its rows) goes in with its totals, so that `finish` need not rewrite it."""
+        new, self._unwritten = self._unwritten, []
+        runs = [self.runs[run_id] for run_id in new]
+        complete = set(complete)
+        whole = [r for r in runs if r.run_id in complete and not r.read_on] if sums is not None else []
+        totals = {r.run_id: sums.runs.get(r.run_id, [0, 0, 0]) for r in whole} if sums is not None else {}
+        written = write_rows(self._backend, self.user_id, self.host, runs, stamped, prefixes, sums, totals)
+        self.written += written
+        if written.runs_created == len(runs):
+            self._fresh.update(new)
+        if self._sums is not None and sums is not None and written.added == written.rows == sums.rows:
+            self._sums.add(sums)
+            if written.runs_created == len(runs):
+                self._final.update((r.run_id, _finished(r, totals[r.run_id])) for r in whole)
+        else:
+            self._sums = None
+        if self._checkpointer is None and self._backend.path_or_url != ":memory:":
+            self._checkpointer = WalCheckpointer(self._backend.path_or_url)
+        if self._checkpointer is not None:
+            self._checkpointer.request()
+
+    def written_elsewhere(self, run_ids: Iterable[str], written: Written) -> None:
+        """A worker process wrote these runs (provisionally) and rows on its own connection."""
+        written_ids = set(run_ids)
+        self._unwritten = [run_id for run_id in self._unwritten if run_id not in written_ids]
+        self.written += written
+        self._sums = None  # not kept for rows written elsewhere: finish reads the totals back
+
+    def add(self, rows: list[UsageRow]) -> None:
+        """Usage rows of runs given to `run()` before; written at the next flush."""
+        self._pending.extend(rows)
+
+    def flush(self) -> None:
+        """The rows given to `add()` and the runs not written yet, in one transaction."""
+        if not self._pending and not self._unwritten:
+            return
+        pending, self._pending = self._pending, []
+        if self._backend.dialect == "sqlite":
+            prefix, stamped = stamp_rows(pending)
+            self.write_rows(stamped, [prefix], RunSums.of(pending))
+        else:
+            new, self._unwritten = self._unwritten, []
+            runs = [self.runs[run_id] for run_id in new]
+            self.written += write_batch(self._backend, self.user_id, self.host, runs, pending)
+            self._sums = None  # finish reads the totals back
+
+    def finish(self) -> None:
+        """Flush, then each touched run's span, counts and totals (from all its rows, old and new)."""
+        self.flush()
+        done = self._merged | self._fresh  # a run this import created holds only what it wrote: nothing to fold in
+        self._merge_existing([run_id for run_id in self.runs if run_id not in done])
+        ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
+        totals: dict[str, tuple[int, int, int]] = {}
+        known = self._sums.runs if self._sums is not None else {}
+        unknown = []
+        for run_id in ids:
+            if run_id in self._fresh and self._sums is not None:
+                totals[run_id] = tuple(known.get(run_id, (0, 0, 0)))  # every row of the run is one this import wrote
+            else:
+                unknown.append(run_id)
+        for chunk in _chunks(unknown, _IDS_PER_QUERY):
+            totals.update(
+                (r["run_id"], (int(r["cost"]), int(r["tokens"]), int(r["steps"])))
+                for r in self._backend.query(_TOTALS.format(marks=_marks(len(chunk))), chunk)
+            )
+        final = self._final if self._sums is not None else {}
+        changed = [
+            row for row in (_finished(self.runs[i], totals.get(i, (0, 0, 0))) for i in ids) if final.get(row[-1]) != row
+        ]
+        with self._backend.write() as db:
+            executemany(db, _FINISH, changed)
+        # The checkpointer's last pass overlapped the above; what is left is checkpointed by SQLite when the ledger
+        # is closed, or at its next automatic checkpoint.
+        self.close()
+        if self._backend.dialect == "sqlite":
+            self._backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def close(self) -> None:
+        """Stop the background checkpoints (at the end of an import, or when it fails)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+    def _merge_existing(self, run_ids: list[str]) -> None:
+        """Fold in what the ledger holds for these runs: an earlier import's span and, for files read on from an
+        offset, its malformed lines (a run this import inserted holds a part of its own span: harmless)."""
+        for chunk in _chunks(run_ids, _IDS_PER_QUERY):
+            sql = (
+                f"SELECT id, started_utc, ended_utc, malformed_lines, status FROM runs"
+                f" WHERE id IN ({_marks(len(chunk))})"
+            )
+            for before in self._backend.query(sql, chunk):
+                run = self.runs[before["id"]]
+                run.supervised = before["status"] != IMPORTED
+                run.widen(before["started_utc"], before["ended_utc"])
+                if run.read_on:
+                    run.malformed += before["malformed_lines"] or 0
+        self._merged.update(run_ids)
+
+    def seen_figures(self, run_id: str, source_file: str) -> dict[str, list[int]]:
+        """Reply key -> [input, output, cache read, cache write, 1h part, web searches, corrections] already
+        recorded from this file: what a transcript read on from an offset continues from (max-wins)."""
+        sql = (
+            "SELECT dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
+            " FROM usage_events WHERE run_id = ? AND source_file = ?"
+        )
+        seen: dict[str, list[int]] = {}
+        for row in self._backend.query(sql, (run_id, source_file)):
+            base, _, fix = row["dedupe_key"].partition("+")
+            extra = json.loads(row["details"]) if row["details"] else {}
+            figures = seen.setdefault(base, [0, 0, 0, 0, 0, 0, 0])
+            add = (
+                row["input_tokens"],
+                row["output_tokens"],
+                row["cache_read_tokens"],
+                row["cache_write_tokens"],
+                extra.get("cache_write_1h", 0),
+                extra.get("web_searches", 0),
+            )
+            for i, value in enumerate(add):
+                figures[i] += value
+            if fix:
+                figures[6] += 1
+        return seen

@@ -1,0 +1,191 @@
+"""The end of a run in words and data: the one-line verdict, the JSON report, the exit code.
+
+Pure: takes the run's facts, returns strings and dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from capguard.core.caps import EXIT_CODES, Caps
+from capguard.core.meter import Meter
+from capguard.core.redact import redact_argv
+from capguard.core.sanitize import printable
+from capguard.core.units import format_count, format_duration, format_tokens, format_usd
+from capguard.private_files import write_private
+
+
+@dataclass
+class RunFacts:
+    run_id: str
+    agent: str
+    argv: list[str]
+    cwd: str
+    user: str
+    host: str
+    started_at: float  # unix time
+    ended_at: float
+    elapsed_s: float
+    caps: Caps
+    meter: Meter
+    stop_reason: str | None
+    agent_returncode: int | None
+    signal_received: int | None = None
+    model: str | None = None
+    notes: list[str] = field(default_factory=list)
+    blind_spots: list[str] = field(default_factory=list)
+    stop_steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    leftovers_stopped: int = 0
+    at_stop: dict | None = None
+    self_stopped: bool = False
+    tree_stop: str = "sweep"  # "cgroup" | "freeze-sweep" | "sweep": how the agent's tree is stopped
+
+
+def exit_code(facts: RunFacts) -> int:
+    """A cap's own code; 128+N when capguard was told to stop by signal N; else the agent's status."""
+    if facts.stop_reason:
+        return EXIT_CODES[facts.stop_reason]
+    if facts.signal_received:
+        return 128 + facts.signal_received
+    rc = facts.agent_returncode
+    if rc is None:
+        return 1
+    return 128 - rc if rc < 0 else rc
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def why(facts: RunFacts) -> str:
+    """The verdict in words: which cap, the figure that reached it."""
+    m, c = facts.meter, facts.caps
+    reason = facts.stop_reason
+    at = facts.at_stop or {}
+    if reason == "usd":
+        crossed = round(at.get("cost_usd", m.cost_micro / 1e6) * 1e6)
+        return f"cost {format_usd(crossed)} reached the {format_usd(c.usd_micro)} cap"
+    if reason == "tokens":
+        return f"{format_tokens(at.get('tokens', m.tokens))} tokens reached the {format_tokens(c.tokens)}-token cap"
+    if reason == "wall":
+        return f"wall-clock {format_duration(facts.elapsed_s)} reached the {format_duration(c.wall_s)} cap"
+    if reason == "steps":
+        if m.announces_requests:
+            return f"reply {c.steps + 1} was starting after the {c.steps}-reply cap"
+        return f"{m.steps} replies reached the {c.steps}-reply cap"
+    if reason == "map_tokens":
+        return f"a repo map of ~{m.map_tokens:,} tokens exceeded the {c.map_tokens:,}-token map cap"
+    if reason == "unpriced":
+        model = facts.model or "the model"
+        return (
+            f'{model} has no known price, so the USD cap cannot be enforced (unpriced = "stop"; '
+            f'add [prices."{model}"] to your config)'
+        )
+    if reason == "meter_error":
+        return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
+    if reason == "stuck":
+        tool = (m.failing_tool or "a tool call").split("\n")[0][:80]
+        return f"the same tool call failed {at.get('failing_streak', m.failing_streak)} times in a row ({tool})"
+    if reason == "monthly":
+        left = at.get("monthly_remaining_usd")  # what the month left when the stop was decided
+        if left is None:
+            return "the monthly budget is spent"
+        crossed, left_micro = round(at.get("cost_usd", m.cost_micro / 1e6) * 1e6), max(0, round(left * 1e6))
+        return f"cost {format_usd(crossed)} reached the {format_usd(left_micro)} left of the monthly budget"
+    if reason:
+        return f"the {reason} cap was reached"
+    if facts.signal_received:
+        return f"capguard received {signal.Signals(facts.signal_received).name}"
+    return "the agent exited"
+
+
+def stop_line(facts: RunFacts) -> str:
+    """`capguard: stopped aider: cost $5.03 reached the $5.00 cap (41 replies, 812k tokens, 12m04s); run 01j...`"""
+    m = facts.meter
+    in_all = "in all: " if facts.at_stop and facts.at_stop.get("steps") != m.steps else ""
+    numbers = f"{in_all}{format_count(m.steps, 'reply', 'replies')}, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)}, {format_duration(facts.elapsed_s)}"
+    if m.suspicious_lines:
+        numbers += f"; {suspicious_note(m.suspicious_lines)}"
+    # names in it come from outside (a model, a tool call, an error's text): never raw on the terminal
+    if facts.self_stopped:
+        return printable(
+            f"capguard: {facts.agent} stopped itself at the cap: {why(facts)} ({numbers}); run {facts.run_id}"
+        )
+    return printable(f"capguard: stopped {facts.agent}: {why(facts)} ({numbers}); run {facts.run_id}")
+
+
+def suspicious_note(lines: int) -> str:
+    return f"{lines} line{'s' if lines != 1 else ''} with figures beyond capguard's bounds, counted as the bound"
+
+
+def build_report(facts: RunFacts) -> dict:
+    m, c = facts.meter, facts.caps
+    overshoot = None
+    if facts.stop_reason == "usd":
+        overshoot = (m.cost_micro - c.usd_micro) / 1_000_000
+    elif facts.stop_reason == "tokens":
+        overshoot = m.tokens - c.tokens
+    elif facts.stop_reason == "monthly" and "monthly_remaining_usd" in (facts.at_stop or {}):
+        overshoot = round(m.cost_micro / 1_000_000 - facts.at_stop["monthly_remaining_usd"], 6)
+    return {
+        "run_id": facts.run_id,
+        "agent": facts.agent,
+        "argv": redact_argv(facts.argv),  # the agent got the real one; the report never holds a key
+        "cwd": facts.cwd,
+        "user": facts.user,
+        "host": facts.host,
+        "started_at": _iso(facts.started_at),
+        "ended_at": _iso(facts.ended_at),
+        "elapsed_s": round(facts.elapsed_s, 3),
+        "caps": c.as_json(),
+        "model": facts.model,
+        "usage": m.usage_json(),
+        "cost_usd": m.cost_micro / 1_000_000,
+        "unseen_usd": m.unseen_micro / 1_000_000,
+        "tokens": m.tokens,
+        "steps": m.steps,
+        "requests_started": m.requests,
+        "stop_reason": facts.stop_reason,
+        "stop_detail": why(facts) if facts.stop_reason or facts.signal_received else None,
+        "signal_received": facts.signal_received,
+        "overshoot": overshoot,
+        "largest_reply_usd": m.largest_reply_micro / 1_000_000,
+        "agent_returncode": facts.agent_returncode,
+        "exit_code": exit_code(facts),
+        "malformed_lines": m.malformed_lines,
+        "suspicious_lines": m.suspicious_lines,
+        "suspicious": m.suspicious,
+        "meter_error": m.meter_error,
+        "unpriced_replies": m.unpriced_replies,
+        "map_tokens_seen": m.map_tokens or None,
+        "warnings": facts.warnings,
+        "notes": facts.notes,
+        "blind_spots": facts.blind_spots,
+        "stop_steps": facts.stop_steps,
+        "leftovers_stopped": facts.leftovers_stopped,
+        "at_stop": facts.at_stop,
+        "self_stopped": facts.self_stopped,
+        "tree_stop": facts.tree_stop,
+    }
+
+
+def write_all(paths: list[Path], data: dict) -> str | None:
+    """Write the report everywhere it goes; a place that fails (a full disk, a vanished run dir) does not stop
+    the others. Returns one line naming the failures, or None."""
+    failed = []
+    for path in paths:
+        try:
+            write_json(path, data)
+        except OSError as err:
+            failed.append(f"{path} ({err.strerror or err})")
+    return f"capguard: could not write the report to {', '.join(failed)}" if failed else None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, (json.dumps(data, indent=2) + "\n").encode())  # 0600: the run's cwd, user, spend

@@ -1,0 +1,527 @@
+"""One agent under caps: spawn it on our terminal, meter its files, stop its whole tree at a cap.
+
+The child keeps the terminal (same process group, inherited stdio); capguard only watches files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import signal
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from capguard.agents.base import LaunchPlan
+from capguard.core.caps import Caps, Verdict, decide, seconds_until_wall
+from capguard.core.errors import AgentNotExecutable, AgentNotFound
+from capguard.core.events import (
+    Event,
+    Malformed,
+    MapMeasured,
+    Reply,
+    ReportedTotal,
+    RequestStarted,
+    SessionSeen,
+    ToolOutcome,
+)
+from capguard.core.meter import Meter
+from capguard.core.pricing import Priced, Pricer
+from capguard.ledger.writer_thread import LedgerThread
+from capguard.metering import blind
+from capguard.metering.tail import Tailer
+from capguard.metering.watch import Watcher
+from capguard.supervisor import cgroup, compat, proctree
+
+log = logging.getLogger(__name__)
+TICK = 0.25  # how often the loop looks at signals and the clock when no file changes
+SWEEP_EVERY = 2.0  # safety net for missed or coalesced file events
+
+
+def _where(event: Event) -> str:
+    source, offset = getattr(event, "source", None), getattr(event, "offset", None)
+    return f"{type(event).__name__} from {source} at byte {offset}" if source else type(event).__name__
+
+
+@dataclass
+class Outcome:
+    returncode: int | None
+    stop_reason: str | None
+    signal_received: int | None
+    elapsed_s: float
+    meter: Meter
+    stop_steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    leftovers_stopped: int = 0
+    at_stop: dict | None = None  # the meter when the stop was decided; later replies were in flight
+    self_stopped: bool = False  # the agent ended itself at the cap (its own native cap fired first)
+    ledger_unsaved: list = field(default_factory=list)  # usage the ledger never took (it is in the spool)
+    ledger_error: str | None = None  # the ledger's last failure during the run, even if a retry then succeeded
+    tree_stop: str = "sweep"  # how the tree is stopped: "cgroup", "freeze-sweep" or "sweep" (proctree.tree_way)
+
+
+@dataclass
+class Hooks:
+    """What the supervisor tells the rest of capguard; defaults do nothing."""
+
+    # Durable first: each reply becomes a record (`record_of`), the batch goes to the run's spool (`spool`, on the
+    # loop's thread, fsynced) and then to the ledger (`on_reply`, one record at a time, on the ledger thread,
+    # retried there). A spool that cannot be written stops the run: capguard cannot count durably any more.
+    record_of: Callable[[Reply, Priced], Any] = lambda reply, priced: (reply, priced)
+    spool: Callable[[list[Any]], None] = lambda records: None
+    on_reply: Callable[[Any], None] = lambda record: None
+    on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
+    # What the developer's monthly budgets leave this run's meter, read from the ledger (other runs count);
+    # re-read after each new spend and every sweep. None: no monthly cap applies.
+    # Both ledger hooks run on the ledger thread (ledger_thread.py), one call at a time, never on the loop's.
+    month_allowance: Callable[[], int | None] | None = None
+    month_now: Callable[[], str] = lambda: ""  # the month it is now, no I/O: a new month's first read decides
+
+
+@contextlib.contextmanager
+def captured_signals() -> Iterator[list[int]]:
+    """Record terminal and stop signals instead of dying; restore the old handlers afterwards.
+
+    A handler (not SIG_IGN) so that exec resets it to the default in the agent: Ctrl-C reaches the agent.
+    """
+    seen: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: seen.append(signum)) for sig in wanted}
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def saved_terminal() -> Iterator[None]:
+    """A killed raw-mode TUI leaves the terminal without echo; put back what we found."""
+    saved = None
+    if os.isatty(0):
+        with contextlib.suppress(termios.error):
+            saved = termios.tcgetattr(0)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        caps: Caps,
+        pricer: Pricer,
+        *,
+        name: str,
+        grace: float = 3.0,
+        kill_after: float = 2.0,
+        poll: bool = False,
+        hooks: Hooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+        run_id: str | None = None,
+        run_dir: Path | None = None,
+        space: Callable[[Path], blind.Space] = blind.probe,
+    ):
+        if grace < 0 or kill_after < 0:
+            raise ValueError("grace and kill_after must not be negative")
+        self.plan, self.caps, self.pricer, self.name = plan, caps, pricer, name
+        self.grace, self.kill_after, self.poll = grace, kill_after, poll
+        self.hooks = hooks or Hooks()
+        self._clock, self._popen = clock, popen
+        self.run_id = run_id or str(os.getpid())
+        self._cgroup: cgroup.RunCgroup | None = None  # the run's own cgroup, where the machine allows one
+        self._guard: subprocess.Popen | None = None  # kills that cgroup if capguard dies (cgroup.start_guard)
+        self.run_dir, self._space, self._next_blind_check = run_dir, space, 0.0
+        self.meter = Meter()
+        self._queue: queue.Queue = queue.Queue()
+        self._exited = threading.Event()
+        self._warned: list[str] = []
+        self._started = 0.0
+        self._tailer: Tailer | None = None
+        self._followed: set[str] = set()
+        self._unspooled: list[tuple[Reply, Priced]] = []
+        self._unrecorded: list[Any] = []
+        self._next_month_poll = 0.0
+        self._month_of_read, self._month_pending = "", None  # the month the allowance is for; a read's, asked
+        self._ledger = LedgerThread(
+            self._commit, allowance=self.hooks.month_allowance, deliver=lambda value: self._queue.put(("month", value))
+        )
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        tailer = self._tailer = Tailer(self.plan.watches)  # before the spawn: "from the end" = before the agent wrote
+        targets = [(w.path, w.glob is not None) for w in self.plan.watches] + [(t, True) for t in self.plan.watch_trees]
+        with contextlib.ExitStack() as services:
+            for service in self.plan.services:
+                service.start()
+                services.callback(service.stop)
+            services.callback(self._ledger.close)  # every reply committed before the run is over
+            self._month_of_read = self.hooks.month_now()  # the allowance in `caps` was read just now
+            self._ledger.start()
+            services.callback(self._release_cgroup)  # last resort: whatever is left in the run's cgroup dies
+            with saved_terminal(), captured_signals() as seen:
+                agent = self._spawn()
+                waiter = threading.Thread(target=self._wait, args=(agent,), name="capguard-wait", daemon=True)
+                waiter.start()
+                watcher = Watcher(targets, tailer.wants, self._queue, poll=self.poll)
+                try:
+                    for spec in self.plan.on_spawn(agent.pid) if self.plan.on_spawn else []:
+                        tailer.add(spec)
+                    watcher.start()
+                    outcome = self._loop(agent, tailer, seen)
+                except BaseException:
+                    self._stop_tree(agent, proctree.StopLog(), polite=[])
+                    raise
+                finally:
+                    watcher.stop()
+                    waiter.join(timeout=5)
+            self._process(tailer.read_all(), enforce=False)  # what the agent wrote while it was stopped
+            tailer.close()
+            self._flush()
+        if self.plan.on_exit:
+            self.plan.on_exit(agent.pid)
+        outcome.returncode = agent.returncode
+        outcome.meter = self.meter
+        outcome.warnings = list(self._warned)
+        outcome.ledger_unsaved, outcome.ledger_error = self._ledger.unsaved, self._ledger.last_error  # all tried by now
+        return outcome
+
+    def _follow(self, event: SessionSeen) -> None:
+        if self.plan.follow is None or self._tailer is None or event.session_id in self._followed:
+            return
+        self._followed.add(event.session_id)
+        log.info("following session %s", event.session_id)
+        for spec in self.plan.follow(event.session_id):
+            self._tailer.add(spec)
+
+    def _spawn(self) -> subprocess.Popen:
+        group = self._cgroup = cgroup.create(self.run_id)
+        hook = compat.die_with_parent_hook(group.procs_file if group else None)  # the child joins it before exec
+        try:
+            # same process group, inherited stdio: the agent keeps the terminal and gets Ctrl-C itself
+            agent = self._popen(self.plan.argv, env=self.plan.env, preexec_fn=hook)
+        except FileNotFoundError:
+            self._release_cgroup()
+            raise AgentNotFound(f"{self.plan.argv[0]}: command not found") from None
+        except PermissionError:
+            self._release_cgroup()
+            raise AgentNotExecutable(f"{self.plan.argv[0]}: permission denied") from None
+        except OSError as err:  # ENOEXEC (no #! line, a foreign binary), ELOOP, ENOTDIR...: exec said no
+            self._release_cgroup()
+            why = (
+                "not a program this system can run (a script needs a #! line)"
+                if err.errno == errno.ENOEXEC
+                else err.strerror or str(err)
+            )
+            raise AgentNotExecutable(f"{self.plan.argv[0]}: cannot run: {why}") from None
+        self._started = self._clock()
+        if group is not None:
+            self._check_inside(agent, group)
+        return agent
+
+    def _check_inside(self, agent: subprocess.Popen, group: cgroup.RunCgroup) -> None:
+        """The agent joined its cgroup before exec, or the run falls back to the freeze-sweep (logged)."""
+        if cgroup.joined(group, agent.pid, self.name):
+            self._guard = cgroup.start_guard(group)
+        else:
+            self._cgroup = None
+
+    def _release_cgroup(self) -> None:
+        """Once the tree is stopped: kill anything still inside (an error path), remove the cgroup, end the guard."""
+        group, guard, self._cgroup, self._guard = self._cgroup, self._guard, None, None
+        cgroup.release(group, guard)
+
+    def _wait(self, agent: subprocess.Popen) -> None:
+        agent.wait()
+        self._exited.set()
+        self._queue.put(("exit", None))
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _loop(self, agent: subprocess.Popen, tailer: Tailer, seen: list[int]) -> Outcome:
+        next_sweep = self._clock()
+        while True:
+            events: list[Event] = []
+            item = self._next_item(next_sweep)
+            if item is not None and item[0] == "file":
+                events += tailer.read(item[1])
+            elif item is not None and item[0] == "month":
+                self._month_read(item[1])
+            if self._clock() >= next_sweep:
+                events += tailer.read_all()
+                proctree.reap_orphans(agent.pid)
+                next_sweep = self._clock() + SWEEP_EVERY
+            self._check_blind(tailer)
+            verdict = self._process(events, enforce=True)
+            stop_signal = next((s for s in seen if s in (signal.SIGTERM, signal.SIGHUP)), None)
+            if verdict.stop or stop_signal is not None:
+                # stamped now, written once the first signal is out: no file I/O between decision and signal
+                decided = log.makeRecord(
+                    log.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "stopping %s: %s",
+                    (self.name, verdict.reason or f"signal {stop_signal}"),
+                    None,
+                )
+                return self._finish(agent, tailer, verdict.reason, stop_signal, decided=decided)
+            self._flush()
+            if self._exited.is_set():
+                self._process(tailer.read_all(), enforce=False)
+                self._flush()
+                return self._finish(agent, tailer, self._stopped_itself(agent), None, by_itself=True)
+
+    def _check_blind(self, tailer: Tailer) -> None:
+        """Fail closed when the agent's spend can no longer be seen: a metered file that exists but cannot be
+        read (known after each read), a full or read-only disk or a vanished run dir (probed every TICK)."""
+        why = tailer.problem()
+        if why is None and self._clock() >= self._next_blind_check:
+            self._next_blind_check = self._clock() + TICK
+            why = blind.problem([s.path if s.glob else s.path.parent for s in tailer.specs], self.run_dir, self._space)
+        if why:
+            self.meter.fail(why)  # logged with the stop, once the first signal is out
+
+    def _next_item(self, next_sweep: float):
+        timeout = min(TICK, max(0.0, next_sweep - self._clock()))
+        wall_left = seconds_until_wall(self.caps, self._elapsed())
+        if wall_left is not None:
+            timeout = min(timeout, wall_left)
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- metering -------------------------------------------------------------------------------
+    def _process(self, events: list[Event], *, enforce: bool, quiet: bool = False) -> Verdict:
+        changed, cost_before = False, self.meter.cost_micro
+        for event in events:
+            try:
+                changed = self._count(event) or changed
+            except Exception as err:  # fail closed: one event capguard cannot count stops the run, never capguard
+                log.exception("could not meter %r", event)
+                self.meter.fail(f"{type(err).__name__} while metering {_where(event)}: {err}"[:300])
+                changed = True
+        elapsed = self._elapsed()
+        verdict = decide(self.caps, self.meter, elapsed)
+        if enforce and self.hooks.month_allowance is not None:
+            if verdict.reason == "monthly" and self.hooks.month_now() != self._month_of_read:
+                if self._month_pending is None:
+                    self._ask_month()
+                # last month's allowance: this month's first read decides
+                verdict = Verdict("warn" if verdict.warnings else "ok", None, verdict.warnings)
+            elif not verdict.stop and (self.meter.cost_micro != cost_before or self._clock() >= self._next_month_poll):
+                self._ask_month()
+        if enforce and verdict.stop:
+            self._warned.extend(name for name in verdict.warnings if name not in self._warned)
+            return verdict  # the signal first: the status and the log are written once it is out
+        for name in verdict.warnings:
+            if name not in self._warned:
+                self._warned.append(name)
+                log.warning("past %d%% of the %s cap", self.caps.warn_at * 100, name)
+                changed = True
+        if (enforce or changed) and not quiet:
+            self.hooks.on_status(self.meter, elapsed, verdict, "running")
+        return verdict if enforce else Verdict("ok")
+
+    def _count(self, event: Event) -> bool:
+        """One event into the meter; True when it changed what the caps see."""
+        if isinstance(event, Reply):
+            priced = self.pricer.price(event)
+            if not self.meter.add_reply(event, priced):
+                return False
+            self._unspooled.append((event, priced))
+            if event.suspicious:
+                log.warning("suspicious figures in %s at byte %s: %s", event.source, event.offset, event.suspicious)
+        elif isinstance(event, RequestStarted):
+            self.meter.request_started()
+        elif isinstance(event, MapMeasured):
+            self.meter.map_measured(event.tokens)
+        elif isinstance(event, ReportedTotal):
+            self.meter.reported(event)
+        elif isinstance(event, ToolOutcome):
+            self.meter.tool_outcome(event)
+        elif isinstance(event, SessionSeen):
+            self._follow(event)
+            return False
+        elif isinstance(event, Malformed):
+            self.meter.malformed_lines += 1
+            log.warning("skipped a malformed line in %s at byte %d: %s", event.source, event.offset, event.why)
+            return False
+        return True
+
+    def _ask_month(self) -> None:
+        """Read the month again, after new spend and every sweep (other runs' spend, an ack, the 1st of the month).
+        No stop waits for a read but a monthly one at the turn of the month: otherwise the allowance is at most a
+        sweep old, or read just after this run's last spend."""
+        self._flush()  # commit, then read: of two runs racing to the month's cap, the later reader sees both
+        self._next_month_poll = self._clock() + SWEEP_EVERY
+        self._month_pending = self.hooks.month_now()
+        self._ledger.read_month()  # the answer comes back through the queue and wakes the loop
+
+    def _month_read(self, allowance: int | None) -> None:
+        """A month read is back (None: it failed, logged, or no monthly cap applies: the last allowance stands)."""
+        self._month_of_read, self._month_pending = self._month_pending or self._month_of_read, None
+        if allowance is not None and allowance != self.caps.monthly_remaining_micro:
+            log.info("the month leaves this run $%.6f", allowance / 1e6)
+            self.caps = replace(self.caps, monthly_remaining_micro=allowance)
+
+    def _spool(self) -> None:
+        """Make observed usage durable (one fsync a batch): right after each decision, or once the first stop signal
+        is out."""
+        pending, self._unspooled = self._unspooled, []
+        if not pending:
+            return
+        for reply, priced in pending:  # logged here, when seen: the log's times are the loop's
+            log.info(
+                "reply %s: %s, %d tokens, %s by %s",
+                reply.key,
+                priced.model,
+                reply.tokens,
+                "unpriced" if priced.cost_micro is None else f"${priced.cost_micro / 1e6:.6f}",
+                priced.priced_by,
+            )
+        records = [self.hooks.record_of(reply, priced) for reply, priced in pending]
+        try:
+            self.hooks.spool(records)
+        except OSError as err:  # fail closed: what is counted from now on could be lost with capguard
+            log.error("%s", err)
+            self.meter.fail(str(err))
+        self._unrecorded += records
+
+    def _flush(self) -> None:
+        """Spool observed usage, then hand it to the ledger thread."""
+        self._spool()
+        pending, self._unrecorded = self._unrecorded, []
+        self._ledger.record(pending)
+
+    def _commit(self, item: Any) -> None:
+        """On the ledger thread: one record into the ledger; a failure is retried there (ledger_thread.py)."""
+        self.hooks.on_reply(item)
+
+    def _stopped_itself(self, agent: subprocess.Popen) -> str | None:
+        """An agent that failed at a cap stopped on its own cap (Claude's --max-budget-usd): name that cap."""
+        verdict = decide(self.caps, self.meter, self._elapsed())
+        return verdict.reason if verdict.stop and agent.returncode not in (0, None) else None
+
+    # -- stopping -------------------------------------------------------------------------------
+    def _finish(
+        self,
+        agent: subprocess.Popen,
+        tailer: Tailer,
+        reason: str | None,
+        stop_signal: int | None,
+        *,
+        by_itself: bool = False,
+        decided: logging.LogRecord | None = None,
+    ) -> Outcome:
+        stop_log = proctree.StopLog()
+        at_stop = self._snapshot() if reason or stop_signal else None
+        if by_itself and reason:  # the agent ended at the cap on its own; its tree goes as after any exit
+            stop_log.add(f"{self.name} stopped itself at the {reason} cap (exit status {agent.returncode})")
+        if (reason or stop_signal) and not by_itself:
+            if stop_signal:
+                polite = [(signal.Signals(stop_signal), 0.0)]
+            elif reason == "meter_error":  # blind: a polite stop's "is it still spending?" cannot be answered
+                polite = [(signal.SIGTERM, 0.0)]
+            else:
+                polite = self.plan.polite_stop
+            leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
+        elif self._cgroup.populated() if self._cgroup else proctree.has_children():
+            # the agent is gone; anything of its tree left is ours now
+            leftovers = proctree.stop_leftovers(
+                {}, agent.pid, kill_after=self.kill_after, stop_log=stop_log, group=self._cgroup
+            )
+        else:
+            leftovers = 0
+        proctree.reap_orphans(None)
+        self._flush()
+        return Outcome(
+            returncode=agent.returncode,
+            stop_reason=reason,
+            signal_received=stop_signal,
+            elapsed_s=self._elapsed(),
+            meter=self.meter,
+            stop_steps=stop_log.steps,
+            warnings=list(self._warned),
+            leftovers_stopped=leftovers,
+            at_stop=at_stop,
+            self_stopped=by_itself and reason is not None,
+            tree_stop=proctree.tree_way(self._cgroup),
+        )
+
+    def _snapshot(self) -> dict:
+        return {
+            "cost_usd": self.meter.cost_micro / 1e6,
+            "tokens": self.meter.tokens,
+            "steps": self.meter.steps,
+            "requests": self.meter.requests,
+            "failing_streak": self.meter.failing_streak,
+            "elapsed_s": round(self._elapsed(), 3),
+            **(
+                {"monthly_remaining_usd": self.caps.monthly_remaining_micro / 1e6}
+                if self.caps.monthly_remaining_micro is not None
+                else {}
+            ),
+        }
+
+    def _stop_tree(
+        self,
+        agent: subprocess.Popen,
+        stop_log: proctree.StopLog,
+        *,
+        polite,
+        tailer: Tailer | None = None,
+        reason: str | None = None,
+        decided: logging.LogRecord | None = None,
+    ) -> int:
+        before: dict = {}
+        work = (self.meter.requests, self.meter.steps)
+
+        def signalled() -> None:
+            # the first signal is out: now the slower chores (each took milliseconds before the signal)
+            if decided is not None and log.isEnabledFor(logging.INFO):
+                log.handle(decided)
+            if reason and self.plan.on_stop:
+                self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
+            self._spool()  # what crossed the cap is durable before the wait for the tree
+            if self._cgroup is None:  # the cgroup holds the whole tree: no snapshot needed
+                before.update(proctree.descendants())
+            self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
+
+        def busy() -> bool:
+            # keep metering while we wait; a new request or reply means politeness costs money. Nothing is
+            # written meanwhile (replies go to the ledger once the tree is gone): no wait on the disk delays the
+            # escalation
+            if tailer is not None:
+                self._process(tailer.read_all(), enforce=False, quiet=True)
+            return (self.meter.requests, self.meter.steps) != work
+
+        proctree.stop_agent(
+            agent,
+            self._exited,
+            name=self.name,
+            polite=polite,
+            grace=self.grace,
+            kill_after=self.kill_after,
+            stop_log=stop_log,
+            busy=busy,
+            signalled=signalled,
+        )
+        return proctree.stop_leftovers(
+            before, agent.pid, kill_after=self.kill_after, stop_log=stop_log, group=self._cgroup
+        )
