@@ -254,6 +254,7 @@ class Relay(threading.Thread):
 
 
 RELAY: Relay | None = None
+NEXT_START = ("kill-capguard", "full-disk", "delete-ledger", "ledger-down")
 
 
 def ledger_down_prepare(trial: Trial) -> None:
@@ -344,7 +345,7 @@ def ledger_figures(trial: Trial, run_id: str | None, ledger: str | None) -> dict
                 "SELECT count(*), coalesce(sum(cost_micro_usd), 0) FROM usage_events WHERE run_id = ?", (run_id,)
             ).fetchone()
             status = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return {"replies": row[0], "usd": row[1] / 1e6, "status": status[0] if status else None}
+    return {"replies": row[0], "usd": float(row[1]) / 1e6, "status": status[0] if status else None}
 
 
 def one(fault: Fault, args) -> dict:
@@ -398,11 +399,19 @@ def one(fault: Fault, args) -> dict:
             rec["survivors"] = [p.name() for p in H.survivors(env[H.TAG_VAR], wait=3)]
             H.kill_tagged(env[H.TAG_VAR])
             answered = [r for r in server.requests if r["kind"] == "main"]
-        if fault.name == "kill-capguard":  # the next start reconciles the run and replays its spool
+        if fault.name in NEXT_START:  # the next capguard start that opens the ledger reconciles and replays spools
+            if fault.name == "full-disk":
+                (trial.data / "filler").unlink(missing_ok=True)  # the user frees some disk first
             later = subprocess.run(
-                [args.python, "-m", "capguard", "status"], cwd=repo, env=env, capture_output=True, text=True, timeout=60
+                [args.python, "-m", "capguard", *trial.caps[2:], "ledger", "status"],
+                cwd=repo,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
-            rec["next_start"] = (later.stderr or later.stdout).strip().splitlines()[-1:] or [""]
+            said = [line for line in later.stderr.splitlines() if line.startswith("capguard")]
+            rec["next_start"] = [f"exit {later.returncode}: " + (said[0] if said else "(nothing to reconcile)")]
         rec["stderr"] = [line for line in err.strip().splitlines() if line.startswith("capguard")][-3:]
         rec["traceback"] = "Traceback" in err and "KeyboardInterrupt" not in err
         report = json.loads(trial.report.read_text()) if trial.report.exists() else {}
@@ -437,7 +446,7 @@ def row(rec: dict) -> str:
     if rec.get("traceback"):
         did += ", **traceback**"
     if rec.get("next_start"):
-        did += f"; next start: {rec['next_start'][0][:90]}"
+        did += f"; next start: {rec['next_start'][0][:160]}"
     ledger = rec.get("ledger") or {}
     counted = (
         f"report {rec.get('counted_replies')} replies ${rec.get('counted_usd') or 0:.3f}; ledger "
