@@ -54,15 +54,7 @@ class MonthGuard:
     def standings(self, *, not_run: str | None = None, now: datetime | None = None) -> list[Standing]:
         """Each budget's spend and limit this month; `not_run` leaves that run's own spend out."""
         month = self.month(now)
-        since, until = utc_text(month.start_utc), utc_text(month.end_utc)
-        found = []
-        for scope, name, cap in self.budgets:
-            who = {"user": name} if scope == "user" else {"line": name}
-            spent, _ = self.ledger.spend(**who, since_utc=since, until_utc=until, not_run=not_run)
-            acks = self.ledger.acks(scope, name, since_utc=since, until_utc=until)
-            acked = max((row["limit_micro_usd"] for row in acks), default=None)
-            found.append(Standing(scope, name, cap, spent, month, self.team.warn_at, acked))
-        return found
+        return [standing_of(self.ledger, self.team, budget, month, not_run=not_run) for budget in self.budgets]
 
     def allowance(self, run_id: str) -> int | None:
         """What run `run_id`'s own meter may reach: the month's remainder without this run's spend, plus what
@@ -101,6 +93,27 @@ class MonthGuard:
             )
             granted.append((standing, limit))
         return granted
+
+
+def standing_of(
+    ledger: Ledger, team: TeamConfig, budget: tuple[str, str, int], month: Month, *, not_run: str | None = None
+) -> Standing:
+    """One budget's (scope, name, cap) spend and acks in `month`; `not_run` leaves that run's own spend out."""
+    scope, name, cap = budget
+    since, until = utc_text(month.start_utc), utc_text(month.end_utc)
+    who = {"user": name} if scope == "user" else {"line": name}
+    spent, _ = ledger.spend(**who, since_utc=since, until_utc=until, not_run=not_run)
+    acks = ledger.acks(scope, name, since_utc=since, until_utc=until)
+    acked = max((row["limit_micro_usd"] for row in acks), default=None)
+    return Standing(scope, name, cap, spent, month, team.warn_at, acked)
+
+
+def team_standings(ledger: Ledger, team: TeamConfig, users: list[str], month: Month) -> list[Standing]:
+    """Every monthly budget of the team in `month`: each of `users` (and each user the config names) that has a
+    cap, then each capped budget line; the dashboard shows them all."""
+    budgets = [("user", user, team.user_cap(user)) for user in sorted(set(users) | set(team.users))]
+    budgets += [("line", line, cap) for line, cap in sorted(team.lines.items())]
+    return [standing_of(ledger, team, (scope, name, cap), month) for scope, name, cap in budgets if cap is not None]
 
 
 def current_standings(settings: Any, cwd: Path) -> list[Standing]:

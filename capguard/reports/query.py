@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from capguard.ledger import Ledger
 from capguard.ledger.bulk import backend_of
-from capguard.reports.aggregate import BY, Part, Run
+from capguard.reports.aggregate import BY, NONE_KEY, Part, Run
 
 _KEY_SQL = {"month": "SUBSTR(e.occurred_utc, 1, 7)", "day": "SUBSTR(e.occurred_utc, 1, 10)", "model": "e.model"}
 
@@ -84,3 +84,23 @@ def _run(row: dict) -> Run:
         ended_utc=row["ended_utc"],
         steps=row["steps"],
     )
+
+
+_TOKENS_BY_MODEL = """SELECT e.model AS model, CAST(SUM(e.input_tokens) AS BIGINT) AS input,
+  CAST(SUM(e.output_tokens) AS BIGINT) AS output, CAST(SUM(e.cache_read_tokens) AS BIGINT) AS cache_read,
+  CAST(SUM(e.cache_write_tokens) AS BIGINT) AS cache_write
+FROM usage_events e{where} GROUP BY e.model"""
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
+
+
+def tokens_by_model(ledger: Ledger, period: Period) -> dict[str, dict[str, int]]:
+    """Tokens of the usage events in the period per model (`(none)` when unknown) and kind (TOKEN_KINDS)."""
+    where, params = _where([("e.occurred_utc >= ?", period.since_utc), ("e.occurred_utc < ?", period.until_utc)])
+    rows = backend_of(ledger).query(_TOKENS_BY_MODEL.format(where=where), params)
+    return {row["model"] or NONE_KEY: {kind: int(row[kind]) for kind in TOKEN_KINDS} for row in rows}
+
+
+def user_names(ledger: Ledger) -> list[str]:
+    """Every developer the ledger knows, by name."""
+    return [row["name"] for row in backend_of(ledger).query("SELECT name FROM users ORDER BY name", [])]
