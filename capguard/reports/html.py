@@ -10,6 +10,10 @@ import base64
 import hashlib
 import html
 import json
+import os
+import sys
+import webbrowser
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -20,7 +24,8 @@ from capguard.core.sanitize import printable
 from capguard.core.team import TeamConfig
 from capguard.core.units import format_tokens, format_usd
 from capguard.ledger import Ledger
-from capguard.private_files import write_private
+from capguard.paths import data_home
+from capguard.private_files import private_dir, write_private
 from capguard.reports import dashboard
 from capguard.reports.period import describe
 from capguard.reports.query import Period, fetch, tokens_by_model, user_names
@@ -230,3 +235,22 @@ def write_dashboard(
     """Write the page to `path` (atomically, owner-only: it names developers and their spend); returns `path`."""
     write_private(Path(path), build_page(ledger, period, team=team, now=now).encode("utf-8"))
     return Path(path)
+
+
+def dashboard_path() -> Path:
+    """Where `capguard dashboard` keeps its page: the data dir (created owner-only), next to the default ledger."""
+    return private_dir(data_home()) / "dashboard.html"
+
+
+def show(
+    path: Path,
+    *,
+    env: Mapping[str, str] = os.environ,
+    platform: str = sys.platform,
+    opener: Callable[[str], bool] = webbrowser.open,
+) -> bool:
+    """Open the page in the desktop's browser; False when there is no desktop (then print the path). Without a
+    display, webbrowser would fall back to a text browser in the terminal, or to nothing, so it is not asked."""
+    if platform == "darwin" or platform.startswith("win") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return bool(opener(Path(path).resolve().as_uri()))
+    return False

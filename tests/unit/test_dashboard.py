@@ -145,3 +145,18 @@ def test_the_vendored_libraries_are_the_published_files():
     for name, digest in expected.items():
         assert hashlib.sha256((html.ASSETS / name).read_bytes()).hexdigest() == digest
         assert "Released under the MIT License" in html.asset(name)[:400]
+
+
+def test_the_dashboard_opens_in_the_desktops_browser_only_when_there_is_a_desktop(tmp_path):
+    opened: list[str] = []
+    page = tmp_path / "dashboard.html"
+    assert html.show(page, env={"DISPLAY": ":0"}, platform="linux", opener=lambda uri: opened.append(uri) or True)
+    assert opened == [page.as_uri()]
+    assert not html.show(page, env={}, platform="linux", opener=lambda uri: opened.append(uri) or True)
+    assert len(opened) == 1  # over ssh: no text browser taking the terminal, the CLI prints the path instead
+
+
+def test_the_dashboard_lives_in_the_private_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "home"))
+    path = html.dashboard_path()
+    assert path == tmp_path / "home" / "dashboard.html" and (path.parent.stat().st_mode & 0o777) == 0o700
