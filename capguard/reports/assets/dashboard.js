@@ -11,6 +11,10 @@
   const count = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 });
   const usd = (v) => (v !== 0 && Math.abs(v) < 0.01 ? fine : money).format(v);
   const color = (i) => PALETTE[i % PALETTE.length];
+  // One colour per cap in every chart, so that "usd" reads the same in the caps chart and in the top runs.
+  const CAP_COLOURS = { usd: "#e15759", tokens: "#f28e2b", wall: "#76b7b2", steps: "#b07aa1", map_tokens: "#9c755f",
+    stuck: "#59a14f", monthly: "#edc948", unpriced: "#ff9da7", meter_error: "#4e79a7" };
+  const capColour = (reason, i) => CAP_COLOURS[reason] || color(i);
   const short = (text) => (text.length > 28 ? text.slice(0, 27) + "…" : text);
 
   Chart.defaults.animation = false; // drawn once, at load: a screenshot or a test sees the final chart
@@ -94,7 +98,7 @@
       data: {
         labels: F.days,
         datasets: e.reasons.map((r, i) => ({
-          label: r.name, data: rate(r.stopped), stopped: r.stopped, backgroundColor: color(i + 2), stack: "stops",
+          label: r.name, data: rate(r.stopped), stopped: r.stopped, backgroundColor: capColour(r.name, i), stack: "stops",
         })),
       },
       options: {
@@ -143,7 +147,7 @@
         datasets: reasons.map((reason, i) => ({
           label: reason === "exited" ? "ended by itself" : `stopped: ${reason}`,
           data: rows.map((r) => ((r.stop_reason || "exited") === reason ? r.cost_usd : null)),
-          backgroundColor: reason === "exited" ? "#bab0ac" : color(i + 2), stack: "cost",
+          backgroundColor: reason === "exited" ? "#bab0ac" : capColour(reason, i), stack: "cost",
         })),
       },
       options: {
