@@ -170,7 +170,7 @@ def _module_command(name: str) -> Callable[[list[str], dict], int]:
     def run(rest: list[str], flags: dict) -> int:
         import importlib
 
-        return importlib.import_module(f"capguard.commands.{name}_cmd").main(rest, flags)
+        return importlib.import_module(f"capguard.cli.{name}_cmd").main(rest, flags)
 
     return run
 
