@@ -67,6 +67,11 @@ class _Executor:
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         return list(self._run(sql, params).fetchall())
 
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        with self._conn.cursor() as cursor:  # psycopg pipelines executemany: one round trip per batch
+            cursor.executemany(sql.replace("%", "%%").replace("?", "%s"), rows)
+            return cursor.rowcount
+
 
 class PostgresBackend:
     dialect = "postgresql"
