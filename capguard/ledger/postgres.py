@@ -11,16 +11,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from capguard.core.errors import LedgerError
-from capguard.ledger.backend import POSTGRES_SCHEMES as SCHEMES
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
 
 _MIGRATION_LOCK = int.from_bytes(b"capguard", "big")  # pg_advisory_xact_lock key, one per database
 _PASSWORD_HOME = "the password belongs in PGPASSWORD or ~/.pgpass"
 _PASSWORD_KEYS = ("password", "sslpassword")  # libpq parameters that are secrets
-
-
-def is_postgres_url(target: str) -> bool:
-    return target.startswith(SCHEMES)
 
 
 def safe_url(url: str) -> str:
