@@ -8,7 +8,8 @@ Before each call a reached ceiling raises BudgetExceeded without calling the API
 that the call's worst case cannot cross the USD cap; that worst case is held until the call settles, so calls
 from many threads cannot cross the cap together. A team's monthly caps hold as for a CLI run: a spent month
 refuses the task at its start, and the USD ceiling is the smaller of the task's own cap and what the month leaves,
-read from the ledger before each call. capguard.sdk wraps the SDK; this module never imports it.
+read from the ledger before each call. This module never imports the `anthropic` package: wrap() loads
+capguard.sdk.anthropic_wrap, which does, on first use; store.py writes the task to the ledger.
 """
 
 from __future__ import annotations
