@@ -212,6 +212,21 @@ def _section_c(lat: dict | None, k0: dict | None) -> list[str]:
     return out
 
 
+def own_cost(m: dict) -> float:
+    """capguard's wall time around an agent that exits at once: what it adds before and after any agent."""
+    return m["extras"]["capguard aider (agent = /bin/true)"]["p50"]
+
+
+def startup_verdict(m: dict, target: float) -> str:
+    """The A/B difference of two ~1.3 s noisy starts moves by +-50 ms from run to run on a shared machine; the
+    direct measure of what capguard adds (instant agent) is steady. The verdict follows it, and says when the
+    A/B figures disagree."""
+    ab = [m["overhead_p50_ms"], m["paired_diff"]["p50"]]
+    if own_cost(m) <= target:
+        return "met" if all(e <= target for e in ab) else "met (A/B figures above target: noise)"
+    return "**MISSED**" + ("" if all(e > target for e in ab) else " (A/B figures within target, inside their noise)")
+
+
 def _section_d(st: dict | None) -> list[str]:
     out = ["### D. Start-up overhead", ""]
     if not st:
@@ -224,8 +239,6 @@ def _section_d(st: dict | None) -> list[str]:
     ph = m.get("phases_ms", {})
     imports = next((v for k, v in ph.items() if k.startswith("import capguard")), None)
     run_agent = next((v for k, v in ph.items() if k.startswith("run_agent")), None)
-    from render_results import startup_verdict
-
     verdict = startup_verdict(m, target)
     out += [
         f"capguard's own cost around an instant agent ({m['mode']} bytecode) is {own:.0f} ms at p50 (p90"

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import _common as C
+import analysis as analysis_module
+from analysis import own_cost, startup_verdict
 
 OUT = C.BENCH / "RESULTS.md"
 
@@ -24,21 +26,6 @@ def load(name: str) -> dict | None:
 
 def verdict(value: float, target: float) -> str:
     return "met" if value <= target else "**MISSED**"
-
-
-def own_cost(m: dict) -> float:
-    """capguard's wall time around an agent that exits at once: what it adds before and after any agent."""
-    return m["extras"]["capguard aider (agent = /bin/true)"]["p50"]
-
-
-def startup_verdict(m: dict, target: float) -> str:
-    """The A/B difference of two ~1.3 s noisy starts moves by +-50 ms from run to run on a shared machine; the
-    direct measure of what capguard adds (instant agent) is steady. The verdict follows it, and says when the
-    A/B figures disagree."""
-    ab = [m["overhead_p50_ms"], m["paired_diff"]["p50"]]
-    if own_cost(m) <= target:
-        return "met" if all(e <= target for e in ab) else "met (A/B figures above target: noise)"
-    return "**MISSED**" + ("" if all(e > target for e in ab) else " (A/B figures within target, inside their noise)")
 
 
 def machine_block(data: dict) -> list[str]:
@@ -376,8 +363,6 @@ def main() -> None:
     s1, r1 = latency_section(lat, lat_w, lat_k0)
     s2, r2 = idle_section(idle, idle_w)
     s3, r3 = startup_section(st)
-    import analysis as analysis_module
-
     analysis = analysis_module.text(
         {"lat": lat, "lat_whatif": lat_w, "lat_kill0": lat_k0, "idle": idle, "idle_whatif": idle_w, "startup": st}
     )

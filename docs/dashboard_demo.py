@@ -14,6 +14,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from capguard.budget.allowance import month_standings
 from capguard.core.team import TeamConfig
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
 from capguard.reports.html import write_dashboard
@@ -109,7 +110,13 @@ def main() -> int:
     )
     with open_ledger(ledger_path) as ledger:
         since = (now - timedelta(days=30)).strftime("%Y-%m-%dT00:00:00.000000Z")
-        page = write_dashboard(ledger, Period(since, None), ns.out / "dashboard.html", team=team, now=now)
+        page = write_dashboard(
+            ledger,
+            Period(since, None),
+            ns.out / "dashboard.html",
+            standings=month_standings(ledger, team, now),
+            now=now,
+        )
     print(page)
     if ns.screenshot:
         png = ns.out / "dashboard.png"

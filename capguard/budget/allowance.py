@@ -116,6 +116,13 @@ def team_standings(ledger: Ledger, team: TeamConfig, users: list[str], month: Mo
     return [standing_of(ledger, team, (scope, name, cap), month) for scope, name, cap in budgets if cap is not None]
 
 
+def month_standings(ledger: Ledger, team: TeamConfig, now: datetime) -> list[Standing]:
+    """Every monthly budget of the team this month (`now` in the team's zone), for the dashboard."""
+    from capguard.reports.query import user_names  # the ledger's developers; reports sit below budget
+
+    return team_standings(ledger, team, user_names(ledger), monthly.month_of(now, team.zone))
+
+
 def current_standings(settings: Any, cwd: Path) -> list[Standing]:
     """This month's standings of the configured user and line; the ledger is opened only if a cap applies."""
     team, line = team_of(settings), settings["line"]

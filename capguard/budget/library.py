@@ -8,7 +8,8 @@ Before each call a reached ceiling raises BudgetExceeded without calling the API
 that the call's worst case cannot cross the USD cap; that worst case is held until the call settles, so calls
 from many threads cannot cross the cap together. A team's monthly caps hold as for a CLI run: a spent month
 refuses the task at its start, and the USD ceiling is the smaller of the task's own cap and what the month leaves,
-read from the ledger before each call. capguard.sdk wraps the SDK; this module never imports it.
+read from the ledger before each call. This module never imports the `anthropic` package: wrap() loads
+capguard.sdk.anthropic_wrap, which does, on first use; store.py writes the task to the ledger.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from capguard import paths
+from capguard.budget.admission import Admission
 from capguard.budget.allowance import MonthGuard, utc_text
 from capguard.budget.allowance import utc_clock as _utc_now  # the name `utc_clock` is Budget's argument
 from capguard.budget.messages import BudgetExceeded, BudgetWarning, month_reached, no_room, reached, warning
@@ -41,7 +43,7 @@ from capguard.core.ids import new_id
 from capguard.core.meter import Meter
 from capguard.core.monthly import Standing
 from capguard.core.pricing import Pricer
-from capguard.core.reservations import Hold, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
+from capguard.core.reservations import Reservations, clamp_max_tokens, lowered_request, worst_case_cost
 from capguard.core.task_budget import TaskBudget, check_total, supports_task_budget, with_task_budget
 from capguard.core.team import team_of
 from capguard.ledger import RunEnd, RunStart, normalize_utc
@@ -65,21 +67,6 @@ MONTH_BLIND_SPOT = (
     "the monthly cap counts other processes' spend once it is in the ledger: their calls in flight "
     "are not held against it, so concurrent tasks can overshoot the month by those calls"
 )
-
-
-@dataclass(frozen=True)
-class Admission:
-    """A call allowed to go: the request as it will be sent, and the worst case held for it."""
-
-    kwargs: dict[str, Any]
-    hold: Hold
-    model: str
-    prompt_tokens: int
-    requested_max_tokens: int
-    max_tokens: int
-    priced_by: str
-    task_budget: dict[str, Any] | None
-    context: int
 
 
 class Budget:

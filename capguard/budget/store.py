@@ -12,8 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from capguard.budget.admission import Admission
 from capguard.budget.allowance import MonthGuard
 from capguard.core.events import Reply
 from capguard.core.meter import Meter
@@ -22,9 +23,6 @@ from capguard.core.task_budget import TaskBudget
 from capguard.core.team import TeamConfig
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
 from capguard.sdk.anthropic_usage import CallUsage
-
-if TYPE_CHECKING:
-    from capguard.budget.library import Admission
 
 AGENT = "anthropic-sdk"
 T = TypeVar("T")

@@ -27,7 +27,6 @@ from capguard.ledger.bulk import (
     RunRow,
     RunSums,
     Written,
-    backend_of,
     stamp_rows,
     write_batch,
 )
@@ -251,7 +250,7 @@ _WORKER: Worker | None = None
 
 def _init_worker(overrides: dict, target: str | None, user_id: str, host: str, writes: bool) -> None:
     global _WORKER
-    backend = backend_of(open_ledger(target)) if writes else None  # its own connection, open until the process ends
+    backend = open_ledger(target).backend if writes else None  # its own connection, open until the process ends
     _WORKER = Worker(UnitPricer(Pricer(overrides)), backend, user_id, host)
     gc.disable()  # see `collector_paused`
 

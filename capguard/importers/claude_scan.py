@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from capguard.agents.claude.logs import SYNTHETIC_MODEL, _figures, max_wins
+from capguard.agents.claude.logs import SYNTHETIC_MODEL, max_wins, usage_figures
 from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
 from capguard.core.sanitize import name as _name
 from capguard.ledger.records import normalize_utc
@@ -114,7 +114,7 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
         usage = {}
     if not isinstance(usage, dict):
         raise ValueError("usage is not an object")
-    figures = _plain_figures(usage) or _figures(usage)
+    figures = _plain_figures(usage) or usage_figures(usage)
     served = _name(served)
     model: str | None = _name(get("requestedModel")) or served
     geo, speed = usage.get("inference_geo"), usage.get("speed")
@@ -153,7 +153,7 @@ def _details(shape: tuple) -> dict | None:
 
 
 def _plain_figures(usage: dict) -> list[int] | None:
-    """`_figures` for the usual case (every count a non-negative int); None sends the usage to `_figures`."""
+    """`usage_figures` for the usual case (every count a non-negative int); None sends the usage to it."""
     get = usage.get
     counts = [
         get("input_tokens", 0),

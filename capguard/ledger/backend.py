@@ -29,6 +29,9 @@ class Executor(Protocol):
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         """Run one SELECT; rows as dicts keyed by column name."""
 
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Run one statement for many rows with the engine's own loop (an import's batches); rows changed."""
+
 
 class Backend(Protocol):
     dialect: str

@@ -19,7 +19,7 @@ from typing import Any
 from capguard.core.ids import new_id
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
-from capguard.ledger.sqlite import WalCheckpointer
+from capguard.ledger.sqlite import SqliteBackend, WalCheckpointer
 
 IMPORTED = "imported"  # runs.status of a run built from an agent's logs rather than supervised
 _IDS_PER_QUERY = 500
@@ -48,33 +48,15 @@ _TOTALS = """SELECT e.run_id AS run_id, CAST(COALESCE(SUM(e.cost_micro_usd), 0) 
   AS steps FROM usage_events e WHERE e.run_id IN ({marks}) GROUP BY e.run_id"""
 
 
-def backend_of(ledger: Ledger) -> Backend:
-    """The ledger's database engine (Ledger has no public accessor for it yet)."""
-    return ledger._backend  # the private attribute, read-only use: writes go through its write() transactions
-
-
 def ledger_identity(ledger: Ledger) -> str:
     """This ledger instance: where it is and when it was created (a new file at the same path is another)."""
-    rows = backend_of(ledger).query("SELECT applied_utc FROM capguard_migrations ORDER BY applied_utc, name")
+    rows = ledger.query("SELECT applied_utc FROM capguard_migrations ORDER BY applied_utc, name")
     return f"{ledger.path_or_url}#{rows[0]['applied_utc'] if rows else ''}"
 
 
 def executemany(db: Executor, sql: str, rows: list[tuple]) -> int:
-    """Run one statement for many rows inside a `write()` transaction; the number of rows changed.
-
-    The Executor interface has no executemany; the engines' own (sqlite3's C loop, psycopg's pipeline) are several
-    times faster than a statement per row, so use them when the executor exposes its connection.
-    """
-    if not rows:
-        return 0
-    conn = getattr(db, "_conn", None)
-    if db.dialect == "sqlite" and conn is not None:
-        return conn.executemany(sql, rows).rowcount
-    if db.dialect == "postgresql" and conn is not None:
-        with conn.cursor() as cursor:
-            cursor.executemany(sql.replace("%", "%%").replace("?", "%s"), rows)
-            return cursor.rowcount
-    return sum(db.execute(sql, row) for row in rows)  # pragma: no cover - another engine
+    """Run one statement for many rows inside a `write()` transaction; the number of rows changed."""
+    return db.executemany(sql, rows) if rows else 0
 
 
 def row_ids(count: int) -> list[str]:
@@ -119,7 +101,7 @@ class RunRow:
 
 def ensure_user(ledger: Ledger, name: str) -> str:
     """The user's id, the user created if new."""
-    with backend_of(ledger).write() as db:
+    with ledger.backend.write() as db:
         db.execute(
             "INSERT INTO users (id, name, created_utc) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
             (new_id(), name, utc_now()),
@@ -281,10 +263,8 @@ def write_rows(
     by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
     durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
     ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
-    conn = backend._conn  # these pragmas must be set outside a transaction
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    sqlite = _sqlite(backend)
+    sqlite.set_pragmas("foreign_keys = OFF", "synchronous = NORMAL", "wal_autocheckpoint = 0")
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
@@ -298,9 +278,14 @@ def write_rows(
                     added = db.query(_ADDED, (prefix, prefix + "~"))[0]
                     written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
     finally:
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
+        sqlite.set_pragmas("synchronous = FULL", "foreign_keys = ON")
     return written
+
+
+def _sqlite(backend: Backend) -> SqliteBackend:
+    if not isinstance(backend, SqliteBackend):
+        raise TypeError(f"write_rows is for SQLite ledgers, not {backend.dialect}")
+    return backend
 
 
 def _finished(run: RunRow, totals: Sequence[int]) -> tuple:
@@ -323,7 +308,7 @@ class ImportWriter:
     """The importing process's side: the runs of this import, its rows written in batches, and the finish."""
 
     def __init__(self, ledger: Ledger, *, user: str, host: str) -> None:
-        self._backend = backend_of(ledger)
+        self._backend = ledger.backend
         self.user, self.host = user, host
         self.user_id = ensure_user(ledger, user)
         self.runs: dict[str, RunRow] = {}  # every run touched by this import
@@ -449,7 +434,7 @@ class ImportWriter:
         # is closed, or at its next automatic checkpoint.
         self.close()
         if self._backend.dialect == "sqlite":
-            self._backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            _sqlite(self._backend).set_pragmas("wal_autocheckpoint = 1000")
 
     def close(self) -> None:
         """Stop the background checkpoints (at the end of an import, or when it fails)."""

@@ -11,16 +11,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from capguard.core.errors import LedgerError
-from capguard.ledger.backend import POSTGRES_SCHEMES as SCHEMES
 from capguard.ledger.backend import IntegrityViolation, Params, one_line
 
 _MIGRATION_LOCK = int.from_bytes(b"capguard", "big")  # pg_advisory_xact_lock key, one per database
 _PASSWORD_HOME = "the password belongs in PGPASSWORD or ~/.pgpass"
 _PASSWORD_KEYS = ("password", "sslpassword")  # libpq parameters that are secrets
-
-
-def is_postgres_url(target: str) -> bool:
-    return target.startswith(SCHEMES)
 
 
 def safe_url(url: str) -> str:
@@ -66,6 +61,11 @@ class _Executor:
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         return list(self._run(sql, params).fetchall())
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        with self._conn.cursor() as cursor:  # psycopg pipelines executemany: one round trip per batch
+            cursor.executemany(sql.replace("%", "%%").replace("?", "%s"), rows)
+            return cursor.rowcount
 
 
 class PostgresBackend:

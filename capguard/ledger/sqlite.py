@@ -99,6 +99,9 @@ class _Executor:
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         return [dict(row) for row in self._conn.execute(sql, tuple(params))]
 
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount  # sqlite3's C loop: several times a statement per row
+
 
 class SqliteBackend:
     dialect = "sqlite"
@@ -225,6 +228,12 @@ class SqliteBackend:
 
     def has_table(self, name: str) -> bool:
         return bool(self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def set_pragmas(self, *pragmas: str) -> None:
+        """`PRAGMA <p>` for each, outside any transaction (where SQLite ignores some): an import's bulk mode."""
+        with self._translated():
+            for pragma in pragmas:
+                self._conn.execute(f"PRAGMA {pragma}")
 
     def close(self) -> None:
         conn = getattr(self, "_conn", None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from capguard.core.errors import LedgerError
@@ -75,6 +75,15 @@ class Ledger:
     @property
     def path_or_url(self) -> str:
         return self._backend.path_or_url
+
+    @property
+    def backend(self) -> Backend:
+        """The database engine: for writes in batches (bulk.py: an import), never for a supervised run's rows."""
+        return self._backend
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """A read in the ledger's portable SQL (`?` placeholders), outside any write: the reports' queries."""
+        return self._backend.query(sql, params)
 
     @property
     def identity(self) -> str:

@@ -10,8 +10,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-BY_RUN = ("user", "agent", "line", "project", "run")  # keys a run has once
-BY_EVENT = ("month", "day", "model")  # keys each usage event has: a run may fall in several groups
+BY_RUN = ("user", "agent", "line", "project", "run")  # keys a run has once; by the others, it may fall in several
 BY = ("user", "month", "day", "agent", "model", "line", "project", "run")
 NONE_KEY = "(none)"
 

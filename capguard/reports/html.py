@@ -13,22 +13,21 @@ import json
 import os
 import sys
 import webbrowser
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
-from capguard.budget.allowance import team_standings, utc_text
-from capguard.core import monthly
+from capguard.core.monthly import Standing
 from capguard.core.sanitize import printable
-from capguard.core.team import TeamConfig
 from capguard.core.units import format_tokens, format_usd
 from capguard.ledger import Ledger
+from capguard.ledger.records import normalize_utc
 from capguard.paths import data_home
 from capguard.private_files import private_dir, write_private
 from capguard.reports import dashboard
 from capguard.reports.period import describe
-from capguard.reports.query import Period, fetch, tokens_by_model, user_names
+from capguard.reports.query import Period, fetch, tokens_by_model
 
 ASSETS = Path(__file__).with_name("assets")
 LIBRARIES = ("chart.umd.min.js", "chartjs-plugin-annotation.min.js")
@@ -207,33 +206,34 @@ def page(figures: dict) -> str:
     )
 
 
-def collect(ledger: Ledger, period: Period, *, team: TeamConfig | None = None, now: datetime | None = None) -> dict:
-    """The dashboard's figures from the ledger: the period's runs and usage, and this month's standings."""
+def collect(ledger: Ledger, period: Period, *, standings: Sequence[Standing] = (), now: datetime | None = None) -> dict:
+    """The dashboard's figures from the ledger: the period's runs and usage; `standings` are this month's monthly
+    budgets (capguard.budget.allowance.month_standings; none: no month chart), read by the caller."""
     now = now or datetime.now(timezone.utc)
-    team = team or TeamConfig()
     runs, day_parts = fetch(ledger, period, "day")
-    month = monthly.month_of(now, team.zone)
     return dashboard.figures(
         runs,
         day_parts,
         tokens_by_model(ledger, period),
-        team_standings(ledger, team, user_names(ledger), month),
+        list(standings),
         period=describe(period.since_utc, period.until_utc),
         ledger=ledger.path_or_url,
-        generated_utc=utc_text(now),
+        generated_utc=normalize_utc(now.isoformat()),
     )
 
 
-def build_page(ledger: Ledger, period: Period, *, team: TeamConfig | None = None, now: datetime | None = None) -> str:
-    """`capguard report --html`: the page for the period (`team` gives the monthly caps; none: no month chart)."""
-    return page(collect(ledger, period, team=team, now=now))
+def build_page(
+    ledger: Ledger, period: Period, *, standings: Sequence[Standing] = (), now: datetime | None = None
+) -> str:
+    """`capguard report --html`: the page for the period."""
+    return page(collect(ledger, period, standings=standings, now=now))
 
 
 def write_dashboard(
-    ledger: Ledger, period: Period, path: Path, *, team: TeamConfig | None = None, now: datetime | None = None
+    ledger: Ledger, period: Period, path: Path, *, standings: Sequence[Standing] = (), now: datetime | None = None
 ) -> Path:
     """Write the page to `path` (atomically, owner-only: it names developers and their spend); returns `path`."""
-    write_private(Path(path), build_page(ledger, period, team=team, now=now).encode("utf-8"))
+    write_private(Path(path), build_page(ledger, period, standings=standings, now=now).encode("utf-8"))
     return Path(path)
 
 

@@ -1,6 +1,6 @@
 """The ledger reads behind `capguard report` and `capguard suggest`: runs of a period and their usage sums.
 
-Read-only, portable SQL (`?` placeholders, SUBSTR, CASE) on the Ledger's backend, for SQLite and PostgreSQL alike.
+Read-only, portable SQL (`?` placeholders, SUBSTR, CASE) through `Ledger.query`, for SQLite and PostgreSQL alike.
 A run belongs to the period when its span overlaps it; its usage counts only the events that occurred in it.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from capguard.ledger import Ledger
-from capguard.ledger.bulk import backend_of
 from capguard.reports.aggregate import BY, NONE_KEY, Part, Run
 
 _KEY_SQL = {"month": "SUBSTR(e.occurred_utc, 1, 7)", "day": "SUBSTR(e.occurred_utc, 1, 10)", "model": "e.model"}
@@ -43,7 +42,6 @@ def fetch(ledger: Ledger, period: Period, by: str = "run") -> tuple[dict[str, Ru
     """The runs overlapping the period and their usage in it, split by `by` when it is a per-event key."""
     if by not in BY:
         raise ValueError(f"cannot group by {by!r}")
-    backend = backend_of(ledger)
     where, params = _where([("e.occurred_utc >= ?", period.since_utc), ("e.occurred_utc < ?", period.until_utc)])
     key = _KEY_SQL.get(by)  # PostgreSQL refuses a constant in GROUP BY: run-level keys group by run alone
     sql = _PARTS.format(key=key or "NULL", where=where, group=f", {key}" if key else "")
@@ -57,17 +55,17 @@ def fetch(ledger: Ledger, period: Period, by: str = "run") -> tuple[dict[str, Ru
             int(row["replies"]),
             int(row["unpriced"]),
         )
-        for row in backend.query(sql, params)
+        for row in ledger.query(sql, params)
     ]
     where, params = _where(
         [("r.started_utc < ?", period.until_utc), ("(r.ended_utc IS NULL OR r.ended_utc >= ?)", period.since_utc)]
     )
-    runs = {row["id"]: _run(row) for row in backend.query(_RUNS + where, params)}
+    runs = {row["id"]: _run(row) for row in ledger.query(_RUNS + where, params)}
     missing = sorted({part.run_id for part in parts} - set(runs))
     for i in range(0, len(missing), 500):  # usage in the period of a run whose recorded span says otherwise
         chunk = missing[i : i + 500]
         sql = f"{_RUNS} WHERE r.id IN ({', '.join('?' * len(chunk))})"
-        runs.update((row["id"], _run(row)) for row in backend.query(sql, chunk))
+        runs.update((row["id"], _run(row)) for row in ledger.query(sql, chunk))
     return runs, parts
 
 
@@ -97,10 +95,10 @@ TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 def tokens_by_model(ledger: Ledger, period: Period) -> dict[str, dict[str, int]]:
     """Tokens of the usage events in the period per model (`(none)` when unknown) and kind (TOKEN_KINDS)."""
     where, params = _where([("e.occurred_utc >= ?", period.since_utc), ("e.occurred_utc < ?", period.until_utc)])
-    rows = backend_of(ledger).query(_TOKENS_BY_MODEL.format(where=where), params)
+    rows = ledger.query(_TOKENS_BY_MODEL.format(where=where), params)
     return {row["model"] or NONE_KEY: {kind: int(row[kind]) for kind in TOKEN_KINDS} for row in rows}
 
 
 def user_names(ledger: Ledger) -> list[str]:
     """Every developer the ledger knows, by name."""
-    return [row["name"] for row in backend_of(ledger).query("SELECT name FROM users ORDER BY name", [])]
+    return [row["name"] for row in ledger.query("SELECT name FROM users ORDER BY name", [])]

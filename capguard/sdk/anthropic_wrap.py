@@ -13,8 +13,8 @@ from typing import Any
 
 import anthropic
 
-from capguard.budget.library import Admission, Budget
 from capguard.sdk.anthropic_usage import StreamTracker, read_usage
+from capguard.sdk.budget_api import Admitted, CallBudget
 from capguard.sdk.streams import (
     AsyncMeteredStream,
     AsyncMeteredStreamManager,
@@ -33,7 +33,7 @@ def _refuse(where: str, name: str) -> TypeError:
     return TypeError(f"capguard's Budget does not meter {where}.{name}; use messages.create(), stream() or parse()")
 
 
-def wrap_client(client: Any, budget: Budget) -> BudgetedClient:
+def wrap_client(client: Any, budget: CallBudget[Any]) -> BudgetedClient:
     if isinstance(client, BudgetedClient):
         client = client.unwrapped
     return BudgetedClient(client, budget)
@@ -42,7 +42,7 @@ def wrap_client(client: Any, budget: Budget) -> BudgetedClient:
 class BudgetedClient:
     """The client, with every Messages call counted, clamped and recorded by `budget`."""
 
-    def __init__(self, client: Any, budget: Budget) -> None:
+    def __init__(self, client: Any, budget: CallBudget[Any]) -> None:
         self._client = client
         self._budget = budget
         # create() is wrapped by a decorator that hides it is a coroutine function; count_tokens is not
@@ -92,7 +92,7 @@ class _Beta:
 
 
 class _MessagesBase:
-    def __init__(self, inner: Any, budget: Budget, *, beta_api: bool, default_beta: str | None) -> None:
+    def __init__(self, inner: Any, budget: CallBudget[Any], *, beta_api: bool, default_beta: str | None) -> None:
         self._inner, self._budget = inner, budget
         self._beta_api, self._default_beta = beta_api, default_beta
 
@@ -101,12 +101,12 @@ class _MessagesBase:
             raise _refuse("messages", name)
         return getattr(self._inner, name)
 
-    def _admission(self, kwargs: dict[str, Any], counted: int | None) -> Admission:
+    def _admission(self, kwargs: dict[str, Any], counted: int | None) -> Admitted:
         return self._budget.admit(
             kwargs, prompt_tokens=counted, beta_api=self._beta_api, default_beta=self._default_beta
         )
 
-    def _settle(self, admission: Admission, message: Any) -> Future:
+    def _settle(self, admission: Admitted, message: Any) -> Future:
         return self._budget.settle(
             admission,
             read_usage(message.usage),
@@ -115,7 +115,7 @@ class _MessagesBase:
             stop_reason=message.stop_reason,
         )
 
-    def _ender(self, admission: Admission) -> End:
+    def _ender(self, admission: Admitted) -> End:
         def end(tracker: StreamTracker, error: BaseException | None) -> Future | None:
             if tracker.usage is None:  # no reply started: an API error was not billed, anything else may be
                 return self._budget.fail(admission, charged=not isinstance(error, anthropic.APIStatusError))
@@ -160,7 +160,7 @@ class Messages(_MessagesBase):
         wait_done(self._settle(admission, result))
         return result
 
-    def _admit(self, kwargs: dict[str, Any]) -> Admission:
+    def _admit(self, kwargs: dict[str, Any]) -> Admitted:
         self._budget.precheck(kwargs.get("model"))
         return self._admission(kwargs, self._count(kwargs) if self._budget.counts_tokens else None)
 
@@ -199,7 +199,7 @@ class AsyncMessages(_MessagesBase):
         await await_done(self._settle(admission, result))
         return result
 
-    async def _admit(self, kwargs: dict[str, Any]) -> Admission:
+    async def _admit(self, kwargs: dict[str, Any]) -> Admitted:
         self._budget.precheck(kwargs.get("model"))
         return self._admission(kwargs, await self._count(kwargs) if self._budget.counts_tokens else None)
 

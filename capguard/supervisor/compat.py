@@ -26,11 +26,6 @@ def _prctl(option: int, value: int) -> bool:
     return _libc.prctl(option, value, 0, 0, 0) == 0
 
 
-def become_subreaper() -> bool:
-    """Orphans of the agent's tree are re-parented to us, so none escapes the final sweep."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
 def die_with_parent_hook(cgroup_procs: str | None = None):
     """A preexec_fn: if capguard dies, the agent is killed rather than left running uncapped.
 
@@ -40,7 +35,8 @@ def die_with_parent_hook(cgroup_procs: str | None = None):
     """
     if not ON_LINUX:  # pragma: no cover - py-not-linux
         return None
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # loads libc; harmless to repeat
+    # orphans of the agent's tree are re-parented to us, so none escapes the final sweep (this also loads libc)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     parent = os.getpid()
 
     def hook() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from capguard.budget.allowance import month_standings
 from capguard.core.team import TeamConfig
 from capguard.ledger import RunEnd, RunStart, UsageRecord, open_ledger
 from capguard.reports.html import collect, write_dashboard
@@ -79,7 +80,7 @@ def known_ledger(target: str) -> None:
 def test_the_dashboard_figures_are_the_ledgers(target):
     known_ledger(target)
     with open_ledger(target) as ledger:
-        figures = collect(ledger, Period(), team=TEAM, now=NOW)
+        figures = collect(ledger, Period(), standings=month_standings(ledger, TEAM, NOW), now=NOW)
     assert figures["totals"]["cost_usd"] == 4.5 and figures["totals"]["stopped"] == 2
     assert figures["days"] == ["2026-11-02", "2026-11-03"]
     assert {s["name"]: s["usd"] for s in figures["spend_by_user"]} == {"ana": [1.25, 2.5], "bo": [0.0, 0.75]}
@@ -132,7 +133,9 @@ def test_the_page_draws_every_chart_with_the_ledgers_numbers_in_chromium(tmp_pat
     target = str(tmp_path / "ledger.db")
     known_ledger(target)
     with open_ledger(target) as ledger:
-        page = write_dashboard(ledger, Period(), tmp_path / "dashboard.html", team=TEAM, now=NOW)
+        page = write_dashboard(
+            ledger, Period(), tmp_path / "dashboard.html", standings=month_standings(ledger, TEAM, NOW), now=NOW
+        )
     dom, console = open_in_chromium(page, tmp_path / "profile")
     assert console == []  # no script error, nothing refused by the page's policy
 

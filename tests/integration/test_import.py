@@ -77,7 +77,7 @@ def spend(target: str) -> tuple[int, int]:
 
 def rows(target: str, sql: str, params=()) -> list[dict]:
     with open_ledger(target) as ledger:
-        return ledger._backend.query(sql, params)
+        return ledger.query(sql, params)
 
 
 # -- Claude Code -----------------------------------------------------------------------------------------------

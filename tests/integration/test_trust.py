@@ -35,7 +35,7 @@ def ledger_runs(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open_ledger(str(path)) as ledger:
-        return [ledger.run(row["id"]) for row in ledger._backend.query("SELECT id FROM runs", ())]
+        return [ledger.run(row["id"]) for row in ledger.query("SELECT id FROM runs", ())]
 
 
 def assert_one_notice(stderr: str, config: Path, *keys: str) -> str:

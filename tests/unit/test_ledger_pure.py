@@ -8,10 +8,10 @@ import sqlite3
 import pytest
 
 from capguard.core.errors import LedgerError
-from capguard.ledger import RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
+from capguard.ledger import RunEnd, RunStart, UsageRecord, _sqlite_path, normalize_utc, utc_now
 from capguard.ledger.backend import one_line
 from capguard.ledger.migrations import MIGRATIONS, Migration, check_names, migration
-from capguard.ledger.postgres import check_url, is_postgres_url, safe_url
+from capguard.ledger.postgres import check_url, safe_url
 from capguard.ledger.sqlite import describe
 
 
@@ -128,7 +128,7 @@ def test_check_names_refuses_duplicates():
     ],
 )
 def test_postgres_urls_are_recognised_by_scheme(target, expected):
-    assert is_postgres_url(target) is expected
+    assert (_sqlite_path(target) is None) is expected  # not a SQLite file: open_ledger connects to PostgreSQL
 
 
 @pytest.mark.parametrize(

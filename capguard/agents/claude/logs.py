@@ -140,7 +140,7 @@ class TranscriptParser:
             usage = {}
         if not isinstance(usage, dict):
             raise ValueError("usage is not an object")
-        figures = _figures(usage)
+        figures = usage_figures(usage)
         model = sanitize.name(entry.get("requestedModel")) or sanitize.name(served)
 
         events: list[Event] = []
@@ -342,7 +342,8 @@ def parse_timestamp(value: object) -> float | None:
     return stamp.timestamp()
 
 
-def _figures(usage: dict) -> list[int]:
+def usage_figures(usage: dict) -> list[int]:
+    """A reply's [input, output, cache read, cache write, its 1-hour part, web searches] (see FIGURES), sanitized."""
     cache_creation = usage.get("cache_creation")
     server_tools = usage.get("server_tool_use")
     figures = [
