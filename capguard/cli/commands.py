@@ -41,5 +41,6 @@ _TABLE = (
     Command("report", "report_cmd", "spend, runs and stops from the ledger", options.LEDGER),
     Command("suggest", "suggest_cmd", "caps from the distribution of past runs, as TOML", options.LEDGER),
     Command("import", "import_cmd", "the agents' existing logs into the ledger", options.LEDGER, pause_gc=True),
+    Command("completion", "completion_cmd", "a shell completion script: bash, zsh or fish"),
 )
 COMMANDS: dict[str, Command] = {command.name: command for command in _TABLE}
