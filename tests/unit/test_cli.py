@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from capguard import cli
@@ -94,3 +97,16 @@ def test_no_agent_is_a_usage_error(argv, capsys):
         cli.main(argv)
     assert exit.value.code == 2
     assert "AGENT|COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_load_no_subcommand_and_no_library(flag):
+    code = (
+        f"import sys\nfrom capguard import cli\ntry:\n    cli.main([{flag!r}])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    heavy = ("capguard.config", "capguard.ledger", "capguard.run", "capguard.supervisor", "psutil", "watchdog")
+    loaded = done.stderr.split()
+    assert "capguard.cli.dispatch" in loaded
+    assert not [m for m in loaded if m.startswith(heavy) or m.endswith("_cmd") or m == "dataclasses"]
