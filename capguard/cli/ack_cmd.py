@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from capguard.budget.allowance import MonthGuard
+from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import load_settings
 from capguard.core import monthly, units
@@ -20,7 +21,7 @@ from capguard.core.units import format_usd
 from capguard.ledger.reconcile import open_reconciled
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard ack",
         description="Acknowledge a spent monthly cap: new runs may start again this month, within an allowance. "
@@ -48,8 +49,7 @@ def _allowance(raw: str | None) -> int | None:
     return value
 
 
-def main(rest: list[str], flags: dict) -> int:
-    ns = _parser().parse_args(rest)
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     reason = ns.reason.strip()
     if not reason:
         raise ConfigError("--reason: say why you go on past the cap; it is recorded in the ledger")

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
 from capguard.core.redact import mask_dsn
@@ -25,7 +26,7 @@ _SHOW = {
 }
 
 
-def show(key: str, value) -> str:
+def show(key: str, value: object) -> str:
     if value is None:
         return "off" if key in ("usd", "tokens", "wall", "steps", "map_tokens") else "-"
     if isinstance(value, bool):
@@ -80,7 +81,7 @@ def _team_json(settings: Settings) -> dict:
     }
 
 
-def main(rest: list[str], flags: dict) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard config", description="Show the effective settings and where each comes from."
     )
@@ -91,7 +92,10 @@ def main(rest: list[str], flags: dict) -> int:
         help="include the [agents.AGENT] section (anthropic-sdk: the library's Budget tasks)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    ns = parser.parse_args(rest)
+    return parser
+
+
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     settings = load_settings(ns.agent, flags=flags)
     if ns.json:
         print(json.dumps(as_json(settings), indent=2, default=str))

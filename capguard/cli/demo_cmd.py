@@ -16,6 +16,7 @@ from pathlib import Path
 
 from capguard.agents.aider.adapter import INSTALL_HINT
 from capguard.agents.base import resolve_executable
+from capguard.cli.options import Flags
 from capguard.config.settings import load_settings
 from capguard.core.caps import EXIT_CODES
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
@@ -86,13 +87,16 @@ def agent_env(home: Path) -> dict[str, str]:
     return env
 
 
-def main(rest: list[str], flags: dict) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard demo",
         description="Run the real aider against a local scripted model under a small USD cap (offline, free).",
     )
     parser.add_argument("--keep", action="store_true", help="keep the demo's repo, ledger and report")
-    ns = parser.parse_args(rest)
+    return parser
+
+
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     flags = {**flags, "usd": flags.get("usd") or "0.40", "wall": flags.get("wall") or "3m", "title": "false"}
     aider = resolve_executable("aider", INSTALL_HINT, os.environ)
     root = Path(tempfile.mkdtemp(prefix="capguard-demo-"))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import load_settings
 from capguard.core import sanitize
@@ -31,7 +32,7 @@ nothing. Incremental: files unchanged since the last import are skipped, grown o
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard import", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _line_resolver(explicit: str | None, flags: dict) -> Callable[[str | None], str | None]:
+def _line_resolver(explicit: str | None, flags: Flags) -> Callable[[str | None], str | None]:
     """Each project's budget line as a run there would get it: its .capguard.toml, else the user config."""
     cache: dict[str | None, str | None] = {}
 
@@ -63,8 +64,7 @@ def _line_resolver(explicit: str | None, flags: dict) -> Callable[[str | None], 
     return line_of
 
 
-def main(rest: list[str], flags: dict) -> int:
-    ns = _parser().parse_args(rest)
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     if ns.jobs < 0:
         raise CapguardError("--jobs must be 0 (automatic) or more")
     settings = load_settings(None, flags=flags)

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+from capguard.cli.options import Flags
 from capguard.config.settings import load_settings
 from capguard.core.units import format_usd
 from capguard.ledger import open_ledger
 from capguard.ledger.reconcile import open_reconciled
 
 
-def main(rest: list[str], flags: dict) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard ledger",
         description="Where the ledger is and what it holds.",
         epilog="init: create the ledger, also where one existed before and is gone (a new, empty month).",
     )
     parser.add_argument("action", choices=["path", "status", "init"])
-    ns = parser.parse_args(rest)
+    return parser
+
+
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     settings = load_settings(None, flags=flags)
     if ns.action == "init":
         with open_ledger(settings["ledger"], fresh=True) as ledger:

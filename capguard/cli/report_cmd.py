@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from capguard.cli.options import Flags
 from capguard.config.settings import load_settings
 from capguard.core.errors import ConfigError
 from capguard.ledger.reconcile import open_reconciled
@@ -56,8 +57,9 @@ def period_of(since: str | None, until: str | None, now: datetime) -> Period:
     return Period(*bounds)
 
 
-def main(rest: list[str], flags: dict, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
-    ns = parser().parse_args(rest)
+def run(
+    ns: argparse.Namespace, flags: Flags, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+) -> int:
     if ns.top < 0:
         raise ConfigError("--top must be 0 or more")
     period = period_of(ns.since, ns.until, clock())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from capguard import paths
 from capguard.budget.allowance import current_standings
+from capguard.cli.options import Flags
 from capguard.config.settings import load_settings
 from capguard.core import monthly
 from capguard.core.errors import CapguardError
@@ -15,7 +16,7 @@ from capguard.core.sanitize import printable
 from capguard.supervisor.status_board import live_runs
 
 
-def main(rest: list[str], flags: dict) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard status",
         description="Show the runs capguard is supervising now "
@@ -23,7 +24,10 @@ def main(rest: list[str], flags: dict) -> int:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--month", action="store_true", help="only this month's spend against the monthly caps")
-    ns = parser.parse_args(rest)
+    return parser
+
+
+def run(ns: argparse.Namespace, flags: Flags) -> int:
     problem, standings = None, []
     try:  # the month needs the config and the ledger; live runs need neither, so show them regardless
         standings = current_standings(load_settings(None, flags=flags), Path.cwd())

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from capguard.cli.options import Flags
 from capguard.cli.report_cmd import period_of
 from capguard.config.settings import load_settings
 from capguard.core.errors import ConfigError
@@ -60,8 +61,9 @@ def headroom_of(raw: str) -> float:
     return value
 
 
-def main(rest: list[str], flags: dict, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
-    ns = parser().parse_args(rest)
+def run(
+    ns: argparse.Namespace, flags: Flags, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+) -> int:
     headroom = headroom_of(ns.headroom)
     if ns.min_runs < 1:
         raise ConfigError("--min-runs must be 1 or more")

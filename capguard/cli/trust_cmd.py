@@ -1,4 +1,4 @@
-"""`capguard trust [PATH]` / `capguard untrust [PATH]`: allow a repo's .capguard.toml to set every key, or stop.
+"""`capguard trust [PATH]`: allow a repo's .capguard.toml to set every key (`capguard untrust` undoes it).
 
 Like `direnv allow`: the file's resolved path and sha256 go to the trust store; a changed file is untrusted again.
 """
@@ -9,14 +9,20 @@ import argparse
 from pathlib import Path
 
 from capguard import paths
+from capguard.cli.options import Flags
 from capguard.config import trust
 from capguard.core.errors import ConfigError
 
 
-def _target(prog: str, rest: list[str], what: str) -> Path:
+def path_parser(prog: str, what: str) -> argparse.ArgumentParser:
+    """The parser of trust and untrust: an optional .capguard.toml."""
     parser = argparse.ArgumentParser(prog=prog, description=what)
     parser.add_argument("path", nargs="?", help="a .capguard.toml (default: the nearest one from here up)")
-    ns = parser.parse_args(rest)
+    return parser
+
+
+def target(ns: argparse.Namespace) -> Path:
+    """The file named, else the nearest .capguard.toml from here up."""
     if ns.path is None:
         found = paths.find_project_file(Path.cwd())
         if found is None:
@@ -28,22 +34,16 @@ def _target(prog: str, rest: list[str], what: str) -> Path:
     return path
 
 
-def main(rest: list[str], flags: dict) -> int:
-    path = _target(
+def parser() -> argparse.ArgumentParser:
+    return path_parser(
         "capguard trust",
-        rest,
         "Trust a repo's .capguard.toml: its every key applies, as long as it "
         "does not change (an untrusted file may only tighten caps).",
     )
+
+
+def run(ns: argparse.Namespace, flags: Flags) -> int:
+    path = target(ns)
     sha = trust.trust(path)
     print(f"capguard: trusted {path.resolve()} (sha256 {sha[:12]}); it is untrusted again when it changes")
-    return 0
-
-
-def untrust_main(rest: list[str], flags: dict) -> int:
-    path = _target("capguard untrust", rest, "Forget a trusted .capguard.toml: it may only tighten caps again.")
-    if trust.untrust(path):
-        print(f"capguard: {path.resolve()} is no longer trusted: it may only tighten caps")
-    else:
-        print(f"capguard: {path.resolve()} was not trusted")
     return 0

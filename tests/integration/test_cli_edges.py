@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,29 @@ def test_a_reader_that_left_ends_the_report_quietly(tmp_path):
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+def test_aider_gets_its_arguments_as_typed_even_those_that_look_like_capguard_flags(tmp_path):
+    """`capguard --usd 1 aider --usd 5 -- --help`: capguard's cap is $1, and aider sees `--usd 5 -- --help`.
+
+    capguard adds its own aider flags (the analytics log, ...) in one place only: before the user's `--`.
+    """
+    from tests.integration.conftest import make_repo, trusted_config
+
+    seen = tmp_path / "argv.json"
+    agent = tmp_path / "fake-aider"
+    agent.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen({str(seen)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    agent.chmod(0o755)
+    repo = make_repo(tmp_path / "repo")
+    trusted_config(repo / ".capguard.toml", f'[agents.aider]\ncommand = "{agent}"\n')
+    report = tmp_path / "report.json"
+    argv = ["--usd", "1", "--report-json", str(report), "aider", "--usd", "5", "--ledger", "x", "--", "--help"]
+    done = capguard(*argv, home=os.environ["CAPGUARD_HOME"], cwd=repo, capture_output=True)  # where the trust is
+    assert done.returncode == 0, done.stderr
+    args = json.loads(seen.read_text())
+    separator = args.index("--")
+    assert args[:4] == ["--usd", "5", "--ledger", "x"] and args[separator:] == ["--", "--help"]
+    assert not {"--usd", "--ledger", "--help"} & set(args[4:separator])  # only capguard's own flags for aider
+    assert json.loads(report.read_text())["caps"]["usd"] == 1

@@ -7,18 +7,20 @@ second import adds nothing, and that appended lines (only those) are added.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from capguard.agents.aider.logs import AnalyticsParser, parse_cost_lines
 from capguard.agents.claude.logs import TranscriptParser
-from capguard.cli import import_cmd, report_cmd, suggest_cmd
+from capguard.cli import run_command
 from capguard.core.events import Reply
 from capguard.core.meter import Meter
 from capguard.core.pricing import Pricer, to_micro
@@ -61,13 +63,18 @@ def ledger_target(request, tmp_path):
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def command(name: str) -> Callable[[list[str], dict], int]:
+    """Subcommand `name` as the CLI runs it: its own arguments, and the global options given before its name."""
+    return functools.partial(run_command, name)
+
+
 def run_json(main, args: list[str], target: str, capsys) -> dict:
     assert main([*args, "--json"], {"ledger": target}) == 0
     return json.loads(capsys.readouterr().out)
 
 
 def imported(target: str, agent: str, paths: list, capsys, *extra: str) -> dict:
-    return run_json(import_cmd.main, [agent, *map(str, paths), "--user", "dev@example.com", *extra], target, capsys)
+    return run_json(command("import"), [agent, *map(str, paths), "--user", "dev@example.com", *extra], target, capsys)
 
 
 def spend(target: str) -> tuple[int, int]:
@@ -431,7 +438,7 @@ def supervised(target: str) -> None:
 def test_report_shapes_on_both_engines(ledger_target, capsys):
     imported(ledger_target, "claude", [CLAUDE], capsys)
     supervised(ledger_target)
-    doc = run_json(report_cmd.main, ["--by", "agent"], ledger_target, capsys)
+    doc = run_json(command("report"), ["--by", "agent"], ledger_target, capsys)
     groups = {g["key"]: g for g in doc["groups"]}
     assert groups["aider"]["runs"] == 10 and groups["aider"]["stops"] == {"usd": 2, "wall": 1}
     assert groups["aider"]["stop_rate"] == pytest.approx(0.3) and groups["aider"]["stop_rates"]["usd"] == 0.2
@@ -440,14 +447,14 @@ def test_report_shapes_on_both_engines(ledger_target, capsys):
     assert groups["claude"]["supervised_runs"] == 0 and groups["claude"]["stop_rate"] is None
     assert doc["total"]["runs"] == 10 + groups["claude"]["runs"] and doc["top_runs"][0]["run_id"] == "sup9"
     days = run_json(
-        report_cmd.main, ["--by", "day", "--since", "2026-11-21", "--until", "2026-11-21"], ledger_target, capsys
+        command("report"), ["--by", "day", "--since", "2026-11-21", "--until", "2026-11-21"], ledger_target, capsys
     )
     assert [g["key"] for g in days["groups"]] == ["2026-11-21"] and days["total"]["runs"] == 3
     for by in ("user", "month", "model", "line", "project", "run"):
-        assert report_cmd.main(["--by", by], {"ledger": ledger_target}) == 0
+        assert command("report")(["--by", by], {"ledger": ledger_target}) == 0
         text = capsys.readouterr().out
         assert max(map(len, text.splitlines())) <= 80, text
-    assert report_cmd.main(["--by", "model", "--csv"], {"ledger": ledger_target}) == 0
+    assert command("report")(["--by", "model", "--csv"], {"ledger": ledger_target}) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {"gpt-4o", "claude-opus-5-5", "(all)"} <= {row["model"] for row in table}
 
@@ -455,13 +462,13 @@ def test_report_shapes_on_both_engines(ledger_target, capsys):
 def test_suggest_from_the_imported_and_supervised_runs(ledger_target, capsys):
     imported(ledger_target, "claude", [CLAUDE], capsys)
     supervised(ledger_target)
-    doc = run_json(suggest_cmd.main, ["--min-runs", "5", "--headroom", "50%"], ledger_target, capsys)
+    doc = run_json(command("suggest"), ["--min-runs", "5", "--headroom", "50%"], ledger_target, capsys)
     by_agent = {s["agent"]: s for s in doc["suggestions"]}
     aider = by_agent["aider"]
     assert aider["runs"] == 10 and aider["p90"]["usd"] == pytest.approx(0.9) and aider["caps"]["usd"] == 1.4
     assert aider["caps"]["steps"] == 14 and aider["wall_runs"] == 10 and "wall" in aider["caps"]
     assert by_agent["claude"]["caps"]["task_budget"] == 20_000 and "wall" not in by_agent["claude"]["caps"]
-    assert suggest_cmd.main(["--per", "project"], {"ledger": ledger_target}) == 0
+    assert command("suggest")(["--per", "project"], {"ledger": ledger_target}) == 0
     assert "# /w/.capguard.toml" in capsys.readouterr().out
 
 

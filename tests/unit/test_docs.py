@@ -45,7 +45,7 @@ def test_help_lists_every_exit_code(capsys):
 def test_every_subcommand_is_documented():
     for name in cli.COMMANDS:
         assert f"capguard {name}" in README, name
-        assert name in cli._parser().format_help(), name
+        assert name in cli.parser().format_help(), name
 
 
 def test_every_flag_is_in_the_readme():
