@@ -7,10 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 from capguard.cli.options import Flags
-from capguard.config.settings import load_settings
+from capguard.config.settings import Settings, load_settings
 from capguard.core.errors import ConfigError
+from capguard.core.team import team_of
 from capguard.ledger.reconcile import open_reconciled
 from capguard.reports import aggregate, render
 from capguard.reports.period import describe, parse_bound
@@ -25,6 +27,7 @@ examples:
   capguard report --by month
   capguard report --by project --since 2026-11 --csv > projects.csv
   capguard report --by model --since 7d --json
+  capguard report --since 30d --html spend.html
 """
 
 
@@ -42,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="machine-readable JSON")
     out.add_argument("--csv", action="store_true", help="one CSV row per group")
+    out.add_argument("--html", metavar="FILE", help="the dashboard: one self-contained page, works offline")
     return p
 
 
@@ -64,6 +68,9 @@ def run(
         raise ConfigError("--top must be 0 or more")
     period = period_of(ns.since, ns.until, clock())
     settings = load_settings(None, flags=flags)
+    if ns.html:
+        write_page(settings, period, Path(ns.html), clock())
+        return 0
     with open_reconciled(settings["ledger"]) as ledger:
         runs, parts = fetch(ledger, period, ns.by)
         where = ledger.path_or_url
@@ -79,6 +86,19 @@ def run(
     else:
         print("\n".join(render.text(report)))
     return 0
+
+
+def write_page(settings: Settings, period: Period, path: Path, now: datetime) -> Path:
+    """The dashboard for `period` at `path`, with this month's standings against the team's monthly caps."""
+    from capguard.budget.allowance import month_standings
+    from capguard.reports.html import write_dashboard
+
+    with open_reconciled(settings["ledger"]) as ledger:
+        standings = month_standings(ledger, team_of(settings), now)
+        try:
+            return write_dashboard(ledger, period, path, standings=standings, now=now)
+        except OSError as err:
+            raise ConfigError(f"cannot write the dashboard to {path} ({err.strerror or err})") from None
 
 
 def build(by: str, runs: dict, parts: list, period: str, ledger: str, top: int | None) -> render.Report:

@@ -61,3 +61,17 @@ def test_aider_gets_its_arguments_as_typed_even_those_that_look_like_capguard_fl
     assert args[:4] == ["--usd", "5", "--ledger", "x"] and args[separator:] == ["--", "--help"]
     assert not {"--usd", "--ledger", "--help"} & set(args[4:separator])  # only capguard's own flags for aider
     assert json.loads(report.read_text())["caps"]["usd"] == 1
+
+
+def test_report_html_and_dashboard_write_the_page_from_the_command_line(tmp_path):
+    page = tmp_path / "spend.html"
+    done = capguard("report", "--html", str(page), home=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert page.read_text().startswith("<!DOCTYPE html>") and (page.stat().st_mode & 0o077) == 0
+    shown = capguard("dashboard", "--no-open", home=tmp_path, capture_output=True)
+    assert shown.returncode == 0, shown.stderr
+    path = shown.stdout.strip()
+    assert path == str(tmp_path / "dashboard.html") and "<canvas" in open(path).read()
+    refused = capguard("report", "--html", str(tmp_path / "no-such-dir" / "x.html"), home=tmp_path, capture_output=True)
+    assert refused.returncode == 2 and refused.stderr.startswith("capguard: error: cannot write the dashboard to ")
+    assert "Traceback" not in refused.stderr
