@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from capguard.core.usage import Tokens
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -36,7 +38,7 @@ class Reply:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from capguard.core.events import Reply, ReportedTotal, ToolOutcome
 from capguard.core.pricing import Priced
+from capguard.core.usage import Tokens
 
 MAX_SUSPICIOUS_NAMED = 20  # a hostile source may flag every line: the report names the first ones, counts all
 
@@ -25,7 +26,7 @@ class ModelTotals:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass

@@ -204,7 +204,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             continue  # no time anywhere in the file: nothing to place the spend at
         rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
         total_cost += cost or 0
-        total_tokens += inp + out + read + write
+        total_tokens += inp + out + read + write  # Tokens.total, inline: once per reply on import's hot path
         steps += "+" not in key
     # as `RunSums.of` counts them, the whole file at once
     result.sums = (total_cost, total_tokens, 0 if "/subagents/" in path.lower() else steps)

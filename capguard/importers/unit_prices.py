@@ -88,7 +88,7 @@ class UnitPricer:
             )
             priced = self._pricer.price(reply)
             return priced.cost_micro, priced.priced_by
-        if input_tokens + output_tokens + cache_read + cache_write == 0:
+        if input_tokens + output_tokens + cache_read + cache_write == 0:  # Tokens.total, inline: once per reply
             return 0, "agent"
         rates = self._rates_for(name, speed, geo)
         if rates is not None:

@@ -9,6 +9,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from capguard.core.usage import Tokens
+
 PRICED_BY = ("agent", "genai-prices", "config")
 
 # The largest count the ledger stores in a BIGINT column: 2^53 - 1, not 2^63 - 1, so that SUM() over a month of
@@ -105,7 +107,7 @@ class UsageRecord:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass(frozen=True)
