@@ -97,6 +97,8 @@ class Budget:
     for none), and `utc_clock` (aware datetimes) places its calls in a month.
     """
 
+    _month: MonthGuard | None  # the monthly caps' guard; None when no monthly cap applies
+
     def __init__(
         self,
         *,
@@ -157,7 +159,7 @@ class Budget:
         row, where = self._store.run(self.task_id), self._store.path_or_url
         if resume and row is None:
             raise LedgerError(f"task {self.task_id} is not in ledger {where}; start it with Budget(task_id=...)")
-        if resume and row["agent"] != AGENT:
+        if resume and row is not None and row["agent"] != AGENT:
             raise LedgerError(f"run {self.task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
         if not resume and row is not None:
             raise LedgerError(
@@ -192,12 +194,11 @@ class Budget:
         self._lock = threading.Lock()
         self._meter, self._holds = Meter(), Reservations()
         self._warned: list[StopReason] = []
-        self._stop: tuple[StopReason, str, dict[str, Any]] | None = (
-            None  # reason, sentence, figures of the first refusal
-        )
+        # reason, sentence, figures of the first refusal
+        self._stop: tuple[StopReason, str, dict[str, Any]] | None = None
         self._model: str | None = None
         self._report: dict[str, Any] | None = None
-        self._month: MonthGuard | None = None
+        self._month = None
         self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
     def _identity(
@@ -285,6 +286,8 @@ class Budget:
         # Runs on the ledger's thread, one job at a time, so figures are applied in the order they were read and
         # a slow caller cannot put back an older one (nothing waits for that thread while holding the lock).
         # Its own committed spend is left out of the read: the task's meter counts it, calls in flight included.
+        if self._month is None:  # only scheduled while a month guard is set (_refresh_month)
+            return
         try:
             left, standings = self._month.allowance_and_standings(self.task_id)
         except LedgerError as err:  # as in the CLI: a ledger failing mid-task leaves the last figure read

@@ -147,9 +147,10 @@ class UnitPricer:
             cost(0, 0, 0, n, one_hour=n),
             cost(0, 0, 0, 0, web=n),
         ]
-        if any(p is None for p in probes):
+        known = [p for p in probes if p is not None]
+        if len(known) < len(probes):
             return None
-        rates = [p * _PICO_PER_PROBE for p in probes]
+        rates = [p * _PICO_PER_PROBE for p in known]
         if any(rate != rate.to_integral_value() for rate in rates):
             return None
         ints = [int(rate) for rate in rates]

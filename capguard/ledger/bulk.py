@@ -14,13 +14,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from capguard.core.ids import new_id
 from capguard.core.usage import total_sql
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
-from capguard.ledger.sqlite import WalCheckpointer
+from capguard.ledger.sqlite import SqliteBackend, WalCheckpointer
 
 IMPORTED = "imported"  # runs.status of a run built from an agent's logs rather than supervised
 _IDS_PER_QUERY = 500
@@ -283,10 +283,10 @@ def write_rows(
     by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
     durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
     ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
-    conn = backend._conn  # these pragmas must be set outside a transaction
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    sqlite = cast(SqliteBackend, backend)  # this path is SQLite's alone (the module's docstring says why)
+    sqlite.pragma("foreign_keys = OFF")
+    sqlite.pragma("synchronous = NORMAL")
+    sqlite.pragma("wal_autocheckpoint = 0")
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
@@ -300,8 +300,8 @@ def write_rows(
                     added = db.query(_ADDED, (prefix, prefix + "~"))[0]
                     written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
     finally:
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
+        sqlite.pragma("synchronous = FULL")
+        sqlite.pragma("foreign_keys = ON")
     return written
 
 
@@ -428,7 +428,7 @@ class ImportWriter:
         done = self._merged | self._fresh  # a run this import created holds only what it wrote: nothing to fold in
         self._merge_existing([run_id for run_id in self.runs if run_id not in done])
         ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
-        totals: dict[str, tuple[int, int, int]] = {}
+        totals: dict[str, tuple[int, ...]] = {}
         known = self._sums.runs if self._sums is not None else {}
         unknown = []
         for run_id in ids:
@@ -451,7 +451,7 @@ class ImportWriter:
         # is closed, or at its next automatic checkpoint.
         self.close()
         if self._backend.dialect == "sqlite":
-            self._backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            cast(SqliteBackend, self._backend).pragma("wal_autocheckpoint = 1000")
 
     def close(self) -> None:
         """Stop the background checkpoints (at the end of an import, or when it fails)."""

@@ -171,7 +171,8 @@ class AckRecord:
 def storable(values: dict[str, int | None], *, bound: int = MAX_STORED) -> tuple[dict[str, int | None], dict[str, str]]:
     """`values` clamped to what the ledger can store, and the originals of those clamped (as text: a flag for
     whoever reads the row). The caller's numbers, report and exit code are untouched; only the stored copy is."""
-    kept, clamped = {}, {}
+    kept: dict[str, int | None] = {}
+    clamped: dict[str, str] = {}
     for name, value in values.items():
         if value is not None and value > bound:
             kept[name], clamped[name] = bound, str(value)

@@ -223,6 +223,10 @@ class SqliteBackend:
         with self._translated():
             return self._executor.query(sql, params)
 
+    def pragma(self, setting: str) -> None:
+        """Set a PRAGMA on this connection, outside any transaction (inside one, some are silently ignored)."""
+        self._conn.execute(f"PRAGMA {setting}")
+
     def has_table(self, name: str) -> bool:
         return bool(self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
