@@ -68,7 +68,7 @@ class MonthGuard:
         if not standings:
             return None, []
         before, _ = self.ledger.spend(run=run_id, until_utc=utc_text(standings[0].month.start_utc))
-        return monthly.remaining(standings) + before, standings
+        return min(s.remaining_micro for s in standings) + before, standings  # monthly.remaining, never None here
 
     def ack(self, reason: str, *, allow_micro: int | None, host: str) -> list[tuple[Standing, int]]:
         """Record an ack for every spent budget; returns each with the limit it now has for the month."""

@@ -38,6 +38,7 @@ from capguard.config import identity
 from capguard.config import settings as config
 from capguard.core import monthly
 from capguard.core.caps import Caps, decide
+from capguard.core.enums import StopReason, UnpricedPolicy
 from capguard.core.errors import ConfigError, LedgerError
 from capguard.core.ids import new_id
 from capguard.core.meter import Meter
@@ -82,6 +83,8 @@ class Budget:
     (default: as the CLI finds them, config `user`, git user.email or $USER@host, and config `line`; `line=""`
     for none), and `utc_clock` (aware datetimes) places its calls in a month.
     """
+
+    _month: MonthGuard | None  # the monthly caps' guard; None when no monthly cap applies
 
     def __init__(
         self,
@@ -143,7 +146,7 @@ class Budget:
         row, where = self._store.run(self.task_id), self._store.path_or_url
         if resume and row is None:
             raise LedgerError(f"task {self.task_id} is not in ledger {where}; start it with Budget(task_id=...)")
-        if resume and row["agent"] != AGENT:
+        if resume and row is not None and row["agent"] != AGENT:
             raise LedgerError(f"run {self.task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
         if not resume and row is not None:
             raise LedgerError(
@@ -177,11 +180,12 @@ class Budget:
         )
         self._lock = threading.Lock()
         self._meter, self._holds = Meter(), Reservations()
-        self._warned: list[str] = []
-        self._stop: tuple[str, str, dict[str, Any]] | None = None  # reason, sentence, figures of the first refusal
+        self._warned: list[StopReason] = []
+        # reason, sentence, figures of the first refusal
+        self._stop: tuple[StopReason, str, dict[str, Any]] | None = None
         self._model: str | None = None
         self._report: dict[str, Any] | None = None
-        self._month: MonthGuard | None = None
+        self._month = None
         self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
     def _identity(
@@ -243,17 +247,17 @@ class Budget:
         refusal = monthly.refusal(standings)
         if refusal:
             figures = {
-                "reason": "monthly",
+                "reason": StopReason.MONTHLY,
                 **self._figures(),
                 "caps": self.caps.as_json(),
                 "month": monthly.as_json(standings),
             }
-            raise BudgetExceeded("monthly", f"task {self.task_id} not started: {refusal}", figures)
+            raise BudgetExceeded(StopReason.MONTHLY, f"task {self.task_id} not started: {refusal}", figures)
         self._refresh_month()
         warned = [s for s in standings if s.state == "warn"]
-        self._warned.extend(["monthly"] if warned else [])
+        self._warned.extend([StopReason.MONTHLY] if warned else [])
         return [
-            BudgetWarning("monthly", s.spent_micro / 1e6, s.limit_micro / 1e6, text)
+            BudgetWarning(StopReason.MONTHLY, s.spent_micro / 1e6, s.limit_micro / 1e6, text)
             for s, text in zip(warned, monthly.warnings(standings), strict=True)
         ]
 
@@ -269,6 +273,8 @@ class Budget:
         # Runs on the ledger's thread, one job at a time, so figures are applied in the order they were read and
         # a slow caller cannot put back an older one (nothing waits for that thread while holding the lock).
         # Its own committed spend is left out of the read: the task's meter counts it, calls in flight included.
+        if self._month is None:  # only scheduled while a month guard is set (_refresh_month)
+            return
         try:
             left, standings = self._month.allowance_and_standings(self.task_id)
         except LedgerError as err:  # as in the CLI: a ledger failing mid-task leaves the last figure read
@@ -327,7 +333,7 @@ class Budget:
         return self._meter.steps
 
     @property
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         return self._stop and self._stop[0]
 
     def figures(self) -> dict[str, Any]:
@@ -381,12 +387,12 @@ class Budget:
                 why = no_room(
                     model, prompt, floor, cost and cost(floor), headroom or 0, self.caps, self._figures(), month=month
                 )
-                raise self._refused("monthly" if month else "usd", why)
+                raise self._refused(StopReason.MONTHLY if month else StopReason.USD, why)
             budget = self._task_budget_for(model)
             if budget is not None:
                 sent = with_task_budget(sent, budget, beta_api=beta_api, default_beta=default_beta)
             hold = self._holds.hold(clamp.worst_micro)
-            if self._stop and self._stop[0] == "monthly":
+            if self._stop and self._stop[0] == StopReason.MONTHLY:
                 self._stop = None  # an ack or a new month lifted the month's stop: the task goes on
             context = self.task_budget.context if self.task_budget else 0
         priced_by = "config" if self._pricer.override_for(model) else "genai-prices"
@@ -461,23 +467,23 @@ class Budget:
         if self._report is not None:
             raise RuntimeError(f"budget {self.task_id} is closed")
         verdict = decide(self.caps, self._meter, self.elapsed_s)
-        if verdict.stop and verdict.reason == "monthly":
+        if verdict.reason == StopReason.MONTHLY:
             why = month_reached(self._meter.cost_micro, self.caps.monthly_remaining_micro or 0, self._tightest)
-            return self._refused("monthly", why)
-        if verdict.stop:
+            return self._refused(StopReason.MONTHLY, why)
+        if verdict.reason is not None:
             return self._refused(verdict.reason, reached(verdict.reason, self.caps, self._figures()))
         if self._holds.steps_left(self._meter.steps, self.caps.steps) == 0:
-            return self._refused("steps", reached("steps", self.caps, self._figures()))
+            return self._refused(StopReason.STEPS, reached(StopReason.STEPS, self.caps, self._figures()))
         if (
             model
             and self._usd_ceiling() is not None
-            and self.caps.unpriced == "stop"
+            and self.caps.unpriced is UnpricedPolicy.STOP
             and not self._pricer.can_price(model)
         ):
-            return self._refused("unpriced", reached("unpriced", self.caps, {"model": model}))
+            return self._refused(StopReason.UNPRICED, reached(StopReason.UNPRICED, self.caps, {"model": model}))
         return None
 
-    def _refused(self, reason: str, why: str) -> BudgetExceeded:
+    def _refused(self, reason: StopReason, why: str) -> BudgetExceeded:
         figures = {"reason": reason, **self._figures(), "caps": self.caps.as_json()}
         if self._stop is None:
             self._stop = (reason, why, figures)
@@ -490,12 +496,12 @@ class Budget:
 
     def _due_warnings(self) -> list[BudgetWarning]:
         m, c = self._meter, self.caps
-        used = {
-            "usd": (m.cost_micro / 1e6, c.usd_micro and c.usd_micro / 1e6),
-            "tokens": (m.tokens, c.tokens),
-            "steps": (m.steps, c.steps),
-            "wall": (self.elapsed_s, c.wall_s),
-            "unpriced": (m.unpriced_replies, None),
+        used: dict[StopReason, tuple[float, float | None]] = {
+            StopReason.USD: (m.cost_micro / 1e6, None if c.usd_micro is None else c.usd_micro / 1e6),
+            StopReason.TOKENS: (m.tokens, c.tokens),
+            StopReason.STEPS: (m.steps, c.steps),
+            StopReason.WALL: (self.elapsed_s, c.wall_s),
+            StopReason.UNPRICED: (m.unpriced_replies, None),
         }
         due = [name for name in decide(c, m, self.elapsed_s).warnings if name in used and name not in self._warned]
         self._warned.extend(due)

@@ -6,10 +6,12 @@ Pure: figures in, exceptions and strings out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from capguard.core.caps import EXIT_CODES, Caps
+from capguard.core.enums import StopReason
 from capguard.core.errors import CapguardError
 from capguard.core.monthly import Standing
 from capguard.core.units import format_duration, format_tokens, format_usd
@@ -25,7 +27,7 @@ class BudgetExceeded(CapguardError):
     CLI's code for that cap, for a harness that exits with it.
     """
 
-    def __init__(self, reason: str, message: str, figures: dict[str, Any]) -> None:
+    def __init__(self, reason: StopReason, message: str, figures: dict[str, Any]) -> None:
         super().__init__(message)
         self.reason = reason
         self.figures = figures
@@ -36,25 +38,25 @@ class BudgetExceeded(CapguardError):
 class BudgetWarning:
     """A cap passed its soft threshold (`warn_at`); each cap warns once per task."""
 
-    cap: str  # usd | tokens | steps | wall | unpriced | monthly
+    cap: StopReason  # usd | tokens | steps | wall | unpriced | monthly
     used: float
     limit: float | None
     message: str
 
 
-def reached(reason: str, caps: Caps, figures: dict[str, Any]) -> str:
+def reached(reason: StopReason, caps: Caps, figures: dict[str, Any]) -> str:
     """Why a reached cap refuses the next call, e.g. `cost $0.52 reached the $0.50 cap`."""
-    if reason == "usd":
+    if reason == StopReason.USD and caps.usd_micro is not None:
         return f"cost {_usd(figures['cost_usd'])} reached the {format_usd(caps.usd_micro)} cap"
-    if reason == "tokens":
+    if reason == StopReason.TOKENS and caps.tokens is not None:
         return f"{format_tokens(figures['tokens'])} tokens reached the {format_tokens(caps.tokens)}-token cap"
-    if reason == "steps":
+    if reason == StopReason.STEPS:
         in_flight = figures["calls_in_flight"]
         also = f" and {in_flight} calls in flight" if in_flight else ""
         return f"{figures['steps']} replies{also} reached the {caps.steps}-reply cap"
-    if reason == "wall":
+    if reason == StopReason.WALL and caps.wall_s is not None:
         return f"wall-clock {format_duration(figures['elapsed_s'])} reached the {format_duration(caps.wall_s)} cap"
-    if reason == "unpriced":
+    if reason == StopReason.UNPRICED:
         model = figures.get("model") or "the model"
         return (
             f'{model} has no known price, so the USD cap cannot be enforced (unpriced = "stop"; '
@@ -80,7 +82,7 @@ def no_room(
     spent = f"{_usd(figures['cost_usd'])} spent"
     if figures["calls_in_flight"]:
         spent += f", {_usd(figures['held_usd'])} held by {figures['calls_in_flight']} calls in flight"
-    of = "the monthly budget" if month else f"the {format_usd(caps.usd_micro)} cap"
+    of = "the monthly budget" if month or caps.usd_micro is None else f"the {format_usd(caps.usd_micro)} cap"
     return (
         f"a reply of {floor:,} tokens from {model} to a ~{prompt_tokens:,}-token prompt could cost {worst}, "
         f"more than the {format_usd(headroom_micro)} left of {of} ({spent})" + month_context(month)
@@ -106,18 +108,19 @@ def month_context(month: Standing | None) -> str:
     )
 
 
-def warning(name: str, used: float, limit: float | None) -> BudgetWarning:
+def warning(name: StopReason, used: float, limit: float | None) -> BudgetWarning:
     """E.g. `usd at 84% of its cap ($0.42 of $0.50)`."""
-    if name == "unpriced" or not limit:
+    if name == StopReason.UNPRICED or not limit:
         text = f'{int(used)} replies of a model nobody can price count as $0 (unpriced = "warn")'
         return BudgetWarning(name, used, limit, text)
-    shown = {
-        "usd": _usd,
-        "tokens": lambda v: format_tokens(int(v)),
-        "steps": lambda v: f"{int(v)} replies",
-        "wall": format_duration,
-    }.get(name, str)
-    text = f"{name} at {used / limit:.0%} of its cap ({shown(used)} of {shown(limit)})"
+    shown: dict[StopReason, Callable[[float], str]] = {
+        StopReason.USD: _usd,
+        StopReason.TOKENS: lambda v: format_tokens(int(v)),
+        StopReason.STEPS: lambda v: f"{int(v)} replies",
+        StopReason.WALL: format_duration,
+    }
+    show = shown.get(name, str)
+    text = f"{name} at {used / limit:.0%} of its cap ({show(used)} of {show(limit)})"
     return BudgetWarning(name, used, limit, text)
 
 

@@ -19,6 +19,7 @@ from capguard.agents.base import resolve_executable
 from capguard.cli.options import Flags
 from capguard.config.settings import load_settings
 from capguard.core.caps import EXIT_CODES
+from capguard.core.enums import StopReason
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
 from capguard.run import run_agent
 
@@ -130,7 +131,7 @@ def _run(root: Path, flags: dict, aider: str) -> int:
         finally:
             os.chdir(cwd)
         sent = server.count("main")
-    fired = code == EXIT_CODES["usd"]
+    fired = code == EXIT_CODES[StopReason.USD]
     print(
         f"capguard demo: exit code {code}; the fake model answered {sent} request(s). "
         + ("The cap fired as it should." if fired else "The cap did not fire."),

@@ -286,7 +286,8 @@ class _Layers:
 
     def file(self, path: Path, data: dict, *, kind: str = "user", trusted: bool = True) -> None:
         locks = self._team_locks(path, data) if kind == "team" else None
-        held, left_out = not trusted, []
+        held = not trusted
+        left_out: list[str] = []
         for key, raw in data.items():
             if key in ("lock", "unlock"):
                 if kind != "team":
@@ -379,7 +380,8 @@ class _Layers:
     def flags(self, flags: Mapping[str, Any]) -> None:
         for key, raw in flags.items():
             if raw is not None:
-                flag, left_out = f"--{key.replace('_', '-')}", []
+                flag = f"--{key.replace('_', '-')}"
+                left_out: list[str] = []
                 self.offer(key, raw, flag, held=False, left_out=left_out)
                 self._note(f"{flag} {raw}", left_out, "locked")
 

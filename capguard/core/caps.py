@@ -6,22 +6,24 @@ Pure and total: every decision the supervisor acts on is made here and tested wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from capguard.core.enums import Action, StopReason, UnpricedPolicy
 from capguard.core.meter import Meter
 
 # Exit codes for each stop reason, in the spirit of timeout(1) (124 for wall-clock).
-EXIT_CODES = {
-    "wall": 124,
-    "usd": 122,
-    "tokens": 121,
-    "steps": 120,
-    "map_tokens": 119,
-    "stuck": 118,
-    "monthly": 117,
-    "unpriced": 116,
-    "meter_error": 115,  # capguard cannot count (blind file, failed write, bad numbers): fail closed
+EXIT_CODES: dict[StopReason, int] = {
+    StopReason.WALL: 124,
+    StopReason.USD: 122,
+    StopReason.TOKENS: 121,
+    StopReason.STEPS: 120,
+    StopReason.MAP_TOKENS: 119,
+    StopReason.STUCK: 118,
+    StopReason.MONTHLY: 117,
+    StopReason.UNPRICED: 116,
+    StopReason.METER_ERROR: 115,
 }
-UNPRICED_POLICIES = ("stop", "tokens-only", "warn")
+UNPRICED_POLICIES = tuple(policy.value for policy in UnpricedPolicy)  # the strictest first
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Caps:
     map_tokens: int | None = None
     stuck: int | None = None  # the same tool call failing this many times in a row
     warn_at: float = 0.8
-    unpriced: str = "stop"
+    unpriced: UnpricedPolicy = UnpricedPolicy.STOP
     # What the developer's monthly budgets leave this run (other runs' spend this month subtracted, read from
     # the ledger and refreshed as the run goes); zero or below once they are spent. None: no monthly cap.
     monthly_remaining_micro: int | None = None
@@ -51,8 +53,10 @@ class Caps:
             raise ValueError("warn_at must be in (0, 1]")
         if self.unpriced not in UNPRICED_POLICIES:
             raise ValueError(f"unpriced must be one of {', '.join(UNPRICED_POLICIES)}")
+        # a policy given as its text (a config value, a stored cap) is held as the Enum
+        object.__setattr__(self, "unpriced", UnpricedPolicy(self.unpriced))
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "usd": None if self.usd_micro is None else self.usd_micro / 1_000_000,
             "tokens": self.tokens,
@@ -70,37 +74,37 @@ class Caps:
 
 @dataclass(frozen=True)
 class Verdict:
-    action: str  # "ok" | "warn" | "stop"
-    reason: str | None = None  # the stop reason, e.g. "usd"
-    warnings: tuple[str, ...] = ()  # caps past the soft threshold
+    action: Action
+    reason: StopReason | None = None  # set when the action is stop
+    warnings: tuple[StopReason, ...] = ()  # caps past the soft threshold
 
     @property
     def stop(self) -> bool:
-        return self.action == "stop"
+        return self.action == Action.STOP
 
 
-OK = Verdict("ok")
+OK = Verdict(Action.OK)
 
 
-def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> str | None:
+def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> StopReason | None:
     if meter.meter_error is not None:  # whatever the caps: a run capguard cannot count must not go on
-        return "meter_error"
+        return StopReason.METER_ERROR
     if _month_spent(caps, meter):
-        return "monthly"
+        return StopReason.MONTHLY
     if caps.usd_micro is not None and meter.cost_micro >= caps.usd_micro:
-        return "usd"
+        return StopReason.USD
     if caps.tokens is not None and meter.tokens >= caps.tokens:
-        return "tokens"
+        return StopReason.TOKENS
     if caps.steps is not None and _steps_exhausted(caps.steps, meter):
-        return "steps"
+        return StopReason.STEPS
     if caps.map_tokens is not None and meter.map_tokens > caps.map_tokens:
-        return "map_tokens"
+        return StopReason.MAP_TOKENS
     if caps.stuck is not None and meter.failing_streak >= caps.stuck:
-        return "stuck"
-    if meter.unpriced_replies and caps.unpriced == "stop" and _money_capped(caps):
-        return "unpriced"
+        return StopReason.STUCK
+    if meter.unpriced_replies and caps.unpriced is UnpricedPolicy.STOP and _money_capped(caps):
+        return StopReason.UNPRICED
     if caps.wall_s is not None and elapsed_s >= caps.wall_s:
-        return "wall"
+        return StopReason.WALL
     return None
 
 
@@ -125,16 +129,16 @@ def _steps_exhausted(cap: int, meter: Meter) -> bool:
     return meter.steps >= cap
 
 
-def _warnings(caps: Caps, meter: Meter, elapsed_s: float) -> tuple[str, ...]:
-    pairs = (
-        ("usd", meter.cost_micro, caps.usd_micro),
-        ("tokens", meter.tokens, caps.tokens),
-        ("steps", meter.steps, caps.steps),
-        ("wall", elapsed_s, caps.wall_s),
+def _warnings(caps: Caps, meter: Meter, elapsed_s: float) -> tuple[StopReason, ...]:
+    pairs: tuple[tuple[StopReason, float, float | None], ...] = (
+        (StopReason.USD, meter.cost_micro, caps.usd_micro),
+        (StopReason.TOKENS, meter.tokens, caps.tokens),
+        (StopReason.STEPS, meter.steps, caps.steps),
+        (StopReason.WALL, elapsed_s, caps.wall_s),
     )
     found = [name for name, used, cap in pairs if cap and used >= caps.warn_at * cap]
-    if meter.unpriced_replies and caps.unpriced == "warn" and _money_capped(caps):
-        found.append("unpriced")
+    if meter.unpriced_replies and caps.unpriced is UnpricedPolicy.WARN and _money_capped(caps):
+        found.append(StopReason.UNPRICED)
     return tuple(found)
 
 
@@ -142,9 +146,9 @@ def decide(caps: Caps, meter: Meter, elapsed_s: float) -> Verdict:
     """Stop at 100% of any cap, warn past `warn_at` of any, else ok."""
     reason = _crossed(caps, meter, elapsed_s)
     if reason:
-        return Verdict("stop", reason)
+        return Verdict(Action.STOP, reason)
     warnings = _warnings(caps, meter, elapsed_s)
-    return Verdict("warn", warnings=warnings) if warnings else OK
+    return Verdict(Action.WARN, warnings=warnings) if warnings else OK
 
 
 def seconds_until_wall(caps: Caps, elapsed_s: float) -> float | None:

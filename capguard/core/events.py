@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
+
+from capguard.core.usage import Tokens
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Reply:
     at: float | None = None
     source: str | None = None
     offset: int | None = None
-    details: dict = field(default_factory=dict, compare=False)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
     cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written to the 1-hour cache
     web_search_requests: int = 0
     step: bool = True  # a reply of the main agent (counts toward the steps cap); False for subagents
@@ -36,7 +39,7 @@ class Reply:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Malformed:
 Event = Reply | RequestStarted | MapMeasured | ReportedTotal | ToolOutcome | SessionSeen | Malformed
 
 
-def json_object(line: bytes) -> dict:
+def json_object(line: bytes) -> dict[str, Any]:
     """One JSON-lines entry that must be an object; ValueError otherwise (the caller makes it Malformed)."""
     try:
         entry = json.loads(line)

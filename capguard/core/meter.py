@@ -6,9 +6,11 @@ Pure: fed with parsed events and their prices, never touches files or clocks.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from capguard.core.events import Reply, ReportedTotal, ToolOutcome
 from capguard.core.pricing import Priced
+from capguard.core.usage import Tokens
 
 MAX_SUSPICIOUS_NAMED = 20  # a hostile source may flag every line: the report names the first ones, counts all
 
@@ -25,7 +27,7 @@ class ModelTotals:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Meter:
     # every decision is a stop with reason "meter_error". The first cause is kept.
     meter_error: str | None = None
     # Lines whose figures reached a bound of capguard.core.sanitize (counted as the bound): the first few, named
-    suspicious: list[dict] = field(default_factory=list)
+    suspicious: list[dict[str, Any]] = field(default_factory=list)
     suspicious_lines: int = 0
     _seen: set[str] = field(default_factory=set, repr=False)
     _stepped: set[str] = field(default_factory=set, repr=False)
@@ -139,8 +141,8 @@ class Meter:
     def map_measured(self, tokens: int) -> None:
         self.map_tokens = max(self.map_tokens, tokens)
 
-    def usage_json(self) -> dict[str, dict]:
-        out = {}
+    def usage_json(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         for model, totals in self.by_model.items():
             row = asdict(totals)
             row["cost_usd"] = row.pop("cost_micro") / 1_000_000

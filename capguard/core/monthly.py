@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
+from typing import Any
 
 from capguard.core.units import format_usd
 
@@ -104,7 +105,7 @@ class Standing:
         )
 
 
-def as_json(standings: list[Standing]) -> dict | None:
+def as_json(standings: list[Standing]) -> dict[str, Any] | None:
     """The month and each budget in it, in dollars; None when no monthly cap applies."""
     if not standings:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import cast
 
 from capguard.core.events import Reply
 
@@ -114,7 +115,9 @@ def genai_price(
             continue
         total = calc.total_price
         if geo == "us":  # Anthropic's US-only inference costs 1.1x the tokens (web searches excepted)
-            web = Decimal(calc.model_price.web_searches_kcount or 0) * web_searches / 1000
+            # genai-prices types every price as possibly tiered; a web search's price never is
+            kcount = cast("Decimal | int", calc.model_price.web_searches_kcount or 0)
+            web = Decimal(kcount) * web_searches / 1000
             total = (total - web) * Decimal("1.1") + web
         return total
     return None

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 MASK = "<redacted>"
 
@@ -91,7 +92,7 @@ def _json_arg(arg: str) -> str:
     return arg if cleaned == doc else json.dumps(cleaned)
 
 
-def _redact_json(value, depth: int, secret: bool = False):
+def _redact_json(value: Any, depth: int, secret: bool = False) -> Any:
     """`secret`: under a secret name, where every leaf is masked (`"apiKeys": {"openai": "..."}`)."""
     if depth > 50:  # deeper than any settings file: masked whole rather than walked
         return MASK

@@ -137,15 +137,23 @@ def worst_case_cost(
     if not pricer.can_price(model):
         return None
     details = {"speed": speed, "inference_geo": geo}
-    splits = (
-        {"input_tokens": prompt_tokens},
-        {"cache_write_tokens": prompt_tokens},
-        {"cache_write_tokens": prompt_tokens, "cache_write_1h_tokens": prompt_tokens},
-    )
+    # the prompt as plain input, as a 5-minute cache write, as a 1-hour cache write: (input, cache write, 1h part)
+    splits = ((prompt_tokens, 0, 0), (0, prompt_tokens, 0), (0, prompt_tokens, prompt_tokens))
 
     @functools.lru_cache(maxsize=32)  # a clamp asks for a few values, one of them twice
     def cost(output_tokens: int) -> int:
-        replies = (Reply("worst", model, output_tokens=output_tokens, details=details, **split) for split in splits)
+        replies = (
+            Reply(
+                "worst",
+                model,
+                input_tokens=fresh,
+                output_tokens=output_tokens,
+                cache_write_tokens=written,
+                cache_write_1h_tokens=written_1h,
+                details=details,
+            )
+            for fresh, written, written_1h in splits
+        )
         return max(pricer.price(reply).cost_micro or 0 for reply in replies)
 
     return cost

@@ -5,7 +5,7 @@ Pure parsing and validation, every error naming the file and the key; the month 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +82,7 @@ _PARSERS = {"monthly_usd": _monthly_usd, "monthly_warn_at": units.parse_fraction
 _FIELDS = {"monthly_usd": "monthly_usd", "monthly_warn_at": "warn_at", "timezone": "timezone"}
 
 
-def _value(parse, raw: Any, where: str, key: str) -> Any:
+def _value(parse: Callable[[Any], Any], raw: Any, where: str, key: str) -> Any:
     try:
         return parse(raw)
     except ValueError as err:

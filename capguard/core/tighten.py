@@ -39,13 +39,13 @@ def stricter_or_same(key: str, offered: Any, current: Any) -> bool:
     return False
 
 
-def tighter_team(table: dict, offered: TeamConfig, current: TeamConfig) -> tuple[dict, list[str]]:
+def tighter_team(table: dict[str, Any], offered: TeamConfig, current: TeamConfig) -> tuple[dict[str, Any], list[str]]:
     """The part of a [team] table (already parsed as `offered`) that only makes monthly caps stricter than
     `current`, and the dotted names of the keys left out."""
     kept: dict[str, Any] = {}
     ignored: list[str] = []
 
-    def keep(name: str, ok: bool, store: dict, key: str, raw: Any) -> None:
+    def keep(name: str, ok: bool, store: dict[str, Any], key: str, raw: Any) -> None:
         if ok:
             store[key] = raw
         else:

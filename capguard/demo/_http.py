@@ -25,13 +25,13 @@ class TrackingHTTPServer(ThreadingHTTPServer):
         self._conns_lock = threading.Lock()
         super().__init__(addr, handler)
 
-    def get_request(self):  # type: ignore[override]
+    def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
         with self._conns_lock:
             self._conns.add(sock)
         return sock, addr
 
-    def shutdown_request(self, request):  # type: ignore[override]
+    def shutdown_request(self, request: Any) -> None:
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from capguard.agents.aider.logs import AnalyticsParser, CostLine, cost_lines
 from capguard.core import sanitize
@@ -165,6 +166,8 @@ def analytics_sessions(path: str, data: bytes, base: int, pricer: UnitPricer) ->
 
 def _analytics_row(reply: Reply, session: Session, at: str | None, pricer: UnitPricer) -> tuple:
     model = reply.model if reply.model and "REDACTED" not in reply.model and reply.model != "None" else session.model
+    cost: int | None
+    priced_by: str | None
     if reply.reported_cost_micro:
         cost, priced_by = reply.reported_cost_micro, "agent"
     else:
@@ -222,6 +225,8 @@ def history_sessions(
 
 def _history_row(line: CostLine, session: Session, n: int, pricer: UnitPricer) -> tuple:
     fresh = max(0, line.sent - line.cache_hit - line.cache_write)
+    cost: int | None
+    priced_by: str | None
     if line.message_usd is not None:
         cost, priced_by = sanitize.usd_micro(line.message_usd, "message cost"), "agent"
     else:
@@ -312,7 +317,7 @@ def import_logs(
     analytics, histories = found
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     projects: dict[str, str | None] = {}
-    counts = {
+    counts: dict[str, Any] = {
         "files_found": len(analytics) + len(histories),
         "files_read": 0,
         "files_unchanged": 0,

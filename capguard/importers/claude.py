@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
+from typing import Any
 
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import (
@@ -169,8 +170,11 @@ def _import(
     work = plan(listing, state, writer)
     if work.tasks:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
-    done_bytes, counts = 0, {"files": 0, "malformed": 0, "suspicious": 0, "errors": []}
-    rows, prefixes, sums = [], [], RunSums()
+    done_bytes = 0
+    counts: dict[str, Any] = {"files": 0, "malformed": 0, "suspicious": 0, "errors": []}
+    rows: list[tuple] = []
+    prefixes: list[str] = []
+    sums = RunSums()
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
     runs_read = RunsRead(work.tasks)
@@ -192,10 +196,12 @@ def _import(
                         result.path, work.stats[result.path], result.end, _follow(writer, result, line_of), result.check
                     )
                 if done.rows is not None:
+                    assert done.prefix is not None and done.sums is not None  # read_group sets them with the rows
                     rows += done.rows
                     prefixes.append(done.prefix)
                     sums.add(done.sums)
                 else:
+                    assert done.written is not None  # read_group wrote them (PostgreSQL)
                     writer.written_elsewhere({r.run_id for r in done.results if r.run_id}, done.written)
             # one transaction for all the rows that came meanwhile: many when this process lags behind the workers
             if rows and (len(rows) >= WRITE_ROWS or left <= EAGER_GROUPS * jobs):

@@ -174,6 +174,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
     linear, price, run_id, path, rows = pricer.linear, pricer.price, result.run_id, result.path, []
     fallback = result.last_utc or result.first_utc
     total_cost = total_tokens = steps = 0
+    priced_by: str | None
     for key, occurred, model, figures, offset, _, details in replies:
         speed = geo = text = None
         if details is not None:  # one of a few shared dicts (claude_scan._details): its JSON is made once
@@ -197,13 +198,13 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             )
             cost, priced_by = (pico + 500_000) // 1_000_000, "genai-prices"
         else:
-            cost, priced_by = price(model, *figures, speed=speed, geo=geo)
+            cost, priced_by = price(model, inp, out, read, write, write_1h, web, speed=speed, geo=geo)
         occurred = occurred or fallback
         if occurred is None:
             continue  # no time anywhere in the file: nothing to place the spend at
         rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
         total_cost += cost or 0
-        total_tokens += inp + out + read + write
+        total_tokens += inp + out + read + write  # Tokens.total, inline: once per reply on import's hot path
         steps += "+" not in key
     # as `RunSums.of` counts them, the whole file at once
     result.sums = (total_cost, total_tokens, 0 if "/subagents/" in path.lower() else steps)
@@ -258,6 +259,8 @@ def _init_worker(overrides: dict, target: str | None, user_id: str, host: str, w
 def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
     """Read and price a group of files; write their rows (one transaction) or hand them back."""
     worker = worker or _WORKER
+    if worker is None:
+        raise RuntimeError("read_group needs a worker: pass one, or call it in a pool started with _init_worker")
     results = [read_task(task, worker.pricer, worker.projects) for task in tasks]
     rows = [row for r in results for row in r.rows]
     for result in results:

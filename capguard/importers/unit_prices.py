@@ -88,7 +88,7 @@ class UnitPricer:
             )
             priced = self._pricer.price(reply)
             return priced.cost_micro, priced.priced_by
-        if input_tokens + output_tokens + cache_read + cache_write == 0:
+        if input_tokens + output_tokens + cache_read + cache_write == 0:  # Tokens.total, inline: once per reply
             return 0, "agent"
         rates = self._rates_for(name, speed, geo)
         if rates is not None:
@@ -147,9 +147,10 @@ class UnitPricer:
             cost(0, 0, 0, n, one_hour=n),
             cost(0, 0, 0, 0, web=n),
         ]
-        if any(p is None for p in probes):
+        known = [p for p in probes if p is not None]
+        if len(known) < len(probes):
             return None
-        rates = [p * _PICO_PER_PROBE for p in probes]
+        rates = [p * _PICO_PER_PROBE for p in known]
         if any(rate != rate.to_integral_value() for rate in rates):
             return None
         ints = [int(rate) for rate in rates]

@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from capguard.core.ids import new_id
+from capguard.core.usage import total_sql
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
 from capguard.ledger.sqlite import SqliteBackend, WalCheckpointer
@@ -42,10 +43,10 @@ _FINISH = """UPDATE runs SET started_utc = ?, ended_utc = ?, malformed_lines = ?
   agent_version = COALESCE(?, agent_version), line = COALESCE(line, ?), cwd = ?, project = ?,
   cost_micro_usd = ?, tokens = ?, steps = ? WHERE id = ? AND status = 'imported'"""
 # A reply of the main agent: not a max-wins correction (`<key>+<n>`), not from a subagent's transcript.
-_TOTALS = """SELECT e.run_id AS run_id, CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
-  CAST(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens) AS BIGINT) AS tokens,
+_TOTALS = f"""SELECT e.run_id AS run_id, CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
+  CAST(SUM({total_sql("e")}) AS BIGINT) AS tokens,
   CAST(SUM(CASE WHEN e.dedupe_key LIKE '%+%' OR e.source_file LIKE '%/subagents/%' THEN 0 ELSE 1 END) AS BIGINT)
-  AS steps FROM usage_events e WHERE e.run_id IN ({marks}) GROUP BY e.run_id"""
+  AS steps FROM usage_events e WHERE e.run_id IN ({{marks}}) GROUP BY e.run_id"""
 
 
 def ledger_identity(ledger: Ledger) -> str:
@@ -230,13 +231,14 @@ def write_batch(backend: Backend, user_id: str, host: str, runs: list[RunRow], r
         rows=len(rows),
         added=added,
         cost=sum(row[8] or 0 for row in fresh),
+        # each row's Tokens.total, added inline: a Tokens per row would slow import's hot path
         tokens=sum(row[4] + row[5] + row[6] + row[7] for row in fresh),
         runs_created=created,
     )
 
 
-_ADDED = """SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost,
-  COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0) AS tokens
+_ADDED = f"""SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost,
+  COALESCE(SUM({total_sql()}), 0) AS tokens
   FROM usage_events WHERE id >= ? AND id < ?"""
 
 
@@ -411,7 +413,7 @@ class ImportWriter:
         done = self._merged | self._fresh  # a run this import created holds only what it wrote: nothing to fold in
         self._merge_existing([run_id for run_id in self.runs if run_id not in done])
         ids = [run_id for run_id, run in self.runs.items() if not run.supervised]
-        totals: dict[str, tuple[int, int, int]] = {}
+        totals: dict[str, tuple[int, ...]] = {}
         known = self._sums.runs if self._sums is not None else {}
         unknown = []
         for run_id in ids:

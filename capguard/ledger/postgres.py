@@ -77,7 +77,7 @@ class PostgresBackend:
         self._url = url
         self._timeout = connect_timeout_s
         self._pg = self._import_psycopg()
-        self._conn = None
+        self._conn: Any = None  # a psycopg.Connection; psycopg is optional and imported here, so untyped
         self._connect()
 
     def _import_psycopg(self) -> Any:

@@ -9,6 +9,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from capguard.core.usage import Tokens
+
 PRICED_BY = ("agent", "genai-prices", "config")
 
 # The largest count the ledger stores in a BIGINT column: 2^53 - 1, not 2^63 - 1, so that SUM() over a month of
@@ -105,7 +107,7 @@ class UsageRecord:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return Tokens.of(self).total
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,8 @@ class AckRecord:
 def storable(values: dict[str, int | None], *, bound: int = MAX_STORED) -> tuple[dict[str, int | None], dict[str, str]]:
     """`values` clamped to what the ledger can store, and the originals of those clamped (as text: a flag for
     whoever reads the row). The caller's numbers, report and exit code are untouched; only the stored copy is."""
-    kept, clamped = {}, {}
+    kept: dict[str, int | None] = {}
+    clamped: dict[str, str] = {}
     for name, value in values.items():
         if value is not None and value > bound:
             kept[name], clamped[name] = bound, str(value)

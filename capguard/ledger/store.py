@@ -13,6 +13,7 @@ from typing import Any
 from capguard.core.errors import LedgerError
 from capguard.core.ids import new_id
 from capguard.core.redact import redact_argv
+from capguard.core.usage import total_sql
 from capguard.ledger.backend import Backend, Executor, IntegrityViolation
 from capguard.ledger.migrations import applied_names
 from capguard.ledger.records import (
@@ -48,8 +49,8 @@ _INSERT_ACK = """INSERT INTO monthly_acks (id, user_id, scope, scope_name, month
 _ACKS = """SELECT a.*, u.name AS user FROM monthly_acks a JOIN users u ON u.id = a.user_id
   WHERE a.scope = ? AND a.scope_name = ? AND a.created_utc >= ? AND a.created_utc < ? ORDER BY a.created_utc, a.id"""
 
-_SPEND = """SELECT CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
-  CAST(COALESCE(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens), 0) AS BIGINT)
+_SPEND = f"""SELECT CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
+  CAST(COALESCE(SUM({total_sql("e")}), 0) AS BIGINT)
   AS tokens FROM usage_events e JOIN runs r ON r.id = e.run_id JOIN users u ON u.id = r.user_id"""
 
 

@@ -98,7 +98,7 @@ class LedgerThread:
                     self._backlog.extend(job)
             if closing or self._clock() >= self._retry_at:
                 self._drain()
-            if month and not closing:
+            if month and not closing and self._allowance is not None:  # read_month asks only when it is set
                 try:
                     value = self._allowance()
                 except Exception as err:  # the last allowance read still caps the run

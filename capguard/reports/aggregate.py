@@ -133,7 +133,7 @@ def _idle_key(run: Run, by: str) -> str:
     return {"month": run.started_utc[:7], "day": run.started_utc[:10]}.get(by, NONE_KEY)
 
 
-def _merge(old: Part | None, new: Part, key: str) -> Part:
+def _merge(old: Part | None, new: Part, key: str | None) -> Part:
     if old is None:
         return Part(new.run_id, key, new.cost_micro, new.tokens, new.output_tokens, new.replies, new.unpriced)
     return Part(

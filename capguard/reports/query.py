@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from capguard.core.usage import total_sql
 from capguard.ledger import Ledger
 from capguard.reports.aggregate import BY, NONE_KEY, Part, Run
 
 _KEY_SQL = {"month": "SUBSTR(e.occurred_utc, 1, 7)", "day": "SUBSTR(e.occurred_utc, 1, 10)", "model": "e.model"}
 
-_PARTS = """SELECT e.run_id AS run_id, {key} AS k,
+_PARTS = f"""SELECT e.run_id AS run_id, {{key}} AS k,
   CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
-  CAST(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens) AS BIGINT) AS tokens,
+  CAST(SUM({total_sql("e")}) AS BIGINT) AS tokens,
   CAST(SUM(e.output_tokens) AS BIGINT) AS output,
   CAST(SUM(CASE WHEN e.dedupe_key LIKE '%+%' THEN 0 ELSE 1 END) AS BIGINT) AS replies,
   CAST(SUM(CASE WHEN e.cost_micro_usd IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unpriced
-FROM usage_events e{where} GROUP BY e.run_id{group}"""
+FROM usage_events e{{where}} GROUP BY e.run_id{{group}}"""
 
 _RUNS = """SELECT r.id, u.name AS user_name, r.agent, r.project, r.line, r.status, r.stop_reason, r.started_utc,
   r.ended_utc, r.steps FROM runs r JOIN users u ON u.id = r.user_id"""

@@ -10,8 +10,10 @@ import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from capguard.core.caps import EXIT_CODES, Caps
+from capguard.core.enums import StopReason
 from capguard.core.meter import Meter
 from capguard.core.redact import redact_argv
 from capguard.core.sanitize import printable
@@ -32,7 +34,7 @@ class RunFacts:
     elapsed_s: float
     caps: Caps
     meter: Meter
-    stop_reason: str | None
+    stop_reason: StopReason | None
     agent_returncode: int | None
     signal_received: int | None = None
     model: str | None = None
@@ -41,7 +43,7 @@ class RunFacts:
     stop_steps: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     leftovers_stopped: int = 0
-    at_stop: dict | None = None
+    at_stop: dict[str, Any] | None = None
     self_stopped: bool = False
     tree_stop: str = "sweep"  # "cgroup" | "freeze-sweep" | "sweep": how the agent's tree is stopped
 
@@ -67,31 +69,31 @@ def why(facts: RunFacts) -> str:
     m, c = facts.meter, facts.caps
     reason = facts.stop_reason
     at = facts.at_stop or {}
-    if reason == "usd":
+    if reason == StopReason.USD and c.usd_micro is not None:
         crossed = round(at.get("cost_usd", m.cost_micro / 1e6) * 1e6)
         return f"cost {format_usd(crossed)} reached the {format_usd(c.usd_micro)} cap"
-    if reason == "tokens":
+    if reason == StopReason.TOKENS and c.tokens is not None:
         return f"{format_tokens(at.get('tokens', m.tokens))} tokens reached the {format_tokens(c.tokens)}-token cap"
-    if reason == "wall":
+    if reason == StopReason.WALL and c.wall_s is not None:
         return f"wall-clock {format_duration(facts.elapsed_s)} reached the {format_duration(c.wall_s)} cap"
-    if reason == "steps":
+    if reason == StopReason.STEPS and c.steps is not None:
         if m.announces_requests:
             return f"reply {c.steps + 1} was starting after the {c.steps}-reply cap"
         return f"{m.steps} replies reached the {c.steps}-reply cap"
-    if reason == "map_tokens":
+    if reason == StopReason.MAP_TOKENS and c.map_tokens is not None:
         return f"a repo map of ~{m.map_tokens:,} tokens exceeded the {c.map_tokens:,}-token map cap"
-    if reason == "unpriced":
+    if reason == StopReason.UNPRICED:
         model = facts.model or "the model"
         return (
             f'{model} has no known price, so the USD cap cannot be enforced (unpriced = "stop"; '
             f'add [prices."{model}"] to your config)'
         )
-    if reason == "meter_error":
+    if reason == StopReason.METER_ERROR:
         return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
-    if reason == "stuck":
+    if reason == StopReason.STUCK:
         tool = (m.failing_tool or "a tool call").split("\n")[0][:80]
         return f"the same tool call failed {at.get('failing_streak', m.failing_streak)} times in a row ({tool})"
-    if reason == "monthly":
+    if reason == StopReason.MONTHLY:
         left = at.get("monthly_remaining_usd")  # what the month left when the stop was decided
         if left is None:
             return "the monthly budget is spent"
@@ -123,15 +125,16 @@ def suspicious_note(lines: int) -> str:
     return f"{lines} line{'s' if lines != 1 else ''} with figures beyond capguard's bounds, counted as the bound"
 
 
-def build_report(facts: RunFacts) -> dict:
+def build_report(facts: RunFacts) -> dict[str, Any]:
     m, c = facts.meter, facts.caps
-    overshoot = None
-    if facts.stop_reason == "usd":
+    overshoot: float | None = None
+    at_stop = facts.at_stop or {}
+    if facts.stop_reason == StopReason.USD and c.usd_micro is not None:
         overshoot = (m.cost_micro - c.usd_micro) / 1_000_000
-    elif facts.stop_reason == "tokens":
+    elif facts.stop_reason == StopReason.TOKENS and c.tokens is not None:
         overshoot = m.tokens - c.tokens
-    elif facts.stop_reason == "monthly" and "monthly_remaining_usd" in (facts.at_stop or {}):
-        overshoot = round(m.cost_micro / 1_000_000 - facts.at_stop["monthly_remaining_usd"], 6)
+    elif facts.stop_reason == StopReason.MONTHLY and "monthly_remaining_usd" in at_stop:
+        overshoot = round(m.cost_micro / 1_000_000 - at_stop["monthly_remaining_usd"], 6)
     return {
         "run_id": facts.run_id,
         "agent": facts.agent,

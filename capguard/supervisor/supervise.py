@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from capguard.agents.base import LaunchPlan
-from capguard.core.caps import Caps, Verdict, decide, seconds_until_wall
+from capguard.core.caps import OK, Caps, Verdict, decide, seconds_until_wall
+from capguard.core.enums import Action, StopReason
 from capguard.core.errors import AgentNotExecutable, AgentNotFound
 from capguard.core.events import (
     Event,
@@ -54,7 +55,7 @@ def _where(event: Event) -> str:
 @dataclass
 class Outcome:
     returncode: int | None
-    stop_reason: str | None
+    stop_reason: StopReason | None
     signal_received: int | None
     elapsed_s: float
     meter: Meter
@@ -319,11 +320,11 @@ class Supervisor:
         elapsed = self._elapsed()
         verdict = decide(self.caps, self.meter, elapsed)
         if enforce and self.hooks.month_allowance is not None:
-            if verdict.reason == "monthly" and self.hooks.month_now() != self._month_of_read:
+            if verdict.reason == StopReason.MONTHLY and self.hooks.month_now() != self._month_of_read:
                 if self._month_pending is None:
                     self._ask_month()
                 # last month's allowance: this month's first read decides
-                verdict = Verdict("warn" if verdict.warnings else "ok", None, verdict.warnings)
+                verdict = Verdict(Action.WARN if verdict.warnings else Action.OK, None, verdict.warnings)
             elif not verdict.stop and (self.meter.cost_micro != cost_before or self._clock() >= self._next_month_poll):
                 self._ask_month()
         if enforce and verdict.stop:
@@ -336,7 +337,7 @@ class Supervisor:
                 changed = True
         if (enforce or changed) and not quiet:
             self.hooks.on_status(self.meter, elapsed, verdict, "running")
-        return verdict if enforce else Verdict("ok")
+        return verdict if enforce else OK
 
     def _count(self, event: Event) -> bool:
         """One event into the meter; True when it changed what the caps see."""
@@ -413,7 +414,7 @@ class Supervisor:
         """On the ledger thread: one record into the ledger; a failure is retried there (ledger_thread.py)."""
         self.hooks.on_reply(item)
 
-    def _stopped_itself(self, agent: subprocess.Popen) -> str | None:
+    def _stopped_itself(self, agent: subprocess.Popen) -> StopReason | None:
         """An agent that failed at a cap stopped on its own cap (Claude's --max-budget-usd): name that cap."""
         verdict = decide(self.caps, self.meter, self._elapsed())
         return verdict.reason if verdict.stop and agent.returncode not in (0, None) else None
@@ -423,7 +424,7 @@ class Supervisor:
         self,
         agent: subprocess.Popen,
         tailer: Tailer,
-        reason: str | None,
+        reason: StopReason | None,
         stop_signal: int | None,
         *,
         by_itself: bool = False,
@@ -436,7 +437,7 @@ class Supervisor:
         if (reason or stop_signal) and not by_itself:
             if stop_signal:
                 polite = [(signal.Signals(stop_signal), 0.0)]
-            elif reason == "meter_error":  # blind: a polite stop's "is it still spending?" cannot be answered
+            elif reason == StopReason.METER_ERROR:  # blind: a polite stop's "is it still spending?" cannot be answered
                 polite = [(signal.SIGTERM, 0.0)]
             else:
                 polite = self.plan.polite_stop
@@ -486,7 +487,7 @@ class Supervisor:
         *,
         polite,
         tailer: Tailer | None = None,
-        reason: str | None = None,
+        reason: StopReason | None = None,
         decided: logging.LogRecord | None = None,
     ) -> int:
         before: dict = {}
@@ -501,7 +502,7 @@ class Supervisor:
             self._spool()  # what crossed the cap is durable before the wait for the tree
             if self._cgroup is None:  # the cgroup holds the whole tree: no snapshot needed
                 before.update(proctree.descendants())
-            self.hooks.on_status(self.meter, self._elapsed(), Verdict("stop", reason), "stopping")
+            self.hooks.on_status(self.meter, self._elapsed(), Verdict(Action.STOP, reason), "stopping")
 
         def busy() -> bool:
             # keep metering while we wait; a new request or reply means politeness costs money. Nothing is

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from capguard.core.caps import EXIT_CODES, OK, Caps, Verdict, decide, seconds_until_wall
+from capguard.core.enums import StopReason, UnpricedPolicy
 from capguard.core.events import Reply
 from capguard.core.meter import Meter
 from capguard.core.pricing import Priced
@@ -186,8 +189,24 @@ def test_caps_json_gives_dollars():
 
 
 def test_every_stop_reason_has_its_own_exit_code():
+    assert set(EXIT_CODES) == set(StopReason)
     assert len(set(EXIT_CODES.values())) == len(EXIT_CODES)
     assert EXIT_CODES["wall"] == 124
+
+
+def test_a_stop_reason_reads_as_its_plain_name_in_text_json_and_lookups():
+    reason = decide(Caps(usd_micro=1), meter(cost=1), 0).reason
+    assert reason is StopReason.USD and reason == "usd"
+    assert f"the {reason} cap" == "the usd cap" and str(reason) == "usd" and f"{reason:>4}" == " usd"
+    assert json.dumps({"stop_reason": reason}) == '{"stop_reason": "usd"}'
+    assert EXIT_CODES["usd"] == EXIT_CODES[StopReason.USD] == 122
+
+
+def test_an_unpriced_policy_given_as_text_is_held_as_the_enum():
+    assert Caps(unpriced="warn").unpriced is UnpricedPolicy.WARN
+    assert Caps(unpriced="tokens-only") == Caps(unpriced=UnpricedPolicy.TOKENS_ONLY)
+    with pytest.raises(ValueError, match="unpriced must be one of stop, tokens-only, warn"):
+        Caps(unpriced="sometimes")
 
 
 def test_a_meter_that_cannot_count_stops_the_run_whatever_the_caps():
