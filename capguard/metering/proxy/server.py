@@ -223,13 +223,14 @@ class MeteringProxy:
                     await reply.write(b"".join(keep))
             if strip and (rest := splitter.rest()):
                 await reply.write(rest)
+            self.gate.settle(admission, tracker.seen)  # before the agent sees the end, as the server billed it
             await reply.write_eof()
         except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
             if request.transport is not None:
                 request.transport.abort()  # the client sees a broken stream, as it would from the server
         finally:
             upstream.close()  # the agent went away or the server cut: stop generating what nobody reads
-            self.gate.settle(admission, tracker.seen)  # a stream without its final usage: charged by the bound
+            self.gate.settle(admission, tracker.seen)  # cut short: charged by the bound (no-op once settled)
         return reply
 
 
