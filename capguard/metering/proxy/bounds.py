@@ -1,0 +1,224 @@
+"""A request's worst case before it is sent: an upper bound of its prompt in tokens (safe for any tokenizer, tight
+when an earlier prompt of the same conversation was billed), its cost for n output tokens, a cut stream's output.
+
+Pure apart from genai-prices' offline data (a model's context window).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from capguard.core.events import Reply
+from capguard.core.pricing import Pricer, split_provider
+from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask
+
+# A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
+# fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
+MESSAGE_OVERHEAD = 16  # role and turn markers of one message
+REQUEST_OVERHEAD = 1_000  # the system prompt a provider adds (Anthropic's for tool use is ~350-700 tokens)
+IMAGE_TOKENS = 3_000  # an image given by URL or file id (inline base64 bytes already exceed its tokens)
+REFERENCED_DOCUMENT_TOKENS = 100_000  # a document or file given by URL or id
+CUT_SLACK = 64  # tokens a server may have generated and billed that never reached the proxy
+CUT_SLACK_PER_EVENT = 2
+
+# Body keys that do not change the prompt; every other key is part of a conversation's identity.
+_NOT_PROMPT = frozenset(
+    {
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "user",
+        "store",
+        "seed",
+        "n",
+        "stop",
+        "stop_sequences",
+        "prompt_cache_key",
+        "safety_identifier",
+        "service_tier",
+        "parallel_tool_calls",
+        "thinking",
+        "reasoning",
+        "reasoning_effort",
+    }
+)
+_MEDIA = {"image", "image_url", "input_image", "document", "input_file", "file", "input_audio"}
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode()
+
+
+def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
+    items = body.get("input" if dialect == RESPONSES else "messages")
+    if isinstance(items, list):
+        return items
+    return [] if items is None else [items]
+
+
+@dataclass(frozen=True)
+class InputBound:
+    """An upper bound of a request's prompt tokens, and the key its billed prompt is remembered under."""
+
+    tokens: int
+    key: bytes
+    tight: bool  # an earlier billed prompt of the conversation made it tighter than the bytes alone
+
+
+class Conversations:
+    """Prompt tokens billed for earlier prompts, by a hash of everything they held, and each Responses reply's
+    prompt plus output (the prompt of a request that continues it by `previous_response_id`). Bounded memory."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._prompts: OrderedDict[bytes, int] = OrderedDict()
+        self._responses: OrderedDict[str, int] = OrderedDict()
+
+    def remember(self, key: bytes, prompt_tokens: int, response_id: str | None, output_tokens: int) -> None:
+        _put(self._prompts, key, prompt_tokens, self._size)
+        if response_id:
+            _put(self._responses, response_id, prompt_tokens + output_tokens, self._size)
+
+    def prompt(self, key: bytes) -> int | None:
+        return self._prompts.get(key)
+
+    def response(self, response_id: str) -> int | None:
+        return self._responses.get(response_id)
+
+
+def _put(store: OrderedDict[Any, int], key: Any, value: int, size: int) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > size:
+        store.popitem(last=False)
+
+
+def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> InputBound:
+    """The prompt's tokens at most. ValueError when it continues a stored reply capguard never saw (its size is
+    unknown); a model's context window would bound it, but not for every provider's long-context options."""
+    head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input")}
+    link = hashlib.sha256(dialect.encode() + b"\0" + _dumps(head)).digest()
+    full = len(_dumps(head)) + REQUEST_OVERHEAD + media_allowance(head)
+    previous = body.get("previous_response_id")
+    if previous is not None:
+        earlier = known.response(str(previous))
+        if earlier is None:
+            raise ValueError("capguard cannot bound a request that continues a response it did not see")
+        full += earlier
+    best: int | None = None
+    everything = after = 0  # bytes-bound tokens of all items; of those after the last known prefix
+    for item in _items(dialect, body):
+        link = hashlib.sha256(link + _dumps(item)).digest()
+        cost = len(_dumps(item)) + MESSAGE_OVERHEAD + media_allowance(item)
+        everything, after = everything + cost, after + cost
+        seen = known.prompt(link)
+        if seen is not None:
+            best, after = seen, 0  # what follows the last known prefix is counted from its bytes
+    tokens = full + everything
+    tight = best is not None and best + after + MESSAGE_OVERHEAD < tokens
+    if best is not None and tight:
+        tokens = best + after + MESSAGE_OVERHEAD
+    return InputBound(tokens, link, tight)
+
+
+def media_allowance(value: Any) -> int:
+    """Tokens of media the bytes do not show: images and documents given by URL or id."""
+    if isinstance(value, dict):
+        own = 0
+        kind = value.get("type")
+        if kind in _MEDIA and not _inline(value):
+            own = IMAGE_TOKENS if "image" in str(kind) else REFERENCED_DOCUMENT_TOKENS
+        return own + sum(media_allowance(v) for v in value.values() if isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return sum(media_allowance(v) for v in value if isinstance(v, (dict, list)))
+    return 0
+
+
+def _inline(block: dict[str, Any]) -> bool:
+    """The media's own bytes are in the request (base64), so they already bound its tokens."""
+    source = block.get("source")
+    if isinstance(source, dict):
+        return source.get("type") in ("base64", "text", "content")
+    for key in ("image_url", "file_data", "data"):
+        value = block.get(key)
+        url = value.get("url") if isinstance(value, dict) else value
+        if isinstance(url, str) and (url.startswith("data:") or key != "image_url"):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class WorstCost:
+    """The most a call can cost for n output tokens, and the reply that costs it (for a charge by the bound)."""
+
+    cost: Callable[[int], int]
+    reply: Callable[[int], Reply]
+
+
+def worst_cost(pricer: Pricer, model: str, prompt_tokens: int, ask: Ask, dialect: str) -> WorstCost | None:
+    """Prompt billed at the dearest rate the request can cause (plain input, or the cache write it asks for),
+    output times the completions asked; long-context tiers and fast mode from the same prices as the bill. None
+    when nobody can price the model."""
+    if not pricer.can_price(model):
+        return None
+    geo = ask.geo or ("us" if dialect == ANTHROPIC else None)  # the workspace may be US-only (1.1x)
+    details = {"speed": ask.speed, "inference_geo": geo}
+    p = prompt_tokens
+    splits = [(p, 0, 0)]  # (plain input, cache writes, of them to the 1-hour cache)
+    if ask.cache_write:
+        splits.append((0, p, 0))
+    if ask.cache_write == "1h":
+        splits.append((0, p, p))
+
+    @functools.lru_cache(maxsize=64)  # a clamp asks for a few values, some twice
+    def priced(output_tokens: int) -> tuple[int, Reply]:
+        replies = [
+            Reply(
+                "worst",
+                model,
+                input_tokens=plain,
+                output_tokens=output_tokens * ask.choices,
+                cache_write_tokens=write,
+                cache_write_1h_tokens=hour,
+                details=details,
+            )
+            for plain, write, hour in splits
+        ]
+        return max(((pricer.price(r).cost_micro or 0, r) for r in replies), key=lambda pair: pair[0])
+
+    return WorstCost(lambda n: priced(n)[0], lambda n: priced(n)[1])
+
+
+def cut_output_tokens(output_bytes: int, events: int, max_out: int, hidden_reasoning: bool) -> int:
+    """What a reply cut short may have been billed for output: its streamed bytes (a token is at least a byte)
+    plus slack for tokens in flight, never above its limit; the whole limit when the model may reason unseen."""
+    if hidden_reasoning:
+        return max_out
+    return min(max_out, output_bytes + CUT_SLACK_PER_EVENT * events + CUT_SLACK)
+
+
+@functools.lru_cache(maxsize=256)
+def context_window(model: str) -> int | None:
+    """The model's context window from genai-prices (the most a reply could run to), or None."""
+    from genai_prices import Usage, calc_price
+
+    provider, name = split_provider(model)
+    for candidate in (provider, None) if provider else (None,):
+        try:
+            found = calc_price(Usage(input_tokens=1, output_tokens=1), name, provider_id=candidate).model
+        except (LookupError, ValueError):
+            continue
+        return found.context_window
+    return None

@@ -1,0 +1,260 @@
+"""The metering proxy on 127.0.0.1: forwards an agent's model requests to the provider with a per-run secret in the
+path, holds each request's worst case before it goes, streams the reply back as it arrives, settles what it cost.
+
+aiohttp (server and client in one maintained library, streaming both ways without buffering; see the commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import threading
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from capguard.metering.proxy import sse
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, error_body, route, with_stream_usage
+from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
+
+log = logging.getLogger(__name__)
+
+# Headers that belong to one hop (RFC 9110 7.6.1), or that aiohttp sets itself from the body it sends.
+_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
+     "content-length", "accept-encoding", "proxy-authorization", "proxy-authenticate"}
+)  # fmt: skip
+_MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger than this is refused
+
+
+class MeteringProxy:
+    """One proxy for a run. `upstreams` maps a mount name to the provider base URL it stands for: the agent is
+    given `base_url(name)` wherever it would use that base URL (e.g. ANTHROPIC_BASE_URL). `dialects` names the
+    error format of each mount's refusals (the Messages API's or OpenAI's)."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        upstreams: dict[str, str],
+        *,
+        dialects: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        secret: str | None = None,
+    ) -> None:
+        if not upstreams:
+            raise ValueError("the proxy needs at least one upstream")
+        self.gate = gate
+        self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
+        self._dialects = dialects or {}
+        self._host = host
+        self._secret = secret or secrets.token_urlsafe(24)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def base_url(self, mount: str) -> str:
+        """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
+        if mount not in self._upstreams:
+            raise KeyError(mount)
+        return f"http://{self._host}:{self.port}/{self._secret}/{mount}"
+
+    # ---- lifecycle: in a running event loop, or on a thread of its own
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),  # a long reply may be silent for minutes
+            auto_decompress=False,
+        )
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_route("*", "/{secret}/{mount}/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)  # the path holds the secret
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # port 0: the one bound
+
+    async def close(self) -> None:
+        """Stop listening (the agent gets connection refused from now on) and cut the replies in flight."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def start(self) -> MeteringProxy:
+        """Serve on a thread of its own; returns once the port is bound."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self.open())
+            except BaseException as err:  # reported to start()'s caller
+                failure.append(err)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.close())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="capguard-proxy", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> MeteringProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- one request
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        mount = request.match_info["mount"]
+        if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret.encode()):
+            return web.Response(status=404, text="not found")
+        if mount not in self._upstreams:
+            return web.Response(status=404, text="not found")
+        style = self._dialects.get(mount, ANTHROPIC)
+        tail = request.match_info["tail"]
+        where = route(request.method, tail, style)
+        if where.why:
+            return _error(style, 403, where.why, "permission_error")
+        raw = await request.read()
+        url = f"{self._upstreams[mount]}/{tail}" + (f"?{request.query_string}" if request.query_string else "")
+        if where.free:
+            return await self._forward_free(request, url, raw)
+        dialect = where.dialect or style
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError):
+            return _error(dialect, 400, "capguard: the request body is not a JSON object")
+        admission = self.gate.admit(dialect, body)
+        if isinstance(admission, Refused):
+            return _error(dialect, 400, admission.why)
+        strip = False
+        sent = admission.body
+        if dialect == CHAT and admission.ask.stream:
+            sent, strip = with_stream_usage(sent)
+        data = raw if sent is body else json.dumps(sent).encode()
+        return await self._forward_metered(request, url, data, admission, strip)
+
+    async def _forward_free(self, request: web.Request, url: str, raw: bytes) -> web.StreamResponse:
+        assert self._session is not None
+        try:
+            async with self._session.request(request.method, url, data=raw, headers=_headers(request)) as upstream:
+                body = await upstream.read()
+                return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
+        except aiohttp.ClientError as err:
+            return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
+
+    async def _forward_metered(
+        self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        gate, seen = self.gate, None
+        try:
+            upstream = await self._session.post(url, data=data, headers=_headers(request))
+        except aiohttp.ClientConnectorError as err:  # never reached the server: nothing billed
+            gate.release(admission)
+            return _error(admission.dialect, 502, _unreachable(err), "api_error")
+        except BaseException:  # sent, then lost: the server may have billed it
+            gate.settle(admission, None)
+            raise
+        try:
+            streamed = "text/event-stream" in upstream.headers.get("Content-Type", "")
+            if upstream.status == 200 and streamed:
+                return await self._stream(request, upstream, admission, strip)
+            body = await upstream.content.read()  # hop-local: the server's own limit bounds a whole reply
+            seen = from_body(admission.dialect, _json(body))
+            if upstream.status != 200 and not seen.complete:
+                gate.release(admission)  # an error without usage: the server billed nothing
+            else:
+                gate.settle(admission, seen)
+            return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
+        except BaseException:
+            gate.settle(admission, seen)  # no-op once settled
+            raise
+        finally:
+            upstream.release()
+
+    async def _stream(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, admission: Admission, strip: bool
+    ) -> web.StreamResponse:
+        reply = web.StreamResponse(status=upstream.status, headers=_reply_headers(upstream))
+        tracker, splitter = Tracker(admission.dialect), sse.EventSplitter()
+        try:
+            await reply.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                events = splitter.feed(chunk)
+                keep = []
+                for raw in events:
+                    parsed = sse.json_data(sse.parse(raw)[1])
+                    if parsed is not None:
+                        tracker.see(parsed)
+                        if strip and is_usage_chunk(parsed):
+                            continue  # the client did not ask for it: it never sees it
+                    keep.append(raw)
+                if not strip:
+                    await reply.write(chunk)  # byte for byte, as it came
+                elif keep:
+                    await reply.write(b"".join(keep))
+            if strip and (rest := splitter.rest()):
+                await reply.write(rest)
+            self.gate.settle(admission, tracker.seen)  # before the agent sees the end, as the server billed it
+            await reply.write_eof()
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+            if request.transport is not None:
+                request.transport.abort()  # the client sees a broken stream, as it would from the server
+        finally:
+            upstream.close()  # the agent went away or the server cut: stop generating what nobody reads
+            self.gate.settle(admission, tracker.seen)  # cut short: charged by the bound (no-op once settled)
+        return reply
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    """The agent's headers (its API key included: passed on, never logged), minus those of this hop."""
+    out = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    out["Accept-Encoding"] = "identity"  # the proxy reads the usage: no compression on the local hop
+    return out
+
+
+def _reply_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _error(dialect: str, status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
+    return web.Response(status=status, body=error_body(dialect, message, kind), content_type="application/json")
+
+
+def _unreachable(err: BaseException) -> str:
+    return f"capguard's metering proxy could not reach the provider: {type(err).__name__}"

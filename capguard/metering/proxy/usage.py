@@ -1,0 +1,161 @@
+"""The three APIs the proxy meters, reply side: the exact usage of a JSON body or a stream's events, what a stream
+has generated so far (for one cut short), every figure through capguard.core.sanitize. Pure: parsed JSON in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from capguard.core import sanitize
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT
+from capguard.sdk.anthropic_usage import CallUsage, get, merge_usage
+
+
+@dataclass
+class Seen:
+    """What a reply showed: its id and model, its final usage once it came, and what was generated before."""
+
+    response_id: str | None = None
+    model: str | None = None
+    usage: CallUsage | None = None  # the exact usage; for Anthropic, message_start's prompt part before the end
+    complete: bool = False  # the final usage arrived: `usage` is what the server billed
+    output_bytes: int = 0  # UTF-8 bytes of generated text, tool calls and reasoning streamed so far
+    failed: bool = False  # the server said the reply failed (an error event)
+    unreadable: bool = False  # a usage figure was no number: nothing this reply says about usage is believed
+    suspicious: str | None = None  # why a figure was not believed
+    _events: int = field(default=0, repr=False)
+
+    @property
+    def events(self) -> int:
+        return self._events
+
+
+def from_body(dialect: str, body: Any) -> Seen:
+    """A non-streamed reply (or an error body): its usage when it has a readable one."""
+    seen = Seen()
+    if not isinstance(body, dict):
+        return seen
+    seen.response_id, seen.model = _name(body.get("id")), _name(body.get("model"))
+    if body.get("usage") is not None:
+        _take_usage(seen, dialect, body.get("usage"))
+    return seen
+
+
+class Tracker:
+    """Follows one stream's events (parsed JSON data) and keeps what they say in `seen`."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.seen = Seen()
+
+    def see(self, data: dict[str, Any]) -> None:
+        self.seen._events += 1
+        if self.dialect == ANTHROPIC:
+            self._anthropic(data)
+        elif self.dialect == CHAT:
+            self._chat(data)
+        else:
+            self._responses(data)
+
+    def _anthropic(self, data: dict[str, Any]) -> None:
+        seen, kind = self.seen, data.get("type")
+        if kind == "message_start":
+            message = data.get("message")
+            seen.response_id, seen.model = _name(get(message, "id")), _name(get(message, "model"))
+            _take_usage(seen, ANTHROPIC, get(message, "usage"), final=False)
+        elif kind == "content_block_delta":
+            delta = data.get("delta")
+            for key in ("text", "thinking", "partial_json"):
+                seen.output_bytes += _bytes(get(delta, key))
+        elif kind == "content_block_start":
+            block = data.get("content_block")
+            seen.output_bytes += _bytes(get(block, "name")) + _bytes(get(block, "text"))
+        elif kind == "message_delta":
+            _take_usage(seen, ANTHROPIC, data.get("usage"))
+        elif kind == "error":
+            seen.failed = True
+
+    def _chat(self, data: dict[str, Any]) -> None:
+        seen = self.seen
+        seen.response_id = seen.response_id or _name(data.get("id"))
+        seen.model = seen.model or _name(data.get("model"))
+        for choice in data.get("choices") or ():
+            delta = get(choice, "delta")
+            for key in ("content", "reasoning_content", "reasoning", "refusal"):
+                seen.output_bytes += _bytes(get(delta, key))
+            for call in get(delta, "tool_calls") or ():
+                function = get(call, "function")
+                seen.output_bytes += _bytes(get(function, "name")) + _bytes(get(function, "arguments"))
+        if data.get("usage") is not None:
+            _take_usage(seen, CHAT, data.get("usage"))
+        if data.get("error") is not None:
+            seen.failed = True
+
+    def _responses(self, data: dict[str, Any]) -> None:
+        seen, kind = self.seen, str(data.get("type") or "")
+        response = data.get("response")
+        if isinstance(response, dict):
+            seen.response_id = _name(response.get("id")) or seen.response_id
+            seen.model = _name(response.get("model")) or seen.model
+        if kind.endswith(".delta"):
+            seen.output_bytes += _bytes(data.get("delta"))
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            if get(response, "usage") is not None:
+                _take_usage(seen, "responses", get(response, "usage"))
+            seen.failed = kind == "response.failed" and not seen.complete
+        elif kind == "error":
+            seen.failed = True
+
+
+def is_usage_chunk(data: dict[str, Any]) -> bool:
+    """Chat's extra last chunk: no choices, only the usage (what a client that did not ask for it never sees)."""
+    return data.get("usage") is not None and not data.get("choices")
+
+
+def _take_usage(seen: Seen, dialect: str, usage: Any, *, final: bool = True) -> None:
+    """Read `usage` into `seen`; a figure that is no number leaves the usage unknown (the bound is charged)."""
+    try:
+        if dialect == ANTHROPIC:
+            read = seen.usage or CallUsage()
+            merge_usage(read, usage)
+        else:
+            read = _openai_usage(dialect, usage)
+    except sanitize.NotANumber as err:
+        seen.suspicious, seen.unreadable, seen.complete, seen.usage = str(err), True, False, None
+        return
+    if seen.unreadable:
+        return
+    seen.usage = read
+    seen.complete = seen.complete or final
+    figures = {
+        "input_tokens": read.input_tokens,
+        "output_tokens": read.output_tokens,
+        "cache_read_tokens": read.cache_read_tokens,
+        "cache_write_tokens": read.cache_write_tokens,
+    }
+    seen.suspicious = sanitize.at_bound(figures) or seen.suspicious
+
+
+def _openai_usage(dialect: str, usage: Any) -> CallUsage:
+    """Chat's prompt/completion tokens or the Responses API's input/output tokens; cached tokens are part of the
+    prompt there, apart here (as capguard's Reply counts them)."""
+    prompt_key, output_key, details_key = (
+        ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
+        if dialect == CHAT
+        else ("input_tokens", "output_tokens", "input_tokens_details")
+    )
+    if not isinstance(usage, dict):
+        raise sanitize.NotANumber("usage is not an object")
+    prompt = sanitize.count(usage.get(prompt_key), prompt_key)
+    output = sanitize.count(usage.get(output_key), output_key)
+    cached = get(get(usage, details_key), "cached_tokens")
+    cached = 0 if cached is None else min(prompt, sanitize.count(cached, "cached_tokens"))
+    return CallUsage(input_tokens=prompt - cached, output_tokens=output, cache_read_tokens=cached)
+
+
+def _bytes(value: Any) -> int:
+    return len(value.encode("utf-8", "replace")) if isinstance(value, str) else 0
+
+
+def _name(value: Any) -> str | None:
+    return sanitize.name(value)

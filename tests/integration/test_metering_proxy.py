@@ -1,0 +1,226 @@
+"""Strict mode's metering proxy alone, with the real anthropic and openai SDKs against fake servers that bill like
+real ones: replies pass through, every call is settled at what the server billed, and a runaway stops at the cap
+with overshoot 0 (streaming or not, one request at a time or ten racing)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from capguard.core.events import Reply
+from capguard.core.pricing import Pricer
+from capguard.metering.proxy import Gate, MeteringProxy, Refused
+from tests.fakes import fake_anthropic, fake_chat, fake_responses
+
+KEY = "sk-test-0123456789-secret-key"
+
+
+@contextlib.contextmanager
+def proxied(fake, dialect: str, cap: int | None, **gate_options):
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=cap, on_event=events.append, **gate_options)
+    with fake, MeteringProxy(gate, {"up": fake.base_url}, dialects={"up": dialect}) as proxy:
+        proxy.events = events
+        proxy.fake = fake
+        yield proxy
+
+
+def billed_micro(fake, dialect: str) -> int:
+    """What the fake server billed, priced as capguard prices a Reply."""
+    pricer, total = Pricer(), 0
+    for record in fake.requests:
+        usage = record.get("usage")
+        if not usage or (dialect == "responses" and not record["billed"]):
+            continue
+        if dialect == "anthropic":
+            reply = Reply("b", "anthropic/" + record["model"], input_tokens=usage["input_tokens"],
+                          output_tokens=usage["output_tokens"], cache_read_tokens=usage["cache_read_input_tokens"],
+                          cache_write_tokens=usage["cache_creation_input_tokens"])  # fmt: skip
+        else:
+            prompt, out = (
+                ("prompt_tokens", "completion_tokens") if dialect == "chat" else ("input_tokens", "output_tokens")
+            )
+            details = usage["prompt_tokens_details" if dialect == "chat" else "input_tokens_details"]
+            cached = details["cached_tokens"]
+            reply = Reply("b", record["model"], input_tokens=usage[prompt] - cached, output_tokens=usage[out],
+                          cache_read_tokens=cached)  # fmt: skip
+        total += pricer.price(reply).cost_micro
+    return total
+
+
+LONG = "word " * 2000  # 10,000 bytes: 2,500 tokens at the fakes' 4 bytes a token
+
+
+def fake_for(dialect: str, **kw):
+    if dialect == "chat":
+        return fake_chat.FakeChat(fake_chat.Script(generate=lambda n: fake_chat.Reply(LONG, **kw), cache=True))
+    if dialect == "responses":
+        return fake_responses.FakeResponses(fake_responses.Script([fake_responses.say(LONG, **kw)]))
+    usage = fake_anthropic.Usage(input_tokens=900, output_tokens=2_500, cache_write_5m=0, cache_read=0)
+    return fake_anthropic.FakeAnthropic(fake_anthropic.Script(usage=usage, honor_max_tokens=True, text=LONG, **kw))
+
+
+def one_turn(proxy, dialect: str, history: list, stream: bool) -> str:
+    """One request of a growing conversation through the proxy; the reply's text."""
+    if dialect == "anthropic":
+        client = anthropic.Anthropic(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        args = dict(model="claude-sonnet-4-5", max_tokens=16_000, messages=history)
+        if stream:
+            with client.messages.stream(**args) as s:
+                return s.get_final_text()
+        return client.messages.create(**args).content[0].text
+    client = openai.OpenAI(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+    if dialect == "chat":
+        if stream:
+            chunks = client.chat.completions.create(model="gpt-4o", messages=history, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return client.chat.completions.create(model="gpt-4o", messages=history).choices[0].message.content
+    if stream:
+        return "".join(e.delta for e in client.responses.create(model="gpt-4o", input=history, stream=True)
+                       if e.type == "response.output_text.delta")  # fmt: skip
+    return client.responses.create(model="gpt-4o", input=history).output_text
+
+
+REFUSED = (anthropic.BadRequestError, openai.BadRequestError)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("dialect", ["anthropic", "chat", "responses"])
+def test_runaway_through_the_proxy_ends_with_billed_cost_within_the_cap(dialect, stream):
+    cap = 250_000  # $0.25
+    with proxied(fake_for(dialect), dialect, cap) as proxy:
+        history: list = [{"role": "user", "content": "start " * 400}]
+        for turn in range(100):
+            try:
+                text = one_turn(proxy, dialect, history, stream)
+            except REFUSED as err:
+                assert "spending cap of $0.25 reached" in str(err)
+                break
+            history += [{"role": "assistant", "content": text}, {"role": "user", "content": "go on"}]
+        else:
+            pytest.fail("the runaway was never refused")
+        billed = billed_micro(proxy.fake, dialect)
+        assert turn >= 3 and billed <= cap  # overshoot 0
+        assert proxy.gate.spent_micro == billed  # every call settled at what the server billed
+        assert proxy.gate.held_micro == 0
+        replies = [e for e in proxy.events if isinstance(e, Reply)]
+        assert len(replies) == turn and all(r.details["charged"] == "usage" for r in replies)
+        assert any(r.details["lowered"] for r in replies)  # max tokens came down to fit the last headroom
+        assert isinstance(proxy.events[-1], Refused) and proxy.events[-1].at_cap
+
+
+async def racing(proxy, n: int) -> list:
+    client = openai.AsyncOpenAI(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+    ask = dict(model="gpt-4o", messages=[{"role": "user", "content": "race"}], max_completion_tokens=4_000)
+    try:
+        return await asyncio.gather(*(client.chat.completions.create(**ask) for _ in range(n)), return_exceptions=True)
+    finally:
+        await client.close()
+
+
+def test_ten_requests_racing_for_the_last_headroom_never_overshoot():
+    cap = 100_000  # $0.10: room for two replies of 4,000 tokens ($0.04 each) at most, not ten
+    with proxied(fake_for("chat", delay_s=0.3), "chat", cap) as proxy:
+        results = asyncio.run(racing(proxy, 10))
+        refused = [r for r in results if isinstance(r, openai.BadRequestError)]
+        answered = [r for r in results if not isinstance(r, BaseException)]
+        assert len(refused) + len(answered) == 10 and refused and answered
+        assert billed_micro(proxy.fake, "chat") == proxy.gate.spent_micro <= cap
+        assert len(proxy.fake.requests) == len(answered)  # a refused request never reached the server
+
+
+def test_a_stream_cut_short_is_charged_at_least_what_the_server_billed():
+    with proxied(fake_chat.FakeChat(fake_chat.Script([fake_chat.Reply(LONG, cut_after=2)])), "chat", 1_000_000) as p:
+        client = openai.OpenAI(base_url=p.base_url("up"), api_key=KEY, max_retries=0)
+        with pytest.raises((openai.APIError, httpx.HTTPError)):
+            for _ in client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
+                                                    stream=True, max_tokens=5000):  # fmt: skip
+                pass
+        billed = billed_micro(p.fake, "chat")
+        wait_for(lambda: p.gate.held_micro == 0)
+        (reply,) = [e for e in p.events if isinstance(e, Reply)]
+        assert reply.details["charged"] == "bound"
+        assert 0 < billed <= p.gate.spent_micro  # an upper bound, never zero
+
+
+def test_a_denied_or_unpriceable_model_is_refused_in_the_providers_format():
+    with proxied(fake_for("anthropic"), "anthropic", 1_000_000, deny=["claude-opus-*"]) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        with pytest.raises(anthropic.BadRequestError, match="denied by the configuration"):
+            client.messages.create(model="claude-opus-4-1", max_tokens=100, messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(anthropic.BadRequestError, match="cannot price model"):
+            client.messages.create(model="claude-nobody-9", max_tokens=100, messages=[{"role": "user", "content": "x"}])
+        assert proxy.fake.requests == []
+
+
+def test_the_agents_key_passes_through_and_is_never_logged(caplog):
+    caplog.set_level(logging.DEBUG)
+    with proxied(fake_for("anthropic"), "anthropic", None) as proxy:
+        one_turn(proxy, "anthropic", [{"role": "user", "content": "hi"}], stream=True)
+        sent = proxy.fake.requests[0]["headers"]["authorization"]  # this SDK sends the key as a bearer token
+        assert sent == ("Bearer " + KEY)[:10] + "..."  # as the fake redacts it: it arrived
+    ours = [r for r in caplog.records if r.name.startswith(("capguard", "aiohttp"))]  # the SDK logs its own
+    assert not any(KEY in r.getMessage() for r in ours)
+
+
+def test_free_paths_pass_and_costly_ones_are_refused_unmetered():
+    with proxied(fake_for("anthropic"), "anthropic", 1_000_000) as proxy:
+        base = proxy.base_url("up")
+        assert httpx.get(f"{base}/v1/models").json()["data"]
+        counted = httpx.post(f"{base}/v1/messages/count_tokens", json={"model": "m", "messages": []})
+        assert counted.status_code == 200
+        batch = httpx.post(f"{base}/v1/messages/batches", json={"requests": []})
+        assert batch.status_code == 403 and "unmetered" in batch.json()["error"]["message"]
+        wrong = base.replace(proxy._secret, "not-the-secret")
+        assert httpx.post(f"{wrong}/v1/messages", json={}).status_code == 404
+        assert [r["kind"] for r in proxy.fake.requests] == ["count_tokens"]
+
+
+def test_a_stopped_proxy_refuses_connections():
+    with proxied(fake_for("chat"), "chat", 1_000_000) as proxy:
+        base = proxy.base_url("up")
+        proxy.stop()
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"{base}/chat/completions", json={"model": "gpt-4o", "messages": []})
+
+
+def test_a_chat_stream_passes_byte_for_byte_and_hides_the_usage_chunk_nobody_asked_for():
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    asked = {**body, "stream_options": {"include_usage": True}}
+    same = re.compile(rb'chatcmpl-fake-\d+|"created": \d+')
+    with proxied(fake_chat.FakeChat(fake_chat.chat_script("a reply in pieces")), "chat", 1_000_000) as proxy:
+        direct = httpx.post(f"{proxy.fake.base_url}/chat/completions", json=asked).content
+        through = httpx.post(f"{proxy.base_url('up')}/chat/completions", json=asked).content
+        assert same.sub(b"", through) == same.sub(b"", direct)
+        plain = httpx.post(f"{proxy.base_url('up')}/chat/completions", json=body).content
+        assert b'"usage"' not in plain and plain.endswith(b"data: [DONE]\n\n")
+        assert proxy.fake.requests[-1]["include_usage"] is True  # asked of the server all the same
+        assert len([e for e in proxy.events if isinstance(e, Reply)]) == 2
+
+
+def test_an_upstream_error_reaches_the_agent_unchanged_and_costs_nothing():
+    script = fake_anthropic.Script(error_status=529)
+    with proxied(fake_anthropic.FakeAnthropic(script), "anthropic", 1_000_000) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as err:
+            client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "x"}]
+            )
+        assert err.value.status_code == 529 and err.value.body["error"]["type"] == "overloaded_error"
+        assert (proxy.gate.spent_micro, proxy.gate.held_micro) == (0, 0)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -1,0 +1,322 @@
+"""Strict mode's proxy, pure parts: routes, worst-case bounds, max-tokens lowering, settle parsing per dialect,
+hostile usage, and the Gate's holds (no sockets)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from capguard.core.pricing import Pricer
+from capguard.core.sanitize import MAX_TOKENS
+from capguard.metering.proxy import bounds, sse
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES, ask, route, with_max_out, with_stream_usage
+from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
+from tests.fakes import fake_chat, responses_billing
+
+CAP = 1_000_000  # $1
+
+
+def chat_body(text: str = "hello", **extra) -> dict:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def messages_body(text: str = "hello", max_tokens: int = 4096, **extra) -> dict:
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": text}],
+    } | extra
+
+
+# ---- routes: what may pass unmetered
+
+
+@pytest.mark.parametrize(
+    "method, tail, dialect, free",
+    [
+        ("POST", "v1/messages", ANTHROPIC, False),
+        ("POST", "v1/chat/completions", CHAT, False),
+        ("POST", "chat/completions", CHAT, False),
+        ("POST", "v1/responses", RESPONSES, False),
+        ("POST", "v1/messages/count_tokens", None, True),
+        ("GET", "v1/models", None, True),
+        ("GET", "v1/models/claude-sonnet-4-5", None, True),
+    ],
+)
+def test_model_calls_are_metered_and_free_paths_pass(method, tail, dialect, free):
+    found = route(method, tail, ANTHROPIC)
+    assert (found.dialect, found.free, found.why) == (dialect, free, None)
+
+
+@pytest.mark.parametrize(
+    "method, tail", [("POST", "v1/embeddings"), ("POST", "v1/messages/batches"), ("DELETE", "v1/x")]
+)
+def test_paths_that_could_cost_money_unmetered_are_refused(method, tail):
+    assert "could cost money unmetered" in route(method, tail, CHAT).why
+
+
+def test_a_server_side_tool_is_refused_as_unbounded():
+    with pytest.raises(ValueError, match="server-side tool"):
+        ask(ANTHROPIC, messages_body(tools=[{"type": "web_search_20250305", "name": "web_search"}]))
+    with pytest.raises(ValueError, match="server-side tool"):
+        ask(RESPONSES, {"model": "gpt-4o", "input": "x", "tools": [{"type": "web_search"}]})
+    assert ask(RESPONSES, {"model": "gpt-4o", "input": "x", "tools": [{"type": "function", "name": "f"}]})
+
+
+# ---- request shaping
+
+
+def test_output_limit_lands_in_the_field_each_api_reads():
+    assert with_max_out(ANTHROPIC, messages_body(), 10)["max_tokens"] == 10
+    assert with_max_out(RESPONSES, {"model": "m"}, 10)["max_output_tokens"] == 10
+    assert with_max_out(CHAT, chat_body(), 10)["max_completion_tokens"] == 10
+    assert with_max_out(CHAT, chat_body(max_tokens=99), 10) == chat_body(max_tokens=10)
+
+
+def test_chat_stream_usage_is_asked_for_only_when_the_client_did_not():
+    sent, injected = with_stream_usage(chat_body(stream=True))
+    assert injected and sent["stream_options"] == {"include_usage": True}
+    asked = chat_body(stream=True, stream_options={"include_usage": True})
+    assert with_stream_usage(asked) == (asked, False)
+
+
+def test_cache_write_rate_follows_what_the_request_asks():
+    assert ask(ANTHROPIC, messages_body()).cache_write is None
+    five = messages_body(system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}])
+    assert ask(ANTHROPIC, five).cache_write == "5m"
+    hour = messages_body(system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+    assert ask(ANTHROPIC, hour).cache_write == "1h"
+    pricer = Pricer()
+    costs = [
+        bounds.worst_cost(pricer, "anthropic/claude-sonnet-4-5", 10_000, ask(ANTHROPIC, b), ANTHROPIC).cost(0)
+        for b in (messages_body(), five, hour)
+    ]
+    assert costs[0] < costs[1] < costs[2]  # 1x, 1.25x, 2x input
+
+
+# ---- worst-case bounds
+
+
+@pytest.mark.parametrize("text", ["hello", "x" * 50_000, "héllo wörld ✓ " * 3000, "日本語のテキスト" * 2000])
+def test_prompt_bound_covers_what_a_server_bills(text):
+    body = chat_body(text, tools=[{"type": "function", "function": {"name": "bash", "parameters": {}}}])
+    billed = fake_chat.tokens(fake_chat.prompt_text(body))
+    bound = bounds.input_bound(CHAT, body, bounds.Conversations())
+    assert bound.tokens >= len(fake_chat.prompt_text(body).encode()) >= billed  # a token per byte at most
+
+
+def test_a_known_conversation_makes_the_next_prompt_bound_tighter():
+    known = bounds.Conversations()
+    first = chat_body("x" * 40_000)
+    bound = bounds.input_bound(CHAT, first, known)
+    known.remember(bound.key, 10_000, None, 0)  # the server billed 10k tokens for it
+    follow = dict(first, messages=[*first["messages"], {"role": "assistant", "content": "ok"}])
+    tight = bounds.input_bound(CHAT, follow, known)
+    assert tight.tight and 10_000 < tight.tokens < 10_200
+    other_model = dict(follow, model="gpt-4o-mini")  # a different head: not the same conversation
+    assert not bounds.input_bound(CHAT, other_model, known).tight
+
+
+def test_a_response_continued_by_id_is_bounded_by_what_it_billed_or_refused():
+    known = bounds.Conversations()
+    body = {"model": "gpt-4o", "input": "next", "previous_response_id": "resp_1"}
+    with pytest.raises(ValueError, match="did not see"):
+        bounds.input_bound(RESPONSES, body, known)
+    known.remember(b"k", 5_000, "resp_1", 700)
+    assert bounds.input_bound(RESPONSES, body, known).tokens >= 5_700
+
+
+def test_media_by_reference_gets_an_allowance_and_inline_media_its_bytes():
+    url = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+    inline = {"type": "image", "source": {"type": "base64", "data": "AAAA"}}
+    assert bounds.media_allowance([url]) == bounds.IMAGE_TOKENS
+    assert bounds.media_allowance([inline]) == 0
+    assert bounds.media_allowance({"type": "input_file", "file_id": "f"}) == bounds.REFERENCED_DOCUMENT_TOKENS
+
+
+def test_a_cut_stream_is_charged_what_it_streamed_never_zero():
+    assert bounds.cut_output_tokens(0, 0, 4096, False) == bounds.CUT_SLACK
+    assert bounds.cut_output_tokens(400, 10, 4096, False) == 400 + 20 + bounds.CUT_SLACK
+    assert bounds.cut_output_tokens(10**6, 10, 4096, False) == 4096
+    assert bounds.cut_output_tokens(0, 0, 4096, True) == 4096  # reasoning it never streamed
+
+
+# ---- the gate: holds, lowering, refusals
+
+
+def gate(cap: int | None = CAP, events: list | None = None, **kw) -> Gate:
+    return Gate(Pricer(), cap_micro=cap, on_event=(events.append if events is not None else None), **kw)
+
+
+def test_a_request_that_fits_goes_unchanged_and_holds_its_worst_case():
+    g = gate()
+    body = messages_body(max_tokens=1000)
+    admission = g.admit(ANTHROPIC, body)
+    assert isinstance(admission, Admission) and admission.body is body and not admission.lowered
+    assert g.held_micro == admission.hold.micro > 0
+
+
+def test_max_tokens_is_lowered_so_the_worst_case_fits_the_budget():
+    g = gate(cap=200_000)  # $0.20: 64k output tokens of sonnet ($15/M) would be $0.96
+    admission = g.admit(ANTHROPIC, messages_body(max_tokens=64_000))
+    assert isinstance(admission, Admission) and admission.lowered
+    assert 1_024 <= admission.body["max_tokens"] < 64_000
+    assert admission.hold.micro <= 200_000
+
+
+def test_a_thinking_budget_comes_down_with_max_tokens():
+    g = gate(cap=200_000)
+    body = messages_body(max_tokens=64_000, thinking={"type": "enabled", "budget_tokens": 60_000})
+    admission = g.admit(ANTHROPIC, body)
+    assert admission.body["thinking"]["budget_tokens"] < admission.body["max_tokens"]
+
+
+def test_chat_without_a_limit_gets_one_only_when_lowered():
+    assert "max_completion_tokens" not in gate(cap=2_000_000).admit(CHAT, chat_body()).body  # 128k out: $1.28
+    lowered = gate(cap=20_000).admit(CHAT, chat_body())
+    assert 1_024 <= lowered.body["max_completion_tokens"] <= 2_000  # $0.02 at $10/M
+
+
+def test_no_room_for_a_useful_reply_is_refused_naming_the_cap():
+    events: list = []
+    g = gate(cap=10_000, events=events, min_output=1_024)  # $0.01: a 1,024-token sonnet reply costs ~$0.015
+    refusal = g.admit(ANTHROPIC, messages_body(max_tokens=4096))
+    assert isinstance(refusal, Refused) and refusal.at_cap
+    assert "spending cap of $0.01 reached" in refusal.why
+    assert events == [refusal] and g.held_micro == 0
+
+
+def test_concurrent_admissions_never_hold_more_than_the_cap():
+    g = gate(cap=300_000)
+    admitted: list = []
+
+    def go() -> None:
+        found = g.admit(ANTHROPIC, messages_body(max_tokens=8_000))
+        if isinstance(found, Admission):
+            admitted.append(found)
+
+    threads = [threading.Thread(target=go) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 0 < len(admitted) < 20
+    assert sum(a.hold.micro for a in admitted) == g.held_micro <= 300_000
+
+
+def test_settling_the_exact_usage_releases_the_hold_and_emits_a_reply():
+    events: list = []
+    g = gate(events=events)
+    admission = g.admit(ANTHROPIC, messages_body())
+    seen = from_body(ANTHROPIC, {"id": "msg_1", "usage": {"input_tokens": 1000, "output_tokens": 100}})
+    reply = g.settle(admission, seen)
+    assert g.held_micro == 0 and g.spent_micro == 3000 + 1500  # $3/M in, $15/M out
+    assert reply.key == "proxy:anthropic:msg_1" and reply.details["charged"] == "usage"
+    assert events == [reply]
+    assert g.settle(admission, seen) is None and g.spent_micro == 4500  # settled once
+
+
+def test_an_upstream_error_without_usage_releases_the_hold():
+    g = gate()
+    g.release(g.admit(CHAT, chat_body()))
+    assert (g.held_micro, g.spent_micro) == (0, 0)
+
+
+def test_the_remaining_budget_can_change_mid_run():
+    g = gate(cap=CAP)
+    g.settle(g.admit(CHAT, chat_body()), from_body(CHAT, {"usage": {"prompt_tokens": 1000, "completion_tokens": 0}}))
+    g.set_remaining(1_000)  # the month's allowance shrank to a tenth of a cent
+    assert g.cap_micro == g.spent_micro + 1_000
+    assert isinstance(g.admit(CHAT, chat_body()), Refused)
+
+
+def test_an_unpriceable_or_denied_model_is_refused():
+    assert "cannot price" in gate().admit(CHAT, chat_body(model="no-such-model")).why
+    denied = gate(deny=["claude-opus-*"]).admit(ANTHROPIC, messages_body(model="claude-opus-4-1"))
+    assert "denied" in denied.why and not denied.at_cap
+
+
+# ---- settle parsing per dialect, and hostile usage
+
+
+def stream_events(dialect: str, events: list[dict]) -> Tracker:
+    tracker = Tracker(dialect)
+    for event in events:
+        tracker.see(event)
+    return tracker
+
+
+def test_anthropic_stream_usage_comes_from_message_start_and_message_delta():
+    usage = {"input_tokens": 10, "cache_read_input_tokens": 3000, "cache_creation_input_tokens": 200}
+    seen = stream_events(
+        ANTHROPIC,
+        [
+            {"type": "message_start", "message": {"id": "msg_9", "model": "m", "usage": {**usage, "output_tokens": 1}}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "héllo"}},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}},
+        ],
+    ).seen
+    assert seen.complete and seen.response_id == "msg_9" and seen.output_bytes == 6
+    assert (seen.usage.input_tokens, seen.usage.cache_read_tokens, seen.usage.output_tokens) == (10, 3000, 42)
+
+
+def test_chat_usage_comes_from_the_final_chunk_with_cached_tokens_apart():
+    chunk = {"id": "c1", "choices": [{"delta": {"content": "abcd"}}]}
+    final = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 2000, "completion_tokens": 5,
+                                                  "prompt_tokens_details": {"cached_tokens": 1024}}}  # fmt: skip
+    seen = stream_events(CHAT, [chunk, final]).seen
+    assert is_usage_chunk(final) and not is_usage_chunk(chunk)
+    assert (seen.usage.input_tokens, seen.usage.cache_read_tokens, seen.usage.output_tokens) == (976, 1024, 5)
+
+
+def test_responses_usage_comes_from_completed_or_incomplete():
+    usage = responses_billing.usage_block(500, 128, 40, 10)
+    for kind in ("response.completed", "response.incomplete"):
+        seen = stream_events(RESPONSES, [{"type": kind, "response": {"id": "r1", "usage": usage}}]).seen
+        assert seen.complete and (seen.usage.input_tokens, seen.usage.cache_read_tokens) == (372, 128)
+
+
+def test_a_stream_without_final_usage_is_charged_its_bound_not_zero():
+    g = gate()
+    admission = g.admit(CHAT, chat_body(stream=True, max_tokens=4096))
+    cut = stream_events(CHAT, [{"id": "c", "choices": [{"delta": {"content": "x" * 100}}]}]).seen
+    reply = g.settle(admission, cut)
+    assert reply.details["charged"] == "bound"
+    assert reply.output_tokens >= 100 and reply.input_tokens >= 1
+    assert 0 < g.spent_micro <= admission.hold.micro
+
+
+@pytest.mark.parametrize("figure", [10**15, float("inf")])
+def test_an_absurd_usage_counts_as_the_bound_and_is_suspicious(figure):
+    seen = from_body(CHAT, {"usage": {"prompt_tokens": 10, "completion_tokens": figure}})
+    assert seen.usage.output_tokens == MAX_TOKENS and "bound" in seen.suspicious
+    g = gate()
+    reply = g.settle(g.admit(CHAT, chat_body()), seen)
+    assert reply.suspicious and g.spent_micro >= CAP  # the cap fires: fail closed
+
+
+@pytest.mark.parametrize("figure", ["12", -5, None, float("nan"), True])
+def test_a_usage_figure_that_is_no_number_is_charged_the_whole_hold(figure):
+    seen = from_body(CHAT, {"usage": {"prompt_tokens": 10, "completion_tokens": figure}})
+    assert seen.unreadable and not seen.complete
+    g = gate()
+    admission = g.admit(CHAT, chat_body(max_tokens=500))
+    reply = g.settle(admission, seen)
+    assert reply.details["charged"] == "bound" and reply.output_tokens == 500
+    assert g.spent_micro == admission.hold.micro
+
+
+# ---- SSE
+
+
+def test_sse_events_are_cut_across_chunks_and_line_endings():
+    raw = b'event: a\ndata: {"x": 1}\n\nevent: b\r\ndata: {"y": 2}\r\n\r\n'
+    splitter = sse.EventSplitter()
+    out = [e for i in range(len(raw)) for e in splitter.feed(raw[i : i + 1])]
+    assert b"".join(out) == raw
+    assert [sse.parse(e)[0] for e in out] == ["a", "b"]
+    assert sse.json_data(sse.parse(out[1])[1]) == {"y": 2}
+    assert sse.json_data("[DONE]") is None and sse.json_data(json.dumps([1])) is None
