@@ -37,6 +37,7 @@ from capguard.budget.store import AGENT, BudgetStore, bill, call_details, caps_o
 from capguard.config import identity
 from capguard.config import settings as config
 from capguard.core import monthly
+from capguard.core.anthropic_usage import CallUsage, estimate_input_tokens
 from capguard.core.caps import Caps, decide
 from capguard.core.enums import StopReason, UnpricedPolicy
 from capguard.core.errors import ConfigError, LedgerError
@@ -49,7 +50,6 @@ from capguard.core.task_budget import TaskBudget, check_total, supports_task_bud
 from capguard.core.team import team_of
 from capguard.ledger import RunEnd, RunStart, normalize_utc
 from capguard.reports.run_report import RunFacts, build_report, write_json
-from capguard.sdk.anthropic_usage import CallUsage, estimate_input_tokens
 
 __all__ = ["Admission", "Budget", "BudgetExceeded", "BudgetWarning"]
 

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 from capguard.budget.admission import Admission
 from capguard.budget.allowance import MonthGuard
+from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.meter import Meter
 from capguard.core.pricing import Priced, Pricer, to_micro
 from capguard.core.task_budget import TaskBudget
 from capguard.core.team import TeamConfig
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
-from capguard.sdk.anthropic_usage import CallUsage
 
 AGENT = "anthropic-sdk"
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from typing import Any
 
 import anthropic
 
-from capguard.sdk.anthropic_usage import StreamTracker, read_usage
+from capguard.core.anthropic_usage import StreamTracker, read_usage
 from capguard.sdk.budget_api import Admitted, CallBudget
 from capguard.sdk.streams import (
     AsyncMeteredStream,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-from capguard.sdk.anthropic_usage import CallUsage
+from capguard.core.anthropic_usage import CallUsage
 
 
 class Admitted(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from capguard.sdk.anthropic_usage import StreamTracker, read_usage
+from capguard.core.anthropic_usage import StreamTracker, read_usage
 
 End = Callable[[StreamTracker, "BaseException | None"], "Future[bool] | None"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from capguard.sdk.anthropic_usage import StreamTracker, estimate_input_tokens, read_usage
+from capguard.core.anthropic_usage import StreamTracker, estimate_input_tokens, read_usage
 
 USAGE = {
     "input_tokens": 11,

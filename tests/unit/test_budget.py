@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from capguard import Budget, BudgetExceeded
+from capguard.core.anthropic_usage import CallUsage
 from capguard.core.caps import Caps
 from capguard.core.errors import ConfigError, LedgerError
 from capguard.core.meter import Meter
 from capguard.core.task_budget import BETA
 from capguard.reports.run_report import RunFacts, build_report
-from capguard.sdk.anthropic_usage import CallUsage
 
 OPUS = "claude-opus-4-7"  # $5/M input, $10/M 1-hour cache writes, $25/M output
 

@@ -15,6 +15,7 @@ import pytest
 from capguard.agents.aider.logs import AnalyticsParser, cost_lines
 from capguard.agents.claude.logs import TranscriptParser, session_from_registry, statusline_events, tool_signature
 from capguard.agents.claude.otel import OtelParser
+from capguard.core.anthropic_usage import read_usage
 from capguard.core.events import Malformed, Reply, ReportedTotal
 from capguard.core.meter import Meter
 from capguard.core.pricing import Priced, Pricer
@@ -24,7 +25,6 @@ from capguard.importers.claude_scan import ReplyCounter, scan
 from capguard.importers.unit_prices import UnitPricer
 from capguard.metering.otel_receiver import api_requests
 from capguard.metering.tail import Tailer, WatchSpec
-from capguard.sdk.anthropic_usage import read_usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 AIDER_LOG = FIXTURES / "aider" / "recorded" / "nostream" / "analytics.jsonl"

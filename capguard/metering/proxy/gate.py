@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capguard.core import sanitize
+from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Pricer, split_provider
@@ -20,7 +21,6 @@ from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
 from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
 from capguard.metering.proxy.usage import Seen
-from capguard.sdk.anthropic_usage import CallUsage
 
 DEFAULT_MIN_OUTPUT = 1_024  # below this a reply is rarely of use: refuse rather than send a crippled request
 DEFAULT_MAX_OUTPUT = 32_000  # a request without a limit, for a model whose context window nobody knows

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capguard.core import sanitize
+from capguard.core.anthropic_usage import CallUsage, get, merge_usage
 from capguard.metering.proxy.dialects import ANTHROPIC, CHAT
-from capguard.sdk.anthropic_usage import CallUsage, get, merge_usage
 
 
 @dataclass

@@ -55,7 +55,8 @@ class CallUsage:
     compaction: dict[str, int] = field(default_factory=dict)
 
     def total(self, name: str) -> int:
-        return getattr(self, name) + self.compaction.get(name, 0)
+        own: int = getattr(self, name)
+        return own + self.compaction.get(name, 0)
 
     @property
     def prompt_tokens(self) -> int:
