@@ -36,6 +36,7 @@ from capguard.ledger.spool import Spool, SpoolError
 from capguard.private_files import private_dir, private_file
 from capguard.reports.run_report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
 from capguard.supervisor import cgroup, compat
+from capguard.supervisor.admission import LedgerMonth
 from capguard.supervisor.status_board import StatusBoard
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
@@ -169,8 +170,6 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             on_status=lambda meter, elapsed, verdict, state: board.update(
                 meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
             ),
-            month_allowance=(lambda: guard.allowance(run_id)) if guard.active else None,
-            month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(
             plan,
@@ -181,6 +180,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             kill_after=settings["kill_after"],
             poll=settings["poll"],
             hooks=hooks,
+            month=LedgerMonth(lambda: guard.allowance(run_id), lambda: guard.month().label) if guard.active else None,
             run_id=run_id,
             run_dir=run_dir,
         )
