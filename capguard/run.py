@@ -22,7 +22,7 @@ from capguard.agents import get_adapter
 from capguard.budget.allowance import MonthGuard, utc_clock, utc_text
 from capguard.config import identity
 from capguard.config.settings import Settings
-from capguard.core import child_env, monthly
+from capguard.core import child_env
 from capguard.core.caps import Caps
 from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
 from capguard.core.events import Reply
@@ -83,13 +83,12 @@ def _month_gate(guard: MonthGuard, caps: Caps, agent: str, stderr: TextIO) -> Ca
     and cap the run at what the month leaves."""
     if not guard.active:
         return caps
-    standings = guard.standings()
-    refusal = monthly.refusal(standings)
-    if refusal:
-        raise MonthlyCapReached(f"{agent} not started: {refusal}")
-    for line in monthly.warnings(standings):
+    opening = guard.opening()
+    if opening.refusal:
+        raise MonthlyCapReached(f"{agent} not started: {opening.refusal}")
+    for line in opening.warnings:
         print(f"capguard: warning: {line}", file=stderr)
-    return replace(caps, monthly_remaining_micro=monthly.remaining(standings))
+    return replace(caps, monthly_remaining_micro=opening.remaining)
 
 
 def run_agent(
