@@ -45,15 +45,15 @@ class BudgetWarning:
 def reached(reason: str, caps: Caps, figures: dict[str, Any]) -> str:
     """Why a reached cap refuses the next call, e.g. `cost $0.52 reached the $0.50 cap`."""
     if reason == "usd":
-        return f"cost {_usd(figures['cost_usd'])} reached the {format_usd(caps.usd_micro)} cap"
+        return f"cost {_usd(figures['cost_usd'])} reached the {format_usd(caps.usd_micro or 0)} cap"
     if reason == "tokens":
-        return f"{format_tokens(figures['tokens'])} tokens reached the {format_tokens(caps.tokens)}-token cap"
+        return f"{format_tokens(figures['tokens'])} tokens reached the {format_tokens(caps.tokens or 0)}-token cap"
     if reason == "steps":
         in_flight = figures["calls_in_flight"]
         also = f" and {in_flight} calls in flight" if in_flight else ""
         return f"{figures['steps']} replies{also} reached the {caps.steps}-reply cap"
     if reason == "wall":
-        return f"wall-clock {format_duration(figures['elapsed_s'])} reached the {format_duration(caps.wall_s)} cap"
+        return f"wall-clock {format_duration(figures['elapsed_s'])} reached the {format_duration(caps.wall_s or 0)} cap"
     if reason == "unpriced":
         model = figures.get("model") or "the model"
         return (
@@ -80,7 +80,7 @@ def no_room(
     spent = f"{_usd(figures['cost_usd'])} spent"
     if figures["calls_in_flight"]:
         spent += f", {_usd(figures['held_usd'])} held by {figures['calls_in_flight']} calls in flight"
-    of = "the monthly budget" if month else f"the {format_usd(caps.usd_micro)} cap"
+    of = "the monthly budget" if month else f"the {format_usd(caps.usd_micro or 0)} cap"
     return (
         f"a reply of {floor:,} tokens from {model} to a ~{prompt_tokens:,}-token prompt could cost {worst}, "
         f"more than the {format_usd(headroom_micro)} left of {of} ({spent})" + month_context(month)

@@ -78,7 +78,7 @@ class Hooks:
     # retried there). A spool that cannot be written stops the run: capguard cannot count durably any more.
     record_of: Callable[[Reply, Priced], Any] = lambda reply, priced: (reply, priced)
     spool: Callable[[list[Any]], None] = lambda records: None
-    on_reply: Callable[[Any], None] = lambda record: None
+    on_reply: Callable[[Any], object] = lambda record: None  # what it returns is not used
     on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
 
 
