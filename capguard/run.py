@@ -22,7 +22,7 @@ from capguard.agents import get_adapter
 from capguard.budget.allowance import MonthGuard, utc_clock, utc_text
 from capguard.config import identity
 from capguard.config.settings import Settings
-from capguard.core import child_env, monthly
+from capguard.core import child_env
 from capguard.core.caps import Caps
 from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
 from capguard.core.events import Reply
@@ -36,6 +36,7 @@ from capguard.ledger.spool import Spool, SpoolError
 from capguard.private_files import private_dir, private_file
 from capguard.reports.run_report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
 from capguard.supervisor import cgroup, compat
+from capguard.supervisor.admission import LedgerMonth
 from capguard.supervisor.status_board import StatusBoard
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
@@ -82,13 +83,12 @@ def _month_gate(guard: MonthGuard, caps: Caps, agent: str, stderr: TextIO) -> Ca
     and cap the run at what the month leaves."""
     if not guard.active:
         return caps
-    standings = guard.standings()
-    refusal = monthly.refusal(standings)
-    if refusal:
-        raise MonthlyCapReached(f"{agent} not started: {refusal}")
-    for line in monthly.warnings(standings):
+    opening = guard.opening()
+    if opening.refusal:
+        raise MonthlyCapReached(f"{agent} not started: {opening.refusal}")
+    for line in opening.warnings:
         print(f"capguard: warning: {line}", file=stderr)
-    return replace(caps, monthly_remaining_micro=monthly.remaining(standings))
+    return replace(caps, monthly_remaining_micro=opening.remaining)
 
 
 def run_agent(
@@ -169,8 +169,6 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             on_status=lambda meter, elapsed, verdict, state: board.update(
                 meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
             ),
-            month_allowance=(lambda: guard.allowance(run_id)) if guard.active else None,
-            month_now=lambda: guard.month().label,
         )
         supervisor = Supervisor(
             plan,
@@ -181,6 +179,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             kill_after=settings["kill_after"],
             poll=settings["poll"],
             hooks=hooks,
+            month=LedgerMonth(lambda: guard.allowance(run_id), lambda: guard.month().label) if guard.active else None,
             run_id=run_id,
             run_dir=run_dir,
         )

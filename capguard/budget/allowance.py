@@ -7,6 +7,7 @@ while they run, so that every concurrent run of the developer counts; `capguard 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ def utc_clock() -> datetime:
 def utc_text(moment: datetime) -> str:
     """Canonical ledger text of an aware datetime."""
     return normalize_utc(moment.isoformat())
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The month at a run's start: each budget's standing, the refusal (None: it may start), the warnings past
+    the soft threshold, and what the month leaves the run (None: no monthly cap)."""
+
+    standings: list[Standing]
+    refusal: str | None
+    warnings: list[str]
+    remaining: int | None
 
 
 class MonthGuard:
@@ -56,6 +68,12 @@ class MonthGuard:
         month = self.month(now)
         return [standing_of(self.ledger, self.team, budget, month, not_run=not_run) for budget in self.budgets]
 
+    def opening(self) -> Opening:
+        """What a run or task about to start is told: refused at a spent month, warned past the soft threshold,
+        and capped at what the month leaves."""
+        standings = self.standings()
+        return Opening(standings, monthly.refusal(standings), monthly.warnings(standings), monthly.remaining(standings))
+
     def allowance(self, run_id: str) -> int | None:
         """What run `run_id`'s own meter may reach: the month's remainder without this run's spend, plus what
         the run spent before the month began (a run that crosses midnight on the 1st starts the new month afresh).
@@ -68,7 +86,7 @@ class MonthGuard:
         if not standings:
             return None, []
         before, _ = self.ledger.spend(run=run_id, until_utc=utc_text(standings[0].month.start_utc))
-        return min(s.remaining_micro for s in standings) + before, standings  # monthly.remaining, never None here
+        return min(s.remaining_micro for s in standings) + before, standings  # never empty here
 
     def ack(self, reason: str, *, allow_micro: int | None, host: str) -> list[tuple[Standing, int]]:
         """Record an ack for every spent budget; returns each with the limit it now has for the month."""

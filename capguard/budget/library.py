@@ -14,6 +14,7 @@ capguard.sdk.anthropic_wrap, which does, on first use; store.py writes the task 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from capguard import paths
 from capguard.budget.admission import Admission
@@ -38,14 +39,14 @@ from capguard.config import identity
 from capguard.config import settings as config
 from capguard.core import monthly
 from capguard.core.anthropic_usage import CallUsage, estimate_input_tokens
-from capguard.core.caps import Caps, decide
+from capguard.core.caps import Caps, decide, month_binds, usd_ceiling
 from capguard.core.enums import StopReason, UnpricedPolicy
 from capguard.core.errors import ConfigError, LedgerError
 from capguard.core.ids import new_id
 from capguard.core.meter import Meter
 from capguard.core.monthly import Standing
 from capguard.core.pricing import Pricer
-from capguard.core.reservations import Reservations, clamp_max_tokens, lowered_request, worst_case_cost
+from capguard.core.reservations import Cost, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
 from capguard.core.task_budget import TaskBudget, check_total, supports_task_budget, with_task_budget
 from capguard.core.team import team_of
 from capguard.ledger import RunEnd, RunStart, normalize_utc
@@ -68,6 +69,16 @@ MONTH_BLIND_SPOT = (
     "the monthly cap counts other processes' spend once it is in the ledger: their calls in flight "
     "are not held against it, so concurrent tasks can overshoot the month by those calls"
 )
+
+
+class _Ask(NamedTuple):
+    """A call as asked, before the ledger is read: its request, model, max_tokens, prompt and worst-case price."""
+
+    kwargs: dict[str, Any]
+    model: str
+    requested: int
+    prompt: int
+    cost: Cost | None
 
 
 class Budget:
@@ -125,7 +136,8 @@ class Budget:
             )
             self._setup(values, Pricer(settings.prices), on_warning, min_output_tokens, count_tokens, clock)
             self._load(row, *self._identity(row, settings, user, line))
-            self._month, self._utc_clock = self._month_guard(settings, utc_clock), utc_clock
+            self._month: MonthGuard | None = self._month_guard(settings, utc_clock)
+            self._utc_clock = utc_clock
             due = self._month_gate()  # before the run row: a refused task is not started, as in the CLI
             if row is None:
                 self._start()
@@ -144,11 +156,12 @@ class Budget:
     def _claim(self, task_id: str | None, resume: bool) -> dict[str, Any] | None:
         self.task_id = task_id or new_id()
         row, where = self._store.run(self.task_id), self._store.path_or_url
-        if resume and row is None:
-            raise LedgerError(f"task {self.task_id} is not in ledger {where}; start it with Budget(task_id=...)")
-        if resume and row is not None and row["agent"] != AGENT:
-            raise LedgerError(f"run {self.task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
-        if not resume and row is not None:
+        if resume:
+            if row is None:
+                raise LedgerError(f"task {self.task_id} is not in ledger {where}; start it with Budget(task_id=...)")
+            if row["agent"] != AGENT:
+                raise LedgerError(f"run {self.task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
+        elif row is not None:
             raise LedgerError(
                 f"task {self.task_id} is already in ledger {where}; continue it with Budget.resume({self.task_id!r})"
             )
@@ -185,7 +198,6 @@ class Budget:
         self._stop: tuple[StopReason, str, dict[str, Any]] | None = None
         self._model: str | None = None
         self._report: dict[str, Any] | None = None
-        self._month = None
         self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
     def _identity(
@@ -243,22 +255,21 @@ class Budget:
         task at what the month leaves it."""
         if self._month is None:
             return []
-        standings = self._store.call(self._month.standings)
-        refusal = monthly.refusal(standings)
-        if refusal:
+        opening = self._store.call(self._month.opening)
+        if opening.refusal:
             figures = {
                 "reason": StopReason.MONTHLY,
                 **self._figures(),
                 "caps": self.caps.as_json(),
-                "month": monthly.as_json(standings),
+                "month": monthly.as_json(opening.standings),
             }
-            raise BudgetExceeded(StopReason.MONTHLY, f"task {self.task_id} not started: {refusal}", figures)
-        self._refresh_month()
-        warned = [s for s in standings if s.state == "warn"]
+            raise BudgetExceeded(StopReason.MONTHLY, f"task {self.task_id} not started: {opening.refusal}", figures)
+        self._refresh_month()  # the task's own allowance: without its spend, with what it spent before the month
+        warned = [s for s in opening.standings if s.state == "warn"]
         self._warned.extend([StopReason.MONTHLY] if warned else [])
         return [
             BudgetWarning(StopReason.MONTHLY, s.spent_micro / 1e6, s.limit_micro / 1e6, text)
-            for s, text in zip(warned, monthly.warnings(standings), strict=True)
+            for s, text in zip(warned, opening.warnings, strict=True)
         ]
 
     def _refresh_month(self) -> None:
@@ -267,34 +278,27 @@ class Budget:
         next call, and an ack or the 1st of the month lifts the stop. Not cached: any other writer can change it.
         """
         if self._month is not None and self._report is None:  # closed: the ledger's thread is gone
-            self._store.call(self._apply_month)
+            self._store.call(self._apply_month, self._month)
 
-    def _apply_month(self) -> None:
+    async def _arefresh_month(self) -> None:
+        """_refresh_month for an event loop: it awaits the ledger thread's answer instead of blocking the loop."""
+        if self._month is not None and self._report is None:
+            await asyncio.wrap_future(self._store.submit(self._apply_month, self._month))
+
+    def _apply_month(self, guard: MonthGuard) -> None:
         # Runs on the ledger's thread, one job at a time, so figures are applied in the order they were read and
         # a slow caller cannot put back an older one (nothing waits for that thread while holding the lock).
         # Its own committed spend is left out of the read: the task's meter counts it, calls in flight included.
         if self._month is None:  # only scheduled while a month guard is set (_refresh_month)
             return
         try:
-            left, standings = self._month.allowance_and_standings(self.task_id)
+            left, standings = guard.allowance_and_standings(self.task_id)
         except LedgerError as err:  # as in the CLI: a ledger failing mid-task leaves the last figure read
             log.error("capguard: task %s: could not read the month's spend: %s", self.task_id, err)
             return
         with self._lock:
             self.caps = replace(self.caps, monthly_remaining_micro=left)
             self._tightest = min(standings, key=lambda s: s.remaining_micro, default=None)
-
-    def _usd_ceiling(self) -> int | None:
-        """The USD cap in force: the task's own, or what the month leaves it if that is smaller."""
-        own, month = self.caps.usd_micro, self.caps.monthly_remaining_micro
-        if month is None:
-            return own
-        return max(0, month) if own is None else min(own, max(0, month))
-
-    def _month_binds(self) -> bool:
-        # The same tie rule as caps.decide: on a tie the task's own cap is named.
-        own, month = self.caps.usd_micro, self.caps.monthly_remaining_micro
-        return month is not None and (own is None or month < own)
 
     # ---- the caller's API
     def wrap(self, client: Any) -> Any:
@@ -351,10 +355,18 @@ class Budget:
     @property
     def counts_tokens(self) -> bool:
         """Whether the wrapper should ask count_tokens for the prompt (only a USD cap needs it)."""
-        return self._count_tokens and self._usd_ceiling() is not None
+        return self._count_tokens and usd_ceiling(self.caps) is not None
 
     def precheck(self, model: str | None) -> None:
         self._refresh_month()
+        self._precheck(model)
+
+    async def aprecheck(self, model: str | None) -> None:
+        """precheck() for an event loop: the month is read without blocking it."""
+        await self._arefresh_month()
+        self._precheck(model)
+
+    def _precheck(self, model: str | None) -> None:
         with self._lock:
             refusal = self._refusal(model)
             due = self._due_warnings()
@@ -366,6 +378,19 @@ class Budget:
         self, kwargs: dict[str, Any], *, prompt_tokens: int | None, beta_api: bool, default_beta: str | None = None
     ) -> Admission:
         """Refuse the call, or shape it (max_tokens, task budget) and hold its worst case until it settles."""
+        ask = self._ask(kwargs, prompt_tokens)
+        self._refresh_month()  # again: count_tokens took a round trip, in which other runs may have spent
+        return self._admit(ask, beta_api, default_beta)
+
+    async def aadmit(
+        self, kwargs: dict[str, Any], *, prompt_tokens: int | None, beta_api: bool, default_beta: str | None = None
+    ) -> Admission:
+        """admit() for an event loop: the month is read without blocking it."""
+        ask = self._ask(kwargs, prompt_tokens)
+        await self._arefresh_month()
+        return self._admit(ask, beta_api, default_beta)
+
+    def _ask(self, kwargs: dict[str, Any], prompt_tokens: int | None) -> _Ask:
         model, requested = str(kwargs.get("model") or ""), kwargs.get("max_tokens")
         if not model or isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise TypeError("a Messages call needs a model and a positive max_tokens")
@@ -373,17 +398,20 @@ class Budget:
         cost = worst_case_cost(
             self._pricer, model, prompt, speed=kwargs.get("speed"), geo=kwargs.get("inference_geo") or "us"
         )  # the workspace's region may be US-only
-        self._refresh_month()  # again: count_tokens took a round trip, in which other runs may have spent
+        return _Ask(kwargs, model, requested, prompt, cost)
+
+    def _admit(self, ask: _Ask, beta_api: bool, default_beta: str | None) -> Admission:
+        kwargs, model, requested, prompt, cost = ask
         with self._lock:
             refusal = self._refusal(model)
             if refusal:
                 raise refusal
-            headroom = self._holds.headroom(self._meter.cost_micro, self._usd_ceiling()) if cost else None
+            headroom = self._holds.headroom(self._meter.cost_micro, usd_ceiling(self.caps)) if cost else None
             clamp = clamp_max_tokens(requested, self._min_output, headroom, cost or (lambda n: 0))
             sent = lowered_request(kwargs, clamp) if clamp else None
             if sent is None or clamp is None:
                 floor = max(1, min(self._min_output, requested))
-                month = self._tightest if self._month_binds() else None
+                month = self._tightest if month_binds(self.caps) else None
                 why = no_room(
                     model, prompt, floor, cost and cost(floor), headroom or 0, self.caps, self._figures(), month=month
                 )
@@ -470,14 +498,14 @@ class Budget:
         if verdict.reason == StopReason.MONTHLY:
             why = month_reached(self._meter.cost_micro, self.caps.monthly_remaining_micro or 0, self._tightest)
             return self._refused(StopReason.MONTHLY, why)
-        if verdict.reason is not None:
+        if verdict.stop and verdict.reason:
             return self._refused(verdict.reason, reached(verdict.reason, self.caps, self._figures()))
         if self._holds.steps_left(self._meter.steps, self.caps.steps) == 0:
             return self._refused(StopReason.STEPS, reached(StopReason.STEPS, self.caps, self._figures()))
         if (
             model
-            and self._usd_ceiling() is not None
-            and self.caps.unpriced is UnpricedPolicy.STOP
+            and usd_ceiling(self.caps) is not None
+            and self.caps.unpriced == UnpricedPolicy.STOP
             and not self._pricer.can_price(model)
         ):
             return self._refused(StopReason.UNPRICED, reached(StopReason.UNPRICED, self.caps, {"model": model}))
@@ -588,7 +616,7 @@ class Budget:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.__exit__(exc_type, exc, tb)
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)  # the ledger's last writes, off the event loop
 
 
 def _configured_task_budget(settings: config.Settings) -> int | None:

@@ -109,12 +109,23 @@ def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> StopReason | None:
 
 
 def _month_spent(caps: Caps, meter: Meter) -> bool:
-    # The run's effective USD cap is the smaller of its own and what the month leaves; the reason names
-    # whichever is smaller (the run's own cap on a tie).
     left = caps.monthly_remaining_micro
-    if left is None or meter.cost_micro < left:
-        return False
-    return caps.usd_micro is None or left < caps.usd_micro
+    return left is not None and meter.cost_micro >= left and month_binds(caps)
+
+
+def month_binds(caps: Caps) -> bool:
+    """Whether what the month leaves is the USD ceiling in force rather than the run's own cap: the smaller of
+    the two binds, and on a tie the run's own cap is named."""
+    left, own = caps.monthly_remaining_micro, caps.usd_micro
+    return left is not None and (own is None or left < own)
+
+
+def usd_ceiling(caps: Caps) -> int | None:
+    """The USD cap in force: the run's own, or what the month leaves it (never below zero) if that is smaller."""
+    own, left = caps.usd_micro, caps.monthly_remaining_micro
+    if left is None:
+        return own
+    return max(0, left) if own is None else min(own, max(0, left))
 
 
 def _money_capped(caps: Caps) -> bool:

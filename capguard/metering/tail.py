@@ -77,7 +77,7 @@ class FileCursor:
         if from_end:
             try:
                 if self._open():
-                    self.offset = self._pending_at = os.fstat(self._fd).st_size
+                    self.offset = self._pending_at = os.fstat(self._opened()).st_size
                     self._mark = self._pread(self.offset - min(MARK, self.offset), min(MARK, self.offset))
             except OSError as err:
                 self.problem = _cannot_read(path, err)
@@ -126,16 +126,22 @@ class FileCursor:
             os.close(self._fd)
         self._fd = self._ino = None
 
+    def _opened(self) -> int:
+        """The open file's descriptor (reads come only after `_open` succeeded)."""
+        if self._fd is None:
+            raise OSError(errno.EBADF, "not open")
+        return self._fd
+
     def _restart(self) -> None:
         """A new generation of the file: read from the top; lines already handed out are dropped."""
         self.offset, self._pending, self._pending_at, self._mark = 0, b"", 0, b""
         self._ids.new_generation()
 
     def _pread(self, at: int, size: int) -> bytes:
-        return os.pread(self._fd, size, at) if size > 0 else b""
+        return os.pread(self._opened(), size, at) if size > 0 else b""
 
     def _drain(self) -> list[tuple[int, bytes]]:
-        size = os.fstat(self._fd).st_size
+        size = os.fstat(self._opened()).st_size
         if size < self.offset or self._pread(self.offset - len(self._mark), len(self._mark)) != self._mark:
             self._restart()  # truncated, or rewritten in place
         lines: list[tuple[int, bytes]] = []
@@ -222,7 +228,7 @@ class Tailer:
         self._cursors[path] = entry
         return entry
 
-    def _lookup(self, path: Path) -> tuple[FileCursor, Parser] | None:
+    def _lookup(self, path: Path) -> tuple[FileCursor | WholeFile, Parser] | None:
         entry = self._cursors.get(path)
         if entry is not None:
             return entry

@@ -5,6 +5,7 @@ The observer thread only enqueues paths; reading and deciding happen on the main
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 from collections.abc import Callable, Iterable
@@ -28,6 +29,15 @@ POLL_INTERVAL = 0.25
 WRITES = (FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent)
 
 
+class Wake(str, enum.Enum):
+    """What wakes the run loop, the first item of each message on its queue: a watched file changed (the
+    watcher's, with its path), the month was read again, the agent exited (the supervisor's own)."""
+
+    FILE = "file"
+    MONTH = "month"
+    EXIT = "exit"
+
+
 class _Enqueue(FileSystemEventHandler):
     def __init__(self, wants: Callable[[Path], bool], sink: queue.Queue):
         self._wants = wants
@@ -40,7 +50,7 @@ class _Enqueue(FileSystemEventHandler):
             if raw:
                 path = Path(raw if isinstance(raw, str) else raw.decode())
                 if self._wants(path):
-                    self._sink.put(("file", path))
+                    self._sink.put((Wake.FILE, path))
 
 
 def nearest_existing(path: Path) -> Path:

@@ -200,8 +200,12 @@ class AsyncMessages(_MessagesBase):
         return result
 
     async def _admit(self, kwargs: dict[str, Any]) -> Admitted:
-        self._budget.precheck(kwargs.get("model"))
-        return self._admission(kwargs, await self._count(kwargs) if self._budget.counts_tokens else None)
+        # the ledger is read on its own thread and awaited: a slow read never blocks the event loop
+        await self._budget.aprecheck(kwargs.get("model"))
+        counted = await self._count(kwargs) if self._budget.counts_tokens else None
+        return await self._budget.aadmit(
+            kwargs, prompt_tokens=counted, beta_api=self._beta_api, default_beta=self._default_beta
+        )
 
     async def _count(self, kwargs: dict[str, Any]) -> int | None:
         try:

@@ -208,7 +208,8 @@ def stop_guard(guard: subprocess.Popen | None) -> None:
     if guard is None:
         return
     try:
-        guard.stdin.close()  # EOF: the guard finds the cgroup gone (or kills what is left) and exits
+        if guard.stdin is not None:  # started with a pipe (start_guard)
+            guard.stdin.close()  # EOF: the guard finds the cgroup gone (or kills what is left) and exits
         guard.wait(timeout=15)
     except (OSError, subprocess.TimeoutExpired) as err:
         log.warning("the cgroup guard did not end: %s", err)

@@ -6,17 +6,18 @@ of the tree dies by `cgroup.kill` when the run has a cgroup, else it is frozen w
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from capguard.supervisor import freeze
+from capguard.supervisor import cgroup, freeze
+from capguard.supervisor.clock import MONOTONIC, Clock
 
 if TYPE_CHECKING:
     import psutil
@@ -99,6 +100,14 @@ def _send(proc: psutil.Process, sig: int) -> bool:
         return False
 
 
+class Wait(enum.Enum):
+    """How a wait during the stop ended."""
+
+    EXITED = "exited"
+    BUSY = "busy"  # the agent kept working: politeness ends
+    TIMEOUT = "timeout"
+
+
 def stop_agent(
     agent: subprocess.Popen,
     exited: threading.Event,
@@ -110,65 +119,76 @@ def stop_agent(
     stop_log: StopLog,
     busy: Callable[[], bool] = lambda: False,
     signalled: Callable[[], None] = lambda: None,
+    clock: Clock = MONOTONIC,
+    kill: Callable[[int, int], None] = os.kill,
 ) -> None:
     """Polite signals to the agent, then SIGTERM after `grace`, then SIGKILL after `kill_after`.
 
     `busy()` says the agent started more work (a new model request) since the stop began: politeness
     ends there, because every further request is spend past the cap.
     """
-    outcome = _polite(
-        agent, exited, name=name, polite=polite, grace=grace, stop_log=stop_log, busy=busy, signalled=signalled
-    )
-    if outcome == "exited":
+    outcome = _polite(agent, exited, name, polite, grace, stop_log, busy, signalled, clock, kill)
+    if outcome is Wait.EXITED:
         return
-    if outcome == "busy":
+    if outcome is Wait.BUSY:
         stop_log.add(f"{name} kept working during the polite stop; escalating")
     else:
         stop_log.add(f"{name} still running after {grace:g}s grace")
     stop_log.add(f"sending SIGTERM to {name} (pid {agent.pid})")
-    _signal_popen(agent, signal.SIGTERM)
-    _signal_popen(agent, signal.SIGCONT)  # a stopped process must wake up to die (as timeout(1) does)
-    if exited.wait(kill_after):
+    _signal_popen(kill, agent, signal.SIGTERM)
+    _signal_popen(kill, agent, signal.SIGCONT)  # a stopped process must wake up to die (as timeout(1) does)
+    if clock.wait(exited, kill_after):
         return
     stop_log.add(f"sending SIGKILL to {name} (pid {agent.pid})")
-    _signal_popen(agent, signal.SIGKILL)
-    exited.wait(5)
+    _signal_popen(kill, agent, signal.SIGKILL)
+    clock.wait(exited, 5)
 
 
-def _polite(agent, exited, *, name, polite, grace, stop_log, busy, signalled) -> str:
-    """The polite phase: "exited", "busy" (the agent kept working) or "timeout"."""
+def _polite(
+    agent: subprocess.Popen,
+    exited: threading.Event,
+    name: str,
+    polite: list[tuple[signal.Signals, float]],
+    grace: float,
+    stop_log: StopLog,
+    busy: Callable[[], bool],
+    signalled: Callable[[], None],
+    clock: Clock,
+    kill: Callable[[int, int], None],
+) -> Wait:
+    """The polite phase: the agent exited, kept working, or outlasted the grace period."""
     if not polite:
         signalled()
-        return "timeout"
+        return Wait.TIMEOUT
     for i, (sig, pause) in enumerate(polite):
         if exited.is_set():
-            return "exited"
-        _signal_popen(agent, sig)  # signal first, log after: the log line costs time
+            return Wait.EXITED
+        _signal_popen(kill, agent, sig)  # signal first, log after: the log line costs time
         stop_log.add(f"sending {sig.name} to {name} (pid {agent.pid})")
         if i == 0:
             signalled()
-        outcome = _wait(exited, pause, busy)
-        if outcome != "timeout":
+        outcome = _wait(exited, pause, busy, clock)
+        if outcome is not Wait.TIMEOUT:
             return outcome
-    return _wait(exited, grace, busy)
+    return _wait(exited, grace, busy, clock)
 
 
-def _wait(exited: threading.Event, seconds: float, busy: Callable[[], bool]) -> str:
-    """ "exited", "busy" or "timeout", looking at `busy` every 20 ms."""
-    deadline = time.monotonic() + seconds
+def _wait(exited: threading.Event, seconds: float, busy: Callable[[], bool], clock: Clock) -> Wait:
+    """Until the agent exits, `busy()` or `seconds` are up, looking at `busy` every 20 ms."""
+    deadline = clock.now() + seconds
     while True:
-        left = deadline - time.monotonic()
-        if exited.wait(max(0.0, min(0.02, left))):
-            return "exited"
+        left = deadline - clock.now()
+        if clock.wait(exited, max(0.0, min(0.02, left))):
+            return Wait.EXITED
         if busy():
-            return "busy"
+            return Wait.BUSY
         if left <= 0:
-            return "timeout"
+            return Wait.TIMEOUT
 
 
-def _signal_popen(agent: subprocess.Popen, sig: int) -> None:
+def _signal_popen(kill: Callable[[int, int], None], agent: subprocess.Popen, sig: int) -> None:
     try:
-        os.kill(agent.pid, sig)  # Popen.send_signal would poll(), racing the waiter thread
+        kill(agent.pid, sig)  # Popen.send_signal would poll(), racing the waiter thread
     except ProcessLookupError:
         pass
 
@@ -256,3 +276,30 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
 
     if procs:
         psutil.wait_procs(procs, timeout=timeout)
+
+
+class LiveTree:
+    """The machine's process tree, as the Supervisor reaches it; a unit test passes a fake instead."""
+
+    def new_cgroup(self, run_id: str) -> RunCgroup | None:
+        return cgroup.create(run_id)
+
+    def reap_orphans(self, agent_pid: int | None) -> int:
+        return reap_orphans(agent_pid)
+
+    def has_children(self) -> bool:
+        return has_children()
+
+    def descendants(self) -> dict[Key, psutil.Process]:
+        return descendants()
+
+    def stop_leftovers(
+        self,
+        before: dict[Key, psutil.Process],
+        agent_pid: int,
+        *,
+        kill_after: float,
+        stop_log: StopLog,
+        group: RunCgroup | None = None,
+    ) -> int:
+        return stop_leftovers(before, agent_pid, kill_after=kill_after, stop_log=stop_log, group=group)

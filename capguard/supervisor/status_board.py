@@ -37,7 +37,7 @@ class _Title:
     def __init__(self, enabled: bool, stream=None):
         self._stream = stream or sys.stderr
         self._fd = self._stream.fileno() if enabled and self._stream.isatty() else None
-        self._last = None
+        self._last: str | None = None
         if self._fd is not None:
             self._write("\033[22;0t")  # push the user's title
 
@@ -48,7 +48,7 @@ class _Title:
             return False
 
     def _write(self, text: str) -> None:
-        if self._foreground():
+        if self._fd is not None and self._foreground():
             try:
                 os.write(self._fd, text.encode())  # one write: never split an escape sequence
             except OSError:

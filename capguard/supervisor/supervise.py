@@ -14,7 +14,6 @@ import signal
 import subprocess
 import termios
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,8 +38,10 @@ from capguard.core.pricing import Priced, Pricer
 from capguard.ledger.writer_thread import LedgerThread
 from capguard.metering import blind
 from capguard.metering.tail import Tailer
-from capguard.metering.watch import Watcher
+from capguard.metering.watch import Wake, Watcher
 from capguard.supervisor import cgroup, compat, proctree
+from capguard.supervisor.admission import MonthlyAdmission, NoMonthlyCap
+from capguard.supervisor.clock import MONOTONIC, Clock
 
 log = logging.getLogger(__name__)
 TICK = 0.25  # how often the loop looks at signals and the clock when no file changes
@@ -78,13 +79,8 @@ class Hooks:
     # retried there). A spool that cannot be written stops the run: capguard cannot count durably any more.
     record_of: Callable[[Reply, Priced], Any] = lambda reply, priced: (reply, priced)
     spool: Callable[[list[Any]], None] = lambda records: None
-    on_reply: Callable[[Any], None] = lambda record: None
+    on_reply: Callable[[Any], object] = lambda record: None  # what it returns is not used
     on_status: Callable[[Meter, float, Verdict, str], None] = lambda meter, elapsed, verdict, state: None
-    # What the developer's monthly budgets leave this run's meter, read from the ledger (other runs count);
-    # re-read after each new spend and every sweep. None: no monthly cap applies.
-    # Both ledger hooks run on the ledger thread (ledger_thread.py), one call at a time, never on the loop's.
-    month_allowance: Callable[[], int | None] | None = None
-    month_now: Callable[[], str] = lambda: ""  # the month it is now, no I/O: a new month's first read decides
 
 
 @contextlib.contextmanager
@@ -119,6 +115,9 @@ def saved_terminal() -> Iterator[None]:
 
 
 class Supervisor:
+    """One agent's run. Its effects on the machine come in as `popen`, `kill`, `clock` and `tree`, and the monthly
+    budgets as `month` (what the month leaves the run, read on the ledger thread), so unit tests swap them."""
+
     def __init__(
         self,
         plan: LaunchPlan,
@@ -130,8 +129,11 @@ class Supervisor:
         kill_after: float = 2.0,
         poll: bool = False,
         hooks: Hooks | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = MONOTONIC,
         popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+        kill: Callable[[int, int], None] = os.kill,
+        tree: proctree.LiveTree | None = None,
+        month: MonthlyAdmission | None = None,
         run_id: str | None = None,
         run_dir: Path | None = None,
         space: Callable[[Path], blind.Space] = blind.probe,
@@ -141,13 +143,15 @@ class Supervisor:
         self.plan, self.caps, self.pricer, self.name = plan, caps, pricer, name
         self.grace, self.kill_after, self.poll = grace, kill_after, poll
         self.hooks = hooks or Hooks()
-        self._clock, self._popen = clock, popen
+        self._clock, self._popen, self._kill = clock, popen, kill
+        self._tree = tree or proctree.LiveTree()
+        self.month: MonthlyAdmission = month or NoMonthlyCap()
         self.run_id = run_id or str(os.getpid())
         self._cgroup: cgroup.RunCgroup | None = None  # the run's own cgroup, where the machine allows one
         self._guard: subprocess.Popen | None = None  # kills that cgroup if capguard dies (cgroup.start_guard)
         self.run_dir, self._space, self._next_blind_check = run_dir, space, 0.0
         self.meter = Meter()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[tuple[Wake, Any]] = queue.Queue()
         self._exited = threading.Event()
         self._warned: list[str] = []
         self._started = 0.0
@@ -155,10 +159,8 @@ class Supervisor:
         self._followed: set[str] = set()
         self._unspooled: list[tuple[Reply, Priced]] = []
         self._unrecorded: list[Any] = []
-        self._next_month_poll = 0.0
-        self._month_of_read, self._month_pending = "", None  # the month the allowance is for; a read's, asked
         self._ledger = LedgerThread(
-            self._commit, allowance=self.hooks.month_allowance, deliver=lambda value: self._queue.put(("month", value))
+            self._commit, allowance=self.month.read, deliver=lambda value: self._queue.put((Wake.MONTH, value))
         )
 
     # -- the run --------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class Supervisor:
                 service.start()
                 services.callback(service.stop)
             services.callback(self._ledger.close)  # every reply committed before the run is over
-            self._month_of_read = self.hooks.month_now()  # the allowance in `caps` was read just now
+            self.month.begin()  # the allowance in `caps` was read just now
             self._ledger.start()
             services.callback(self._release_cgroup)  # last resort: whatever is left in the run's cgroup dies
             with saved_terminal(), captured_signals() as seen:
@@ -209,7 +211,7 @@ class Supervisor:
             self._tailer.add(spec)
 
     def _spawn(self) -> subprocess.Popen:
-        group = self._cgroup = cgroup.create(self.run_id)
+        group = self._cgroup = self._tree.new_cgroup(self.run_id)
         hook = compat.die_with_parent_hook(group.procs_file if group else None)  # the child joins it before exec
         try:
             # same process group, inherited stdio: the agent keeps the terminal and gets Ctrl-C itself
@@ -228,7 +230,7 @@ class Supervisor:
                 else err.strerror or str(err)
             )
             raise AgentNotExecutable(f"{self.plan.argv[0]}: cannot run: {why}") from None
-        self._started = self._clock()
+        self._started = self._clock.now()
         if group is not None:
             self._check_inside(agent, group)
         return agent
@@ -248,24 +250,24 @@ class Supervisor:
     def _wait(self, agent: subprocess.Popen) -> None:
         agent.wait()
         self._exited.set()
-        self._queue.put(("exit", None))
+        self._queue.put((Wake.EXIT, None))
 
     def _elapsed(self) -> float:
-        return self._clock() - self._started
+        return self._clock.now() - self._started
 
     def _loop(self, agent: subprocess.Popen, tailer: Tailer, seen: list[int]) -> Outcome:
-        next_sweep = self._clock()
+        next_sweep = self._clock.now()
         while True:
             events: list[Event] = []
             item = self._next_item(next_sweep)
-            if item is not None and item[0] == "file":
+            if item is not None and item[0] is Wake.FILE:
                 events += tailer.read(item[1])
-            elif item is not None and item[0] == "month":
+            elif item is not None and item[0] is Wake.MONTH:
                 self._month_read(item[1])
-            if self._clock() >= next_sweep:
+            if self._clock.now() >= next_sweep:
                 events += tailer.read_all()
-                proctree.reap_orphans(agent.pid)
-                next_sweep = self._clock() + SWEEP_EVERY
+                self._tree.reap_orphans(agent.pid)
+                next_sweep = self._clock.now() + SWEEP_EVERY
             self._check_blind(tailer)
             verdict = self._process(events, enforce=True)
             stop_signal = next((s for s in seen if s in (signal.SIGTERM, signal.SIGHUP)), None)
@@ -291,53 +293,60 @@ class Supervisor:
         """Fail closed when the agent's spend can no longer be seen: a metered file that exists but cannot be
         read (known after each read), a full or read-only disk or a vanished run dir (probed every TICK)."""
         why = tailer.problem()
-        if why is None and self._clock() >= self._next_blind_check:
-            self._next_blind_check = self._clock() + TICK
+        if why is None and self._clock.now() >= self._next_blind_check:
+            self._next_blind_check = self._clock.now() + TICK
             why = blind.problem([s.path if s.glob else s.path.parent for s in tailer.specs], self.run_dir, self._space)
         if why:
             self.meter.fail(why)  # logged with the stop, once the first signal is out
 
-    def _next_item(self, next_sweep: float):
-        timeout = min(TICK, max(0.0, next_sweep - self._clock()))
+    def _next_item(self, next_sweep: float) -> tuple[Wake, Any] | None:
+        timeout = min(TICK, max(0.0, next_sweep - self._clock.now()))
         wall_left = seconds_until_wall(self.caps, self._elapsed())
         if wall_left is not None:
             timeout = min(timeout, wall_left)
         try:
-            return self._queue.get(timeout=timeout)
+            return self._clock.get(self._queue, timeout)
         except queue.Empty:
             return None
 
     # -- metering -------------------------------------------------------------------------------
     def _process(self, events: list[Event], *, enforce: bool, quiet: bool = False) -> Verdict:
-        changed, cost_before = False, self.meter.cost_micro
-        for event in events:
-            try:
-                changed = self._count(event) or changed
-            except Exception as err:  # fail closed: one event capguard cannot count stops the run, never capguard
-                log.exception("could not meter %r", event)
-                self.meter.fail(f"{type(err).__name__} while metering {_where(event)}: {err}"[:300])
-                changed = True
+        cost_before = self.meter.cost_micro
+        changed = self._meter_all(events)
         elapsed = self._elapsed()
         verdict = decide(self.caps, self.meter, elapsed)
-        if enforce and self.hooks.month_allowance is not None:
-            if verdict.reason == StopReason.MONTHLY and self.hooks.month_now() != self._month_of_read:
-                if self._month_pending is None:
-                    self._ask_month()
-                # last month's allowance: this month's first read decides
-                verdict = Verdict(Action.WARN if verdict.warnings else Action.OK, None, verdict.warnings)
-            elif not verdict.stop and (self.meter.cost_micro != cost_before or self._clock() >= self._next_month_poll):
+        if enforce:
+            verdict, ask = self.month.review(verdict, spent=self.meter.cost_micro != cost_before, now=self._clock.now())
+            if ask:
                 self._ask_month()
         if enforce and verdict.stop:
             self._warned.extend(name for name in verdict.warnings if name not in self._warned)
             return verdict  # the signal first: the status and the log are written once it is out
-        for name in verdict.warnings:
-            if name not in self._warned:
-                self._warned.append(name)
-                log.warning("past %d%% of the %s cap", self.caps.warn_at * 100, name)
-                changed = True
+        changed = self._note_warnings(verdict) or changed
         if (enforce or changed) and not quiet:
             self.hooks.on_status(self.meter, elapsed, verdict, "running")
         return verdict if enforce else OK
+
+    def _meter_all(self, events: list[Event]) -> bool:
+        """Count the events; True when the caps see something new. Fails closed: an event capguard cannot count
+        stops the run (the meter's error), never capguard."""
+        changed = False
+        for event in events:
+            try:
+                changed = self._count(event) or changed
+            except Exception as err:
+                log.exception("could not meter %r", event)
+                self.meter.fail(f"{type(err).__name__} while metering {_where(event)}: {err}"[:300])
+                changed = True
+        return changed
+
+    def _note_warnings(self, verdict: Verdict) -> bool:
+        """Log each cap past its soft threshold once; True when one is new."""
+        new = [name for name in verdict.warnings if name not in self._warned]
+        for name in new:
+            self._warned.append(name)
+            log.warning("past %d%% of the %s cap", self.caps.warn_at * 100, name)
+        return bool(new)
 
     def _count(self, event: Event) -> bool:
         """One event into the meter; True when it changed what the caps see."""
@@ -370,14 +379,13 @@ class Supervisor:
         No stop waits for a read but a monthly one at the turn of the month: otherwise the allowance is at most a
         sweep old, or read just after this run's last spend."""
         self._flush()  # commit, then read: of two runs racing to the month's cap, the later reader sees both
-        self._next_month_poll = self._clock() + SWEEP_EVERY
-        self._month_pending = self.hooks.month_now()
+        self.month.asked(self._clock.now())
         self._ledger.read_month()  # the answer comes back through the queue and wakes the loop
 
     def _month_read(self, allowance: int | None) -> None:
         """A month read is back (None: it failed, logged, or no monthly cap applies: the last allowance stands)."""
-        self._month_of_read, self._month_pending = self._month_pending or self._month_of_read, None
-        if allowance is not None and allowance != self.caps.monthly_remaining_micro:
+        allowance = self.month.answered(allowance, self.caps.monthly_remaining_micro)
+        if allowance is not None:
             log.info("the month leaves this run $%.6f", allowance / 1e6)
             self.caps = replace(self.caps, monthly_remaining_micro=allowance)
 
@@ -442,14 +450,14 @@ class Supervisor:
             else:
                 polite = self.plan.polite_stop
             leftovers = self._stop_tree(agent, stop_log, polite=polite, tailer=tailer, reason=reason, decided=decided)
-        elif self._cgroup.populated() if self._cgroup else proctree.has_children():
+        elif self._cgroup.populated() if self._cgroup else self._tree.has_children():
             # the agent is gone; anything of its tree left is ours now
-            leftovers = proctree.stop_leftovers(
+            leftovers = self._tree.stop_leftovers(
                 {}, agent.pid, kill_after=self.kill_after, stop_log=stop_log, group=self._cgroup
             )
         else:
             leftovers = 0
-        proctree.reap_orphans(None)
+        self._tree.reap_orphans(None)
         self._flush()
         return Outcome(
             returncode=agent.returncode,
@@ -501,7 +509,7 @@ class Supervisor:
                 self.plan.on_stop(reason)  # e.g. Claude's hook now denies any tool call still to come
             self._spool()  # what crossed the cap is durable before the wait for the tree
             if self._cgroup is None:  # the cgroup holds the whole tree: no snapshot needed
-                before.update(proctree.descendants())
+                before.update(self._tree.descendants())
             self.hooks.on_status(self.meter, self._elapsed(), Verdict(Action.STOP, reason), "stopping")
 
         def busy() -> bool:
@@ -522,7 +530,9 @@ class Supervisor:
             stop_log=stop_log,
             busy=busy,
             signalled=signalled,
+            clock=self._clock,
+            kill=self._kill,
         )
-        return proctree.stop_leftovers(
+        return self._tree.stop_leftovers(
             before, agent.pid, kill_after=self.kill_after, stop_log=stop_log, group=self._cgroup
         )

@@ -158,9 +158,7 @@ class AiderAdapter:
             log_path = run_dir / "aider.analytics.jsonl"
             ours += ["--analytics-log", str(log_path)]
         watches.append(
-            WatchSpec(
-                log_path, lambda p, r=run_id: AnalyticsParser(r, str(p), by_content=True), from_end=bool(user_log)
-            )
+            WatchSpec(log_path, lambda p: AnalyticsParser(run_id, str(p), by_content=True), from_end=bool(user_log))
         )
 
         cap = settings["map_tokens"]

@@ -174,14 +174,18 @@ class _Sessions:
         path = self.folder / f"{session_id}.jsonl"
         resumed = existing_from_end and path.exists()
         baseline = last_reported_total(path) if path.exists() else 0  # what the session held before this run
-        common = dict(session_id=session_id, started_at=self.started_at)
+        started_at = self.started_at
         return [
             WatchSpec(
-                path, lambda p: TranscriptParser(**common, baseline_micro=baseline, source=str(p)), from_end=resumed
+                path,
+                lambda p: TranscriptParser(
+                    session_id=session_id, started_at=started_at, baseline_micro=baseline, source=str(p)
+                ),
+                from_end=resumed,
             ),
             WatchSpec(
                 self.folder / session_id / "subagents",
-                lambda p: TranscriptParser(**common, subagent=True, source=str(p)),
+                lambda p: TranscriptParser(session_id=session_id, started_at=started_at, subagent=True, source=str(p)),
                 glob="agent-*.jsonl",
                 from_end=resumed,
             ),

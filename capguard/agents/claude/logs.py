@@ -228,7 +228,7 @@ def statusline_events(line: bytes, offset: int, source: str, *, baseline_micro: 
         total = _money(cost.get("total_cost_usd"), "cost.total_cost_usd")
         return [
             ReportedTotal(
-                scope=sanitize.name(session_id),
+                scope=sanitize.name(session_id) or "",  # never empty: session_id is a non-empty str
                 cost_micro=total,
                 source="statusline",
                 baseline_micro=baseline_micro,
