@@ -257,9 +257,10 @@ def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguar
     assert result.rc == 115, err
     report = result.report  # --report-json is on another disk: it is written
     assert report["stop_reason"] == "meter_error" and report["exit_code"] == 115
-    expected = {"full": "is full", "read-only": "is not writable", "gone": "is gone"}[fault]
-    assert expected in report["meter_error"], report["meter_error"]
-    assert "capguard: stopped aider: capguard could not count any more: " in err and expected in err
+    # a run dir gone is seen by whichever looks first: the disk probe, or the tailer that can no longer read the log
+    expected = {"full": ("is full",), "read-only": ("is not writable",), "gone": ("is gone", "Not a directory")}[fault]
+    assert any(why in report["meter_error"] for why in expected), report["meter_error"]
+    assert "capguard: stopped aider: capguard could not count any more: " in err and any(why in err for why in expected)
     assert "Traceback" not in err and "Logging error" not in err
     assert "capguard: could not write the report to" in err  # the run dir's copy; the verdict stands
     # the blind window is one probe interval: at most the reply in flight and the next one went uncounted
