@@ -1,13 +1,15 @@
-"""What both fake model servers share: a quiet HTTP server that can stop while clients hold connections open,
-its lifecycle on a thread, the record of requests tests wait on, and the command line's serve loop."""
+"""What every fake model server shares: a quiet HTTP server that can stop while clients hold connections open, the
+handler basics (keep-alive, no log, JSON replies), its lifecycle on a thread, the record of requests tests wait
+on, and the command line's serve loop."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +29,8 @@ class TrackingHTTPServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
+        # as real API servers do: a reply's headers and its first event are not held back for a delayed ACK
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._conns_lock:
             self._conns.add(sock)
         return sock, addr
@@ -48,6 +52,29 @@ class TrackingHTTPServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """The handler basics of every fake: HTTP/1.1 keep-alive, nothing logged on the terminal, JSON replies."""
+
+    protocol_version = "HTTP/1.1"
+    sys_version = ""
+    server: TrackingHTTPServer
+    json_type = "application/json"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", self.json_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
 
 
 class FakeServer:

@@ -26,10 +26,9 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
@@ -240,25 +239,10 @@ def _chunks(text: str, n: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "capguard-fake-openai/1"
-    sys_version = ""
-    server: TrackingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
 
     # ---- helpers
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
     def _not_found(self) -> None:
         self._send_json(
             404,

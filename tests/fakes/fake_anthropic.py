@@ -70,7 +70,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Union
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -506,14 +506,8 @@ def _split(text: str, n: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "capguard-fake-anthropic/1"
-    sys_version = ""
-    server: TrackingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
 
     # ---- helpers
     def _path(self) -> str:
@@ -534,17 +528,6 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(parts)
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
-
-    def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
 
     def _wait(self, seconds: float) -> bool:
         """Sleep ``seconds``; True if the server is stopping (abort the reply)."""

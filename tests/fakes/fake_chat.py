@@ -9,14 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable for capguard.demo._http
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 
 # Billing rule (one token per 4 bytes, rounded up; all counts are of UTF-8 bytes):
 #
@@ -283,23 +282,8 @@ def _pieces(text: str, n: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "capguard-fake-chat/1"
-    sys_version = ""
-    server: TrackingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
 
     def _path(self) -> str:
         return self.path.split("?", 1)[0].rstrip("/")

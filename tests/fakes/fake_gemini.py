@@ -26,14 +26,13 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `capguard` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 from tests.fakes import gemini_billing as billing
 from tests.fakes.gemini_billing import Usage
 
@@ -227,23 +226,9 @@ def _wants_thoughts(body: dict) -> bool:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "capguard-fake-gemini/1"
-    sys_version = ""
-    server: TrackingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+    json_type = "application/json; charset=UTF-8"
 
     def _error(self, status: int, code: str, message: str) -> None:
         self._send_json(status, {"error": {"code": status, "message": message, "status": code}})

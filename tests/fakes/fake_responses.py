@@ -29,14 +29,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `capguard` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from capguard.demo._http import FakeServer, TrackingHTTPServer, serve_until_terminated
+from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 from tests.fakes import responses_billing as billing
 
 __all__ = [
@@ -324,23 +323,8 @@ class _Events:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "capguard-fake-responses/1"
-    sys_version = ""
-    server: TrackingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
 
     def _error(self, status: int, message: str, code: str) -> None:
         self._send_json(status, {"error": {"message": message, "type": "invalid_request_error", "code": code}})
