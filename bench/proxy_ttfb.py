@@ -1,7 +1,7 @@
 """Time to first byte added by strict mode's metering proxy: the same streamed request to a fake Messages server,
-direct and through the proxy, interleaved in one run; p50/p99 of each and of the difference. Twice: the stdlib fake
-as it is (no TCP_NODELAY: it writes headers and the first event apart, and Nagle waits for the proxy's delayed
-ACK, ~40 ms), and with TCP_NODELAY, as production API servers set it.
+direct and through the proxy, interleaved in one run; p50/p99 of each and of the difference. The fakes set
+TCP_NODELAY on their sockets, as production API servers do (without it the stdlib server writes headers and the
+first event apart and Nagle waits for the proxy's delayed ACK: ~40 ms that no real server adds).
 
     python bench/proxy_ttfb.py [--requests 300]
 """
@@ -9,7 +9,6 @@ ACK, ~40 ms), and with TCP_NODELAY, as production API servers set it.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import time
@@ -21,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from capguard.core.pricing import Pricer
 from capguard.metering.proxy import Gate, MeteringProxy
-from tests.fakes import fake_anthropic
 from tests.fakes.fake_anthropic import FakeAnthropic, Script, Usage
 
 BODY = {
@@ -76,16 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    print("fake server without TCP_NODELAY (stdlib http.server):")
-    measure(args.requests)
-    setup = fake_anthropic._Handler.setup
-
-    def nodelay(handler: fake_anthropic._Handler) -> None:
-        setup(handler)
-        handler.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    fake_anthropic._Handler.setup = nodelay  # type: ignore[method-assign]
-    print("fake server with TCP_NODELAY:")
+    print("fake Messages server (TCP_NODELAY), streamed requests, direct vs through the proxy:")
     measure(args.requests)
 
 
