@@ -311,18 +311,26 @@ def test_users_own_analytics_log_is_metered_from_its_end(tmp_path, capguard):
     assert_tree_gone(capguard)
 
 
+def test_unpriced_model_named_at_start_is_refused_before_aider_runs(capguard):
+    with FakeOpenAI(chat_script()) as server:
+        result = capguard.run(["--usd", "1"], [*aider_flags(server.base_url, model="openai/my-private-model")])
+    assert result.rc == 116 and server.count() == 0 and result.report is None
+    assert result.stderr.count("\n") == 1 and 'add [prices."openai/my-private-model"]' in result.stderr
+
+
 def test_unpriced_model_stops_under_a_usd_cap(capguard):
+    # the model is named in aider's own config file, which capguard does not read: known only from the replies
+    (capguard.repo / ".aider.conf.yml").write_text("model: openai/my-private-model\n")
     with FakeOpenAI(chat_script(delay_s=0.3)) as server:
-        result = capguard.run(
-            ["--usd", "1"],
-            [*aider_flags(server.base_url, model="openai/my-private-model"), "--no-fancy-input"],
-            input="hello\nagain\nmore\n",
-        )
+        flags = aider_flags(server.base_url)
+        at = flags.index("--model")
+        del flags[at : at + 2]
+        result = capguard.run(["--usd", "1"], [*flags, "--no-fancy-input"], input="hello\nagain\nmore\n")
     assert result.rc == 116, result.stderr
     assert result.report["stop_reason"] == "unpriced"
     assert result.report["at_stop"]["steps"] == 1  # the first reply nobody could price
     assert result.report["unpriced_replies"] == result.report["steps"] <= 2
-    assert "openai/my-private-model has no known price" in result.stderr
+    assert "has no known price" in result.stderr  # the stop line names the model capguard knew at start
     assert_tree_gone(capguard)
 
 
