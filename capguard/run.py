@@ -139,7 +139,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
         priced = pricer.can_price(plan.named_model)
-        refusal = unpriced_refusal(caps, plan.named_model, priced)
+        refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
         if refusal:
             raise UnpricedModel(f"{agent} not started: {refusal}")
         start = RunStart(  # redacted here, so the spool never holds a key from the agent's command line either
@@ -176,7 +176,9 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         for note in plan.notes:
             log.info(note)
         if not settings["quiet"]:  # once, before the agent takes the terminal
-            for line in start_notes(caps, model=plan.named_model, priced=priced, estimates=plan.estimates):
+            for line in start_notes(
+                caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
+            ):
                 print(line, file=stderr)
         hooks = Hooks(
             record_of=lambda reply, priced: _usage_record(reply, priced, utc_text(clock())),

@@ -311,11 +311,19 @@ def test_users_own_analytics_log_is_metered_from_its_end(tmp_path, capguard):
     assert_tree_gone(capguard)
 
 
-def test_unpriced_model_named_at_start_is_refused_before_aider_runs(capguard):
-    with FakeOpenAI(chat_script()) as server:
-        result = capguard.run(["--usd", "1"], [*aider_flags(server.base_url, model="openai/my-private-model")])
-    assert result.rc == 116 and server.count() == 0 and result.report is None
-    assert result.stderr.count("\n") == 1 and 'add [prices."openai/my-private-model"]' in result.stderr
+def test_unpriced_model_named_at_start_is_noted_and_stops_at_its_first_reply(capguard):
+    # aider prices replies itself (litellm's data may know a model genai-prices does not): no refusal at start, a
+    # note before aider takes the terminal, and the first reply nobody could price stops the run
+    with FakeOpenAI(chat_script(delay_s=0.3)) as server:
+        result = capguard.run(
+            ["--usd", "1"],
+            [*aider_flags(server.base_url, model="openai/my-private-model"), "--no-fancy-input"],
+            input="hello\nagain\nmore\n",
+        )
+    assert result.rc == 116, result.stderr
+    assert result.stderr.startswith("capguard: note: openai/my-private-model has no price in genai-prices")
+    assert result.report["stop_reason"] == "unpriced" and result.report["at_stop"]["steps"] == 1
+    assert_tree_gone(capguard)
 
 
 def test_unpriced_model_stops_under_a_usd_cap(capguard):

@@ -52,3 +52,10 @@ def test_exit_line_reads_like_the_stop_line():
     assert exit_line(facts) == "capguard: aider exited (status 0): 1 reply, 950 tokens, $0.44, 8.4s; run 01abc"
     facts.agent_returncode = -11
     assert exit_line(facts).startswith("capguard: aider exited (killed by SIGSEGV): ")
+
+
+def test_an_agent_that_prices_its_own_replies_is_noted_not_refused():
+    stop = Caps(usd_micro=1_000_000)
+    assert unpriced_refusal(stop, "x/m", False, reports_cost=True) is None
+    lines = start_notes(stop, model="x/m", priced=False, estimates=None, reports_cost=True)
+    assert len(lines) == 1 and lines[0].startswith("capguard: note: x/m has no price in genai-prices")

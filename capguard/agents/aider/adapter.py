@@ -229,6 +229,7 @@ class AiderAdapter:
             polite_stop=polite_stop(args, env),
             fallback_model=model_from_args(args, env),
             named_model=named_model(args, env),
+            reports_cost=True,
             notes=notes,
             estimates=STREAM_ESTIMATES if streams(args, env) else None,
             blind_spots=[
