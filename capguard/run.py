@@ -24,7 +24,7 @@ from capguard.config import identity
 from capguard.config.settings import Settings
 from capguard.core import child_env
 from capguard.core.caps import Caps
-from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached
+from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached, UnpricedModel
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Priced, Pricer
@@ -34,7 +34,16 @@ from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
 from capguard.ledger.reconcile import open_reconciled
 from capguard.ledger.spool import Spool, SpoolError
 from capguard.private_files import private_dir, private_file
-from capguard.reports.run_report import RunFacts, build_report, exit_code, stop_line, suspicious_note, write_all
+from capguard.reports.run_report import (
+    RunFacts,
+    build_report,
+    exit_code,
+    exit_line,
+    stop_line,
+    suspicious_note,
+    write_all,
+)
+from capguard.reports.start_notes import start_notes, unpriced_refusal
 from capguard.supervisor import cgroup, compat
 from capguard.supervisor.admission import LedgerMonth
 from capguard.supervisor.status_board import StatusBoard
@@ -129,6 +138,10 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     with open_reconciled(settings["ledger"], stderr) as ledger:
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
+        priced = pricer.can_price(plan.named_model)
+        refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
+        if refusal:
+            raise UnpricedModel(f"{agent} not started: {refusal}")
         start = RunStart(  # redacted here, so the spool never holds a key from the agent's command line either
             run_id=run_id,
             agent=agent,
@@ -162,6 +175,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         )
         for note in plan.notes:
             log.info(note)
+        if not settings["quiet"]:  # once, before the agent takes the terminal
+            for line in start_notes(
+                caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
+            ):
+                print(line, file=stderr)
         hooks = Hooks(
             record_of=lambda reply, priced: _usage_record(reply, priced, utc_text(clock())),
             spool=spool.append_usage,
@@ -261,11 +279,14 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         )
     if outcome.stop_reason or outcome.signal_received:
         print(stop_line(facts), file=stderr)
-    elif outcome.meter.malformed_lines:
-        print(
-            f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log",
-            file=stderr,
-        )
+    else:
+        if not settings["quiet"]:
+            print(exit_line(facts), file=stderr)
+        if outcome.meter.malformed_lines:
+            print(
+                f"capguard: {outcome.meter.malformed_lines} malformed log line(s) skipped; see {run_dir}/capguard.log",
+                file=stderr,
+            )
     if outcome.meter.suspicious_lines and not (outcome.stop_reason or outcome.signal_received):
         print(
             f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",

@@ -23,8 +23,17 @@ class LaunchPlan:
     # Polite stop: signals sent to the agent alone, each followed by a pause, before the grace timer.
     polite_stop: list[tuple[signal.Signals, float]] = field(default_factory=lambda: [(signal.SIGTERM, 0.0)])
     fallback_model: str | None = None  # priced when the log hides the model name
+    # the model the user named for the agent, as the provider spells it (not an alias the agent resolves
+    # later): one with no price under a USD cap is refused or warned about at start
+    named_model: str | None = None
+    # the agent logs its own price of each reply (aider's, from litellm's data): a model capguard cannot price is
+    # not refused at start, since the agent may price it; a reply nobody priced still stops the run (unpriced)
+    reports_cost: bool = False
     notes: list[str] = field(default_factory=list)  # what capguard changed or chose, for the report
     blind_spots: list[str] = field(default_factory=list)  # spend the files cannot show
+    # the agent's token counts are its own estimates: why, and how to get the server's (said at start under a
+    # USD or token cap)
+    estimates: str | None = None
     watch_trees: list[Path] = field(default_factory=list)  # directories where followed files may appear
     # Hooks for agents whose files are known only as they run (all optional):
     on_spawn: Callable[[int], list[WatchSpec]] | None = None  # the agent's pid -> files to follow

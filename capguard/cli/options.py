@@ -37,6 +37,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--line", "line", "NAME", "the budget line this run is charged to (team budgets)"),
     Option("--no-title", "title", None, "leave the terminal title alone", const="false"),
     Option("--poll", "poll", None, "watch files by polling (network filesystems)", const="true"),
+    Option("--quiet", "quiet", None, "no summary line at a normal exit, no notes at start", const="true"),
 )
 BY_FLAG = {option.flag: option for option in OPTIONS}
 CAP_FLAGS = [o.flag for o in OPTIONS if o.metavar is not None]  # the options that take a value

@@ -103,6 +103,7 @@ KEYS: dict[str, Key] = {
     "line": Key(_text, None, "the budget line runs are charged to, e.g. shared-infra (team budgets)"),
     "title": Key(units.parse_bool, True, "show live spend in the terminal title"),
     "poll": Key(units.parse_bool, False, "watch files by polling (network filesystems)"),
+    "quiet": Key(units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
     "command": Key(_text, None, "the agent's executable (default: its usual name on PATH)", env=False),
     "args": Key(_arg_list, [], "extra arguments given to the agent before the user's", env=False),
     # Claude Code's own cost settings, translated to what it reads (ANTHROPIC_MODEL, --task-budget, ...)

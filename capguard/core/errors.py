@@ -38,3 +38,9 @@ class MonthlyCapReached(CapguardError):
     """A monthly budget is spent: a new run is refused until the month resets or an ack."""
 
     exit_code = 117
+
+
+class UnpricedModel(CapguardError):
+    """The model named on the command line has no known price under a USD cap and unpriced = "stop"."""
+
+    exit_code = 116

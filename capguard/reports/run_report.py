@@ -110,7 +110,7 @@ def stop_line(facts: RunFacts) -> str:
     """`capguard: stopped aider: cost $5.03 reached the $5.00 cap (41 replies, 812k tokens, 12m04s); run 01j...`"""
     m = facts.meter
     in_all = "in all: " if facts.at_stop and facts.at_stop.get("steps") != m.steps else ""
-    numbers = f"{in_all}{format_count(m.steps, 'reply', 'replies')}, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)}, {format_duration(facts.elapsed_s)}"
+    numbers = in_all + _figures(facts)
     if m.suspicious_lines:
         numbers += f"; {suspicious_note(m.suspicious_lines)}"
     # names in it come from outside (a model, a tool call, an error's text): never raw on the terminal
@@ -119,6 +119,28 @@ def stop_line(facts: RunFacts) -> str:
             f"capguard: {facts.agent} stopped itself at the cap: {why(facts)} ({numbers}); run {facts.run_id}"
         )
     return printable(f"capguard: stopped {facts.agent}: {why(facts)} ({numbers}); run {facts.run_id}")
+
+
+def _figures(facts: RunFacts) -> str:
+    m = facts.meter
+    return (
+        f"{format_count(m.steps, 'reply', 'replies')}, {format_tokens(m.tokens)} tokens, {format_usd(m.cost_micro)},"
+        f" {format_duration(facts.elapsed_s)}"
+    )
+
+
+def exit_line(facts: RunFacts) -> str:
+    """`capguard: aider exited (status 0): 3 replies, 156k tokens, $0.44, 8.4s; run 01j...`: the end of a run no
+    cap and no signal to capguard stopped."""
+    rc = facts.agent_returncode
+    if rc is not None and rc < 0:
+        try:
+            how = f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"killed by signal {-rc}"
+    else:
+        how = f"status {exit_code(facts)}"
+    return printable(f"capguard: {facts.agent} exited ({how}): {_figures(facts)}; run {facts.run_id}")
 
 
 def suspicious_note(lines: int) -> str:

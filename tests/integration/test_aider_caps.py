@@ -311,7 +311,9 @@ def test_users_own_analytics_log_is_metered_from_its_end(tmp_path, capguard):
     assert_tree_gone(capguard)
 
 
-def test_unpriced_model_stops_under_a_usd_cap(capguard):
+def test_unpriced_model_named_at_start_is_noted_and_stops_at_its_first_reply(capguard):
+    # aider prices replies itself (litellm's data may know a model genai-prices does not): no refusal at start, a
+    # note before aider takes the terminal, and the first reply nobody could price stops the run
     with FakeOpenAI(chat_script(delay_s=0.3)) as server:
         result = capguard.run(
             ["--usd", "1"],
@@ -319,10 +321,24 @@ def test_unpriced_model_stops_under_a_usd_cap(capguard):
             input="hello\nagain\nmore\n",
         )
     assert result.rc == 116, result.stderr
+    assert result.stderr.startswith("capguard: note: openai/my-private-model has no price in genai-prices")
+    assert result.report["stop_reason"] == "unpriced" and result.report["at_stop"]["steps"] == 1
+    assert_tree_gone(capguard)
+
+
+def test_unpriced_model_stops_under_a_usd_cap(capguard):
+    # the model is named in aider's own config file, which capguard does not read: known only from the replies
+    (capguard.repo / ".aider.conf.yml").write_text("model: openai/my-private-model\n")
+    with FakeOpenAI(chat_script(delay_s=0.3)) as server:
+        flags = aider_flags(server.base_url)
+        at = flags.index("--model")
+        del flags[at : at + 2]
+        result = capguard.run(["--usd", "1"], [*flags, "--no-fancy-input"], input="hello\nagain\nmore\n")
+    assert result.rc == 116, result.stderr
     assert result.report["stop_reason"] == "unpriced"
     assert result.report["at_stop"]["steps"] == 1  # the first reply nobody could price
     assert result.report["unpriced_replies"] == result.report["steps"] <= 2
-    assert "openai/my-private-model has no known price" in result.stderr
+    assert "has no known price" in result.stderr  # the stop line names the model capguard knew at start
     assert_tree_gone(capguard)
 
 

@@ -5,6 +5,7 @@ The real-aider tests show the caps work on the real thing; these pin down the ed
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -146,3 +147,85 @@ def test_status_shows_a_running_run_and_forgets_it_when_done(fake, tmp_path):
     proc.communicate(timeout=30)
     after = subprocess.run(status, env=fake.env, capture_output=True, text=True, check=True).stdout
     assert json.loads(after) == []
+
+
+def test_a_normal_exit_ends_with_one_summary_line(fake):
+    fake.env.update(FAKE_REPLIES="3", FAKE_COST="0.10", FAKE_TOKENS="52000", FAKE_EXIT="0")
+    result = fake.run(["--usd", "5", "--wall", "10m"], ["--no-stream"])
+    assert result.rc == 0, result.stderr
+    run_id = result.report["run_id"]
+    assert re.fullmatch(
+        rf"capguard: aider exited \(status 0\): 3 replies, 156k tokens, \$0\.30, \d+\.\ds; run {run_id}\n",
+        result.stderr,
+    ), result.stderr
+
+
+def test_quiet_silences_the_summary_line_but_not_a_stop(fake):
+    fake.env.update(FAKE_REPLIES="1", FAKE_COST="0.10", FAKE_EXIT="3")
+    assert fake.run(["--quiet"], []).stderr == ""
+    config = fake.repo / ".capguard.toml"
+    trusted_config(config, config.read_text() + "quiet = true\n")
+    fake.env.update(FAKE_REPLIES="5")
+    stopped = fake.run(["--usd", "0.25"], ["--no-stream"])
+    assert stopped.rc == 122, stopped.stderr
+    assert "no cap" not in stopped.stderr and "exited" not in stopped.stderr
+    assert stopped.stderr.splitlines()[-1].startswith(
+        "capguard: stopped aider: cost $0.30"
+    )  # the fake's traceback before it
+
+
+def test_a_run_with_no_cap_says_once_that_it_only_meters(fake):
+    fake.env.update(FAKE_REPLIES="1", FAKE_COST="0.10")
+    lines = fake.run([], []).stderr.splitlines()
+    assert lines[0] == "capguard: no cap set: metering only (set --usd, --tokens, --wall, --steps or a config file)"
+    assert len(lines) == 2 and lines[1].startswith("capguard: aider exited (status 0): 1 reply,")
+
+
+@pytest.mark.parametrize(
+    "how",
+    [[], ["--stream"], ["--no-stream", "--stream"]],
+)
+def test_streaming_aider_under_a_usd_cap_says_its_counts_are_aiders_estimates(fake, how):
+    fake.env.update(FAKE_REPLIES="1", FAKE_COST="0.10")
+    result = fake.run(["--usd", "5"], how)
+    assert result.stderr.splitlines()[0] == (
+        "capguard: note: aider streams by default and then logs its own estimates;"
+        " add --no-stream for the server's figures"
+    )
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "config"])
+def test_aider_without_streaming_gets_no_estimates_note(fake, how):
+    fake.env.update(FAKE_REPLIES="1", FAKE_COST="0.10")
+    if how == "env":
+        fake.env["AIDER_STREAM"] = "false"
+    if how == "config":
+        (fake.repo / ".aider.conf.yml").write_text("model: gpt-4o\nstream: false\n")
+    result = fake.run(["--tokens", "1M"], ["--no-stream"] if how == "flag" else [])
+    assert "estimates" not in result.stderr
+    assert result.stderr.startswith("capguard: aider exited (status 0)"), result.stderr
+
+
+def test_unpriced_named_model_is_refused_at_start_under_a_usd_cap(fake, tmp_path):
+    marker = tmp_path / "started"
+    fake.env.update(FAKE_STARTED=str(marker), FAKE_REPLIES="1")
+    result = fake.run(["--usd", "1"], ["--model", "openai/my-private-model", "--no-stream"])
+    assert result.rc == 116 and not marker.exists()
+    assert result.stderr == (
+        "capguard: error: aider not started: openai/my-private-model has no known price, so the USD cap cannot be"
+        ' enforced (unpriced = "stop"); add [prices."openai/my-private-model"] with input and output in USD per'
+        " million tokens to your config, or set --unpriced tokens-only\n"
+    )
+
+
+def test_unpriced_named_model_warns_at_start_or_says_nothing_by_policy(fake):
+    fake.env.update(FAKE_REPLIES="1", FAKE_COST="0.10")
+    model = ["--model", "openai/my-private-model", "--no-stream"]
+    warned = fake.run(["--usd", "1", "--unpriced", "warn"], model)
+    assert warned.rc == 0, warned.stderr
+    assert warned.stderr.splitlines()[0].startswith("capguard: warning: openai/my-private-model has no known price")
+    assert warned.stderr.count("no known price") == 1
+    quiet = fake.run(["--usd", "1", "--unpriced", "tokens-only"], model)
+    assert quiet.rc == 0 and "price" not in quiet.stderr
+    uncapped = fake.run(["--wall", "10m"], model)  # no USD cap: the price does not matter
+    assert uncapped.rc == 0 and "price" not in uncapped.stderr

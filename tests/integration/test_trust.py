@@ -240,7 +240,7 @@ def test_a_command_without_an_interpreter_line_is_exit_126_in_one_line(tmp_path)
     agent.chmod(0o755)
     user_config(f'[agents.aider]\ncommand = "{agent}"\n')
     runner = Capguard(tmp_path, sys.executable, make_repo(tmp_path / "repo"))
-    result = runner.run(["--usd", "1"], [])
+    result = runner.run(["--usd", "1"], ["--no-stream"])  # no start note about aider's streamed estimates
     assert result.rc == 126
     assert (
         result.stderr == f"capguard: error: {agent}: cannot run: not a program this system can run "

@@ -6,6 +6,7 @@ Everything aider-specific lives here and in aider_logs.py (the parsers).
 from __future__ import annotations
 
 import math
+import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,14 +65,22 @@ DEFAULT_BY_KEY = (
 INSTALL_HINT = "install it with: python -m pip install aider-chat  (or: pipx install aider-chat)"
 
 
-def model_from_args(args: list[str], env: Mapping[str, str]) -> str | None:
-    """The main model aider will use, as far as its command line and environment tell."""
+def named_model(args: list[str], env: Mapping[str, str]) -> str | None:
+    """The main model named on aider's command line or in its environment (`--model`, AIDER_MODEL, `--4o`)."""
     named = option_value(args, "--model") or env.get("AIDER_MODEL")
     if named:
         return ALIASES.get(named, named)
     for arg in reversed(args):
         if arg in SHORTCUTS:
             return SHORTCUTS[arg]
+    return None
+
+
+def model_from_args(args: list[str], env: Mapping[str, str]) -> str | None:
+    """The main model aider will use, as far as its command line and environment tell."""
+    named = named_model(args, env)
+    if named:
+        return named
     for key, model in DEFAULT_BY_KEY:
         if env.get(key):
             return model
@@ -121,6 +130,46 @@ def plan_map_tokens(cap: int, args: list[str], env: Mapping[str, str], *, clamp:
         math.floor(allowed * multiplier * MAP_TOLERANCE),
         f"{where} {user} clamped to {allowed} (map_tokens cap {cap})",
     )
+
+
+FALSE = ("false", "no", "off", "0")  # what configargparse reads as --no-stream in AIDER_STREAM or a config file
+STREAM_ESTIMATES = "aider streams by default and then logs its own estimates; add --no-stream for the server's figures"
+
+
+def _stream_in_config(path: Path) -> str | None:
+    """The `stream:` value of one of aider's YAML config files, read as a line (capguard needs no YAML parser)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"^stream:[ \t]*['\"]?([A-Za-z0-9]+)", text, re.MULTILINE)
+    return found[-1] if found else None
+
+
+def _config_files(args: list[str], env: Mapping[str, str]) -> list[Path]:
+    """aider's config files, the one that decides first: `--config`, else .aider.conf.yml in the working
+    directory, the git root and the home directory."""
+    named = option_value(args, "--config", "-c")
+    if named:
+        return [Path(named)]
+    here = Path.cwd()
+    root = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return [d / ".aider.conf.yml" for d in dict.fromkeys(filter(None, (here, root, home)))]
+
+
+def streams(args: list[str], env: Mapping[str, str]) -> bool:
+    """Whether aider streams its replies (its default), from its flags, then AIDER_STREAM, then its config files."""
+    flag = None
+    for arg in args:
+        if arg == "--":
+            break
+        if arg in ("--stream", "--no-stream"):
+            flag = arg == "--stream"
+    if flag is not None:
+        return flag
+    raw = env.get("AIDER_STREAM") or next(filter(None, map(_stream_in_config, _config_files(args, env))), None)
+    return raw is None or raw.strip().lower() not in FALSE
 
 
 ONE_SHOT = ("--message", "--msg", "-m", "--message-file", "-f")
@@ -179,7 +228,10 @@ class AiderAdapter:
             watches=watches,
             polite_stop=polite_stop(args, env),
             fallback_model=model_from_args(args, env),
+            named_model=named_model(args, env),
+            reports_cost=True,
             notes=notes,
+            estimates=STREAM_ESTIMATES if streams(args, env) else None,
             blind_spots=[
                 "weak-model calls (commit messages, chat summaries) are not in aider's logs",
                 "a reply interrupted by the stop is not recorded by aider",
