@@ -61,6 +61,7 @@ class Team:
         self.config = tmp_path / "team.toml"
         self.env = Capguard(tmp_path, str(self.agent), self.repo).env
         self.env["CAPGUARD_CONFIG"] = str(self.config)
+        self.env["AIDER_STREAM"] = "false"  # the stand-in reports server figures: no streaming note at start
         self.configure(cap=0.5)
 
     def configure(self, *, cap: float, team: str = "", tables: str = "") -> None:

@@ -206,16 +206,16 @@ def test_aider_without_streaming_gets_no_estimates_note(fake, how):
     assert result.stderr.startswith("capguard: aider exited (status 0)"), result.stderr
 
 
-def test_unpriced_named_model_is_refused_at_start_under_a_usd_cap(fake, tmp_path):
+def test_unpriced_named_model_is_noted_at_start_not_refused_when_the_agent_prices_its_replies(fake, tmp_path):
+    # aider prices its own replies (the stand-in's are priced): a model capguard cannot price is said once at start
+    # and the run goes on; a reply nobody prices stops it (test_aider_caps.py, with the real aider)
     marker = tmp_path / "started"
     fake.env.update(FAKE_STARTED=str(marker), FAKE_REPLIES="1")
     result = fake.run(["--usd", "1"], ["--model", "openai/my-private-model", "--no-stream"])
-    assert result.rc == 116 and not marker.exists()
-    assert result.stderr == (
-        "capguard: error: aider not started: openai/my-private-model has no known price, so the USD cap cannot be"
-        ' enforced (unpriced = "stop"); add [prices."openai/my-private-model"] with input and output in USD per'
-        " million tokens to your config, or set --unpriced tokens-only\n"
-    )
+    assert result.rc == 0 and marker.exists(), result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("capguard: note: openai/my-private-model has no price in genai-prices")
+    assert lines[1].startswith("capguard: aider exited (status 0): 1 reply,") and len(lines) == 2
 
 
 def test_unpriced_named_model_warns_at_start_or_says_nothing_by_policy(fake):
