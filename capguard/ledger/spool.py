@@ -76,7 +76,8 @@ class Spool:
             _fsync_dir(marker.parent)
         except (OSError, DataDirError) as exc:
             spool.discard()
-            raise SpoolError(f"cannot create the run's spool {path} ({exc.strerror or exc})") from exc
+            reason = getattr(exc, "strerror", None) or exc  # DataDirError: its own sentence
+            raise SpoolError(f"cannot create the run's spool {path} ({reason})") from exc
         return spool
 
     def _append(self, data: bytes) -> None:
