@@ -115,7 +115,7 @@ def _prune_bound(raw: str, now: datetime, zone: tzinfo) -> str:
     start = normalize_utc(month.start_utc.isoformat())
     if before > start:
         raise ConfigError(
-            f"--before {raw}: that is within the current month ({month.label}, from {start[:16]} UTC), whose rows "
+            f"--before {raw}: that reaches into the current month ({month.label}, from {start[:16]} UTC), whose rows "
             f"the monthly caps count; give {start[:10]} or earlier"
         )
     return before

@@ -114,7 +114,7 @@ def test_prune_deletes_the_runs_that_ended_before_the_date_and_their_usage(seede
 @backends
 @pytest.mark.parametrize("before", ["2026-12-02", "2026-12-01T00:01", "2027-01", "1d"])
 def test_prune_refuses_a_date_in_the_current_month_so_monthly_caps_never_change(seeded, capsys, before):
-    with pytest.raises(ConfigError, match=r"within the current month \(2026-12.*give 2026-12-01 or earlier"):
+    with pytest.raises(ConfigError, match=r"reaches into the current month \(2026-12.*give 2026-12-01 or earlier"):
         ledger(seeded, "prune", "--before", before, capsys=capsys)
     assert len(run_ids(seeded)) == 5
 
