@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from capguard.core.errors import DataDirError
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -36,15 +38,37 @@ def _tighten(path: Path, *, stderr: TextIO | None) -> None:
 
 
 def private_dir(path: Path, *, stderr: TextIO | None = sys.stderr) -> Path:
-    """Create `path` (and its parents, with their usual modes) as 0700, or tighten it if it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path` (and its parents, with their usual modes) as 0700, or tighten it if it exists.
+
+    Raises DataDirError (one line: the path, the reason, the fix) when it cannot: every folder made here is
+    under capguard's data dir, so the fix is the same everywhere."""
     try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        _tighten(path, stderr=stderr)
-        return path
-    os.chmod(path, DIR_MODE)  # a umask such as 0o277 would have taken the owner's bits too
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            _tighten(path, stderr=stderr)
+            return path
+        os.chmod(path, DIR_MODE)  # a umask such as 0o277 would have taken the owner's bits too
+    except OSError as exc:
+        raise unwritable(path, exc) from exc
     return path
+
+
+def unwritable(path: Path, exc: OSError) -> DataDirError:
+    """The one line for a data folder that cannot be made: which path is in the way, why, and what to do."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        culprit = Path(exc.filename or path)
+        why, fix = f"{culprit} is a file", f"move {culprit} away"
+    else:
+        # the folder to make writable is the deepest one that exists (a read-only mount, a folder of root's)
+        existing = next((p for p in [path, *path.parents] if p.exists()), path)
+        why, fix = exc.strerror or str(exc), f"make {existing} writable"
+    return DataDirError(
+        f"cannot use capguard's data folder {path} ({why}); {fix}, or set CAPGUARD_HOME to a folder you can write"
+    )
 
 
 def private_file(path: Path, *, stderr: TextIO | None = sys.stderr) -> Path:

@@ -6,7 +6,8 @@ while they run, so that every concurrent run of the developer counts; `capguard 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,13 @@ def utc_clock() -> datetime:
 def utc_text(moment: datetime) -> str:
     """Canonical ledger text of an aware datetime."""
     return normalize_utc(moment.isoformat())
+
+
+def capguard_command(env: Mapping[str, str] | None = None) -> str:
+    """The command a hint should name: `capguard-team` when the team wrapper started us (it exports
+    CAPGUARD_TEAM_CONFIG); a plain `capguard ack` typed in the user's shell would not see the team's config."""
+    env = os.environ if env is None else env
+    return "capguard-team" if env.get("CAPGUARD_TEAM_CONFIG") else "capguard"
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,12 @@ class MonthGuard:
         """What a run or task about to start is told: refused at a spent month, warned past the soft threshold,
         and capped at what the month leaves."""
         standings = self.standings()
-        return Opening(standings, monthly.refusal(standings), monthly.warnings(standings), monthly.remaining(standings))
+        return Opening(
+            standings,
+            monthly.refusal(standings, capguard_command()),
+            monthly.warnings(standings),
+            monthly.remaining(standings),
+        )
 
     def allowance(self, run_id: str) -> int | None:
         """What run `run_id`'s own meter may reach: the month's remainder without this run's spend, plus what

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from capguard.budget.allowance import MonthGuard
+from capguard.budget.allowance import MonthGuard, capguard_command
 from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import load_settings
@@ -62,7 +62,9 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
             print(
                 f"capguard: no monthly cap applies to {user}"
                 + (f" or budget line {settings['line']}" if settings["line"] else "")
-                + "; nothing to acknowledge",
+                + "; nothing to acknowledge"
+                # the team's caps live in its config, which only the wrapper points at
+                + (" (a team budget? use capguard-team ack)" if capguard_command() == "capguard" else ""),
                 file=sys.stderr,
             )
             return 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from capguard import paths
 from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
@@ -36,6 +38,25 @@ def show(key: str, value: object) -> str:
     return _SHOW.get(key, str)(value)
 
 
+def in_force(settings: Settings) -> dict[str, tuple[object, str]]:
+    """Each key's value and origin, with `ledger` and `user` as a run would resolve them when no layer set them:
+    the default file under the data dir, and the identity from git or the login."""
+    shown = {key: (value.value, value.origin) for key, value in settings.values.items()}
+    if settings["ledger"] is None:
+        shown["ledger"] = (str(paths.default_ledger_path()), f"default ({_data_dir_origin()})")
+    if settings["user"] is None:
+        name, source = identity.resolve_user(Path.cwd())
+        shown["user"] = (name, source)
+    return shown
+
+
+def _data_dir_origin() -> str:
+    for name in ("CAPGUARD_HOME", "XDG_DATA_HOME"):
+        if os.environ.get(name):
+            return f"data dir from {name}"
+    return "data dir ~/.local/share/capguard"
+
+
 def as_json(settings: Settings) -> dict:
     return {
         "agent": settings.agent,
@@ -48,11 +69,11 @@ def as_json(settings: Settings) -> dict:
         "ignored": [{"source": i.source, "keys": list(i.keys), "why": i.why} for i in settings.ignored],
         "values": {
             k: {
-                "value": mask_dsn(v.value) if k == "ledger" and v.value else v.value,
-                "origin": v.origin,
+                "value": mask_dsn(value) if k == "ledger" and isinstance(value, str) else value,
+                "origin": origin,
                 "locked": k in settings.locks,
             }
-            for k, v in settings.values.items()
+            for k, (value, origin) in in_force(settings).items()
         },
         "prices": {m: {k: str(v) for k, v in vars(p).items() if v is not None} for m, p in settings.prices.items()},
         "team": _team_json(settings),
@@ -107,11 +128,8 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
     for item in settings.ignored:
         print(f"  ignored {', '.join(item.keys)} from {item.source} ({item.why})")
     width = max(len(k) for k in KEYS)
-    for key, value in settings.values.items():
-        print(
-            f"  {key:<{width}}  {show(key, value.value):<14}  {value.origin}"
-            + ("  (locked)" if key in settings.locks else "")
-        )
+    for key, (value, origin) in in_force(settings).items():
+        print(f"  {key:<{width}}  {show(key, value):<14}  {origin}" + ("  (locked)" if key in settings.locks else ""))
     _show_team(settings)
     if ns.agent == "claude":
         _show_claude(settings)
@@ -134,8 +152,6 @@ def _trust_word(layer: Layer, settings: Settings) -> str:
 
 def _show_claude(settings: Settings) -> None:
     """What Claude Code itself will be given (interactive; and in -p mode)."""
-    import os
-
     from capguard.agents.claude.adapter import native_settings
 
     env, flags = native_settings(settings, [], os.environ)

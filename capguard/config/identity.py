@@ -22,18 +22,23 @@ def host() -> str:
 
 def user(cwd: Path, configured: str | None = None) -> str:
     """The identity runs are charged to: config `user`, else git `user.email`, else `$USER@host`."""
+    return resolve_user(cwd, configured)[0]
+
+
+def resolve_user(cwd: Path, configured: str | None = None) -> tuple[str, str]:
+    """`user()` and where it came from: "configured" (config or CAPGUARD_USER), "git user.email" or "$USER@host"."""
     if configured:
-        return configured
+        return configured, "configured"
     email = _git(cwd, "config", "--get", "user.email")
     if email:
-        return email
+        return email, "git user.email"
     import getpass  # only when git names nobody
 
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
         name = os.environ.get("USER", "unknown")
-    return f"{name}@{host()}"
+    return f"{name}@{host()}", "$USER@host"
 
 
 def project(cwd: Path) -> str:

@@ -22,6 +22,10 @@ class LedgerError(CapguardError):
     exit_code = 3
 
 
+class DataDirError(LedgerError):
+    """capguard's data folder (CAPGUARD_HOME, else XDG_DATA_HOME/capguard) cannot be created or written."""
+
+
 class AgentNotFound(CapguardError):
     """The agent's executable is not on PATH."""
 

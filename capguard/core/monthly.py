@@ -5,6 +5,7 @@ No I/O: spend figures, caps, acks and the current time come in; standings, limit
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any
@@ -137,16 +138,23 @@ def remaining(standings: list[Standing]) -> int | None:
     return min((s.remaining_micro for s in standings), default=None)
 
 
-def refusal(standings: list[Standing]) -> str | None:
+def ack_hint(command: str = "capguard", line: str | None = None) -> str:
+    """The command that lifts a spent month: `command` is `capguard-team` under the team wrapper (a plain
+    `capguard ack` would not see the team's config); `--line` when a budget line is spent, so the ack finds it."""
+    line_flag = f" --line {shlex.quote(line)}" if line else ""
+    return f'To go on this month: {command} ack{line_flag} --reason "..."'
+
+
+def refusal(standings: list[Standing], command: str = "capguard") -> str | None:
     """Why a new run may not start (a budget at 100%), in one sentence; None when it may."""
     over = [s for s in standings if s.state == "over"]
     if not over:
         return None
     first = over[0]
     spent = "; ".join(f"{s.who} has spent {format_usd(s.spent_micro)} of {s.limit_text}" for s in over)
-    return (
-        f"monthly cap reached: {spent} for {first.month.label}; it resets {first.month.resets}."
-        ' To go on this month: capguard ack --reason "..."'
+    line = next((s.name for s in over if s.scope == "line"), None)
+    return f"monthly cap reached: {spent} for {first.month.label}; it resets {first.month.resets}. " + ack_hint(
+        command, line
     )
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from capguard import paths
-from capguard.core.errors import LedgerError
+from capguard.core.errors import DataDirError, LedgerError
 from capguard.private_files import private_dir
 
 log = logging.getLogger(__name__)
@@ -63,5 +63,5 @@ def remember(path: Path) -> None:
             os.write(fd, (json.dumps(key) + "\n").encode("utf-8"))  # O_APPEND: one write per line, never interleaved
         finally:
             os.close(fd)
-    except OSError as exc:
+    except (OSError, DataDirError) as exc:
         log.warning("could not record ledger %s in %s: %s", key, known_file(), exc)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from capguard import paths
+from capguard.core.errors import DataDirError
 from capguard.ledger import RunEnd, RunStart, UsageRecord
 from capguard.private_files import private_dir
 
@@ -73,9 +74,10 @@ class Spool:
             private_dir(marker.parent, stderr=None)
             marker.touch(mode=0o600)
             _fsync_dir(marker.parent)
-        except OSError as exc:
+        except (OSError, DataDirError) as exc:
             spool.discard()
-            raise SpoolError(f"cannot create the run's spool {path} ({exc.strerror or exc})") from exc
+            reason = getattr(exc, "strerror", None) or exc  # DataDirError: its own sentence
+            raise SpoolError(f"cannot create the run's spool {path} ({reason})") from exc
         return spool
 
     def _append(self, data: bytes) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from capguard.core.errors import LedgerError
 from capguard.core.ids import new_id
@@ -52,6 +52,46 @@ _ACKS = """SELECT a.*, u.name AS user FROM monthly_acks a JOIN users u ON u.id =
 _SPEND = f"""SELECT CAST(COALESCE(SUM(e.cost_micro_usd), 0) AS BIGINT) AS cost,
   CAST(COALESCE(SUM({total_sql("e")}), 0) AS BIGINT)
   AS tokens FROM usage_events e JOIN runs r ON r.id = e.run_id JOIN users u ON u.id = r.user_id"""
+
+
+# What `capguard ledger export` writes: the columns a spreadsheet or another tool needs, not the JSON blobs.
+EXPORT_RUN_COLUMNS = (
+    "run_id", "user", "line", "project", "agent", "agent_version", "host", "cwd", "started_utc", "ended_utc",
+    "status", "stop_reason", "exit_code", "cost_micro_usd", "tokens", "steps", "malformed_lines",
+)  # fmt: skip
+EXPORT_USAGE_COLUMNS = (
+    "usage_id", "run_id", "user", "line", "project", "agent", "occurred_utc", "recorded_utc", "model",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_micro_usd", "priced_by",
+    "source_file",
+)  # fmt: skip
+
+_EXPORT_RUNS = """SELECT r.id AS run_id, u.name AS user, r.line, r.project, r.agent, r.agent_version, r.host, r.cwd,
+  r.started_utc, r.ended_utc, r.status, r.stop_reason, r.exit_code, r.cost_micro_usd, r.tokens, r.steps,
+  r.malformed_lines FROM runs r JOIN users u ON u.id = r.user_id"""
+
+_EXPORT_USAGE = """SELECT e.id AS usage_id, e.run_id, u.name AS user, r.line, r.project, r.agent, e.occurred_utc,
+  e.recorded_utc, e.model, e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_tokens,
+  e.cost_micro_usd, e.priced_by, e.source_file
+  FROM usage_events e JOIN runs r ON r.id = e.run_id JOIN users u ON u.id = r.user_id"""
+
+# Runs that ended before a moment; a run still going (no ended_utc) is never pruned.
+_ENDED_BEFORE = "SELECT id FROM runs WHERE ended_utc IS NOT NULL AND ended_utc < ?"
+
+
+class Pruned(NamedTuple):
+    """What `Ledger.prune` deleted (or, on a dry run, would delete)."""
+
+    runs: int
+    usage: int
+    cost_micro_usd: int
+
+
+def _between(column: str, since_utc: str | None, until_utc: str | None) -> tuple[str, list[str]]:
+    """` WHERE column >= since AND column < until` for the bounds given, and its parameters."""
+    used = [(f"{column} >= ?", since_utc), (f"{column} < ?", until_utc)]
+    kept = [(clause, normalize_utc(value)) for clause, value in used if value is not None]
+    where = " WHERE " + " AND ".join(clause for clause, _ in kept) if kept else ""
+    return where, [value for _, value in kept]
 
 
 def _json(value: Any) -> str | None:
@@ -260,6 +300,31 @@ class Ledger:
     def acks(self, scope: str, name: str, *, since_utc: str, until_utc: str) -> list[dict[str, Any]]:
         """The acks of one budget created in [since_utc, until_utc), oldest first, with `user` (a name)."""
         return self._backend.query(_ACKS, (scope, name, normalize_utc(since_utc), normalize_utc(until_utc)))
+
+    def export_runs(self, *, since_utc: str | None = None, until_utc: str | None = None) -> list[dict[str, Any]]:
+        """Runs that started in [since_utc, until_utc), oldest first, as EXPORT_RUN_COLUMNS."""
+        where, params = _between("r.started_utc", since_utc, until_utc)
+        return self._backend.query(_EXPORT_RUNS + where + " ORDER BY r.started_utc, r.id", params)
+
+    def export_usage(self, *, since_utc: str | None = None, until_utc: str | None = None) -> list[dict[str, Any]]:
+        """Usage events that occurred in [since_utc, until_utc), oldest first, with their run's user, line,
+        project and agent, as EXPORT_USAGE_COLUMNS."""
+        where, params = _between("e.occurred_utc", since_utc, until_utc)
+        return self._backend.query(_EXPORT_USAGE + where + " ORDER BY e.occurred_utc, e.id", params)
+
+    def prune(self, before_utc: str, *, dry_run: bool = False) -> Pruned:
+        """Delete the runs that ended before `before_utc` and their usage events, in one transaction; or, with
+        `dry_run`, only count them. Runs still going are kept; so are users and acks."""
+        before = normalize_utc(before_utc)
+        counted = f"""SELECT COUNT(*) AS n, CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) AS cost
+          FROM usage_events WHERE run_id IN ({_ENDED_BEFORE})"""
+        with self._backend.write() as db:
+            runs = int(db.query(f"SELECT COUNT(*) AS n FROM ({_ENDED_BEFORE}) ended", (before,))[0]["n"])
+            usage = db.query(counted, (before,))[0]
+            if not dry_run:
+                db.execute(f"DELETE FROM usage_events WHERE run_id IN ({_ENDED_BEFORE})", (before,))
+                db.execute(f"DELETE FROM runs WHERE id IN ({_ENDED_BEFORE})", (before,))
+        return Pruned(runs, int(usage["n"]), int(usage["cost"]))
 
     def schema_version(self) -> list[str]:
         """Names of the applied migrations, oldest first."""

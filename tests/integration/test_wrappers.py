@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,56 @@ def test_aliases_route_aider_and_claude_through_capguard(shell, team, echo_dir):
     )
     command = "capguard-team" if team else "capguard"
     assert done.stdout.splitlines() == [f"{command} aider --model x", f"{command} claude -p hi"], done.stderr
+
+
+@pytest.mark.parametrize("line", [None, "infra"])
+def test_a_team_refusal_names_capguard_team_ack_which_then_lifts_the_spent_month(tmp_path, bin_dir, line):
+    from tests.integration.test_monthly import seed
+
+    user = "dev@example.com"
+    team, ledger, agent = tmp_path / "team.toml", tmp_path / "team.db", tmp_path / "agent"
+    agent.write_text("#!/bin/sh\necho agent-ran\n")
+    agent.chmod(0o755)
+    caps = f"[team.lines.{line}]\nmonthly_usd = 0.5\n" if line else f'[team.users."{user}"]\nmonthly_usd = 0.5\n'
+    on_line = f'line = "{line}"\n' if line else ""  # the team file sets (and locks) the budget line
+    team.write_text(
+        f'ledger = "{ledger}"\nuser = "{user}"\n{on_line}[agents.aider]\ncommand = "{agent}"\n[team]\n{caps}'
+    )
+    seed(str(ledger), 1.0, user=user, line=line)
+    env = env_with(bin_dir, CAPGUARD_TEAM_CONFIG=str(team))
+
+    def team_run(*args: str) -> subprocess.CompletedProcess:
+        argv = [str(WRAPPERS / "capguard-team"), *args]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    refused = team_run("aider")
+    assert refused.returncode == 117, refused.stderr
+    hint = "capguard-team ack" + (f" --line {line}" if line else "") + ' --reason "..."'
+    assert refused.stderr.rstrip().endswith(f"To go on this month: {hint}")
+    assert "agent-ran" not in refused.stdout
+
+    typed = shlex.split(hint.replace('"..."', '"release day"'))
+    acked = team_run(*typed[1:])  # the hint, as a user would type it
+    assert acked.returncode == 0, acked.stderr
+    assert "acknowledged for" in acked.stdout and str(ledger) in acked.stdout
+
+    started = team_run("--no-title", "aider")
+    assert started.returncode == 0, started.stderr
+    assert "agent-ran" in started.stdout
+
+
+def test_a_refusal_outside_the_team_wrapper_names_capguard_ack(tmp_path, bin_dir):
+    from tests.integration.test_monthly import seed
+
+    config, ledger = tmp_path / "config.toml", tmp_path / "mine.db"
+    config.write_text(
+        f'ledger = "{ledger}"\nuser = "me@example.com"\n[agents.aider]\ncommand = "/bin/true"\n'
+        "[team]\nmonthly_usd = 0.5\n"
+    )
+    seed(str(ledger), 1.0, user="me@example.com")
+    env = env_with(bin_dir, CAPGUARD_CONFIG=str(config))
+    done = subprocess.run(
+        [str(bin_dir / "capguard"), "aider"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 117
+    assert done.stderr.rstrip().endswith('To go on this month: capguard ack --reason "..."')

@@ -44,7 +44,7 @@ def test_the_spec_follows_the_command_table():
     assert [a.name for a in spec.agents] == list(NAMES)
     report = {c.name: c for c in spec.commands}["report"]
     assert "--ledger" in {flag for opt in report.options for flag in opt.flags}  # accepted after `report` too
-    assert {c.name: c for c in spec.commands}["ledger"].words == ("path", "status", "init")
+    assert {c.name: c for c in spec.commands}["ledger"].words == ("path", "status", "init", "export", "prune")
 
 
 def bash_complete(text: str, line: str, tmp_path) -> list[str]:
@@ -74,7 +74,7 @@ def bash_complete(text: str, line: str, tmp_path) -> list[str]:
         ("capguard report --b", ["--by"]),
         ("capguard report --by da", ["day"]),
         ("capguard report --le", ["--ledger"]),  # a global option, after the subcommand
-        ("capguard ledger ", ["path", "status", "init"]),
+        ("capguard ledger ", ["path", "status", "init", "export", "prune"]),
         ("capguard completion ", ["bash", "fish", "zsh"]),
         ("capguard --usd 5 aider --us", []),  # the agent's, not capguard's: file names, or the agent's completion
     ],

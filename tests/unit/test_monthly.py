@@ -135,6 +135,18 @@ def test_refusal_names_spent_cap_and_reset_and_how_to_ack():
     assert "\n" not in text
 
 
+def test_refusal_under_the_team_wrapper_names_its_ack_and_the_spent_line():
+    text = monthly.refusal([standing(900, cap=800, scope="line", name="data team")], "capguard-team")
+    assert text.endswith("To go on this month: capguard-team ack --line 'data team' --reason \"...\"")
+
+
+def test_the_ack_command_is_capguard_team_only_under_the_team_wrapper():
+    from capguard.budget.allowance import capguard_command
+
+    assert capguard_command({"CAPGUARD_TEAM_CONFIG": "/etc/capguard/team.toml"}) == "capguard-team"
+    assert capguard_command({}) == "capguard"
+
+
 def test_refusal_names_a_spent_budget_line_and_an_acked_limit():
     text = monthly.refusal([standing(100), standing(1000, cap=800, scope="line", name="infra", acked=1000)])
     assert "budget line infra has spent $1,000.00 of the $1,000.00 limit (monthly cap $800.00, raised by ack)" in text

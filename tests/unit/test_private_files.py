@@ -69,3 +69,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     with pytest.raises(OSError):
         write_private(target, b"new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_a_file_where_the_data_folder_goes_is_a_data_dir_error_naming_it(tmp_path):
+    from capguard.core.errors import DataDirError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DataDirError, match=f"{blocker} is a file\\); move {blocker} away") as caught:
+        private_dir(blocker / "capguard")
+    assert caught.value.exit_code == 3
+    with pytest.raises(DataDirError):
+        private_dir(blocker)  # the file itself where a folder should be
