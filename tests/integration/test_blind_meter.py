@@ -155,8 +155,11 @@ def assert_every_billed_reply_counted_once(capguard, result, server):
     assert report["at_stop"]["steps"] == 7, (report["usage"], report["at_stop"])
     answered = sum(1 for r in server.requests if r["kind"] == "main")
     print(f"figures: {report['steps']} replies counted (${report['cost_usd']:.3f}), {answered} main requests served")
-    # every request the server got was counted, but the one in flight when the stop came (cut, never answered)
-    assert answered - 2 <= report["steps"] <= answered, (answered, report["steps"], report["stop_steps"])
+    # every request the server got was counted, but those in flight when the stop came (cut, never answered). A
+    # vandal that rotates or deletes the log can hide aider's request lines from the polite stop's watch (a request
+    # line carries a time in whole seconds: two in one second, each in a file of its own, read as one line), so
+    # the escalation may come one request late (README, Security model: known limits); replies are never lost
+    assert answered - 3 <= report["steps"] <= answered, (answered, report["steps"], report["stop_steps"])
     assert report["steps"] in (7, 8), report["usage"]  # the reply in flight may be answered before the signal
     assert report["cost_usd"] == pytest.approx(report["steps"] * REPLY_USD), report["usage"]
     rows = ledger(
