@@ -31,29 +31,11 @@ from pathlib import Path
 
 import _common as C
 import claude_harness as H
+from aider_overshoot import FLAGS, REPLY_USD, RUNAWAY_INPUT  # the same runaway as the overshoot benchmark
 
 sys.path.insert(0, str(C.ROOT))
 from capguard.cli.demo_cmd import seed_price_cache
 from capguard.demo.fake_openai import FakeOpenAI, runaway_script
-
-REPLY_USD = 0.145
-RUNAWAY_INPUT = "Please fix the greeting in hello.py\n" * 10
-FLAGS = [
-    "--model",
-    "openai/gpt-4o",
-    "--openai-api-key",
-    "sk-fake-faults",
-    "--no-check-update",
-    "--no-show-release-notes",
-    "--analytics-disable",
-    "--yes-always",
-    "--no-gitignore",
-    "--no-auto-commits",
-    "--no-pretty",
-    "--no-show-model-warnings",
-    "--no-stream",
-    "--no-fancy-input",
-]
 
 
 @dataclass

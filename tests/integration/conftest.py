@@ -18,6 +18,33 @@ import pytest
 from capguard.cli.demo_cmd import seed_price_cache
 
 FAKES = Path(__file__).parent.parent / "fakes"
+REPO = Path(__file__).parent.parent.parent
+
+
+def find_agent(name: str, env_var: str) -> str | None:
+    """The agent's binary: $env_var, else on PATH, else what the README's npm line installed in .agents/."""
+    local = REPO / ".agents" / "node_modules" / ".bin" / name
+    return os.environ.get(env_var) or shutil.which(name) or (str(local) if local.exists() else None)
+
+
+def agent_or_skip(name: str, env_var: str, install: str) -> str:
+    """For a session fixture: the binary, or skip (fail where CI requires every agent)."""
+    found = find_agent(name, env_var)
+    if not found:
+        if os.environ.get("CAPGUARD_REQUIRE_AGENTS"):
+            pytest.fail(f"{name} is not installed but CAPGUARD_REQUIRE_AGENTS is set")
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
+
+
+def kill_tagged(tag: str) -> None:
+    """Kill every process carrying this test's tag, tools in sessions of their own included."""
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("CAPGUARD_TEST_TAG") == tag:
+                proc.kill()
+        except psutil.Error:
+            continue
 
 
 def find_aider() -> str | None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.fakes.fake_responses import FakeResponses, Script, say, shell
+from tests.integration.conftest import agent_or_skip, find_agent, kill_tagged
 
 pytestmark = pytest.mark.agent
 
@@ -22,18 +21,12 @@ USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning
 
 
 def find_codex() -> str | None:
-    local = Path("/work/main/.agents/node_modules/.bin/codex")
-    return os.environ.get("CAPGUARD_TEST_CODEX") or shutil.which("codex") or (str(local) if local.exists() else None)
+    return find_agent("codex", "CAPGUARD_TEST_CODEX")
 
 
 @pytest.fixture(scope="session")
 def codex_bin() -> str:
-    found = find_codex()
-    if not found:
-        if os.environ.get("CAPGUARD_REQUIRE_AGENTS"):
-            pytest.fail("codex is not installed but CAPGUARD_REQUIRE_AGENTS is set")
-        pytest.skip("codex is not installed (npm install @openai/codex@0.169.1)")
-    return found
+    return agent_or_skip("codex", "CAPGUARD_TEST_CODEX", "npm install @openai/codex@0.169.1")
 
 
 def write_config(codex_home: Path, base_url: str, project: Path) -> None:
@@ -45,16 +38,6 @@ def write_config(codex_home: Path, base_url: str, project: Path) -> None:
         f'name = "Fake Responses"\nbase_url = "{base_url}"\nenv_key = "FAKE_API_KEY"\nwire_api = "responses"\n\n'
         f'[projects."{project}"]\ntrust_level = "trusted"\n'
     )
-
-
-def kill_tagged(tag: str) -> None:
-    """Kill every process carrying our tag: the launcher, the native binary and tools in their own sessions."""
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get("CAPGUARD_TEST_TAG") == tag:
-                proc.kill()
-        except psutil.Error:
-            continue
 
 
 def rollout_records(codex_home: Path, thread_id: str) -> list[dict]:

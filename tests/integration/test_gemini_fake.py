@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.fakes.fake_gemini import MAIN, ROUTER, FakeGemini, shell_script
-from tests.integration.conftest import make_repo
+from tests.integration.conftest import agent_or_skip, find_agent, make_repo
 
 pytestmark = pytest.mark.agent
 
@@ -33,18 +31,12 @@ TELEMETRY = {
 
 
 def find_gemini() -> str | None:
-    local = Path("/work/main/.agents/node_modules/.bin/gemini")
-    return os.environ.get("CAPGUARD_TEST_GEMINI") or shutil.which("gemini") or (str(local) if local.exists() else None)
+    return find_agent("gemini", "CAPGUARD_TEST_GEMINI")
 
 
 @pytest.fixture(scope="session")
 def gemini_bin() -> str:
-    found = find_gemini()
-    if not found:
-        if os.environ.get("CAPGUARD_REQUIRE_AGENTS"):
-            pytest.fail("gemini is not installed but CAPGUARD_REQUIRE_AGENTS is set")
-        pytest.skip("gemini is not installed (npm install @google/gemini-cli@0.61.0)")
-    return found
+    return agent_or_skip("gemini", "CAPGUARD_TEST_GEMINI", "npm install @google/gemini-cli@0.61.0")
 
 
 def tagged(tag: str) -> list[psutil.Process]:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.fakes.fake_chat import MAIN, TITLE, FakeChat, shell_script
-from tests.integration.conftest import make_repo
+from tests.integration.conftest import agent_or_skip, find_agent, kill_tagged, make_repo
 
 pytestmark = pytest.mark.agent
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,20 +28,12 @@ PRICE = {"input": 2.0, "output": 8.0, "cache_read": 0.5, "cache_write": 2.5}  # 
 
 
 def find_opencode() -> str | None:
-    local = REPO_ROOT / ".agents" / "node_modules" / ".bin" / "opencode"
-    return (
-        os.environ.get("CAPGUARD_TEST_OPENCODE") or shutil.which("opencode") or (str(local) if local.exists() else None)
-    )
+    return find_agent("opencode", "CAPGUARD_TEST_OPENCODE")
 
 
 @pytest.fixture(scope="session")
 def opencode_bin() -> str:
-    found = find_opencode()
-    if not found:
-        if os.environ.get("CAPGUARD_REQUIRE_AGENTS"):
-            pytest.fail("opencode is not installed but CAPGUARD_REQUIRE_AGENTS is set")
-        pytest.skip("OpenCode is not installed (npm install --prefix .agents opencode-ai@1.18.33)")
-    return found
+    return agent_or_skip("opencode", "CAPGUARD_TEST_OPENCODE", "npm install --prefix .agents opencode-ai@1.18.33")
 
 
 def opencode_env(tmp: Path, base_url: str, tag: str) -> tuple[dict, Path]:
@@ -86,16 +76,6 @@ def opencode_env(tmp: Path, base_url: str, tag: str) -> tuple[dict, Path]:
         "CAPGUARD_TEST_TAG": tag,
     }
     return env, db
-
-
-def kill_tagged(tag: str) -> None:
-    """Kill every process carrying this test's tag, including bash tools in sessions of their own."""
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get("CAPGUARD_TEST_TAG") == tag:
-                proc.kill()
-        except psutil.Error:
-            continue
 
 
 def read_db(db: Path, sql: str) -> list[tuple]:
