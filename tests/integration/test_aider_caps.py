@@ -243,7 +243,9 @@ def test_cap_stop_without_a_cgroup_freezes_and_sweeps_the_tree(tmp_path, capguar
     trusted_config(
         capguard.repo / ".capguard.toml", f'[agents.aider]\ncommand = "{write_wrapper(tmp_path, aider_bin)}"\n'
     )
-    with FakeOpenAI(runaway_script()) as server:
+    # replies take time, as a real API's do: with instant replies aider can finish one inside the 0.4 s between
+    # the polite stop's two Ctrl-C, which says nothing about the tree
+    with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
         result = capguard.run(
             ["--usd", "0.40"], [*aider_flags(server.base_url), "--no-fancy-input", "hello.py"], input=RUNAWAY_INPUT
         )
