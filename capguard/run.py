@@ -29,7 +29,6 @@ from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Priced, Pricer
 from capguard.core.redact import RedactingFilter, redact_argv
-from capguard.core.team import team_of
 from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord
 from capguard.ledger.reconcile import open_reconciled
 from capguard.ledger.spool import Spool, SpoolError
@@ -128,15 +127,15 @@ def run_agent(
 
 
 def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int:
-    caps = settings.caps()
+    caps = settings.caps
     plan = get_adapter(agent).plan(args, settings, run_dir, env, run_id)
     plan.env = child_env.for_agent(plan.env)  # the one place every agent's environment passes: no secrets of ours
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
-    user, host, line = identity.user(cwd, settings["user"]), identity.host(), settings["line"]
+    user, host, line = identity.user(cwd, settings.charge.user), identity.host(), settings.charge.line
     started_at = time.time()
     # a broken ledger stops us before the agent starts; runs of dead capguards are settled first
-    with open_reconciled(settings["ledger"], stderr) as ledger:
-        guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
+    with open_reconciled(settings.charge.ledger, stderr) as ledger:
+        guard = MonthGuard(ledger, settings.team, user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
         priced = pricer.can_price(plan.named_model)
         refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
@@ -171,11 +170,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
                 "started_at": started_at,
                 "caps": caps.as_json(),
             },
-            title=settings["title"],
+            title=settings.output.title,
         )
         for note in plan.notes:
             log.info(note)
-        if not settings["quiet"]:  # once, before the agent takes the terminal
+        if not settings.output.quiet:  # once, before the agent takes the terminal
             for line in start_notes(
                 caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
             ):
@@ -193,9 +192,9 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             caps,
             pricer,
             name=agent,
-            grace=settings["grace"],
-            kill_after=settings["kill_after"],
-            poll=settings["poll"],
+            grace=settings.supervise.grace_s,
+            kill_after=settings.supervise.kill_after_s,
+            poll=settings.supervise.poll,
             hooks=hooks,
             month=LedgerMonth(lambda: guard.allowance(run_id), lambda: guard.month().label) if guard.active else None,
             run_id=run_id,
@@ -258,7 +257,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             ]
         report = build_report(facts)
         unwritten = write_all(
-            [run_dir / "report.json", *([Path(settings["report_json"])] if settings["report_json"] else [])], report
+            [run_dir / "report.json", *([Path(settings.output.report_json)] if settings.output.report_json else [])],
+            report,
         )
         board.update(outcome.meter, caps, outcome.elapsed_s, state="ended", force=True)
         unavailable = _close_run(
@@ -280,7 +280,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     if outcome.stop_reason or outcome.signal_received:
         print(stop_line(facts), file=stderr)
     else:
-        if not settings["quiet"]:
+        if not settings.output.quiet:
             print(exit_line(facts), file=stderr)
         if outcome.meter.malformed_lines:
             print(

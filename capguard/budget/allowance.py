@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from capguard.config import identity
+from capguard.config.settings import Settings
 from capguard.core import monthly
 from capguard.core.monthly import Month, Standing
-from capguard.core.team import TeamConfig, team_of
+from capguard.core.team import TeamConfig
 from capguard.ledger import AckRecord, Ledger, normalize_utc
 from capguard.ledger.reconcile import open_reconciled
 
@@ -154,11 +154,11 @@ def month_standings(ledger: Ledger, team: TeamConfig, now: datetime) -> list[Sta
     return team_standings(ledger, team, user_names(ledger), monthly.month_of(now, team.zone))
 
 
-def current_standings(settings: Any, cwd: Path) -> list[Standing]:
+def current_standings(settings: Settings, cwd: Path) -> list[Standing]:
     """This month's standings of the configured user and line; the ledger is opened only if a cap applies."""
-    team, line = team_of(settings), settings["line"]
-    user = identity.user(cwd, settings["user"])
+    team, line = settings.team, settings.charge.line
+    user = identity.user(cwd, settings.charge.user)
     if not team.budgets(user, line):
         return []
-    with open_reconciled(settings["ledger"]) as ledger:
+    with open_reconciled(settings.charge.ledger) as ledger:
         return MonthGuard(ledger, team, user, line).standings()

@@ -48,7 +48,6 @@ from capguard.core.monthly import Standing
 from capguard.core.pricing import Pricer
 from capguard.core.reservations import Cost, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
 from capguard.core.task_budget import TaskBudget, check_total, supports_task_budget, with_task_budget
-from capguard.core.team import team_of
 from capguard.ledger import RunEnd, RunStart, normalize_utc
 from capguard.reports.run_report import RunFacts, build_report, write_json
 
@@ -123,12 +122,20 @@ class Budget:
             raise ValueError("min_output_tokens must be at least 1")
         self._cwd = Path(cwd or Path.cwd())
         settings = config.load_settings(config.LIBRARY, cwd=self._cwd)
-        values = {key: settings[key] for key in ("usd", "tokens", "steps", "wall", "warn_at", "unpriced")}
+        caps = settings.caps
+        values: dict[str, Any] = {
+            "usd": caps.usd_micro,
+            "tokens": caps.tokens,
+            "steps": caps.steps,
+            "wall": caps.wall_s,
+            "warn_at": caps.warn_at,
+            "unpriced": caps.unpriced,
+        }
         explicit = dict(
             usd=usd, tokens=tokens, steps=steps, wall=wall, warn_at=warn_at, unpriced=unpriced, task_budget=task_budget
         )
         overrides = {key: _parse(key, raw) for key, raw in explicit.items() if raw is not None}
-        self._store = BudgetStore(ledger if ledger is not None else settings["ledger"])
+        self._store = BudgetStore(ledger if ledger is not None else settings.charge.ledger)
         try:
             row = self._claim(task_id, _resume)
             values.update(
@@ -201,13 +208,13 @@ class Budget:
         self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
     def _identity(
-        self, row: dict[str, Any] | None, settings: Any, user: str | None, line: str | None
+        self, row: dict[str, Any] | None, settings: config.Settings, user: str | None, line: str | None
     ) -> tuple[str, str | None]:
         """Who the task is charged to: as a CLI run from cwd would be, unless given. A resumed task stays charged
         to whoever its run row names (the ledger counts its spend there)."""
         if row is None:
-            line = settings["line"] if line is None else line
-            return user or identity.user(self._cwd, settings["user"]), line or None
+            line = settings.charge.line if line is None else line
+            return user or identity.user(self._cwd, settings.charge.user), line or None
         for name, given in (("user", user), ("line", line)):
             if given is not None and (given or None) != row[name]:
                 raise ValueError(
@@ -244,8 +251,8 @@ class Budget:
         )
 
     # ---- monthly caps, as run.py's _month_gate and the supervisor's month_allowance
-    def _month_guard(self, settings: Any, utc_clock: Callable[[], datetime]) -> MonthGuard | None:
-        team = team_of(settings)
+    def _month_guard(self, settings: config.Settings, utc_clock: Callable[[], datetime]) -> MonthGuard | None:
+        team = settings.team
         if not team.budgets(self._user, self._line):
             return None  # no monthly cap applies: calls read nothing more from the ledger
         return self._store.month_guard(team, self._user, self._line, utc_clock)
@@ -621,18 +628,18 @@ class Budget:
 
 def _configured_task_budget(settings: config.Settings) -> int | None:
     """[agents.anthropic-sdk] task_budget, held to Anthropic's minimum with its file named."""
-    entry = settings.values.get("task_budget")
-    if entry is None or entry.value is None:
+    total = settings.launch.task_budget
+    if total is None:
         return None
     try:
-        return check_total(entry.value)
+        return check_total(total)
     except ValueError as err:
-        raise ConfigError(f"{entry.origin}: task_budget: {err}") from None
+        raise ConfigError(f"{settings.origin('task_budget')}: task_budget: {err}") from None
 
 
 def _parse(key: str, raw: Any) -> Any:
     try:
-        value = config.KEYS[key].parse(raw)
+        value = config.parse_key(key, raw)
         return check_total(value) if key == "task_budget" and value is not None else value
     except ValueError as err:
         raise ValueError(f"Budget({key}={raw!r}): {err}") from None

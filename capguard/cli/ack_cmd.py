@@ -16,7 +16,6 @@ from capguard.config import identity
 from capguard.config.settings import load_settings
 from capguard.core import monthly, units
 from capguard.core.errors import ConfigError
-from capguard.core.team import team_of
 from capguard.core.units import format_usd
 from capguard.ledger.reconcile import open_reconciled
 
@@ -55,13 +54,13 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
         raise ConfigError("--reason: say why you go on past the cap; it is recorded in the ledger")
     allow = _allowance(ns.allow)
     settings = load_settings(None, flags={**flags, "line": ns.line or flags.get("line")})
-    user = identity.user(Path.cwd(), settings["user"])
-    with open_reconciled(settings["ledger"]) as ledger:
-        guard = MonthGuard(ledger, team_of(settings), user, settings["line"])
+    user = identity.user(Path.cwd(), settings.charge.user)
+    with open_reconciled(settings.charge.ledger) as ledger:
+        guard = MonthGuard(ledger, settings.team, user, settings.charge.line)
         if not guard.active:
             print(
                 f"capguard: no monthly cap applies to {user}"
-                + (f" or budget line {settings['line']}" if settings["line"] else "")
+                + (f" or budget line {settings.charge.line}" if settings.charge.line else "")
                 + "; nothing to acknowledge"
                 # the team's caps live in its config, which only the wrapper points at
                 + (" (a team budget? use capguard-team ack)" if capguard_command() == "capguard" else ""),

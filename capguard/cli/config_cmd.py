@@ -13,7 +13,6 @@ from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
 from capguard.core.redact import mask_dsn
-from capguard.core.team import team_of
 from capguard.core.units import format_duration, format_tokens, format_usd
 
 _SHOW = {
@@ -33,7 +32,7 @@ def show(key: str, value: object) -> str:
         return "off" if key in ("usd", "tokens", "wall", "steps", "map_tokens") else "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return " ".join(value) or "-"
     return _SHOW.get(key, str)(value)
 
@@ -41,10 +40,10 @@ def show(key: str, value: object) -> str:
 def in_force(settings: Settings) -> dict[str, tuple[object, str]]:
     """Each key's value and origin, with `ledger` and `user` as a run would resolve them when no layer set them:
     the default file under the data dir, and the identity from git or the login."""
-    shown = {key: (value.value, value.origin) for key, value in settings.values.items()}
-    if settings["ledger"] is None:
+    shown = {key: (value.value, value.origin) for key, value in settings.provenance.items()}
+    if settings.charge.ledger is None:
         shown["ledger"] = (str(paths.default_ledger_path()), f"default ({_data_dir_origin()})")
-    if settings["user"] is None:
+    if settings.charge.user is None:
         name, source = identity.resolve_user(Path.cwd())
         shown["user"] = (name, source)
     return shown
@@ -85,8 +84,8 @@ def _usd(micro: int | None) -> float | None:
 
 
 def _team_json(settings: Settings) -> dict:
-    team = team_of(settings)
-    user = identity.user(Path.cwd(), settings["user"])
+    team = settings.team
+    user = identity.user(Path.cwd(), settings.charge.user)
     return {
         "monthly_usd": _usd(team.monthly_usd),
         "monthly_warn_at": team.warn_at,
@@ -94,10 +93,10 @@ def _team_json(settings: Settings) -> dict:
         "users": {name: _usd(cap) for name, cap in team.users.items()},
         "lines": {name: _usd(cap) for name, cap in team.lines.items()},
         "origins": dict(team.origins),
-        "charged_to": {"user": user, "line": settings["line"]},
+        "charged_to": {"user": user, "line": settings.charge.line},
         "monthly_caps": [
             {"scope": scope, "name": name, "cap_usd": _usd(cap)}
-            for scope, name, cap in team.budgets(user, settings["line"])
+            for scope, name, cap in team.budgets(user, settings.charge.line)
         ],
     }
 
@@ -167,7 +166,7 @@ def _show_claude(settings: Settings) -> None:
 
 def _show_team(settings: Settings) -> None:
     """The [team] table (monthly caps) and which of its caps a run from here is charged to."""
-    team = team_of(settings)
+    team = settings.team
     if not team.origins:
         return
     origin = team.origins.get
@@ -179,6 +178,6 @@ def _show_team(settings: Settings) -> None:
     for kind, caps in (("users", team.users), ("lines", team.lines)):
         for name, cap in caps.items():
             print(f"  team.{kind}.{name}: monthly_usd {show('usd', cap)}  {origin(f'{kind}.{name}')}")
-    user, line = identity.user(Path.cwd(), settings["user"]), settings["line"]
+    user, line = identity.user(Path.cwd(), settings.charge.user), settings.charge.line
     applied = [f"{name} {show('usd', cap)}" for _, name, cap in team.budgets(user, line)]
     print(f"  monthly caps for {user}" + (f" on line {line}" if line else "") + ": " + (", ".join(applied) or "none"))

@@ -115,9 +115,10 @@ def _run(root: Path, flags: dict, aider: str) -> int:
     # the demo's fake spend stays out of your ledger and run history
     os.environ["CAPGUARD_HOME"] = str(root / "capguard")
     settings = load_settings("aider", flags={**flags, "ledger": str(root / "capguard" / "ledger.db")}, env={}, files=[])
-    cap = settings["usd"] / 1_000_000
+    usd = settings.caps.usd_micro  # `--usd off` leaves the demo to its wall-clock cap
+    cap = "no USD cap" if usd is None else f"cap ${usd / 1_000_000:.2f}"
     print(
-        f"capguard demo: aider against a fake model on 127.0.0.1; every reply costs $0.145, cap ${cap:.2f}",
+        f"capguard demo: aider against a fake model on 127.0.0.1; every reply costs $0.145, {cap}",
         file=sys.stderr,
     )
     with FakeOpenAI(runaway_script(prompt_tokens=REPLY_TOKENS[0], completion_tokens=REPLY_TOKENS[1])) as server:

@@ -56,7 +56,9 @@ def _line_resolver(explicit: str | None, flags: Flags) -> Callable[[str | None],
         if project not in cache:
             folder = Path(project) if project else Path.cwd()
             try:
-                cache[project] = load_settings(None, flags=flags, cwd=folder if folder.is_dir() else Path.cwd())["line"]
+                cache[project] = load_settings(
+                    None, flags=flags, cwd=folder if folder.is_dir() else Path.cwd()
+                ).charge.line
             except (CapguardError, OSError):
                 cache[project] = None
         return cache[project]
@@ -68,10 +70,10 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
     if ns.jobs < 0:
         raise CapguardError("--jobs must be 0 (automatic) or more")
     settings = load_settings(None, flags=flags)
-    user = ns.user or identity.user(Path.cwd(), settings["user"])
+    user = ns.user or identity.user(Path.cwd(), settings.charge.user)
     progress = Progress(sys.stderr, enabled=not (ns.json or ns.quiet), label=f"import {ns.agent}")
     started = time.monotonic()
-    with open_reconciled(settings["ledger"]) as ledger:
+    with open_reconciled(settings.charge.ledger) as ledger:
         marks = state.ImportState(state.default_path(), ledger_identity(ledger))
         writer = ImportWriter(ledger, user=user, host=identity.host())
         line_of = _line_resolver(ns.line, flags)
@@ -82,7 +84,7 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
                     writer,
                     marks,
                     roots,
-                    target=settings["ledger"],
+                    target=settings.charge.ledger,
                     overrides=settings.prices,
                     jobs=ns.jobs,
                     line_of=line_of,

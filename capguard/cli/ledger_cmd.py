@@ -17,7 +17,6 @@ from capguard.config.settings import load_settings
 from capguard.core import monthly
 from capguard.core.errors import ConfigError
 from capguard.core.sanitize import csv_cell
-from capguard.core.team import team_of
 from capguard.core.units import format_usd
 from capguard.ledger import Ledger, normalize_utc, open_ledger
 from capguard.ledger.reconcile import open_reconciled
@@ -65,16 +64,16 @@ def run(
     _check_options(ns)
     settings = load_settings(None, flags=flags)
     if ns.action == "init":
-        with open_ledger(settings["ledger"], fresh=True) as ledger:
+        with open_ledger(settings.charge.ledger, fresh=True) as ledger:
             print(f"ledger: {ledger.path_or_url}")
-        with open_reconciled(settings["ledger"]):  # spools of earlier runs go into it now
+        with open_reconciled(settings.charge.ledger):  # spools of earlier runs go into it now
             return 0
     now = clock()
     if ns.action == "export":
         period = period_of(ns.since, ns.until, now)  # bad bounds fail before the ledger is opened
     if ns.action == "prune":
-        before = _prune_bound(ns.before, now, team_of(settings).zone)
-    with open_reconciled(settings["ledger"]) as ledger:
+        before = _prune_bound(ns.before, now, settings.team.zone)
+    with open_reconciled(settings.charge.ledger) as ledger:
         if ns.action == "path":
             print(ledger.path_or_url)
         elif ns.action == "export":

@@ -12,7 +12,6 @@ from pathlib import Path
 from capguard.cli.options import Flags
 from capguard.config.settings import Settings, load_settings
 from capguard.core.errors import ConfigError
-from capguard.core.team import team_of
 from capguard.ledger.reconcile import open_reconciled
 from capguard.reports import aggregate, render
 from capguard.reports.period import describe, parse_bound
@@ -71,7 +70,7 @@ def run(
     if ns.html:
         write_page(settings, period, Path(ns.html), clock())
         return 0
-    with open_reconciled(settings["ledger"]) as ledger:
+    with open_reconciled(settings.charge.ledger) as ledger:
         runs, parts = fetch(ledger, period, ns.by)
         where = ledger.path_or_url
     report = build(
@@ -93,8 +92,8 @@ def write_page(settings: Settings, period: Period, path: Path, now: datetime) ->
     from capguard.budget.allowance import month_standings
     from capguard.reports.html import write_dashboard
 
-    with open_reconciled(settings["ledger"]) as ledger:
-        standings = month_standings(ledger, team_of(settings), now)
+    with open_reconciled(settings.charge.ledger) as ledger:
+        standings = month_standings(ledger, settings.team, now)
         try:
             return write_dashboard(ledger, period, path, standings=standings, now=now)
         except OSError as err:

@@ -69,7 +69,7 @@ def run(
         raise ConfigError("--min-runs must be 1 or more")
     period = period_of(ns.since, ns.until, clock())
     settings = load_settings(None, flags=flags)
-    with open_reconciled(settings["ledger"]) as ledger:
+    with open_reconciled(settings.charge.ledger) as ledger:
         runs, parts = fetch(ledger, period, "run")
     made, few = suggest.suggest(suggest.samples(runs, parts), per=ns.per, headroom=headroom, min_runs=ns.min_runs)
     if ns.json:

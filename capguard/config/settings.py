@@ -1,7 +1,21 @@
 """Layered settings with provenance: defaults < team file < user file < repo file < environment < flags.
 
-Each value remembers where it came from, so `capguard config` can say why a cap is what it is. A repo file that
-is not trusted, and every layer above a key the team file locked, may only make the run stricter (tighten.py).
+Parsed and validated once, into one frozen dataclass per section (`Settings.caps`, `.supervise`, `.charge`,
+`.output`, `.launch`, `.prices`, `.team`), each value with its exact type; a bad value is a ConfigError that names
+its file (or variable, or flag) and key. Each value remembers where it came from (`Settings.origin(key)`), so
+`capguard config` can say why a cap is what it is. A repo file that is not trusted, and every layer above a key
+the team file locked, may only make the run stricter (core/tighten.py).
+
+Adding a setting:
+- a key (`usd = 5`, also `[agents.<name>] usd = 5`): one field in its section's dataclass below (or in
+  core/caps.py's Caps) and one entry in KEYS: `Key(section, parser, default, help)`, with `attr=` when the
+  field's name is not the key's and `top_level=False` for a key only an [agents.<name>] table may set. It is then
+  read from every file, from CAPGUARD_<KEY> (unless `env=False`), shown by `capguard config`, and read as
+  `settings.<section>.<field>`. A key that limits a run also goes in core/tighten.py (how it tightens).
+- a table of its own (`[team]`, `[models."glob"]`): one field on Settings and one entry in TABLES, a parser of
+  that table's layers [(file, table), ...] (lowest precedence first) returning the field's type and naming file
+  and key in its errors.
+- a section of its own: a frozen dataclass, its name and class in SECTIONS, and the field on Settings.
 """
 
 from __future__ import annotations
@@ -12,15 +26,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from capguard import paths
 from capguard.agents import NAMES
 from capguard.config import trust
 from capguard.core import team, tighten, units
-from capguard.core.caps import UNPRICED_POLICIES, Caps
+from capguard.core.caps import Caps
+from capguard.core.enums import UnpricedPolicy
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import ModelPrice
+from capguard.core.team import TeamConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,10 +47,68 @@ AGENTS = NAMES  # the agents registry is the only list
 LIBRARY = "anthropic-sdk"  # the library's tasks (capguard.Budget) take their defaults from [agents.anthropic-sdk]
 LIBRARY_KEYS = ("usd", "tokens", "steps", "wall", "warn_at", "unpriced", "task_budget")  # what a Budget uses
 OFF = ("off", "none", "unlimited")
+MapOverCap = Literal["refuse", "clamp"]
 
 
-def _positive(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse_cap(raw: Any) -> Any:
+# ---- the sections: what the rest of capguard reads, typed
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """How the agent is stopped (the polite stop's grace, then SIGTERM's) and how its files are watched."""
+
+    grace_s: float
+    kill_after_s: float
+    poll: bool
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Where runs are written and who they are charged to: under a team config these are the team's to say."""
+
+    ledger: str | None  # a SQLite path or a postgresql:// URL; None: the data dir's ledger
+    user: str | None  # None: git user.email, else $USER@host (config/identity.py)
+    line: str | None
+
+
+@dataclass(frozen=True)
+class Output:
+    """What capguard writes besides the agent's own output."""
+
+    title: bool
+    quiet: bool
+    report_json: str | None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the agent is started and the cost knobs it reads itself: mostly [agents.<name>] keys."""
+
+    command: str | None
+    args: tuple[str, ...]
+    map_over_cap: MapOverCap
+    model: str | None
+    subagent_model: str | None
+    max_output_tokens: int | None
+    effort: str | None
+    disable_thinking: bool
+    task_budget: int | None
+
+
+SECTIONS: dict[str, type] = {
+    "caps": Caps,
+    "supervise": Supervision,
+    "charge": Charge,
+    "output": Output,
+    "launch": Launch,
+}
+
+
+# ---- parsers of one raw value (from TOML, an environment variable or a flag)
+
+
+def _positive(parse: Callable[[Any], int | float]) -> Callable[[Any], int | float | None]:
+    def parse_cap(raw: Any) -> int | float | None:
         if isinstance(raw, str) and raw.strip().lower() in OFF:
             return None
         value = parse(raw)
@@ -61,76 +135,116 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _unpriced(raw: Any) -> UnpricedPolicy:
+    return UnpricedPolicy(_choice(*(policy.value for policy in UnpricedPolicy))(raw))
+
+
 def _text(raw: Any) -> str:
     if not isinstance(raw, str):
         raise ValueError(f"{raw!r} is not a string")
     return raw
 
 
-def _arg_list(raw: Any) -> list[str]:
+def _arg_list(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         import shlex
 
-        return shlex.split(raw)
+        return tuple(shlex.split(raw))
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ValueError(f"{raw!r} is not a list of strings")
-    return list(raw)
+    return tuple(raw)
 
 
 @dataclass(frozen=True)
 class Key:
-    parse: Callable[[Any], Any]
-    default: Any
+    """One key of the files: the section and field it fills, how its raw value is parsed, its default."""
+
+    section: str  # a name in SECTIONS
+    parse: Callable[[Any], object]
+    default: object
     help: str
+    attr: str = ""  # the section's field, when it is not named as the key
     env: bool = True  # read from CAPGUARD_<NAME>
+    top_level: bool = True  # False: only an [agents.<name>] table may set it
+
+    def field_name(self, key: str) -> str:
+        return self.attr or key
 
 
 KEYS: dict[str, Key] = {
-    "usd": Key(_positive(units.parse_usd), None, "USD cap per run (5, $5, 0.50)"),
-    "tokens": Key(_positive(units.parse_tokens), None, "token cap per run, all token kinds (500k, 1.5M)"),
-    "wall": Key(_positive(units.parse_duration), None, "wall-clock cap per run (90s, 30m, 1h30m)"),
-    "steps": Key(_positive(units.parse_count), None, "cap on model replies per run"),
-    "map_tokens": Key(_map_tokens, None, "cap on aider's repo map, in tokens"),
-    "stuck": Key(_positive(units.parse_count), 5, "stop when the same tool call fails this many times in a row"),
-    "warn_at": Key(units.parse_fraction, 0.8, "soft threshold, as a fraction of each cap"),
-    "grace": Key(units.parse_duration, 3.0, "time a polite stop may take before SIGTERM"),
-    "kill_after": Key(units.parse_duration, 2.0, "time after SIGTERM before SIGKILL"),
-    "unpriced": Key(_choice(*UNPRICED_POLICIES), "stop", "what to do with a model nobody can price"),
-    "map_over_cap": Key(_choice("refuse", "clamp"), "refuse", "a user's --map-tokens above the cap"),
-    "report_json": Key(_text, None, "also write the JSON report to this path"),
-    "ledger": Key(_text, None, "ledger: a SQLite path or a postgresql:// URL (default: data dir)"),
-    "user": Key(_text, None, "who runs are charged to (default: git user.email, else $USER@host)"),
-    "line": Key(_text, None, "the budget line runs are charged to, e.g. shared-infra (team budgets)"),
-    "title": Key(units.parse_bool, True, "show live spend in the terminal title"),
-    "poll": Key(units.parse_bool, False, "watch files by polling (network filesystems)"),
-    "quiet": Key(units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
-    "command": Key(_text, None, "the agent's executable (default: its usual name on PATH)", env=False),
-    "args": Key(_arg_list, [], "extra arguments given to the agent before the user's", env=False),
+    "usd": Key("caps", _positive(units.parse_usd), None, "USD cap per run (5, $5, 0.50)", attr="usd_micro"),
+    "tokens": Key("caps", _positive(units.parse_tokens), None, "token cap per run, all token kinds (500k, 1.5M)"),
+    "wall": Key("caps", _positive(units.parse_duration), None, "wall-clock cap per run (90s, 30m, 1h30m)", "wall_s"),
+    "steps": Key("caps", _positive(units.parse_count), None, "cap on model replies per run"),
+    "map_tokens": Key("caps", _map_tokens, None, "cap on aider's repo map, in tokens"),
+    "stuck": Key(
+        "caps", _positive(units.parse_count), 5, "stop when the same tool call fails this many times in a row"
+    ),
+    "warn_at": Key("caps", units.parse_fraction, 0.8, "soft threshold, as a fraction of each cap"),
+    "grace": Key("supervise", units.parse_duration, 3.0, "time a polite stop may take before SIGTERM", "grace_s"),
+    "kill_after": Key("supervise", units.parse_duration, 2.0, "time after SIGTERM before SIGKILL", "kill_after_s"),
+    "unpriced": Key("caps", _unpriced, UnpricedPolicy.STOP, "what to do with a model nobody can price"),
+    "map_over_cap": Key("launch", _choice("refuse", "clamp"), "refuse", "a user's --map-tokens above the cap"),
+    "report_json": Key("output", _text, None, "also write the JSON report to this path"),
+    "ledger": Key("charge", _text, None, "ledger: a SQLite path or a postgresql:// URL (default: data dir)"),
+    "user": Key("charge", _text, None, "who runs are charged to (default: git user.email, else $USER@host)"),
+    "line": Key("charge", _text, None, "the budget line runs are charged to, e.g. shared-infra (team budgets)"),
+    "title": Key("output", units.parse_bool, True, "show live spend in the terminal title"),
+    "poll": Key("supervise", units.parse_bool, False, "watch files by polling (network filesystems)"),
+    "quiet": Key("output", units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
+    "command": Key(
+        "launch", _text, None, "the agent's executable (default: its usual name on PATH)", env=False, top_level=False
+    ),
+    "args": Key(
+        "launch", _arg_list, (), "extra arguments given to the agent before the user's", env=False, top_level=False
+    ),
     # Claude Code's own cost settings, translated to what it reads (ANTHROPIC_MODEL, --task-budget, ...)
-    "model": Key(_text, None, "Claude Code's main model (ANTHROPIC_MODEL)", env=False),
-    "subagent_model": Key(_text, None, "Claude Code's subagent model (CLAUDE_CODE_SUBAGENT_MODEL)", env=False),
-    "max_output_tokens": Key(_positive(units.parse_tokens), None, "Claude Code's max_tokens per request", env=False),
-    "effort": Key(_choice("low", "medium", "high", "xhigh", "max"), None, "Claude Code's effort level", env=False),
-    "disable_thinking": Key(units.parse_bool, False, "turn Claude Code's extended thinking off", env=False),
+    "model": Key("launch", _text, None, "Claude Code's main model (ANTHROPIC_MODEL)", env=False, top_level=False),
+    "subagent_model": Key(
+        "launch", _text, None, "Claude Code's subagent model (CLAUDE_CODE_SUBAGENT_MODEL)", env=False, top_level=False
+    ),
+    "max_output_tokens": Key(
+        "launch",
+        _positive(units.parse_tokens),
+        None,
+        "Claude Code's max_tokens per request",
+        env=False,
+        top_level=False,
+    ),
+    "effort": Key(
+        "launch",
+        _choice("low", "medium", "high", "xhigh", "max"),
+        None,
+        "Claude Code's effort level",
+        env=False,
+        top_level=False,
+    ),
+    "disable_thinking": Key(
+        "launch", units.parse_bool, False, "turn Claude Code's extended thinking off", env=False, top_level=False
+    ),
     "task_budget": Key(
-        _positive(units.parse_tokens), None, "Claude's API-side task budget, >= 20,000 tokens", env=False
+        "launch",
+        _positive(units.parse_tokens),
+        None,
+        "Claude's API-side task budget, >= 20,000 tokens",
+        env=False,
+        top_level=False,
     ),
 }
-AGENT_ONLY = (
-    "command",
-    "args",
-    "model",
-    "subagent_model",
-    "max_output_tokens",
-    "effort",
-    "disable_thinking",
-    "task_budget",
-)
+AGENT_ONLY = tuple(key for key, spec in KEYS.items() if not spec.top_level)
+
+# Top-level tables with a parser of their own: name -> the parser of its tables [(file, table), ...], lowest
+# precedence first, returning the type of Settings.<name>. Each validates its own keys, naming file and key.
+TABLES: dict[str, Callable[[list[tuple[str, Any]]], object]] = {
+    "team": team.parse_layers,  # monthly caps: [team], [team.users."dev@example.com"], [team.lines."infra"]
+}
 
 
 @dataclass(frozen=True)
 class Value:
-    value: Any
+    """A key's value as parsed (its typed home is the section's field) and where it came from."""
+
+    value: object
     origin: str
 
 
@@ -153,44 +267,48 @@ class Ignored:
     why: str  # "untrusted" | "locked"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """The effective configuration of one run (or of `capguard config`)."""
+    """The effective configuration of one run (or of `capguard config`), parsed once."""
 
     agent: str | None
-    values: dict[str, Value]
+    caps: Caps
+    supervise: Supervision
+    charge: Charge
+    output: Output
+    launch: Launch
+    team: TeamConfig
     prices: dict[str, ModelPrice] = field(default_factory=dict)
+    provenance: Mapping[str, Value] = field(default_factory=dict)  # every key of KEYS, for `capguard config`
     files: list[Path] = field(default_factory=list)
-    sections: dict[str, Any] = field(default_factory=dict)  # parsed extension tables, e.g. "team"
     layers: list[Layer] = field(default_factory=list)
     locks: frozenset[str] = frozenset()  # keys the team config locked
     lock_origin: str | None = None  # the team config that locked them
     ignored: list[Ignored] = field(default_factory=list)
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key].value
-
     def origin(self, key: str) -> str:
-        return self.values[key].origin
-
-    def caps(self) -> Caps:
-        return Caps(
-            usd_micro=self["usd"],
-            tokens=self["tokens"],
-            wall_s=self["wall"],
-            steps=self["steps"],
-            map_tokens=self["map_tokens"],
-            stuck=self["stuck"],
-            warn_at=self["warn_at"],
-            unpriced=self["unpriced"],
-        )
+        """Where `key`'s value came from: "default", a file (with its [agents.<name>] table), a variable, a flag."""
+        return self.provenance[key].origin
 
 
-def _parse(key: str, raw: Any, where: str) -> Any:
+def _typed(values: Mapping[str, Value]) -> dict[str, Any]:
+    """The sections of SECTIONS, each built from its keys' values (parsed by KEYS, so of the fields' types)."""
+    fields: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, spec in KEYS.items():
+        fields[spec.section][spec.field_name(key)] = values[key].value
+    return {name: cls(**fields[name]) for name, cls in SECTIONS.items()}
+
+
+def _parse(key: str, raw: Any, where: str) -> object:
     try:
         return KEYS[key].parse(raw)
     except ValueError as err:
         raise ConfigError(f"{where}: {key}: {err}") from None
+
+
+def parse_key(key: str, raw: Any) -> object:
+    """One key's raw value parsed as a file's would be (ValueError says why not): for the library's arguments."""
+    return KEYS[key].parse(raw)
 
 
 def _parse_price(model: str, table: Any, where: str) -> ModelPrice:
@@ -218,7 +336,7 @@ def _parse_price(model: str, table: Any, where: str) -> ModelPrice:
     return ModelPrice(**parsed)
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict[str, Any]:
     return _parse_toml(path, _read_bytes(path))
 
 
@@ -229,9 +347,10 @@ def _read_bytes(path: Path) -> bytes:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
 
 
-def _parse_toml(path: Path, content: bytes) -> dict:
+def _parse_toml(path: Path, content: bytes) -> dict[str, Any]:
     try:
-        return tomllib.loads(content.decode("utf-8"))
+        data: dict[str, Any] = tomllib.loads(content.decode("utf-8"))
+        return data
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
@@ -242,7 +361,7 @@ TEAM_LOCKS = ("team", "prices", "ledger", "user", "line")
 LOCKABLE = (*KEYS, "prices", "team")
 
 
-def _lock_names(path: Path, data: dict, key: str) -> set[str]:
+def _lock_names(path: Path, data: dict[str, Any], key: str) -> set[str]:
     raw = data.get(key, [])
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ConfigError(f'{path}: {key}: expected a list of keys, e.g. {key} = ["usd", "ledger"]')
@@ -265,7 +384,7 @@ class _Layers:
         self.agent = agent
         self.values = {key: Value(spec.default, "default") for key, spec in KEYS.items()}
         self.prices: dict[str, ModelPrice] = {}
-        self.sections: dict[str, list[tuple[str, Any]]] = {}
+        self.tables: dict[str, list[tuple[str, Any]]] = {}
         self.locks: frozenset[str] = frozenset()
         self.lock_origin: str | None = None
         self.ignored: list[Ignored] = []
@@ -285,7 +404,7 @@ class _Layers:
         if left_out:
             self.ignored.append(Ignored(source, tuple(dict.fromkeys(left_out)), why))
 
-    def file(self, path: Path, data: dict, *, kind: str = "user", trusted: bool = True) -> None:
+    def file(self, path: Path, data: dict[str, Any], *, kind: str = "user", trusted: bool = True) -> None:
         locks = self._team_locks(path, data) if kind == "team" else None
         held = not trusted
         left_out: list[str] = []
@@ -303,7 +422,7 @@ class _Layers:
                 raise ConfigError(
                     f"{path}: {key}: belongs in an agent's section, e.g. [agents.aider] or [agents.claude]"
                 )
-            elif key in EXTENSION_SECTIONS:
+            elif key in TABLES:
                 self._section(key, raw, str(path), held, left_out)
             else:
                 raise ConfigError(f"{path}: {key}: unknown key (see config.example.toml)")
@@ -326,7 +445,7 @@ class _Layers:
         if env.get("CAPGUARD_TEAM_LEDGER", "") != "" and self.values["ledger"].origin == "default":
             self.set("ledger", env["CAPGUARD_TEAM_LEDGER"], "environment CAPGUARD_TEAM_LEDGER")
 
-    def _team_locks(self, path: Path, data: dict) -> frozenset[str]:
+    def _team_locks(self, path: Path, data: dict[str, Any]) -> frozenset[str]:
         return frozenset((set(TEAM_LOCKS) | _lock_names(path, data, "lock")) - _lock_names(path, data, "unlock"))
 
     def _agents(self, path: Path, raw: Any) -> None:
@@ -359,15 +478,15 @@ class _Layers:
 
     def _section(self, key: str, raw: Any, where: str, held: bool, left_out: list[str]) -> None:
         if not (held or key in self.locks):
-            self.sections.setdefault(key, []).append((where, raw))
+            self.tables.setdefault(key, []).append((where, raw))
         elif key != "team":
             left_out.append(key)
         else:  # monthly caps: only lower ones, checked against what the lower layers set
             offered = team.parse_layers([(where, raw)])
-            kept, ignored = tighten.tighter_team(raw, offered, team.parse_layers(self.sections.get("team", [])))
+            kept, ignored = tighten.tighter_team(raw, offered, team.parse_layers(self.tables.get("team", [])))
             left_out += ignored
             if kept:
-                self.sections.setdefault("team", []).append((where, kept))
+                self.tables.setdefault("team", []).append((where, kept))
 
     def env(self, env: Mapping[str, str], names: Mapping[str, str] | None = None) -> None:
         """CAPGUARD_<KEY> (or the `names` given: variable -> key); the team's locks hold here too."""
@@ -385,13 +504,6 @@ class _Layers:
                 left_out: list[str] = []
                 self.offer(key, raw, flag, held=False, left_out=left_out)
                 self._note(f"{flag} {raw}", left_out, "locked")
-
-
-# Top-level tables owned by other features: name -> the parser of its tables [(file, table), ...], lowest
-# precedence first. Each owner validates its own keys (naming file and key); the result is Settings.sections[name].
-EXTENSION_SECTIONS: dict[str, Callable[[list[tuple[str, Any]]], Any]] = {
-    "team": team.parse_layers,  # monthly caps: [team], [team.users."dev@example.com"], [team.lines."infra"]
-}
 
 
 def discover(cwd: Path, env: Mapping[str, str] | None = None) -> list[tuple[Path, str]]:
@@ -453,17 +565,18 @@ def load_settings(
         layers.env(env, AGENT_ENV[agent or ""])
     layers.env(env)  # capguard's own variables beat the agent-flavoured ones
     layers.flags(flags or {})
-    sections = {name: parse(layers.sections.get(name, [])) for name, parse in EXTENSION_SECTIONS.items()}
+    tables: dict[str, Any] = {name: parse(layers.tables.get(name, [])) for name, parse in TABLES.items()}
     return Settings(
         agent,
-        layers.values,
-        layers.prices,
-        [layer.path for layer in read],
-        sections,
-        read,
-        layers.locks,
-        layers.lock_origin,
-        layers.ignored,
+        **_typed(layers.values),
+        **tables,
+        prices=layers.prices,
+        provenance=layers.values,
+        files=[layer.path for layer in read],
+        layers=read,
+        locks=layers.locks,
+        lock_origin=layers.lock_origin,
+        ignored=layers.ignored,
     )
 
 

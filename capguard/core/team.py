@@ -50,11 +50,6 @@ class TeamConfig:
         return [(scope, name, cap) for scope, name, cap in found if name and cap is not None]
 
 
-def team_of(settings: Any) -> TeamConfig:
-    """The parsed [team] table of loaded Settings (an empty one when no file has it)."""
-    return settings.sections.get("team") or TeamConfig()
-
-
 def _monthly_usd(raw: Any) -> int | None:
     if isinstance(raw, str) and raw.strip().lower() in OFF:
         return None

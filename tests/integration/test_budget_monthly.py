@@ -21,7 +21,6 @@ from capguard import Budget, BudgetExceeded  # noqa: E402
 from capguard.budget.allowance import MonthGuard, utc_text  # noqa: E402
 from capguard.config.settings import load_settings  # noqa: E402
 from capguard.core.monthly import month_of, warnings  # noqa: E402
-from capguard.core.team import team_of  # noqa: E402
 from capguard.ledger import open_ledger  # noqa: E402
 from tests.fakes.fake_anthropic import FakeAnthropic, Script  # noqa: E402
 from tests.integration.test_budget_sdk import OPUS, PROMPT, USAGE, loop, main_requests, sdk  # noqa: E402
@@ -125,7 +124,7 @@ def test_the_warning_past_the_soft_threshold_is_the_clis_line_once(team, server)
     team.seed(0.40)
     with open_ledger(team.target) as ledger:
         settings = load_settings(None, cwd=team.tmp)
-        [cli_line] = warnings(MonthGuard(ledger, team_of(settings), USER, None).standings())
+        [cli_line] = warnings(MonthGuard(ledger, settings.team, USER, None).standings())
     seen = []
     budget = team.budget(usd=5, on_warning=seen.append)
     assert [(w.cap, w.message) for w in seen] == [("monthly", cli_line)]

@@ -23,7 +23,6 @@ from capguard.budget.allowance import MonthGuard, utc_text
 from capguard.config.settings import load_settings
 from capguard.core.ids import new_id
 from capguard.core.monthly import month_of
-from capguard.core.team import team_of
 from capguard.ledger import RunStart, UsageRecord, open_ledger, utc_now
 from capguard.run import run_agent
 from tests.integration.conftest import FAKES, Capguard, make_repo, wait_for
@@ -174,7 +173,7 @@ def test_a_budget_line_counts_every_developers_runs_and_its_ack_lifts_it_for_all
     assert rc == 0, err
     settings = load_settings(None, files=[team.config], env={})
     with open_ledger(team.target) as ledger:
-        [line] = MonthGuard(ledger, team_of(settings), "other@example.com", "infra").standings()  # no cap of their own
+        [line] = MonthGuard(ledger, settings.team, "other@example.com", "infra").standings()  # no cap of their own
     assert (line.limit_micro, line.state) == (1_500_000, "ok")  # the other developer may go on too
 
 
@@ -345,12 +344,12 @@ def test_rollover_is_exact_for_spend_and_acks_with_an_injected_clock(team):
     before, after = boundary - timedelta(microseconds=1), boundary
     team.seed(0.60, at=before)
     with open_ledger(team.target) as ledger:
-        november = MonthGuard(ledger, team_of(settings), USER, None, clock=lambda: before)
+        november = MonthGuard(ledger, settings.team, USER, None, clock=lambda: before)
         [standing] = november.standings()
         assert (standing.month.label, standing.spent_micro, standing.state) == ("2026-11", 600_000, "over")
         [(_, limit)] = november.ack("month end crunch", allow_micro=None, host="laptop")
         assert limit == 725_000 and november.standings()[0].state == "warn"
-        [december] = MonthGuard(ledger, team_of(settings), USER, None, clock=lambda: after).standings()
+        [december] = MonthGuard(ledger, settings.team, USER, None, clock=lambda: after).standings()
         assert (december.month.label, december.spent_micro, december.limit_micro) == ("2026-12", 0, 500_000)
 
 

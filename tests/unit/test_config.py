@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -12,8 +13,10 @@ from capguard.config import settings as config
 from capguard.config import trust
 from capguard.config.settings import load_settings
 from capguard.core.caps import Caps
+from capguard.core.enums import UnpricedPolicy
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import ModelPrice
+from capguard.core.team import TeamConfig
 
 
 @pytest.fixture
@@ -50,11 +53,11 @@ def trusted(path: Path, text: str) -> Path:
 
 def test_defaults_apply_when_nothing_is_configured(project):
     settings = load(project)
-    assert settings["usd"] is None
-    assert settings["warn_at"] == 0.8
-    assert settings["grace"] == 3.0
-    assert settings["unpriced"] == "stop"
-    assert settings["map_over_cap"] == "refuse"
+    assert settings.caps.usd_micro is None
+    assert settings.caps.warn_at == 0.8
+    assert settings.supervise.grace_s == 3.0
+    assert settings.caps.unpriced == "stop"
+    assert settings.launch.map_over_cap == "refuse"
     assert settings.origin("usd") == "default"
     assert settings.files == []
 
@@ -62,7 +65,7 @@ def test_defaults_apply_when_nothing_is_configured(project):
 def test_user_file_under_xdg_config_home_is_read(project, user_file):
     write(user_file, "usd = 5\n")
     settings = load(project)
-    assert settings["usd"] == 5_000_000
+    assert settings.caps.usd_micro == 5_000_000
     assert settings.origin("usd") == str(user_file)
 
 
@@ -70,14 +73,14 @@ def test_capguard_config_names_the_user_file(project, tmp_path, monkeypatch):
     chosen = write(tmp_path / "team.toml", "tokens = '500k'\n")
     monkeypatch.setenv("CAPGUARD_CONFIG", str(chosen))
     settings = load_settings(None, cwd=project)
-    assert settings["tokens"] == 500_000
+    assert settings.caps.tokens == 500_000
     assert settings.files == [chosen]
 
 
 def test_capguard_config_in_the_given_env_names_the_user_file(project, tmp_path):
     chosen = write(tmp_path / "team.toml", "tokens = '500k'\n")
     settings = load(project, env={"CAPGUARD_CONFIG": str(chosen)})
-    assert settings["tokens"] == 500_000
+    assert settings.caps.tokens == 500_000
 
 
 def test_capguard_config_pointing_nowhere_is_an_error_naming_the_variable(project, tmp_path, monkeypatch):
@@ -92,9 +95,9 @@ def test_project_file_beats_user_file(project, user_file):
     write(user_file, "usd = 5\nwall = '1h'\n")
     project_file = write(project / ".capguard.toml", "usd = 2\n")
     settings = load(project)
-    assert settings["usd"] == 2_000_000
+    assert settings.caps.usd_micro == 2_000_000
     assert settings.origin("usd") == str(project_file)
-    assert settings["wall"] == 3600.0
+    assert settings.caps.wall_s == 3600.0
     assert settings.files == [user_file, project_file]
 
 
@@ -102,7 +105,7 @@ def test_project_file_is_found_from_a_subdirectory(project):
     write(project / ".capguard.toml", "steps = 7\n")
     deep = project / "src" / "pkg"
     deep.mkdir(parents=True)
-    assert load(deep)["steps"] == 7
+    assert load(deep).caps.steps == 7
 
 
 def test_nearest_project_file_wins_over_a_farther_one(project):
@@ -110,7 +113,7 @@ def test_nearest_project_file_wins_over_a_farther_one(project):
     inner = project / "sub"
     inner.mkdir()
     write(inner / ".capguard.toml", "steps = 3\n")
-    assert load(inner)["steps"] == 3
+    assert load(inner).caps.steps == 3
 
 
 def test_user_file_that_is_also_the_project_file_is_read_once(project, monkeypatch):
@@ -122,13 +125,13 @@ def test_user_file_that_is_also_the_project_file_is_read_once(project, monkeypat
 def test_environment_beats_project_file(project):
     write(project / ".capguard.toml", "usd = 2\n")
     settings = load(project, env={"CAPGUARD_USD": "3"})
-    assert settings["usd"] == 3_000_000
+    assert settings.caps.usd_micro == 3_000_000
     assert settings.origin("usd") == "environment CAPGUARD_USD"
 
 
 def test_flags_beat_environment(project):
     settings = load(project, env={"CAPGUARD_USD": "3"}, flags={"usd": "4"})
-    assert settings["usd"] == 4_000_000
+    assert settings.caps.usd_micro == 4_000_000
     assert settings.origin("usd") == "--usd"
 
 
@@ -138,35 +141,35 @@ def test_flag_origin_uses_the_dashed_flag_name(project):
 
 def test_flag_left_unset_does_not_override(project):
     write(project / ".capguard.toml", "usd = 2\n")
-    assert load(project, flags={"usd": None})["usd"] == 2_000_000
+    assert load(project, flags={"usd": None}).caps.usd_micro == 2_000_000
 
 
 def test_empty_environment_variable_is_ignored(project):
     write(project / ".capguard.toml", "usd = 2\n")
-    assert load(project, env={"CAPGUARD_USD": ""})["usd"] == 2_000_000
+    assert load(project, env={"CAPGUARD_USD": ""}).caps.usd_micro == 2_000_000
 
 
 def test_os_environment_is_used_when_no_env_is_given(project, monkeypatch):
     monkeypatch.setenv("CAPGUARD_STEPS", "9")
-    assert load_settings(None, cwd=project)["steps"] == 9
+    assert load_settings(None, cwd=project).caps.steps == 9
 
 
 def test_off_in_project_file_unsets_a_user_cap(project, user_file):
     write(user_file, "usd = 5\n")
     project_file = trusted(project / ".capguard.toml", "usd = 'off'\n")
     settings = load(project)
-    assert settings["usd"] is None
+    assert settings.caps.usd_micro is None
     assert settings.origin("usd") == str(project_file)
 
 
 @pytest.mark.parametrize("word", ["off", "OFF", "none", "unlimited"])
 def test_off_from_a_flag_unsets_an_environment_cap(project, word):
-    assert load(project, env={"CAPGUARD_WALL": "30m"}, flags={"wall": word})["wall"] is None
+    assert load(project, env={"CAPGUARD_WALL": "30m"}, flags={"wall": word}).caps.wall_s is None
 
 
 def test_off_from_environment_unsets_a_file_cap(project):
     write(project / ".capguard.toml", "tokens = '1M'\n")
-    assert load(project, env={"CAPGUARD_TOKENS": "off"})["tokens"] is None
+    assert load(project, env={"CAPGUARD_TOKENS": "off"}).caps.tokens is None
 
 
 def test_zero_cap_is_refused_with_a_hint_to_use_off(project):
@@ -216,18 +219,18 @@ def test_unreadable_file_is_a_config_error(project, tmp_path):
 def test_agent_section_applies_to_that_agent(project):
     project_file = write(project / ".capguard.toml", "usd = 5\n[agents.aider]\nusd = 1\n")
     settings = load(project, "aider")
-    assert settings["usd"] == 1_000_000
+    assert settings.caps.usd_micro == 1_000_000
     assert settings.origin("usd") == f"{project_file} [agents.aider]"
 
 
 def test_agent_section_does_not_apply_to_another_agent(project):
     write(project / ".capguard.toml", "usd = 5\n[agents.aider]\nusd = 1\n")
-    assert load(project, "claude")["usd"] == 5_000_000
+    assert load(project, "claude").caps.usd_micro == 5_000_000
 
 
 def test_agent_section_does_not_apply_without_an_agent(project):
     write(project / ".capguard.toml", "[agents.aider]\nusd = 1\n")
-    assert load(project, None)["usd"] is None
+    assert load(project, None).caps.usd_micro is None
 
 
 def test_agent_section_of_another_agent_is_still_validated(project):
@@ -253,13 +256,13 @@ def test_agent_command_and_args_come_from_the_agent_section(project):
         project / ".capguard.toml", "[agents.aider]\ncommand = 'my-aider'\nargs = '--no-auto-commits --yes-always'\n"
     )
     settings = load(project, "aider")
-    assert settings["command"] == "my-aider"
-    assert settings["args"] == ["--no-auto-commits", "--yes-always"]
+    assert settings.launch.command == "my-aider"
+    assert settings.launch.args == ("--no-auto-commits", "--yes-always")
 
 
 def test_agent_args_as_a_toml_list_are_kept(project):
     trusted(project / ".capguard.toml", "[agents.aider]\nargs = ['--model', 'sonnet']\n")
-    assert load(project, "aider")["args"] == ["--model", "sonnet"]
+    assert load(project, "aider").launch.args == ("--model", "sonnet")
 
 
 def test_command_is_not_a_top_level_key(project):
@@ -269,13 +272,13 @@ def test_command_is_not_a_top_level_key(project):
 
 
 def test_command_is_not_read_from_the_environment(project):
-    assert load(project, "aider", env={"CAPGUARD_COMMAND": "evil"})["command"] is None
+    assert load(project, "aider", env={"CAPGUARD_COMMAND": "evil"}).launch.command is None
 
 
 def test_project_agent_section_beats_user_agent_section(project, user_file):
     write(user_file, "[agents.aider]\nsteps = 10\n")
     write(project / ".capguard.toml", "[agents.aider]\nsteps = 4\n")
-    assert load(project, "aider")["steps"] == 4
+    assert load(project, "aider").caps.steps == 4
 
 
 def test_price_table_is_read_per_model(project):
@@ -340,7 +343,7 @@ def test_caps_are_built_from_the_settings(project):
             "unpriced": "warn",
         },
     )
-    assert settings.caps() == Caps(
+    assert settings.caps == Caps(
         usd_micro=5_000_000,
         tokens=1_500_000,
         wall_s=1800.0,
@@ -358,25 +361,25 @@ def test_unpriced_policy_must_be_known(project):
 
 
 def test_boolean_settings_read_from_the_environment(project):
-    assert load(project, env={"CAPGUARD_TITLE": "false"})["title"] is False
+    assert load(project, env={"CAPGUARD_TITLE": "false"}).output.title is False
 
 
 def test_agent_flavoured_variable_is_a_cap_but_capguards_own_wins(project, monkeypatch):
     monkeypatch.setitem(config.AGENT_ENV, "aider", {"AIDER_BUDGET_USD": "usd"})
     settings = load(project, "aider", env={"AIDER_BUDGET_USD": "7"})
-    assert settings["usd"] == 7_000_000
+    assert settings.caps.usd_micro == 7_000_000
     assert settings.origin("usd") == "environment AIDER_BUDGET_USD"
     both = load(project, "aider", env={"AIDER_BUDGET_USD": "7", "CAPGUARD_USD": "2"})
-    assert both["usd"] == 2_000_000
+    assert both.caps.usd_micro == 2_000_000
 
 
 def test_map_cap_can_be_turned_off(project):
     write(project / ".capguard.toml", "map_tokens = 'off'\n")
-    assert load(project, flags={})["map_tokens"] is None
+    assert load(project, flags={}).caps.map_tokens is None
 
 
 def test_map_cap_of_zero_means_no_map(project):
-    assert load(project, flags={"map_tokens": "0"})["map_tokens"] == 0
+    assert load(project, flags={"map_tokens": "0"}).caps.map_tokens == 0
 
 
 def test_path_settings_must_be_strings(project):
@@ -409,14 +412,46 @@ def test_agent_entry_that_is_not_a_table_is_an_error(project):
         load(project, "aider")
 
 
-def test_sections_owned_by_other_features_are_left_to_them(project, monkeypatch):
-    monkeypatch.setattr(config, "EXTENSION_SECTIONS", {"other": lambda tables: tables})
-    trusted(project / ".capguard.toml", "usd = 1\n[other]\nmonthly = 100\n")
+def test_a_table_with_a_parser_of_its_own_gets_every_layer_in_order(project, user_file, monkeypatch):
+    seen = []
+    monkeypatch.setitem(config.TABLES, "team", lambda tables: seen.append(tables) or TeamConfig(monthly_usd=1))
+    write(user_file, "[team]\nmonthly_usd = 200\n")
+    trusted(project / ".capguard.toml", "usd = 1\n[team]\nmonthly_usd = 100\n")
     settings = load(project)
-    assert settings["usd"] == 1_000_000
-    assert settings.sections["other"] == [(str(project / ".capguard.toml"), {"monthly": 100})]
+    assert settings.caps.usd_micro == 1_000_000
+    assert seen == [[(str(user_file), {"monthly_usd": 200}), (str(project / ".capguard.toml"), {"monthly_usd": 100})]]
+    assert settings.team == TeamConfig(monthly_usd=1)
+
+
+def test_every_key_fills_one_field_of_its_section_and_every_field_is_a_key():
+    filled = {(spec.section, spec.field_name(key)) for key, spec in config.KEYS.items()}
+    assert len(filled) == len(config.KEYS)
+    not_settings = {("caps", "monthly_remaining_micro")}  # read from the ledger as a run goes, not configured
+    fields = {(name, f.name) for name, cls in config.SECTIONS.items() for f in dataclasses.fields(cls)}
+    assert filled == fields - not_settings
+    assert {f.name for f in dataclasses.fields(config.Settings)} >= {*config.SECTIONS, *config.TABLES}
+
+
+def test_values_are_parsed_to_their_fields_types(project):
+    trusted(
+        project / ".capguard.toml",
+        'usd = "$2"\nwall = "1h"\nunpriced = "WARN"\ngrace = 1\nquiet = "yes"\nledger = "/tmp/l.db"\n'
+        '[agents.claude]\nargs = "--verbose --debug"\ntask_budget = "50k"\neffort = "High"\n',
+    )
+    settings = load(project, "claude")
+    assert settings.caps == Caps(usd_micro=2_000_000, wall_s=3600.0, stuck=5, unpriced=UnpricedPolicy.WARN)
+    assert type(settings.caps.unpriced) is UnpricedPolicy
+    assert settings.supervise == config.Supervision(grace_s=1.0, kill_after_s=2.0, poll=False)
+    assert settings.output == config.Output(title=True, quiet=True, report_json=None)
+    assert settings.charge == config.Charge(ledger="/tmp/l.db", user=None, line=None)
+    assert settings.launch.args == ("--verbose", "--debug") and settings.launch.task_budget == 50_000
+    assert settings.launch.effort == "high" and settings.launch.map_over_cap == "refuse"
+    assert settings.origin("task_budget") == f"{project / '.capguard.toml'} [agents.claude]"
+    assert settings.origin("tokens") == "default"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.caps = Caps()  # type: ignore[misc]
 
 
 def test_empty_agent_flavoured_variable_is_ignored(project, monkeypatch):
     monkeypatch.setitem(config.AGENT_ENV, "aider", {"AIDER_BUDGET_USD": "usd"})
-    assert load(project, "aider", env={"AIDER_BUDGET_USD": ""})["usd"] is None
+    assert load(project, "aider", env={"AIDER_BUDGET_USD": ""}).caps.usd_micro is None

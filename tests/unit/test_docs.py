@@ -18,7 +18,7 @@ def test_config_example_parses_as_a_user_file(tmp_path):
     settings = load_settings("aider", env={"CAPGUARD_CONFIG": str(EXAMPLE)}, cwd=tmp_path)
     assert settings.files == [EXAMPLE]
     for key, spec in KEYS.items():
-        assert settings[key] == spec.default, key
+        assert getattr(getattr(settings, spec.section), spec.field_name(key)) == spec.default, key
 
 
 def test_config_example_documents_every_key():

@@ -138,8 +138,8 @@ def test_toml_parses_and_config_accepts_every_value(tmp_path):
     path.write_text(text)
     for agent in ("claude", "anthropic-sdk"):
         settings = load_settings(agent, env={"CAPGUARD_CONFIG": str(path)}, cwd=tmp_path)
-        assert settings["usd"] == 11_000_000 and settings["tokens"] == 1_100_000 and settings["steps"] == 33
-        assert settings["wall"] == 650 and settings["task_budget"] == 44_000
+        assert settings.caps.usd_micro == 11_000_000 and settings.caps.tokens == 1_100_000 and settings.caps.steps == 33
+        assert settings.caps.wall_s == 650 and settings.launch.task_budget == 44_000
     assert "# 10 runs; these caps would have stopped 0 (0%)" in text
 
 

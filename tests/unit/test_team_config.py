@@ -11,7 +11,7 @@ import pytest
 from capguard.config import trust
 from capguard.config.settings import load_settings
 from capguard.core.errors import ConfigError
-from capguard.core.team import KEYS, TeamConfig, team_of
+from capguard.core.team import KEYS, TeamConfig
 
 EXAMPLE = Path(__file__).parent.parent.parent / "config.example.toml"
 
@@ -34,7 +34,7 @@ def load(project: Path, team_text: str, *, project_text: str | None = None, flag
 
 
 def test_no_team_table_means_no_monthly_cap(project):
-    team = team_of(load(project, "usd = 1\n"))
+    team = load(project, "usd = 1\n").team
     assert team == TeamConfig()
     assert team.budgets("dev@example.com", "infra") == []
 
@@ -56,10 +56,10 @@ monthly_usd = 500
 monthly_usd = 1000
 """,
     )
-    team = team_of(settings)
+    team = settings.team
     assert (team.monthly_usd, team.warn_at, team.timezone) == (200_000_000, 0.8, "Europe/Berlin")
     assert team.zone.key == "Europe/Berlin"
-    assert settings["user"] == "dev@example.com" and settings["line"] == "shared-infra"
+    assert settings.charge.user == "dev@example.com" and settings.charge.line == "shared-infra"
     assert team.budgets("dev@example.com", "shared-infra") == [
         ("user", "dev@example.com", 500_000_000),
         ("line", "shared-infra", 1_000_000_000),
@@ -69,7 +69,7 @@ monthly_usd = 1000
 
 
 def test_a_developer_can_be_exempted_with_off(project):
-    team = team_of(load(project, '[team]\nmonthly_usd = 200\n[team.users."lead@example.com"]\nmonthly_usd = "off"\n'))
+    team = load(project, '[team]\nmonthly_usd = 200\n[team.users."lead@example.com"]\nmonthly_usd = "off"\n').team
     assert team.budgets("lead@example.com", None) == []
 
 
@@ -80,7 +80,7 @@ def test_later_files_win_key_by_key_and_name_by_name(project):
         "[team.users.b]\nmonthly_usd = 2\n",
         project_text="[team]\nmonthly_usd = 300\n[team.users.b]\nmonthly_usd = 20\n",
     )
-    team = team_of(settings)
+    team = settings.team
     assert (team.monthly_usd, team.timezone) == (300_000_000, "Europe/Berlin")
     assert team.users == {"a": 1_000_000, "b": 20_000_000}
     assert team.origins["monthly_usd"] == str(project / ".capguard.toml")
@@ -89,7 +89,7 @@ def test_later_files_win_key_by_key_and_name_by_name(project):
 
 def test_line_comes_from_the_flag_over_the_config(project):
     settings = load(project, 'line = "a"\n', flags={"line": "b"})
-    assert settings["line"] == "b" and settings.origin("line") == "--line"
+    assert settings.charge.line == "b" and settings.origin("line") == "--line"
 
 
 @pytest.mark.parametrize(

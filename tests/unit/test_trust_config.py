@@ -16,7 +16,6 @@ from capguard.config import settings as config
 from capguard.config import trust
 from capguard.config.settings import load_settings, notices
 from capguard.core.errors import ConfigError
-from capguard.core.team import team_of
 
 HOSTILE = """
 usd = "off"
@@ -63,12 +62,12 @@ def test_an_untrusted_repo_file_cannot_loosen_anything_or_run_anything(project):
     repo_file = project / ".capguard.toml"
     repo_file.write_text(HOSTILE)
     settings = load(project)
-    assert settings["usd"] == 5_000_000 and settings["steps"] == 40
-    assert (settings["grace"], settings["kill_after"], settings["unpriced"]) == (3.0, 2.0, "stop")
-    assert settings["command"] is None and settings["args"] == []
-    assert settings["ledger"] is None and settings["user"] is None and settings["line"] is None
-    assert settings["report_json"] is None and settings.prices == {}
-    assert team_of(settings).monthly_usd == 200_000_000
+    assert settings.caps.usd_micro == 5_000_000 and settings.caps.steps == 40
+    assert (settings.supervise.grace_s, settings.supervise.kill_after_s, settings.caps.unpriced) == (3.0, 2.0, "stop")
+    assert settings.launch.command is None and settings.launch.args == ()
+    assert settings.charge.ledger is None and settings.charge.user is None and settings.charge.line is None
+    assert settings.output.report_json is None and settings.prices == {}
+    assert settings.team.monthly_usd == 200_000_000
     assert [layer.trusted for layer in settings.layers] == [True, False]
     [ignored] = settings.ignored
     assert ignored.source == str(repo_file) and ignored.why == "untrusted"
@@ -100,10 +99,15 @@ def test_an_untrusted_repo_file_that_only_tightens_applies_silently(project):
     )
     settings = load(project)
     assert settings.ignored == [] and notices(settings) == []
-    assert (settings["usd"], settings["tokens"], settings["wall"], settings["steps"]) == (1_000_000, 100_000, 600.0, 5)
-    assert (settings["warn_at"], settings["grace"], settings["kill_after"]) == (0.5, 1.0, 1.0)
-    assert (settings["map_tokens"], settings["stuck"]) == (0, 2)
-    assert team_of(settings).monthly_usd == 20_000_000
+    assert (settings.caps.usd_micro, settings.caps.tokens, settings.caps.wall_s, settings.caps.steps) == (
+        1_000_000,
+        100_000,
+        600.0,
+        5,
+    )
+    assert (settings.caps.warn_at, settings.supervise.grace_s, settings.supervise.kill_after_s) == (0.5, 1.0, 1.0)
+    assert (settings.caps.map_tokens, settings.caps.stuck) == (0, 2)
+    assert settings.team.monthly_usd == 20_000_000
     assert settings.origin("steps") == f"{project / '.capguard.toml'} [agents.aider]"
 
 
@@ -111,12 +115,12 @@ def test_stricter_is_judged_against_the_value_in_force_below(project):
     user_file("usd = 1\n")
     (project / ".capguard.toml").write_text("usd = 3\n")  # a cap, but above the user's
     settings = load(project)
-    assert settings["usd"] == 1_000_000 and settings.ignored[0].keys == ("usd",)
+    assert settings.caps.usd_micro == 1_000_000 and settings.ignored[0].keys == ("usd",)
 
 
 def test_the_users_own_flags_still_beat_an_untrusted_repo_file(project):
     (project / ".capguard.toml").write_text("usd = 1\n")
-    assert load(project, flags={"usd": "5"})["usd"] == 5_000_000
+    assert load(project, flags={"usd": "5"}).caps.usd_micro == 5_000_000
 
 
 def test_a_trusted_repo_file_applies_in_full(project):
@@ -124,7 +128,7 @@ def test_a_trusted_repo_file_applies_in_full(project):
     repo_file.write_text(HOSTILE)
     trust.trust(repo_file)
     settings = load(project)
-    assert settings["command"] == "/bin/sh" and settings["usd"] is None
+    assert settings.launch.command == "/bin/sh" and settings.caps.usd_micro is None
     assert settings.layers[-1].trusted and settings.ignored == []
 
 
@@ -132,10 +136,10 @@ def test_a_trusted_file_that_changes_is_untrusted_again(project):
     repo_file = project / ".capguard.toml"
     repo_file.write_text('[agents.aider]\ncommand = "my-aider"\n')
     trust.trust(repo_file)
-    assert load(project)["command"] == "my-aider"
+    assert load(project).launch.command == "my-aider"
     repo_file.write_text('[agents.aider]\ncommand = "/bin/sh"\n')
     settings = load(project)
-    assert settings["command"] is None and not settings.layers[-1].trusted
+    assert settings.launch.command is None and not settings.layers[-1].trusted
 
 
 def test_untrust_forgets_a_file(project):
@@ -143,7 +147,7 @@ def test_untrust_forgets_a_file(project):
     repo_file.write_text('[agents.aider]\ncommand = "my-aider"\n')
     trust.trust(repo_file)
     assert trust.untrust(repo_file) is True
-    assert load(project)["command"] is None
+    assert load(project).launch.command is None
     assert trust.untrust(repo_file) is False
 
 
@@ -151,11 +155,11 @@ def test_the_trust_store_keys_on_the_resolved_path(project, tmp_path):
     repo_file = project / ".capguard.toml"
     repo_file.write_text('[agents.aider]\ncommand = "my-aider"\n')
     trust.trust(project / ".." / "project" / ".capguard.toml")
-    assert load(project)["command"] == "my-aider"
+    assert load(project).launch.command == "my-aider"
     twin = tmp_path / "clone"
     twin.mkdir()
     (twin / ".capguard.toml").write_text(repo_file.read_text())  # same content, another place: not trusted
-    assert load(twin)["command"] is None
+    assert load(twin).launch.command is None
 
 
 def test_the_trust_store_is_private_and_a_corrupt_one_trusts_nothing(project):
@@ -166,9 +170,9 @@ def test_the_trust_store_is_private_and_a_corrupt_one_trusts_nothing(project):
     assert store.stat().st_mode & 0o777 == 0o600
     assert json.loads(store.read_text())["files"] == {str(repo_file.resolve()): trust.digest(repo_file.read_bytes())}
     store.write_text("{not json")
-    assert load(project)["command"] is None
+    assert load(project).launch.command is None
     trust.trust(repo_file)  # rewrites it
-    assert load(project)["command"] == "my-aider"
+    assert load(project).launch.command == "my-aider"
 
 
 def test_a_bad_value_in_an_untrusted_file_is_still_an_error(project):
@@ -180,7 +184,7 @@ def test_a_bad_value_in_an_untrusted_file_is_still_an_error(project):
 def test_the_user_file_is_trusted(project):
     user_file('usd = "off"\nledger = "/tmp/mine.db"\n[agents.aider]\ncommand = "my-aider"\n')
     settings = load(project)
-    assert settings["command"] == "my-aider" and settings["ledger"] == "/tmp/mine.db" and settings.ignored == []
+    assert settings.launch.command == "my-aider" and settings.charge.ledger == "/tmp/mine.db" and settings.ignored == []
 
 
 # -- team locks ---------------------------------------------------------------------------------------------------
@@ -210,10 +214,10 @@ def test_under_a_team_config_its_ledger_identity_prices_and_monthly_caps_are_loc
         flags={"line": "other"},
     )
     assert settings.locks == frozenset(config.TEAM_LOCKS) and settings.lock_origin == str(team)
-    assert settings["ledger"] == "postgresql://db.example/capguard" and settings.origin("ledger") == str(team)
-    assert settings["line"] == "infra" and settings["user"] is None
-    assert team_of(settings).monthly_usd == 200_000_000 and settings.prices["openai/gpt-4o"].input == 2.5
-    assert settings["usd"] == 50_000_000  # not locked: the user's own file may raise it
+    assert settings.charge.ledger == "postgresql://db.example/capguard" and settings.origin("ledger") == str(team)
+    assert settings.charge.line == "infra" and settings.charge.user is None
+    assert settings.team.monthly_usd == 200_000_000 and settings.prices["openai/gpt-4o"].input == 2.5
+    assert settings.caps.usd_micro == 50_000_000  # not locked: the user's own file may raise it
     assert [(i.source, i.keys, i.why) for i in settings.ignored] == [
         (str(mine), ("ledger", "user", "line", "team.monthly_usd", "prices"), "locked"),
         ("environment CAPGUARD_LEDGER", ("ledger",), "locked"),
@@ -230,9 +234,9 @@ def test_a_locked_cap_may_still_be_lowered_by_anyone(project, tmp_path):
     user_file("[team]\nmonthly_usd = 100\n")
     env = {"CAPGUARD_TEAM_CONFIG": str(team)}
     settings = load(project, env=env, flags={"usd": "2"})
-    assert settings["usd"] == 2_000_000 and team_of(settings).monthly_usd == 100_000_000 and settings.ignored == []
+    assert settings.caps.usd_micro == 2_000_000 and settings.team.monthly_usd == 100_000_000 and settings.ignored == []
     raised = load(project, env={**env, "CAPGUARD_USD": "20"}, flags={"usd": "off"})
-    assert raised["usd"] == 10_000_000 and raised.origin("usd") == str(team)
+    assert raised.caps.usd_micro == 10_000_000 and raised.origin("usd") == str(team)
     assert [i.source for i in raised.ignored] == ["environment CAPGUARD_USD", "--usd off"]
 
 
@@ -242,15 +246,15 @@ def test_a_locked_key_holds_against_a_trusted_repo_file_too(project, tmp_path):
     repo_file.write_text('usd = 500\nledger = "/tmp/x.db"\n[agents.aider]\ncommand = "my-aider"\n')
     trust.trust(repo_file)
     settings = load(project, env={"CAPGUARD_TEAM_CONFIG": str(team)})
-    assert settings["usd"] == 10_000_000 and settings["ledger"] == "postgresql://db.example/capguard"
-    assert settings["command"] == "my-aider"
+    assert settings.caps.usd_micro == 10_000_000 and settings.charge.ledger == "postgresql://db.example/capguard"
+    assert settings.launch.command == "my-aider"
     assert settings.ignored[0].keys == ("usd", "ledger") and settings.ignored[0].why == "locked"
 
 
 def test_the_team_config_can_unlock_a_default_lock(project, tmp_path):
     team = team_file(tmp_path, 'unlock = ["line"]\n' + TEAM)
     settings = load(project, env={"CAPGUARD_TEAM_CONFIG": str(team)}, flags={"line": "other"})
-    assert settings["line"] == "other" and "line" not in settings.locks
+    assert settings.charge.line == "other" and "line" not in settings.locks
 
 
 def test_the_team_ledger_variable_is_the_team_layers_ledger(project, tmp_path):
@@ -258,7 +262,7 @@ def test_the_team_ledger_variable_is_the_team_layers_ledger(project, tmp_path):
     settings = load(
         project, env={"CAPGUARD_TEAM_CONFIG": str(team), "CAPGUARD_TEAM_LEDGER": "postgresql://db.example/team"}
     )
-    assert settings["ledger"] == "postgresql://db.example/team"
+    assert settings.charge.ledger == "postgresql://db.example/team"
     assert settings.origin("ledger") == "environment CAPGUARD_TEAM_LEDGER"
 
 

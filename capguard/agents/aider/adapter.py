@@ -192,8 +192,8 @@ class AiderAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings["command"] or "aider", INSTALL_HINT, env)
-        args = list(settings["args"]) + list(args)
+        executable = resolve_executable(settings.launch.command or "aider", INSTALL_HINT, env)
+        args = list(settings.launch.args) + list(args)
         ours: list[str] = []
         notes: list[str] = []
         watches: list[WatchSpec] = []
@@ -210,9 +210,9 @@ class AiderAdapter:
             WatchSpec(log_path, lambda p: AnalyticsParser(run_id, str(p), by_content=True), from_end=bool(user_log))
         )
 
-        cap = settings["map_tokens"]
+        cap = settings.caps.map_tokens
         if cap is not None:
-            plan = plan_map_tokens(cap, args, env, clamp=settings["map_over_cap"] == "clamp")
+            plan = plan_map_tokens(cap, args, env, clamp=settings.launch.map_over_cap == "clamp")
             ours += ["--map-tokens", str(plan.map_tokens)]
             if plan.note:
                 notes.append(plan.note)

@@ -39,13 +39,6 @@ TASK_BUDGET_MIN = 20_000
 PRINT_FLAGS = ("-p", "--print")
 SESSION_FLAGS = ("--session-id",)
 RESUME_FLAGS = ("-r", "--resume", "-c", "--continue")
-# capguard config key -> the environment variable Claude Code really reads
-NATIVE_ENV = {
-    "model": "ANTHROPIC_MODEL",
-    "max_output_tokens": "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
-    "effort": "CLAUDE_CODE_EFFORT_LEVEL",
-    "subagent_model": "CLAUDE_CODE_SUBAGENT_MODEL",
-}
 
 
 def config_dir(env: Mapping[str, str]) -> Path:
@@ -64,30 +57,31 @@ def _has(args: list[str], *flags: str) -> bool:
 
 def native_settings(settings: Settings, args: list[str], env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """capguard's config as the variables and flags Claude Code reads (never overriding the user's own)."""
-    extra_env: dict[str, str] = {}
-    for key, name in NATIVE_ENV.items():
-        value = settings.values.get(key)
-        if value is not None and value.value is not None and name not in env:
-            extra_env[name] = str(value.value)
-    if (
-        settings.values.get("disable_thinking")
-        and settings["disable_thinking"]
-        and "CLAUDE_CODE_DISABLE_THINKING" not in env
-    ):
+    launch = settings.launch
+    native = {  # the environment variables Claude Code really reads
+        "ANTHROPIC_MODEL": launch.model,
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": launch.max_output_tokens,
+        "CLAUDE_CODE_EFFORT_LEVEL": launch.effort,
+        "CLAUDE_CODE_SUBAGENT_MODEL": launch.subagent_model,
+    }
+    extra_env = {name: str(value) for name, value in native.items() if value is not None and name not in env}
+    if launch.disable_thinking and "CLAUDE_CODE_DISABLE_THINKING" not in env:
         extra_env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
     flags: list[str] = []
+    caps = settings.caps
     if _has(args, *PRINT_FLAGS):  # Claude's own caps work in print mode only: belt and braces
-        if settings["usd"] is not None and not _has(args, "--max-budget-usd"):
-            flags += ["--max-budget-usd", f"{settings['usd'] / 1_000_000:.6f}".rstrip("0").rstrip(".")]
-        if settings["steps"] is not None and not _has(args, "--max-turns") and "CLAUDE_CODE_MAX_TURNS" not in env:
-            flags += ["--max-turns", str(settings["steps"])]
-    budget = settings.values.get("task_budget")
-    if budget is not None and budget.value is not None and not _has(args, "--task-budget"):
-        if budget.value < TASK_BUDGET_MIN:
+        if caps.usd_micro is not None and not _has(args, "--max-budget-usd"):
+            flags += ["--max-budget-usd", f"{caps.usd_micro / 1_000_000:.6f}".rstrip("0").rstrip(".")]
+        if caps.steps is not None and not _has(args, "--max-turns") and "CLAUDE_CODE_MAX_TURNS" not in env:
+            flags += ["--max-turns", str(caps.steps)]
+    budget = launch.task_budget
+    if budget is not None and not _has(args, "--task-budget"):
+        if budget < TASK_BUDGET_MIN:
             raise ConfigError(
-                f"{budget.origin}: task_budget: {budget.value} is below Claude's minimum of {TASK_BUDGET_MIN:,} tokens"
+                f"{settings.origin('task_budget')}: task_budget: {budget} is below Claude's minimum of"
+                f" {TASK_BUDGET_MIN:,} tokens"
             )
-        flags += ["--task-budget", str(budget.value)]
+        flags += ["--task-budget", str(budget)]
     return extra_env, flags
 
 
@@ -215,8 +209,8 @@ class ClaudeAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings["command"] or "claude", INSTALL_HINT, env)
-        args = list(settings["args"]) + list(args)
+        executable = resolve_executable(settings.launch.command or "claude", INSTALL_HINT, env)
+        args = list(settings.launch.args) + list(args)
         cwd = Path.cwd().resolve()
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)
