@@ -9,7 +9,11 @@ that the call's worst case cannot cross the USD cap; that worst case is held unt
 from many threads cannot cross the cap together. A team's monthly caps hold as for a CLI run: a spent month
 refuses the task at its start, and the USD ceiling is the smaller of the task's own cap and what the month leaves,
 read from the ledger before each call. This module never imports the `anthropic` package: wrap() loads
-capguard.sdk.anthropic_wrap, which does, on first use; store.py writes the task to the ledger.
+capguard.sdk.anthropic_wrap, which does, on first use.
+
+The Budget composes the rest: task_config.py resolves its caps and who it is charged to, core/ decides (caps,
+meter, reservations, task budget), allowance.py's MonthGuard reads the month, messages.py words refusals and
+warnings, store.py keeps the task in the ledger, and reports/task_report.py builds its report.
 """
 
 from __future__ import annotations
@@ -24,50 +28,57 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from capguard import paths
+from capguard.budget import task_config
 from capguard.budget.admission import Admission
 from capguard.budget.allowance import MonthGuard, utc_text
 from capguard.budget.allowance import utc_clock as _utc_now  # the name `utc_clock` is Budget's argument
-from capguard.budget.messages import BudgetExceeded, BudgetWarning, month_reached, no_room, reached, warning
-from capguard.budget.store import AGENT, BudgetStore, bill, call_details, caps_of, replay, usage_row
+from capguard.budget.messages import (
+    BudgetExceeded,
+    BudgetWarning,
+    due_warnings,
+    month_opening,
+    month_reached,
+    no_room,
+    reached,
+)
+from capguard.budget.store import (
+    AGENT,
+    BudgetStore,
+    bill,
+    call_details,
+    replay,
+    run_end,
+    unix_of,
+    usage_row,
+    utc_of,
+)
 from capguard.config import identity
 from capguard.config import settings as config
-from capguard.core import monthly
 from capguard.core.anthropic_usage import CallUsage, estimate_input_tokens
-from capguard.core.caps import Caps, decide, month_binds, usd_ceiling
+from capguard.core.caps import decide, month_binds, usd_ceiling
 from capguard.core.enums import StopReason, UnpricedPolicy
-from capguard.core.errors import ConfigError, LedgerError
+from capguard.core.errors import LedgerError
 from capguard.core.ids import new_id
 from capguard.core.meter import Meter
 from capguard.core.monthly import Standing
 from capguard.core.pricing import Pricer
 from capguard.core.reservations import Cost, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
-from capguard.core.task_budget import TaskBudget, check_total, supports_task_budget, with_task_budget
-from capguard.ledger import RunEnd, RunStart, normalize_utc
-from capguard.reports.run_report import RunFacts, build_report, write_json
+from capguard.core.task_budget import with_task_budget
+from capguard.ledger import RunStart
+from capguard.reports import task_report
+from capguard.reports.run_report import RunFacts, write_json
 
 __all__ = ["Admission", "Budget", "BudgetExceeded", "BudgetWarning"]
 
 log = logging.getLogger("capguard.budget.library")
 
 _COUNT_MARGIN = (Decimal("1.05"), 64)  # count_tokens is an estimate: keep 5% and 64 tokens in hand
-BLIND_SPOTS = [
-    "a call in flight when the process is killed is billed but never recorded",
-    "server tools (web search, web fetch, code execution) and MCP servers add input during a call: it is counted "
-    "afterwards, but the pre-call USD bound covers only the prompt and max_tokens",
-    "server-side fallback models are priced after the fact; the pre-call bound uses the requested model",
-    "the tokens cap is checked before each call; calls in flight are not held against it",
-    "a timed-out attempt that the SDK retries by itself is charged once, as one call",
-]
-MONTH_BLIND_SPOT = (
-    "the monthly cap counts other processes' spend once it is in the ledger: their calls in flight "
-    "are not held against it, so concurrent tasks can overshoot the month by those calls"
-)
 
 
 class _Ask(NamedTuple):
@@ -122,27 +133,24 @@ class Budget:
             raise ValueError("min_output_tokens must be at least 1")
         self._cwd = Path(cwd or Path.cwd())
         settings = config.load_settings(config.LIBRARY, cwd=self._cwd)
-        caps = settings.caps
-        values: dict[str, Any] = {
-            "usd": caps.usd_micro,
-            "tokens": caps.tokens,
-            "steps": caps.steps,
-            "wall": caps.wall_s,
-            "warn_at": caps.warn_at,
-            "unpriced": caps.unpriced,
-        }
-        explicit = dict(
-            usd=usd, tokens=tokens, steps=steps, wall=wall, warn_at=warn_at, unpriced=unpriced, task_budget=task_budget
+        overrides = task_config.parse_arguments(
+            dict(
+                usd=usd,
+                tokens=tokens,
+                steps=steps,
+                wall=wall,
+                warn_at=warn_at,
+                unpriced=unpriced,
+                task_budget=task_budget,
+            )
         )
-        overrides = {key: _parse(key, raw) for key, raw in explicit.items() if raw is not None}
         self._store = BudgetStore(ledger if ledger is not None else settings.charge.ledger)
         try:
-            row = self._claim(task_id, _resume)
-            values.update(
-                {**(caps_of(row) if row else {"task_budget": _configured_task_budget(settings)}), **overrides}
-            )
-            self._setup(values, Pricer(settings.prices), on_warning, min_output_tokens, count_tokens, clock)
-            self._load(row, *self._identity(row, settings, user, line))
+            self.task_id = task_id or new_id()
+            row = self._store.claim(self.task_id, resume=_resume)
+            self._setup(task_config.resolve(settings, row, overrides), Pricer(settings.prices), on_warning)
+            self._min_output, self._count_tokens, self._clock = min_output_tokens, count_tokens, clock
+            self._load(row, *task_config.charged_to(settings, self._cwd, row, self.task_id, user, line))
             self._month: MonthGuard | None = self._month_guard(settings, utc_clock)
             self._utc_clock = utc_clock
             due = self._month_gate()  # before the run row: a refused task is not started, as in the CLI
@@ -160,41 +168,10 @@ class Budget:
         """
         return cls(task_id=task_id, _resume=True, **kwargs)
 
-    def _claim(self, task_id: str | None, resume: bool) -> dict[str, Any] | None:
-        self.task_id = task_id or new_id()
-        row, where = self._store.run(self.task_id), self._store.path_or_url
-        if resume:
-            if row is None:
-                raise LedgerError(f"task {self.task_id} is not in ledger {where}; start it with Budget(task_id=...)")
-            if row["agent"] != AGENT:
-                raise LedgerError(f"run {self.task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
-        elif row is not None:
-            raise LedgerError(
-                f"task {self.task_id} is already in ledger {where}; continue it with Budget.resume({self.task_id!r})"
-            )
-        return row
-
     def _setup(
-        self,
-        values: dict[str, Any],
-        pricer: Pricer,
-        on_warning: Callable[[BudgetWarning], None] | None,
-        min_output_tokens: int,
-        count_tokens: bool,
-        clock: Callable[[], float],
+        self, configured: task_config.TaskCaps, pricer: Pricer, on_warning: Callable[[BudgetWarning], None] | None
     ) -> None:
-        self.caps = Caps(
-            usd_micro=values["usd"],
-            tokens=values["tokens"],
-            wall_s=values["wall"],
-            steps=values["steps"],
-            stuck=None,
-            warn_at=values["warn_at"],
-            unpriced=values["unpriced"],
-        )
-        total = values["task_budget"]
-        self.task_budget = None if total is None else TaskBudget(total)
-        self._pricer, self._min_output, self._count_tokens, self._clock = pricer, min_output_tokens, count_tokens, clock
+        self.caps, self.task_budget, self._pricer = configured.caps, configured.new_task_budget(), pricer
         self._on_warning = on_warning or (
             lambda found: log.warning("capguard: task %s: %s", self.task_id, found.message)
         )
@@ -207,29 +184,13 @@ class Budget:
         self._report: dict[str, Any] | None = None
         self._tightest: Standing | None = None  # the monthly budget with the least left, as last read
 
-    def _identity(
-        self, row: dict[str, Any] | None, settings: config.Settings, user: str | None, line: str | None
-    ) -> tuple[str, str | None]:
-        """Who the task is charged to: as a CLI run from cwd would be, unless given. A resumed task stays charged
-        to whoever its run row names (the ledger counts its spend there)."""
-        if row is None:
-            line = settings.charge.line if line is None else line
-            return user or identity.user(self._cwd, settings.charge.user), line or None
-        for name, given in (("user", user), ("line", line)):
-            if given is not None and (given or None) != row[name]:
-                raise ValueError(
-                    f"Budget.resume({self.task_id!r}, {name}={given!r}): the task is charged to "
-                    f"{name} {row[name]!r} in the ledger"
-                )
-        return row["user"], row["line"]
-
     def _load(self, row: dict[str, Any] | None, user: str, line: str | None) -> None:
         self._t0 = self._clock()
         self._user, self._line, self._host, self._argv = user, line, identity.host(), list(sys.argv)
         if row is None:
             self._started_at, self._elapsed_before = time.time(), 0.0
             return
-        self._started_at = _unix(row["started_utc"])
+        self._started_at = unix_of(row["started_utc"])
         self._elapsed_before = max(0.0, time.time() - self._started_at)
         self._model = replay(self._store.usage(self.task_id), self._meter, self.task_budget)
 
@@ -243,7 +204,7 @@ class Budget:
                 cwd=str(self._cwd),
                 user=self._user,
                 host=self._host,
-                started_utc=_utc(self._started_at),
+                started_utc=utc_of(self._started_at),
                 caps=caps,
                 project=identity.project(self._cwd),
                 line=self._line,
@@ -262,22 +223,10 @@ class Budget:
         task at what the month leaves it."""
         if self._month is None:
             return []
-        opening = self._store.call(self._month.opening)
-        if opening.refusal:
-            figures = {
-                "reason": StopReason.MONTHLY,
-                **self._figures(),
-                "caps": self.caps.as_json(),
-                "month": monthly.as_json(opening.standings),
-            }
-            raise BudgetExceeded(StopReason.MONTHLY, f"task {self.task_id} not started: {opening.refusal}", figures)
+        due = month_opening(self._store.call(self._month.opening), self.task_id, self._figures(), self.caps)
         self._refresh_month()  # the task's own allowance: without its spend, with what it spent before the month
-        warned = [s for s in opening.standings if s.state == "warn"]
-        self._warned.extend([StopReason.MONTHLY] if warned else [])
-        return [
-            BudgetWarning(StopReason.MONTHLY, s.spent_micro / 1e6, s.limit_micro / 1e6, text)
-            for s, text in zip(warned, opening.warnings, strict=True)
-        ]
+        self._warned.extend([StopReason.MONTHLY] if due else [])
+        return due
 
     def _refresh_month(self) -> None:
         """Read again what the month leaves this task (several indexed queries on the ledger's thread), so that
@@ -423,7 +372,7 @@ class Budget:
                     model, prompt, floor, cost and cost(floor), headroom or 0, self.caps, self._figures(), month=month
                 )
                 raise self._refused(StopReason.MONTHLY if month else StopReason.USD, why)
-            budget = self._task_budget_for(model)
+            budget = None if self.task_budget is None else self.task_budget.for_model(model)
             if budget is not None:
                 sent = with_task_budget(sent, budget, beta_api=beta_api, default_beta=default_beta)
             hold = self._holds.hold(clamp.worst_micro)
@@ -453,15 +402,8 @@ class Budget:
             self._holds.release(admission.hold)
             self._meter.add_reply(reply, priced)
             self._model = priced.model or self._model
-            tb = self.task_budget
-            if (
-                tb is not None
-                and usage is not None
-                and complete
-                and admission.task_budget is not None
-                and admission.context == tb.context
-            ):
-                tb.observe(usage.prompt_tokens, usage.output_tokens)
+            if self.task_budget is not None and admission.task_budget is not None and usage is not None and complete:
+                self.task_budget.settled(admission.context, usage.prompt_tokens, usage.output_tokens)
             due = self._due_warnings()
             closed = self._report is not None
         self._emit(due)
@@ -524,23 +466,8 @@ class Budget:
             self._stop = (reason, why, figures)
         return BudgetExceeded(reason, f"{why}; task {self.task_id}", figures)
 
-    def _task_budget_for(self, model: str) -> dict[str, Any] | None:
-        if self.task_budget is None or not supports_task_budget(model):
-            return None
-        return self.task_budget.value()
-
     def _due_warnings(self) -> list[BudgetWarning]:
-        m, c = self._meter, self.caps
-        used: dict[StopReason, tuple[float, float | None]] = {
-            StopReason.USD: (m.cost_micro / 1e6, None if c.usd_micro is None else c.usd_micro / 1e6),
-            StopReason.TOKENS: (m.tokens, c.tokens),
-            StopReason.STEPS: (m.steps, c.steps),
-            StopReason.WALL: (self.elapsed_s, c.wall_s),
-            StopReason.UNPRICED: (m.unpriced_replies, None),
-        }
-        due = [name for name in decide(c, m, self.elapsed_s).warnings if name in used and name not in self._warned]
-        self._warned.extend(due)
-        return [warning(name, *used[name]) for name in due]
+        return due_warnings(self.caps, self._meter, self.elapsed_s, self._warned)
 
     def _emit(self, due: list[BudgetWarning]) -> None:
         for found in due:
@@ -548,6 +475,7 @@ class Budget:
 
     def _build_report(self, ended_at: float, returncode: int | None) -> dict[str, Any]:
         reason, why, at_stop = self._stop or (None, None, None)
+        monthly = self._month is not None
         facts = RunFacts(
             run_id=self.task_id,
             agent=AGENT,
@@ -563,27 +491,12 @@ class Budget:
             stop_reason=reason,
             agent_returncode=returncode,
             model=self._model,
-            notes=self._notes(),
-            blind_spots=[*BLIND_SPOTS, *([MONTH_BLIND_SPOT] if self._month else [])],
+            notes=task_report.notes(monthly=monthly, user=self._user, line=self._line, task_budget=self.task_budget),
+            blind_spots=task_report.blind_spots(monthly=monthly),
             warnings=list(self._warned),
             at_stop=at_stop,
         )
-        report = build_report(facts)
-        report["caps"]["task_budget"] = self.task_budget and self.task_budget.total
-        if why:
-            report["stop_detail"] = why
-        return report
-
-    def _notes(self) -> list[str]:
-        notes = ["metered in-process by capguard.Budget around the anthropic SDK"]
-        if self._month is not None:
-            line = f" and budget line {self._line}" if self._line else ""
-            notes.append(f"monthly caps of {self._user}{line}: what the month leaves is read before each call")
-        tb = self.task_budget
-        if tb is not None:
-            now = "the whole budget" if tb.remaining is None else f"remaining {tb.remaining:,}"
-            notes.append(f"task budget of {tb.total:,} tokens: {tb.context} compactions, requests carry {now}")
-        return notes
+        return task_report.task_report(facts, task_budget=self.task_budget, stop_detail=why)
 
     # ---- lifecycle
     def close(self, *, returncode: int | None = 0) -> dict[str, Any]:
@@ -595,19 +508,8 @@ class Budget:
                 return self._report
             ended = time.time()
             report = self._report = self._build_report(ended, returncode)
-            m = self._meter
-            end = RunEnd(
-                ended_utc=_utc(ended),
-                stop_reason=report["stop_reason"],
-                exit_code=report["exit_code"],
-                cost_micro_usd=m.cost_micro,
-                tokens=m.tokens,
-                steps=m.steps,
-                malformed_lines=0,
-                report=report,
-            )
         try:
-            self._store.finish(self.task_id, end)
+            self._store.finish(self.task_id, run_end(utc_of(ended), self._meter, report))
             write_json(paths.runs_dir() / self.task_id / "report.json", report)
         finally:
             self._store.close()
@@ -626,34 +528,6 @@ class Budget:
         await asyncio.to_thread(self.__exit__, exc_type, exc, tb)  # the ledger's last writes, off the event loop
 
 
-def _configured_task_budget(settings: config.Settings) -> int | None:
-    """[agents.anthropic-sdk] task_budget, held to Anthropic's minimum with its file named."""
-    total = settings.launch.task_budget
-    if total is None:
-        return None
-    try:
-        return check_total(total)
-    except ValueError as err:
-        raise ConfigError(f"{settings.origin('task_budget')}: task_budget: {err}") from None
-
-
-def _parse(key: str, raw: Any) -> Any:
-    try:
-        value = config.parse_key(key, raw)
-        return check_total(value) if key == "task_budget" and value is not None else value
-    except ValueError as err:
-        raise ValueError(f"Budget({key}={raw!r}): {err}") from None
-
-
 def _with_margin(counted: int) -> int:
     factor, extra = _COUNT_MARGIN
     return math.ceil(counted * factor) + extra
-
-
-def _unix(utc_text: str) -> float:
-    moment = datetime.strptime(normalize_utc(utc_text), "%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.replace(tzinfo=timezone.utc).timestamp()
-
-
-def _utc(unix: float) -> str:
-    return normalize_utc(datetime.fromtimestamp(unix, timezone.utc).isoformat())

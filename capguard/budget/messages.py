@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from capguard.core.caps import EXIT_CODES, Caps
+from capguard.core import monthly
+from capguard.core.caps import EXIT_CODES, Caps, decide
 from capguard.core.enums import StopReason
 from capguard.core.errors import CapguardError
+from capguard.core.meter import Meter
 from capguard.core.monthly import Standing
 from capguard.core.units import format_duration, format_tokens, format_usd
+
+if TYPE_CHECKING:
+    from capguard.budget.allowance import Opening
 
 ACK_HINT = 'To go on this month: capguard ack --reason "..."'  # as monthly.refusal ends
 
@@ -122,6 +127,38 @@ def warning(name: StopReason, used: float, limit: float | None) -> BudgetWarning
     show = shown.get(name, str)
     text = f"{name} at {used / limit:.0%} of its cap ({show(used)} of {show(limit)})"
     return BudgetWarning(name, used, limit, text)
+
+
+def due_warnings(caps: Caps, meter: Meter, elapsed_s: float, warned: list[StopReason]) -> list[BudgetWarning]:
+    """The caps newly past the soft threshold, each once: they are added to `warned`."""
+    used: dict[StopReason, tuple[float, float | None]] = {
+        StopReason.USD: (meter.cost_micro / 1e6, None if caps.usd_micro is None else caps.usd_micro / 1e6),
+        StopReason.TOKENS: (meter.tokens, caps.tokens),
+        StopReason.STEPS: (meter.steps, caps.steps),
+        StopReason.WALL: (elapsed_s, caps.wall_s),
+        StopReason.UNPRICED: (meter.unpriced_replies, None),
+    }
+    due = [name for name in decide(caps, meter, elapsed_s).warnings if name in used and name not in warned]
+    warned.extend(due)
+    return [warning(name, *used[name]) for name in due]
+
+
+def month_opening(opening: Opening, task_id: str, figures: dict[str, Any], caps: Caps) -> list[BudgetWarning]:
+    """A task's start against its month: BudgetExceeded when the month is spent (the CLI's refusal), else a
+    warning for each monthly budget past its soft threshold (the CLI's sentences)."""
+    if opening.refusal:
+        at_start = {
+            "reason": StopReason.MONTHLY,
+            **figures,
+            "caps": caps.as_json(),
+            "month": monthly.as_json(opening.standings),
+        }
+        raise BudgetExceeded(StopReason.MONTHLY, f"task {task_id} not started: {opening.refusal}", at_start)
+    warned = [s for s in opening.standings if s.state == "warn"]
+    return [
+        BudgetWarning(StopReason.MONTHLY, s.spent_micro / 1e6, s.limit_micro / 1e6, text)
+        for s, text in zip(warned, opening.warnings, strict=True)
+    ]
 
 
 def _usd(dollars: float) -> str:

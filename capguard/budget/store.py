@@ -10,19 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from capguard.budget.admission import Admission
 from capguard.budget.allowance import MonthGuard
 from capguard.core.anthropic_usage import CallUsage
+from capguard.core.errors import LedgerError
 from capguard.core.events import Reply
 from capguard.core.meter import Meter
 from capguard.core.pricing import Priced, Pricer, to_micro
 from capguard.core.task_budget import TaskBudget
 from capguard.core.team import TeamConfig
-from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord, open_ledger, utc_now
+from capguard.ledger import Ledger, RunEnd, RunStart, UsageRecord, normalize_utc, open_ledger, utc_now
 
 AGENT = "anthropic-sdk"
 T = TypeVar("T")
@@ -48,6 +49,20 @@ class BudgetStore:
 
     def run(self, task_id: str) -> dict[str, Any] | None:
         return self.call(self._ledger.run, task_id)
+
+    def claim(self, task_id: str, *, resume: bool) -> dict[str, Any] | None:
+        """The task's run row: it must exist to be resumed, and must not to be started."""
+        row, where = self.run(task_id), self.path_or_url
+        if resume:
+            if row is None:
+                raise LedgerError(f"task {task_id} is not in ledger {where}; start it with Budget(task_id=...)")
+            if row["agent"] != AGENT:
+                raise LedgerError(f"run {task_id} in ledger {where} is a {row['agent']} run, not a Budget task")
+        elif row is not None:
+            raise LedgerError(
+                f"task {task_id} is already in ledger {where}; continue it with Budget.resume({task_id!r})"
+            )
+        return row
 
     def usage(self, task_id: str) -> list[dict[str, Any]]:
         return self.call(self._ledger.usage, task_id)
@@ -185,3 +200,28 @@ def call_details(
             else "reply cut short: output charged at max_tokens"
         )
     return details
+
+
+def run_end(ended_utc: str, meter: Meter, report: dict[str, Any]) -> RunEnd:
+    """The task's run row at its end: what its meter counted and its report."""
+    return RunEnd(
+        ended_utc=ended_utc,
+        stop_reason=report["stop_reason"],
+        exit_code=report["exit_code"],
+        cost_micro_usd=meter.cost_micro,
+        tokens=meter.tokens,
+        steps=meter.steps,
+        malformed_lines=0,
+        report=report,
+    )
+
+
+def unix_of(utc_text: str) -> float:
+    """The unix time of a ledger's UTC text (a run row's started_utc)."""
+    moment = datetime.strptime(normalize_utc(utc_text), "%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def utc_of(unix: float) -> str:
+    """A unix time as the ledger's UTC text."""
+    return normalize_utc(datetime.fromtimestamp(unix, timezone.utc).isoformat())

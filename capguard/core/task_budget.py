@@ -64,6 +64,16 @@ class TaskBudget:
             budget["remaining"] = self.remaining
         return budget
 
+    def for_model(self, model: str) -> dict[str, Any] | None:
+        """What a request to `model` carries: value(), or None for a model that takes no task budget."""
+        return self.value() if supports_task_budget(model) else None
+
+    def settled(self, context: int, input_tokens: int, output_tokens: int) -> None:
+        """A whole reply to a request sent in `context`: observed if that context is still the current one
+        (a reply to a request sent before a compaction says nothing of the new context)."""
+        if context == self.context:
+            self.observe(input_tokens, output_tokens)
+
     def observe(self, input_tokens: int, output_tokens: int) -> None:
         """One request of the current context: its whole prompt (cache reads and writes included) and reply."""
         if self._first_input is None:

@@ -117,3 +117,20 @@ def test_a_task_budget_the_caller_set_wins_and_the_input_is_not_changed():
     original = {"output_config": {"effort": "low"}, "extra_headers": {"anthropic-beta": "x"}}
     with_task_budget(original, {"type": "tokens", "total": 30_000}, beta_api=False)
     assert original == {"output_config": {"effort": "low"}, "extra_headers": {"anthropic-beta": "x"}}
+
+
+def test_a_reply_to_a_request_sent_before_a_compaction_is_not_counted_in_the_new_context():
+    budget = TaskBudget(100_000)
+    budget.settled(0, 10_000, 2_000)
+    budget.compacted()
+    budget.settled(0, 50_000, 9_000)  # sent before the compaction, settled after it
+    assert budget.spent_in_context() == 0
+    budget.settled(1, 3_000, 1_000)
+    budget.settled(1, 5_000, 500)
+    assert budget.spent_in_context() == 2_500
+
+
+def test_only_models_that_take_a_task_budget_get_its_value():
+    budget = TaskBudget(30_000)
+    assert budget.for_model("claude-opus-4-7") == {"type": "tokens", "total": 30_000}
+    assert budget.for_model("claude-3-5-haiku-20241022") is None
