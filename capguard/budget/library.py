@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import sys
 import threading
@@ -29,13 +28,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from capguard import paths
 from capguard.budget import task_config
-from capguard.budget.admission import Admission
+from capguard.budget.admission import Admission, Ask
 from capguard.budget.allowance import MonthGuard, utc_text
 from capguard.budget.allowance import utc_clock as _utc_now  # the name `utc_clock` is Budget's argument
 from capguard.budget.messages import (
@@ -60,7 +58,7 @@ from capguard.budget.store import (
 )
 from capguard.config import identity
 from capguard.config import settings as config
-from capguard.core.anthropic_usage import CallUsage, estimate_input_tokens
+from capguard.core.anthropic_usage import CallUsage
 from capguard.core.caps import decide, month_binds, usd_ceiling
 from capguard.core.enums import StopReason, UnpricedPolicy
 from capguard.core.errors import LedgerError
@@ -68,7 +66,7 @@ from capguard.core.ids import new_id
 from capguard.core.meter import Meter
 from capguard.core.monthly import Standing
 from capguard.core.pricing import Pricer
-from capguard.core.reservations import Cost, Reservations, clamp_max_tokens, lowered_request, worst_case_cost
+from capguard.core.reservations import Reservations, clamp_max_tokens, lowered_request
 from capguard.core.task_budget import with_task_budget
 from capguard.ledger import RunStart
 from capguard.reports import task_report
@@ -77,18 +75,6 @@ from capguard.reports.run_report import RunFacts, write_json
 __all__ = ["Admission", "Budget", "BudgetExceeded", "BudgetWarning"]
 
 log = logging.getLogger("capguard.budget.library")
-
-_COUNT_MARGIN = (Decimal("1.05"), 64)  # count_tokens is an estimate: keep 5% and 64 tokens in hand
-
-
-class _Ask(NamedTuple):
-    """A call as asked, before the ledger is read: its request, model, max_tokens, prompt and worst-case price."""
-
-    kwargs: dict[str, Any]
-    model: str
-    requested: int
-    prompt: int
-    cost: Cost | None
 
 
 class Budget:
@@ -334,7 +320,7 @@ class Budget:
         self, kwargs: dict[str, Any], *, prompt_tokens: int | None, beta_api: bool, default_beta: str | None = None
     ) -> Admission:
         """Refuse the call, or shape it (max_tokens, task budget) and hold its worst case until it settles."""
-        ask = self._ask(kwargs, prompt_tokens)
+        ask = Ask.of(kwargs, prompt_tokens, self._pricer)
         self._refresh_month()  # again: count_tokens took a round trip, in which other runs may have spent
         return self._admit(ask, beta_api, default_beta)
 
@@ -342,22 +328,12 @@ class Budget:
         self, kwargs: dict[str, Any], *, prompt_tokens: int | None, beta_api: bool, default_beta: str | None = None
     ) -> Admission:
         """admit() for an event loop: the month is read without blocking it."""
-        ask = self._ask(kwargs, prompt_tokens)
+        ask = Ask.of(kwargs, prompt_tokens, self._pricer)
         await self._arefresh_month()
         return self._admit(ask, beta_api, default_beta)
 
-    def _ask(self, kwargs: dict[str, Any], prompt_tokens: int | None) -> _Ask:
-        model, requested = str(kwargs.get("model") or ""), kwargs.get("max_tokens")
-        if not model or isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise TypeError("a Messages call needs a model and a positive max_tokens")
-        prompt = estimate_input_tokens(kwargs) if prompt_tokens is None else _with_margin(prompt_tokens)
-        cost = worst_case_cost(
-            self._pricer, model, prompt, speed=kwargs.get("speed"), geo=kwargs.get("inference_geo") or "us"
-        )  # the workspace's region may be US-only
-        return _Ask(kwargs, model, requested, prompt, cost)
-
-    def _admit(self, ask: _Ask, beta_api: bool, default_beta: str | None) -> Admission:
-        kwargs, model, requested, prompt, cost = ask
+    def _admit(self, ask: Ask, beta_api: bool, default_beta: str | None) -> Admission:
+        kwargs, model, requested, prompt, cost = ask.kwargs, ask.model, ask.requested, ask.prompt, ask.cost
         with self._lock:
             refusal = self._refusal(model)
             if refusal:
@@ -526,8 +502,3 @@ class Budget:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         await asyncio.to_thread(self.__exit__, exc_type, exc, tb)  # the ledger's last writes, off the event loop
-
-
-def _with_margin(counted: int) -> int:
-    factor, extra = _COUNT_MARGIN
-    return math.ceil(counted * factor) + extra
