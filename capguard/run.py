@@ -21,6 +21,7 @@ from capguard import paths
 from capguard.agents import get_adapter
 from capguard.budget.allowance import MonthGuard, utc_clock, utc_text
 from capguard.config import identity
+from capguard.config.origins import cap_origins
 from capguard.config.settings import Settings
 from capguard.core import child_env
 from capguard.core.caps import Caps
@@ -139,6 +140,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         guard = MonthGuard(ledger, team_of(settings), user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
         priced = pricer.can_price(plan.named_model)
+        origins = cap_origins(settings, user if guard.active else None)
         refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
         if refusal:
             raise UnpricedModel(f"{agent} not started: {refusal}")
@@ -150,7 +152,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             user=user,
             host=host,
             started_utc=utc_text(clock()),
-            caps=caps.as_json(),
+            caps={**caps.as_json(), "origins": origins},
             project=identity.project(cwd),
             line=line,
         )
@@ -249,6 +251,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped,
             tree_stop=outcome.tree_stop,
+            cap_origins=origins,
         )
         if outcome.ledger_unsaved:
             facts.notes = [

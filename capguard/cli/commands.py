@@ -39,6 +39,7 @@ _TABLE = (
     Command("demo", "demo_cmd", "a cap firing on the real aider against a local fake model", options.CAPS),
     Command("ledger", "ledger_cmd", "where the ledger is, what it holds; start a new one", options.LEDGER),
     Command("report", "report_cmd", "spend, runs and stops from the ledger", options.LEDGER),
+    Command("show", "show_cmd", "the story of one run: caps and their origins, replies, the stop", options.LEDGER),
     Command("dashboard", "dashboard_cmd", "the dashboard page: charts of spend, runs and caps", options.LEDGER),
     Command("suggest", "suggest_cmd", "caps from the distribution of past runs, as TOML", options.LEDGER),
     Command("import", "import_cmd", "the agents' existing logs into the ledger", options.LEDGER, pause_gc=True),
