@@ -34,6 +34,9 @@ _TABLE = (
     Command("config", "config_cmd", "the effective settings and where each came from", options.ALL),
     Command("trust", "trust_cmd", "let a repo's .capguard.toml set more than stricter caps"),
     Command("untrust", "untrust_cmd", "stop trusting a repo's .capguard.toml"),
+    Command(
+        "explain", "explain_cmd", "what a run would be (as --dry-run): argv, env, caps, meter, ledger", options.ALL
+    ),
     Command("status", "status_cmd", "the runs under capguard now, and the month against its caps", options.MONTH),
     Command("ack", "ack_cmd", "go on past a spent monthly cap, on the record", options.LEDGER),
     Command("demo", "demo_cmd", "a cap firing on the real aider against a local fake model", options.CAPS),

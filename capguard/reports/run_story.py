@@ -16,6 +16,7 @@ from capguard.core.redact import mask_dsn
 from capguard.core.sanitize import printable
 from capguard.core.units import format_count, format_duration, format_tokens, format_usd
 from capguard.ledger import Ledger
+from capguard.reports.dry_run import cap_lines
 from capguard.reports.query import runs_by_prefix
 from capguard.reports.render import WIDTH, ellipsize, table
 
@@ -126,36 +127,6 @@ def story(
     }
 
 
-def _cap_value(name: str, value: Any) -> str:
-    if value is None:
-        return "off" if name not in ("stuck", "warn_at", "unpriced") else "-"
-    if name == "usd":
-        return format_usd(round(value * 1e6))
-    if name == "monthly":
-        return f"{format_usd(round(value * 1e6))} left"
-    if name == "wall":
-        return format_duration(value)
-    if name in ("tokens", "map_tokens"):
-        return format_tokens(value)
-    if name == "warn_at":
-        return f"{value:.0%}"
-    return str(value)
-
-
-def _caps_lines(caps: dict[str, dict[str, Any]]) -> list[str]:
-    """`  usd        $5.00       flag --usd`: the origin wraps (a config file's path is worth reading whole)."""
-    values = {name: _cap_value(name, cap["value"]) for name, cap in caps.items()}
-    width = max(len(v) for v in values.values())
-    lines = []
-    for name, cap in caps.items():
-        origin = cap["origin"] or ("-" if cap["value"] is None else "not recorded")
-        head = f"  {name:<10}  {values[name]:>{width}}  "
-        lines += textwrap.wrap(
-            printable(origin), WIDTH, initial_indent=head, subsequent_indent=" " * len(head), break_on_hyphens=False
-        )
-    return lines
-
-
 def _when(utc: str | None) -> str:
     return "-" if not utc else utc[:19].replace("T", " ") + " UTC"
 
@@ -195,7 +166,7 @@ def text(data: dict[str, Any]) -> list[str]:
         "Caps",
     ]
     if data["caps"]:
-        lines += _caps_lines(data["caps"])
+        lines += cap_lines(data["caps"])
     else:
         lines.append("  none recorded")
     lines += [
