@@ -47,6 +47,7 @@ from capguard.reports.run_report import (
 from capguard.reports.start_notes import start_notes, unpriced_refusal
 from capguard.supervisor import cgroup, compat
 from capguard.supervisor.admission import LedgerMonth
+from capguard.supervisor.notify import Notifier, RunAlerts
 from capguard.supervisor.status_board import StatusBoard
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
@@ -177,6 +178,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         )
         for note in plan.notes:
             log.info(note)
+        notifier = Notifier(settings["notify"], env=env, terminal=stderr)
+        alerts = RunAlerts(notifier, agent, caps)
+        unable = notifier.start_note()
+        if unable:  # said once, before the agent takes the terminal; the run goes on without them
+            print(unable, file=stderr)
         if not settings["quiet"]:  # once, before the agent takes the terminal
             for line in start_notes(
                 caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
@@ -186,8 +192,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             record_of=lambda reply, priced: _usage_record(reply, priced, utc_text(clock())),
             spool=spool.append_usage,
             on_reply=lambda record: ledger.record_usage(run_id, record),
-            on_status=lambda meter, elapsed, verdict, state: board.update(
-                meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
+            on_status=lambda meter, elapsed, verdict, state: _status(
+                board, alerts, caps, meter, elapsed, verdict, state
             ),
         )
         supervisor = Supervisor(
@@ -224,6 +230,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             raise
         finally:
             board.close()
+            failed = notifier.close()
         late_notes = [note for summary in plan.summaries for note in summary()]
         for note in late_notes:
             log.info(note)
@@ -295,11 +302,19 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
             file=stderr,
         )
+    if failed:
+        print(failed, file=stderr)
     if unwritten:
         print(unwritten, file=stderr)
     if unavailable:
         print(unavailable, file=stderr)
     return exit_code(facts)  # never a ledger error's: the cap fired, and what it counted is in the spool
+
+
+def _status(board: StatusBoard, alerts: RunAlerts, caps: Caps, meter, elapsed: float, verdict, state: str) -> None:
+    """The status file and title, and the notifications (a cap's warning, the stop)."""
+    board.update(meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running")
+    alerts.status(meter, elapsed, verdict, state)
 
 
 def _open_spool(run_dir: Path, start: RunStart, ledger: Ledger) -> Spool:

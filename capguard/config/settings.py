@@ -104,6 +104,7 @@ KEYS: dict[str, Key] = {
     "title": Key(units.parse_bool, True, "show live spend in the terminal title"),
     "poll": Key(units.parse_bool, False, "watch files by polling (network filesystems)"),
     "quiet": Key(units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
+    "notify": Key(_choice("off", "bell", "desktop"), "off", "at a cap's warning and at a stop: bell, desktop or off"),
     "command": Key(_text, None, "the agent's executable (default: its usual name on PATH)", env=False),
     "args": Key(_arg_list, [], "extra arguments given to the agent before the user's", env=False),
     # Claude Code's own cost settings, translated to what it reads (ANTHROPIC_MODEL, --task-budget, ...)

@@ -29,3 +29,11 @@ def test_a_repo_file_is_named_as_such_and_no_team_means_no_monthly_origin(tmp_pa
     origins = cap_origins(settings, "alice")
     assert origins["steps"] == f"repo file {tmp_path / '.capguard.toml'}"
     assert "monthly" not in origins
+
+
+def test_notifications_are_off_by_default_and_an_untrusted_repo_file_cannot_switch_them_on(tmp_path):
+    assert load_settings("aider", env={}, cwd=tmp_path)["notify"] == "off"
+    (tmp_path / ".capguard.toml").write_text('notify = "desktop"\n')
+    settings = load_settings("aider", env={}, cwd=tmp_path)
+    assert settings["notify"] == "off" and settings.ignored[0].keys == ("notify",)
+    assert load_settings("aider", flags={"notify": "bell"}, env={}, cwd=tmp_path)["notify"] == "bell"
