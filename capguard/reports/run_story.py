@@ -6,7 +6,6 @@ out); `load` reads them.
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ from capguard.core.redact import mask_dsn
 from capguard.core.sanitize import printable
 from capguard.core.units import format_count, format_duration, format_tokens, format_usd
 from capguard.ledger import Ledger
-from capguard.reports.dry_run import cap_lines
+from capguard.reports.dry_run import cap_lines, wrap
 from capguard.reports.query import runs_by_prefix
-from capguard.reports.render import WIDTH, ellipsize, table
+from capguard.reports.render import WIDTH, table
 
 # the caps as a run stores them (Caps.as_json) -> the name a user knows and the key of its origin
 _CAPS = (
@@ -145,19 +144,19 @@ def _bullets(title: str, items: list[str]) -> list[str]:
         return []
     lines = ["", title]
     for item in items:
-        lines += textwrap.wrap(printable(item), WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        lines += wrap(item, "  - ", "    ")
     return lines
 
 
 def text(data: dict[str, Any]) -> list[str]:
     """The story in an 80-column terminal; every name from outside escaped (by `table` or `printable`)."""
-    argv = printable(" ".join(data["argv"] or []))
+    argv = " ".join(data["argv"] or [])
     who = f"{data['user']}" + (f" (line {data['line']})" if data["line"] else "") + f" on {data['host']}"
     lines = [printable(f"run {data['run_id']}: {data['agent']}, {_ended(data)}")]
-    lines += textwrap.wrap(argv, WIDTH, initial_indent="argv     ", subsequent_indent=" " * 9, break_on_hyphens=False)
+    lines += wrap(argv, "argv     ", " " * 9)  # a path stays whole, to copy
     lines += [
-        printable(ellipsize(f"user     {who}", WIDTH)),
-        printable(ellipsize(f"cwd      {data['cwd']}", WIDTH)),
+        *wrap(who, "user     ", " " * 9),
+        *wrap(str(data["cwd"]), "cwd      ", " " * 9),
         f"started  {_when(data['started_utc'])}",
         f"ended    {_when(data['ended_utc'])}"
         + (f" ({format_duration(data['elapsed_s'])})" if data["elapsed_s"] is not None else ""),
@@ -201,16 +200,16 @@ def text(data: dict[str, Any]) -> list[str]:
     if stop["reason"] or stop["signal_received"] or stop["steps"]:
         lines += ["", "Stop"]
         if stop["detail"]:
-            lines += [printable(ellipsize(f"  why: {stop['detail']}", WIDTH))]
+            lines += wrap(str(stop["detail"]), "  why: ", "    ")
         for step in stop["steps"]:
-            lines += textwrap.wrap(printable(step), WIDTH, initial_indent="  ", subsequent_indent="    ")
+            lines += wrap(step, "  ", "    ")
         if stop["tree_stop"]:
             lines.append(f"  tree stopped by: {stop['tree_stop']}")
     lines += _bullets("Warnings (caps past the soft threshold)", [str(w) for w in data["warnings"]])
     lines += _bullets("Notes", data["notes"])
     lines += _bullets("Blind spots", data["blind_spots"])
     if data["report_file"]:
-        lines += ["", printable(ellipsize(f"report {data['report_file']}", WIDTH, keep_end=True))]
+        lines += ["", *wrap(str(data["report_file"]), "report ", "  ")]
     return lines
 
 

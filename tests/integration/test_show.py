@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -227,3 +228,13 @@ def test_show_tells_a_real_capped_aider_run_with_its_caps_origins(capguard, tmp_
     assert data["report_file"].endswith(f"{run_id}/report.json")
     assert data["caps"]["wall"] == {"value": 600.0, "origin": f"config file {config}"}
     assert data["caps"]["usd"] == {"value": 0.4, "origin": "flag --usd"}
+
+
+def test_a_run_the_ledger_never_closed_is_told_from_its_report_in_the_run_dir(seeded, capsys):
+    run_dir = Path(os.environ["CAPGUARD_HOME"]) / "runs" / TWIN
+    run_dir.mkdir(parents=True)
+    report = {"notes": ["the ledger missed 2 replies (disk full); they are in the spool"], "stop_steps": []}
+    (run_dir / "report.json").write_text(json.dumps({**report, "blind_spots": ["a reply in flight"]}))
+    lines = show(seeded, TWIN, capsys=capsys).splitlines()
+    assert "  - the ledger missed 2 replies (disk full); they are in the spool" in lines
+    assert "  - a reply in flight" in lines and lines[-1] == f"report {run_dir / 'report.json'}"
