@@ -21,6 +21,7 @@ from capguard import paths
 from capguard.agents import get_adapter
 from capguard.budget.allowance import MonthGuard, utc_clock, utc_text
 from capguard.config import identity
+from capguard.config.origins import cap_origins
 from capguard.config.settings import Settings
 from capguard.core import child_env
 from capguard.core.caps import Caps
@@ -45,6 +46,7 @@ from capguard.reports.run_report import (
 from capguard.reports.start_notes import start_notes, unpriced_refusal
 from capguard.supervisor import cgroup, compat
 from capguard.supervisor.admission import LedgerMonth
+from capguard.supervisor.notify import Notifier, RunAlerts
 from capguard.supervisor.status_board import StatusBoard
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
@@ -138,6 +140,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         guard = MonthGuard(ledger, settings.team, user, line, clock=clock)
         caps = _month_gate(guard, caps, agent, stderr)
         priced = pricer.can_price(plan.named_model)
+        origins = cap_origins(settings, user if guard.active else None)
         refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
         if refusal:
             raise UnpricedModel(f"{agent} not started: {refusal}")
@@ -149,7 +152,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             user=user,
             host=host,
             started_utc=utc_text(clock()),
-            caps=caps.as_json(),
+            caps={**caps.as_json(), "origins": origins},
             project=identity.project(cwd),
             line=line,
         )
@@ -174,6 +177,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         )
         for note in plan.notes:
             log.info(note)
+        notifier = Notifier(settings.output.notify, env=env, terminal=stderr)
+        alerts = RunAlerts(notifier, agent, caps)
+        unable = notifier.start_note()
+        if unable:  # said once, before the agent takes the terminal; the run goes on without them
+            print(unable, file=stderr)
         if not settings.output.quiet:  # once, before the agent takes the terminal
             for line in start_notes(
                 caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
@@ -183,8 +191,8 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             record_of=lambda reply, priced: _usage_record(reply, priced, utc_text(clock())),
             spool=spool.append_usage,
             on_reply=lambda record: ledger.record_usage(run_id, record),
-            on_status=lambda meter, elapsed, verdict, state: board.update(
-                meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
+            on_status=lambda meter, elapsed, verdict, state: _status(
+                board, alerts, caps, meter, elapsed, verdict, state
             ),
         )
         supervisor = Supervisor(
@@ -221,6 +229,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             raise
         finally:
             board.close()
+            failed = notifier.close()
         late_notes = [note for summary in plan.summaries for note in summary()]
         for note in late_notes:
             log.info(note)
@@ -248,6 +257,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped,
             tree_stop=outcome.tree_stop,
+            cap_origins=origins,
         )
         if outcome.ledger_unsaved:
             facts.notes = [
@@ -292,11 +302,19 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             f"capguard: warning: {suspicious_note(outcome.meter.suspicious_lines)}; see {run_dir}/report.json",
             file=stderr,
         )
+    if failed:
+        print(failed, file=stderr)
     if unwritten:
         print(unwritten, file=stderr)
     if unavailable:
         print(unavailable, file=stderr)
     return exit_code(facts)  # never a ledger error's: the cap fired, and what it counted is in the spool
+
+
+def _status(board: StatusBoard, alerts: RunAlerts, caps: Caps, meter, elapsed: float, verdict, state: str) -> None:
+    """The status file and title, and the notifications (a cap's warning, the stop)."""
+    board.update(meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running")
+    alerts.status(meter, elapsed, verdict, state)
 
 
 def _open_spool(run_dir: Path, start: RunStart, ledger: Ledger) -> Spool:

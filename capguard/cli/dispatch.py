@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from capguard import __version__
 from capguard.agents import NAMES as AGENTS
@@ -15,6 +16,9 @@ from capguard.cli import options
 from capguard.cli.commands import COMMANDS, Command
 from capguard.cli.options import Flags
 from capguard.core.errors import CapguardError
+
+if TYPE_CHECKING:  # --help and --version import no settings
+    from capguard.config.settings import Settings
 
 USAGE = "capguard [OPTIONS] AGENT [AGENT ARGS...]\n       capguard [OPTIONS] COMMAND [COMMAND OPTIONS...]"
 
@@ -60,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     )
     main.add_argument("--version", action="version", version=f"capguard {__version__}")
     options.add_options(main, options.ALL)
+    main.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the run would be (argv, env, caps and their origins, meter, ledger) and start nothing",
+    )
     main.add_argument("command", metavar="AGENT|COMMAND", help="an agent or a command, listed below")
     return main
 
@@ -75,7 +84,11 @@ def run(argv: Sequence[str]) -> int:
     ns = main.parse_args(argv[: at + 1])
     flags = options.flags_of(ns)
     if ns.command in AGENTS:
+        if ns.dry_run:
+            return dry_run(ns.command, argv[at + 1 :], flags)
         return run_agent(ns.command, argv[at + 1 :], flags)
+    if ns.dry_run:
+        raise CapguardError(f"--dry-run goes with an agent (capguard --dry-run aider ...), not with {ns.command!r}")
     command = COMMANDS.get(ns.command)
     if command is None:
         known = ", ".join([*AGENTS, *COMMANDS])
@@ -84,13 +97,25 @@ def run(argv: Sequence[str]) -> int:
 
 
 def run_agent(agent: str, args: list[str], flags: Flags) -> int:
-    from capguard.config.settings import load_settings, notices
     from capguard.run import run_agent as supervise
+
+    return supervise(agent, args, _settings(agent, flags))
+
+
+def dry_run(agent: str, args: list[str], flags: Flags) -> int:
+    """`capguard --dry-run AGENT ...`: what the run would be (`capguard explain`), nothing started."""
+    from capguard.cli.explain_cmd import explain
+
+    return explain(agent, args, _settings(agent, flags))
+
+
+def _settings(agent: str, flags: Flags) -> Settings:
+    from capguard.config.settings import load_settings, notices
 
     settings = load_settings(agent, flags=flags)
     for line in notices(settings):  # what a repo file or a flag could not change, before the agent starts
         print(line, file=sys.stderr)
-    return supervise(agent, args, settings)
+    return settings
 
 
 def command_parser(command: Command) -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--report-json", "report_json", "PATH", "also write the run's JSON report here"),
     Option("--ledger", "ledger", "PATH_OR_URL", "ledger database (SQLite path or postgresql:// URL)"),
     Option("--line", "line", "NAME", "the budget line this run is charged to (team budgets)"),
+    Option("--notify", "notify", "MODE", "at a cap's warning and at a stop: bell | desktop | off (default)"),
     Option("--no-title", "title", None, "leave the terminal title alone", const="false"),
     Option("--poll", "poll", None, "watch files by polling (network filesystems)", const="true"),
     Option("--quiet", "quiet", None, "no summary line at a normal exit, no notes at start", const="true"),

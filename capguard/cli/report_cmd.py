@@ -27,6 +27,7 @@ examples:
   capguard report --by project --since 2026-11 --csv > projects.csv
   capguard report --by model --since 7d --json
   capguard report --since 30d --html spend.html
+  capguard report --run 01kbz3m4q2xy   # one run's story (as capguard show)
 """
 
 
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="WHEN", help="from: 2026-11-01, 2026-11, 2026-11-01T09:00, or 7d back from now")
     p.add_argument("--until", metavar="WHEN", help="to (a date or month is included whole)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="list the N costliest runs (default 5; 0: none)")
+    p.add_argument("--run", metavar="RUN_ID", help="the story of one run instead (as `capguard show RUN_ID`)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="machine-readable JSON")
     out.add_argument("--csv", action="store_true", help="one CSV row per group")
@@ -63,6 +65,12 @@ def period_of(since: str | None, until: str | None, now: datetime) -> Period:
 def run(
     ns: argparse.Namespace, flags: Flags, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 ) -> int:
+    if ns.run is not None:
+        if ns.csv or ns.html:
+            raise ConfigError("--run shows one run: as text, or with --json")
+        from capguard.cli.show_cmd import show
+
+        return show(ns.run, flags, as_json=ns.json)
     if ns.top < 0:
         raise ConfigError("--top must be 0 or more")
     period = period_of(ns.since, ns.until, clock())

@@ -78,6 +78,7 @@ class Output:
     title: bool
     quiet: bool
     report_json: str | None
+    notify: str
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ KEYS: dict[str, Key] = {
     "title": Key("output", units.parse_bool, True, "show live spend in the terminal title"),
     "poll": Key("supervise", units.parse_bool, False, "watch files by polling (network filesystems)"),
     "quiet": Key("output", units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
+    "notify": Key(
+        "output", _choice("off", "bell", "desktop"), "off", "at a cap's warning and at a stop: bell, desktop or off"
+    ),
     "command": Key(
         "launch", _text, None, "the agent's executable (default: its usual name on PATH)", env=False, top_level=False
     ),

@@ -155,3 +155,17 @@ class RedactingFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+def redact_env_value(name: str, value: str) -> str:
+    """An environment variable's value as it may be shown: all of it for a secret name (`OPENAI_API_KEY`), the
+    secret parts of a `k=v,k2=v2` list (OTel's headers carry capguard's receiver token), keys and URL passwords."""
+    if is_secret_name(name):
+        return MASK
+    pairs = value.split(",")
+    if all("=" in pair for pair in pairs):
+        value = ",".join(
+            f"{key}={MASK}" if is_secret_name(key.strip()) else f"{key}={rest}"
+            for key, rest in (pair.split("=", 1) for pair in pairs)
+        )
+    return redact_text(value)

@@ -103,3 +103,9 @@ def tokens_by_model(ledger: Ledger, period: Period) -> dict[str, dict[str, int]]
 def user_names(ledger: Ledger) -> list[str]:
     """Every developer the ledger knows, by name."""
     return [row["name"] for row in ledger.query("SELECT name FROM users ORDER BY name", [])]
+
+
+def runs_by_prefix(ledger: Ledger, prefix: str, *, limit: int = 11) -> list[str]:
+    """The ids of up to `limit` runs whose id starts with `prefix` (SUBSTR: no LIKE wildcards to escape)."""
+    sql = "SELECT id FROM runs WHERE SUBSTR(id, 1, ?) = ? ORDER BY id LIMIT ?"
+    return [row["id"] for row in ledger.query(sql, [len(prefix), prefix, limit])]

@@ -17,6 +17,16 @@ from capguard.reports.aggregate import Group, TopRun, stop_reasons
 WIDTH = 80
 GAP = "  "
 NBSP = "\u00a0"
+SHORT_ID = 14  # what the text tables print of a run id: `capguard show` takes any unique prefix
+
+
+def short_id(run_id: str) -> str:
+    """The start of a run id, as the tables print it (time and randomness: unique in practice, checked by `show`)."""
+    return run_id[:SHORT_ID]
+
+
+def _key(report: Report, key: str) -> str:
+    return short_id(key) if report.by == "run" else key
 
 
 def ellipsize(text: str, width: int, *, keep_end: bool = False) -> str:
@@ -81,7 +91,7 @@ class Report:
     imported: int  # runs built by `capguard import`
 
 
-_PATH_KEYS = ("project", "run")
+_PATH_KEYS = ("project",)
 
 
 def text(report: Report) -> list[str]:
@@ -96,7 +106,14 @@ def text(report: Report) -> list[str]:
         "",
     ]
     rows = [
-        [g.key, f"{g.runs:,}", _usd(g.cost_micro), _usd(g.avg_cost_micro), _tokens(g.tokens), _rate(g.stop_rate)]
+        [
+            _key(report, g.key),
+            f"{g.runs:,}",
+            _usd(g.cost_micro),
+            _usd(g.avg_cost_micro),
+            _tokens(g.tokens),
+            _rate(g.stop_rate),
+        ]
         for g in [*report.groups, report.total]
     ]
     lines += table([head, "RUNS", "SPEND", "AVG/RUN", "TOKENS", "STOPPED"], rows, keep_end=keep_end)
@@ -131,7 +148,7 @@ def stops_text(report: Report) -> list[str]:
             for reason in stop_reasons([group])
         )
         line = (
-            f"{ellipsize(printable(group.key), 24, keep_end=report.by in _PATH_KEYS)}: {group.supervised:,} supervised, "
+            f"{ellipsize(printable(_key(report, group.key)), 24, keep_end=report.by in _PATH_KEYS)}: {group.supervised:,} supervised, "
             f"{group.stopped:,} stopped ({_rate(group.stop_rate)})" + (f": {reasons}" if reasons else "")
         )
         lines += [part.replace(NBSP, " ") for part in textwrap.wrap(line, WIDTH, subsequent_indent="    ")]
@@ -145,7 +162,7 @@ def top_text(report: Report) -> list[str]:
     where = "USER" if report.by == "user" else "PROJECT"
     rows = [
         [
-            ellipsize(t.run.run_id, 14),
+            short_id(t.run.run_id),
             t.run.started_utc[:16].replace("T", " "),
             t.run.agent,
             _usd(t.cost_micro),

@@ -46,6 +46,7 @@ class RunFacts:
     at_stop: dict[str, Any] | None = None
     self_stopped: bool = False
     tree_stop: str = "sweep"  # "cgroup" | "freeze-sweep" | "sweep": how the agent's tree is stopped
+    cap_origins: dict[str, str] = field(default_factory=dict)  # cap -> "flag --usd", "config file PATH", ...
 
 
 def exit_code(facts: RunFacts) -> int:
@@ -168,6 +169,7 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         "ended_at": _iso(facts.ended_at),
         "elapsed_s": round(facts.elapsed_s, 3),
         "caps": c.as_json(),
+        "cap_origins": facts.cap_origins,
         "model": facts.model,
         "usage": m.usage_json(),
         "cost_usd": m.cost_micro / 1_000_000,

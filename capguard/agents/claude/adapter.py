@@ -202,6 +202,9 @@ class _Statusline:
         return statusline_events(line, offset, self.source)
 
 
+STATUSLINE_REFRESH_S = 2
+
+
 class ClaudeAdapter:
     name = "claude"
     install_hint = INSTALL_HINT
@@ -243,7 +246,9 @@ class ClaudeAdapter:
             command += f" {shlex.quote(statusline)}"
             notes.append(f"your statusLine command is chained after capguard's: {statusline}")
         ours_settings = {
-            "statusLine": {"type": "command", "command": command},
+            # refreshed on a timer too (seconds; Claude Code >= 2.1.97): the elapsed time and the wall cap's
+            # remainder move while Claude sits idle, when no event would re-run the command
+            "statusLine": {"type": "command", "command": command, "refreshInterval": STATUSLINE_REFRESH_S},
             "hooks": {
                 "PreToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": str(_deny_hook(run_dir))}]}]
             },

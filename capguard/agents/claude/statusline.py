@@ -13,13 +13,37 @@ import sys
 from pathlib import Path
 
 
+def _total(data: bytes) -> bytes | None:
+    """The session and its live total (all capguard reads of the document), or None if it cannot tell."""
+    try:
+        doc = json.loads(data)
+        return json.dumps([doc["session_id"], doc["cost"]["total_cost_usd"]]).encode()
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+
+
 def _append(path: Path, data: bytes) -> None:
-    line = b" ".join(data.split()) + b"\n"  # one JSON document per line for capguard's tailer
+    """One JSON document per line for capguard's tailer; a timer's refresh with the same total adds no line (its
+    `.last` file keeps the last total appended), so an idle session does not grow the file."""
+    total, last = _total(data), path.with_suffix(".last")
+    if total is not None:
+        try:
+            if last.read_bytes() == total:
+                return
+        except OSError:
+            pass
+    line = b" ".join(data.split()) + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
+    if total is not None:
+        fd = os.open(last, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, total)
+        finally:
+            os.close(fd)
 
 
 def _ours(run_dir: Path) -> str:
