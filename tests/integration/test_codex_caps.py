@@ -85,6 +85,15 @@ def assert_tree_gone(runner):
     assert not survivors, f"left running: {[(p.pid, p.name(), p.cmdline()) for p in survivors]}"
 
 
+def assert_dead(pid: int) -> None:
+    import psutil
+
+    try:
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"the background sleep {pid} survived"
+    except psutil.NoSuchProcess:
+        pass
+
+
 def ledger_rows(run_id: str) -> tuple[dict, list[dict]]:
     from capguard.ledger import open_ledger
 
@@ -161,6 +170,7 @@ def test_wall_cap_kills_a_background_tool_in_its_own_session(codex, tree):
     assert marker.exists(), "the tool never started its background sleep"
     assert_counts_what_was_billed(result, server)
     assert_tree_gone(runner)
+    assert_dead(int(marker.read_text()))
 
 
 def _background_sleep() -> Reply:
@@ -257,6 +267,7 @@ def test_signal_to_capguard_stops_codex_and_its_tool(codex):
     assert result.rc == 143, err
     assert_counts_what_was_billed(result, server)
     assert_tree_gone(runner)
+    assert_dead(int(marker.read_text()))
 
 
 def rollout_usage_ids(runner: Codex) -> list[str]:
