@@ -298,3 +298,26 @@ def test_fork_counts_only_its_own_replies(codex):
     assert_counts_what_was_billed(child, server)
     ids = rollout_usage_ids(runner)
     assert len(ids) == len(set(ids)) == 2
+
+
+def test_importing_what_capguard_metered_adds_nothing(codex):
+    """`capguard import codex` keys replies as the live meter does: a metered run's replies are already known."""
+    import subprocess
+    import sys
+
+    with FakeResponses(runaway(0.05)) as server:
+        runner = codex(server)
+        result = runner.exec_run(["--steps", "4"])
+    assert result.rc == 120, result.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "capguard", "import", "codex", "--json"],
+        env=runner.env,
+        cwd=runner.repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["files_read"] == 1 and summary["replies_added"] == 0
+    assert summary["replies_known"] == len(server.billed("main")) == result.report["steps"]
