@@ -96,7 +96,7 @@ def read_thread(path: str, data: bytes, base: int, run_id: str, pricer: UnitPric
         end = data.find(b"\n", pos)
         end = len(data) if end < 0 else end
         line, offset, pos = data[pos:end], base + pos, end + 1
-        if b'"turn_context"' in line[:80]:
+        if b'"turn_context"' in line[:160]:  # the type follows the time and ordinal
             found.resume_at = offset
         for event in parser.feed(line, offset):
             if isinstance(event, Malformed):

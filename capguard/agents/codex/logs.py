@@ -15,6 +15,10 @@ from datetime import datetime
 from capguard.core import sanitize
 from capguard.core.events import Event, Malformed, Reply, json_object
 
+# Only lines naming one of these are decoded (most of a rollout is conversation): Codex writes compact JSON, so a
+# line of one of these types holds its type's name as written here
+_WANTED = (b"token_usage_record", b"turn_context", b"session_meta")
+_LEGACY = (*_WANTED, b"token_count")
 USAGE_FIGURES = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens", "output_tokens")
 
 
@@ -70,8 +74,13 @@ class RolloutParser:
         self._legacy_totals: set[int] = set()
 
     def feed(self, line: bytes, offset: int) -> list[Event]:
-        if not line.strip():
+        line = line.strip()
+        if not line:
             return []
+        if not any(word in line for word in (_WANTED if self.records else _LEGACY)):
+            if line[:1] == b"{" and line[-1:] == b"}":
+                return []  # conversation, tool output, events: no usage, not decoded
+            return [Malformed(self.source, offset, "not a JSON object")]
         try:
             entry = json_object(line)
             kind, payload = entry.get("type"), entry.get("payload")
