@@ -32,6 +32,7 @@ from capguard.ledger.records import normalize_utc
 AGENT = "codex"
 GLOB = "rollout-*.jsonl"
 _THREAD = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\.jsonl$")
+_MARK = re.compile(rb'"(?:token_usage_record|turn_context|session_meta|token_count)"')
 _HEAD_BYTES = 1 << 20  # session_meta is the first line (~25 KB: it holds the base instructions)
 
 
@@ -88,15 +89,22 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def read_thread(path: str, data: bytes, base: int, run_id: str, pricer: UnitPricer) -> Thread:
-    """Rows (ledger tuples) of every reply in `data`, the bytes of `path` from offset `base`."""
+    """Rows (ledger tuples) of every reply in `data`, the bytes of `path` from offset `base`.
+
+    Only the lines that name a type the parser reads are handed to it (found by one regex pass over the bytes: most
+    of a rollout is conversation), so a torn or garbled line elsewhere is not counted as malformed here."""
     parser = RolloutParser(path)
     found = Thread()
-    pos = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
+    last = -1
+    for match in _MARK.finditer(data):
+        start = data.rfind(b"\n", 0, match.start()) + 1
+        if start <= last:
+            continue  # a second mark on a line already read
+        last = start
+        end = data.find(b"\n", match.end())
         end = len(data) if end < 0 else end
-        line, offset, pos = data[pos:end], base + pos, end + 1
-        if b'"turn_context"' in line[:160]:  # the type follows the time and ordinal
+        line, offset = data[start:end], base + start
+        if match.group() == b'"turn_context"':
             found.resume_at = offset
         for event in parser.feed(line, offset):
             if isinstance(event, Malformed):
