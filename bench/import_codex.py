@@ -236,7 +236,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--render", action="store_true", help="rewrite RESULTS.md's section from the last results")
     args = parser.parse_args()
+    if args.render:
+        write_section(json.loads((C.RESULTS_DIR / "import_codex.json").read_text()))
+        return
     V.install_ccusage()
     data, manifest = corpus(args.target_mb, args.seed)
     base, env = C.isolated_env("import_codex")
@@ -279,6 +283,7 @@ def section(result: dict) -> list[str]:
     m, corpus_facts, rounds = result["machine"], result["corpus"], result["rounds"]
     cc, cg = rounds[-1]["ccusage"].get("tokens") or {}, rounds[-1]["capguard"].get("tokens") or {}
     med = {tool: V._median([r[tool]["wall_s"] for r in rounds]) for tool in ("ccusage", "capguard")}
+    cpu = {tool: V._median([r[tool]["cpu_s"] for r in rounds]) for tool in ("ccusage", "capguard")}
     rss = {tool: max(r[tool]["peak_rss_mb"] for r in rounds) for tool in ("ccusage", "capguard")}
     lines = [
         BEGIN,
@@ -295,20 +300,24 @@ def section(result: dict) -> list[str]:
         f" replies, {corpus_facts['resumed']:,} resumed threads (appended to their old file),"
         f" {corpus_facts['forks']:,} forks",
         "",
-        "| round | first | ccusage s | capguard import s | ccusage peak MB | capguard peak MB |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |",
+        "| round | first | ccusage wall s | ccusage CPU s | capguard wall s | capguard CPU s | ccusage peak MB |"
+        " capguard peak MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for i, r in enumerate(rounds, 1):
+        cc_r, cg_r = r["ccusage"], r["capguard"]
         lines.append(
-            f"| {i} | {r['order'][0]} | {r['ccusage']['wall_s']:.2f} | {r['capguard']['wall_s']:.2f} |"
-            f" {r['ccusage']['peak_rss_mb']:.0f} | {r['capguard']['peak_rss_mb']:.0f} |"
+            f"| {i} | {r['order'][0]} | {cc_r['wall_s']:.2f} | {cc_r['cpu_s']:.2f} | {cg_r['wall_s']:.2f} |"
+            f" {cg_r['cpu_s']:.2f} | {cc_r['peak_rss_mb']:.0f} | {cg_r['peak_rss_mb']:.0f} |"
         )
     same = all(cc.get(k) == cg.get(k) for k in ("input", "cache_read", "output", "total")) and bool(cc)
     lines += [
         "",
-        f"- median wall: ccusage {med['ccusage']:.2f} s, capguard {med['capguard']:.2f} s (capguard writes every"
-        f" reply to a new SQLite ledger; ccusage only sums); peak RSS: ccusage {rss['ccusage']:.0f} MB,"
-        f" capguard {rss['capguard']:.0f} MB",
+        f"- median wall: ccusage {med['ccusage']:.2f} s, capguard {med['capguard']:.2f} s; median CPU: ccusage"
+        f" {cpu['ccusage']:.2f} s, capguard {cpu['capguard']:.2f} s (wall is several times CPU for both: the load"
+        " average says why). capguard starts Python, loads genai-prices and writes every reply to a new SQLite"
+        f" ledger; ccusage (native Rust) only sums. Peak RSS: ccusage {rss['ccusage']:.0f} MB, capguard"
+        f" {rss['capguard']:.0f} MB",
         f"- tokens (fresh input / cached input / output / total): ccusage {cc.get('input'):,} / {cc.get('cache_read'):,}"
         f" / {cc.get('output'):,} / {cc.get('total'):,}; capguard {cg.get('input'):,} / {cg.get('cache_read'):,} /"
         f" {cg.get('output'):,} / {cg.get('total'):,}; generator {corpus_facts['total_tokens']:,} total:"
