@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.fakes.fake_responses import FakeResponses
+from tests.integration.conftest import trusted_config
 from tests.integration.test_codex_caps import Codex, codex_bin, runaway  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.agent, pytest.mark.pty]
@@ -55,8 +56,10 @@ class Tmux:
 def session(tmp_path, codex_bin, repo):
     opened = []
 
-    def start(server, caps, args):
+    def start(server, caps, args, command=None):
         runner = Codex(tmp_path, codex_bin, repo, server.base_url)
+        if command:
+            trusted_config(repo / ".capguard.toml", f'[agents.codex]\ncommand = "{command}"\n')
         if shutil.which("tmux") is None:
             pytest.skip("tmux is not installed")
         term = Tmux(runner.argv(caps, args), runner.repo, runner.env, runner.tag)
@@ -103,4 +106,35 @@ def test_tui_stopped_at_the_usd_cap_leaves_no_daemon_spending(session):
     assert report["tokens"] == sum(r["usage"]["total_tokens"] for r in main)
     assert any("thread-title" in spot for spot in report["blind_spots"])
     assert not (runner.codex_home / "app-server-daemon" / "daemon.pid").exists()
+    assert not codex_processes(runner.codex_home) and not runner.survivors()
+
+
+def test_a_daemon_the_tui_starts_anyway_is_stopped_with_the_run(session, tmp_path, codex_bin):
+    """As if Codex ignored --no-daemon (a wrapper drops it): the TUI starts its background daemon, which runs the
+    turns in a session of its own and ignores SIGTERM. capguard stops it with the run all the same (SIGINT to a
+    daemon of this run, then the tree stop): no request after the stop, no Codex process left."""
+    wrapper = tmp_path / "codex-with-daemon"
+    wrapper.write_text(
+        '#!/bin/sh\nfor a; do shift; [ "$a" = --no-daemon ] || set -- "$@" "$a"; done\n'
+        f'exec {shlex.quote(codex_bin)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with FakeResponses(runaway(0.2)) as server:
+        runner, term = session(
+            server,
+            ["--usd", "0.03"],
+            ["--dangerously-bypass-approvals-and-sandbox", "loop over the files forever"],
+            command=str(wrapper),
+        )
+        rc = term.wait(120)
+        screen = term.screen()
+        term.close()
+        requests_at_exit = len(server.requests)
+        time.sleep(QUIET_S)
+        requests_later = len(server.requests)
+    assert rc == 122, screen
+    assert (runner.codex_home / "app-server-daemon" / "daemon.pid").exists()  # the daemon did start
+    report = json.loads(runner.report_path.read_text())
+    assert any(note.startswith("sent SIGINT to Codex's background daemon") for note in report["notes"]), report
+    assert requests_at_exit > 3 and requests_later == requests_at_exit, "requests went on after the stop"
     assert not codex_processes(runner.codex_home) and not runner.survivors()

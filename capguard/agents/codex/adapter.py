@@ -201,11 +201,19 @@ class CodexAdapter:
         def parser(path: Path) -> RolloutParser:
             return RolloutParser(str(path), model=model)
 
+        stopped: list[int] = []
+
         def on_stop(reason: str) -> None:
-            stop_own_daemons(home, daemons_before)
+            stopped.extend(stop_own_daemons(home, daemons_before))
 
         def on_exit(pid: int) -> None:
-            stop_own_daemons(home, daemons_before)
+            stopped.extend(stop_own_daemons(home, daemons_before))
+
+        def daemon_note() -> list[str]:
+            if not stopped:
+                return []
+            pids = ", ".join(map(str, sorted(set(stopped))))
+            return [f"sent SIGINT to Codex's background daemon started during this run (pid {pids})"]
 
         return LaunchPlan(
             argv=[executable, *args],
@@ -221,6 +229,7 @@ class CodexAdapter:
             blind_spots=blind_spots,
             on_stop=on_stop,
             on_exit=on_exit,
+            summaries=[daemon_note],
         )
 
 
