@@ -321,3 +321,17 @@ def test_importing_what_capguard_metered_adds_nothing(codex):
     summary = json.loads(done.stdout)
     assert summary["files_read"] == 1 and summary["replies_added"] == 0
     assert summary["replies_known"] == len(server.billed("main")) == result.report["steps"]
+
+
+def test_stuck_loop_of_failing_shell_calls_is_stopped(codex):
+    """The same shell command failing again and again (exit code 1 in Codex's tool output) is a stuck loop."""
+    from tests.fakes.fake_responses import shell
+
+    with FakeResponses(Script([shell("cat missing-file.txt")])) as server:  # repeated forever
+        runner = codex(server)
+        result = runner.exec_run(["--usd", "5"])
+    assert result.rc == 118, result.stderr
+    assert result.report["stop_reason"] == "stuck"
+    assert result.report["at_stop"]["failing_streak"] == 5
+    assert_counts_what_was_billed(result, server)
+    assert_tree_gone(runner)

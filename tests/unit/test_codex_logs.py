@@ -152,3 +152,15 @@ def test_the_named_model_comes_from_flags_overrides_then_config(tmp_path):
     assert named_model(["exec", "x"], tmp_path) == "gpt-5"
     assert named_model(["-p", "work", "exec", "x"], tmp_path) is None
     assert config_overrides(["--config=a.b=1", "-c", "model='x'"]) == {"a.b": "1", "model": "x"}
+
+
+def test_tool_calls_give_their_outcome_from_the_exit_code():
+    from capguard.core.events import ToolOutcome
+
+    data = (FIXTURES / "rollout.tool.jsonl").read_bytes()
+    outcomes = [e for e in feed(RolloutParser("tool", tools=True), data) if isinstance(e, ToolOutcome)]
+    assert outcomes == [ToolOutcome('exec_command {"cmd": "echo hi"}', failed=False)]
+    failing = data.replace(b"Process exited with code 0", b"Process exited with code 1")
+    outcomes = [e for e in feed(RolloutParser("tool", tools=True), failing) if isinstance(e, ToolOutcome)]
+    assert [o.failed for o in outcomes] == [True]
+    assert not [e for e in feed(RolloutParser("tool"), data) if isinstance(e, ToolOutcome)]  # import: no tools

@@ -199,7 +199,7 @@ class CodexAdapter:
         )
 
         def parser(path: Path) -> RolloutParser:
-            return RolloutParser(str(path), model=model)
+            return RolloutParser(str(path), model=model, tools=True)
 
         stopped: list[int] = []
 

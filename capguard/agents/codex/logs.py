@@ -10,15 +10,22 @@ process reads it (a resumed thread appends to its old file; a fork starts a new 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from datetime import datetime
 
 from capguard.core import sanitize
-from capguard.core.events import Event, Malformed, Reply, json_object
+from capguard.core.events import Event, Malformed, Reply, ToolOutcome, json_object
 
 # Only lines naming one of these are decoded (most of a rollout is conversation): Codex writes compact JSON, so a
 # line of one of these types holds its type's name as written here
 _WANTED = (b"token_usage_record", b"turn_context", b"session_meta")
 _LEGACY = (*_WANTED, b"token_count")
+_TOOLS = b'"function_call'  # a tool call and its output (`function_call_output`), for the stuck-loop cap
+_EXIT = re.compile(r"Process exited with code (-?\d+)")
+_MAX_PENDING_CALLS = 256
+_MAX_SIGNATURE = 1000
 USAGE_FIGURES = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens", "output_tokens")
 
 
@@ -65,9 +72,12 @@ def reply_of(
 class RolloutParser:
     """One rollout file. `model` is the model known before the first line read (a file followed from its end)."""
 
-    def __init__(self, source: str, *, model: str | None = None):
+    def __init__(self, source: str, *, model: str | None = None, tools: bool = False):
+        """`tools`: also follow tool calls and their exit codes (ToolOutcome), as the live meter does."""
         self.source = source
         self.model = model
+        self.tools = tools
+        self._calls: dict[str, str] = {}  # call_id -> signature, until its output comes
         self.thread_id: str | None = None
         self.started_utc: str | None = None  # session_meta's timestamp
         self.records = False  # a token_usage_record was seen: token_count lines repeat them from then on
@@ -77,7 +87,9 @@ class RolloutParser:
         line = line.strip()
         if not line:
             return []
-        if not any(word in line for word in (_WANTED if self.records else _LEGACY)):
+        if not any(word in line for word in (_WANTED if self.records else _LEGACY)) and not (
+            self.tools and _TOOLS in line
+        ):
             if line[:1] == b"{" and line[-1:] == b"}":
                 return []  # conversation, tool output, events: no usage, not decoded
             return [Malformed(self.source, offset, "not a JSON object")]
@@ -94,9 +106,27 @@ class RolloutParser:
                 return [self._record(entry, payload, offset)]
             elif kind == "event_msg" and payload.get("type") == "token_count" and not self.records:
                 return self._legacy(entry, payload, offset)
+            elif kind == "response_item" and self.tools:
+                return self._tool(payload)
             return []
         except (ValueError, TypeError, AttributeError, RecursionError, ArithmeticError) as err:
             return [Malformed(self.source, offset, f"{type(err).__name__}: {err}"[:160])]
+
+    def _tool(self, payload: dict) -> list[Event]:
+        """A shell call failing the same way again and again is a stuck loop: its exit code says whether it failed."""
+        kind, call_id = payload.get("type"), payload.get("call_id")
+        if not isinstance(call_id, str):
+            return []
+        if kind == "function_call":
+            if len(self._calls) < _MAX_PENDING_CALLS:
+                self._calls[call_id] = tool_signature(payload.get("name"), payload.get("arguments"))
+            return []
+        signature = self._calls.pop(call_id, None) if kind == "function_call_output" else None
+        output = payload.get("output")
+        if signature is None or not isinstance(output, str):
+            return []
+        code = _EXIT.search(output[:400])
+        return [ToolOutcome(signature, failed=code is not None and code.group(1) != "0")]
 
     def _meta(self, payload: dict) -> None:
         thread = sanitize.name(payload.get("id"))
@@ -145,6 +175,18 @@ class RolloutParser:
                 scope=self.thread_id,
             )
         ]
+
+
+def tool_signature(name: object, arguments: object) -> str:
+    """Tool name + its arguments as canonical JSON: the same call repeated gives the same signature."""
+    try:
+        canonical = json.dumps(json.loads(arguments), sort_keys=True) if isinstance(arguments, str) else ""
+    except (ValueError, RecursionError):
+        canonical = str(arguments)
+    if len(canonical) > _MAX_SIGNATURE:
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        canonical = f"{canonical[:200]}… sha256:{digest}"
+    return f"{sanitize.name(name) or '?'} {canonical}"
 
 
 def _count(value: object, name: str) -> int:
