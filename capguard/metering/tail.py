@@ -64,7 +64,8 @@ class FileCursor:
     the lines already handed out. `problem` says why a file that exists cannot be read (capguard is blind).
     """
 
-    def __init__(self, path: Path, *, from_end: bool = False):
+    def __init__(self, path: Path, *, from_end: bool = False, end_at: int | None = None):
+        """`from_end`: skip what the file holds now, or its first `end_at` bytes (a size taken earlier)."""
         self.path = path
         self.offset = 0
         self.problem: str | None = None
@@ -77,7 +78,8 @@ class FileCursor:
         if from_end:
             try:
                 if self._open():
-                    self.offset = self._pending_at = os.fstat(self._opened()).st_size
+                    size = os.fstat(self._opened()).st_size
+                    self.offset = self._pending_at = size if end_at is None or end_at > size else end_at
                     self._mark = self._pread(self.offset - min(MARK, self.offset), min(MARK, self.offset))
             except OSError as err:
                 self.problem = _cannot_read(path, err)
@@ -200,6 +202,9 @@ class WatchSpec:
     from_end: bool = False  # skip what the file held before this run
     glob: str | None = None
     whole: bool = False  # a file rewritten in place, read whole on each change
+    # with `glob` and `from_end`: the files already there are only measured (a stat, no descriptor) and followed
+    # from that size once they change, so a tree of thousands of old files costs no open files
+    dormant: bool = False
 
 
 class Tailer:
@@ -208,6 +213,7 @@ class Tailer:
     def __init__(self, specs: list[WatchSpec]):
         self.specs: list[WatchSpec] = []
         self._cursors: dict[Path, tuple[FileCursor | WholeFile, Parser]] = {}
+        self._dormant: dict[Path, tuple[int, int, int]] = {}  # (size, inode, mtime_ns) of untouched old files
         for spec in specs:
             self.add(spec)
 
@@ -219,11 +225,21 @@ class Tailer:
                 self._add(spec.path, spec, from_end=spec.from_end)
         else:
             for found in sorted(spec.path.rglob(spec.glob)) if spec.path.is_dir() else []:
-                if found not in self._cursors:
+                if found in self._cursors or found in self._dormant:
+                    continue
+                if spec.dormant and spec.from_end:
+                    try:
+                        st = found.stat()
+                    except OSError:
+                        continue  # gone meanwhile: if it comes back, it is new
+                    self._dormant[found] = (st.st_size, st.st_ino, st.st_mtime_ns)
+                else:
                     self._add(found, spec, from_end=spec.from_end)
 
-    def _add(self, path: Path, spec: WatchSpec, *, from_end: bool) -> tuple[FileCursor | WholeFile, Parser]:
-        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end)
+    def _add(
+        self, path: Path, spec: WatchSpec, *, from_end: bool, end_at: int | None = None
+    ) -> tuple[FileCursor | WholeFile, Parser]:
+        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end, end_at=end_at)
         entry = (cursor, spec.make_parser(path))
         self._cursors[path] = entry
         return entry
@@ -234,8 +250,24 @@ class Tailer:
             return entry
         for spec in self.specs:
             if spec.glob and path.is_relative_to(spec.path) and fnmatch.fnmatch(path.name, spec.glob):
+                if path in self._dormant:
+                    return self._wake(path, spec)
                 return self._add(path, spec, from_end=False)  # appeared during the run: all of it is ours
         return None
+
+    def _wake(self, path: Path, spec: WatchSpec) -> tuple[FileCursor | WholeFile, Parser] | None:
+        """An old file of a dormant spec: followed from its size at start once it changed (None: unchanged)."""
+        size, inode, mtime = self._dormant[path]
+        try:
+            st = path.stat()
+        except OSError:
+            return None  # gone: nothing to read (a new file at the path is read whole once it appears)
+        if (st.st_size, st.st_ino, st.st_mtime_ns) == (size, inode, mtime):
+            return None
+        del self._dormant[path]
+        if st.st_ino != inode:
+            return self._add(path, spec, from_end=False)  # replaced since the start: all of it is new
+        return self._add(path, spec, from_end=True, end_at=size)
 
     def wants(self, path: Path) -> bool:
         if path in self._cursors:

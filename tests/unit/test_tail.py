@@ -363,3 +363,31 @@ def test_tailer_names_the_first_file_it_cannot_read(tmp_path):
     tailer.read_all()
     assert tailer.problem() == f"cannot read {bad}: not a regular file"
     tailer.close()
+
+
+def test_dormant_glob_spec_opens_old_files_only_once_they_grow_and_reads_them_from_their_size_at_start(tmp_path):
+    folder = tmp_path / "sessions" / "2026" / "11" / "01"
+    folder.mkdir(parents=True)
+    old, quiet = folder / "old.jsonl", folder / "quiet.jsonl"
+    old.write_bytes(b"earlier run\n")
+    quiet.write_bytes(b"never touched\n")
+    tailer = Tailer([WatchSpec(tmp_path / "sessions", Recorder, from_end=True, glob="*.jsonl", dormant=True)])
+    assert tailer.paths == [] and tailer.read_all() == []  # measured, not opened
+    append(old, b"resumed\n")
+    append(old, b"again\n")  # both written before the first read: both are this run's
+    (folder / "new.jsonl").write_bytes(b"all mine\n")
+    assert sorted(tailer.read_all()) == [
+        ("new.jsonl", 0, "all mine"),
+        ("old.jsonl", 12, "resumed"),
+        ("old.jsonl", 20, "again"),
+    ]
+    assert quiet not in tailer.paths
+    assert tailer.read(old) == []
+
+
+def test_a_dormant_file_replaced_during_the_run_is_read_whole(tmp_path):
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(b"earlier run\n")
+    tailer = Tailer([WatchSpec(tmp_path, Recorder, from_end=True, glob="*.jsonl", dormant=True)])
+    replace(old, b"rewritten\n")
+    assert tailer.read(old) == [("old.jsonl", 0, "rewritten")]

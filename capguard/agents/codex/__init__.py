@@ -1,0 +1,1 @@
+"""Codex CLI (npm @openai/codex): its rollout files and how capguard runs it."""
