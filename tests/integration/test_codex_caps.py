@@ -335,3 +335,36 @@ def test_stuck_loop_of_failing_shell_calls_is_stopped(codex):
     assert result.report["at_stop"]["failing_streak"] == 5
     assert_counts_what_was_billed(result, server)
     assert_tree_gone(runner)
+
+
+def test_a_neighbour_codex_session_in_the_same_home_is_not_charged(codex, codex_bin):
+    """Another `codex exec` (a neighbour in another terminal, not under capguard) loops in the same CODEX_HOME
+    against a fake of its own for the whole run: the capped run counts only its own fake's bill, to the token,
+    stops at its own cap, and the report says how many of the neighbour's replies it left out."""
+    import subprocess
+
+    with FakeResponses(runaway()) as server, FakeResponses(runaway(0.1)) as other:
+        runner = codex(server)
+        env = {k: v for k, v in runner.env.items() if k != "CAPGUARD_TEST_TAG"}
+        neighbour = subprocess.Popen(
+            [codex_bin, "exec", "--dangerously-bypass-approvals-and-sandbox", "-c",
+             f'model_providers.fake.base_url="{other.base_url}"', "loop forever elsewhere"],
+            cwd=runner.repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: len(other.billed("main")) >= 2, 60, "the neighbour's first replies")
+            result = runner.exec_run(["--usd", "0.03"])
+            neighbour_during = len(other.billed("main"))
+        finally:
+            os.killpg(neighbour.pid, signal.SIGINT)
+            neighbour.wait(timeout=30)
+    assert neighbour_during > 5, "the neighbour was not writing during the run"
+    assert result.rc == 122, result.stderr
+    assert result.report["stop_reason"] == "usd"
+    assert_counts_what_was_billed(result, server)  # its own bill only, not the sum
+    notes = " ".join(result.report["notes"])
+    assert "written by another Codex session" in notes and "were not charged" in notes, notes
+    assert "no process held them open" not in notes, notes  # every file was told apart for certain
+    assert len(runner.sessions()) == 2  # both wrote to the same sessions tree
+    assert_tree_gone(runner)

@@ -1,8 +1,9 @@
 """Codex CLI: the rollout files it writes, the flag that keeps its TUI in one process tree, the stop.
 
-Metering follows every rollout file under `$CODEX_HOME/sessions` (Codex's own home, never moved: the user's
+Metering follows the rollout files under `$CODEX_HOME/sessions` (Codex's own home, never moved: the user's
 login lives there): files that exist at start from their size then (`codex exec resume` appends to the thread's
-old file, in its old date folder), files that appear during the run from their first line.
+old file, in its old date folder), files that appear during the run from their first line. Only this run's
+threads are charged: a file another Codex session holds open is left out (threads.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from capguard.agents.base import LaunchPlan, option_value, resolve_executable
 from capguard.agents.codex.logs import RolloutParser
+from capguard.agents.codex.threads import Attribution, OwnThreads
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.metering.tail import WatchSpec
@@ -195,11 +197,13 @@ class CodexAdapter:
             notes.append("the TUI runs with --no-daemon: its turns stay in its own process, so a stop stops them")
             blind_spots.append("the TUI's thread-title requests are never written by Codex (a few per thread)")
         notes.append(
-            f"every rollout under {sessions} is metered: another Codex session writing there meanwhile counts too"
+            f"only this run's rollout files under {sessions} are charged (the ones a process of its tree holds"
+            " open): another Codex session writing there meanwhile is left out"
         )
+        attribution = Attribution()
 
-        def parser(path: Path) -> RolloutParser:
-            return RolloutParser(str(path), model=model, tools=True)
+        def parser(path: Path) -> OwnThreads:
+            return OwnThreads(path, RolloutParser(str(path), model=model, tools=True), attribution)
 
         stopped: list[int] = []
 
@@ -229,7 +233,7 @@ class CodexAdapter:
             blind_spots=blind_spots,
             on_stop=on_stop,
             on_exit=on_exit,
-            summaries=[daemon_note],
+            summaries=[daemon_note, attribution.notes],
         )
 
 
