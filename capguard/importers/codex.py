@@ -19,10 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from capguard.agents.codex.adapter import codex_home
-from capguard.agents.codex.logs import RolloutParser
-from capguard.core.events import Malformed, Reply
+from capguard.agents.codex.logs import RolloutParser, parse_timestamp
+from capguard.core.events import Malformed, Reply, json_object
 from capguard.core.pricing import Pricer
+from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
 from capguard.importers.claude_files import project_of
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
@@ -32,7 +35,8 @@ from capguard.ledger.records import normalize_utc
 AGENT = "codex"
 GLOB = "rollout-*.jsonl"
 _THREAD = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\.jsonl$")
-_MARK = re.compile(rb'"(?:token_usage_record|turn_context|session_meta|token_count)"')
+_MARKS = (b'"token_usage_record"', b'"turn_context"', b'"session_meta"', b'"token_count"')
+_CONTEXT, _RECORD, _LEGACY = b'"turn_context"', b'"token_usage_record"', b'"token_count"'
 _HEAD_BYTES = 1 << 20  # session_meta is the first line (~25 KB: it holds the base instructions)
 
 
@@ -74,6 +78,7 @@ class Thread:
     last_utc: str | None = None
     resume_at: int | None = None  # offset of the last turn_context read: the next import starts there
     model: str | None = None
+    meta: dict[str, Any] | None = None  # the session_meta payload, when the bytes read began with it
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -88,35 +93,174 @@ def read_meta(path: Path) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def read_thread(path: str, data: bytes, base: int, run_id: str, pricer: UnitPricer) -> Thread:
+class _Usage(msgspec.Struct):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+
+
+class _Payload(msgspec.Struct):
+    response_id: str | None = None
+    usage: _Usage | None = None
+    model: str | None = None  # a turn_context's
+
+
+class _Line(msgspec.Struct):
+    """What the import reads of a token_usage_record or turn_context line, typed as Codex writes it; a line that
+    does not decode this way (a null, a float, broken JSON) goes to the parser, which answers for it."""
+
+    type: str | None = None
+    timestamp: str | None = None
+    payload: _Payload | None = None
+
+
+_LINE = msgspec.json.Decoder(_Line)
+
+
+def _line_starts(data: bytes, legacy_until: int) -> list[tuple[int, bool]]:
+    """(start, names turn_context) of each line that names a type the parser reads, in file order: one C-speed
+    `find` pass per name (most of a rollout is conversation, never looked at). `token_count` is looked for only
+    before `legacy_until` (the first token_usage_record; -1: everywhere): the parser ignores it after that."""
+    starts: dict[int, bool] = {}
+    for mark in _MARKS:
+        at = data.find(mark) if mark != _LEGACY or legacy_until else -1
+        while at >= 0 and (mark != _LEGACY or legacy_until < 0 or at < legacy_until):
+            start = data.rfind(b"\n", 0, at) + 1
+            starts[start] = starts.get(start, False) or mark == _CONTEXT
+            end = data.find(b"\n", at)
+            at = data.find(mark, end) if end >= 0 else -1
+    return sorted(starts.items())
+
+
+def read_thread(path: str, data: bytes, base: int, run_id: str, pricer: UnitPricer, *, typed: bool = True) -> Thread:
     """Rows (ledger tuples) of every reply in `data`, the bytes of `path` from offset `base`.
 
-    Only the lines that name a type the parser reads are handed to it (found by one regex pass over the bytes: most
-    of a rollout is conversation), so a torn or garbled line elsewhere is not counted as malformed here."""
+    Only the lines that name a type the parser reads are looked at, so a torn or garbled line elsewhere is not
+    counted as malformed here. `typed`: a usual token_usage_record or turn_context line is decoded by msgspec into
+    the few fields it needs and turned into its row here; any other line, and `typed=False` (the reference the
+    tests hold this to), goes through the live meter's parser."""
+    first_record = data.find(_RECORD) if typed else -1
+    found = _read_lines(path, data, base, run_id, pricer, typed, first_record)
+    if found is None:  # the first record line was not one (garbled): token_count lines after it may count
+        found = _read_lines(path, data, base, run_id, pricer, typed, -1)
+    assert found is not None
+    return found
+
+
+def _read_lines(
+    path: str, data: bytes, base: int, run_id: str, pricer: UnitPricer, typed: bool, first_record: int
+) -> Thread | None:
     parser = RolloutParser(path)
     found = Thread()
-    last = -1
-    for match in _MARK.finditer(data):
-        start = data.rfind(b"\n", 0, match.start()) + 1
-        if start <= last:
-            continue  # a second mark on a line already read
-        last = start
-        end = data.find(b"\n", match.end())
+    for start, context in _line_starts(data, first_record):
+        end = data.find(b"\n", start)
         end = len(data) if end < 0 else end
         line, offset = data[start:end], base + start
-        if match.group() == b'"turn_context"':
+        if context:
             found.resume_at = offset
-        for event in parser.feed(line, offset):
-            if isinstance(event, Malformed):
-                found.malformed += 1
-            elif isinstance(event, Reply):
-                found.rows.append(_row(event, run_id, pricer))
-                found.suspicious += event.suspicious is not None
-                at = found.rows[-1][2]
-                found.first_utc = found.first_utc or at
-                found.last_utc = at
+        if parser.records and _only_token_count(line):
+            continue  # a token_count after the records began: the parser drops it undecoded
+        row = _typed(line, offset, parser, run_id, pricer, found) if typed else None
+        if row is not True:
+            for event in parser.feed(line, offset) if row is None else [row]:
+                if isinstance(event, Malformed):
+                    found.malformed += 1
+                    continue
+                if isinstance(event, Reply):
+                    found.suspicious += event.suspicious is not None
+                    event = _row(event, run_id, pricer)
+                if isinstance(event, tuple):
+                    found.rows.append(event)
+                    at = event[2]
+                    found.first_utc = found.first_utc or at
+                    found.last_utc = at
+        if start <= first_record < end and not parser.records:
+            return None
     found.model = parser.model
     return found
+
+
+def _only_token_count(line: bytes) -> bool:
+    """A JSON-object line naming none of the types the parser reads once records began (a token_count)."""
+    if b'"token_usage_record"' in line or b'"turn_context"' in line or b'"session_meta"' in line:
+        return False
+    return line.startswith(b"{") and line.rstrip().endswith(b"}")
+
+
+def _typed(
+    line: bytes, offset: int, parser: RolloutParser, run_id: str, pricer: UnitPricer, found: Thread
+) -> tuple | bool | None:
+    """The row of a usual token_usage_record line; True for a line handled with no row (a turn_context, a
+    session_meta); None when the parser must answer (anything unusual). Holds to `_row(parser.feed(...))`."""
+    if b'"session_meta"' in line:
+        try:
+            entry = json_object(line)
+        except ValueError:
+            return None
+        payload = entry.get("payload")
+        if entry.get("type") != "session_meta" or not isinstance(payload, dict):
+            return None
+        parser.meta(payload)
+        if offset == 0 and len(line) < _HEAD_BYTES:
+            found.meta = payload  # what `read_meta` would read again
+        return True
+    try:
+        entry = _LINE.decode(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    payload = entry.payload
+    if payload is None:
+        return None
+    if entry.type == "turn_context":
+        model = payload.model
+        if model is not None and (not model or len(model) > MAX_NAME):
+            return None
+        parser.model = model or parser.model
+        return True
+    usage, response = payload.usage, payload.response_id
+    if entry.type != "token_usage_record" or usage is None or not response or len(response) > MAX_NAME:
+        return None
+    inp, cached, written = usage.input_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens
+    out, reasoning = usage.output_tokens, usage.reasoning_output_tokens
+    figures = (inp, cached, written, out, reasoning)
+    if min(figures) < 0 or max(figures) >= MAX_TOKENS:
+        return None  # negative, or at the bound (suspicious): the parser says how
+    parser.records = True
+    cached = min(cached, inp)
+    written = min(written, inp - cached)
+    fresh = inp - cached - written
+    model = parser.model
+    cost, priced_by = pricer.price(model, fresh, out, cached, written)
+    return (
+        run_id,
+        f"codex:{response}",
+        _occurred(entry.timestamp),
+        model,
+        fresh,
+        out,
+        cached,
+        written,
+        cost,
+        priced_by,
+        parser.source,
+        offset,
+        f'{{"reasoning_output_tokens": {min(reasoning, out)}}}' if reasoning else None,
+    )
+
+
+def _occurred(stamp: str | None) -> str | None:
+    """Codex's `2026-12-06T21:35:36.189Z` as the ledger writes times (`...36.189000Z`): as `_row` makes it from
+    the parsed time, without the round trip through a float for the usual millisecond form."""
+    if stamp is not None and len(stamp) == 24 and stamp[19] == "." and stamp[23] == "Z" and stamp[20:23].isdigit():
+        try:
+            datetime.fromisoformat(stamp[:-1])
+        except ValueError:
+            return None
+        return stamp[:-1] + "000Z"
+    at = parse_timestamp(stamp)
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if at else None
 
 
 def _row(reply: Reply, run_id: str, pricer: UnitPricer) -> tuple:
@@ -189,7 +333,7 @@ def import_rollouts(
         counts["bytes_read"] += len(data)
         run_id = run_id_of(path)
         found = read_thread(str(path), data, start, run_id, pricer)
-        meta = read_meta(path)
+        meta = found.meta if found.meta is not None else read_meta(path)
         cwd = meta.get("cwd") if isinstance(meta.get("cwd"), str) else None
         project = project_of(cwd, projects)
         started = _utc(meta.get("timestamp")) or found.first_utc

@@ -101,7 +101,7 @@ class RolloutParser:
             if kind == "turn_context":
                 self.model = sanitize.name(payload.get("model")) or self.model
             elif kind == "session_meta":
-                self._meta(payload)
+                self.meta(payload)
             elif kind == "token_usage_record":
                 return [self._record(entry, payload, offset)]
             elif kind == "event_msg" and payload.get("type") == "token_count" and not self.records:
@@ -128,7 +128,8 @@ class RolloutParser:
         code = _EXIT.search(output[:400])
         return [ToolOutcome(signature, failed=code is not None and code.group(1) != "0")]
 
-    def _meta(self, payload: dict) -> None:
+    def meta(self, payload: dict) -> None:
+        """The thread's id and start from its session_meta payload (the first one read wins)."""
         thread = sanitize.name(payload.get("id"))
         if self.thread_id is None and thread:
             self.thread_id = thread
