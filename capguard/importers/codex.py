@@ -196,11 +196,11 @@ def _typed(
     session_meta); None when the parser must answer (anything unusual). Holds to `_row(parser.feed(...))`."""
     if b'"session_meta"' in line:
         try:
-            entry = json_object(line)
+            meta = json_object(line)
         except ValueError:
             return None
-        payload = entry.get("payload")
-        if entry.get("type") != "session_meta" or not isinstance(payload, dict):
+        payload = meta.get("payload")
+        if meta.get("type") != "session_meta" or not isinstance(payload, dict):
             return None
         parser.meta(payload)
         if offset == 0 and len(line) < _HEAD_BYTES:
@@ -210,9 +210,9 @@ def _typed(
         entry = _LINE.decode(line)
     except (msgspec.DecodeError, RecursionError):
         return None
-    payload = entry.payload
-    if payload is None:
+    if entry.payload is None:
         return None
+    payload = entry.payload
     if entry.type == "turn_context":
         model = payload.model
         if model is not None and (not model or len(model) > MAX_NAME):
