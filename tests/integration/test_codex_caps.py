@@ -113,6 +113,8 @@ def assert_counts_what_was_billed(result, server: FakeResponses):
     assert sorted(r["dedupe_key"] for r in rows) == sorted(f"codex:{b['id']}" for b in bills)
     assert sum(r["cost_micro_usd"] for r in rows) == round(report["cost_usd"] * 1e6)
     assert server.billed("title") == []  # codex exec makes no side requests: nothing unrecorded
+    # its rollout file was told to be the run's for certain (held open by its tree), not charged on doubt
+    assert not any("no process held them open" in note for note in report["notes"]), report["notes"]
 
 
 def runaway(delay_s: float = 0.2) -> Script:

@@ -105,6 +105,7 @@ def test_tui_stopped_at_the_usd_cap_leaves_no_daemon_spending(session):
     main = server.billed("main")
     assert report["tokens"] == sum(r["usage"]["total_tokens"] for r in main)
     assert any("thread-title" in spot for spot in report["blind_spots"])
+    assert not any("no process held them open" in note for note in report["notes"])  # the TUI holds its file
     assert not (runner.codex_home / "app-server-daemon" / "daemon.pid").exists()
     assert not codex_processes(runner.codex_home) and not runner.survivors()
 
