@@ -35,9 +35,10 @@ def _rollout(tmp_path: Path) -> Path:
 def holder():
     procs = []
 
-    def hold(path: Path) -> subprocess.Popen:
+    def hold(path: Path, mode: str = "a") -> subprocess.Popen:
+        code = f"import time; f = open({str(path)!r}, {mode!r}); print(1, flush=True); time.sleep(60)"
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"import sys, time; f = open({str(path)!r}, 'a'); print(1, flush=True); time.sleep(60)"],
+            [sys.executable, "-c", code],
             stdout=subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None and proc.stdout.readline()  # the file is open
@@ -88,3 +89,18 @@ def test_a_file_nobody_holds_is_charged_and_named(tmp_path):
     assert len([e for e in events if isinstance(e, Reply)]) == 1  # fail safe: counted
     assert attribution.doubtful == {str(path.resolve())}
     assert "no process held them open" in attribution.notes()[0]
+
+
+def test_a_file_an_outsider_only_reads_is_charged_on_doubt(tmp_path, holder):
+    """`tail -f`, an editor or another capguard's tailer reading the run's file after its writer exited: no sign
+    of another session, so the replies count (and the report says it could not tell)."""
+    path = _rollout(tmp_path)
+    holder(path, "r")
+    outsider = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        attribution = Attribution(root=outsider.pid)
+        assert len(_feed(path, attribution)) == 1
+        assert attribution.dropped_replies == 0 and attribution.doubtful == {str(path.resolve())}
+    finally:
+        outsider.kill()
+        outsider.wait()

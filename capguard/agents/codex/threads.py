@@ -3,8 +3,8 @@
 Codex's native binary keeps its thread's rollout file open (append mode) for as long as it runs: a new thread's
 file, and the old file `codex exec resume` appends to (measured on Codex 0.169.1). So a file is this run's once a
 process of capguard's tree (capguard is a subreaper: orphans included) is seen holding it, and stays so for the
-run. A file held only by a process outside the tree is another Codex session's (a neighbour in another terminal)
-and is not charged. A file nobody holds when its lines are read (the writer already gone) cannot be told apart:
+run. A file held open to write only by a process outside the tree is another Codex session's (a neighbour in
+another terminal) and is not charged; one an outsider only reads (`tail -f`, another capguard) is no sign of that. A file nobody holds when its lines are read (the writer already gone) cannot be told apart:
 it is charged, fail safe, and the report says so.
 """
 
@@ -27,14 +27,17 @@ class Owner(enum.Enum):
     UNKNOWN = "unknown"
 
 
-def _held(procs) -> dict[str, object]:
-    """realpath of each rollout file these processes hold open -> the process holding it."""
+def _held(procs, *, writing: bool = False) -> dict[str, object]:
+    """realpath of each rollout file these processes hold open (`writing`: open to write, as Codex holds its own,
+    `a+`; a reader such as `tail -f` or another capguard's tailer is no writer) -> the process holding it."""
     import psutil
 
     found: dict[str, object] = {}
     for proc in procs:
         try:
             for opened in proc.open_files():
+                if writing and getattr(opened, "mode", "r") == "r":
+                    continue  # a reader, or no mode known: not a sign of another session
                 if os.path.basename(opened.path).startswith(ROLLOUT_PREFIX):
                     found.setdefault(opened.path, proc)
         except psutil.Error:
@@ -72,11 +75,11 @@ class Attribution:
             self.holders.pop(path, None)
             return Owner.OWN
         holder = self.holders.get(path)
-        if holder is not None and path in _held([holder]):
+        if holder is not None and path in _held([holder], writing=True):
             return Owner.FOREIGN
-        inside = {proc.pid for proc in tree} | {self.root}
+        inside = {proc.pid for proc in tree} | {self.root}  # capguard itself holds every file it follows
         outside = (proc for proc in psutil.process_iter() if proc.pid not in inside)
-        holder = _held(outside).get(path)
+        holder = _held(outside, writing=True).get(path)
         if holder is not None:
             self.holders[path] = holder
             return Owner.FOREIGN
@@ -88,12 +91,12 @@ class Attribution:
         if self.dropped_replies:
             found.append(
                 f"{self.dropped_replies} replies ({self.dropped_tokens} tokens) written by another Codex session"
-                " (a rollout file only a process outside this run held open) were not charged"
+                " (a rollout file only a process outside this run held open to write) were not charged"
             )
         if self.doubtful:
             found.append(
-                f"{len(self.doubtful)} rollout file(s) were charged though no process held them open when read"
-                " (their writer had exited): they could be another session's"
+                f"{len(self.doubtful)} rollout file(s) were charged though no process held them open to write when"
+                " read (their writer had exited): they could be another session's"
             )
         return found
 
