@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from capguard.core.events import Event, Malformed
+from capguard.metering.sqlite_rows import COMPANIONS, Rows, SqliteRows
 
 MAX_READ = 1 << 20
 MARK = 4096  # bytes before the offset that must be unchanged for the file to be the one we read
@@ -191,6 +192,9 @@ class WholeFile:
         return [(0, data)]
 
 
+Cursor = FileCursor | WholeFile | SqliteRows
+
+
 @dataclass(frozen=True)
 class WatchSpec:
     """A file to tail, or (with `glob`) every matching file that appears under a directory."""
@@ -200,6 +204,7 @@ class WatchSpec:
     from_end: bool = False  # skip what the file held before this run
     glob: str | None = None
     whole: bool = False  # a file rewritten in place, read whole on each change
+    rows: Rows | None = None  # `path` is a SQLite store: these rows of it, each handed out when new or changed
 
 
 class Tailer:
@@ -207,7 +212,8 @@ class Tailer:
 
     def __init__(self, specs: list[WatchSpec]):
         self.specs: list[WatchSpec] = []
-        self._cursors: dict[Path, tuple[FileCursor | WholeFile, Parser]] = {}
+        self._cursors: dict[Path, tuple[Cursor, Parser]] = {}
+        self._aliases: dict[Path, Path] = {}  # a store's -wal file -> the store
         for spec in specs:
             self.add(spec)
 
@@ -222,14 +228,19 @@ class Tailer:
                 if found not in self._cursors:
                     self._add(found, spec, from_end=spec.from_end)
 
-    def _add(self, path: Path, spec: WatchSpec, *, from_end: bool) -> tuple[FileCursor | WholeFile, Parser]:
-        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end)
+    def _add(self, path: Path, spec: WatchSpec, *, from_end: bool) -> tuple[Cursor, Parser]:
+        cursor: Cursor
+        if spec.rows is not None:
+            cursor = SqliteRows(path, spec.rows)
+            self._aliases.update((path.with_name(path.name + suffix), path) for suffix in COMPANIONS)
+        else:
+            cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end)
         entry = (cursor, spec.make_parser(path))
         self._cursors[path] = entry
         return entry
 
-    def _lookup(self, path: Path) -> tuple[FileCursor | WholeFile, Parser] | None:
-        entry = self._cursors.get(path)
+    def _lookup(self, path: Path) -> tuple[Cursor, Parser] | None:
+        entry = self._cursors.get(self._aliases.get(path, path))
         if entry is not None:
             return entry
         for spec in self.specs:
@@ -238,7 +249,7 @@ class Tailer:
         return None
 
     def wants(self, path: Path) -> bool:
-        if path in self._cursors:
+        if path in self._cursors or path in self._aliases:
             return True
         return any(s.glob and path.is_relative_to(s.path) and fnmatch.fnmatch(path.name, s.glob) for s in self.specs)
 
