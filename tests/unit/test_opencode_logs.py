@@ -97,7 +97,7 @@ def _session(sid="ses_1", directory="/repo", created=1500, parent=None) -> dict:
 
 
 def test_a_row_rewritten_in_place_counts_once_and_growth_counts_as_growth():
-    parser = StoreParser(Scope(started_ms=1000, directory="/repo"), "db")
+    parser = StoreParser(Scope(started_ms=1000, directories=frozenset({"/repo"})), "db")
     events = parser.feed(row_line("session", _session()), 0)
     events += parser.feed(row_line("message", _assistant()), 1)  # created at step start: zeros
     assert events == []
@@ -139,7 +139,7 @@ def test_model_names_keep_a_known_provider_only():
 
 
 def test_only_this_runs_sessions_count():
-    parser = StoreParser(Scope(started_ms=1000, directory="/repo", named=frozenset({"ses_named"})), "db")
+    parser = StoreParser(Scope(started_ms=1000, directories=frozenset({"/repo"}), named=frozenset({"ses_named"})), "db")
     lines = [
         row_line("session", _session("ses_new", created=1200)),  # created in our directory during the run
         row_line("session", _session("ses_old", created=500)),  # created before: ours once it gets a new message
@@ -206,7 +206,7 @@ def test_the_live_reader_gives_each_changed_row_once_and_the_parser_counts_the_r
     baseline = last_message_rowid(db)
     assert baseline > 0
     cursor = SqliteRows(db, live_rows(baseline, since_ms=1796592870000))
-    parser = StoreParser(Scope(started_ms=1796592870000, directory=HOME), str(db))
+    parser = StoreParser(Scope(started_ms=1796592870000, directories=frozenset({HOME})), str(db))
     before = cursor.read_new_lines()
     assert all(json.loads(line)["row"]["id"] != "x" for _, line in before)
     for entry in rows("shell"):  # this run's session, written while capguard reads

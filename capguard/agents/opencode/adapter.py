@@ -57,14 +57,18 @@ def positionals(args: list[str]) -> list[str]:
     return found
 
 
-def run_directory(args: list[str], cwd: Path) -> Path:
-    """Where OpenCode's sessions will say they ran: `run --dir D`, the TUI's `opencode PROJECT`, else here."""
+def run_directory(args: list[str], cwd: Path, env: Mapping[str, str]) -> frozenset[str]:
+    """Where OpenCode's sessions will say they ran, as it may spell it and resolved: `run --dir D`, the TUI's
+    `opencode PROJECT`, else the working directory, which OpenCode takes from $PWD when it is set (as a shell sets
+    it), else from the process."""
+    base = Path(env["PWD"]) if env.get("PWD") else cwd
     words = positionals(args)
     if words[:1] == ["run"]:
         named = option_value(args, "--dir")
     else:
-        named = words[0] if words and (cwd / words[0]).is_dir() else None
-    return Path(os.path.realpath(cwd / named if named else cwd))
+        named = words[0] if words and (base / words[0]).is_dir() else None
+    where = base / named if named else base
+    return frozenset({str(where), os.path.normpath(where), os.path.realpath(where)})
 
 
 def _jsonc(text: str) -> dict:
@@ -158,10 +162,11 @@ class OpenCodeAdapter:
             )
         store = db_path(env, cwd)
         store.parent.mkdir(parents=True, exist_ok=True)  # OpenCode makes it too; the watcher needs it now
-        directory = run_directory(args, cwd)
+        spellings = run_directory(args, cwd, env)
+        directory = Path(os.path.realpath(next(iter(spellings))))
         started_ms = int(time.time() * 1000)
         named = option_value(args, "-s", "--session")
-        scope = Scope(started_ms=started_ms, directory=str(directory), named=frozenset([named] if named else []))
+        scope = Scope(started_ms=started_ms, directories=spellings, named=frozenset([named] if named else []))
         parsers: list[StoreParser] = []
 
         def make_parser(path: Path) -> StoreParser:

@@ -102,11 +102,12 @@ class Scope:
     A session is the run's when it is named (`--session ID`), or was created in the run's directory at or after the
     start, or got a message at or after the start in the run's directory (continued: `--continue`, or picked in the
     TUI); a session whose parent is the run's (a subagent's) is the run's too. Only messages created at or after the
-    start count. `directory` None: every session qualifies by time alone (an import: the whole store).
+    start count. `directories` are the spellings of the run's directory (as OpenCode writes it, and resolved); None:
+    every session qualifies (an import: the whole store).
     """
 
     started_ms: int = 0
-    directory: str | None = None
+    directories: frozenset[str] | None = None
     named: frozenset[str] = frozenset()
 
 
@@ -154,7 +155,7 @@ class StoreParser:
         return []
 
     def _is_ours(self, sid: str, row: dict[str, Any]) -> bool:
-        if sid in self.scope.named or self.scope.directory is None:
+        if sid in self.scope.named or self.scope.directories is None:
             return True
         parent = self.sessions[sid].parent
         if parent is not None and parent in self.ours:
@@ -162,7 +163,7 @@ class StoreParser:
         created = row.get("time_created")
         return (
             parent is None
-            and self.sessions[sid].directory == self.scope.directory
+            and self.sessions[sid].directory in self.scope.directories
             and isinstance(created, int)
             and created >= self.scope.started_ms
         )
@@ -187,10 +188,10 @@ class StoreParser:
             raise ValueError("message without an id or a session")
         if not isinstance(created, int) or created < self.scope.started_ms:
             return []  # before this run (a continued session's history)
-        if sid in self.ours or self.scope.directory is None:
+        if sid in self.ours or self.scope.directories is None:
             return self._count(row, offset)
         session = self.sessions.get(sid)
-        if session is not None and session.parent is None and session.directory == self.scope.directory:
+        if session is not None and session.parent is None and session.directory in self.scope.directories:
             return self._adopt(sid) + self._count(row, offset)  # a session continued in our directory
         waiting = self._pending.setdefault(sid, {})
         if row["id"] not in waiting and self._pending_rows < MAX_PENDING:
