@@ -140,7 +140,7 @@ def test_wall_cap_stops_a_step_waiting_on_its_tool(opencode):
     """The step's usage is written only once its tool ends: the wall cap stops it anyway, and its tool."""
     with FakeChat(runaway_script("sleep 300; echo never {n}")) as server:
         runner = opencode(server)
-        result = runner.headless(["--wall", "12s"])
+        result = runner.headless(["--wall", "40s"])  # OpenCode starts in 2-20 s: its first step is under way
         assert result.rc == 124, result.stderr[-3000:]
         assert result.report["stop_reason"] == "wall"
         assert_tree_gone(runner)
