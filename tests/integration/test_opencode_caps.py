@@ -8,9 +8,12 @@ own session (OpenCode orphans it): a stop must leave none, on the cgroup path an
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import struct
+import termios
 from pathlib import Path
 
 import pytest
@@ -198,3 +201,37 @@ def test_only_this_runs_session_is_counted_in_a_shared_store(opencode):
     (sessions,) = conn.execute("SELECT count(*) FROM session").fetchone()
     conn.close()
     assert sessions == 1  # --continue went on in the first run's session, which stays in the user's history
+
+
+@pytest.mark.pty
+def test_the_tui_is_stopped_at_the_usd_cap(opencode):
+    from tests.integration.test_aider_tty import Terminal
+
+    with FakeChat(runaway_script(RUNAWAY)) as server:
+        runner = opencode(server)
+        term = Terminal(runner.argv(["--usd", "0.04"], ["--auto"]), runner.repo, runner.env)
+        # 40 x 120 in the machine's byte order (Terminal's packed bytes read as 10240 x 30720 on x86, a screen
+        # OpenCode's renderer never finishes drawing); set before OpenCode, seconds slower to start, reads it
+        fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        try:
+            term.expect(r"Ask anything", timeout=120)  # the TUI is drawn, its prompt empty
+            term.pump(1.0)
+            term.type(b"go")
+            term.pump(0.5)
+            term.type(b"\r")
+            rc = term.wait(180)
+        finally:
+            term.close()
+        assert rc == 122, term.text()[-2500:]
+        report = json.loads(runner.report_path.read_text())
+        assert report["stop_reason"] == "usd"
+        assert report["at_stop"]["cost_usd"] - report["largest_reply_usd"] < 0.04 <= report["at_stop"]["cost_usd"]
+        assert "capguard: stopped opencode: cost $0.04 reached the $0.04 cap" in term.text()
+        assert_tree_gone(runner)
+        assert server.wait_idle(10)
+        rows = ledger_rows(report["run_id"])
+        main = server.billed(MAIN)
+        assert len(main) - len(rows) in (0, 1)
+        assert sorted((r["input_tokens"], r["cache_read_tokens"], r["output_tokens"]) for r in rows) == sorted(
+            billed_split(r["usage"]) for r in main[: len(rows)]
+        )
