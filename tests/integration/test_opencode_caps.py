@@ -13,6 +13,8 @@ import json
 import os
 import sqlite3
 import struct
+import subprocess
+import sys
 import termios
 from pathlib import Path
 
@@ -201,6 +203,19 @@ def test_only_this_runs_session_is_counted_in_a_shared_store(opencode):
     (sessions,) = conn.execute("SELECT count(*) FROM session").fetchone()
     conn.close()
     assert sessions == 1  # --continue went on in the first run's session, which stays in the user's history
+    # importing the store afterwards adds nothing: both runs' replies are in the ledger under the same keys
+    proc = subprocess.run(
+        [sys.executable, "-m", "capguard", "import", "--json", "opencode"],
+        env=runner.env,
+        cwd=runner.repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 0 and summary["replies_added"] == 0 and summary["runs_created"] == 0, proc.stderr
+    assert summary["files_found"] == 1 and not summary["errors"]
+    assert len(ledger_rows(first.report["run_id"])) + len(rows) == 4  # and nothing of theirs twice
 
 
 @pytest.mark.pty

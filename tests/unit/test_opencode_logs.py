@@ -111,7 +111,7 @@ def test_a_row_rewritten_in_place_counts_once_and_growth_counts_as_growth():
     assert parser.feed(row_line("message", _assistant(input=100, output=10, cost=0.5)), 3) == []  # seen again
     (grown,) = parser.feed(row_line("message", _assistant(input=150, output=10, reasoning=5, cost=0.75)), 4)
     assert (grown.key, grown.input_tokens, grown.output_tokens, grown.reported_cost_micro) == (
-        "opencode:msg_1:2",
+        "opencode:msg_1+2",
         50,
         5,
         250000,

@@ -27,8 +27,8 @@ MAX_PENDING = 10_000  # rows of sessions not (yet) known to be this run's, kept 
 
 
 def reply_key(message_id: str, part: int = 1) -> str:
-    """The dedupe key of a message's usage: the message id; what a row grew by later gets `:2`, `:3`..."""
-    return f"{KEY_PREFIX}{message_id}" if part == 1 else f"{KEY_PREFIX}{message_id}:{part}"
+    """The dedupe key of a message's usage: the message id; what a row grew by later gets `+2`, `+3`... (the ledger's mark of a correction, not a step)"""
+    return f"{KEY_PREFIX}{message_id}" if part == 1 else f"{KEY_PREFIX}{message_id}+{part}"
 
 
 def model_name(provider: str | None, model: str | None) -> str | None:
@@ -54,12 +54,12 @@ class Figures:
 
     def grown_from(self, before: Figures) -> Figures:
         """What this row adds to what was counted before; a figure that shrank adds nothing."""
-        return Figures(*(max(0, now - then) for now, then in zip(self._values(), before._values(), strict=True)))
+        return Figures(*(max(0, now - then) for now, then in zip(self.values(), before.values(), strict=True)))
 
     def most(self, other: Figures) -> Figures:
-        return Figures(*(max(a, b) for a, b in zip(self._values(), other._values(), strict=True)))
+        return Figures(*(max(a, b) for a, b in zip(self.values(), other.values(), strict=True)))
 
-    def _values(self) -> tuple[int, ...]:
+    def values(self) -> tuple[int, ...]:
         return (self.input, self.output, self.reasoning, self.cache_read, self.cache_write, self.cost_micro)
 
     @property
@@ -209,8 +209,8 @@ class StoreParser:
         now, suspicious = figures_of(data)
         before = self.counted.get(mid, Figures())
         grown = now.grown_from(before)
-        if grown.tokens == 0 and grown.cost_micro == 0:
-            return []
+        if grown.tokens == 0:
+            return []  # nothing new used (a cost alone changing is a re-pricing, not a call)
         self.counted[mid] = now.most(before)
         part = self.parts[mid] = self.parts.get(mid, 0) + 1
         time = data.get("time")
