@@ -158,7 +158,7 @@ class OpenCodeAdapter:
         if option_value(args, "--attach") is not None or words[:1] == ["attach"]:
             raise ConfigError(
                 "opencode --attach sends the work to an OpenCode server capguard does not run: it could neither meter"
-                " nor stop it; run the server itself under capguard (capguard opencode serve) or drop --attach"
+                " nor stop it; drop --attach to run OpenCode here under capguard"
             )
         store = db_path(env, cwd)
         store.parent.mkdir(parents=True, exist_ok=True)  # OpenCode makes it too; the watcher needs it now
