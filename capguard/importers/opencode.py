@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from capguard.agents.opencode.logs import Figures, Scope, StoreParser, reply_key, row_line
+from capguard.agents.opencode.logs import Figures, Scope, StoreParser, reply_key
 from capguard.agents.opencode.store import all_rows, db_path
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
 from capguard.importers.state import ImportState
+from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.metering.sqlite_rows import connect_ro
 
@@ -112,7 +113,8 @@ def import_store(
     line_of: Callable[[str | None], str | None] = lambda p: None,
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
-    pricer = Pricer(pricer_overrides or {})
+    overrides = Pricer(pricer_overrides or {})
+    pricer = UnitPricer(overrides)  # genai-prices' answer per model, kept (a call takes ~3 ms)
     counts: dict[str, Any] = {
         "files_found": len(stores),
         "files_read": 0,
@@ -126,7 +128,7 @@ def import_store(
     total = sum(_size(p) for p in stores)
     for index, store in enumerate(stores):
         try:
-            _import_one(writer, state, store, pricer, line_of, projects, counts)
+            _import_one(writer, state, store, overrides, pricer, line_of, projects, counts)
         except (sqlite3.Error, OSError) as err:
             counts["errors"].append(f"{store}: {err}")
         if on_progress:
@@ -142,7 +144,8 @@ def _import_one(
     writer: ImportWriter,
     state: ImportState,
     store: Path,
-    pricer: Pricer,
+    overrides: Pricer,
+    pricer: UnitPricer,
     line_of: Callable[[str | None], str | None],
     projects: dict[str, str | None],
     counts: dict[str, Any],
@@ -159,14 +162,14 @@ def _import_one(
         conn.execute("BEGIN")  # one snapshot of the store for the whole import
         for n, (table, row) in enumerate(all_rows(conn, after)):
             if table == "session":
-                parser.feed(row_line(table, row), n)
+                parser.feed_row(table, row, n)
                 continue
             batch.append((row, n))
             newest = max(newest, row["time_updated"] if isinstance(row["time_updated"], int) else newest)
             if len(batch) >= BATCH:
-                _write(writer, parser, batch, pricer, line_of, projects, counts, str(store))
+                _write(writer, parser, batch, overrides, pricer, line_of, projects, counts, str(store))
                 batch = []
-        _write(writer, parser, batch, pricer, line_of, projects, counts, str(store))
+        _write(writer, parser, batch, overrides, pricer, line_of, projects, counts, str(store))
         conn.execute("COMMIT")
     writer.finish()
     if newest > after:
@@ -182,7 +185,8 @@ def _write(
     writer: ImportWriter,
     parser: StoreParser,
     batch: list[tuple[dict[str, Any], int]],
-    pricer: Pricer,
+    overrides: Pricer,
+    pricer: UnitPricer,
     line_of: Callable[[str | None], str | None],
     projects: dict[str, str | None],
     counts: dict[str, Any],
@@ -195,7 +199,7 @@ def _write(
         parser.counted[mid], parser.parts[mid] = figures, parts
     rows = []
     for row, n in batch:
-        for event in parser.feed(row_line("message", row), n):
+        for event in parser.feed_row("message", row, n):
             if isinstance(event, Malformed):
                 counts["malformed_lines"] += 1
                 continue
@@ -219,19 +223,30 @@ def _write(
                 )
             )
             run.widen(at, at)
-            priced = pricer.price(event)
+            cost: int | None
+            priced_by: str | None
+            if event.reported_cost_micro and overrides.override_for(event.model) is None:
+                cost, priced_by = event.reported_cost_micro, "agent"  # as live metering: your [prices] first
+            else:
+                cost, priced_by = pricer.price(
+                    event.model,
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cache_read_tokens,
+                    event.cache_write_tokens,
+                )
             rows.append(
                 (
                     run.run_id,
                     event.key,
                     at,
-                    priced.model,
+                    event.model,
                     event.input_tokens,
                     event.output_tokens,
                     event.cache_read_tokens,
                     event.cache_write_tokens,
-                    priced.cost_micro,
-                    priced.priced_by,
+                    cost,
+                    priced_by,
                     source,
                     None,
                     _details(event),

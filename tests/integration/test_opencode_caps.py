@@ -250,3 +250,17 @@ def test_the_tui_is_stopped_at_the_usd_cap(opencode):
         assert sorted((r["input_tokens"], r["cache_read_tokens"], r["output_tokens"]) for r in rows) == sorted(
             billed_split(r["usage"]) for r in main[: len(rows)]
         )
+
+
+def test_a_store_capguard_cannot_read_stops_the_run_as_meter_error(opencode):
+    """Fail closed: OpenCode's store is there but is no database capguard can read, so nothing could be counted."""
+    with FakeChat(runaway_script(RUNAWAY)) as server:
+        runner = opencode(server)
+        runner.db.parent.mkdir(parents=True, exist_ok=True)
+        runner.db.write_bytes(b"not a database, " * 512)
+        result = runner.headless(["--usd", "1"])
+        assert result.rc == 115, result.stderr[-3000:]
+        report = result.report
+        assert report["stop_reason"] == "meter_error" and "cannot read" in report["meter_error"]
+        assert str(runner.db) in report["meter_error"]
+        assert_tree_gone(runner)

@@ -13,6 +13,7 @@ stored JSON text or already decoded): the reader in agents/opencode/store.py and
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ def reply_key(message_id: str, part: int = 1) -> str:
     return f"{KEY_PREFIX}{message_id}" if part == 1 else f"{KEY_PREFIX}{message_id}+{part}"
 
 
+@functools.lru_cache(maxsize=1024)
 def model_name(provider: str | None, model: str | None) -> str | None:
     """`openai/gpt-4o` where capguard knows the provider (genai-prices then prices it as that provider's), else the
     model id alone (a custom provider's name means nothing to a price list)."""
@@ -133,7 +135,13 @@ class StoreParser:
     def feed(self, line: bytes, offset: int) -> list[Event]:
         try:
             entry = json_object(line)
-            table, row = entry.get("table"), entry.get("row")
+        except ValueError as err:
+            return [Malformed(self.source, offset, str(err)[:160])]
+        return self.feed_row(entry.get("table"), entry.get("row"), offset)
+
+    def feed_row(self, table: object, row: object, offset: int) -> list[Event]:
+        """One row as the store's reader hands it (an import passes its rows here, without the JSON line)."""
+        try:
             if not isinstance(row, dict):
                 raise ValueError("row is not an object")
             if table == "session":
