@@ -220,6 +220,14 @@ def test_the_live_reader_gives_each_changed_row_once_and_the_parser_counts_the_r
     agent.execute("UPDATE session SET time_updated = time_updated + 1 WHERE id = 'ses_db2b853beffeoVJXXu1AQ65BMd'")
     (changed,) = cursor.read_new_lines()  # the one row that changed, handed out again
     assert json.loads(changed[1])["row"]["id"] == "ses_db2b853beffeoVJXXu1AQ65BMd"
+    # a write committed after a later one (its time_updated a few seconds older than the newest seen) is still read
+    late = _assistant("msg_late", "ses_db2b853beffeoVJXXu1AQ65BMd", created=1796592875000, input=7)
+    (newest,) = agent.execute("SELECT max(time_updated) FROM (SELECT time_updated FROM message UNION ALL"
+                              " SELECT time_updated FROM session)").fetchone()  # fmt: skip
+    late["time_updated"] = newest - 5000
+    insert(agent, "message", late)
+    (row,) = cursor.read_new_lines()
+    assert json.loads(row[1])["row"]["id"] == "msg_late"
     assert cursor.problem is None
     assert list((tmp_path).glob("*.db-journal")) == []
     cursor.close()

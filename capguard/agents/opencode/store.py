@@ -53,28 +53,37 @@ def _dicts(cursor: sqlite3.Cursor, columns: tuple[str, ...]) -> Iterator[dict[st
         yield dict(zip(columns, values, strict=True))
 
 
+RESCAN_MS = 10_000  # rows updated this long before the newest one seen are read again (writes commit out of order)
+
+
 def live_rows(after_rowid: int, since_ms: int) -> Rows:
     """The rows a run needs: messages inserted after `after_rowid` or created since `since_ms` in a session touched
-    since then (both, so a rowid reused after a deletion cannot hide a message), and their sessions and parents."""
+    since then (both, so a rowid reused after a deletion cannot hide a message), and their sessions and parents.
+    Each read takes only what was updated since shortly before the newest update it saw, so a long session costs
+    no more to read than a short one."""
+    newest = since_ms
 
     def rows(conn: sqlite3.Connection) -> Iterator[tuple[str, dict[str, Any]]]:
+        nonlocal newest
+        recent = max(since_ms, newest - RESCAN_MS)
         touched = {
             row["id"]: row
-            for row in _dicts(conn.execute(f"{_SESSIONS} WHERE time_updated >= ?", (since_ms,)), SESSION_COLUMNS)
+            for row in _dicts(conn.execute(f"{_SESSIONS} WHERE time_updated >= ?", (recent,)), SESSION_COLUMNS)
         }
-        messages = {
-            row["id"]: row
-            for row in _dicts(conn.execute(f"{_MESSAGES} WHERE rowid > ?", (after_rowid,)), MESSAGE_COLUMNS)
-        }
+        query = f"{_MESSAGES} WHERE rowid > ? AND time_updated >= ?"
+        messages = {row["id"]: row for row in _dicts(conn.execute(query, (after_rowid, recent)), MESSAGE_COLUMNS)}
         for sid in list(touched):
-            query = f"{_MESSAGES} WHERE session_id = ? AND time_created >= ?"
-            messages.update((row["id"], row) for row in _dicts(conn.execute(query, (sid, since_ms)), MESSAGE_COLUMNS))
+            query = f"{_MESSAGES} WHERE session_id = ? AND time_created >= ? AND time_updated >= ?"
+            found = conn.execute(query, (sid, since_ms, recent))
+            messages.update((row["id"], row) for row in _dicts(found, MESSAGE_COLUMNS))
         wanted = {m["session_id"] for m in messages.values()} - touched.keys()
         while wanted:  # sessions of the messages found, and their parents (a subagent's session names its parent)
             marks = ",".join("?" * len(wanted))
-            found = list(_dicts(conn.execute(f"{_SESSIONS} WHERE id IN ({marks})", tuple(wanted)), SESSION_COLUMNS))
-            touched.update((row["id"], row) for row in found)
-            wanted = {row["parent_id"] for row in found if row["parent_id"]} - touched.keys()
+            found_sessions = list(
+                _dicts(conn.execute(f"{_SESSIONS} WHERE id IN ({marks})", tuple(wanted)), SESSION_COLUMNS)
+            )
+            touched.update((row["id"], row) for row in found_sessions)
+            wanted = {row["parent_id"] for row in found_sessions if row["parent_id"]} - touched.keys()
         parents = {row["parent_id"] for row in touched.values() if row["parent_id"]} - touched.keys()
         if parents:
             marks = ",".join("?" * len(parents))
@@ -82,11 +91,15 @@ def live_rows(after_rowid: int, since_ms: int) -> Rows:
                 (row["id"], row)
                 for row in _dicts(conn.execute(f"{_SESSIONS} WHERE id IN ({marks})", tuple(parents)), SESSION_COLUMNS)
             )
+        stamps = [
+            r["time_updated"] for r in (*touched.values(), *messages.values()) if isinstance(r["time_updated"], int)
+        ]
         # parents before children, sessions before their messages
         for row in sorted(touched.values(), key=lambda r: (r["time_created"], r["id"])):
             yield "session", row
         for row in sorted(messages.values(), key=lambda r: (r["time_created"], r["id"])):
             yield "message", row
+        newest = max([newest, *stamps])
 
     return rows
 
