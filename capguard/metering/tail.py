@@ -64,7 +64,7 @@ class FileCursor:
     the lines already handed out. `problem` says why a file that exists cannot be read (capguard is blind).
     """
 
-    def __init__(self, path: Path, *, from_end: bool = False):
+    def __init__(self, path: Path, *, from_end: bool = False, start: int | None = None):
         self.path = path
         self.offset = 0
         self.problem: str | None = None
@@ -74,10 +74,12 @@ class FileCursor:
         self._pending_at = 0
         self._mark = b""
         self._ids = LineIds()
-        if from_end:
+        if from_end or start is not None:
             try:
                 if self._open():
-                    self.offset = self._pending_at = os.fstat(self._opened()).st_size
+                    size = os.fstat(self._opened()).st_size
+                    # `start`: the file's size when it was first seen; shorter now, it was rewritten: read it all
+                    self.offset = self._pending_at = size if start is None else start if start <= size else 0
                     self._mark = self._pread(self.offset - min(MARK, self.offset), min(MARK, self.offset))
             except OSError as err:
                 self.problem = _cannot_read(path, err)
@@ -200,6 +202,9 @@ class WatchSpec:
     from_end: bool = False  # skip what the file held before this run
     glob: str | None = None
     whole: bool = False  # a file rewritten in place, read whole on each change
+    # with `glob` and `from_end`: a file that exists at the start is not opened (a folder may hold thousands of
+    # old sessions); only its size is kept, and if it grows later it is followed from that size
+    dormant: bool = False
 
 
 class Tailer:
@@ -208,6 +213,7 @@ class Tailer:
     def __init__(self, specs: list[WatchSpec]):
         self.specs: list[WatchSpec] = []
         self._cursors: dict[Path, tuple[FileCursor | WholeFile, Parser]] = {}
+        self._dormant: dict[Path, tuple[WatchSpec, int]] = {}  # old files of dormant specs: their size at the start
         for spec in specs:
             self.add(spec)
 
@@ -219,11 +225,20 @@ class Tailer:
                 self._add(spec.path, spec, from_end=spec.from_end)
         else:
             for found in sorted(spec.path.rglob(spec.glob)) if spec.path.is_dir() else []:
-                if found not in self._cursors:
+                if found in self._cursors or found in self._dormant:
+                    continue
+                if spec.dormant and spec.from_end and not spec.whole:
+                    try:
+                        self._dormant[found] = (spec, found.stat().st_size)
+                    except OSError:
+                        continue  # gone meanwhile; if it comes back, it is new
+                else:
                     self._add(found, spec, from_end=spec.from_end)
 
-    def _add(self, path: Path, spec: WatchSpec, *, from_end: bool) -> tuple[FileCursor | WholeFile, Parser]:
-        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end)
+    def _add(
+        self, path: Path, spec: WatchSpec, *, from_end: bool, start: int | None = None
+    ) -> tuple[FileCursor | WholeFile, Parser]:
+        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end, start=start)
         entry = (cursor, spec.make_parser(path))
         self._cursors[path] = entry
         return entry
@@ -232,13 +247,22 @@ class Tailer:
         entry = self._cursors.get(path)
         if entry is not None:
             return entry
+        if path in self._dormant:
+            spec, size = self._dormant[path]
+            try:
+                if path.stat().st_size == size:
+                    return None  # an old file, unchanged
+            except OSError:
+                return None
+            del self._dormant[path]
+            return self._add(path, spec, from_end=True, start=size)  # an old file written again: from where it was
         for spec in self.specs:
             if spec.glob and path.is_relative_to(spec.path) and fnmatch.fnmatch(path.name, spec.glob):
                 return self._add(path, spec, from_end=False)  # appeared during the run: all of it is ours
         return None
 
     def wants(self, path: Path) -> bool:
-        if path in self._cursors:
+        if path in self._cursors or path in self._dormant:
             return True
         return any(s.glob and path.is_relative_to(s.path) and fnmatch.fnmatch(path.name, s.glob) for s in self.specs)
 
