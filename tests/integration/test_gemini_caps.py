@@ -169,7 +169,7 @@ def test_wall_cap_on_the_freeze_sweep_path_leaves_no_orphaned_tool(gemini):
     assert report["stop_reason"] == "wall" and report["tree_stop"] == "freeze-sweep"
     assert main >= 2  # a tool call ran (its result went back): its sleep was left behind
     assert report["leftovers_stopped"] >= 1
-    assert "capguard: stopped gemini: wall-clock 12" in result.stderr and "reached the 12.0s cap" in result.stderr
+    assert "capguard: stopped gemini: wall-clock " in result.stderr and "reached the 12.0s cap" in result.stderr
     assert_ledger_is_the_fakes_log(result, server)
     assert_tree_gone(gemini)
 
