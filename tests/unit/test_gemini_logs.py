@@ -183,13 +183,13 @@ def plan(args, env, tmp_path, monkeypatch):
     return ADAPTER.plan(list(args), load_settings("gemini", flags={}, env={}, cwd=project), run_dir, env, "RUN1")
 
 
-def test_plan_chooses_the_session_keeps_one_process_and_stops_with_sigint(gemini_env, tmp_path, monkeypatch):
+def test_plan_chooses_the_session_keeps_one_process_and_stops_with_sigterm(gemini_env, tmp_path, monkeypatch):
     launch = plan(["-p", "hi"], gemini_env, tmp_path, monkeypatch)
     assert launch.argv[:3] == [str(tmp_path / "bin" / "gemini"), "-p", "hi"]
     assert launch.argv[3] == "--session-id" and len(launch.argv[4]) == 36
     assert launch.env["GEMINI_CLI_NO_RELAUNCH"] == "true"
     assert "GEMINI_CLI_TRUST_WORKSPACE" not in launch.env  # the user's trust decisions are theirs
-    assert launch.polite_stop == [(signal.SIGINT, 0.0)]
+    assert launch.polite_stop == [(signal.SIGTERM, 0.0)]
     assert not launch.reports_cost and len(launch.blind_spots) == 3
     assert (tmp_path / "home" / ".gemini" / "tmp").is_dir()
 

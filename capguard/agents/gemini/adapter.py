@@ -168,9 +168,10 @@ class GeminiAdapter:
             argv=[executable, *insert_before_separator(args, ours)],
             env={**env, **extra_env},
             watches=watches,
-            # Gemini leaves at once on SIGINT (headless and TUI), exit status 0; its shell tools, in sessions of
-            # their own, are stopped with the rest of the tree
-            polite_stop=[(signal.SIGINT, 0.0)],
+            # SIGTERM: Gemini (one process) leaves with exit status 0, headless and in the TUI, and sends no request
+            # meanwhile. SIGINT is Ctrl-C: the TUI only cancels the turn with it, and headless it took up to 7 s on a
+            # loaded machine. Its shell tools, in sessions of their own, are stopped with the rest of the tree
+            polite_stop=[(signal.SIGTERM, 0.0)],
             fallback_model=model,
             named_model=model,
             reports_cost=False,
