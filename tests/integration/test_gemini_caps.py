@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,7 @@ class Gemini(Capguard):
 
     def __init__(self, tmp_path: Path, gemini: str, repo: Path):
         super().__init__(tmp_path, gemini, repo)
+        self.gemini_path = gemini
         self.home = Path(self.env["HOME"])
         (self.home / ".gemini").mkdir(parents=True, exist_ok=True)
         (self.home / ".gemini" / "settings.json").write_text(
@@ -218,3 +221,46 @@ def test_a_spent_month_refuses_to_start_gemini(gemini, tmp_path):
     assert "gemini not started" in result.stderr and "monthly" in result.stderr
     assert requests == [] and gemini.sessions() == []
     assert_tree_gone(gemini)
+
+
+def test_import_adds_what_capguard_did_not_meter_once(gemini):
+    """One session run without capguard, one under it: the import adds the first's replies to the token, skips the
+    second (same keys as live metering), and a second import reads nothing."""
+    script = lambda: shell_script("echo hi", "All done.")  # noqa: E731
+    with FakeGemini(script()) as server:
+        direct = subprocess.run(
+            [gemini.gemini_path, "-y", "-m", MODEL, "-p", "run it", "-o", "text"],
+            cwd=gemini.repo,
+            env={**gemini.env, "GOOGLE_GEMINI_BASE_URL": server.base_url, "GEMINI_CLI_NO_RELAUNCH": "true"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+        assert direct.returncode == 0, direct.stderr[-2000:]
+        outside = billed_main(server)
+    with FakeGemini(script()) as server:
+        supervised = gemini.use(server).headless([])
+    assert supervised.rc == 0 and len(gemini.sessions()) == 2
+
+    def run_import() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "capguard", "import", "gemini", str(gemini.home / ".gemini"), "--json"],
+            env=gemini.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = run_import()
+    assert (first["files_read"], first["replies_added"], first["runs_created"]) == (2, 2, 1)
+    assert first["sessions_covered"] == 1  # the supervised run's replies are in the ledger already
+    assert first["tokens_added"] == sum(u[0] + u[2] for u in outside)
+    with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
+        (imported,) = ledger.query("SELECT id FROM runs WHERE agent = ? AND status = ?", ("gemini", "imported"))
+        rows = ledger.usage(imported["id"])
+    assert sorted(as_billed(r) for r in rows) == sorted(outside)
+    assert {r["priced_by"] for r in rows} == {"genai-prices"}
+    again = run_import()
+    assert (again["files_unchanged"], again["replies_added"], again["runs_created"]) == (2, 0, 0)
