@@ -20,7 +20,6 @@ import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
