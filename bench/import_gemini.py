@@ -227,6 +227,7 @@ def main() -> int:
 def write_results(data: dict) -> None:
     m, rounds, manifest = data["machine"], data["rounds"], data["manifest"]
     walls = [r["wall_s"] for r in rounds]
+    cpus = [r["cpu_s"] for r in rounds]
     lines = [
         BEGIN,
         "## 8. `capguard import gemini` (ccusage 20 does not read Gemini CLI)",
@@ -252,9 +253,12 @@ def write_results(data: dict) -> None:
         lines.append(f"| {name} | {want:,} | {got:,} |")
     lines += [
         "",
-        f"Median wall time {statistics.median(walls):.2f} s for {manifest['bytes'] / 2**20:.0f} MB"
-        f" ({manifest['bytes'] / 2**20 / statistics.median(walls):.0f} MB/s), cost ${rounds[-1]['ledger']['cost_usd']:,.2f}"
-        " by genai-prices. Every reply once (the second write of a tool-calling reply is the same id), cached input"
+        f"Median wall time {statistics.median(walls):.2f} s and CPU time {statistics.median(cpus):.2f} s for"
+        f" {manifest['bytes'] / 2**20:.0f} MB ({manifest['bytes'] / 2**20 / statistics.median(cpus):.1f} MB per CPU"
+        f" second), peak RSS {max(r['peak_rss_mb'] for r in rounds):.0f} MB; cost"
+        f" ${rounds[-1]['ledger']['cost_usd']:,.2f} by genai-prices. The wall time is the CPU time stretched by the"
+        " machine's load (see the load averages: a wall/CPU ratio near load / cores means the import waited for a CPU,"
+        " not for the disk); compare CPU times across runs. Every reply once (the second write of a tool-calling reply is the same id), cached input"
         " as cache reads, thoughts in output: the figures match the corpus's to the token. The import reads every"
         " line with json and the live meter's parser, in one process, and writes each batch of 20,000 rows in one"
         " transaction.",
