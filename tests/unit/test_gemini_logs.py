@@ -260,3 +260,34 @@ def test_plan_follows_this_runs_sessions_and_subagents_only(gemini_env, tmp_path
         key_of("r4"): False,
         key_of("r5"): True,
     }
+
+
+# -- the importer's reading (capguard import gemini), on the real files ----------------------------------------
+
+
+def test_import_reads_a_session_as_live_metering_does(tmp_path):
+    from capguard.importers.gemini import find_sessions, read_session
+    from capguard.importers.unit_prices import UnitPricer
+
+    chats = tmp_path / "tmp" / "proj" / "chats"
+    chats.mkdir(parents=True)
+    session = chats / "session-2026-12-06T21-33-77d7b5d0.jsonl"
+    session.write_bytes((FIXTURES / "session.shell.jsonl").read_bytes())
+    (chats / "77d7b5d0-6ce4-4ecb-b794-061d486677b1").mkdir()
+    sub = chats / "77d7b5d0-6ce4-4ecb-b794-061d486677b1" / "sub.jsonl"
+    sub.write_bytes(b'{"sessionId":"sub","kind":"subagent"}\n' + line(tokens=TOKENS) + b"\n")
+    (tmp_path / "tmp" / "proj" / "logs").mkdir()
+    (tmp_path / "tmp" / "proj" / "logs" / "session-x.jsonl").write_text("{}\n")  # not a session file
+    assert find_sessions([tmp_path]) == sorted([session.resolve(), sub.resolve()])
+
+    pricer = UnitPricer(Pricer())
+    read = read_session(session, session.read_bytes(), 0, pricer, "/home/me/proj")
+    live = replies(feed(SessionParser(), session.read_bytes()))
+    assert read.run_id == "gemini-77d7b5d0-6ce4-4ecb-b794-061d486677b1"
+    assert [row[1] for row in read.rows] == [r.key for r in live]
+    assert [row[4:8] for row in read.rows] == [(r.input_tokens, r.output_tokens, r.cache_read_tokens, 0) for r in live]
+    assert [row[8] for row in read.rows] == [Pricer().price(r).cost_micro for r in live]
+    subagent = read_session(sub, sub.read_bytes(), 0, pricer, None)
+    assert subagent.run_id == read.run_id and len(subagent.rows) == 1  # counted in its parent's run
+    tail = read_session(session, session.read_bytes()[10:], 10, pricer, None, run_id=read.run_id)
+    assert tail.run_id == read.run_id  # read on from an offset, the header behind: the run an earlier import found
