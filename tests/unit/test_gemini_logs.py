@@ -195,7 +195,13 @@ def test_plan_chooses_the_session_keeps_one_process_and_stops_with_sigterm(gemin
 
 
 def test_plan_leaves_a_resumed_or_chosen_session_alone(gemini_env, tmp_path, monkeypatch):
-    for args in (["-r", "latest"], ["--resume=2"], ["--session-file", "old.json"], ["--session-id", "abc"]):
+    for args in (
+        ["-r", "latest"],
+        ["--resume=2"],
+        ["--session-file", "old.json"],
+        ["--session-id", "abc"],
+        ["mcp", "list"],
+    ):
         launch = plan(args, gemini_env, tmp_path, monkeypatch)
         assert launch.argv.count("--session-id") == ("--session-id" in args), args
     launch = plan([], {**gemini_env, "GEMINI_CLI_NO_RELAUNCH": ""}, tmp_path, monkeypatch)

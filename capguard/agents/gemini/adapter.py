@@ -25,6 +25,8 @@ from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @google/gemini-cli@0.61.0"
 RESUME_FLAGS = ("-r", "--resume", "--session-file")
+# management commands (`gemini mcp list`): no session, and yargs may refuse an option they do not take
+SUBCOMMANDS = ("mcp", "extensions", "extension", "skills", "skill", "hooks", "hook", "gemma")
 MODEL_FLAGS = ("-m", "--model")
 # names Gemini CLI resolves to a concrete model itself (routing, or its current pro/flash): not a price to look up
 ALIASES = ("auto", "pro", "flash", "flash-lite")
@@ -139,10 +141,11 @@ class GeminiAdapter:
         notes: list[str] = []
 
         chosen = option_value(args, "--session-id")
-        if chosen is None and not _has(args, *RESUME_FLAGS):
+        managing = bool(args) and args[0] in SUBCOMMANDS
+        if chosen is None and not managing and not _has(args, *RESUME_FLAGS):
             chosen = str(uuid.uuid4())
             ours += ["--session-id", chosen]
-        elif chosen is None:
+        elif chosen is None and not managing:
             notes.append(
                 "a resumed session is found by its file: session files of this project written during the run count"
             )
