@@ -76,11 +76,12 @@ class FileCursor:
         self._pending_at = 0
         self._mark = b""
         self._ids = LineIds()
-        if from_end:
+        if from_end or end_at is not None:
             try:
                 if self._open():
                     size = os.fstat(self._opened()).st_size
-                    self.offset = self._pending_at = size if end_at is None or end_at > size else end_at
+                    # a file shorter now than its size taken earlier was rewritten: read it all
+                    self.offset = self._pending_at = size if end_at is None else end_at if end_at <= size else 0
                     self._mark = self._pread(self.offset - min(MARK, self.offset), min(MARK, self.offset))
             except OSError as err:
                 self.problem = _cannot_read(path, err)
