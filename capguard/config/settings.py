@@ -196,7 +196,7 @@ def _parse(key: str, raw: Any, where: str) -> Any:
 def _parse_price(model: str, table: Any, where: str) -> ModelPrice:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: prices.{model}: expected a table with input and output")
-    fields = {"input", "output", "cache_read", "cache_write"}
+    fields = {"input", "output", "cache_read", "cache_write", "cache_write_1h"}
     unknown = set(table) - fields
     if unknown:
         raise ConfigError(

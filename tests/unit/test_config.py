@@ -420,3 +420,8 @@ def test_sections_owned_by_other_features_are_left_to_them(project, monkeypatch)
 def test_empty_agent_flavoured_variable_is_ignored(project, monkeypatch):
     monkeypatch.setitem(config.AGENT_ENV, "aider", {"AIDER_BUDGET_USD": "usd"})
     assert load(project, "aider", env={"AIDER_BUDGET_USD": ""})["usd"] is None
+
+
+def test_price_table_takes_the_one_hour_cache_write_rate(project):
+    trusted(project / ".capguard.toml", '[prices."claude-x"]\ninput = 1\noutput = 2\ncache_write_1h = 2.5\n')
+    assert load(project).prices["claude-x"].cache_write_1h == Decimal("2.5")
