@@ -17,7 +17,7 @@ from typing import Any
 from capguard import paths
 from capguard.agents import NAMES
 from capguard.config import trust
-from capguard.core import team, tighten, units
+from capguard.core import model_caps, team, tighten, units
 from capguard.core.caps import UNPRICED_POLICIES, Caps
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import ModelPrice
@@ -183,7 +183,12 @@ class Settings:
             stuck=self["stuck"],
             warn_at=self["warn_at"],
             unpriced=self["unpriced"],
+            models=self.models().caps,
         )
+
+    def models(self) -> model_caps.ModelRules:
+        """The [models] table: caps per model, and the models the metering proxy allows or denies."""
+        return self.sections.get("models") or model_caps.ModelRules()
 
 
 def _parse(key: str, raw: Any, where: str) -> Any:
@@ -239,7 +244,7 @@ def _parse_toml(path: Path, content: bytes) -> dict:
 # Under a team config these keys are locked unless its `unlock` frees them: who pays, where it is written,
 # what a model costs and the monthly caps are the team's to say.
 TEAM_LOCKS = ("team", "prices", "ledger", "user", "line")
-LOCKABLE = (*KEYS, "prices", "team")
+LOCKABLE = (*KEYS, "prices", "team", "models")
 
 
 def _lock_names(path: Path, data: dict, key: str) -> set[str]:
@@ -361,6 +366,7 @@ class _Layers:
         if not (held or key in self.locks):
             self.sections.setdefault(key, []).append((where, raw))
         elif key != "team":
+            EXTENSION_SECTIONS[key]([(where, raw)])  # a bad value is an error whoever offers it
             left_out.append(key)
         else:  # monthly caps: only lower ones, checked against what the lower layers set
             offered = team.parse_layers([(where, raw)])
@@ -391,6 +397,7 @@ class _Layers:
 # precedence first. Each owner validates its own keys (naming file and key); the result is Settings.sections[name].
 EXTENSION_SECTIONS: dict[str, Callable[[list[tuple[str, Any]]], Any]] = {
     "team": team.parse_layers,  # monthly caps: [team], [team.users."dev@example.com"], [team.lines."infra"]
+    "models": model_caps.parse_layers,  # caps per model, allowed and denied models: [models."claude-opus-*"]
 }
 
 

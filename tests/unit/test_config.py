@@ -425,3 +425,17 @@ def test_empty_agent_flavoured_variable_is_ignored(project, monkeypatch):
 def test_price_table_takes_the_one_hour_cache_write_rate(project):
     trusted(project / ".capguard.toml", '[prices."claude-x"]\ninput = 1\noutput = 2\ncache_write_1h = 2.5\n')
     assert load(project).prices["claude-x"].cache_write_1h == Decimal("2.5")
+
+
+def test_models_table_gives_caps_per_model_to_the_run(project):
+    trusted(project / ".capguard.toml", '[models]\ndeny = ["*-preview"]\n[models."claude-opus-*"]\nusd = 2\n')
+    settings = load(project)
+    assert settings.models().deny == ("*-preview",)
+    (cap,) = settings.caps().models
+    assert (cap.pattern, cap.usd_micro) == ("claude-opus-*", 2_000_000)
+
+
+def test_a_bad_models_entry_names_the_file_and_key(project):
+    write(project / ".capguard.toml", '[models."claude-opus-*"]\nusd = "two"\n')
+    with pytest.raises(ConfigError, match=r'\.capguard\.toml: models\."claude-opus-\*"\.usd: .*not an amount'):
+        load(project)
