@@ -20,6 +20,7 @@ from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_toke
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
 from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
+from capguard.metering.proxy.task_budgets import TaskBudgets, Ticket
 from capguard.metering.proxy.usage import Seen
 
 DEFAULT_MIN_OUTPUT = 1_024  # below this a reply is rarely of use: refuse rather than send a crippled request
@@ -55,6 +56,7 @@ class Admission:
     worst: bounds.WorstCost | None
     caps: tuple[_ModelBudget, ...] = ()  # the per-model caps this request's model falls under
     held_tokens: int = 0  # its prompt's bound plus max_out, held against those caps' tokens
+    task: Ticket | None = None  # it carries the task budget the proxy added (the beta header goes with it)
     settled: bool = field(default=False, repr=False)
 
 
@@ -91,6 +93,7 @@ class Gate:
         allow: Sequence[str] = (),
         deny: Sequence[str] = (),
         models: ModelRules | None = None,
+        task_budget: int | None = None,
         on_event: Callable[[Reply | Refused], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,6 +107,7 @@ class Gate:
         rules = models or ModelRules()
         self._rules = ModelRules(rules.caps, (*rules.allow, *allow), (*rules.deny, *deny))
         self._model_budgets = [_ModelBudget(cap) for cap in rules.caps]
+        self.task_budgets = None if task_budget is None else TaskBudgets(task_budget)
         self._emit = on_event or (lambda event: None)
         self._clock = clock
         self._lock = threading.Lock()  # the supervisor sets the budget from its own thread
@@ -147,6 +151,9 @@ class Gate:
         worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect)
         requested = wants.max_out or self._model_max(model)
         with self._lock:
+            task = None
+            if self.task_budgets is not None and dialect == ANTHROPIC:
+                body, task = self.task_budgets.apply(body)
             budgets = tuple(b for b in self._model_budgets if matches(b.cap.pattern, model))
             headroom = _least(self._holds.headroom(self._spent, self._cap), *(b.headroom() for b in budgets))
             tokens_left = _least(*(b.tokens_left() for b in budgets))
@@ -171,7 +178,7 @@ class Gate:
                         b.held_tokens += held_tokens
                     return Admission(
                         dialect, wants, model, sent, clamp.max_tokens, clamp.lowered, hold, prompt, worst, budgets,
-                        held_tokens,
+                        held_tokens, task,
                     )  # fmt: skip
                 need = worst.cost(floor) if worst else None
                 why = (
@@ -221,6 +228,9 @@ class Gate:
                 budget.held_tokens -= admission.held_tokens
                 budget.spent_micro += charged_micro
                 budget.tokens += reply.tokens
+        if charged == "usage" and admission.task is not None and self.task_budgets is not None:
+            with self._lock:
+                self.task_budgets.observe(admission.task, usage.prompt_tokens, usage.output_tokens)
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,

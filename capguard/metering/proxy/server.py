@@ -20,6 +20,7 @@ from aiohttp import web
 from capguard.metering.proxy import sse
 from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, error_body, route, with_stream_usage
 from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.task_budgets import with_beta
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,11 @@ class MeteringProxy:
         assert self._session is not None
         gate, seen = self.gate, None
         try:
-            upstream = await self._session.post(url, data=data, headers=_headers(request))
+            headers = _headers(request)
+            if admission.task is not None:  # the task budget the proxy added needs its beta
+                beta = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
+                headers[beta] = with_beta(headers.get(beta))
+            upstream = await self._session.post(url, data=data, headers=headers)
         except aiohttp.ClientConnectorError as err:  # never reached the server: nothing billed
             gate.release(admission)
             return _error(admission.dialect, 502, _unreachable(err), "api_error")
