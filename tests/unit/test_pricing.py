@@ -226,3 +226,31 @@ def test_an_override_of_a_known_model_matches_genai_prices_when_given_the_same_r
     own = Pricer().price(Reply("k", "anthropic/claude-sonnet-4-5", **tokens)).cost_micro
     pricer = Pricer({"claude-sonnet-4-5": ModelPrice(input=Decimal(3), output=Decimal(15))})
     assert pricer.price(Reply("k", "anthropic/claude-sonnet-4-5", **tokens)).cost_micro == own
+
+
+@pytest.mark.parametrize(
+    "model", ["anthropic/claude-sonnet-4-5", "anthropic/claude-opus-4-7", "openai/gpt-4o", "gpt-5", "claude-house-9"]
+)
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        dict(input_tokens=1_234, output_tokens=567),
+        dict(
+            input_tokens=10,
+            output_tokens=4_000,
+            cache_read_tokens=150_000,
+            cache_write_tokens=70_000,
+            cache_write_1h_tokens=20_000,
+        ),
+        dict(input_tokens=250_000, output_tokens=1_000),  # above the long-context tier
+        dict(input_tokens=0, output_tokens=0),
+    ],
+)
+@pytest.mark.parametrize("details", [{}, {"inference_geo": "us"}, {"speed": "fast"}])
+def test_the_fast_pricer_gives_pricers_figures(model, tokens, details):
+    """The metering proxy prices with UnitPricer.cost_of on every request: it must be Pricer's figure exactly."""
+    from capguard.core.unit_prices import UnitPricer
+
+    pricer = Pricer({"claude-house-9": ModelPrice(input=Decimal(3), output=Decimal(15))})
+    reply = Reply("k", model, details=details, **tokens)
+    assert UnitPricer(pricer).cost_of(reply) == pricer.price(reply).cost_micro

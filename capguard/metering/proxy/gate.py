@@ -17,6 +17,7 @@ from capguard.core.ids import new_id
 from capguard.core.model_caps import ModelCap, ModelRules, matches, refusal
 from capguard.core.pricing import Pricer, split_provider
 from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
+from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
 from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
@@ -100,6 +101,7 @@ class Gate:
         if min_output < 1 or default_max_output < 1:
             raise ValueError("min_output and default_max_output must be positive")
         self._pricer = pricer
+        self._unit = UnitPricer(pricer)  # Pricer's figures at a fraction of its time: twice or more per request
         self._cap = cap_micro
         self._min_output = min_output
         self._default_max = default_max_output
@@ -148,7 +150,7 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
             return self._refuse(dialect, body.get("model"), str(err), at_cap=False)
-        worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect)
+        worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
         with self._lock:
             task = None
@@ -215,7 +217,7 @@ class Gate:
             cache_write_1h_tokens=usage.cache_write_1h_tokens, web_search_requests=usage.web_search_requests,
             at=self._clock(), source="proxy", details=details, suspicious=seen.suspicious,
         )  # fmt: skip
-        cost = self._pricer.price(reply).cost_micro
+        cost = self._unit.cost_of(reply)
         with self._lock:
             if admission.settled:
                 return None
