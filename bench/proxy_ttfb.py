@@ -63,16 +63,12 @@ def serve_fake(kind: str, stream_mb: float, events_per_s: float) -> None:
 
 def serve_proxy(upstreams: list[str], loop: str) -> None:
     """The metering proxy in this process (as capguard runs it: a thread of its own), one mount per upstream."""
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
     from capguard.core.pricing import Pricer
     from capguard.metering.proxy import Gate, MeteringProxy
 
     gate = Gate(Pricer(), cap_micro=10**12)
     mounts = {f"u{i}": url for i, url in enumerate(upstreams)}
-    with MeteringProxy(gate, mounts) as proxy:
+    with MeteringProxy(gate, mounts, fast_loop=loop == "uvloop") as proxy:
         print(" ".join(proxy.base_url(name) for name in mounts), flush=True)
         sys.stdin.read()
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
@@ -58,10 +59,13 @@ _NOT_PROMPT = frozenset(
 _MEDIA = {"image", "image_url", "input_image", "document", "input_file", "file", "input_audio"}
 
 
+_ENCODE = msgspec.json.Encoder(enc_hook=str).encode  # compact UTF-8, as json.dumps(ensure_ascii=False), ~3x faster
+
+
 def _dumps(value: Any) -> bytes:
     """A part of the prompt as compact UTF-8 JSON, keys in the order the agent sent them (an agent re-sends a
     message as it sent it; a reordered one only misses the tighter bound)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    return _ENCODE(value)
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
