@@ -153,7 +153,11 @@ class LiteLLMReservation:
     def close(self) -> None:
         assert self._proc.stdin is not None
         self._proc.stdin.close()
-        self._proc.wait(10)
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:  # LiteLLM's background threads may hold its exit
+            self._proc.kill()
+            self._proc.wait()
 
 
 def reservation_runaway(gate: LiteLLMReservation, fake: fake_chat.FakeChat) -> dict:
