@@ -58,13 +58,15 @@ def matches(pattern: str, model: str | None) -> bool:
     return fnmatch.fnmatchcase(low, glob) or ("/" in low and fnmatch.fnmatchcase(low.rsplit("/", 1)[1], glob))
 
 
-def refusal(rules: ModelRules, model: str) -> str | None:
-    """Why `model` may not be used in this run, or None."""
+def refusal(rules: ModelRules, model: str, shown: str | None = None) -> str | None:
+    """Why `model` may not be used in this run, or None; the whole name is matched, `shown` is how the message
+    names it (a name from a request, made printable and short)."""
+    name = model if shown is None else shown
     for pattern in rules.deny:
         if matches(pattern, model):
-            return f"model {model} is denied by the configuration ([models] deny has {pattern!r})"
+            return f"model {name} is denied by the configuration ([models] deny has {pattern!r})"
     if rules.allow and not any(matches(pattern, model) for pattern in rules.allow):
-        return f"model {model} is not in the allowed models ([models] allow = {list(rules.allow)!r})"
+        return f"model {name} is not in the allowed models ([models] allow = {list(rules.allow)!r})"
     return None
 
 

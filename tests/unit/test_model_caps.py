@@ -97,3 +97,10 @@ def test_the_report_names_the_model_cap_and_its_overshoot():
     facts = RunFacts("r", "claude", [], "/", "u", "h", 0.0, 1.0, 1.0, caps, meter, StopReason.MODEL, None)
     assert why(facts) == "claude-opus-* cost $2.10 reached its $2.00 cap"
     assert build_report(facts)["overshoot"] == pytest.approx(0.1)
+
+
+def test_a_long_model_name_cannot_slip_past_a_deny_glob():
+    rules = ModelRules(deny=("*-preview",))
+    long_name = "claude-" + "x" * 300 + "-preview"
+    why = refusal(rules, long_name, long_name[:100])
+    assert why is not None and long_name not in why  # matched on the whole name, shown short

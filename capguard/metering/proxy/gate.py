@@ -293,7 +293,7 @@ class Gate:
         return bounds.context_window(model) or self._default_max
 
     def _check_listed(self, model: str) -> None:
-        why = refusal(self._rules, sanitize.printable(model[:100]))
+        why = refusal(self._rules, model, sanitize.printable(model[:100]))
         if why is not None:
             raise ValueError(f"capguard: {why}")
 
