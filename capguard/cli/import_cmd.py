@@ -82,7 +82,6 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
                     writer,
                     marks,
                     roots,
-                    target=settings["ledger"],
                     overrides=settings.prices,
                     jobs=ns.jobs,
                     line_of=line_of,

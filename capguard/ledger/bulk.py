@@ -382,12 +382,36 @@ class ImportWriter:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
-    def written_elsewhere(self, run_ids: Iterable[str], written: Written) -> None:
-        """A worker process wrote these runs (provisionally) and rows on its own connection."""
-        written_ids = set(run_ids)
-        self._unwritten = [run_id for run_id in self._unwritten if run_id not in written_ids]
-        self.written += written
-        self._sums = None  # not kept for rows written elsewhere: finish reads the totals back
+    def write_imported(
+        self,
+        stamped: list[tuple],
+        prefixes: list[str],
+        new: list[UsageRow],
+        sums: RunSums,
+        changed: set[str],
+        complete: Iterable[str] = (),
+    ) -> None:
+        """All of an import's rows, after the runs they need, in one transaction: `stamped` as the workers stamped
+        them (with their `sums`), and `new`, rows re-derived for requests seen in several files or already in the
+        ledger (`importers.claude_merge`); the `changed` runs' sums are recounted from the rows."""
+        if new:
+            prefix, extra = stamp_rows(new)
+            stamped, prefixes = stamped + extra, [*prefixes, prefix]
+        if changed:
+            recount = RunSums.of(row[2:] for row in stamped if row[2] in changed)
+            for run_id in changed:
+                sums.runs.pop(run_id, None)
+            sums.add(recount)
+        sums.rows = len(stamped)
+        if self._backend.dialect == "sqlite":
+            self.write_rows(stamped, prefixes, sums, complete)
+        else:
+            self.add([row[2:] for row in stamped])
+            self.flush()
+
+    def note_known(self, rows: int) -> None:
+        """Rows an import found that the ledger already had (`replies_known`), dropped before writing."""
+        self.written.rows += rows
 
     def add(self, rows: list[UsageRow]) -> None:
         """Usage rows of runs given to `run()` before; written at the next flush."""
@@ -460,28 +484,40 @@ class ImportWriter:
                     run.malformed += before["malformed_lines"] or 0
         self._merged.update(run_ids)
 
-    def seen_figures(self, run_id: str, source_file: str) -> dict[str, list[int]]:
-        """Reply key -> [input, output, cache read, cache write, 1h part, web searches, corrections] already
-        recorded from this file: what a transcript read on from an offset continues from (max-wins)."""
+    def known_figures(self, keys: list[str]) -> dict[str, list[int]]:
+        """Request key (`claude:<id>`) -> [input, output, cache read, cache write, 1h part, web searches,
+        corrections] of its rows in the ledger (`<key>` and its corrections `<key>+<n>`, from any file or a
+        supervised run): what an import continues max-wins from. Keys the ledger does not hold are left out; an
+        empty ledger is not asked key by key."""
+        if not self._backend.query("SELECT 1 AS x FROM usage_events WHERE dedupe_key LIKE 'claude:%' LIMIT 1"):
+            return {}
+        known: dict[str, list[int]] = {}
         sql = (
             "SELECT dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
-            " FROM usage_events WHERE run_id = ? AND source_file = ?"
+            " FROM usage_events WHERE dedupe_key IN ({marks})"
         )
-        seen: dict[str, list[int]] = {}
-        for row in self._backend.query(sql, (run_id, source_file)):
-            base, _, fix = row["dedupe_key"].partition("+")
-            extra = json.loads(row["details"]) if row["details"] else {}
-            figures = seen.setdefault(base, [0, 0, 0, 0, 0, 0, 0])
-            add = (
-                row["input_tokens"],
-                row["output_tokens"],
-                row["cache_read_tokens"],
-                row["cache_write_tokens"],
-                extra.get("cache_write_1h", 0),
-                extra.get("web_searches", 0),
-            )
-            for i, value in enumerate(add):
-                figures[i] += value
-            if fix:
-                figures[6] += 1
-        return seen
+        asked = {key: key for key in keys}  # the key asked for next (`<key>+<n>`) -> its request
+        fix = 0
+        while asked:
+            found: dict[str, str] = {}
+            names = list(asked)
+            for chunk in _chunks(names, _IDS_PER_QUERY):
+                for row in self._backend.query(sql.format(marks=_marks(len(chunk))), chunk):
+                    key = asked[row["dedupe_key"]]
+                    extra = json.loads(row["details"]) if row["details"] else {}
+                    figures = known.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+                    add = (
+                        row["input_tokens"],
+                        row["output_tokens"],
+                        row["cache_read_tokens"],
+                        row["cache_write_tokens"],
+                        extra.get("cache_write_1h", 0),
+                        extra.get("web_searches", 0),
+                    )
+                    for i, value in enumerate(add):
+                        figures[i] += value
+                    figures[6] = fix
+                    found[key] = key
+            fix += 1
+            asked = {f"{key}+{fix}": key for key in found}
+        return known

@@ -51,7 +51,8 @@ def max_wins(seen: dict[str, list[int]], key: str, figures: list[int]) -> tuple[
 class TranscriptParser:
     """One transcript file: `<session>.jsonl`, or `<session>/subagents/agent-*.jsonl` with `subagent=True`.
 
-    `session_id` is the session whose totals cover this file (for a subagent file, the parent's).
+    `session_id` is the session whose totals cover this file (for a subagent file, the parent's). `seen`: the
+    max-wins state of the run's other transcripts (see `max_wins`), shared.
     Lines copied from elsewhere are skipped: a fork's copies of its parent's replies
     (`requestSessionId` differs from `sessionId`), and, when `started_at` (unix seconds) is given,
     any line stamped more than `skew_s` before it. `baseline_micro` is what the session's own total
@@ -68,13 +69,16 @@ class TranscriptParser:
         skew_s: float = 5.0,
         baseline_micro: int = 0,
         source: str | None = None,
+        seen: dict[str, list[int]] | None = None,
     ):
         self.session_id = session_id
         self.subagent = subagent
         self.not_before = None if started_at is None else started_at - skew_s
         self.baseline_micro = baseline_micro
         self.source = source or f"claude:{session_id}" + (":subagent" if subagent else "")
-        self._usage: dict[str, list[int]] = {}  # reply key -> largest usage seen, then corrections made
+        # reply key -> largest usage seen, then corrections made; shared by the parsers of one run's transcripts, so
+        # that a request whose lines are in two files (a resumed session's copy) counts its largest line once
+        self._usage: dict[str, list[int]] = {} if seen is None else seen
         self._tools: dict[str, str] = {}  # tool_use id -> signature, until its result arrives
         self._parked: dict[str, bool] = {}  # tool_use id -> failed, for results seen before their tool_use
 
