@@ -493,11 +493,20 @@ class Session:
 
 class Generator:
     def __init__(
-        self, out: Path, seed: int, target: int, projects: int, *, streaming: float = 0.0, resumed: float = 0.0
+        self,
+        out: Path,
+        seed: int,
+        target: int,
+        projects: int,
+        *,
+        streaming: float = 0.0,
+        resumed: float = 0.0,
+        turns: tuple[int, int] = (1, 60),
     ) -> None:
         self.out, self.rng, self.target = out, random.Random(seed), target
         # the shape options draw from a generator of their own: at 0 the corpus is the same bytes as without them
         self.shape_rng, self.streaming, self.resumed = random.Random(seed * 7919 + 1), streaming, resumed
+        self.turns = turns
         self.resumed_files: list[str] = []  # relative to OUT: the transcripts that start with a copied history
         self.totals = Totals()
         self.bytes = self.files = self.lines = self.usage_lines = 0
@@ -544,7 +553,9 @@ class Generator:
         if main.new:
             main.bookkeeping("shape")
         turns = max(1, int(rng.paretovariate(1.3)))
-        for _ in range(min(turns, 60)):
+        if self.turns != (1, 60):  # the shape option: sessions' length between MIN and MAX turns
+            turns = max(self.turns[0], turns)
+        for _ in range(min(turns, self.turns[1])):
             main.turn(subagent_hook=spawn)
         if main.new:
             main.cost_state()
@@ -615,6 +626,7 @@ class Generator:
             "projects": args.projects,
             "streaming": args.streaming,
             "resumed": args.resumed,
+            "turns": args.turns,
             "files": self.files,
             "lines": self.lines,
             "bytes": self.bytes,
@@ -639,7 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resumed", type=float, default=0.0, help="share of sessions resumed into a new transcript (history copied)"
     )
+    parser.add_argument(
+        "--turns", default="1-60", help="MIN-MAX turns of a main session (few big files: 40-200; many small: 1-2)"
+    )
     args = parser.parse_args(argv)
+    low, _, high = args.turns.partition("-")
     if args.out.exists():
         if not args.force:
             parser.error(f"{args.out} exists; use --force to replace it")
@@ -651,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         args.projects,
         streaming=args.streaming,
         resumed=args.resumed,
+        turns=(int(low), int(high or low)),
     )
     gen.run()
     manifest = gen.manifest(args)

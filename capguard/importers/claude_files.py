@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capguard.core.pricing import Pricer
+from capguard.core.usage import counts_total
 from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
 from capguard.importers.state import CHECK_BYTES, digest
 from capguard.importers.unit_prices import UnitPricer
@@ -169,7 +170,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
     priced_by: str | None
     for key, occurred, model, figures, offset, _, details in replies:
         speed = geo = text = None
-        if details is not None:  # one of a few shared dicts (claude_scan._details): its JSON is made once
+        if details is not None:  # one of a few shared dicts (decode.details_of): its JSON is made once
             speed, geo = details.get("speed"), details.get("inference_geo")
             text = _DETAILS_JSON.get(id(details)) or _DETAILS_JSON.setdefault(
                 id(details), _details_json(details, (0,) * 6)
@@ -178,7 +179,8 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             text = _details_json(details, figures)
         rates = linear(model, speed, geo)
         inp, out, read, write, write_1h, web = figures
-        if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and inp + out + read + write:
+        tokens = counts_total(inp, out, read, write)
+        if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and tokens:
             _, r_in, r_out, r_read, r_write, r_write_1h, r_web = rates
             pico = (
                 inp * r_in
@@ -196,7 +198,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             continue  # no time anywhere in the file: nothing to place the spend at
         rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
         total_cost += cost or 0
-        total_tokens += inp + out + read + write  # Tokens.total, inline: once per reply on import's hot path
+        total_tokens += tokens
         steps += "+" not in key
     # as `RunSums.of` counts them, the whole file at once
     result.sums = (total_cost, total_tokens, 0 if "/subagents/" in path.lower() else steps)

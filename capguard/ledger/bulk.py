@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from capguard.core.ids import new_id
-from capguard.core.usage import total_sql
+from capguard.core.usage import counts_total, total_sql
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
 from capguard.ledger.sqlite import SqliteBackend, WalCheckpointer
@@ -144,7 +144,7 @@ class RunSums:
             if figures is None:
                 figures = runs[row[0]] = [0, 0, 0]
             figures[0] += row[8] or 0
-            figures[1] += row[4] + row[5] + row[6] + row[7]
+            figures[1] += counts_total(*row[4:8])
             # a step: not a max-wins correction, not from a subagent (SQLite's LIKE ignores ASCII case)
             figures[2] += "+" not in row[1] and "/subagents/" not in (row[10] or "").lower()
             sums.rows += 1
@@ -231,8 +231,7 @@ def write_batch(backend: Backend, user_id: str, host: str, runs: list[RunRow], r
         rows=len(rows),
         added=added,
         cost=sum(row[8] or 0 for row in fresh),
-        # each row's Tokens.total, added inline: a Tokens per row would slow import's hot path
-        tokens=sum(row[4] + row[5] + row[6] + row[7] for row in fresh),
+        tokens=sum(counts_total(*row[4:8]) for row in fresh),
         runs_created=created,
     )
 
