@@ -34,6 +34,11 @@ from capguard.importers.claude_merge import Requests, settle
 from capguard.importers.state import ImportState
 from capguard.ledger.bulk import ImportWriter, RunSums
 
+WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
+# Groups per worker before the end from which each group's rows are written as they come: rows still waiting when
+# the last worker is done are written after it, by this process alone, while the other CPUs idle.
+EAGER_GROUPS = 8
+
 
 def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
     """Where to look: the given paths, else Claude Code's config directories (as ccusage finds them)."""
@@ -137,7 +142,7 @@ def import_transcripts(
     line_of: Callable[[str | None], str | None] = lambda project: None,
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
-    """Reads, prices, settles the requests seen in several files (`claude_merge`), writes, then finishes the runs
+    """Reads, prices, writes, settles the requests seen in several files (`claude_merge`), then finishes the runs
     and saves the state (an interrupted import reads the files again next time, adding nothing twice). `roots` as
     `transcript_roots` gives them. Returns summary figures."""
     with collector_paused():
@@ -160,14 +165,20 @@ def _import(
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
     done_bytes = 0
     counts: dict[str, Any] = {"files": 0, "malformed": 0, "suspicious": 0, "errors": []}
-    groups_rows: list[list[tuple]] = []
+    rows: list[tuple] = []
     prefixes: list[str] = []
     sums = RunSums()
+    # every row read, for `settle`: written as they come (while the workers read on), settled once all are in
+    everything: list[list[tuple]] = []
+    mine: set[str] = set()
     requests = Requests()
+    had_requests = bool(work.tasks) and writer.holds("claude:")
     batches, jobs = groups(work.tasks), jobs or default_jobs()
+    left = len(batches)
     runs_read = RunsRead(work.tasks)
     try:
         for ready in run_groups(batches, jobs, overrides=overrides or {}, worker=worker):
+            left -= len(ready)
             for done in ready:
                 for result in done.results:
                     counts["files"] += 1
@@ -183,17 +194,24 @@ def _import(
                         result.path, work.stats[result.path], result.end, _follow(writer, result, line_of), result.check
                     )
                 requests.add(done.rows)
-                groups_rows.append(done.rows)
+                everything.append(done.rows)
+                mine.add(done.prefix)
+                rows += done.rows
                 prefixes.append(done.prefix)
                 sums.add(done.sums)
+            # one transaction for all the rows that came meanwhile: many when this process lags behind the workers
+            if rows and (len(rows) >= WRITE_ROWS or left <= EAGER_GROUPS * jobs):
+                writer.write_rows(rows, prefixes, sums, runs_read.complete)
+                rows, prefixes, sums = [], [], RunSums()
             if on_progress:
                 on_progress(counts["files"], done_bytes, work.total_bytes)
-        # every file read: the requests several files or the ledger hold are settled, then all rows go in at once
-        known = writer.known_figures(list(requests.first_file)) if requests.first_file else {}
-        settled = settle(groups_rows, requests.shared | set(known), known, worker.pricer)
-        del groups_rows
-        writer.write_imported(settled.kept, prefixes, settled.new, sums, settled.runs, runs_read.complete)
-        writer.note_known(settled.known)
+        if rows:
+            writer.write_rows(rows, prefixes, sums, runs_read.complete)
+        # every file read: the requests several files or the ledger (before this import) hold are settled
+        known = writer.known_figures(list(requests.first_file), mine) if had_requests else {}
+        settled = settle(everything, requests.shared | set(known), known, worker.pricer)
+        if settled.stale:
+            writer.replace(settled.stale, settled.new, settled.runs, settled.found - len(settled.stale))
         writer.finish()
     finally:
         writer.close()

@@ -55,43 +55,40 @@ class Requests:
 
 @dataclass
 class Settled:
-    """The rows to write: `kept` (as the workers stamped them) and `new` (unstamped, re-derived), how many rows
-    the ledger already had (`replies_known`), and the runs whose rows changed."""
+    """What settling changes: the rows written for the settled requests (`stale`, their ids) give way to `new`
+    (unstamped); `found`: how many rows the settled requests give without the ledger, instead of the `len(stale)`
+    the workers found (a copy's rows no longer count; those the ledger had count as known); the runs whose rows
+    changed."""
 
-    kept: list[tuple]
-    new: list[tuple]
-    known: int
-    runs: set[str]
+    stale: list[str] = field(default_factory=list)
+    new: list[tuple] = field(default_factory=list)
+    found: int = 0
+    runs: set[str] = field(default_factory=set)
 
 
 def settle(
     groups: list[list[tuple]], settle_keys: set[str], known: dict[str, list[int]], pricer: UnitPricer
 ) -> Settled:
-    """Rows of `groups` for the requests in `settle_keys` replaced by what they add, across files, to `known`
+    """The rows of `groups` for the requests in `settle_keys` re-derived across files, continuing from `known`
     (request key -> the ledger's [input, output, cache read, cache write, 1h part, web searches, corrections])."""
+    out = Settled()
     if not settle_keys:
-        return Settled([row for rows in groups for row in rows], [], 0, set())
-    kept: list[tuple] = []
+        return out
     by_key: dict[str, dict[str, list[tuple]]] = {}  # request -> file -> its rows
     for rows in groups:
         for row in rows:
             key = base_key(row[_KEY])
             if key in settle_keys:
                 by_key.setdefault(key, {}).setdefault(row[_FILE], []).append(row)
-            else:
-                kept.append(row)
-    new: list[tuple] = []
-    runs: set[str] = set()
-    known_rows = 0
+                out.stale.append(row[0])
     for key, files in by_key.items():
         ordered = sorted(files.values(), key=_file_order)
         for rows in ordered:
-            runs.update(row[_RUN] for row in rows)
+            out.runs.update(row[_RUN] for row in rows)
         rows_out = _replay(key, ordered, {key: list(known[key])} if key in known else {}, pricer)
-        new += rows_out
-        if key in known:  # what this key would have added to a ledger without it: already there
-            known_rows += len(_replay(key, ordered, {}, None)) - len(rows_out)
-    return Settled(kept, new, known_rows, runs)
+        out.new += rows_out
+        out.found += len(_replay(key, ordered, {}, None)) if key in known else len(rows_out)
+    return out
 
 
 def _replay(key: str, files: list[list[tuple]], seen: dict[str, list[int]], pricer: UnitPricer | None) -> list:

@@ -259,17 +259,19 @@ def write_rows(
     sums: RunSums | None = None,
     totals: dict[str, list[int]] | None = None,
 ) -> Written:
-    """SQLite, one transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row
-    whose key is in the ledger already is skipped; what was added is `sums` when every row went in, else read back
-    by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
-    durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
-    ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
-    sqlite = _sqlite(backend)
-    sqlite.set_pragmas("foreign_keys = OFF", "synchronous = NORMAL", "wal_autocheckpoint = 0")
+    """One transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row whose key
+    is in the ledger already is skipped; what was added is `sums` when every row went in, else read back by its ids.
+    On SQLite meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one durable;
+    an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the ledger's
+    close does it) and no foreign-key checks (every row's run is inserted first)."""
+    sqlite = backend if isinstance(backend, SqliteBackend) else None
+    if sqlite is not None:
+        sqlite.set_pragmas("foreign_keys = OFF", "synchronous = NORMAL", "wal_autocheckpoint = 0")
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
-            db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
+            if sqlite is not None:
+                db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
             written.runs_created = insert_runs(db, user_id, host, runs, totals)
             inserted = executemany(db, _INSERT_USAGE, stamped)
             if sums is not None and sums.rows == len(stamped) and inserted == len(stamped):
@@ -279,13 +281,14 @@ def write_rows(
                     added = db.query(_ADDED, (prefix, prefix + "~"))[0]
                     written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
     finally:
-        sqlite.set_pragmas("synchronous = FULL", "foreign_keys = ON")
+        if sqlite is not None:
+            sqlite.set_pragmas("synchronous = FULL", "foreign_keys = ON")
     return written
 
 
 def _sqlite(backend: Backend) -> SqliteBackend:
     if not isinstance(backend, SqliteBackend):
-        raise TypeError(f"write_rows is for SQLite ledgers, not {backend.dialect}")
+        raise TypeError(f"this is for SQLite ledgers, not {backend.dialect}")
     return backend
 
 
@@ -381,36 +384,31 @@ class ImportWriter:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
-    def write_imported(
-        self,
-        stamped: list[tuple],
-        prefixes: list[str],
-        new: list[UsageRow],
-        sums: RunSums,
-        changed: set[str],
-        complete: Iterable[str] = (),
-    ) -> None:
-        """All of an import's rows, after the runs they need, in one transaction: `stamped` as the workers stamped
-        them (with their `sums`), and `new`, rows re-derived for requests seen in several files or already in the
-        ledger (`importers.claude_merge`); the `changed` runs' sums are recounted from the rows."""
-        if new:
-            prefix, extra = stamp_rows(new)
-            stamped, prefixes = stamped + extra, [*prefixes, prefix]
-        if changed:
-            recount = RunSums.of(row[2:] for row in stamped if row[2] in changed)
-            for run_id in changed:
-                sums.runs.pop(run_id, None)
-            sums.add(recount)
-        sums.rows = len(stamped)
-        if self._backend.dialect == "sqlite":
-            self.write_rows(stamped, prefixes, sums, complete)
-        else:
-            self.add([row[2:] for row in stamped])
-            self.flush()
-
-    def note_known(self, rows: int) -> None:
-        """Rows an import found that the ledger already had (`replies_known`), dropped before writing."""
+    def replace(self, stale: list[str], new: list[UsageRow], changed: set[str], rows: int) -> None:
+        """Rows this import wrote (ids `stale`) replaced by `new` in one transaction: a request's rows settled across
+        files and the ledger (`importers.claude_merge`). The `changed` runs' totals are read back by `finish`;
+        `rows`: how many more (or fewer) rows this import now counts as found."""
+        prefix, stamped = stamp_rows(new)
+        removed = Written()
+        with self._backend.write() as db:
+            for chunk in _chunks(stale, _IDS_PER_QUERY):
+                marks = _marks(len(chunk))
+                gone = db.query(
+                    f"SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost,"
+                    f" COALESCE(SUM({total_sql()}), 0) AS tokens FROM usage_events WHERE id IN ({marks})",
+                    chunk,
+                )[0]
+                removed += Written(added=int(gone["n"]), cost=int(gone["cost"]), tokens=int(gone["tokens"]))
+                db.execute(f"DELETE FROM usage_events WHERE id IN ({marks})", chunk)
+            executemany(db, _INSERT_USAGE, stamped)
+            added = db.query(_ADDED, (prefix, prefix + "~"))[0]
+        self.written.added += int(added["n"]) - removed.added
+        self.written.cost += int(added["cost"]) - removed.cost
+        self.written.tokens += int(added["tokens"]) - removed.tokens
         self.written.rows += rows
+        self._fresh -= changed
+        for run_id in changed:
+            self._final.pop(run_id, None)
 
     def add(self, rows: list[UsageRow]) -> None:
         """Usage rows of runs given to `run()` before; written at the next flush."""
@@ -483,16 +481,20 @@ class ImportWriter:
                     run.malformed += before["malformed_lines"] or 0
         self._merged.update(run_ids)
 
-    def known_figures(self, keys: list[str]) -> dict[str, list[int]]:
+    def holds(self, key_prefix: str) -> bool:
+        """Whether the ledger holds any usage row whose key starts with `key_prefix` (asked before an import
+        writes: when it holds none, no key of the import need be looked up)."""
+        sql = "SELECT 1 AS x FROM usage_events WHERE dedupe_key LIKE ? LIMIT 1"  # portable across collations
+        return bool(self._backend.query(sql, (key_prefix.replace("%", "").replace("_", "") + "%",)))
+
+    def known_figures(self, keys: list[str], besides: set[str]) -> dict[str, list[int]]:
         """Request key (`claude:<id>`) -> [input, output, cache read, cache write, 1h part, web searches,
         corrections] of its rows in the ledger (`<key>` and its corrections `<key>+<n>`, from any file or a
-        supervised run): what an import continues max-wins from. Keys the ledger does not hold are left out; an
-        empty ledger is not asked key by key."""
-        if not self._backend.query("SELECT 1 AS x FROM usage_events WHERE dedupe_key LIKE 'claude:%' LIMIT 1"):
-            return {}
+        supervised run), leaving out the rows whose ids start with one of the prefixes `besides` (this import's):
+        what an import continues max-wins from. Keys the ledger does not hold are left out."""
         known: dict[str, list[int]] = {}
         sql = (
-            "SELECT dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
+            "SELECT id, dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
             " FROM usage_events WHERE dedupe_key IN ({marks})"
         )
         asked = {key: key for key in keys}  # the key asked for next (`<key>+<n>`) -> its request
@@ -502,6 +504,8 @@ class ImportWriter:
             names = list(asked)
             for chunk in _chunks(names, _IDS_PER_QUERY):
                 for row in self._backend.query(sql.format(marks=_marks(len(chunk))), chunk):
+                    if row["id"][:16] in besides:
+                        continue  # written by this import: what it settles, not what it continues from
                     key = asked[row["dedupe_key"]]
                     extra = json.loads(row["details"]) if row["details"] else {}
                     figures = known.setdefault(key, [0, 0, 0, 0, 0, 0, 0])

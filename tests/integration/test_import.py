@@ -143,13 +143,13 @@ def test_claude_import_equals_the_parsers_totals_one_run_per_session(ledger_targ
 
 @pytest.mark.parametrize("group_bytes", [1, 1 << 30], ids=["a-group-per-file", "one-group"])
 def test_runs_whose_files_are_all_in_are_written_complete(tmp_path, capsys, monkeypatch, group_bytes):
-    """A run goes into the ledger with its totals when all its files are read (the rows go in once every file is
-    read, so a session whose subagent's transcript came in another group is complete too); `finish` rewrites only
-    the others. Either way every run adds up."""
-    from capguard.importers import claude_files
+    """A run goes into the ledger with its totals when all its files are read; `finish` rewrites only the others
+    (here: a session whose subagent's transcript came in another group). Either way every run adds up."""
+    from capguard.importers import claude, claude_files
     from capguard.ledger import bulk as ledger_io
 
     monkeypatch.setattr(claude_files, "GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(claude, "WRITE_ROWS", 1)  # a transaction per group
     finished, executemany = [], ledger_io.executemany
 
     def spy(db, sql, batch):
@@ -174,11 +174,14 @@ def test_runs_whose_files_are_all_in_are_written_complete(tmp_path, capsys, monk
         (sums[r["id"]]["cost"], sums[r["id"]]["tokens"]) for r in runs
     ]
     # Rewritten: the runs of a file whose lines name another session than its name (these fixtures are named
-    # for what they show; Claude Code names a transcript for its session).
+    # for what they show; Claude Code names a transcript for its session), and, a group per file, the session
+    # whose subagent's transcript came in another group.
     (marks,) = json.loads(state.default_path().read_text())["ledgers"].values()
     by_file = {path: mark["run_id"] for path, mark in marks.items() if mark["run_id"]}
     named = {path: claude_files.run_id_of(claude_files.session_of(path)[0]) for path in by_file}
     expected = {run for path in by_file if by_file[path] != named[path] for run in (by_file[path], named[path])}
+    if group_bytes == 1:  # sessions with a subagent: its transcript came in another group
+        expected |= {named[path] for path in by_file if "/subagents/" in path}
     assert sorted(finished) == sorted(expected & {r["id"] for r in runs})
     assert len(finished) < len(runs)
     assert next(r for r in runs if r["id"] == "claude-af3d562a-7f82-4b45-bbe8-914ae96cfb9a")["steps"] == 3
