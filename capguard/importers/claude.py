@@ -215,7 +215,8 @@ def _import(
         writer.finish()
     finally:
         writer.close()
-    state.save()
+    if work.tasks:  # nothing read, nothing marked: the state file is as it was (saving it took 0.2 s of 8,000 files)
+        state.save()
     return {
         "files_found": len(listing),
         "files_read": counts["files"],
