@@ -210,8 +210,14 @@ def _import(
         # every file read: the requests several files or the ledger (before this import) hold are settled
         known = writer.known_figures(list(requests.first_file), mine) if had_requests else {}
         settled = settle(everything, requests.shared | set(known), known, worker.pricer)
-        if settled.stale:
-            writer.replace(settled.stale, settled.new, settled.runs, settled.found - len(settled.stale))
+        if settled.stale or settled.keep:
+            writer.replace(
+                settled.stale,
+                settled.keep,
+                settled.new,
+                settled.runs,
+                settled.found - len(settled.stale) - len(settled.keep),
+            )
         writer.finish()
     finally:
         writer.close()

@@ -56,11 +56,13 @@ class Requests:
 @dataclass
 class Settled:
     """What settling changes: the rows written for the settled requests (`stale`, their ids) give way to `new`
-    (unstamped); `found`: how many rows the settled requests give without the ledger, instead of the `len(stale)`
+    (unstamped), and the rows that stand (`keep`, from the file where a request came first) must be in the ledger
+    (a copy's row with the same key may have been written first, and kept them out); `found`: how many rows the settled requests give without the ledger, instead of the `len(stale)`
     the workers found (a copy's rows no longer count; those the ledger had count as known); the runs whose rows
     changed."""
 
     stale: list[str] = field(default_factory=list)
+    keep: list[tuple] = field(default_factory=list)  # stamped rows that stand: written, or to write if skipped
     new: list[tuple] = field(default_factory=list)
     found: int = 0
     runs: set[str] = field(default_factory=set)
@@ -80,14 +82,25 @@ def settle(
             key = base_key(row[_KEY])
             if key in settle_keys:
                 by_key.setdefault(key, {}).setdefault(row[_FILE], []).append(row)
-                out.stale.append(row[0])
     for key, files in by_key.items():
         ordered = sorted(files.values(), key=_file_order)
         for rows in ordered:
             out.runs.update(row[_RUN] for row in rows)
-        rows_out = _replay(key, ordered, {key: list(known[key])} if key in known else {}, pricer)
+        if key in known:  # continue from the ledger's figures: every row of the import re-derived
+            rows_out = _replay(key, ordered, {key: list(known[key])}, pricer)
+            out.stale += [row[0] for rows in ordered for row in rows]
+            out.new += rows_out
+            out.found += len(_replay(key, ordered, {}, None))
+            continue
+        # the first file's rows stand as the worker made them (max-wins over its lines, as a replay would give
+        # them); the other files add only what goes beyond (usually nothing: a copy of the final line)
+        first, seen = ordered[0], dict[str, list[int]]()
+        _replay(key, [first], seen, None)
+        rows_out = _replay(key, ordered[1:], seen, pricer)
+        out.stale += [row[0] for rows in ordered[1:] for row in rows]
+        out.keep += first
         out.new += rows_out
-        out.found += len(_replay(key, ordered, {}, None)) if key in known else len(rows_out)
+        out.found += len(first) + len(rows_out)
     return out
 
 

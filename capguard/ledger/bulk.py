@@ -170,6 +170,16 @@ class RunSums:
         return sum(figures[index] for figures in self.runs.values())
 
 
+def _sum_ids(db: Executor, ids: Sequence[str]) -> Written:
+    """How many of these rows are in the ledger, their cost and tokens (as `added`, `cost`, `tokens`)."""
+    row = db.query(
+        f"SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost, COALESCE(SUM({total_sql()}), 0) AS tokens"
+        f" FROM usage_events WHERE id IN ({_marks(len(ids))})",
+        list(ids),
+    )[0]
+    return Written(added=int(row["n"]), cost=int(row["cost"]), tokens=int(row["tokens"]))
+
+
 def _known_keys(db: Executor, keys: list[str]) -> set[str]:
     known: set[str] = set()
     for chunk in _chunks(keys, _IDS_PER_QUERY):
@@ -384,27 +394,29 @@ class ImportWriter:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
-    def replace(self, stale: list[str], new: list[UsageRow], changed: set[str], rows: int) -> None:
-        """Rows this import wrote (ids `stale`) replaced by `new` in one transaction: a request's rows settled across
-        files and the ledger (`importers.claude_merge`). The `changed` runs' totals are read back by `finish`;
-        `rows`: how many more (or fewer) rows this import now counts as found."""
+    def replace(self, stale: list[str], keep: list[tuple], new: list[UsageRow], changed: set[str], rows: int) -> None:
+        """Rows this import wrote (ids `stale`) replaced, in one transaction, by the stamped rows `keep` not in the
+        ledger yet and by `new`: a request's rows settled across files and the ledger (`importers.claude_merge`).
+        The `changed` runs' totals are read back by `finish`; `rows`: how many more (or fewer) rows this import now
+        counts as found."""
         prefix, stamped = stamp_rows(new)
-        removed = Written()
+        removed, put = Written(), Written()
         with self._backend.write() as db:
             for chunk in _chunks(stale, _IDS_PER_QUERY):
-                marks = _marks(len(chunk))
-                gone = db.query(
-                    f"SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost,"
-                    f" COALESCE(SUM({total_sql()}), 0) AS tokens FROM usage_events WHERE id IN ({marks})",
-                    chunk,
-                )[0]
-                removed += Written(added=int(gone["n"]), cost=int(gone["cost"]), tokens=int(gone["tokens"]))
-                db.execute(f"DELETE FROM usage_events WHERE id IN ({marks})", chunk)
-            executemany(db, _INSERT_USAGE, stamped)
+                removed += _sum_ids(db, chunk)
+                db.execute(f"DELETE FROM usage_events WHERE id IN ({_marks(len(chunk))})", chunk)
+            present: set[str] = set()
+            for chunk in _chunks([row[0] for row in keep], _IDS_PER_QUERY):
+                sql = f"SELECT id FROM usage_events WHERE id IN ({_marks(len(chunk))})"
+                present.update(row["id"] for row in db.query(sql, chunk))
+            missing = [row for row in keep if row[0] not in present]
+            executemany(db, _INSERT_USAGE, missing + stamped)
+            for chunk in _chunks([row[0] for row in missing], _IDS_PER_QUERY):
+                put += _sum_ids(db, chunk)
             added = db.query(_ADDED, (prefix, prefix + "~"))[0]
-        self.written.added += int(added["n"]) - removed.added
-        self.written.cost += int(added["cost"]) - removed.cost
-        self.written.tokens += int(added["tokens"]) - removed.tokens
+        self.written.added += put.added + int(added["n"]) - removed.added
+        self.written.cost += put.cost + int(added["cost"]) - removed.cost
+        self.written.tokens += put.tokens + int(added["tokens"]) - removed.tokens
         self.written.rows += rows
         self._fresh -= changed
         for run_id in changed:
