@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="each tool runs first in half of them (default 8)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md and the JSON alone")
     parser.add_argument("--shapes", action="store_true", help="every corpus shape in SHAPES, side by side")
+    parser.add_argument("--shape", action="append", choices=list(SHAPES), help="with --shapes: only these")
     args = parser.parse_args()
     install_ccusage()
     if args.shapes:
@@ -311,7 +312,7 @@ def shapes_main(args: argparse.Namespace) -> None:
     cg_env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
     started, load_before, machine = time.monotonic(), C.loadavg(), C.machine()
     shapes = []
-    for name in SHAPES:
+    for name in args.shape or SHAPES:
         data = shaped_corpus(name)
         manifest = json.loads((data / "manifest.json").read_text())
         tag = SHAPE_DIRS[name]
@@ -415,7 +416,15 @@ def shapes_section(result: dict) -> list[str]:
             f" {s['peak_rss_mb']['ccusage']:.0f} / {s['peak_rss_mb']['capguard']:.0f} MB |"
             f" {s['reimport_s']:.2f} ({s['reimport_files_read']} files read) |"
         )
-    lines += ["", END]
+    lines += [
+        "",
+        "Each shape: one warm-up run of each tool, then alternating rounds (page cache warm), then a re-import of the"
+        " unchanged files into the last round's ledger. capguard writes every priced reply into a new SQLite ledger;"
+        " ccusage prints a report. Totals: ccusage's, the ledger's sums and the generator's manifest, compared to the"
+        " token. Compare the load average: on a shared machine both tools slow down alike, but not evenly.",
+        "",
+        END,
+    ]
     return lines
 
 
