@@ -92,7 +92,6 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
                     writer,
                     marks,
                     roots,
-                    target=settings.charge.ledger,
                     overrides=settings.prices,
                     jobs=ns.jobs,
                     line_of=line_of,
