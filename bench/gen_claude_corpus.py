@@ -369,7 +369,8 @@ class Session:
             blocks.append({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
             used.append((tool_id, name))
         stop = "tool_use" if used else "end_turn"
-        partial = self.version.startswith("1.0")
+        # 1.0.x always wrote streaming snapshots; --streaming makes a share of the newer versions' replies do so too
+        partial = self.version.startswith("1.0") or self.gen.shape_rng.random() < self.gen.streaming
         for i, block in enumerate(blocks):
             line_usage = usage
             if partial and i < len(blocks) - 1:  # streaming snapshot: output counted so far
@@ -491,8 +492,22 @@ class Session:
 
 
 class Generator:
-    def __init__(self, out: Path, seed: int, target: int, projects: int) -> None:
+    def __init__(
+        self,
+        out: Path,
+        seed: int,
+        target: int,
+        projects: int,
+        *,
+        streaming: float = 0.0,
+        resumed: float = 0.0,
+        turns: tuple[int, int] = (1, 60),
+    ) -> None:
         self.out, self.rng, self.target = out, random.Random(seed), target
+        # the shape options draw from a generator of their own: at 0 the corpus is the same bytes as without them
+        self.shape_rng, self.streaming, self.resumed = random.Random(seed * 7919 + 1), streaming, resumed
+        self.turns = turns
+        self.resumed_files: list[str] = []  # relative to OUT: the transcripts that start with a copied history
         self.totals = Totals()
         self.bytes = self.files = self.lines = self.usage_lines = 0
         rng = self.rng
@@ -538,7 +553,9 @@ class Generator:
         if main.new:
             main.bookkeeping("shape")
         turns = max(1, int(rng.paretovariate(1.3)))
-        for _ in range(min(turns, 60)):
+        if self.turns != (1, 60):  # the shape option: sessions' length between MIN and MAX turns
+            turns = max(self.turns[0], turns)
+        for _ in range(min(turns, self.turns[1])):
             main.turn(subagent_hook=spawn)
         if main.new:
             main.cost_state()
@@ -550,6 +567,34 @@ class Generator:
             (base / main.session_id / "subagents" / f"agent-{agent.agent_id}.meta.json").write_text(json.dumps(meta))
         if main.new and rng.random() < 0.03:
             self.fork(main, base)
+        if self.resumed and self.shape_rng.random() < self.resumed:
+            self.resume(main, base)
+
+    def resume(self, parent: Session, base: Path) -> None:
+        """`claude --resume`: a new transcript (new session id) that starts with the parent's conversation copied,
+        each reply by its last line only (its final usage: an earlier streaming snapshot's partial output is not
+        copied), stamped with the original times and the new session id, then new turns. The copied replies are
+        the parent's (counted once); whichever of the two files is read first, the largest line must win."""
+        rng = self.rng
+        child = Session(
+            rng, self, session_id=uid(rng), cwd=parent.cwd, version=parent.version, model=parent.model, when=parent.when
+        )
+        entries = [json.loads(raw) for raw in parent.lines]
+        last_line = {}
+        for i, entry in enumerate(entries):
+            message = entry.get("message")
+            if entry.get("type") == "assistant" and isinstance(message, dict):
+                last_line[message.get("id")] = i
+        for i, entry in enumerate(entries):
+            kind, message = entry.get("type"), entry.get("message")
+            if kind == "assistant" and isinstance(message, dict) and last_line.get(message.get("id")) != i:
+                continue
+            if kind in ("user", "assistant"):
+                entry["sessionId"] = child.session_id
+                child.lines.append(dumps(entry))
+        child.turn()
+        self.write(base / f"{child.session_id}.jsonl", child.lines)
+        self.resumed_files.append(str((base / f"{child.session_id}.jsonl").relative_to(self.out)))
 
     def fork(self, parent: Session, base: Path) -> None:
         """`--fork-session`: the parent's lines copied with the new session id and `requestSessionId`, then new turns."""
@@ -579,12 +624,16 @@ class Generator:
             "seed": args.seed,
             "target_mb": args.target_mb,
             "projects": args.projects,
+            "streaming": args.streaming,
+            "resumed": args.resumed,
+            "turns": args.turns,
             "files": self.files,
             "lines": self.lines,
             "bytes": self.bytes,
             "usage_lines": self.usage_lines,
             "unique_replies": self.totals.replies,
             "total_tokens": sum(tokens.values()),
+            **({"resumed_files": self.resumed_files} if self.resumed else {}),
             "by_model": {m: {**row, "total": tokens[m]} for m, row in sorted(self.totals.by_model.items())},
         }
 
@@ -596,12 +645,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--force", action="store_true", help="delete OUT first")
+    parser.add_argument(
+        "--streaming", type=float, default=0.0, help="share of 2.x replies also written as streaming snapshots"
+    )
+    parser.add_argument(
+        "--resumed", type=float, default=0.0, help="share of sessions resumed into a new transcript (history copied)"
+    )
+    parser.add_argument(
+        "--turns", default="1-60", help="MIN-MAX turns of a main session (few big files: 40-200; many small: 1-2)"
+    )
     args = parser.parse_args(argv)
+    low, _, high = args.turns.partition("-")
     if args.out.exists():
         if not args.force:
             parser.error(f"{args.out} exists; use --force to replace it")
         shutil.rmtree(args.out)
-    gen = Generator(args.out, args.seed, int(args.target_mb * 1024 * 1024), args.projects)
+    gen = Generator(
+        args.out,
+        args.seed,
+        int(args.target_mb * 1024 * 1024),
+        args.projects,
+        streaming=args.streaming,
+        resumed=args.resumed,
+        turns=(int(low), int(high or low)),
+    )
     gen.run()
     manifest = gen.manifest(args)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

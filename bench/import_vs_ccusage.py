@@ -36,6 +36,38 @@ BEGIN = "<!-- import-vs-ccusage section: begin (bench/import_vs_ccusage.py; rend
 END = "<!-- import-vs-ccusage section: end -->"
 
 
+# Corpus shapes, side by side (`--shapes`): gen_claude_corpus.py options; each one a corpus of its own.
+SHAPES = {
+    "plain 1 GB": dict(target_mb=1024, seed=2, projects=120),
+    "20% streaming, 10% resumed, 1 GB": dict(target_mb=1024, seed=2, projects=120, streaming=0.2, resumed=0.1),
+    "plain 512 MB": dict(target_mb=512, seed=4, projects=120),
+    "many small files 512 MB": dict(target_mb=512, seed=6, projects=400, turns="1-2"),
+    "few big files 512 MB": dict(target_mb=512, seed=7, projects=20, turns="40-200"),
+}
+SHAPE_DIRS = {  # where each shape's corpus is kept
+    "plain 1 GB": "shape_plain_1g",
+    "20% streaming, 10% resumed, 1 GB": "shape_stream_resume_1g",
+    "plain 512 MB": "shape_plain_512m",
+    "many small files 512 MB": "shape_small_files_512m",
+    "few big files 512 MB": "shape_big_files_512m",
+}
+
+
+def shaped_corpus(name: str) -> Path:
+    shape = SHAPES[name]
+    out = C.WORK / "corpus" / SHAPE_DIRS[name]
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        doc = json.loads(manifest.read_text())
+        if all(doc.get(k) == v for k, v in shape.items()):
+            return out
+    argv = [sys.executable, str(C.BENCH / "gen_claude_corpus.py"), "--out", str(out), "--force"]
+    for key, value in shape.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    subprocess.run(argv, check=True)
+    return out
+
+
 def corpus(target_mb: float, seed: int, projects: int) -> Path:
     out = C.WORK / "corpus" / f"claude_{int(target_mb)}m_s{seed}"
     manifest = out / "manifest.json"
@@ -163,10 +195,13 @@ def run_ccusage(binary: Path, data: Path, env: dict, tag: str) -> dict:
     return result
 
 
-def run_capguard(data: Path, env: dict, tag: str) -> dict:
+def run_capguard(data: Path, env: dict, tag: str, *, again: bool = False) -> dict:
+    """A first import into a new ledger with an empty data dir; `again`: the same import once more, into the same
+    ledger and data dir (every file unchanged)."""
     base = C.WORK / "import_vs_ccusage" / f"capguard_{tag}"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
+    if not again:
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
     ledger = base / "ledger.db"
     argv = [
         C.CG_PYTHON,
@@ -200,8 +235,13 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=8, help="each tool runs first in half of them (default 8)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md and the JSON alone")
+    parser.add_argument("--shapes", action="store_true", help="every corpus shape in SHAPES, side by side")
+    parser.add_argument("--shape", action="append", choices=list(SHAPES), help="with --shapes: only these")
     args = parser.parse_args()
     install_ccusage()
+    if args.shapes:
+        shapes_main(args)
+        return
     data = corpus(args.target_mb, args.seed, args.projects)
     manifest = json.loads((data / "manifest.json").read_text())
     base, env = C.isolated_env("import_vs_ccusage")
@@ -262,6 +302,130 @@ def main() -> None:
     if not args.no_results:
         C.save("import_vs_ccusage", result)
         write_section(result)
+
+
+def shapes_main(args: argparse.Namespace) -> None:
+    """Each shape: one warm-up run of each tool, then `--rounds` rounds alternating which goes first, then a
+    re-import of the unchanged files. Shapes are measured one after the other, in one run."""
+    base, env = C.isolated_env("import_vs_ccusage")
+    cg_env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cg_env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
+    started, load_before, machine = time.monotonic(), C.loadavg(), C.machine()
+    shapes = []
+    for name in args.shape or SHAPES:
+        data = shaped_corpus(name)
+        manifest = json.loads((data / "manifest.json").read_text())
+        tag = SHAPE_DIRS[name]
+        run_ccusage(NATIVE, data, env, f"{tag}_warmup")
+        run_capguard(data, cg_env, f"{tag}_warmup")
+        rounds = []
+        for i in range(args.rounds):
+            order = ("ccusage", "capguard") if i % 2 == 0 else ("capguard", "ccusage")
+            pair: dict = {"order": list(order)}
+            for tool in order:
+                pair[tool] = (
+                    run_ccusage(NATIVE, data, env, f"{tag}_r{i}")
+                    if tool == "ccusage"
+                    else run_capguard(data, cg_env, f"{tag}_r{i}")
+                )
+            pair["loadavg"] = C.loadavg()
+            rounds.append(pair)
+            print(
+                f"{name} round {i + 1}: ccusage {pair['ccusage']['wall_s']:.2f} s,"
+                f" capguard {pair['capguard']['wall_s']:.2f} s, load {pair['loadavg']}",
+                file=sys.stderr,
+            )
+        again = run_capguard(data, cg_env, f"{tag}_r{args.rounds - 1}", again=True)
+        shapes.append(
+            {
+                "name": name,
+                "options": SHAPES[name],
+                "corpus": {k: manifest[k] for k in ("files", "bytes", "lines", "usage_lines", "total_tokens")},
+                "rounds": rounds,
+                "reimport": again,
+            }
+        )
+    result = {
+        "machine": machine,
+        "command": C.command_line(),
+        "duration_s": round(time.monotonic() - started, 1),
+        "loadavg_before": load_before,
+        "loadavg_after": C.loadavg(),
+        "code_after": C.code_fingerprint(),
+        "ccusage_version": CCUSAGE_VERSION,
+        "node": _version(["node", "--version"]),
+        "shapes": shapes,
+    }
+    print(json.dumps([shape_summary(s) for s in shapes], indent=1))
+    if not args.no_results:
+        C.save("import_vs_ccusage_shapes", result)
+        write_section(result, shapes_section(result))
+
+
+def shape_summary(shape: dict) -> dict:
+    rounds = shape["rounds"]
+    med = {tool: _median([r[tool]["wall_s"] for r in rounds]) for tool in ("ccusage", "capguard")}
+    cpu = {tool: _median([r[tool]["cpu_s"] for r in rounds]) for tool in ("ccusage", "capguard")}
+    truth = shape["corpus"]["total_tokens"]
+    equal = all(
+        r["ccusage"].get("tokens", {}).get("total") == r["capguard"].get("tokens", {}).get("total") == truth
+        for r in rounds
+    )
+    ratios = sorted(r["ccusage"]["wall_s"] / r["capguard"]["wall_s"] for r in rounds)
+    return {
+        "name": shape["name"],
+        "median_wall_s": med,
+        "median_cpu_s": cpu,
+        "ratio": med["ccusage"] / med["capguard"],
+        "round_ratios": ratios,
+        "totals_equal": equal,
+        "tokens": truth,
+        "peak_rss_mb": {tool: max(r[tool]["peak_rss_mb"] for r in rounds) for tool in ("ccusage", "capguard")},
+        "reimport_s": shape["reimport"]["wall_s"],
+        "reimport_files_read": shape["reimport"].get("summary", {}).get("files_read"),
+    }
+
+
+def shapes_section(result: dict) -> list[str]:
+    m = result["machine"]
+    lines = [
+        BEGIN,
+        "",
+        "## 5. `capguard import claude` against ccusage, corpus shapes side by side",
+        "",
+        f"- date: {m['date']} (run took {result['duration_s']} s); machine: {m['cpu']}, {m['cores']} cores,"
+        f" RAM {m['ram_mb']} MB; Python {m['python']}; node {result['node']}; ccusage {result['ccusage_version']}",
+        f"- capguard: commit {m['capguard_commit']}, code {m['code']}"
+        + ("" if result.get("code_after") in (None, m["code"]) else " (**capguard/ changed during the run**)"),
+        f"- load average before: {result['loadavg_before']}, after: {result['loadavg_after']}",
+        f"- command: `{result['command']}`",
+        "",
+        "| corpus shape | files | bytes | ccusage s (median) | capguard s (median) | ccusage / capguard"
+        " (median; per round) | CPU s ccusage / capguard | totals equal (tokens) | peak RSS ccusage / capguard |"
+        " re-import s |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: |",
+    ]
+    for shape in result["shapes"]:
+        s, c = shape_summary(shape), shape["corpus"]
+        per_round = ", ".join(f"{x:.2f}" for x in s["round_ratios"])
+        lines.append(
+            f"| {s['name']} | {c['files']:,} | {c['bytes']:,} | {s['median_wall_s']['ccusage']:.2f} |"
+            f" {s['median_wall_s']['capguard']:.2f} | **{s['ratio']:.2f}×** ({per_round}) |"
+            f" {s['median_cpu_s']['ccusage']:.2f} / {s['median_cpu_s']['capguard']:.2f} |"
+            f" {'yes' if s['totals_equal'] else '**NO**'} ({s['tokens']:,}) |"
+            f" {s['peak_rss_mb']['ccusage']:.0f} / {s['peak_rss_mb']['capguard']:.0f} MB |"
+            f" {s['reimport_s']:.2f} ({s['reimport_files_read']} files read) |"
+        )
+    lines += [
+        "",
+        "Each shape: one warm-up run of each tool, then alternating rounds (page cache warm), then a re-import of the"
+        " unchanged files into the last round's ledger. capguard writes every priced reply into a new SQLite ledger;"
+        " ccusage prints a report. Totals: ccusage's, the ledger's sums and the generator's manifest, compared to the"
+        " token. Compare the load average: on a shared machine both tools slow down alike, but not evenly.",
+        "",
+        END,
+    ]
+    return lines
 
 
 def _version(argv: list[str]) -> str:
@@ -387,14 +551,14 @@ def section(result: dict) -> list[str]:
     return lines
 
 
-def write_section(result: dict) -> None:
+def write_section(result: dict, lines: list[str] | None = None) -> None:
     out = C.BENCH / "RESULTS.md"
     text = out.read_text() if out.exists() else ""
     if BEGIN in text:
         before, _, rest = text.partition(BEGIN)
         _, _, after = rest.partition(END)
         text = before.rstrip("\n") + "\n" + after.lstrip("\n")
-    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section(result)) + "\n")
+    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines or section(result)) + "\n")
     print(f"wrote the import-vs-ccusage section of {out}", file=sys.stderr)
 
 

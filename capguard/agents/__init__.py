@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from capguard.agents.base import Adapter
 
-NAMES: tuple[str, ...] = ("aider", "claude", "codex")
+NAMES: tuple[str, ...] = ("aider", "claude", "codex", "gemini", "opencode")
 
 
 def get_adapter(name: str) -> Adapter:

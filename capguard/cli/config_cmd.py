@@ -12,6 +12,7 @@ from capguard import paths
 from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.settings import AGENTS, KEYS, LIBRARY, Layer, Settings, load_settings
+from capguard.core.pricing import with_cache_defaults
 from capguard.core.redact import mask_dsn
 from capguard.core.units import format_duration, format_tokens, format_usd
 
@@ -74,9 +75,17 @@ def as_json(settings: Settings) -> dict:
             }
             for k, (value, origin) in in_force(settings).items()
         },
-        "prices": {m: {k: str(v) for k, v in vars(p).items() if v is not None} for m, p in settings.prices.items()},
+        "prices": {
+            m: {k: _rate(v) for k, v in vars(with_cache_defaults(m, p)).items()} for m, p in settings.prices.items()
+        },
         "team": _team_json(settings),
     }
+
+
+def _rate(value: object) -> str:
+    """A rate per million tokens without a default multiple's trailing zeros (0.1 x 3 is 0.30)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _usd(micro: int | None) -> float | None:
@@ -132,11 +141,11 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
     _show_team(settings)
     if ns.agent == "claude":
         _show_claude(settings)
-    for model, price in settings.prices.items():
+    for model, given in settings.prices.items():
+        price = with_cache_defaults(model, given)  # what a run charges: unset cache rates at the usual multiples
         print(
-            f"  price {model}: input ${price.input}/M, output ${price.output}/M"
-            + (f", cache read ${price.cache_read}/M" if price.cache_read is not None else "")
-            + (f", cache write ${price.cache_write}/M" if price.cache_write is not None else "")
+            f"  price {model}: input ${price.input}/M, output ${price.output}/M, cache read ${_rate(price.cache_read)}/M,"
+            f" cache write ${_rate(price.cache_write)}/M (1 h ${_rate(price.cache_write_1h)}/M)"
         )
     return 0
 

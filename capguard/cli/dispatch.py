@@ -30,6 +30,7 @@ exit status:
   119  aider repo-map cap                  118  stuck loop
   117  monthly cap                         116  unpriced model (unpriced = "stop")
   115  capguard could not count (blind file, failed write): it stopped the agent
+  114  a cap on one model's spend or tokens ([models."claude-opus-*"])
   129/143  capguard got SIGHUP/SIGTERM and stopped the agent
   2  bad flags or config    3  ledger error    126/127  agent not executable / not installed
 

@@ -1,4 +1,5 @@
-"""`capguard import claude|aider|codex [PATH...]`: agents' existing logs into the ledger, so reports work from day one."""
+"""`capguard import claude|aider|codex|gemini|opencode [PATH...]`: agents' existing logs into the ledger, so
+reports work from day one."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from capguard.config.settings import load_settings
 from capguard.core import sanitize
 from capguard.core.errors import CapguardError
 from capguard.core.units import format_count, format_tokens, format_usd
-from capguard.importers import aider, claude, codex, state
+from capguard.importers import aider, claude, codex, gemini, opencode, state
 from capguard.importers.progress import Progress, size
 from capguard.ledger.bulk import ImportWriter, ledger_identity
 from capguard.ledger.reconcile import open_reconciled
 
 DESCRIPTION = """\
-Bring existing agent logs into the ledger: one run per Claude Code session, aider chat session or Codex thread, every reply
-with the dedupe key live metering uses, so importing twice (or importing what capguard already metered) adds
-nothing. Incremental: files unchanged since the last import are skipped, grown ones read on from where it stopped.
+Bring existing agent logs into the ledger: one run per Claude Code session, aider chat session, Codex thread,
+Gemini CLI session or OpenCode session, every reply with the dedupe key live metering uses, so importing twice (or
+importing what capguard already metered) adds nothing. Incremental: files unchanged since the last import are
+skipped, grown ones read on from where it stopped (OpenCode's store: messages updated since the last import).
 
   claude [PATH...]  transcripts (subagents included) under PATH, else $CLAUDE_CONFIG_DIR, else ~/.claude and
                     ~/.config/claude (their projects/**/*.jsonl)
@@ -31,6 +33,10 @@ nothing. Incremental: files unchanged since the last import are skipped, grown o
                     (exact) in PATH or below it (default: the current directory)
   codex [PATH...]   Codex CLI rollout files (rollout-*.jsonl) under PATH, else $CODEX_HOME (default ~/.codex):
                     its sessions/ and archived_sessions/
+  gemini [PATH...]  Gemini CLI session files (chats/session-*.jsonl and subagents') under PATH, else
+                    $GEMINI_CLI_HOME/.gemini/tmp, else ~/.gemini/tmp; priced as live metering prices them
+  opencode [PATH...]  OpenCode's SQLite store (PATH: the opencode.db file or its folder), else $OPENCODE_DB, else
+                    $XDG_DATA_HOME/opencode/opencode.db; read-only, one run per session (subagents included)
 """
 
 
@@ -38,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capguard import", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("agent", choices=["claude", "aider", "codex"])
+    parser.add_argument("agent", choices=["claude", "aider", "codex", "gemini", "opencode"])
     parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to import (see above)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (no progress)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
@@ -86,9 +92,19 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
                     writer,
                     marks,
                     roots,
-                    target=settings.charge.ledger,
                     overrides=settings.prices,
                     jobs=ns.jobs,
+                    line_of=line_of,
+                    on_progress=progress.update,
+                )
+            elif ns.agent == "gemini":
+                roots = gemini.session_roots(ns.paths)
+                figures = gemini.import_sessions(
+                    writer,
+                    marks,
+                    gemini.find_sessions(roots),
+                    roots=roots,
+                    pricer_overrides=settings.prices,
                     line_of=line_of,
                     on_progress=progress.update,
                 )
@@ -97,6 +113,15 @@ def run(ns: argparse.Namespace, flags: Flags) -> int:
                     writer,
                     marks,
                     codex.find_rollouts(codex.rollout_roots(ns.paths)),
+                    pricer_overrides=settings.prices,
+                    line_of=line_of,
+                    on_progress=progress.update,
+                )
+            elif ns.agent == "opencode":
+                figures = opencode.import_store(
+                    writer,
+                    marks,
+                    opencode.find_stores(ns.paths),
                     pricer_overrides=settings.prices,
                     line_of=line_of,
                     on_progress=progress.update,
@@ -140,7 +165,12 @@ def _summary(agent: str, ledger: str, figures: dict, writer: ImportWriter, secon
 
 def human(summary: dict) -> list[str]:
     """The summary for people: what was read, what was new, what was skipped."""
-    what = {"claude": "Claude Code transcripts", "codex": "Codex rollouts"}.get(summary["agent"], "aider logs")
+    what = {
+        "claude": "Claude Code transcripts",
+        "codex": "Codex rollouts",
+        "gemini": "Gemini CLI session files",
+        "opencode": "OpenCode's store",
+    }.get(summary["agent"], "aider logs")
     lines = [
         f"capguard: imported {what} into {summary['ledger']} in {summary['seconds']:.1f}s",
         f"  files: {summary['files_read']:,} read ({size(summary['bytes_read'])}), "
@@ -154,7 +184,12 @@ def human(summary: dict) -> list[str]:
             f"  {format_count(summary['rounded_replies'], 'reply', 'replies')} from .aider.chat.history.md: aider"
             " rounds those figures (12k tokens, $0.02); an --analytics-log gives exact ones"
         )
-    if summary.get("sessions_covered"):
+    if summary.get("sessions_covered") and summary["agent"] == "gemini":
+        lines.append(
+            f"  {format_count(summary['sessions_covered'], 'session', 'sessions')} skipped: every reply already in the"
+            " ledger (metered by capguard, or imported before)"
+        )
+    elif summary.get("sessions_covered"):
         lines.append(
             f"  {format_count(summary['sessions_covered'], 'chat-history session', 'chat-history sessions')}"
             " skipped: already in the ledger from a supervised run or an analytics log"

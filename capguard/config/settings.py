@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from typing import Any, Literal
 from capguard import paths
 from capguard.agents import NAMES
 from capguard.config import trust
-from capguard.core import team, tighten, units
+from capguard.core import model_caps, team, tighten, units
 from capguard.core.caps import Caps
 from capguard.core.enums import UnpricedPolicy
 from capguard.core.errors import ConfigError
@@ -241,6 +241,7 @@ AGENT_ONLY = tuple(key for key, spec in KEYS.items() if not spec.top_level)
 # precedence first, returning the type of Settings.<name>. Each validates its own keys, naming file and key.
 TABLES: dict[str, Callable[[list[tuple[str, Any]]], object]] = {
     "team": team.parse_layers,  # monthly caps: [team], [team.users."dev@example.com"], [team.lines."infra"]
+    "models": model_caps.parse_layers,  # caps per model, allowed and denied models: [models."claude-opus-*"]
 }
 
 
@@ -282,6 +283,7 @@ class Settings:
     output: Output
     launch: Launch
     team: TeamConfig
+    models: model_caps.ModelRules  # [models."glob"]: caps per model (also in caps.models), allow/deny lists
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     provenance: Mapping[str, Value] = field(default_factory=dict)  # every key of KEYS, for `capguard config`
     files: list[Path] = field(default_factory=list)
@@ -318,7 +320,7 @@ def parse_key(key: str, raw: Any) -> object:
 def _parse_price(model: str, table: Any, where: str) -> ModelPrice:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: prices.{model}: expected a table with input and output")
-    fields = {"input", "output", "cache_read", "cache_write"}
+    fields = {"input", "output", "cache_read", "cache_write", "cache_write_1h"}
     unknown = set(table) - fields
     if unknown:
         raise ConfigError(
@@ -362,7 +364,7 @@ def _parse_toml(path: Path, content: bytes) -> dict[str, Any]:
 # Under a team config these keys are locked unless its `unlock` frees them: who pays, where it is written,
 # what a model costs and the monthly caps are the team's to say.
 TEAM_LOCKS = ("team", "prices", "ledger", "user", "line")
-LOCKABLE = (*KEYS, "prices", "team")
+LOCKABLE = (*KEYS, "prices", "team", "models")
 
 
 def _lock_names(path: Path, data: dict[str, Any], key: str) -> set[str]:
@@ -484,6 +486,7 @@ class _Layers:
         if not (held or key in self.locks):
             self.tables.setdefault(key, []).append((where, raw))
         elif key != "team":
+            TABLES[key]([(where, raw)])  # a bad value is an error whoever offers it
             left_out.append(key)
         else:  # monthly caps: only lower ones, checked against what the lower layers set
             offered = team.parse_layers([(where, raw)])
@@ -570,9 +573,11 @@ def load_settings(
     layers.env(env)  # capguard's own variables beat the agent-flavoured ones
     layers.flags(flags or {})
     tables: dict[str, Any] = {name: parse(layers.tables.get(name, [])) for name, parse in TABLES.items()}
+    typed = _typed(layers.values)
+    typed["caps"] = replace(typed["caps"], models=tables["models"].caps)  # one Caps holds every cap of the run
     return Settings(
         agent,
-        **_typed(layers.values),
+        **typed,
         **tables,
         prices=layers.prices,
         provenance=layers.values,

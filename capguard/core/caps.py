@@ -10,6 +10,7 @@ from typing import Any
 
 from capguard.core.enums import Action, StopReason, UnpricedPolicy
 from capguard.core.meter import Meter
+from capguard.core.model_caps import Crossed, ModelCap, crossed
 
 # Exit codes for each stop reason, in the spirit of timeout(1) (124 for wall-clock).
 EXIT_CODES: dict[StopReason, int] = {
@@ -22,6 +23,7 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.MONTHLY: 117,
     StopReason.UNPRICED: 116,
     StopReason.METER_ERROR: 115,
+    StopReason.MODEL: 114,
 }
 UNPRICED_POLICIES = tuple(policy.value for policy in UnpricedPolicy)  # the strictest first
 
@@ -41,6 +43,7 @@ class Caps:
     # What the developer's monthly budgets leave this run (other runs' spend this month subtracted, read from
     # the ledger and refreshed as the run goes); zero or below once they are spent. None: no monthly cap.
     monthly_remaining_micro: int | None = None
+    models: tuple[ModelCap, ...] = ()  # caps per model (a glob on its name), from [models."..."]
 
     def __post_init__(self) -> None:
         for name in ("usd_micro", "tokens", "wall_s", "steps", "stuck"):
@@ -69,6 +72,7 @@ class Caps:
             "monthly_remaining_usd": None
             if self.monthly_remaining_micro is None
             else self.monthly_remaining_micro / 1_000_000,
+            "models": [cap.as_json() for cap in self.models],
         }
 
 
@@ -95,6 +99,8 @@ def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> StopReason | None:
         return StopReason.USD
     if caps.tokens is not None and meter.tokens >= caps.tokens:
         return StopReason.TOKENS
+    if model_cap_crossed(caps, meter) is not None:
+        return StopReason.MODEL
     if caps.steps is not None and _steps_exhausted(caps.steps, meter):
         return StopReason.STEPS
     if caps.map_tokens is not None and meter.map_tokens > caps.map_tokens:
@@ -106,6 +112,13 @@ def _crossed(caps: Caps, meter: Meter, elapsed_s: float) -> StopReason | None:
     if caps.wall_s is not None and elapsed_s >= caps.wall_s:
         return StopReason.WALL
     return None
+
+
+def model_cap_crossed(caps: Caps, meter: Meter) -> Crossed | None:
+    """The first cap per model that the meter's models reached (their spend or tokens added up)."""
+    if not caps.models:
+        return None
+    return crossed(caps.models, {model: (t.cost_micro, t.tokens) for model, t in meter.by_model.items()})
 
 
 def _month_spent(caps: Caps, meter: Meter) -> bool:

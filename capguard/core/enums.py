@@ -30,6 +30,7 @@ class StopReason(TextEnum):
     MONTHLY = "monthly"
     UNPRICED = "unpriced"
     METER_ERROR = "meter_error"  # capguard cannot count (blind file, failed write, bad numbers): fail closed
+    MODEL = "model"  # a cap on one model's spend or tokens ([models."claude-opus-*"])
 
 
 class Action(TextEnum):

@@ -52,6 +52,7 @@ class Meter:
     _stepped: set[str] = field(default_factory=set, repr=False)
     _scope_cost: dict[str, int] = field(default_factory=dict, repr=False)  # replies' cost per session
     _reported: dict[str, int] = field(default_factory=dict, repr=False)  # the agent's own totals, net
+    _config_priced: set[str] = field(default_factory=set, repr=False)  # sessions with a reply priced by [prices]
 
     @property
     def replies_micro(self) -> int:
@@ -59,12 +60,19 @@ class Meter:
 
     @property
     def unseen_micro(self) -> int:
-        """Spend the agent reported that no reply line showed (e.g. compaction calls)."""
-        return sum(max(0, net - self._scope_cost.get(scope, 0)) for scope, net in self._reported.items())
+        """Spend the agent reported that no reply line showed (e.g. compaction calls). Not for a session with a
+        reply priced by the user's [prices]: the agent's total prices that model its own way (Claude Code guesses
+        a model it does not know), and the user's explicit price is the one rule that holds."""
+        return sum(
+            max(0, net - self._scope_cost.get(scope, 0))
+            for scope, net in self._reported.items()
+            if scope not in self._config_priced
+        )
 
     @property
     def cost_micro(self) -> int:
-        # per session, the larger of what the replies add up to and what the agent says it spent
+        # per session, the larger of what the replies add up to and what the agent says it spent, unless the
+        # session's replies were priced by the user's [prices] (then the replies alone)
         return self.replies_micro + self.unseen_micro
 
     @property
@@ -99,6 +107,8 @@ class Meter:
         totals.cost_micro += cost
         if reply.scope is not None:
             self._scope_cost[reply.scope] = self._scope_cost.get(reply.scope, 0) + cost
+            if priced.priced_by == "config":
+                self._config_priced.add(reply.scope)
         if priced.cost_micro is None:
             totals.unpriced_replies += 1
             self.unpriced_replies += 1

@@ -36,23 +36,124 @@ _PER_MILLION = Decimal(1_000_000)
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per million tokens, as written in config (negotiated rates, local models)."""
+    """USD per million tokens, as written in config (negotiated rates, local models). `cache_write` is the
+    5-minute cache write, `cache_write_1h` the 1-hour one; a rate left out is filled by `with_cache_defaults`
+    (Pricer does it), and counts at the input price only when nobody filled it."""
 
     input: Decimal
     output: Decimal
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
 
     def cost_usd(self, reply: Reply) -> Decimal:
         read = self.input if self.cache_read is None else self.cache_read
         write = self.input if self.cache_write is None else self.cache_write
+        write_1h = write if self.cache_write_1h is None else self.cache_write_1h
+        hour = min(reply.cache_write_1h_tokens, reply.cache_write_tokens)
         total = (
             reply.input_tokens * self.input
             + reply.output_tokens * self.output
             + reply.cache_read_tokens * read
-            + reply.cache_write_tokens * write
+            + (reply.cache_write_tokens - hour) * write
+            + hour * write_1h
         )
         return total / _PER_MILLION
+
+
+# A provider's cache rates as multiples of its input rate: (read, 5-minute write, 1-hour write). Anthropic's are
+# the same for every Claude model; OpenAI bills no cache write and discounts reads by model family (0.5x for
+# gpt-4o, 0.25x for gpt-4.1 and o3, 0.1x for gpt-5), so its families come from genai-prices' data.
+_ANTHROPIC_CACHE = (Decimal("0.1"), Decimal("1.25"), Decimal(2))
+_OPENAI_CACHE = (Decimal("0.5"), Decimal(1), Decimal(1))  # gpt-4o's, for a model of no family genai-prices knows
+_NO_DISCOUNT = (Decimal(1), Decimal(1), Decimal(1))  # a provider whose cache rates are unknown: an upper bound
+
+
+def with_cache_defaults(model: str, price: ModelPrice) -> ModelPrice:
+    """`price` with every cache rate set: the config's own, else the multiples of input that genai-prices shows
+    for this model or its family (the longest model id of its provider that begins the name), else the
+    provider's usual multiples (Anthropic: read 0.1x, write 1.25x for 5 minutes, 2x for 1 hour; OpenAI: read
+    0.5x, no write surcharge), else the input price (an upper bound)."""
+    read, write, write_1h = cache_multiples(model)
+    return ModelPrice(
+        price.input,
+        price.output,
+        price.input * read if price.cache_read is None else price.cache_read,
+        price.input * write if price.cache_write is None else price.cache_write,
+        price.input * write_1h if price.cache_write_1h is None else price.cache_write_1h,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def cache_multiples(model: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(read, 5-minute write, 1-hour write) as multiples of the input rate, for `with_cache_defaults`."""
+    provider, name = split_provider(model)
+    provider = provider or _provider_of(name)
+    found = _family_price(provider, name)
+    if found is not None:
+        base_in = _base(getattr(found, "input_mtok", None))
+        if base_in:
+            read = _base(getattr(found, "cache_read_mtok", None))
+            write = _base(getattr(found, "cache_write_mtok", None))
+            write_1h = _base(getattr(found, "cache_write_1h_mtok", None))
+            default = _ANTHROPIC_CACHE if provider == "anthropic" else _NO_DISCOUNT
+            ratios = [default[i] if rate is None else rate / base_in for i, rate in enumerate((read, write, write_1h))]
+            if write is not None and write_1h is None:
+                ratios[2] = ratios[1]  # one write rate whatever the cache's lifetime
+            return ratios[0], ratios[1], ratios[2]
+    if provider == "anthropic":
+        return _ANTHROPIC_CACHE
+    if provider == "openai":
+        return _OPENAI_CACHE
+    return _NO_DISCOUNT
+
+
+def _provider_of(name: str) -> str | None:
+    low = name.lower().rsplit("/", 1)[-1]
+    if "claude" in low:
+        return "anthropic"
+    if low.startswith(("gpt-", "o1", "o3", "o4", "chatgpt", "codex", "ft:gpt")):
+        return "openai"
+    if low.startswith("gemini"):
+        return "google"
+    return None
+
+
+def _family_price(provider: str | None, name: str) -> object | None:
+    """genai-prices' current price of `name`, or of the longest model id of its provider that begins it."""
+    if provider is None:
+        return None
+    from genai_prices import data
+
+    low = name.lower()
+    best: object | None = None
+    best_len = 0
+    for entry in data.providers:
+        if entry.id != provider:
+            continue
+        for info in entry.models:
+            if info.match.is_match(low):
+                return _current(info.prices)
+            stem = info.id.lower()
+            boundary = len(low) == len(stem) or not low[len(stem) : len(stem) + 1].isalnum()
+            if low.startswith(stem) and boundary and len(stem) > best_len:
+                best, best_len = _current(info.prices), len(stem)
+    return best
+
+
+def _current(prices: object) -> object:
+    """A model's prices now: the last of a list of dated prices, or the one price."""
+    if isinstance(prices, list):
+        return prices[-1].prices if prices else None
+    return prices
+
+
+def _base(rate: object) -> Decimal | None:
+    """A rate below any long-context tier (the multiples hold for each tier alike)."""
+    if rate is None:
+        return None
+    value = getattr(rate, "base", rate)
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 @dataclass(frozen=True)
@@ -127,7 +228,8 @@ class Pricer:
     """Decides the cost of each reply; `fallback_model` is used when the log hides the model name."""
 
     def __init__(self, overrides: dict[str, ModelPrice] | None = None, *, fallback_model: str | None = None):
-        self._overrides = {k.lower(): v for k, v in (overrides or {}).items()}
+        # the config's cache rates, or the provider's usual multiples of its input rate
+        self._overrides = {k.lower(): with_cache_defaults(k, v) for k, v in (overrides or {}).items()}
         self.fallback_model = fallback_model
 
     def model_of(self, reply: Reply) -> str | None:

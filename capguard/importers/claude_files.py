@@ -18,18 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capguard.core.pricing import Pricer
+from capguard.core.usage import counts_total
 from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
 from capguard.importers.state import CHECK_BYTES, digest
 from capguard.importers.unit_prices import UnitPricer
-from capguard.ledger import open_ledger
-from capguard.ledger.backend import Backend
-from capguard.ledger.bulk import (
-    RunRow,
-    RunSums,
-    Written,
-    stamp_rows,
-    write_batch,
-)
+from capguard.ledger.bulk import RunRow, RunSums, stamp_rows
 
 AGENT = "claude"
 _CHUNK = 32 << 20  # bytes read at a time: memory stays bounded on huge transcripts
@@ -43,7 +36,6 @@ class Task:
     start: int
     end: int
     subagent: bool
-    seen: dict[str, list[int]] | None = None  # max-wins state when read on from an offset
     run_id: str | None = None  # the run an earlier import gave this file
 
 
@@ -123,7 +115,8 @@ def project_of(cwd: str | None, cache: dict[str, str | None]) -> str | None:
 def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -> FileResult:
     """The priced usage rows of one file's bytes [start, end), complete lines only."""
     result = FileResult(task.path, task.start, task.start)
-    counter = ReplyCounter(subagent=task.subagent, seen=task.seen)
+    # max-wins within the file's new bytes; against the ledger and the other files in `claude_merge`
+    counter = ReplyCounter(subagent=task.subagent)
     replies: list[FoundReply] = []
     try:
         fd = os.open(task.path, os.O_RDONLY)  # no buffered file object: 8,000 files open and close
@@ -177,7 +170,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
     priced_by: str | None
     for key, occurred, model, figures, offset, _, details in replies:
         speed = geo = text = None
-        if details is not None:  # one of a few shared dicts (claude_scan._details): its JSON is made once
+        if details is not None:  # one of a few shared dicts (decode.details_of): its JSON is made once
             speed, geo = details.get("speed"), details.get("inference_geo")
             text = _DETAILS_JSON.get(id(details)) or _DETAILS_JSON.setdefault(
                 id(details), _details_json(details, (0,) * 6)
@@ -186,7 +179,8 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             text = _details_json(details, figures)
         rates = linear(model, speed, geo)
         inp, out, read, write, write_1h, web = figures
-        if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and inp + out + read + write:
+        tokens = counts_total(inp, out, read, write)
+        if rates is not None and (rates[0] is None or inp + read + write <= rates[0]) and tokens:
             _, r_in, r_out, r_read, r_write, r_write_1h, r_web = rates
             pico = (
                 inp * r_in
@@ -204,7 +198,7 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
             continue  # no time anywhere in the file: nothing to place the spend at
         rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
         total_cost += cost or 0
-        total_tokens += inp + out + read + write  # Tokens.total, inline: once per reply on import's hot path
+        total_tokens += tokens
         steps += "+" not in key
     # as `RunSums.of` counts them, the whole file at once
     result.sums = (total_cost, total_tokens, 0 if "/subagents/" in path.lower() else steps)
@@ -227,37 +221,33 @@ def _details_json(details: dict | None, figures: tuple) -> str | None:
 
 @dataclass
 class Worker:
-    """What a worker (or the importing process) reads and writes with: a PostgreSQL backend to write to, or None
-    (a SQLite ledger: the rows go back to the importing process)."""
+    """What a worker (or the importing process) reads and prices with. The rows always go back to the importing
+    process: a request's lines may be in several files read by different workers (a resumed session's copy of its
+    history), and only the importing process sees them all (`claude_merge`)."""
 
     pricer: UnitPricer
-    backend: Backend | None
-    user_id: str
-    host: str
     projects: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
 class GroupDone:
     results: list[FileResult]
-    written: Written | None = None  # rows already in the ledger (PostgreSQL)
-    rows: list[tuple] | None = None  # rows for the importing process to write (SQLite), from `stamp_rows`
-    prefix: str | None = None  # their ids' prefix
-    sums: RunSums | None = None  # their totals per run, as `ImportWriter.finish` would read them back
+    rows: list[tuple]  # rows for the importing process to write, from `stamp_rows`
+    prefix: str  # their ids' prefix
+    sums: RunSums  # their totals per run, as `ImportWriter.finish` would read them back
 
 
 _WORKER: Worker | None = None
 
 
-def _init_worker(overrides: dict, target: str | None, user_id: str, host: str, writes: bool) -> None:
+def _init_worker(overrides: dict) -> None:
     global _WORKER
-    backend = open_ledger(target).backend if writes else None  # its own connection, open until the process ends
-    _WORKER = Worker(UnitPricer(Pricer(overrides)), backend, user_id, host)
+    _WORKER = Worker(UnitPricer(Pricer(overrides)))
     gc.disable()  # see `collector_paused`
 
 
 def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
-    """Read and price a group of files; write their rows (one transaction) or hand them back."""
+    """Read and price a group of files; hand their rows back, stamped."""
     worker = worker or _WORKER
     if worker is None:
         raise RuntimeError("read_group needs a worker: pass one, or call it in a pool started with _init_worker")
@@ -265,17 +255,12 @@ def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
     rows = [row for r in results for row in r.rows]
     for result in results:
         result.rows = []
-    if worker.backend is None:
-        prefix, stamped = stamp_rows(rows)
-        sums = RunSums()
-        for result in results:
-            if result.run_id is not None and result.replies:
-                sums.add_run(result.run_id, *result.sums, rows=result.replies)
-        return GroupDone(results, rows=stamped, prefix=prefix, sums=sums)
-    runs = {run.run_id: run for run in (r.run_row() for r in results) if run is not None}
-    return GroupDone(
-        results, written=write_batch(worker.backend, worker.user_id, worker.host, list(runs.values()), rows)
-    )
+    prefix, stamped = stamp_rows(rows)
+    sums = RunSums()
+    for result in results:
+        if result.run_id is not None and result.replies:
+            sums.add_run(result.run_id, *result.sums, rows=result.replies)
+    return GroupDone(results, rows=stamped, prefix=prefix, sums=sums)
 
 
 def groups(tasks: list[Task], size: int | None = None) -> list[list[Task]]:
@@ -297,7 +282,6 @@ def run_groups(
     jobs: int,
     *,
     overrides: dict,
-    target: str | None,
     worker: Worker,
 ) -> Iterator[list[GroupDone]]:
     """The groups (from `groups`) done since the last answer, all of them, as soon as one is: in `jobs` worker
@@ -315,7 +299,7 @@ def run_groups(
         min(jobs, len(batches)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(overrides, target, worker.user_id, worker.host, worker.backend is not None),
+        initargs=(overrides,),
     )
     try:
         pending: set[Future] = {pool.submit(read_group, batch) for batch in batches}

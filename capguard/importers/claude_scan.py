@@ -1,11 +1,12 @@
 """Reads Claude Code transcripts fast: the replies in a byte range of a file, counted as the live meter counts them.
 
-`TranscriptParser` (capguard/agents/claude_logs.py) is the reference: the same keys (`claude:<requestId>`, or
-`claude:msg:<message.id>`), max-wins corrections `<key>+<n>`, fork copies, API errors and synthetic replies
-skipped. What makes it fast: only lines that mention `"usage"` are looked at, and those are decoded by msgspec into
-the few fields a reply needs (the message's content, most of the bytes, is skipped unparsed). A line msgspec
-cannot type that way (a count that is not a whole number, a missing id, broken JSON) goes to `reply_of`, which
-answers as the parser does, malformed lines included.
+Lines are decoded by the decoder the live meter uses (capguard/agents/claude/decode.py): the same keys
+(`claude:<requestId>`, or `claude:msg:<message.id>`), models and counts; fork copies, API errors and synthetic
+replies skipped; max-wins corrections `<key>+<n>` as `TranscriptParser` makes them. What makes it fast: only lines
+that mention `"usage"` are looked at, a line repeating the previous line's usage is skipped unparsed, and the others
+go through the decoder's msgspec path (the message's content, most of the bytes, is skipped unparsed). A line it
+cannot type that way (a count that is not a whole number, a missing id, broken JSON) is decoded whole and goes to
+the decoder's `from_entry`, which answers as the parser does, malformed lines included.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import msgspec
-
-from capguard.agents.claude.logs import SYNTHETIC_MODEL, max_wins, usage_figures
-from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
-from capguard.core.sanitize import name as _name
+from capguard.agents.claude.decode import DECODE_ERRORS, UNUSUAL, UsageLine, decode, from_entry
+from capguard.agents.claude.logs import max_wins
+from capguard.core.sanitize import MAX_TOKENS
 from capguard.ledger.records import normalize_utc
 
 _USAGE = b'"usage"'
@@ -92,83 +91,18 @@ def reply_of(entry: object, counter: ReplyCounter, offset: int) -> FoundReply | 
     """The reply a decoded transcript line adds, if any; ValueError & co. for a malformed line (as the parser)."""
     if not isinstance(entry, dict):
         raise ValueError("not a JSON object")
-    get = entry.get
-    if get("type") != "assistant" or get("isApiErrorMessage"):
-        return None
-    copied_from = get("requestSessionId")
-    if copied_from is not None and copied_from != get("sessionId"):
-        return None  # a fork's copy of its parent's reply: counted in the parent's file
-    message = get("message")
-    if not isinstance(message, dict):
-        raise ValueError("assistant line without a message")
-    served = message.get("model")
-    if served == SYNTHETIC_MODEL:
-        return None
-    message_id = message.get("id")
-    if not isinstance(message_id, str) or not message_id:
-        raise ValueError("assistant line without message.id")
-    request_id = get("requestId")
-    key = f"claude:{request_id}" if isinstance(request_id, str) and request_id else f"claude:msg:{message_id}"
-    usage = message.get("usage")
-    if usage is None:
-        usage = {}
-    if not isinstance(usage, dict):
-        raise ValueError("usage is not an object")
-    figures = _plain_figures(usage) or usage_figures(usage)
-    served = _name(served)
-    model: str | None = _name(get("requestedModel")) or served
-    geo, speed = usage.get("inference_geo"), usage.get("speed")
-    shape = (
-        geo if isinstance(geo, str) and geo else None,
-        speed if isinstance(speed, str) and speed else None,
-        bool(get("isAbortedMidStream")),
-        served if served and served != model else None,
-    )
-    details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
-    stamp = get("timestamp")
+    used = from_entry(entry)
+    return None if used is None else _count(used, counter, offset)
+
+
+def _count(used: UsageLine, counter: ReplyCounter, offset: int) -> FoundReply | None:
+    stamp = used.timestamp
     at: str | None
     if isinstance(stamp, str) and len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T":
-        at = stamp[:23] + "000Z"
+        at = stamp[:23] + "000Z"  # the common case, without datetime
     else:
         at = canonical_utc(stamp)
-    return counter.count(
-        key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset, details
-    )
-
-
-# One `details` dict per distinct shape, shared (never to be modified): a reply's details are a handful of shapes
-# over a whole import, and shared objects pickle once per batch. Model names likewise.
-_DETAILS: dict[tuple, dict | None] = {}
-_MODELS: dict[str, str] = {}
-
-
-def _details(shape: tuple) -> dict | None:
-    geo, speed, aborted, served = shape
-    details = {name: value for name, value in (("inference_geo", geo), ("speed", speed)) if value}
-    if aborted:
-        details["aborted_mid_stream"] = True
-    if served:
-        details["served_model"] = served
-    return _DETAILS.setdefault(shape, details or None)
-
-
-def _plain_figures(usage: dict) -> list[int] | None:
-    """`usage_figures` for the usual case (every count a non-negative int); None sends the usage to it."""
-    get = usage.get
-    counts = [
-        get("input_tokens", 0),
-        get("output_tokens", 0),
-        get("cache_read_input_tokens", 0),
-        get("cache_creation_input_tokens", 0),
-    ]
-    creation, tools = get("cache_creation"), get("server_tool_use")
-    counts.append(creation.get("ephemeral_1h_input_tokens", 0) if type(creation) is dict else 0)
-    counts.append(tools.get("web_search_requests", 0) if type(tools) is dict else 0)
-    for value in counts:
-        if type(value) is not int or value < 0 or value > MAX_TOKENS:
-            return None
-    counts[4] = min(counts[4], counts[3])
-    return counts
+    return counter.count(used.key, used.figures, used.model, at, offset, used.details)
 
 
 _DECODER = json.JSONDecoder()
@@ -199,102 +133,6 @@ def _decode(data: bytes, start: int, end: int) -> object:
         except (ValueError, RecursionError):
             pass  # not the layout we expected: decode the whole line
     return _loads(data[start:end])
-
-
-class _CacheCreation(msgspec.Struct):
-    ephemeral_1h_input_tokens: int = 0
-
-
-class _ServerTools(msgspec.Struct):
-    web_search_requests: int = 0
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_creation: _CacheCreation | None = None
-    server_tool_use: _ServerTools | None = None
-    speed: str | None = None
-    inference_geo: str | None = None
-
-
-class _Message(msgspec.Struct):
-    id: str | None = None
-    model: str | None = None
-    usage: _Usage | None = None
-
-
-class _Line(msgspec.Struct):
-    """What `reply_of` reads of a line, each field typed as Claude Code writes it; any other type fails to
-    decode, and the line goes to `reply_of`."""
-
-    type: str | None = None
-    isApiErrorMessage: bool | None = None
-    requestSessionId: str | None = None
-    sessionId: str | None = None
-    message: _Message | None = None
-    requestId: str | None = None
-    requestedModel: str | None = None
-    isAbortedMidStream: bool | None = None
-    timestamp: str | None = None
-    cwd: str | None = None
-    version: str | None = None
-
-
-_LINE = msgspec.json.Decoder(_Line)
-
-
-def _typed_reply(line: _Line, counter: ReplyCounter, offset: int) -> FoundReply | bool | None:
-    """`reply_of`'s answer for a line msgspec typed; False when the line is unusual enough to need `reply_of`
-    (no message, no id or usage, a negative count). The tests hold the two to the same answers."""
-    if line.type != "assistant" or line.isApiErrorMessage:
-        return None
-    copied_from = line.requestSessionId
-    if copied_from is not None and copied_from != line.sessionId:
-        return None  # a fork's copy of its parent's reply: counted in the parent's file
-    message = line.message
-    if message is None or not message.id or message.usage is None:
-        return False
-    served = message.model
-    if served == SYNTHETIC_MODEL:
-        return None
-    usage = message.usage
-    creation, tools = usage.cache_creation, usage.server_tool_use
-    figures = [
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_input_tokens,
-        usage.cache_creation_input_tokens,
-        0 if creation is None else creation.ephemeral_1h_input_tokens,
-        0 if tools is None else tools.web_search_requests,
-    ]
-    if min(figures) < 0 or max(figures) > MAX_TOKENS:  # msgspec takes any int: `reply_of` bounds them
-        return False
-    if figures[4] > figures[3]:
-        figures[4] = figures[3]
-    request_id = line.requestId
-    key = f"claude:{request_id}" if request_id else f"claude:msg:{message.id}"
-    model: str | None = line.requestedModel or served
-    if len(model or "") > MAX_NAME or len(served or "") > MAX_NAME:
-        return False  # names from outside are cut to size by `reply_of`
-    shape = (
-        usage.inference_geo or None,
-        usage.speed or None,
-        bool(line.isAbortedMidStream),
-        served if served and served != model else None,
-    )
-    details = _DETAILS.get(shape) if shape in _DETAILS else _details(shape)
-    stamp = line.timestamp
-    at: str | None
-    if stamp is not None and len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T":
-        at = stamp[:23] + "000Z"
-    else:
-        at = canonical_utc(stamp)
-    return counter.count(
-        key, figures, model if model is None else _MODELS.setdefault(model, model), at, offset, details
-    )
 
 
 _REQUEST = b'"requestId"'
@@ -332,7 +170,7 @@ def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[byte
 def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None) -> Scan:
     """Every reply in `data[:size]` (complete lines; the first starts at file offset `base_offset`)."""
     found = Scan()
-    find, rfind, decode, view, pos = data.find, data.rfind, _LINE.decode, memoryview(data), 0
+    find, rfind, view, pos = data.find, data.rfind, memoryview(data), 0
     size = len(data) if size is None else size
     repeat, marker = b"", b""  # the last counted reply's `_repeat_of`, when its next content blocks can be skipped
     while (at := find(_USAGE, pos, size)) >= 0:
@@ -343,18 +181,19 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
             continue  # the next content block of the reply just counted (see `_repeat_of`)
         start = rfind(b"\n", 0, at) + 1
         try:
-            reply: FoundReply | bool | None = False
+            reply: FoundReply | None = None
             request_id: object = None
             try:
-                line = view[start:end]
-                str(line, "utf-8")  # msgspec does not check the bytes it skips; json.loads (the parser) does
-                typed = decode(line)
-                reply, request_id = _typed_reply(typed, counter, base_offset + start), typed.requestId
-                if found.session_id is None and reply is not False and typed.sessionId:
-                    found.session_id, found.cwd, found.version = typed.sessionId, typed.cwd, typed.version
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                pass
-            if reply is False:
+                typed, used = decode(view[start:end])
+                if used is not UNUSUAL:
+                    request_id = typed.requestId
+                    if used is not None:
+                        reply = _count(used, counter, base_offset + start)  # type: ignore[arg-type]
+                    if found.session_id is None and typed.sessionId:
+                        found.session_id, found.cwd, found.version = typed.sessionId, typed.cwd, typed.version
+            except DECODE_ERRORS:
+                used = UNUSUAL
+            if used is UNUSUAL:
                 entry = _decode(data, start, end)
                 reply = reply_of(entry, counter, base_offset + start)
                 if isinstance(entry, dict):  # always, once reply_of has returned

@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from capguard.core.ids import new_id
-from capguard.core.usage import total_sql
+from capguard.core.usage import counts_total, total_sql
 from capguard.ledger import Ledger, utc_now
 from capguard.ledger.backend import Backend, Executor
 from capguard.ledger.sqlite import SqliteBackend, WalCheckpointer
@@ -144,7 +144,7 @@ class RunSums:
             if figures is None:
                 figures = runs[row[0]] = [0, 0, 0]
             figures[0] += row[8] or 0
-            figures[1] += row[4] + row[5] + row[6] + row[7]
+            figures[1] += counts_total(*row[4:8])
             # a step: not a max-wins correction, not from a subagent (SQLite's LIKE ignores ASCII case)
             figures[2] += "+" not in row[1] and "/subagents/" not in (row[10] or "").lower()
             sums.rows += 1
@@ -168,6 +168,16 @@ class RunSums:
 
     def total(self, index: int) -> int:
         return sum(figures[index] for figures in self.runs.values())
+
+
+def _sum_ids(db: Executor, ids: Sequence[str]) -> Written:
+    """How many of these rows are in the ledger, their cost and tokens (as `added`, `cost`, `tokens`)."""
+    row = db.query(
+        f"SELECT COUNT(*) AS n, COALESCE(SUM(cost_micro_usd), 0) AS cost, COALESCE(SUM({total_sql()}), 0) AS tokens"
+        f" FROM usage_events WHERE id IN ({_marks(len(ids))})",
+        list(ids),
+    )[0]
+    return Written(added=int(row["n"]), cost=int(row["cost"]), tokens=int(row["tokens"]))
 
 
 def _known_keys(db: Executor, keys: list[str]) -> set[str]:
@@ -231,8 +241,7 @@ def write_batch(backend: Backend, user_id: str, host: str, runs: list[RunRow], r
         rows=len(rows),
         added=added,
         cost=sum(row[8] or 0 for row in fresh),
-        # each row's Tokens.total, added inline: a Tokens per row would slow import's hot path
-        tokens=sum(row[4] + row[5] + row[6] + row[7] for row in fresh),
+        tokens=sum(counts_total(*row[4:8]) for row in fresh),
         runs_created=created,
     )
 
@@ -260,17 +269,19 @@ def write_rows(
     sums: RunSums | None = None,
     totals: dict[str, list[int]] | None = None,
 ) -> Written:
-    """SQLite, one transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row
-    whose key is in the ledger already is skipped; what was added is `sums` when every row went in, else read back
-    by its ids. Meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one
-    durable; an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the
-    ledger's close does it) and no foreign-key checks (every row's run is inserted first)."""
-    sqlite = _sqlite(backend)
-    sqlite.set_pragmas("foreign_keys = OFF", "synchronous = NORMAL", "wal_autocheckpoint = 0")
+    """One transaction: the runs (with `totals`, see `insert_runs`), then rows from `stamp_rows`. A row whose key
+    is in the ledger already is skipped; what was added is `sums` when every row went in, else read back by its ids.
+    On SQLite meanwhile no fsync per commit (the import's last transaction, FULL, makes every earlier one durable;
+    an import cut short is simply run again), no checkpoint by this connection (`WalCheckpointer` or the ledger's
+    close does it) and no foreign-key checks (every row's run is inserted first)."""
+    sqlite = backend if isinstance(backend, SqliteBackend) else None
+    if sqlite is not None:
+        sqlite.set_pragmas("foreign_keys = OFF", "synchronous = NORMAL", "wal_autocheckpoint = 0")
     written = Written(rows=len(stamped))
     try:
         with backend.write() as db:
-            db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
+            if sqlite is not None:
+                db.execute("PRAGMA cache_size = -131072")  # 128 MiB: the key index is touched all over
             written.runs_created = insert_runs(db, user_id, host, runs, totals)
             inserted = executemany(db, _INSERT_USAGE, stamped)
             if sums is not None and sums.rows == len(stamped) and inserted == len(stamped):
@@ -280,13 +291,14 @@ def write_rows(
                     added = db.query(_ADDED, (prefix, prefix + "~"))[0]
                     written += Written(added=int(added["n"]), cost=int(added["cost"]), tokens=int(added["tokens"]))
     finally:
-        sqlite.set_pragmas("synchronous = FULL", "foreign_keys = ON")
+        if sqlite is not None:
+            sqlite.set_pragmas("synchronous = FULL", "foreign_keys = ON")
     return written
 
 
 def _sqlite(backend: Backend) -> SqliteBackend:
     if not isinstance(backend, SqliteBackend):
-        raise TypeError(f"write_rows is for SQLite ledgers, not {backend.dialect}")
+        raise TypeError(f"this is for SQLite ledgers, not {backend.dialect}")
     return backend
 
 
@@ -382,12 +394,33 @@ class ImportWriter:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
-    def written_elsewhere(self, run_ids: Iterable[str], written: Written) -> None:
-        """A worker process wrote these runs (provisionally) and rows on its own connection."""
-        written_ids = set(run_ids)
-        self._unwritten = [run_id for run_id in self._unwritten if run_id not in written_ids]
-        self.written += written
-        self._sums = None  # not kept for rows written elsewhere: finish reads the totals back
+    def replace(self, stale: list[str], keep: list[tuple], new: list[UsageRow], changed: set[str], rows: int) -> None:
+        """Rows this import wrote (ids `stale`) replaced, in one transaction, by the stamped rows `keep` not in the
+        ledger yet and by `new`: a request's rows settled across files and the ledger (`importers.claude_merge`).
+        The `changed` runs' totals are read back by `finish`; `rows`: how many more (or fewer) rows this import now
+        counts as found."""
+        prefix, stamped = stamp_rows(new)
+        removed, put = Written(), Written()
+        with self._backend.write() as db:
+            for chunk in _chunks(stale, _IDS_PER_QUERY):
+                removed += _sum_ids(db, chunk)
+                db.execute(f"DELETE FROM usage_events WHERE id IN ({_marks(len(chunk))})", chunk)
+            present: set[str] = set()
+            for chunk in _chunks([row[0] for row in keep], _IDS_PER_QUERY):
+                sql = f"SELECT id FROM usage_events WHERE id IN ({_marks(len(chunk))})"
+                present.update(row["id"] for row in db.query(sql, chunk))
+            missing = [row for row in keep if row[0] not in present]
+            executemany(db, _INSERT_USAGE, missing + stamped)
+            for chunk in _chunks([row[0] for row in missing], _IDS_PER_QUERY):
+                put += _sum_ids(db, chunk)
+            added = db.query(_ADDED, (prefix, prefix + "~"))[0]
+        self.written.added += put.added + int(added["n"]) - removed.added
+        self.written.cost += put.cost + int(added["cost"]) - removed.cost
+        self.written.tokens += put.tokens + int(added["tokens"]) - removed.tokens
+        self.written.rows += rows
+        self._fresh -= changed
+        for run_id in changed:
+            self._final.pop(run_id, None)
 
     def add(self, rows: list[UsageRow]) -> None:
         """Usage rows of runs given to `run()` before; written at the next flush."""
@@ -460,28 +493,46 @@ class ImportWriter:
                     run.malformed += before["malformed_lines"] or 0
         self._merged.update(run_ids)
 
-    def seen_figures(self, run_id: str, source_file: str) -> dict[str, list[int]]:
-        """Reply key -> [input, output, cache read, cache write, 1h part, web searches, corrections] already
-        recorded from this file: what a transcript read on from an offset continues from (max-wins)."""
+    def holds(self, key_prefix: str) -> bool:
+        """Whether the ledger holds any usage row whose key starts with `key_prefix` (asked before an import
+        writes: when it holds none, no key of the import need be looked up)."""
+        sql = "SELECT 1 AS x FROM usage_events WHERE dedupe_key LIKE ? LIMIT 1"  # portable across collations
+        return bool(self._backend.query(sql, (key_prefix.replace("%", "").replace("_", "") + "%",)))
+
+    def known_figures(self, keys: list[str], besides: set[str]) -> dict[str, list[int]]:
+        """Request key (`claude:<id>`) -> [input, output, cache read, cache write, 1h part, web searches,
+        corrections] of its rows in the ledger (`<key>` and its corrections `<key>+<n>`, from any file or a
+        supervised run), leaving out the rows whose ids start with one of the prefixes `besides` (this import's):
+        what an import continues max-wins from. Keys the ledger does not hold are left out."""
+        known: dict[str, list[int]] = {}
         sql = (
-            "SELECT dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
-            " FROM usage_events WHERE run_id = ? AND source_file = ?"
+            "SELECT id, dedupe_key, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, details"
+            " FROM usage_events WHERE dedupe_key IN ({marks})"
         )
-        seen: dict[str, list[int]] = {}
-        for row in self._backend.query(sql, (run_id, source_file)):
-            base, _, fix = row["dedupe_key"].partition("+")
-            extra = json.loads(row["details"]) if row["details"] else {}
-            figures = seen.setdefault(base, [0, 0, 0, 0, 0, 0, 0])
-            add = (
-                row["input_tokens"],
-                row["output_tokens"],
-                row["cache_read_tokens"],
-                row["cache_write_tokens"],
-                extra.get("cache_write_1h", 0),
-                extra.get("web_searches", 0),
-            )
-            for i, value in enumerate(add):
-                figures[i] += value
-            if fix:
-                figures[6] += 1
-        return seen
+        asked = {key: key for key in keys}  # the key asked for next (`<key>+<n>`) -> its request
+        fix = 0
+        while asked:
+            found: dict[str, str] = {}
+            names = list(asked)
+            for chunk in _chunks(names, _IDS_PER_QUERY):
+                for row in self._backend.query(sql.format(marks=_marks(len(chunk))), chunk):
+                    if row["id"][:16] in besides:
+                        continue  # written by this import: what it settles, not what it continues from
+                    key = asked[row["dedupe_key"]]
+                    extra = json.loads(row["details"]) if row["details"] else {}
+                    figures = known.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+                    add = (
+                        row["input_tokens"],
+                        row["output_tokens"],
+                        row["cache_read_tokens"],
+                        row["cache_write_tokens"],
+                        extra.get("cache_write_1h", 0),
+                        extra.get("web_searches", 0),
+                    )
+                    for i, value in enumerate(add):
+                        figures[i] += value
+                    figures[6] = fix
+                    found[key] = key
+            fix += 1
+            asked = {f"{key}+{fix}": key for key in found}
+        return known

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from capguard.core.events import Event, Malformed
+from capguard.metering.sqlite_rows import COMPANIONS, Rows, SqliteRows
 
 MAX_READ = 1 << 20
 MARK = 4096  # bytes before the offset that must be unchanged for the file to be the one we read
@@ -75,11 +76,12 @@ class FileCursor:
         self._pending_at = 0
         self._mark = b""
         self._ids = LineIds()
-        if from_end:
+        if from_end or end_at is not None:
             try:
                 if self._open():
                     size = os.fstat(self._opened()).st_size
-                    self.offset = self._pending_at = size if end_at is None or end_at > size else end_at
+                    # a file shorter now than its size taken earlier was rewritten: read it all
+                    self.offset = self._pending_at = size if end_at is None else end_at if end_at <= size else 0
                     self._mark = self._pread(self.offset - min(MARK, self.offset), min(MARK, self.offset))
             except OSError as err:
                 self.problem = _cannot_read(path, err)
@@ -193,6 +195,9 @@ class WholeFile:
         return [(0, data)]
 
 
+Cursor = FileCursor | WholeFile | SqliteRows
+
+
 @dataclass(frozen=True)
 class WatchSpec:
     """A file to tail, or (with `glob`) every matching file that appears under a directory."""
@@ -205,6 +210,7 @@ class WatchSpec:
     # with `glob` and `from_end`: the files already there are only measured (a stat, no descriptor) and followed
     # from that size once they change, so a tree of thousands of old files costs no open files
     dormant: bool = False
+    rows: Rows | None = None  # `path` is a SQLite store: these rows of it, each handed out when new or changed
 
 
 class Tailer:
@@ -212,8 +218,9 @@ class Tailer:
 
     def __init__(self, specs: list[WatchSpec]):
         self.specs: list[WatchSpec] = []
-        self._cursors: dict[Path, tuple[FileCursor | WholeFile, Parser]] = {}
+        self._cursors: dict[Path, tuple[Cursor, Parser]] = {}
         self._dormant: dict[Path, tuple[int, int, int]] = {}  # (size, inode, mtime_ns) of untouched old files
+        self._aliases: dict[Path, Path] = {}  # a store's -wal file -> the store
         for spec in specs:
             self.add(spec)
 
@@ -236,16 +243,19 @@ class Tailer:
                 else:
                     self._add(found, spec, from_end=spec.from_end)
 
-    def _add(
-        self, path: Path, spec: WatchSpec, *, from_end: bool, end_at: int | None = None
-    ) -> tuple[FileCursor | WholeFile, Parser]:
-        cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end, end_at=end_at)
+    def _add(self, path: Path, spec: WatchSpec, *, from_end: bool, end_at: int | None = None) -> tuple[Cursor, Parser]:
+        cursor: Cursor
+        if spec.rows is not None:
+            cursor = SqliteRows(path, spec.rows)
+            self._aliases.update((path.with_name(path.name + suffix), path) for suffix in COMPANIONS)
+        else:
+            cursor = WholeFile(path) if spec.whole else FileCursor(path, from_end=from_end, end_at=end_at)
         entry = (cursor, spec.make_parser(path))
         self._cursors[path] = entry
         return entry
 
-    def _lookup(self, path: Path) -> tuple[FileCursor | WholeFile, Parser] | None:
-        entry = self._cursors.get(path)
+    def _lookup(self, path: Path) -> tuple[Cursor, Parser] | None:
+        entry = self._cursors.get(self._aliases.get(path, path))
         if entry is not None:
             return entry
         for spec in self.specs:
@@ -255,7 +265,7 @@ class Tailer:
                 return self._add(path, spec, from_end=False)  # appeared during the run: all of it is ours
         return None
 
-    def _wake(self, path: Path, spec: WatchSpec) -> tuple[FileCursor | WholeFile, Parser] | None:
+    def _wake(self, path: Path, spec: WatchSpec) -> tuple[Cursor, Parser] | None:
         """An old file of a dormant spec: followed from its size at start once it changed (None: unchanged)."""
         size, inode, mtime = self._dormant[path]
         try:
@@ -270,7 +280,7 @@ class Tailer:
         return self._add(path, spec, from_end=True, end_at=size)
 
     def wants(self, path: Path) -> bool:
-        if path in self._cursors:
+        if path in self._cursors or path in self._aliases:
             return True
         return any(s.glob and path.is_relative_to(s.path) and fnmatch.fnmatch(path.name, s.glob) for s in self.specs)
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from capguard.core.caps import EXIT_CODES, Caps
+from capguard.core.caps import EXIT_CODES, Caps, model_cap_crossed
 from capguard.core.enums import StopReason
 from capguard.core.meter import Meter
 from capguard.core.redact import redact_argv
@@ -89,6 +89,8 @@ def why(facts: RunFacts) -> str:
             f'{model} has no known price, so the USD cap cannot be enforced (unpriced = "stop"; '
             f'add [prices."{model}"] to your config)'
         )
+    if reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
+        return hit.describe()
     if reason == StopReason.METER_ERROR:
         return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
     if reason == StopReason.STUCK:
@@ -156,6 +158,8 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         overshoot = (m.cost_micro - c.usd_micro) / 1_000_000
     elif facts.stop_reason == StopReason.TOKENS and c.tokens is not None:
         overshoot = m.tokens - c.tokens
+    elif facts.stop_reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
+        overshoot = hit.over
     elif facts.stop_reason == StopReason.MONTHLY and "monthly_remaining_usd" in at_stop:
         overshoot = round(m.cost_micro / 1_000_000 - at_stop["monthly_remaining_usd"], 6)
     return {

@@ -12,6 +12,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,6 +185,94 @@ def test_runs_whose_files_are_all_in_are_written_complete(tmp_path, capsys, monk
     assert sorted(finished) == sorted(expected & {r["id"] for r in runs})
     assert len(finished) < len(runs)
     assert next(r for r in runs if r["id"] == "claude-af3d562a-7f82-4b45-bbe8-914ae96cfb9a")["steps"] == 3
+
+
+@functools.cache
+def shaped_corpus(root: Path) -> tuple[Path, int, set[Path]]:
+    """A small corpus from bench's generator with streaming snapshots and resumed sessions (whose transcripts copy
+    their history's final lines): its folder, the generator's token total (each request counted once, largest
+    line) and the resumed sessions' transcripts."""
+    out = root / "shaped"
+    generator = Path(__file__).resolve().parents[2] / "bench" / "gen_claude_corpus.py"
+    argv = [sys.executable, str(generator), "--out", str(out), "--target-mb", "4", "--projects", "3", "--seed", "5"]
+    subprocess.run([*argv, "--streaming", "0.3", "--resumed", "0.3"], check=True, capture_output=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return out, manifest["total_tokens"], {out / name for name in manifest["resumed_files"]}
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory) -> tuple[Path, int, set[Path]]:
+    return shaped_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def ledger_rows(target: str) -> list[tuple]:
+    return [
+        tuple(r.values())
+        for r in rows(
+            target,
+            "SELECT run_id, dedupe_key, occurred_utc, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_write_tokens, cost_micro_usd, source_file FROM usage_events ORDER BY dedupe_key",
+        )
+    ]
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed", "resumed-first"])
+def test_the_largest_line_of_a_request_wins_across_files_whatever_their_order(
+    ledger_target, capsys, tmp_path, monkeypatch, shaped, order
+):
+    """A resumed session's transcript holds copies of its history's final lines; the original holds the same
+    requests' streaming snapshots. Whichever file a worker reads first, each request counts its largest line once:
+    the totals are the generator's, the same rows land in the same runs, and importing again adds nothing."""
+    from capguard.importers import claude, claude_files
+
+    corpus, truth, resumed = shaped
+    reference = str(tmp_path / "reference.db")
+    imported(reference, "claude", [corpus], capsys, "--jobs", "1")
+    assert spend(reference)[1] == truth
+
+    monkeypatch.setattr(claude_files, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(claude_files, "GROUP_BYTES", 200_000)  # many groups, finishing in any order
+    copies = {os.path.realpath(p) for p in resumed}
+    assert copies  # the generator resumed some sessions
+
+    def reorder(tasks, size=None):
+        tasks = sorted(tasks, key=lambda t: t.path)
+        if order == "reversed":
+            tasks.reverse()
+        elif order == "resumed-first":
+            tasks.sort(key=lambda t: t.path not in copies)
+        return [[task] for task in tasks]
+
+    monkeypatch.setattr(claude, "groups", reorder)
+    summary = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
+    assert spend(ledger_target)[1] == truth == summary["tokens_added"]
+    assert ledger_rows(ledger_target) == ledger_rows(reference)
+    again = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
+    assert again["files_read"] == 0 and again["replies_added"] == 0
+    state.default_path().unlink()  # read everything again: every request is known, nothing is added
+    reread = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
+    assert reread["replies_added"] == 0 and reread["replies_known"] == summary["replies_added"]
+    assert ledger_rows(ledger_target) == ledger_rows(reference)
+
+
+def test_a_resumed_copy_imported_before_its_original_adds_only_what_the_original_adds(
+    ledger_target, capsys, tmp_path, shaped
+):
+    """The copies first (one import), the originals later (another): the originals' streaming snapshots add
+    nothing on top of the final lines already in the ledger, and the total is the generator's."""
+    corpus, truth, resumed = shaped
+    staged = tmp_path / "claude"
+    shutil.copytree(corpus, staged)
+    copies = {staged / p.relative_to(corpus) for p in resumed}
+    held = [p for p in staged.rglob("*.jsonl") if p not in copies]
+    aside = {p: p.with_suffix(".held") for p in held}
+    for path, other in aside.items():
+        path.rename(other)
+    imported(ledger_target, "claude", [staged], capsys)
+    for path, other in aside.items():
+        other.rename(path)
+    imported(ledger_target, "claude", [staged], capsys)
+    assert spend(ledger_target)[1] == truth
 
 
 def test_claude_import_twice_adds_nothing_even_without_the_state_file(ledger_target, capsys):

@@ -185,6 +185,7 @@ def test_caps_json_gives_dollars():
         "warn_at": 0.8,
         "unpriced": "stop",
         "monthly_remaining_usd": None,
+        "models": [],
     }
 
 

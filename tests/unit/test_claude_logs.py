@@ -207,6 +207,27 @@ def test_one_reply_per_response_not_per_content_block():
     assert reply.source.endswith("H_thinking_two_blocks.jsonl") and reply.offset == 82019
 
 
+@pytest.mark.parametrize("copy_first", [False, True], ids=["original-first", "copy-first"])
+def test_a_request_in_two_followed_transcripts_counts_its_largest_line_once(copy_first):
+    """A resumed session's transcript copies a request's final line; the original holds its streaming snapshots.
+    The run's parsers share max-wins, so whichever file the meter reads first, the request counts once, largest."""
+    entry = json.loads(line_where(B, uuid="c49be725-66f0-40fa-b089-2a014cd7a724"))
+
+    def with_output(n: int) -> bytes:
+        entry["message"]["usage"]["output_tokens"] = n
+        return json.dumps(entry).encode()
+
+    shared: dict[str, list[int]] = {}
+    original = TranscriptParser(session_id="s", seen=shared)
+    resumed = TranscriptParser(session_id="r", seen=shared)
+    feeds = [(original, with_output(3)), (original, with_output(20)), (original, with_output(42))]
+    copy = (resumed, with_output(42))
+    feeds = [copy, *feeds] if copy_first else [*feeds, copy]
+    events = [event for parser, line in feeds for event in parser.feed(line, 0)]
+    meter = metered(events)
+    assert meter.by_model["claude-opus-5-5"].output_tokens == 42 and meter.steps == 1
+
+
 def test_subagent_replies_are_not_steps_and_belong_to_the_parent_session():
     main, sub = parse(D_MAIN, session_id=D_SESSION), parse(D_SUB, session_id=D_SESSION, subagent=True)
     assert [r.step for r in replies(main)] == [True, True, True]

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from capguard.agents.claude import decode as claude_decode
 from capguard.agents.claude.logs import TranscriptParser
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import ModelPrice, Pricer
-from capguard.importers import claude_scan
 from capguard.importers.claude_scan import ReplyCounter, canonical_utc, scan
 from capguard.importers.unit_prices import UnitPricer
 
@@ -195,9 +195,9 @@ def test_content_blocks_that_differ_after_the_message_are_skipped_unparsed(monke
         entry["apiBlockIndex"], entry["uuid"] = i, f"b{i}"
         blocks.append(dumps(entry))
     decoded = []
-    real = claude_scan._LINE
+    real = claude_decode.line_decoder
     monkeypatch.setattr(
-        claude_scan, "_LINE", SimpleNamespace(decode=lambda line: decoded.append(1) or real.decode(line))
+        claude_decode, "line_decoder", SimpleNamespace(decode=lambda line: decoded.append(1) or real.decode(line))
     )
     data = b"".join(blocks)
     mine = fast(data)
@@ -291,3 +291,21 @@ def test_unit_pricer_on_many_random_replies():
             Reply("k", model, *figures[:4], cache_write_1h_tokens=figures[4], web_search_requests=figures[5])
         )
         assert fast_pricer.price(model, *figures) == (expected.cost_micro, expected.priced_by)
+
+
+def test_the_decoders_two_ways_in_give_the_same_usage_for_every_captured_line():
+    """The importer's msgspec path and the dict path the live meter takes are one decoder: same key, model,
+    counts, details, time and session for every assistant line of the captures."""
+    from capguard.agents.claude.decode import UNUSUAL, decode, from_entry
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "claude"
+    compared = 0
+    for path in sorted(fixtures.rglob("*.jsonl")):
+        for raw in path.read_bytes().splitlines():
+            if b'"usage"' not in raw:
+                continue
+            _, typed = decode(raw)
+            if typed is not UNUSUAL:
+                assert typed == from_entry(json.loads(raw)), (path.name, raw[:80])
+                compared += typed is not None
+    assert compared > 20

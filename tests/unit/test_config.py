@@ -426,7 +426,8 @@ def test_a_table_with_a_parser_of_its_own_gets_every_layer_in_order(project, use
 def test_every_key_fills_one_field_of_its_section_and_every_field_is_a_key():
     filled = {(spec.section, spec.field_name(key)) for key, spec in config.KEYS.items()}
     assert len(filled) == len(config.KEYS)
-    not_settings = {("caps", "monthly_remaining_micro")}  # read from the ledger as a run goes, not configured
+    # read from the ledger as a run goes, not configured; and the [models] table's caps (Settings.models)
+    not_settings = {("caps", "monthly_remaining_micro"), ("caps", "models")}
     fields = {(name, f.name) for name, cls in config.SECTIONS.items() for f in dataclasses.fields(cls)}
     assert filled == fields - not_settings
     assert {f.name for f in dataclasses.fields(config.Settings)} >= {*config.SECTIONS, *config.TABLES}
@@ -455,3 +456,22 @@ def test_values_are_parsed_to_their_fields_types(project):
 def test_empty_agent_flavoured_variable_is_ignored(project, monkeypatch):
     monkeypatch.setitem(config.AGENT_ENV, "aider", {"AIDER_BUDGET_USD": "usd"})
     assert load(project, "aider", env={"AIDER_BUDGET_USD": ""}).caps.usd_micro is None
+
+
+def test_price_table_takes_the_one_hour_cache_write_rate(project):
+    trusted(project / ".capguard.toml", '[prices."claude-x"]\ninput = 1\noutput = 2\ncache_write_1h = 2.5\n')
+    assert load(project).prices["claude-x"].cache_write_1h == Decimal("2.5")
+
+
+def test_models_table_gives_caps_per_model_to_the_run(project):
+    trusted(project / ".capguard.toml", '[models]\ndeny = ["*-preview"]\n[models."claude-opus-*"]\nusd = 2\n')
+    settings = load(project)
+    assert settings.models.deny == ("*-preview",)
+    (cap,) = settings.caps.models
+    assert (cap.pattern, cap.usd_micro) == ("claude-opus-*", 2_000_000)
+
+
+def test_a_bad_models_entry_names_the_file_and_key(project):
+    write(project / ".capguard.toml", '[models."claude-opus-*"]\nusd = "two"\n')
+    with pytest.raises(ConfigError, match=r'\.capguard\.toml: models\."claude-opus-\*"\.usd: .*not an amount'):
+        load(project)

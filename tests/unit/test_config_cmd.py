@@ -75,3 +75,18 @@ def test_capguard_user_wins_over_git(here, monkeypatch, capsys):
     monkeypatch.setenv("CAPGUARD_USER", "ci-bot")
     value = config_json(capsys)["user"]
     assert (value["value"], value["origin"]) == ("ci-bot", "environment CAPGUARD_USER")
+
+
+def test_config_shows_the_cache_rates_a_run_charges_for_a_price_override(here, monkeypatch, capsys):
+    config = here / "user.toml"
+    config.write_text('[prices."claude-house-9"]\ninput = 10\noutput = 50\ncache_read = 0.5\n')
+    monkeypatch.setenv("CAPGUARD_CONFIG", str(config))
+    assert cli.main(["config"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "price claude-house-9" in x)
+    # the given read rate; Anthropic's 1.25x and 2x of input for the writes left out
+    assert line.endswith("cache read $0.5/M, cache write $12.5/M (1 h $20/M)")
+    assert cli.main(["config", "--json"]) == 0
+    prices = json.loads(capsys.readouterr().out)["prices"]
+    assert prices["claude-house-9"] == {
+        "input": "10", "output": "50", "cache_read": "0.5", "cache_write": "12.5", "cache_write_1h": "20",
+    }  # fmt: skip

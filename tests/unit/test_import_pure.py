@@ -203,7 +203,7 @@ def test_a_groups_sums_are_its_rows_sums(tmp_path):
     corrected.write_text(json.dumps(line) + "\n" + json.dumps(grown) + "\n")
     files = [*sorted(fixtures.rglob("*.jsonl")), corrected]
     tasks = [Task(str(p), 0, p.stat().st_size, p.parent.name == "subagents") for p in files]
-    done = read_group(tasks, Worker(UnitPricer(Pricer({})), None, "u", "h"))
+    done = read_group(tasks, Worker(UnitPricer(Pricer({}))))
     rows = [row[2:] for row in done.rows]  # without the id and recorded time `stamp_rows` put first
     assert any("/subagents/" in row[10] for row in rows) and any("+" in row[1] for row in rows)
     expected = RunSums.of(rows)

@@ -117,3 +117,39 @@ def test_usage_json_gives_token_kinds_and_dollars_per_model():
             "unpriced_replies": 0,
         }
     }
+
+
+def session_reply(pricer, key: str, model: str):
+    from capguard.core.events import Reply
+
+    reply = Reply(key, model, input_tokens=100_000, output_tokens=10_000, scope="s1")
+    return reply, pricer.price(reply)
+
+
+def test_claudes_own_total_raises_a_session_priced_by_genai_prices():
+    from capguard.core.events import ReportedTotal
+    from capguard.core.pricing import Pricer
+
+    meter = Meter()
+    reply, priced = session_reply(Pricer(), "r1", "anthropic/claude-sonnet-4-5")
+    meter.add_reply(reply, priced)
+    meter.reported(ReportedTotal("s1", priced.cost_micro + 50_000, "cost-state"))  # a compaction call it counted
+    assert meter.cost_micro == priced.cost_micro + 50_000
+
+
+def test_a_session_priced_by_the_users_prices_is_not_raised_by_claudes_guess():
+    """One rule: the user's explicit [prices] entry wins. Claude Code prices a model it does not know at a guess
+    (27.6% above the [prices] figure in a measured run); that guess never replaces the user's price."""
+    from decimal import Decimal
+
+    from capguard.core.events import ReportedTotal
+    from capguard.core.pricing import ModelPrice, Pricer
+
+    pricer = Pricer({"claude-house-9": ModelPrice(input=Decimal(3), output=Decimal(15))})
+    meter = Meter()
+    reply, priced = session_reply(pricer, "r1", "claude-house-9")
+    assert priced.priced_by == "config" and priced.cost_micro == 450_000
+    meter.add_reply(reply, priced)
+    meter.reported(ReportedTotal("s1", 574_200, "cost-state"))  # Claude's guessed total, 27.6% higher
+    assert meter.cost_micro == 450_000
+    assert "reported by the agent, not in its replies" not in meter.usage_json()

@@ -166,3 +166,91 @@ def test_can_price_knows_overrides_and_genai_models_only():
     assert pricer.can_price("anthropic/claude-sonnet-4-5")
     assert not pricer.can_price("openai/my-other-model")
     assert not pricer.can_price(None)
+
+
+# ---- [prices] overrides and cached tokens: the provider's multiples of input unless the config says otherwise
+
+
+def priced_usd(pricer: Pricer, model: str, **tokens: int) -> Decimal:
+    return Decimal(pricer.price(Reply("k", model, **tokens)).cost_micro or 0) / 1_000_000
+
+
+def test_an_override_of_an_unknown_claude_model_prices_cache_at_anthropics_multiples():
+    pricer = Pricer({"claude-house-9": ModelPrice(input=Decimal(10), output=Decimal(50))})
+    # 1M cache reads at 0.1x, 1M 5-minute writes at 1.25x, 1M 1-hour writes at 2x of $10/M
+    usd = priced_usd(
+        pricer, "anthropic/claude-house-9", cache_read_tokens=1_000_000, cache_write_tokens=2_000_000,
+        cache_write_1h_tokens=1_000_000,
+    )  # fmt: skip
+    assert usd == Decimal(1) + Decimal("12.5") + Decimal(20)
+
+
+def test_an_override_of_a_known_model_takes_genai_prices_multiples_for_it():
+    # gpt-4.1 reads its cache at a quarter of input (genai-prices: $0.50 of $2.00), not gpt-4o's half
+    pricer = Pricer({"openai/gpt-4.1": ModelPrice(input=Decimal(4), output=Decimal(8))})
+    assert priced_usd(pricer, "openai/gpt-4.1", cache_read_tokens=1_000_000) == Decimal(1)
+    # and OpenAI bills no cache write surcharge: a write counts as input
+    assert priced_usd(pricer, "openai/gpt-4.1", cache_write_tokens=1_000_000) == Decimal(4)
+
+
+def test_an_unknown_model_of_a_known_family_takes_the_familys_multiples():
+    pricer = Pricer({"gpt-5-house-ft": ModelPrice(input=Decimal(2), output=Decimal(8))})
+    assert priced_usd(pricer, "openai/gpt-5-house-ft", cache_read_tokens=1_000_000) == Decimal("0.2")  # gpt-5: 0.1x
+
+
+def test_an_unknown_openai_model_reads_its_cache_at_half_the_input():
+    pricer = Pricer({"openai/zz-house": ModelPrice(input=Decimal(2), output=Decimal(8))})
+    assert priced_usd(pricer, "openai/zz-house", cache_read_tokens=1_000_000) == Decimal(1)
+
+
+def test_an_unknown_provider_charges_cache_at_the_input_price_an_upper_bound():
+    pricer = Pricer({"my-local-model": ModelPrice(input=Decimal(2), output=Decimal(8))})
+    usd = priced_usd(pricer, "my-local-model", cache_read_tokens=1_000_000, cache_write_tokens=1_000_000)
+    assert usd == Decimal(4)
+
+
+def test_cache_rates_given_in_config_beat_the_defaults():
+    given = ModelPrice(Decimal(10), Decimal(50), Decimal(2), Decimal(11), Decimal(13))
+    pricer = Pricer({"claude-house-9": given})
+    usd = priced_usd(
+        pricer, "claude-house-9", cache_read_tokens=1_000_000, cache_write_tokens=2_000_000,
+        cache_write_1h_tokens=1_000_000,
+    )  # fmt: skip
+    assert usd == Decimal(2 + 11 + 13)
+
+
+def test_an_override_of_a_known_model_matches_genai_prices_when_given_the_same_rates():
+    # the defaults reproduce the provider's own cache prices: the override changes nothing but what it says
+    tokens = dict(input_tokens=1_000, output_tokens=2_000, cache_read_tokens=30_000, cache_write_tokens=5_000,
+                  cache_write_1h_tokens=2_000)  # fmt: skip
+    own = Pricer().price(Reply("k", "anthropic/claude-sonnet-4-5", **tokens)).cost_micro
+    pricer = Pricer({"claude-sonnet-4-5": ModelPrice(input=Decimal(3), output=Decimal(15))})
+    assert pricer.price(Reply("k", "anthropic/claude-sonnet-4-5", **tokens)).cost_micro == own
+
+
+@pytest.mark.parametrize(
+    "model", ["anthropic/claude-sonnet-4-5", "anthropic/claude-opus-4-7", "openai/gpt-4o", "gpt-5", "claude-house-9"]
+)
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        dict(input_tokens=1_234, output_tokens=567),
+        dict(
+            input_tokens=10,
+            output_tokens=4_000,
+            cache_read_tokens=150_000,
+            cache_write_tokens=70_000,
+            cache_write_1h_tokens=20_000,
+        ),
+        dict(input_tokens=250_000, output_tokens=1_000),  # above the long-context tier
+        dict(input_tokens=0, output_tokens=0),
+    ],
+)
+@pytest.mark.parametrize("details", [{}, {"inference_geo": "us"}, {"speed": "fast"}])
+def test_the_fast_pricer_gives_pricers_figures(model, tokens, details):
+    """The metering proxy prices with UnitPricer.cost_of on every request: it must be Pricer's figure exactly."""
+    from capguard.core.unit_prices import UnitPricer
+
+    pricer = Pricer({"claude-house-9": ModelPrice(input=Decimal(3), output=Decimal(15))})
+    reply = Reply("k", model, details=details, **tokens)
+    assert UnitPricer(pricer).cost_of(reply) == pricer.price(reply).cost_micro

@@ -320,3 +320,22 @@ def test_sse_events_are_cut_across_chunks_and_line_endings():
     assert [sse.parse(e)[0] for e in out] == ["a", "b"]
     assert sse.json_data(sse.parse(out[1])[1]) == {"y": 2}
     assert sse.json_data("[DONE]") is None and sse.json_data(json.dumps([1])) is None
+
+
+def test_a_request_bound_counts_media_by_reference_in_every_dialect():
+    """input_bound skips the media walk for parts whose bytes show no media type: it must still find each one."""
+    known = bounds.Conversations()
+    text = {"role": "user", "content": [{"type": "text", "text": "x"}]}
+    for dialect, block in (
+        ("anthropic", {"type": "image", "source": {"type": "url", "url": "https://e/x.png"}}),
+        ("anthropic", {"type": "document", "source": {"type": "file", "file_id": "f"}}),
+        ("chat", {"type": "image_url", "image_url": {"url": "https://e/x.png"}}),
+        ("responses", {"type": "input_file", "file_id": "f"}),
+        ("responses", {"type": "input_image", "image_url": "https://e/x.png"}),
+    ):
+        key = "input" if dialect == "responses" else "messages"
+        plain = bounds.input_bound(dialect, {"model": "m", key: [text]}, known).tokens
+        with_media = {"role": "user", "content": [{"type": "text", "text": "x"}, block]}
+        assert bounds.input_bound(dialect, {"model": "m", key: [with_media]}, known).tokens >= plain + min(
+            bounds.IMAGE_TOKENS, bounds.REFERENCED_DOCUMENT_TOKENS
+        ), block

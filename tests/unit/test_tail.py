@@ -391,3 +391,25 @@ def test_a_dormant_file_replaced_during_the_run_is_read_whole(tmp_path):
     tailer = Tailer([WatchSpec(tmp_path, Recorder, from_end=True, glob="*.jsonl", dormant=True)])
     replace(old, b"rewritten\n")
     assert tailer.read(old) == [("old.jsonl", 0, "rewritten")]
+
+
+def test_a_dormant_glob_opens_no_old_file_until_it_grows_then_reads_only_the_new_lines(tmp_path):
+    old = tmp_path / "old.log"
+    old.write_bytes(b"history\n")
+    tailer = Tailer([WatchSpec(tmp_path, Recorder, glob="*.log", from_end=True, dormant=True)])
+    assert tailer.paths == [] and tailer.wants(old)
+    assert tailer.read_all() == []  # unchanged: still not opened
+    assert tailer.paths == []
+    append(old, b"resumed\n")
+    (tmp_path / "new.log").write_bytes(b"fresh\n")
+    assert sorted(tailer.read_all()) == [("new.log", 0, "fresh"), ("old.log", 8, "resumed")]
+    tailer.close()
+
+
+def test_a_dormant_file_rewritten_shorter_is_read_from_the_top(tmp_path):
+    old = tmp_path / "old.log"
+    old.write_bytes(b"a long history line\n")
+    tailer = Tailer([WatchSpec(tmp_path, Recorder, glob="*.log", from_end=True, dormant=True)])
+    replace(old, b"short\n")
+    assert tailer.read(old) == [("old.log", 0, "short")]
+    tailer.close()

@@ -158,6 +158,7 @@ class _Sessions:
         self.folder = folder
         self.started_at = started_at
         self.seen: set[str] = set()
+        self.usage: dict[str, list[int]] = {}  # max-wins per request, across all the run's transcripts
 
     def specs(self, session_id: str, *, existing_from_end: bool = False) -> list[WatchSpec]:
         """The session's transcript and its subagents' files. A transcript that already exists when capguard
@@ -168,18 +169,20 @@ class _Sessions:
         path = self.folder / f"{session_id}.jsonl"
         resumed = existing_from_end and path.exists()
         baseline = last_reported_total(path) if path.exists() else 0  # what the session held before this run
-        started_at = self.started_at
+        started_at, usage = self.started_at, self.usage
         return [
             WatchSpec(
                 path,
                 lambda p: TranscriptParser(
-                    session_id=session_id, started_at=started_at, baseline_micro=baseline, source=str(p)
+                    session_id=session_id, started_at=started_at, baseline_micro=baseline, source=str(p), seen=usage
                 ),
                 from_end=resumed,
             ),
             WatchSpec(
                 self.folder / session_id / "subagents",
-                lambda p: TranscriptParser(session_id=session_id, started_at=started_at, subagent=True, source=str(p)),
+                lambda p: TranscriptParser(
+                    session_id=session_id, started_at=started_at, subagent=True, source=str(p), seen=usage
+                ),
                 glob="agent-*.jsonl",
                 from_end=resumed,
             ),

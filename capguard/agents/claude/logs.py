@@ -19,10 +19,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from capguard.agents.claude.decode import FIGURES, UsageLine, from_entry
 from capguard.core import sanitize
 from capguard.core.events import Event, Malformed, Reply, ReportedTotal, SessionSeen, ToolOutcome, json_object
 
-SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own stand-in replies (API errors): nothing was billed
 _MAX_PARKED = 256  # tool results waiting for a tool_use line written after them
 _MAX_SIGNATURE_JSON = 1000
 _TAIL_BLOCK = 1 << 20
@@ -51,7 +51,8 @@ def max_wins(seen: dict[str, list[int]], key: str, figures: list[int]) -> tuple[
 class TranscriptParser:
     """One transcript file: `<session>.jsonl`, or `<session>/subagents/agent-*.jsonl` with `subagent=True`.
 
-    `session_id` is the session whose totals cover this file (for a subagent file, the parent's).
+    `session_id` is the session whose totals cover this file (for a subagent file, the parent's). `seen`: the
+    max-wins state of the run's other transcripts (see `max_wins`), shared.
     Lines copied from elsewhere are skipped: a fork's copies of its parent's replies
     (`requestSessionId` differs from `sessionId`), and, when `started_at` (unix seconds) is given,
     any line stamped more than `skew_s` before it. `baseline_micro` is what the session's own total
@@ -68,13 +69,16 @@ class TranscriptParser:
         skew_s: float = 5.0,
         baseline_micro: int = 0,
         source: str | None = None,
+        seen: dict[str, list[int]] | None = None,
     ):
         self.session_id = session_id
         self.subagent = subagent
         self.not_before = None if started_at is None else started_at - skew_s
         self.baseline_micro = baseline_micro
         self.source = source or f"claude:{session_id}" + (":subagent" if subagent else "")
-        self._usage: dict[str, list[int]] = {}  # reply key -> largest usage seen, then corrections made
+        # reply key -> largest usage seen, then corrections made; shared by the parsers of one run's transcripts, so
+        # that a request whose lines are in two files (a resumed session's copy) counts its largest line once
+        self._usage: dict[str, list[int]] = {} if seen is None else seen
         self._tools: dict[str, str] = {}  # tool_use id -> signature, until its result arrives
         self._parked: dict[str, bool] = {}  # tool_use id -> failed, for results seen before their tool_use
 
@@ -120,64 +124,42 @@ class TranscriptParser:
         ]
 
     def _assistant(self, entry: dict, offset: int) -> list[Event]:
-        if entry.get("isApiErrorMessage"):
+        used = from_entry(entry)  # the decoder the importer uses too: the same key, model and counts
+        if used is None:
             return []
-        message = entry.get("message")
-        if not isinstance(message, dict):
-            raise ValueError("assistant line without a message")
-        served = message.get("model")
-        if served == SYNTHETIC_MODEL:
-            return []
-        message_id = message.get("id")
-        if not isinstance(message_id, str) or not message_id:
-            raise ValueError("assistant line without message.id")
-        request_id = entry.get("requestId")
-        # one API call per request id; third-party gateways leave it out, then the message id identifies it
-        has_request = isinstance(request_id, str) and request_id
-        key = f"claude:{request_id}" if has_request else f"claude:msg:{message_id}"
-        usage = message.get("usage")
-        if usage is None:
-            usage = {}
-        if not isinstance(usage, dict):
-            raise ValueError("usage is not an object")
-        figures = usage_figures(usage)
-        model = sanitize.name(entry.get("requestedModel")) or sanitize.name(served)
-
         events: list[Event] = []
-        reply = self._counted(key, figures, model, entry, usage, offset, served)
+        reply = self._counted(used, bool(entry.get("isAbortedMidStream")), offset)
         if reply is not None:
             events.append(reply)
-        for block in _blocks(message.get("content")):
+        for block in _blocks(entry["message"].get("content")):
             if block.get("type") == "tool_use" and isinstance(block.get("id"), str):
                 events.extend(self._tool_used(block))
         return events
 
-    def _counted(self, key, figures, model, entry, usage, offset, served) -> Reply | None:
+    def _counted(self, used: UsageLine, aborted: bool, offset: int) -> Reply | None:
         """Max-wins per key: the first line emits the reply, a later larger one emits the increase."""
+        figures, key = used.figures, used.key
         counted = max_wins(self._usage, key, figures)
         if counted is None:
             return None
         reply_key, delta = counted
-        step = reply_key == key and not self.subagent
-        details = {name: usage[name] for name in ("inference_geo", "speed") if _text(usage.get(name))}
-        if entry.get("isAbortedMidStream"):
-            details["aborted_mid_stream"] = True  # usage from message_start: output is an under-count
-        if isinstance(served, str) and served and served != model:
-            details["served_model"] = sanitize.name(served)
+        details = dict(used.details or {})
+        if aborted:  # usage from message_start: output is an under-count
+            details["aborted_mid_stream"] = True
         return Reply(
             key=reply_key,
-            model=model,
+            model=used.model,
             input_tokens=delta[0],
             output_tokens=delta[1],
             cache_read_tokens=delta[2],
             cache_write_tokens=delta[3],
             cache_write_1h_tokens=delta[4],
             web_search_requests=delta[5],
-            at=parse_timestamp(entry.get("timestamp")),
+            at=parse_timestamp(used.timestamp),
             source=self.source,
             offset=offset,
             details=details,
-            step=step,
+            step=reply_key == key and not self.subagent,
             scope=self.session_id,
             suspicious=sanitize.at_bound(dict(zip(FIGURES, figures))) if max(figures) >= sanitize.MAX_TOKENS else None,
         )
@@ -342,38 +324,6 @@ def parse_timestamp(value: object) -> float | None:
     return stamp.timestamp()
 
 
-def usage_figures(usage: dict) -> list[int]:
-    """A reply's [input, output, cache read, cache write, its 1-hour part, web searches] (see FIGURES), sanitized."""
-    cache_creation = usage.get("cache_creation")
-    server_tools = usage.get("server_tool_use")
-    figures = [
-        _count(usage.get("input_tokens"), "input_tokens"),
-        _count(usage.get("output_tokens"), "output_tokens"),
-        _count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens"),
-        _count(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens"),
-        _count(cache_creation.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
-        if isinstance(cache_creation, dict)
-        else 0,
-        _count(server_tools.get("web_search_requests"), "web_search_requests") if isinstance(server_tools, dict) else 0,
-    ]
-    figures[4] = min(figures[4], figures[3])  # the 1-hour part of the cache writes
-    return figures
-
-
-FIGURES = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-    "ephemeral_1h_input_tokens",
-    "web_search_requests",
-)
-
-
-def _count(value: object, name: str) -> int:
-    return 0 if value is None else sanitize.count(value, name)
-
-
 def _money(value: object, name: str) -> int:
     """An agent's running total for a session (not one reply's cost): bounded by MAX_TOTAL_USD_MICRO."""
     return sanitize.usd_micro(value, name, sanitize.MAX_TOTAL_USD_MICRO)
@@ -381,10 +331,6 @@ def _money(value: object, name: str) -> int:
 
 def _total_at_bound(micros: int, name: str) -> str | None:
     return sanitize.usd_at_bound(micros, name, sanitize.MAX_TOTAL_USD_MICRO)
-
-
-def _text(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
 
 
 def _blocks(content: object) -> list[dict]:

@@ -4,7 +4,6 @@ limit lowered to fit). Thread-safe, no I/O: the server calls admit() before forw
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,11 +14,14 @@ from capguard.core import sanitize
 from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
+from capguard.core.model_caps import ModelCap, ModelRules, matches, refusal
 from capguard.core.pricing import Pricer, split_provider
-from capguard.core.reservations import Hold, Reservations, clamp_max_tokens, lowered_request
+from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
+from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
 from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
+from capguard.metering.proxy.task_budgets import TaskBudgets, Ticket
 from capguard.metering.proxy.usage import Seen
 
 DEFAULT_MIN_OUTPUT = 1_024  # below this a reply is rarely of use: refuse rather than send a crippled request
@@ -53,7 +55,27 @@ class Admission:
     hold: Hold
     input: bounds.InputBound
     worst: bounds.WorstCost | None
+    caps: tuple[_ModelBudget, ...] = ()  # the per-model caps this request's model falls under
+    held_tokens: int = 0  # its prompt's bound plus max_out, held against those caps' tokens
+    task: Ticket | None = None  # it carries the task budget the proxy added (the beta header goes with it)
     settled: bool = field(default=False, repr=False)
+
+
+@dataclass
+class _ModelBudget:
+    """One `[models."glob"]` cap as the proxy holds it: settled spend and tokens, and what calls in flight hold."""
+
+    cap: ModelCap
+    spent_micro: int = 0
+    held_micro: int = 0
+    tokens: int = 0
+    held_tokens: int = 0
+
+    def headroom(self) -> int | None:
+        return None if self.cap.usd_micro is None else max(0, self.cap.usd_micro - self.spent_micro - self.held_micro)
+
+    def tokens_left(self) -> int | None:
+        return None if self.cap.tokens is None else max(0, self.cap.tokens - self.tokens - self.held_tokens)
 
 
 class Gate:
@@ -71,17 +93,23 @@ class Gate:
         providers: dict[str, str] | None = None,
         allow: Sequence[str] = (),
         deny: Sequence[str] = (),
+        models: ModelRules | None = None,
+        task_budget: int | None = None,
         on_event: Callable[[Reply | Refused], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if min_output < 1 or default_max_output < 1:
             raise ValueError("min_output and default_max_output must be positive")
         self._pricer = pricer
+        self._unit = UnitPricer(pricer)  # Pricer's figures at a fraction of its time: twice or more per request
         self._cap = cap_micro
         self._min_output = min_output
         self._default_max = default_max_output
         self._providers = {ANTHROPIC: "anthropic", **(providers or {})}
-        self._allow, self._deny = tuple(allow), tuple(deny)
+        rules = models or ModelRules()
+        self._rules = ModelRules(rules.caps, (*rules.allow, *allow), (*rules.deny, *deny))
+        self._model_budgets = [_ModelBudget(cap) for cap in rules.caps]
+        self.task_budgets = None if task_budget is None else TaskBudgets(task_budget)
         self._emit = on_event or (lambda event: None)
         self._clock = clock
         self._lock = threading.Lock()  # the supervisor sets the budget from its own thread
@@ -122,27 +150,47 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
             return self._refuse(dialect, body.get("model"), str(err), at_cap=False)
-        worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect)
+        worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
         with self._lock:
-            headroom = self._holds.headroom(self._spent, self._cap)
+            task = None
+            if self.task_budgets is not None and dialect == ANTHROPIC:
+                body, task = self.task_budgets.apply(body)
+            budgets = tuple(b for b in self._model_budgets if matches(b.cap.pattern, model))
+            headroom = _least(self._holds.headroom(self._spent, self._cap), *(b.headroom() for b in budgets))
+            tokens_left = _least(*(b.tokens_left() for b in budgets))
+            # the output that still fits a token cap, for each completion asked
+            room_out = None if tokens_left is None else (tokens_left - prompt.tokens) // wants.choices
             if worst is None and headroom is not None:
                 why = f"capguard cannot price model {wants.model!r} (add a [prices] entry) and a USD cap is set"
-                refusal = Refused(dialect, wants.model, why, False, at=self._clock())
+                refusal_ = Refused(dialect, wants.model, why, False, at=self._clock())
             else:
-                clamp = clamp_max_tokens(requested, self._min_output, headroom, worst.cost if worst else _free)
+                floor = min(self._min_output, requested)
+                fits = room_out is None or room_out >= max(1, floor)
+                most = requested if room_out is None else min(requested, max(room_out, 0))
+                clamp = clamp_max_tokens(most, floor, headroom, worst.cost if worst else _free) if fits else None
+                if clamp is not None and most < requested:
+                    clamp = Clamp(clamp.max_tokens, clamp.worst_micro, True)  # lowered for a token cap
                 sent = self._shaped(dialect, body, wants, clamp) if clamp else None
                 if clamp is not None and sent is not None:
                     hold = self._holds.hold(clamp.worst_micro)
-                    return Admission(dialect, wants, model, sent, clamp.max_tokens, clamp.lowered, hold, prompt, worst)
-                floor = min(self._min_output, requested)
+                    held_tokens = prompt.tokens + clamp.max_tokens * wants.choices
+                    for b in budgets:
+                        b.held_micro += clamp.worst_micro
+                        b.held_tokens += held_tokens
+                    return Admission(
+                        dialect, wants, model, sent, clamp.max_tokens, clamp.lowered, hold, prompt, worst, budgets,
+                        held_tokens, task,
+                    )  # fmt: skip
                 need = worst.cost(floor) if worst else None
-                refusal = Refused(
-                    dialect, wants.model, self._no_room(model, floor, need, headroom or 0), True, need, headroom,
-                    self._clock(),
-                )  # fmt: skip
-        self._emit(refusal)
-        return refusal
+                why = (
+                    self._no_tokens(budgets, prompt.tokens, floor)
+                    if not fits
+                    else self._no_room(model, floor, need, headroom or 0, budgets)
+                )
+                refusal_ = Refused(dialect, wants.model, why, True, need, headroom, self._clock())
+        self._emit(refusal_)
+        return refusal_
 
     def settle(self, admission: Admission, seen: Seen | None) -> Reply | None:
         """The call ended. Its exact usage when the reply gave it; otherwise (a stream cut short, a usage that
@@ -169,13 +217,22 @@ class Gate:
             cache_write_1h_tokens=usage.cache_write_1h_tokens, web_search_requests=usage.web_search_requests,
             at=self._clock(), source="proxy", details=details, suspicious=seen.suspicious,
         )  # fmt: skip
-        cost = self._pricer.price(reply).cost_micro
+        cost = self._unit.cost_of(reply)
         with self._lock:
             if admission.settled:
                 return None
             admission.settled = True
             self._holds.release(admission.hold)
-            self._spent += admission.hold.micro if cost is None else cost
+            charged_micro = admission.hold.micro if cost is None else cost
+            self._spent += charged_micro
+            for budget in admission.caps:
+                budget.held_micro -= admission.hold.micro
+                budget.held_tokens -= admission.held_tokens
+                budget.spent_micro += charged_micro
+                budget.tokens += reply.tokens
+        if charged == "usage" and admission.task is not None and self.task_budgets is not None:
+            with self._lock:
+                self.task_budgets.observe(admission.task, usage.prompt_tokens, usage.output_tokens)
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,
@@ -190,6 +247,9 @@ class Gate:
             if not admission.settled:
                 admission.settled = True
                 self._holds.release(admission.hold)
+                for budget in admission.caps:
+                    budget.held_micro -= admission.hold.micro
+                    budget.held_tokens -= admission.held_tokens
 
     # ---- internals
     def _charge(self, admission: Admission, seen: Seen) -> tuple[CallUsage, str]:
@@ -233,19 +293,35 @@ class Gate:
         return bounds.context_window(model) or self._default_max
 
     def _check_listed(self, model: str) -> None:
-        name = sanitize.printable(model[:100])
-        if any(fnmatch.fnmatch(model, pattern) for pattern in self._deny):
-            raise ValueError(f"capguard: model {name} is denied by the configuration")
-        if self._allow and not any(fnmatch.fnmatch(model, pattern) for pattern in self._allow):
-            raise ValueError(f"capguard: model {name} is not in the allowed models")
+        why = refusal(self._rules, model, sanitize.printable(model[:100]))
+        if why is not None:
+            raise ValueError(f"capguard: {why}")
 
-    def _no_room(self, model: str, floor: int, need: int | None, headroom: int) -> str:
-        cap = format_usd(self._cap or 0)
+    def _no_room(self, model: str, floor: int, need: int | None, headroom: int, budgets: Sequence[_ModelBudget]) -> str:
         need_text = format_usd(need) if need is not None else "more"
+        binding = [b for b in budgets if b.headroom() is not None and b.headroom() == headroom]
+        global_room = self._holds.headroom(self._spent, self._cap)
+        if binding and (global_room is None or headroom < global_room):
+            b = binding[0]
+            return (
+                f"capguard: the {format_usd(b.cap.usd_micro or 0)} cap on {b.cap.pattern} reached: a reply of "
+                f"{floor:,} tokens from {model} could cost {need_text}, and {format_usd(headroom)} is left of it "
+                f"(spent {format_usd(b.spent_micro)}, {format_usd(b.held_micro)} held by calls in flight). "
+                "The run is stopped."
+            )
+        cap = format_usd(self._cap or 0)
         return (
             f"capguard: spending cap of {cap} reached: a reply of {floor:,} tokens from {model} could cost "
             f"{need_text}, and {format_usd(headroom)} is left (spent {format_usd(self._spent)}, "
             f"{format_usd(self._holds.held_micro)} held by calls in flight). The run is stopped."
+        )
+
+    def _no_tokens(self, budgets: Sequence[_ModelBudget], prompt: int, floor: int) -> str:
+        b = min((b for b in budgets if b.tokens_left() is not None), key=lambda b: b.tokens_left() or 0)
+        return (
+            f"capguard: the {b.cap.tokens:,}-token cap on {b.cap.pattern} reached: this request's prompt (up to "
+            f"{prompt:,} tokens) and a reply of {floor:,} do not fit the {b.tokens_left():,} tokens left. "
+            "The run is stopped."
         )
 
     def _refuse(self, dialect: str, model: Any, why: str, *, at_cap: bool) -> Refused:
@@ -256,3 +332,9 @@ class Gate:
 
 def _free(output_tokens: int) -> int:
     return 0
+
+
+def _least(*values: int | None) -> int | None:
+    """The smallest of the caps' headrooms that are set (None: no cap binds)."""
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

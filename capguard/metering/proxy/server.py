@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import secrets
 import threading
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from capguard.metering.proxy import sse
 from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, error_body, route, with_stream_usage
 from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.task_budgets import with_beta
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ _HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
      "content-length", "accept-encoding", "proxy-authorization", "proxy-authenticate"}
 )  # fmt: skip
+_decode = msgspec.json.decode  # JSON as json.loads reads it (ValueError, RecursionError), 2-3x faster
 _MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger than this is refused
 
 
@@ -45,6 +47,7 @@ class MeteringProxy:
         dialects: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         secret: str | None = None,
+        fast_loop: bool = True,
     ) -> None:
         if not upstreams:
             raise ValueError("the proxy needs at least one upstream")
@@ -58,6 +61,7 @@ class MeteringProxy:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._fast_loop = fast_loop  # start() runs uvloop when it is installed (bench/RESULTS.md section 7)
 
     def base_url(self, mount: str) -> str:
         """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
@@ -95,7 +99,7 @@ class MeteringProxy:
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
+            loop = self._loop = _new_loop(self._fast_loop)
             try:
                 loop.run_until_complete(self.open())
             except BaseException as err:  # reported to start()'s caller
@@ -146,7 +150,7 @@ class MeteringProxy:
             return await self._forward_free(request, url, raw)
         dialect = where.dialect or style
         try:
-            body = json.loads(raw)
+            body = _decode(raw)
             if not isinstance(body, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
@@ -158,7 +162,7 @@ class MeteringProxy:
         sent = admission.body
         if dialect == CHAT and admission.ask.stream:
             sent, strip = with_stream_usage(sent)
-        data = raw if sent is body else json.dumps(sent).encode()
+        data = raw if sent is body else msgspec.json.encode(sent)
         return await self._forward_metered(request, url, data, admission, strip)
 
     async def _forward_free(self, request: web.Request, url: str, raw: bytes) -> web.StreamResponse:
@@ -176,7 +180,11 @@ class MeteringProxy:
         assert self._session is not None
         gate, seen = self.gate, None
         try:
-            upstream = await self._session.post(url, data=data, headers=_headers(request))
+            headers = _headers(request)
+            if admission.task is not None:  # the task budget the proxy added needs its beta
+                beta = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
+                headers[beta] = with_beta(headers.get(beta))
+            upstream = await self._session.post(url, data=data, headers=headers)
         except aiohttp.ClientConnectorError as err:  # never reached the server: nothing billed
             gate.release(admission)
             return _error(admission.dialect, 502, _unreachable(err), "api_error")
@@ -234,6 +242,19 @@ class MeteringProxy:
         return reply
 
 
+def _new_loop(fast: bool) -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (`pip install 'capguard-cli[fast]'`; Linux, macOS): 25-30% less
+    CPU per request in most paired runs of bench/proxy_ttfb.py; asyncio's otherwise."""
+    if fast:
+        try:
+            import uvloop  # type: ignore[import-not-found, unused-ignore]  # the optional [fast] extra
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def _headers(request: web.Request) -> dict[str, str]:
     """The agent's headers (its API key included: passed on, never logged), minus those of this hop."""
     out = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
@@ -247,7 +268,7 @@ def _reply_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return _decode(body)
     except (ValueError, RecursionError):
         return None
 

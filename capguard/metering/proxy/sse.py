@@ -5,9 +5,10 @@ Pure: bytes in, whole events out; a partial event waits for the rest of its byte
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+import msgspec
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one event larger than this is not read (still forwarded): memory stays bounded
@@ -57,7 +58,7 @@ def json_data(data: str) -> dict[str, Any] | None:
     if not data.startswith("{"):
         return None
     try:
-        value = json.loads(data)
+        value = msgspec.json.decode(data)  # 2-3x json.loads: every event of every stream
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -1,0 +1,1 @@
+"""Gemini CLI (npm `@google/gemini-cli`): its adapter and the parser of its session files."""

@@ -1,0 +1,1 @@
+"""OpenCode (npm `opencode-ai`): metered from its SQLite store."""

@@ -1,0 +1,221 @@
+"""OpenCode (`opencode` TUI, `opencode run ...`): metered from its own SQLite store, the user's, read-only.
+
+Which store: the one OpenCode would use without capguard (`$OPENCODE_DB`, else `$XDG_DATA_HOME/opencode/`), so the
+session stays in the user's history (`opencode --continue` finds it). That store is shared with any other OpenCode
+the user runs meanwhile, so a run counts only its own sessions (logs.Scope): those created in the run's directory
+during the run, those continued there (`--continue`, `--session`, picked in the TUI) from the run's start on, and
+their subagents' sessions. A second OpenCode in the same directory at the same time cannot be told apart by the
+store: capguard looks for one at start and at the end and says so in the report (its spend would be counted here,
+never this run's lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from capguard.agents.base import LaunchPlan, option_value, resolve_executable
+from capguard.agents.opencode.logs import Scope, StoreParser, model_name
+from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
+from capguard.config.settings import Settings
+from capguard.core.errors import ConfigError
+from capguard.metering.tail import WatchSpec
+
+INSTALL_HINT = "install it with: npm install -g opencode-ai@1.18.33"
+# options of `opencode` and `opencode run` that take a value (so their value is not taken for a subcommand)
+VALUED = {
+    "--log-level", "--command", "-s", "--session", "-m", "--model", "--agent", "--format", "-f", "--file",
+    "--title", "--attach", "-p", "--password", "-u", "--username", "--dir", "--port", "--variant", "--hostname",
+    "--mdns-domain", "--cors", "--prompt", "--replay-limit",
+}  # fmt: skip
+BLIND_SPOTS = [
+    "OpenCode's session-title request (on its small_model, once per new session) is billed but written nowhere",
+    "a step that calls a tool is written only when the tool has finished: the meter sees it that much later"
+    " (a cap can be crossed by the steps in flight, each counted once written)",
+    "the step in flight when the stop comes is billed but stays at zero tokens in OpenCode's store",
+]
+
+
+def positionals(args: list[str]) -> list[str]:
+    """The words of OpenCode's command line that are not options or option values."""
+    found: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--":
+            break
+        elif arg in VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            found.append(arg)
+    return found
+
+
+def run_directory(args: list[str], cwd: Path, env: Mapping[str, str]) -> frozenset[str]:
+    """Where OpenCode's sessions will say they ran, as it may spell it and resolved: `run --dir D`, the TUI's
+    `opencode PROJECT`, else the working directory, which OpenCode takes from $PWD when it is set (as a shell sets
+    it), else from the process."""
+    base = Path(env["PWD"]) if env.get("PWD") else cwd
+    words = positionals(args)
+    if words[:1] == ["run"]:
+        named = option_value(args, "--dir")
+    else:
+        named = words[0] if words and (base / words[0]).is_dir() else None
+    where = base / named if named else base
+    return frozenset({str(where), os.path.normpath(where), os.path.realpath(where)})
+
+
+def _jsonc(text: str) -> dict:
+    """OpenCode's config files may be JSONC: drop // and /* */ comments outside strings, and trailing commas."""
+    pattern = r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/'
+    text = re.sub(pattern, lambda m: m.group(1) or "", text, flags=re.S)
+    text = re.sub(r",(\s*[}\]])", r"\1", text)
+    data = json.loads(text)
+    return data if isinstance(data, dict) else {}
+
+
+def opencode_config(env: Mapping[str, str], directory: Path) -> dict:
+    """OpenCode's merged config as far as capguard reads it (global, then the project's, then $OPENCODE_CONFIG, then
+    $OPENCODE_CONFIG_CONTENT; later wins, `provider` merged by name): for the model and its configured price."""
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config") / "opencode"
+    files = [config_home / name for name in ("config.json", "opencode.json", "opencode.jsonc")]
+    files += [directory / name for name in ("opencode.json", "opencode.jsonc")]
+    if env.get("OPENCODE_CONFIG"):
+        files.append(Path(env["OPENCODE_CONFIG"]))
+    merged: dict = {}
+    texts = []
+    for path in files:
+        try:
+            texts.append(path.read_text())
+        except OSError:
+            continue
+    if env.get("OPENCODE_CONFIG_CONTENT"):
+        texts.append(env["OPENCODE_CONFIG_CONTENT"])
+    for text in texts:
+        try:
+            layer = _jsonc(text)
+        except ValueError:
+            continue  # OpenCode will say what is wrong with it
+        providers = {**(merged.get("provider") or {}), **(layer.get("provider") or {})}
+        merged.update(layer)
+        if providers:
+            merged["provider"] = providers
+    return merged
+
+
+def configured_model(args: list[str], config: dict) -> tuple[str | None, str | None]:
+    """(provider, model) OpenCode will call: `-m provider/model`, else the config's `model`."""
+    chosen = option_value(args, "-m", "--model") or config.get("model")
+    if not isinstance(chosen, str) or "/" not in chosen:
+        return None, None
+    provider, model = chosen.split("/", 1)
+    return provider, model
+
+
+def has_configured_price(config: dict, provider: str | None, model: str | None) -> bool:
+    """Whether the config gives this model a price (OpenCode then writes a cost for each step)."""
+    try:
+        cost = config["provider"][provider]["models"][model]["cost"]
+    except (KeyError, TypeError):
+        return False
+    return isinstance(cost, dict) and any(isinstance(v, (int, float)) and v > 0 for v in cost.values())
+
+
+def neighbours(directory: Path, own: int | None = None) -> list[int]:
+    """Pids of other OpenCode processes working in `directory` (their sessions land in the same store, same place)."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), own):
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            if not os.path.basename(argv0.decode(errors="replace")).startswith("opencode"):
+                continue
+            if os.path.realpath(entry / "cwd") == str(directory):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class OpenCodeAdapter:
+    name = "opencode"
+    install_hint = INSTALL_HINT
+
+    def plan(
+        self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
+    ) -> LaunchPlan:
+        executable = resolve_executable(settings.launch.command or "opencode", INSTALL_HINT, env)
+        args = list(settings.launch.args) + list(args)
+        cwd = Path.cwd()
+        words = positionals(args)
+        if option_value(args, "--attach") is not None or words[:1] == ["attach"]:
+            raise ConfigError(
+                "opencode --attach sends the work to an OpenCode server capguard does not run: it could neither meter"
+                " nor stop it; drop --attach to run OpenCode here under capguard"
+            )
+        store = db_path(env, cwd)
+        store.parent.mkdir(parents=True, exist_ok=True)  # OpenCode makes it too; the watcher needs it now
+        spellings = run_directory(args, cwd, env)
+        directory = Path(os.path.realpath(next(iter(spellings))))
+        started_ms = int(time.time() * 1000)
+        named = option_value(args, "-s", "--session")
+        scope = Scope(started_ms=started_ms, directories=spellings, named=frozenset([named] if named else []))
+        parsers: list[StoreParser] = []
+
+        def make_parser(path: Path) -> StoreParser:
+            parsers.append(StoreParser(scope, str(path)))
+            return parsers[-1]
+
+        config = opencode_config(env, directory)
+        provider, raw_model = configured_model(args, config)
+        model = model_name(provider, raw_model)
+        notes = [
+            f"metered from OpenCode's store {store} (read-only): sessions of {directory} started or continued"
+            " during this run, and their subagents'"
+        ]
+        others = neighbours(directory)
+        if others:
+            notes.append(_neighbour_note(others, directory))
+
+        def summary() -> list[str]:
+            out = []
+            sessions = sorted({sid for p in parsers for sid in p.ours})
+            if sessions:
+                out.append(f"OpenCode sessions counted: {', '.join(sessions)}")
+            late = [pid for pid in neighbours(directory) if pid not in others]
+            if late:
+                out.append(_neighbour_note(late, directory))
+            return out
+
+        return LaunchPlan(
+            argv=[executable, *args],
+            env=dict(env),
+            watches=[WatchSpec(store, make_parser, rows=live_rows(last_message_rowid(store), started_ms))],
+            # `opencode run` and the TUI both end at once on SIGINT (the step in flight is lost either way)
+            polite_stop=[(signal.SIGINT, 0.0)],
+            fallback_model=model,
+            named_model=model,
+            # OpenCode writes a cost only for a model it has a price for (configured, or its catalogue's); a 0 is
+            # "no price", which capguard prices itself or treats as unpriced
+            reports_cost=has_configured_price(config, provider, raw_model),
+            notes=notes,
+            blind_spots=list(BLIND_SPOTS),
+            summaries=[summary],
+        )
+
+
+def _neighbour_note(pids: list[int], directory: Path) -> str:
+    return (
+        f"another OpenCode (pid {', '.join(map(str, pids))}) works in {directory} too: OpenCode's store does not say"
+        " which process wrote a session, so sessions it started here during this run are counted in this run"
+    )
+
+
+ADAPTER = OpenCodeAdapter()
