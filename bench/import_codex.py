@@ -288,7 +288,7 @@ def section(result: dict) -> list[str]:
     lines = [
         BEGIN,
         "",
-        "## `capguard import codex` against `ccusage codex daily`",
+        "## 8. `capguard import codex` against `ccusage codex daily`",
         "",
         f"- date: {m['date']} (run took {result['duration_s']} s); machine: {m['cpu']}, {m['cores']} cores,"
         f" RAM {m['ram_mb']} MB; Python {m['python']}; ccusage {result['ccusage_version']} (native, --offline)",

@@ -230,7 +230,7 @@ def write_results(data: dict) -> None:
     cpus = [r["cpu_s"] for r in rounds]
     lines = [
         BEGIN,
-        "## 8. `capguard import gemini` (ccusage 20 does not read Gemini CLI)",
+        "## 10. `capguard import gemini` (ccusage 20 does not read Gemini CLI)",
         "",
         f"- date: {m['date']}; machine: {m['cpu']}, {m['cores']} cores, RAM {m['ram_mb']} MB; Python {m['python']}",
         f"- capguard: commit {m['capguard_commit']}, code {m['code']}",

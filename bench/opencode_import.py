@@ -209,7 +209,7 @@ def render(r: dict) -> str:
 
     lines = [
         BEGIN,
-        "## OpenCode import: `capguard import opencode` and `ccusage opencode`",
+        "## 9. OpenCode import: `capguard import opencode` and `ccusage opencode`",
         "",
         f"- date: {m['date']}",
         f"- machine: `{m['uname']}`",
