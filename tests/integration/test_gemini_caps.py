@@ -264,3 +264,40 @@ def test_import_adds_what_capguard_did_not_meter_once(gemini):
     assert {r["priced_by"] for r in rows} == {"genai-prices"}
     again = run_import()
     assert (again["files_unchanged"], again["replies_added"], again["runs_created"]) == (2, 0, 0)
+
+
+def test_steps_cap_stops_a_headless_runaway_exit_120(gemini):
+    """Gemini's replies are read from its session file once written: the cap fires when the fifth is there. Gemini
+    may already have sent the sixth (its tool result goes straight back), billed as the stop came; if Gemini wrote
+    it before the stop landed it is counted too, so the ledger holds 5 replies, or 6 (within one)."""
+    with FakeGemini(runaway(gemini.tag)) as server:
+        result = gemini.use(server).headless(["--steps", "5", "--grace", "30"])
+    assert result.rc == 120, result.stderr[-3000:]
+    report = result.report
+    assert report["stop_reason"] == "steps" and report["exit_code"] == 120
+    assert report["at_stop"]["steps"] >= 5 and report["steps"] in (5, 6)
+    assert "capguard: stopped gemini: " in result.stderr and "reached the 5-reply cap" in result.stderr
+    assert_ledger_is_the_fakes_log(result, server)
+    run, _ = ledger_of(report["run_id"])
+    assert run["stop_reason"] == "steps" and run["exit_code"] == 120
+    assert_tree_gone(gemini)
+
+
+def test_max_session_turns_is_geminis_own_stop_exit_53_not_a_cap(gemini):
+    """`model.maxSessionTurns` in the user's settings: Gemini ends the run itself with status 53; capguard passes
+    it on, names no cap, and every reply Gemini was billed for is in the ledger to the token (nothing in flight)."""
+    settings = gemini.home / ".gemini" / "settings.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "model": {"maxSessionTurns": 3}}))
+    with FakeGemini(runaway(gemini.tag)) as server:
+        result = gemini.use(server).headless(["--usd", "5"])
+        billed = billed_main(server)
+    assert result.rc == 53, result.stderr[-3000:]
+    report = result.report
+    assert report["stop_reason"] is None and report["agent_returncode"] == 53 and not report["self_stopped"]
+    assert report["exit_code"] == 53
+    assert "capguard: gemini exited (status 53)" in result.stderr
+    assert report["steps"] == len(billed) >= 1
+    run, rows = ledger_of(report["run_id"])
+    assert run["stop_reason"] is None and run["exit_code"] == 53
+    assert sorted(as_billed(r) for r in rows) == sorted(billed)
+    assert_tree_gone(gemini)
