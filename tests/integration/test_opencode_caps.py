@@ -141,6 +141,26 @@ def test_token_cap_stops_a_runaway(opencode):
         assert_counted_to_the_token(server, result)
 
 
+def test_steps_cap_stops_a_runaway_exit_120(opencode):
+    """OpenCode writes a step's usage to its store once the step ends: the cap fires when the fourth is there. The
+    fifth may be billed as the stop lands (in flight, never written), so the ledger holds the 4 written steps, or 5
+    if OpenCode wrote the fifth before the stop: within one."""
+    with FakeChat(runaway_script(RUNAWAY)) as server:
+        runner = opencode(server)
+        result = runner.headless(["--steps", "4"])
+        assert result.rc == 120, result.stderr[-3000:]
+        report = result.report
+        assert report["stop_reason"] == "steps" and report["exit_code"] == 120
+        assert report["at_stop"]["steps"] >= 4 and report["steps"] in (4, 5)
+        assert result.stderr.splitlines()[-1].startswith("capguard: stopped opencode: ")
+        assert "reached the 4-reply cap" in result.stderr
+        assert_tree_gone(runner)
+        assert_counted_to_the_token(server, result)
+    with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
+        run = ledger.run(report["run_id"])
+    assert run["stop_reason"] == "steps" and run["exit_code"] == 120 and run["agent"] == "opencode"
+
+
 def test_wall_cap_stops_a_step_waiting_on_its_tool(opencode):
     """The step's usage is written only once its tool ends: the wall cap stops it anyway, and its tool."""
     with FakeChat(runaway_script("sleep 300; echo never {n}")) as server:
