@@ -67,6 +67,23 @@ def _text(raw: Any) -> str:
     return raw
 
 
+def _patterns(raw: Any) -> list[str]:
+    """Model name patterns (fnmatch, e.g. "claude-opus-*"): a TOML list, or a comma-separated string."""
+    if isinstance(raw, str):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise ValueError(f"{raw!r} is not a list of model patterns")
+    return [x.strip() for x in raw]
+
+
+METERS = ("files", "proxy")
+
+
+def _strict(raw: Any) -> str:
+    """`strict = true` is `meter = "proxy"`; `strict = false` is `meter = "files"`."""
+    return "proxy" if units.parse_bool(raw) else "files"
+
+
 def _arg_list(raw: Any) -> list[str]:
     if isinstance(raw, str):
         import shlex
@@ -104,6 +121,11 @@ KEYS: dict[str, Key] = {
     "title": Key(units.parse_bool, True, "show live spend in the terminal title"),
     "poll": Key(units.parse_bool, False, "watch files by polling (network filesystems)"),
     "quiet": Key(units.parse_bool, False, "no summary line at a normal exit, no notes at start"),
+    "meter": Key(
+        _choice(*METERS), "files", "what counts the spend: the agent's files, or capguard's proxy (strict mode)"
+    ),
+    "allow": Key(_patterns, [], "strict mode: the only models the proxy forwards (patterns, e.g. claude-*)"),
+    "deny": Key(_patterns, [], "strict mode: models the proxy refuses (patterns, e.g. claude-opus-*)"),
     "command": Key(_text, None, "the agent's executable (default: its usual name on PATH)", env=False),
     "args": Key(_arg_list, [], "extra arguments given to the agent before the user's", env=False),
     # Claude Code's own cost settings, translated to what it reads (ANTHROPIC_MODEL, --task-budget, ...)
@@ -116,6 +138,8 @@ KEYS: dict[str, Key] = {
         _positive(units.parse_tokens), None, "Claude's API-side task budget, >= 20,000 tokens", env=False
     ),
 }
+# Other names of a key: `strict = true` in a file, CAPGUARD_STRICT=1 or --strict is meter = "proxy".
+ALIASES: dict[str, tuple[str, Callable[[Any], Any]]] = {"strict": ("meter", _strict)}
 AGENT_ONLY = (
     "command",
     "args",
@@ -184,6 +208,13 @@ class Settings:
             warn_at=self["warn_at"],
             unpriced=self["unpriced"],
         )
+
+
+def _alias(key: str, raw: Any, where: str) -> Any:
+    try:
+        return ALIASES[key][1](raw)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {key}: {err}") from None
 
 
 def _parse(key: str, raw: Any, where: str) -> Any:
@@ -274,6 +305,9 @@ class _Layers:
         self.values[key] = Value(_parse(key, raw, where), where)
 
     def offer(self, key: str, raw: Any, where: str, *, held: bool, left_out: list[str], name: str = "") -> None:
+        if key in ALIASES:
+            name = name or key
+            key, raw = ALIASES[key][0], _alias(key, raw, where)
         value = _parse(key, raw, where)  # a bad value is an error whoever offers it
         held = held or key in self.locks
         if held and not tighten.stricter_or_same(key, value, self.values[key].value):
@@ -297,7 +331,7 @@ class _Layers:
                 self._agents(path, raw)
             elif key == "prices":
                 self._prices(path, raw, held, left_out)
-            elif key in KEYS and key not in AGENT_ONLY:
+            elif (key in KEYS or key in ALIASES) and key not in AGENT_ONLY:
                 self.offer(key, raw, str(path), held=held, left_out=left_out)
             elif key in AGENT_ONLY:
                 raise ConfigError(
@@ -338,13 +372,16 @@ class _Layers:
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: agents.{name}: expected a table")
             for key, value in table.items():
-                if key not in KEYS:
+                if key not in KEYS and key not in ALIASES:
                     raise ConfigError(f"{path}: agents.{name}.{key}: unknown key (see config.example.toml)")
                 if name == LIBRARY and key not in LIBRARY_KEYS:
                     raise ConfigError(
                         f"{path}: agents.{name}.{key}: not used by library tasks (they take {', '.join(LIBRARY_KEYS)})"
                     )
-                _parse(key, value, f"{path} [agents.{name}]")  # validate even for other agents
+                if key in ALIASES:
+                    _alias(key, value, f"{path} [agents.{name}]")
+                else:
+                    _parse(key, value, f"{path} [agents.{name}]")  # validate even for other agents
 
     def _prices(self, path: Path, raw: Any, held: bool, left_out: list[str]) -> None:
         if not isinstance(raw, dict):
@@ -371,7 +408,10 @@ class _Layers:
 
     def env(self, env: Mapping[str, str], names: Mapping[str, str] | None = None) -> None:
         """CAPGUARD_<KEY> (or the `names` given: variable -> key); the team's locks hold here too."""
-        names = names or {f"CAPGUARD_{key.upper()}": key for key, spec in KEYS.items() if spec.env}
+        names = names or {
+            **{f"CAPGUARD_{key.upper()}": key for key, spec in KEYS.items() if spec.env},
+            **{f"CAPGUARD_{alias.upper()}": alias for alias in ALIASES},
+        }
         for name, key in names.items():
             if env.get(name, "") != "":
                 left_out: list[str] = []

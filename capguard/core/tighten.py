@@ -15,7 +15,7 @@ CAPS = frozenset({"usd", "tokens", "wall", "steps", "map_tokens", "stuck", "max_
 # Lower is stricter: warn earlier, stop sooner.
 SHORTER = frozenset({"warn_at", "grace", "kill_after"})
 # UNPRICED_POLICIES runs from the strictest ("stop") to the loosest ("warn").
-TIGHTENING = CAPS | SHORTER | {"unpriced"}
+TIGHTENING = CAPS | SHORTER | {"unpriced", "meter", "allow", "deny"}
 
 
 def cap_stricter_or_same(offered: Any, current: Any) -> bool:
@@ -34,6 +34,12 @@ def stricter_or_same(key: str, offered: Any, current: Any) -> bool:
         return cap_stricter_or_same(offered, current)
     if key in SHORTER:
         return offered is not None and current is not None and offered < current
+    if key == "meter":  # the proxy holds each call's worst case: stricter than reading the agent's files
+        return offered == "proxy"
+    if key == "deny":  # refusing more models
+        return set(offered) >= set(current)
+    if key == "allow":  # allowing fewer (an empty list allows every model)
+        return bool(offered) and (not current or set(offered) <= set(current))
     if key == "unpriced":
         return UNPRICED_POLICIES.index(offered) < UNPRICED_POLICIES.index(current)
     return False
