@@ -24,7 +24,14 @@ from capguard.config import identity
 from capguard.config.settings import Settings
 from capguard.core import child_env
 from capguard.core.caps import Caps
-from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached, UnpricedModel
+from capguard.core.errors import (
+    AgentNotExecutable,
+    AgentNotFound,
+    ConfigError,
+    LedgerError,
+    MonthlyCapReached,
+    UnpricedModel,
+)
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Priced, Pricer
@@ -47,6 +54,7 @@ from capguard.reports.start_notes import start_notes, unpriced_refusal
 from capguard.supervisor import cgroup, compat
 from capguard.supervisor.admission import LedgerMonth
 from capguard.supervisor.status_board import StatusBoard
+from capguard.supervisor.strict import StrictMeter, model_refusal
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
 log = logging.getLogger("capguard")
@@ -132,6 +140,14 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     plan = get_adapter(agent).plan(args, settings, run_dir, env, run_id)
     plan.env = child_env.for_agent(plan.env)  # the one place every agent's environment passes: no secrets of ours
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
+    strict = settings["meter"] == "proxy"
+    if strict and not plan.fronts:
+        raise ConfigError(
+            f"capguard --strict cannot meter {agent} yet (its providers are not fronted by the proxy);"
+            " run it with --meter files (its logs) instead"
+        )
+    if strict and (why := model_refusal(plan.named_model, settings["allow"], settings["deny"])):
+        raise ConfigError(f"{agent} not started: {why}")
     user, host, line = identity.user(cwd, settings["user"]), identity.host(), settings["line"]
     started_at = time.time()
     # a broken ledger stops us before the agent starts; runs of dead capguards are settled first
@@ -188,6 +204,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
                 meter, caps, elapsed, state=state, warnings=verdict.warnings, force=state != "running"
             ),
         )
+        meter = (
+            StrictMeter(plan.fronts or [], pricer, caps, allow=settings["allow"], deny=settings["deny"])
+            if strict
+            else None
+        )
         supervisor = Supervisor(
             plan,
             caps,
@@ -200,6 +221,7 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             month=LedgerMonth(lambda: guard.allowance(run_id), lambda: guard.month().label) if guard.active else None,
             run_id=run_id,
             run_dir=run_dir,
+            strict=meter,
         )
         try:
             outcome = supervisor.run()
@@ -249,6 +271,10 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             at_stop=outcome.at_stop,
             self_stopped=outcome.self_stopped,
             tree_stop=outcome.tree_stop,
+            strict=strict,
+            files_meter=outcome.files_meter,
+            proxy_calls=outcome.proxy_calls,
+            proxy_refusals=outcome.proxy_refusals,
         )
         if outcome.ledger_unsaved:
             facts.notes = [

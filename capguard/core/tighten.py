@@ -35,7 +35,7 @@ def stricter_or_same(key: str, offered: Any, current: Any) -> bool:
     if key in SHORTER:
         return offered is not None and current is not None and offered < current
     if key == "meter":  # the proxy holds each call's worst case: stricter than reading the agent's files
-        return offered == "proxy"
+        return bool(offered == "proxy")
     if key == "deny":  # refusing more models
         return set(offered) >= set(current)
     if key == "allow":  # allowing fewer (an empty list allows every model)

@@ -61,6 +61,27 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
+def _uncached(value: Any) -> Any:
+    """`value` without its cache_control markers, a lone text block as its text: a client moves the markers to the
+    newest message on each turn and sends that message as blocks then as a string (Claude Code does), which
+    changes no token of the prompt, so a conversation's prefix is still recognised. For the hash only."""
+    if isinstance(value, dict):
+        out = {k: _uncached(v) for k, v in value.items() if k != "cache_control"}
+        content = out.get("content")
+        if (
+            isinstance(content, list)
+            and len(content) == 1
+            and isinstance(content[0], dict)
+            and content[0].keys() == {"type", "text"}
+            and content[0]["type"] == "text"
+        ):
+            out["content"] = content[0]["text"]  # one text block is the same prompt as the text alone
+        return out
+    if isinstance(value, list):
+        return [_uncached(v) for v in value]
+    return value
+
+
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
     items = body.get("input" if dialect == RESPONSES else "messages")
     if isinstance(items, list):
@@ -109,7 +130,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     """The prompt's tokens at most. ValueError when it continues a stored reply capguard never saw (its size is
     unknown); a model's context window would bound it, but not for every provider's long-context options."""
     head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input")}
-    link = hashlib.sha256(dialect.encode() + b"\0" + _dumps(head)).digest()
+    link = hashlib.sha256(dialect.encode() + b"\0" + _dumps(_uncached(head))).digest()
     full = len(_dumps(head)) + REQUEST_OVERHEAD + media_allowance(head)
     previous = body.get("previous_response_id")
     if previous is not None:
@@ -120,7 +141,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     best: int | None = None
     everything = after = 0  # bytes-bound tokens of all items; of those after the last known prefix
     for item in _items(dialect, body):
-        link = hashlib.sha256(link + _dumps(item)).digest()
+        link = hashlib.sha256(link + _dumps(_uncached(item))).digest()
         cost = len(_dumps(item)) + MESSAGE_OVERHEAD + media_allowance(item)
         everything, after = everything + cost, after + cost
         seen = known.prompt(link)

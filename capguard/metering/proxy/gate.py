@@ -16,7 +16,7 @@ from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Pricer, split_provider
-from capguard.core.reservations import Hold, Reservations, clamp_max_tokens, lowered_request
+from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
 from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
@@ -38,6 +38,7 @@ class Refused:
     worst_micro: int | None = None
     headroom_micro: int | None = None
     at: float = 0.0
+    cap: str | None = None  # at a cap: "usd" (the money cap in force) or "tokens"
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Admission:
 
 class Gate:
     """Cap minus settled spend minus holds is the headroom; a request whose worst case does not fit gets a lower
-    output limit, or a refusal when even `min_output` tokens do not fit. `on_event` receives each settled call as
+    output limit, or a refusal when even `min_output` tokens do not fit. A token cap (`token_cap`, all token
+    kinds) is held the same way: the prompt's bound plus the output limit. `on_event` receives each settled call as
     a `Reply` and each refusal as a `Refused` (outside the lock: it may block briefly, never call back in)."""
 
     def __init__(
@@ -66,6 +68,7 @@ class Gate:
         pricer: Pricer,
         *,
         cap_micro: int | None,
+        token_cap: int | None = None,
         min_output: int = DEFAULT_MIN_OUTPUT,
         default_max_output: int = DEFAULT_MAX_OUTPUT,
         providers: dict[str, str] | None = None,
@@ -87,6 +90,9 @@ class Gate:
         self._lock = threading.Lock()  # the supervisor sets the budget from its own thread
         self._holds = Reservations()
         self._spent = 0
+        self._token_cap = token_cap
+        self._tokens = 0  # settled tokens
+        self._tokens_held: dict[int, int] = {}  # by hold number: prompt bound + output limit of calls in flight
         self.conversations = bounds.Conversations()
 
     # ---- the budget, as the supervisor sees it
@@ -107,6 +113,15 @@ class Gate:
         with self._lock:
             self._cap = cap_micro
 
+    @property
+    def spent_tokens(self) -> int:
+        return self._tokens
+
+    def set_token_cap(self, tokens: int | None) -> None:
+        """The most tokens (all kinds) this run may use through the proxy, settled calls included."""
+        with self._lock:
+            self._token_cap = tokens
+
     def set_remaining(self, remaining_micro: int) -> None:
         """What may still be spent from now on (the monthly allowance changed): calls in flight come out of it."""
         with self._lock:
@@ -126,20 +141,31 @@ class Gate:
         requested = wants.max_out or self._model_max(model)
         with self._lock:
             headroom = self._holds.headroom(self._spent, self._cap)
-            if worst is None and headroom is not None:
+            asked, tokens_room = requested, self._tokens_room(prompt.tokens, wants.choices)
+            if tokens_room is not None:
+                requested = min(requested, tokens_room)
+            if tokens_room is not None and (tokens_room < 1 or tokens_room < min(self._min_output, asked)):
+                refusal = Refused(
+                    dialect, wants.model, self._no_tokens(prompt.tokens, min(self._min_output, asked)), True,
+                    at=self._clock(), cap="tokens",
+                )  # fmt: skip
+            elif worst is None and headroom is not None:
                 why = f"capguard cannot price model {wants.model!r} (add a [prices] entry) and a USD cap is set"
                 refusal = Refused(dialect, wants.model, why, False, at=self._clock())
             else:
                 clamp = clamp_max_tokens(requested, self._min_output, headroom, worst.cost if worst else _free)
+                if clamp is not None and clamp.max_tokens < asked and not clamp.lowered:  # lowered for the tokens
+                    clamp = Clamp(clamp.max_tokens, clamp.worst_micro, True)
                 sent = self._shaped(dialect, body, wants, clamp) if clamp else None
                 if clamp is not None and sent is not None:
                     hold = self._holds.hold(clamp.worst_micro)
+                    self._tokens_held[hold.number] = prompt.tokens + clamp.max_tokens * wants.choices
                     return Admission(dialect, wants, model, sent, clamp.max_tokens, clamp.lowered, hold, prompt, worst)
                 floor = min(self._min_output, requested)
                 need = worst.cost(floor) if worst else None
                 refusal = Refused(
                     dialect, wants.model, self._no_room(model, floor, need, headroom or 0), True, need, headroom,
-                    self._clock(),
+                    self._clock(), cap="usd",
                 )  # fmt: skip
         self._emit(refusal)
         return refusal
@@ -158,6 +184,7 @@ class Gate:
             "charged": charged,
             "max_out": admission.max_out,
             "lowered": admission.lowered,
+            "reserved_micro": admission.hold.micro,
             "served_model": seen.model,
             "speed": usage.speed,
             "inference_geo": usage.inference_geo,
@@ -175,7 +202,9 @@ class Gate:
                 return None
             admission.settled = True
             self._holds.release(admission.hold)
+            self._tokens_held.pop(admission.hold.number, None)
             self._spent += admission.hold.micro if cost is None else cost
+            self._tokens += reply.tokens
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,
@@ -190,6 +219,7 @@ class Gate:
             if not admission.settled:
                 admission.settled = True
                 self._holds.release(admission.hold)
+                self._tokens_held.pop(admission.hold.number, None)
 
     # ---- internals
     def _charge(self, admission: Admission, seen: Seen) -> tuple[CallUsage, str]:
@@ -238,6 +268,21 @@ class Gate:
             raise ValueError(f"capguard: model {name} is denied by the configuration")
         if self._allow and not any(fnmatch.fnmatch(model, pattern) for pattern in self._allow):
             raise ValueError(f"capguard: model {name} is not in the allowed models")
+
+    def _tokens_room(self, prompt_tokens: int, choices: int) -> int | None:
+        """The most output tokens a call may ask for under the token cap (None: no token cap); under the lock."""
+        if self._token_cap is None:
+            return None
+        left = self._token_cap - self._tokens - sum(self._tokens_held.values())
+        return (left - prompt_tokens) // max(1, choices)
+
+    def _no_tokens(self, prompt_tokens: int, floor: int) -> str:
+        left = max(0, (self._token_cap or 0) - self._tokens - sum(self._tokens_held.values()))
+        return (
+            f"capguard: token cap of {self._token_cap:,} reached: a prompt of up to {prompt_tokens:,} tokens and a "
+            f"reply of {floor:,} do not fit in the {left:,} tokens left (used {self._tokens:,}, the rest held by "
+            "calls in flight). The run is stopped."
+        )
 
     def _no_room(self, model: str, floor: int, need: int | None, headroom: int) -> str:
         cap = format_usd(self._cap or 0)
