@@ -275,8 +275,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
     child = dict(env)
     fronts = []
     if "openai" in providers:
-        flag = option_value(args, "--openai-api-base")
-        named = flag or child.pop("AIDER_OPENAI_API_BASE", None)
+        given = option_value(args, "--openai-api-base")
+        named = given or child.pop("AIDER_OPENAI_API_BASE", None)
         # litellm reads OPENAI_BASE_URL before OPENAI_API_BASE (which --openai-api-base sets)
         upstream = env.get("OPENAI_BASE_URL") or named or env.get("OPENAI_API_BASE") or OPENAI_DEFAULT
         fronts.append(Front("openai", upstream, "chat", ("OPENAI_API_BASE", "OPENAI_BASE_URL")))
