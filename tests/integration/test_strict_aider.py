@@ -7,6 +7,7 @@ cannot front is refused at start; a denied model never reaches the server."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,18 @@ def bills(server: FakeChat) -> dict[str, tuple[int, int]]:
         )
         out[record["id"]] = (pricer.price(reply).cost_micro or 0, reply.tokens)
     return out
+
+
+PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
+
+
+def assert_no_proxy_secret(*texts: str) -> None:
+    """The per-run secret is in the agent's environment only: not in the report, the log, the spool, the ledger."""
+    home = Path(os.environ["CAPGUARD_HOME"])
+    for path in [p for p in home.rglob("*") if p.is_file()]:
+        assert not PROXY_URL.search(path.read_bytes()), path
+    for text in texts:
+        assert not PROXY_URL.search(text.encode())
 
 
 def assert_counted_exactly(report: dict, server: FakeChat) -> None:
@@ -100,6 +113,7 @@ def test_runaway_under_a_usd_cap_never_overshoots_and_counts_the_summaries(capgu
     assert calibration["proxy_usd"] == report["cost_usd"] and calibration["files_usd"] < calibration["proxy_usd"]
     assert "files" in calibration["line"] and "low" in calibration["line"]
     assert "the next call's worst case would pass the $0.30 cap" in result.stderr
+    assert_no_proxy_secret(result.stdout, result.stderr)
     assert_tree_gone(capguard)
 
 

@@ -78,6 +78,18 @@ def ledger_of(report: dict) -> tuple[dict, list[dict]]:
         return ledger.run(report["run_id"]), ledger.usage(report["run_id"])
 
 
+PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
+
+
+def assert_no_proxy_secret(*texts: str) -> None:
+    """The per-run secret is in the agent's environment only: not in the report, the log, the spool, the ledger."""
+    home = Path(os.environ["CAPGUARD_HOME"])
+    for path in [p for p in home.rglob("*") if p.is_file()]:
+        assert not PROXY_URL.search(path.read_bytes()), path
+    for text in texts:
+        assert not PROXY_URL.search(text.encode())
+
+
 def assert_counted_exactly(report: dict, server: FakeAnthropic) -> None:
     """Every call the server billed is in the ledger once: at what the server billed when its reply ended, at an
     upper bound when the stop cut it; the report's totals are the ledger's."""
@@ -111,8 +123,7 @@ def test_print_mode_runaway_under_a_usd_cap_never_overshoots(claude):
     assert "--max-budget-usd" not in report["argv"]  # the proxy holds the cap before each call
     assert "the next call's worst case would pass the $0.40 cap" in result.stderr
     assert report["calibration"]["proxy_usd"] == report["cost_usd"]
-    secret_free = json.dumps(report) + result.stderr
-    assert "127.0.0.1" not in secret_free.replace(server.base_url, "")  # the proxy's URL (its secret) nowhere
+    assert_no_proxy_secret(result.stdout, result.stderr)
     assert_tree_gone(runner)
 
 
