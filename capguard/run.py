@@ -30,6 +30,7 @@ from capguard.core.errors import (
     ConfigError,
     LedgerError,
     MonthlyCapReached,
+    ProxyUnavailable,
     UnpricedModel,
 )
 from capguard.core.events import Reply
@@ -225,7 +226,11 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
         )
         try:
             outcome = supervisor.run()
-        except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
+        except (
+            AgentNotFound,
+            AgentNotExecutable,
+            ProxyUnavailable,
+        ) as err:  # nothing ran: the row says so, not "running" forever
             ledger.finish_run(
                 run_id,
                 RunEnd(

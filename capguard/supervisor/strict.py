@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from capguard.agents.base import Front
 from capguard.core.caps import Caps, month_binds, usd_ceiling
 from capguard.core.enums import StopReason
+from capguard.core.errors import ProxyUnavailable
 from capguard.core.events import Reply
 from capguard.core.pricing import Priced, Pricer
 from capguard.metering.proxy import Gate, MeteringProxy, Refused
@@ -65,7 +66,13 @@ class StrictMeter:
     # ---- lifecycle
     def start(self) -> dict[str, str]:
         """Serve; returns the agent's base-URL variables pointing at the proxy (they hold the run's secret)."""
-        self.proxy.start()
+        try:
+            self.proxy.start()
+        except OSError as err:
+            raise ProxyUnavailable(
+                f"capguard's metering proxy could not listen on 127.0.0.1 ({err.strerror or err}); the agent was"
+                " not started (--meter files meters from its logs instead)"
+            ) from None
         self._started = True
         log.info("strict mode: the metering proxy serves on 127.0.0.1:%d", self.proxy.port)
         return {name: self.proxy.base_url(f.mount) for f in self.fronts for name in f.env}

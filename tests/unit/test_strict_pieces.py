@@ -209,3 +209,19 @@ def test_the_report_of_a_strict_run():
     assert "cost $0.17, and the next call's worst case would pass the $0.30 cap (the proxy refused it)" in line
     alone = build_report(facts(metered(1), Meter()))
     assert alone["meter"] == "proxy" and alone["calibration"] is None
+
+
+def test_a_proxy_that_cannot_listen_starts_no_agent(monkeypatch):
+    from capguard.agents.base import Front
+    from capguard.core.errors import ProxyUnavailable
+    from capguard.supervisor.strict import StrictMeter
+
+    strict = StrictMeter([Front("a", "http://x", "anthropic", ("A",))], Pricer(), Caps(), allow=(), deny=())
+
+    def no_port() -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(strict.proxy, "start", no_port)
+    with pytest.raises(ProxyUnavailable, match="could not listen on 127.0.0.1 \\(Address already in use\\)") as err:
+        strict.start()
+    assert err.value.exit_code == 115 and strict.problem() is None
