@@ -18,6 +18,7 @@ from capguard.demo import fake_openai
 from capguard.ledger import open_ledger
 from tests.fakes.fake_chat import FakeChat, Reply, Script
 from tests.integration.conftest import aider_flags
+from tests.integration.test_monthly import seed
 
 pytestmark = pytest.mark.agent
 
@@ -171,4 +172,22 @@ def test_a_base_url_aider_would_load_from_a_dotenv_is_refused(capguard, repo):
         result = run(capguard, server, ["--usd", "1"], stream=False)
         assert not server.requests
     assert result.rc == 2 and "OPENAI_API_BASE in" in result.stderr and ".env" in result.stderr
+    assert_tree_gone(capguard)
+
+
+def test_the_monthly_budget_binds_the_proxy_too(capguard, tmp_path):
+    """Another run spent $0.20 of a $0.50 month: the proxy's budget is the $0.30 the month leaves, below the run's
+    own $5 cap; the runaway stops with the monthly reason and exit code, the server's bill within what was left."""
+    config = tmp_path / "capguard.toml"
+    config.write_text('user = "dev@example.com"\n[team]\n[team.users."dev@example.com"]\nmonthly_usd = 0.5\n')
+    capguard.env["CAPGUARD_CONFIG"] = str(config)
+    seed(str(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db"), 0.20, user="dev@example.com")
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "5"], stream=True)
+    report = result.report
+    assert result.rc == 117, result.stderr
+    assert report["stop_reason"] == "monthly" and report["overshoot"] == 0
+    assert sum(m for m, _ in bills(server).values()) <= 300_000
+    assert_counted_exactly(report, server)
+    assert "left of the monthly budget (the proxy refused it)" in result.stderr
     assert_tree_gone(capguard)
