@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_TOKENS
 from capguard.metering.proxy import bounds, sse
@@ -235,7 +236,7 @@ def test_the_remaining_budget_can_change_mid_run():
 
 def test_an_unpriceable_or_denied_model_is_refused():
     assert "cannot price" in gate().admit(CHAT, chat_body(model="no-such-model")).why
-    denied = gate(deny=["claude-opus-*"]).admit(ANTHROPIC, messages_body(model="claude-opus-4-1"))
+    denied = gate(models=ModelRules(deny=("claude-opus-*",))).admit(ANTHROPIC, messages_body(model="claude-opus-4-1"))
     assert "denied" in denied.why and not denied.at_cap
 
 

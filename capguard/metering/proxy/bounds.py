@@ -68,6 +68,40 @@ def _dumps(value: Any) -> bytes:
     return _ENCODE(value)
 
 
+def _uncached(value: Any) -> Any:
+    """`value` without its cache_control markers, a lone text block as its text: a client moves the markers to the
+    newest message on each turn and sends that message as blocks then as a string (Claude Code does), which
+    changes no token of the prompt, so a conversation's prefix is still recognised. For the hash only; `value`
+    itself (no copy) when nothing changes."""
+    if isinstance(value, dict):
+        out = {k: _uncached(v) for k, v in value.items() if k != "cache_control"}
+        content = out.get("content")
+        if (
+            isinstance(content, list)
+            and len(content) == 1
+            and isinstance(content[0], dict)
+            and content[0].keys() == {"type", "text"}
+            and content[0]["type"] == "text"
+        ):
+            out["content"] = content[0]["text"]  # one text block is the same prompt as the text alone
+        if len(out) == len(value) and all(out[k] is v for k, v in value.items()):
+            return value
+        return out
+    if isinstance(value, list):
+        items = [_uncached(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    return value
+
+
+def _hashed(value: Any, dumped: bytes) -> bytes:
+    """The bytes a part adds to the conversation's hash: its serialization without cache markers. Serialized a
+    second time only when it has something to drop (a marker, or a block list that may be a lone text block)."""
+    if b'"cache_control"' not in dumped and b'"content":[{' not in dumped:
+        return dumped
+    plain = _uncached(value)
+    return dumped if plain is value else _dumps(plain)
+
+
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
     items = body.get("input" if dialect == RESPONSES else "messages")
     if isinstance(items, list):
@@ -120,7 +154,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     this runs before the request is forwarded, on conversations of hundreds of kilobytes."""
     head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input")}
     dumped = _dumps(head)
-    link = hashlib.sha256(dialect.encode() + b"\0" + dumped).digest()
+    link = hashlib.sha256(dialect.encode() + b"\0" + _hashed(head, dumped)).digest()
     full = len(dumped) + REQUEST_OVERHEAD + _media(head, dumped)
     previous = body.get("previous_response_id")
     if previous is not None:
@@ -132,7 +166,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     everything = after = 0  # bytes-bound tokens of all items; of those after the last known prefix
     for item in _items(dialect, body):
         dumped = _dumps(item)
-        link = hashlib.sha256(link + dumped).digest()
+        link = hashlib.sha256(link + _hashed(item, dumped)).digest()
         cost = len(dumped) + MESSAGE_OVERHEAD + _media(item, dumped)
         everything, after = everything + cost, after + cost
         seen = known.prompt(link)
