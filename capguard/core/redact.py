@@ -71,6 +71,16 @@ def redact_text(text: str) -> str:
     return _PARAM_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
 
+def shown_url(url: str) -> str:
+    """A base URL for notes and reports: scheme, host, port and path, never a user:password@ or a query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def mask_dsn(target: str) -> str:
     """A ledger target as it may be shown: a postgresql:// URL or a libpq DSN with its password masked."""
     return redact_text(target)

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from capguard.agents.base import Front
 from capguard.core import model_caps
@@ -21,18 +20,12 @@ from capguard.core.errors import ProxyUnavailable
 from capguard.core.events import Reply
 from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Priced, Pricer
+from capguard.core.redact import shown_url
 from capguard.metering.proxy import Gate, MeteringProxy, Refused
 from capguard.metering.proxy.dialects import CHAT
 
 log = logging.getLogger(__name__)
-
-
-def shown_url(url: str) -> str:
-    """A base URL for notes and reports: scheme, host, port and path, never a user:password@ or a query."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+__all__ = ["StrictMeter", "call_row", "model_refusal", "refusal_row", "shown_url", "stop_reason"]
 
 
 class StrictMeter:

@@ -39,6 +39,7 @@ from capguard.agents.claude.otel_gate import ThisRunsSessions
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.events import Event
+from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
 from capguard.metering.tail import WatchSpec
 
@@ -326,7 +327,9 @@ class ClaudeAdapter:
         strict = settings.supervise.meter == "proxy"
         fronts = strict_fronts(args, env, cwd, claude_dir) if strict else None
         if fronts:
-            notes.append(f"strict mode: every API call goes through capguard's proxy to {fronts[0].upstream}")
+            notes.append(
+                f"strict mode: every API call goes through capguard's proxy to {shown_url(fronts[0].upstream)}"
+            )
         args, merged = _merge_settings(args, ours_settings)
         ours += ["--settings", json.dumps(merged)]
         extra_env, native_flags = native_settings(settings, args, env)
