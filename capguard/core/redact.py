@@ -72,13 +72,14 @@ def redact_text(text: str) -> str:
 
 
 def shown_url(url: str) -> str:
-    """A base URL for notes and reports: scheme, host, port and path, never a user:password@ or a query."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """A base URL for notes and reports: scheme, host, port and path, never a user:password@, query or fragment."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    host = netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 def mask_dsn(target: str) -> str:
