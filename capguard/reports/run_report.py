@@ -15,6 +15,7 @@ from typing import Any
 from capguard.core.caps import EXIT_CODES, Caps, model_cap_crossed
 from capguard.core.enums import StopReason
 from capguard.core.meter import Meter
+from capguard.core.model_caps import ModelCap, used_by
 from capguard.core.redact import redact_argv
 from capguard.core.sanitize import printable
 from capguard.core.units import format_count, format_duration, format_tokens, format_usd
@@ -70,6 +71,14 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _refused_model_cap(facts: RunFacts) -> ModelCap | None:
+    """The [models."glob"] cap whose refusal stopped a strict run (the last refusal at a model cap)."""
+    for row in reversed(facts.proxy_refusals):
+        if row.get("cap") == "model":
+            return next((cap for cap in facts.caps.models if cap.pattern == row.get("model_cap")), None)
+    return None
+
+
 def why(facts: RunFacts) -> str:
     """The verdict in words: which cap, the figure that reached it."""
     m, c = facts.meter, facts.caps
@@ -106,6 +115,17 @@ def why(facts: RunFacts) -> str:
         )
     if reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
         return hit.describe()
+    if reason == StopReason.MODEL and facts.strict and (cap := _refused_model_cap(facts)) is not None:
+        cost, tokens = used_by(cap, {model: (t.cost_micro, t.tokens) for model, t in m.by_model.items()})
+        if cap.usd_micro is not None and (cap.tokens is None or cost * cap.tokens >= tokens * cap.usd_micro):
+            return (
+                f"{cap.pattern} cost {format_usd(cost)}, and the next call's worst case would pass its"
+                f" {format_usd(cap.usd_micro)} cap (the proxy refused it)"
+            )
+        return (
+            f"{cap.pattern} used {format_tokens(tokens)} tokens, and the next call could pass its"
+            f" {format_tokens(cap.tokens or 0)}-token cap (the proxy refused it)"
+        )
     if reason == StopReason.METER_ERROR:
         return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
     if reason == StopReason.STUCK:
@@ -180,6 +200,8 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         overshoot = m.tokens - c.tokens
     elif facts.stop_reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
         overshoot = hit.over
+    elif facts.stop_reason == StopReason.MODEL and facts.strict:
+        overshoot = 0  # the proxy refused the call that could have reached the model's cap
     elif facts.stop_reason == StopReason.MONTHLY and "monthly_remaining_usd" in at_stop:
         overshoot = round(m.cost_micro / 1_000_000 - at_stop["monthly_remaining_usd"], 6)
     if facts.strict and overshoot is not None:  # the proxy stops before a cap: nothing past it, never "below"

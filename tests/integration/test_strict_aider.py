@@ -141,8 +141,8 @@ def test_a_denied_model_never_reaches_the_server(capguard, repo):
     assert_tree_gone(capguard)
 
 
-def test_a_denied_main_model_is_refused_at_start(capguard):
-    capguard.env["CAPGUARD_DENY"] = "openai/gpt-4o"
+def test_a_denied_main_model_is_refused_at_start(capguard, repo):
+    (repo / ".capguard.toml").write_text('[models]\ndeny = ["openai/gpt-4o"]\n')  # untrusted: denying more is allowed
     with FakeChat(runaway()) as server:
         result = run(capguard, server, ["--usd", "1"], stream=False)
         assert not server.requests

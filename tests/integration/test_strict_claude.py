@@ -141,6 +141,27 @@ def test_print_mode_runaway_under_a_token_cap_never_overshoots(claude):
     assert_tree_gone(runner)
 
 
+def test_print_mode_runaway_under_a_model_cap_stops_with_reason_model(claude, repo):
+    """A [models."claude-opus-*"] cap below the run's USD cap, from the repo's file (not trusted: adding a cap is
+    tightening): the proxy holds each call's worst case against the model's remaining and refuses the one that
+    would pass it; the run stops with reason model (exit 114), the server's bill within the model's cap."""
+    (repo / ".capguard.toml").write_text('[models."claude-opus-*"]\nusd = 0.80\n')
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server)
+        result = runner.print_run(["--strict", "--usd", "5"], "LOOP")
+    report = result.report
+    assert result.rc == 114, result.stderr
+    assert report["stop_reason"] == "model" and report["overshoot"] == 0
+    micro, _, calls = billed(server)
+    assert calls >= 2 and micro <= 800_000, (report["refusals"], report["calls"])  # the server's bill: within the model's cap
+    assert_counted_exactly(report, server)
+    refusal = report["refusals"][-1]
+    assert refusal["at_cap"] and (refusal["cap"], refusal["model_cap"]) == ("model", "claude-opus-*")
+    assert "the $0.80 cap on claude-opus-* reached" in refusal["why"]
+    assert "claude-opus-* cost $" in result.stderr and "would pass its $0.80 cap" in result.stderr
+    assert_tree_gone(runner)
+
+
 def test_parallel_subagents_racing_for_the_last_headroom(claude):
     """Three Agent tool calls in one reply: Claude Code runs the subagents at once, each a runaway loop; their
     requests race through the proxy for what the cap leaves."""
