@@ -153,7 +153,10 @@ def test_print_mode_runaway_under_a_model_cap_stops_with_reason_model(claude, re
     assert result.rc == 114, result.stderr
     assert report["stop_reason"] == "model" and report["overshoot"] == 0
     micro, _, calls = billed(server)
-    assert calls >= 2 and micro <= 800_000, (report["refusals"], report["calls"])  # the server's bill: within the model's cap
+    assert calls >= 2 and micro <= 800_000, (
+        report["refusals"],
+        report["calls"],
+    )  # the server's bill: within the model's cap
     assert_counted_exactly(report, server)
     refusal = report["refusals"][-1]
     assert refusal["at_cap"] and (refusal["cap"], refusal["model_cap"]) == ("model", "claude-opus-*")
