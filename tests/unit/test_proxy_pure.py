@@ -121,6 +121,43 @@ def test_a_known_conversation_makes_the_next_prompt_bound_tighter():
     assert not bounds.input_bound(CHAT, other_model, known).tight
 
 
+def test_a_moved_cache_marker_or_a_lone_text_block_keeps_the_conversation_known():
+    """Claude Code moves its cache markers to the newest message each turn and sends a message as one text block,
+    then as its text: the same prompt, so the same prefix (strict's `_uncached`, after serializing once)."""
+    known = bounds.Conversations()
+    marker = {"type": "ephemeral"}
+    turn = [
+        {"role": "user", "content": [{"type": "text", "text": "x" * 40_000, "cache_control": marker}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+    ]
+    first = messages_body(system=[{"type": "text", "text": "s", "cache_control": marker}], messages=turn)
+    known.remember(bounds.input_bound(ANTHROPIC, first, known).key, 10_000, None, 0)
+    moved = [{"role": "user", "content": "x" * 40_000}, {"role": "assistant", "content": "ok"}]
+    moved.append({"role": "user", "content": [{"type": "text", "text": "next", "cache_control": marker}]})
+    follow = messages_body(system=[{"type": "text", "text": "s"}], messages=moved)
+    tight = bounds.input_bound(ANTHROPIC, follow, known)
+    assert tight.tight and 10_000 < tight.tokens < 10_200
+    changed = messages_body(
+        system=[{"type": "text", "text": "s"}], messages=[{"role": "user", "content": "y" * 40_000}]
+    )
+    assert not bounds.input_bound(ANTHROPIC, changed, known).tight  # a different prompt is not taken for it
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"role": "user", "content": "plain"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": [{"text": "t", "type": "text"}]},
+        {"role": "user", "content": [{"type": "tool_result", "content": [{"type": "text", "text": "r"}]}]},
+        {"text": 'a "cache_control": {} and "content":[{"type":"text","text":"x"}] inside a string'},
+        [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+    ],
+)
+def test_the_hashed_bytes_are_the_uncached_parts_serialization(part):
+    assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part))
+
+
 def test_a_response_continued_by_id_is_bounded_by_what_it_billed_or_refused():
     known = bounds.Conversations()
     body = {"model": "gpt-4o", "input": "next", "previous_response_id": "resp_1"}

@@ -71,8 +71,7 @@ def _dumps(value: Any) -> bytes:
 def _uncached(value: Any) -> Any:
     """`value` without its cache_control markers, a lone text block as its text: a client moves the markers to the
     newest message on each turn and sends that message as blocks then as a string (Claude Code does), which
-    changes no token of the prompt, so a conversation's prefix is still recognised. For the hash only; `value`
-    itself (no copy) when nothing changes."""
+    changes no token of the prompt, so a conversation's prefix is still recognised. For the hash only."""
     if isinstance(value, dict):
         out = {k: _uncached(v) for k, v in value.items() if k != "cache_control"}
         content = out.get("content")
@@ -84,22 +83,23 @@ def _uncached(value: Any) -> Any:
             and content[0]["type"] == "text"
         ):
             out["content"] = content[0]["text"]  # one text block is the same prompt as the text alone
-        if len(out) == len(value) and all(out[k] is v for k, v in value.items()):
-            return value
         return out
     if isinstance(value, list):
-        items = [_uncached(v) for v in value]
-        return value if all(a is b for a, b in zip(items, value)) else items
+        return [_uncached(v) for v in value]
     return value
 
 
+# What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON, a string's quotes escaped):
+# a cache marker, or a content list whose first block may be a lone text block.
+_MAY_CHANGE = (b'"cache_control":', b'"content":[{"type":"text","text":', b'"content":[{"text":')
+
+
 def _hashed(value: Any, dumped: bytes) -> bytes:
-    """The bytes a part adds to the conversation's hash: its serialization without cache markers. Serialized a
-    second time only when it has something to drop (a marker, or a block list that may be a lone text block)."""
-    if b'"cache_control"' not in dumped and b'"content":[{' not in dumped:
-        return dumped
-    plain = _uncached(value)
-    return dumped if plain is value else _dumps(plain)
+    """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
+    when its own bytes say it may differ (most parts: no marker, no lone text block)."""
+    if any(mark in dumped for mark in _MAY_CHANGE):
+        return _dumps(_uncached(value))
+    return dumped
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
