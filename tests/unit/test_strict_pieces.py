@@ -228,3 +228,22 @@ def test_a_proxy_that_cannot_listen_starts_no_agent(monkeypatch):
     with pytest.raises(ProxyUnavailable, match="could not listen on 127.0.0.1 \\(Address already in use\\)") as err:
         strict.start()
     assert err.value.exit_code == 115 and strict.problem() is None
+
+
+def test_the_gate_holds_the_models_table_and_the_task_budget():
+    from capguard.agents.base import Front
+    from capguard.core.model_caps import ModelCap
+    from capguard.metering.proxy.dialects import ANTHROPIC
+    from capguard.supervisor.strict import StrictMeter
+
+    rules = ModelRules(caps=(ModelCap("claude-opus-*", usd_micro=1),), deny=("*-preview",))
+    strict = StrictMeter(
+        [Front("a", "http://x", "anthropic", ("A",))], Pricer(), Caps(usd_micro=5_000_000), models=rules,
+        task_budget=50_000,
+    )  # fmt: skip
+    body = {"model": "claude-opus-4-1", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
+    refused = strict.gate.admit(ANTHROPIC, body)
+    assert (refused.cap, refused.model_cap) == ("model", "claude-opus-*")
+    assert stop_reason(refused, Caps(usd_micro=5_000_000)) == StopReason.MODEL
+    assert "denied" in strict.gate.admit(ANTHROPIC, dict(body, model="claude-x-preview")).why
+    assert strict.gate.task_budgets is not None and strict.gate.task_budgets.total == 50_000
