@@ -25,7 +25,15 @@ from capguard.config.origins import cap_origins
 from capguard.config.settings import Settings
 from capguard.core import child_env
 from capguard.core.caps import Caps
-from capguard.core.errors import AgentNotExecutable, AgentNotFound, LedgerError, MonthlyCapReached, UnpricedModel
+from capguard.core.errors import (
+    AgentNotExecutable,
+    AgentNotFound,
+    ConfigError,
+    LedgerError,
+    MonthlyCapReached,
+    ProxyUnavailable,
+    UnpricedModel,
+)
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.pricing import Priced, Pricer
@@ -48,6 +56,7 @@ from capguard.supervisor import cgroup, compat
 from capguard.supervisor.admission import LedgerMonth
 from capguard.supervisor.notify import Notifier, RunAlerts
 from capguard.supervisor.status_board import StatusBoard
+from capguard.supervisor.strict import StrictMeter, model_refusal
 from capguard.supervisor.supervise import Hooks, Outcome, Supervisor
 
 log = logging.getLogger("capguard")
@@ -133,6 +142,14 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
     plan = get_adapter(agent).plan(args, settings, run_dir, env, run_id)
     plan.env = child_env.for_agent(plan.env)  # the one place every agent's environment passes: no secrets of ours
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
+    strict = settings.supervise.meter == "proxy"
+    if strict and not plan.fronts:
+        raise ConfigError(
+            f"capguard --strict cannot meter {agent} yet (its providers are not fronted by the proxy);"
+            " run it with --meter files (its logs) instead"
+        )
+    if strict and (why := model_refusal(plan.named_model, settings.models)):
+        raise ConfigError(f"{agent} not started: {why}")
     user, host, line = identity.user(cwd, settings.charge.user), identity.host(), settings.charge.line
     started_at = time.time()
     # a broken ledger stops us before the agent starts; runs of dead capguards are settled first
@@ -195,6 +212,13 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
                 board, alerts, caps, meter, elapsed, verdict, state
             ),
         )
+        meter = (
+            StrictMeter(
+                plan.fronts or [], pricer, caps, models=settings.models, task_budget=settings.launch.task_budget
+            )
+            if strict
+            else None
+        )
         supervisor = Supervisor(
             plan,
             caps,
@@ -207,10 +231,15 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             month=LedgerMonth(lambda: guard.allowance(run_id), lambda: guard.month().label) if guard.active else None,
             run_id=run_id,
             run_dir=run_dir,
+            strict=meter,
         )
         try:
             outcome = supervisor.run()
-        except (AgentNotFound, AgentNotExecutable) as err:  # nothing ran: the row says so, not "running" forever
+        except (
+            AgentNotFound,
+            AgentNotExecutable,
+            ProxyUnavailable,
+        ) as err:  # nothing ran: the row says so, not "running" forever
             ledger.finish_run(
                 run_id,
                 RunEnd(
@@ -258,6 +287,10 @@ def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int
             self_stopped=outcome.self_stopped,
             tree_stop=outcome.tree_stop,
             cap_origins=origins,
+            strict=strict,
+            files_meter=outcome.files_meter,
+            proxy_calls=outcome.proxy_calls,
+            proxy_refusals=outcome.proxy_refusals,
         )
         if outcome.ledger_unsaved:
             facts.notes = [

@@ -15,6 +15,17 @@ from capguard.core.errors import AgentNotExecutable, AgentNotFound
 from capguard.metering.tail import WatchSpec
 
 
+@dataclass(frozen=True)
+class Front:
+    """One provider the metering proxy stands in for (strict mode): the agent is given the proxy's URL for it in
+    its own base-URL variables `env` (never argv: the URL holds the run's secret); requests go on to `upstream`."""
+
+    mount: str  # a name in the proxy's path, e.g. "anthropic"
+    upstream: str  # the provider's base URL the user configured, or its default
+    dialect: str  # "anthropic" (Messages) or "chat" (OpenAI Chat Completions): the format of its refusals
+    env: tuple[str, ...]  # the agent's variables that get the proxy's URL
+
+
 @dataclass
 class LaunchPlan:
     argv: list[str]
@@ -42,6 +53,8 @@ class LaunchPlan:
     on_exit: Callable[[int], None] | None = None  # the agent's pid, after the tree is gone: tidy up
     services: list = field(default_factory=list)  # started before the agent, stopped after (receivers)
     summaries: list[Callable[[], list[str]]] = field(default_factory=list)  # notes known once the run is over
+    # strict mode: the providers the metering proxy fronts (None: the adapter does not support strict mode)
+    fronts: list[Front] | None = None
 
 
 class Adapter(Protocol):
@@ -75,6 +88,35 @@ def option_value(args: list[str], *names: str) -> str | None:
             elif arg.startswith(name + "="):
                 value = arg[len(name) + 1 :]
     return value
+
+
+def without_option(args: list[str], name: str) -> list[str]:
+    """`args` without every `name VALUE` / `name=VALUE` before a `--` (the value is taken elsewhere)."""
+    kept: list[str] = []
+    skip = ended = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif ended or arg == "--":
+            ended = True
+            kept.append(arg)
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def env_true(value: object) -> bool:
+    return str(value).strip().lower() in TRUE_WORDS if value is not None else False
+
+
+def strict_refusal(agent: str, why: str) -> str:
+    """The one line of a strict-mode refusal at start: what cannot be fronted, and the way out."""
+    return f"capguard --strict cannot meter {agent} here: {why}; run it with --meter files (its logs) instead"
 
 
 def insert_before_separator(args: list[str], extra: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from capguard import paths
 from capguard.agents import NAMES as AGENTS
 from capguard.agents import get_adapter
+from capguard.agents.base import Front
 from capguard.cli.options import Flags
 from capguard.config import identity
 from capguard.config.origins import cap_origins
@@ -26,6 +27,7 @@ from capguard.core.pricing import Pricer
 from capguard.core.redact import mask_dsn, redact_argv, redact_env_value
 from capguard.reports import dry_run
 from capguard.reports.start_notes import start_notes, unpriced_refusal
+from capguard.supervisor.strict import model_refusal, shown_url
 
 EPILOG = """\
 The same as `capguard [OPTIONS] --dry-run AGENT [AGENT ARGS...]`. Everything after AGENT is the agent's.
@@ -37,6 +39,7 @@ examples:
 """
 RUN_ID = "<run-id>"  # a run's id and directory are made when it starts
 PORT = "<port>"  # a receiver's port is chosen when the run starts
+SECRET = "<secret>"  # the proxy's per-run secret, in its base URL's path: made at start, never shown
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +112,14 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
     origins = cap_origins(settings, user if team.budgets(user, line) else None)
     values = caps.as_json()
     refusal = unpriced_refusal(caps, plan.named_model, priced, reports_cost=plan.reports_cost)
+    proxy = _proxy(agent, plan.fronts, plan.named_model, settings) if settings.supervise.meter == "proxy" else None
+    if proxy is not None:
+        refusal = refusal or proxy.pop("refusal")
+        urls = {name: url for front in proxy["fronts"] for name, url in front["variables"].items()}
+        changes = [c for c in changes if c["name"] not in urls] + [
+            {"name": name, "change": "changed" if name in env else "added", "value": url} for name, url in urls.items()
+        ]
+        changes.sort(key=lambda change: str(change["name"]))
     return {
         "agent": agent,
         "argv": argv,
@@ -119,6 +130,9 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
             if name != "monthly" or name in origins
         },
         "meter": {
+            "kind": settings.supervise.meter,
+            "origin": settings.origin("meter"),
+            "proxy": proxy,
             "files": watched,
             "folders": trees,
             "model": plan.named_model or plan.fallback_model,
@@ -138,6 +152,29 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
             caps, model=plan.named_model, priced=priced, estimates=plan.estimates, reports_cost=plan.reports_cost
         ),
         "would_refuse": month.get("refusal") or refusal,
+    }
+
+
+def _proxy(agent: str, fronts: list[Front] | None, model: str | None, settings: Settings) -> dict[str, Any]:
+    """Strict mode: the providers the metering proxy would front, the base-URL variables the agent would get
+    (the per-run secret masked) and the upstream each goes on to; `refusal` when strict mode would not start."""
+    why = None
+    if not fronts:
+        why = f"capguard --strict cannot meter {agent} yet (its providers are not fronted by the proxy)"
+    elif (denied := model_refusal(model, settings.models)) is not None:
+        why = f"{agent} not started: {denied}"
+    return {
+        "fronts": [
+            {
+                "provider": front.mount,
+                "variables": {name: f"http://127.0.0.1:{PORT}/{SECRET}/{front.mount}" for name in front.env},
+                "upstream": shown_url(front.upstream),
+            }
+            for front in fronts or []
+        ],
+        "allow": list(settings.models.allow),
+        "deny": list(settings.models.deny),
+        "refusal": why,
     }
 
 

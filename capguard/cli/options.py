@@ -39,6 +39,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--no-title", "title", None, "leave the terminal title alone", const="false"),
     Option("--poll", "poll", None, "watch files by polling (network filesystems)", const="true"),
     Option("--quiet", "quiet", None, "no summary line at a normal exit, no notes at start", const="true"),
+    Option(
+        "--strict", "strict", None, "meter through capguard's proxy: no call uncounted, no cap overshot", const="true"
+    ),
+    Option("--meter", "meter", "files|proxy", "what counts the spend (default files; proxy = --strict)"),
 )
 BY_FLAG = {option.flag: option for option in OPTIONS}
 CAP_FLAGS = [o.flag for o in OPTIONS if o.metavar is not None]  # the options that take a value

@@ -60,6 +60,7 @@ class Supervision:
     grace_s: float
     kill_after_s: float
     poll: bool
+    meter: Meter  # "files": the agent's own files; "proxy": capguard's metering proxy (strict mode)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,15 @@ def _text(raw: Any) -> str:
     return raw
 
 
+METERS = ("files", "proxy")
+Meter = Literal["files", "proxy"]
+
+
+def _strict(raw: Any) -> str:
+    """`strict = true` is `meter = "proxy"`; `strict = false` is `meter = "files"`."""
+    return "proxy" if units.parse_bool(raw) else "files"
+
+
 def _arg_list(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         import shlex
@@ -196,6 +206,12 @@ KEYS: dict[str, Key] = {
     "notify": Key(
         "output", _choice("off", "bell", "desktop"), "off", "at a cap's warning and at a stop: bell, desktop or off"
     ),
+    "meter": Key(
+        "supervise",
+        _choice(*METERS),
+        "files",
+        "what counts the spend: the agent's files, or capguard's proxy (strict mode)",
+    ),
     "command": Key(
         "launch", _text, None, "the agent's executable (default: its usual name on PATH)", env=False, top_level=False
     ),
@@ -243,6 +259,8 @@ TABLES: dict[str, Callable[[list[tuple[str, Any]]], object]] = {
     "team": team.parse_layers,  # monthly caps: [team], [team.users."dev@example.com"], [team.lines."infra"]
     "models": model_caps.parse_layers,  # caps per model, allowed and denied models: [models."claude-opus-*"]
 }
+# Other names of a key: `strict = true` in a file, CAPGUARD_STRICT=1 or --strict is meter = "proxy".
+ALIASES: dict[str, tuple[str, Callable[[Any], Any]]] = {"strict": ("meter", _strict)}
 
 
 @dataclass(frozen=True)
@@ -303,6 +321,13 @@ def _typed(values: Mapping[str, Value]) -> dict[str, Any]:
     for key, spec in KEYS.items():
         fields[spec.section][spec.field_name(key)] = values[key].value
     return {name: cls(**fields[name]) for name, cls in SECTIONS.items()}
+
+
+def _alias(key: str, raw: Any, where: str) -> Any:
+    try:
+        return ALIASES[key][1](raw)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {key}: {err}") from None
 
 
 def _parse(key: str, raw: Any, where: str) -> object:
@@ -399,6 +424,9 @@ class _Layers:
         self.values[key] = Value(_parse(key, raw, where), where)
 
     def offer(self, key: str, raw: Any, where: str, *, held: bool, left_out: list[str], name: str = "") -> None:
+        if key in ALIASES:
+            name = name or key
+            key, raw = ALIASES[key][0], _alias(key, raw, where)
         value = _parse(key, raw, where)  # a bad value is an error whoever offers it
         held = held or key in self.locks
         if held and not tighten.stricter_or_same(key, value, self.values[key].value):
@@ -422,7 +450,7 @@ class _Layers:
                 self._agents(path, raw)
             elif key == "prices":
                 self._prices(path, raw, held, left_out)
-            elif key in KEYS and key not in AGENT_ONLY:
+            elif (key in KEYS or key in ALIASES) and key not in AGENT_ONLY:
                 self.offer(key, raw, str(path), held=held, left_out=left_out)
             elif key in AGENT_ONLY:
                 raise ConfigError(
@@ -463,13 +491,16 @@ class _Layers:
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: agents.{name}: expected a table")
             for key, value in table.items():
-                if key not in KEYS:
+                if key not in KEYS and key not in ALIASES:
                     raise ConfigError(f"{path}: agents.{name}.{key}: unknown key (see config.example.toml)")
                 if name == LIBRARY and key not in LIBRARY_KEYS:
                     raise ConfigError(
                         f"{path}: agents.{name}.{key}: not used by library tasks (they take {', '.join(LIBRARY_KEYS)})"
                     )
-                _parse(key, value, f"{path} [agents.{name}]")  # validate even for other agents
+                if key in ALIASES:
+                    _alias(key, value, f"{path} [agents.{name}]")
+                else:
+                    _parse(key, value, f"{path} [agents.{name}]")  # validate even for other agents
 
     def _prices(self, path: Path, raw: Any, held: bool, left_out: list[str]) -> None:
         if not isinstance(raw, dict):
@@ -485,19 +516,29 @@ class _Layers:
     def _section(self, key: str, raw: Any, where: str, held: bool, left_out: list[str]) -> None:
         if not (held or key in self.locks):
             self.tables.setdefault(key, []).append((where, raw))
-        elif key != "team":
-            TABLES[key]([(where, raw)])  # a bad value is an error whoever offers it
-            left_out.append(key)
-        else:  # monthly caps: only lower ones, checked against what the lower layers set
+        elif key == "team":  # monthly caps: only lower ones, checked against what the lower layers set
             offered = team.parse_layers([(where, raw)])
             kept, ignored = tighten.tighter_team(raw, offered, team.parse_layers(self.tables.get("team", [])))
             left_out += ignored
             if kept:
                 self.tables.setdefault("team", []).append((where, kept))
+        elif key == "models":  # more denies, a narrower allow, lower or new per-model caps
+            rules = model_caps.parse_layers([(where, raw)])
+            now = model_caps.parse_layers(self.tables.get("models", []))
+            kept, ignored = tighten.tighter_models(raw, rules, now)
+            left_out += ignored
+            if kept:
+                self.tables.setdefault("models", []).append((where, kept))
+        else:
+            TABLES[key]([(where, raw)])  # a bad value is an error whoever offers it
+            left_out.append(key)
 
     def env(self, env: Mapping[str, str], names: Mapping[str, str] | None = None) -> None:
         """CAPGUARD_<KEY> (or the `names` given: variable -> key); the team's locks hold here too."""
-        names = names or {f"CAPGUARD_{key.upper()}": key for key, spec in KEYS.items() if spec.env}
+        names = names or {
+            **{f"CAPGUARD_{key.upper()}": key for key, spec in KEYS.items() if spec.env},
+            **{f"CAPGUARD_{alias.upper()}": alias for alias in ALIASES},
+        }
         for name, key in names.items():
             if env.get(name, "") != "":
                 left_out: list[str] = []

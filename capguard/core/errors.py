@@ -48,3 +48,9 @@ class UnpricedModel(CapguardError):
     """The model named on the command line has no known price under a USD cap and unpriced = "stop"."""
 
     exit_code = 116
+
+
+class ProxyUnavailable(CapguardError):
+    """Strict mode: the metering proxy could not start (no port on 127.0.0.1), so the agent is not started."""
+
+    exit_code = 115  # as meter_error: capguard cannot count

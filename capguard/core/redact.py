@@ -71,6 +71,17 @@ def redact_text(text: str) -> str:
     return _PARAM_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
 
+def shown_url(url: str) -> str:
+    """A base URL for notes and reports: scheme, host, port and path, never a user:password@, query or fragment."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    host = netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
 def mask_dsn(target: str) -> str:
     """A ledger target as it may be shown: a postgresql:// URL or a libpq DSN with its password masked."""
     return redact_text(target)

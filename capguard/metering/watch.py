@@ -36,6 +36,7 @@ class Wake(str, enum.Enum):
     FILE = "file"
     MONTH = "month"
     EXIT = "exit"
+    PROXY = "proxy"  # strict mode: a call settled or refused by the metering proxy (the event itself)
 
 
 class _Enqueue(FileSystemEventHandler):

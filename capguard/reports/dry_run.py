@@ -78,7 +78,20 @@ def text(plan: dict[str, Any]) -> list[str]:
         lines.append("  nothing: the agent gets your environment as it is")
     lines += ["", "Caps", *cap_lines(plan["caps"])]
     meter = plan["meter"]
-    lines += ["", "Meter: the files it watches"]
+    proxy = meter.get("proxy")
+    if proxy is not None:
+        lines += ["", f"Meter: capguard's metering proxy on 127.0.0.1 (strict mode, {meter['origin']})"]
+        for front in proxy["fronts"]:
+            names = ", ".join(front["variables"])
+            lines += wrap(
+                f"{front['provider']}: {names} = the proxy, which forwards to {front['upstream']}", "  ", "    "
+            )
+        for kind in ("allow", "deny"):
+            if proxy[kind]:
+                lines += wrap(f"[models] {kind}: {', '.join(proxy[kind])}", "  ", "    ")
+        lines += ["  the agent's files, only to calibrate:"]
+    else:
+        lines += ["", "Meter: the files it watches"]
     lines += [line for path in meter["files"] for line in wrap(path, "  ", "    ")]
     if meter["model"]:
         priced = "priced" if meter["model_priced"] else "no known price"

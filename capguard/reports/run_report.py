@@ -15,6 +15,7 @@ from typing import Any
 from capguard.core.caps import EXIT_CODES, Caps, model_cap_crossed
 from capguard.core.enums import StopReason
 from capguard.core.meter import Meter
+from capguard.core.model_caps import ModelCap, used_by
 from capguard.core.redact import redact_argv
 from capguard.core.sanitize import printable
 from capguard.core.units import format_count, format_duration, format_tokens, format_usd
@@ -47,6 +48,11 @@ class RunFacts:
     self_stopped: bool = False
     tree_stop: str = "sweep"  # "cgroup" | "freeze-sweep" | "sweep": how the agent's tree is stopped
     cap_origins: dict[str, str] = field(default_factory=dict)  # cap -> "flag --usd", "config file PATH", ...
+    # strict mode: the proxy was the meter; what the agent's own files counted, each call, each refusal
+    strict: bool = False
+    files_meter: Meter | None = None
+    proxy_calls: list[dict[str, Any]] = field(default_factory=list)
+    proxy_refusals: list[dict[str, Any]] = field(default_factory=list)
 
 
 def exit_code(facts: RunFacts) -> int:
@@ -65,6 +71,14 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _refused_model_cap(facts: RunFacts) -> ModelCap | None:
+    """The [models."glob"] cap whose refusal stopped a strict run (the last refusal at a model cap)."""
+    for row in reversed(facts.proxy_refusals):
+        if row.get("cap") == "model":
+            return next((cap for cap in facts.caps.models if cap.pattern == row.get("model_cap")), None)
+    return None
+
+
 def why(facts: RunFacts) -> str:
     """The verdict in words: which cap, the figure that reached it."""
     m, c = facts.meter, facts.caps
@@ -72,7 +86,17 @@ def why(facts: RunFacts) -> str:
     at = facts.at_stop or {}
     if reason == StopReason.USD and c.usd_micro is not None:
         crossed = round(at.get("cost_usd", m.cost_micro / 1e6) * 1e6)
+        if facts.strict and crossed < c.usd_micro:
+            return (
+                f"cost {format_usd(crossed)}, and the next call's worst case would pass the {format_usd(c.usd_micro)}"
+                " cap (the proxy refused it)"
+            )
         return f"cost {format_usd(crossed)} reached the {format_usd(c.usd_micro)} cap"
+    if reason == StopReason.TOKENS and c.tokens is not None and facts.strict and at.get("tokens", 0) < c.tokens:
+        return (
+            f"{format_tokens(at.get('tokens', m.tokens))} tokens, and the next call could pass the"
+            f" {format_tokens(c.tokens)}-token cap (the proxy refused it)"
+        )
     if reason == StopReason.TOKENS and c.tokens is not None:
         return f"{format_tokens(at.get('tokens', m.tokens))} tokens reached the {format_tokens(c.tokens)}-token cap"
     if reason == StopReason.WALL and c.wall_s is not None:
@@ -91,6 +115,17 @@ def why(facts: RunFacts) -> str:
         )
     if reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
         return hit.describe()
+    if reason == StopReason.MODEL and facts.strict and (cap := _refused_model_cap(facts)) is not None:
+        cost, tokens = used_by(cap, {model: (t.cost_micro, t.tokens) for model, t in m.by_model.items()})
+        if cap.usd_micro is not None and (cap.tokens is None or cost * cap.tokens >= tokens * cap.usd_micro):
+            return (
+                f"{cap.pattern} cost {format_usd(cost)}, and the next call's worst case would pass its"
+                f" {format_usd(cap.usd_micro)} cap (the proxy refused it)"
+            )
+        return (
+            f"{cap.pattern} used {format_tokens(tokens)} tokens, and the next call could pass its"
+            f" {format_tokens(cap.tokens or 0)}-token cap (the proxy refused it)"
+        )
     if reason == StopReason.METER_ERROR:
         return f"capguard could not count any more: {m.meter_error or 'metering failed'}"
     if reason == StopReason.STUCK:
@@ -101,6 +136,11 @@ def why(facts: RunFacts) -> str:
         if left is None:
             return "the monthly budget is spent"
         crossed, left_micro = round(at.get("cost_usd", m.cost_micro / 1e6) * 1e6), max(0, round(left * 1e6))
+        if facts.strict and crossed < left_micro:
+            return (
+                f"cost {format_usd(crossed)}, and the next call's worst case would pass the {format_usd(left_micro)}"
+                " left of the monthly budget (the proxy refused it)"
+            )
         return f"cost {format_usd(crossed)} reached the {format_usd(left_micro)} left of the monthly budget"
     if reason:
         return f"the {reason} cap was reached"
@@ -160,9 +200,14 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         overshoot = m.tokens - c.tokens
     elif facts.stop_reason == StopReason.MODEL and (hit := model_cap_crossed(c, m)) is not None:
         overshoot = hit.over
+    elif facts.stop_reason == StopReason.MODEL and facts.strict:
+        overshoot = 0  # the proxy refused the call that could have reached the model's cap
     elif facts.stop_reason == StopReason.MONTHLY and "monthly_remaining_usd" in at_stop:
         overshoot = round(m.cost_micro / 1_000_000 - at_stop["monthly_remaining_usd"], 6)
+    if facts.strict and overshoot is not None:  # the proxy stops before a cap: nothing past it, never "below"
+        overshoot = max(0, overshoot)
     return {
+        "meter": meter_kind(facts),
         "run_id": facts.run_id,
         "agent": facts.agent,
         "argv": redact_argv(facts.argv),  # the agent got the real one; the report never holds a key
@@ -202,6 +247,50 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         "at_stop": facts.at_stop,
         "self_stopped": facts.self_stopped,
         "tree_stop": facts.tree_stop,
+        **(_strict_json(facts) if facts.strict else {}),
+    }
+
+
+def meter_kind(facts: RunFacts) -> str:
+    """ "files" (the agent's files), "proxy" (strict mode), "both" (strict, and the files had figures to compare)."""
+    if not facts.strict:
+        return "files"
+    files = facts.files_meter
+    return "both" if files is not None and (files.by_model or files.unseen_micro) else "proxy"
+
+
+def calibration(facts: RunFacts) -> dict[str, Any] | None:
+    """What the agent's own files counted against what the proxy saw the server bill, where the files had any."""
+    files = facts.files_meter
+    if files is None or not (files.by_model or files.unseen_micro):
+        return None
+    proxy, own = facts.meter.cost_micro, files.cost_micro
+    calls, replies = len(facts.proxy_calls), sum(t.replies for t in files.by_model.values())
+    off = None if proxy == 0 else (own - proxy) / proxy
+    words = "the same" if own == proxy else f"{abs(off or 0):.1%} {'low' if own < proxy else 'high'}"
+    line = (
+        f"the agent's own files counted {format_usd(own)} in {format_count(replies, 'reply', 'replies')}; the"
+        f" proxy saw {format_usd(proxy)} billed in {format_count(calls, 'call', 'calls')} (files {words})"
+    )
+    return {
+        "files_usd": own / 1e6,
+        "files_replies": replies,
+        "files_tokens": files.tokens,
+        "proxy_usd": proxy / 1e6,
+        "proxy_calls": calls,
+        "proxy_tokens": facts.meter.tokens,
+        "difference_usd": (own - proxy) / 1e6,
+        "difference_pct": None if off is None else round(off * 100, 1),
+        "line": line,
+    }
+
+
+def _strict_json(facts: RunFacts) -> dict[str, Any]:
+    return {
+        "calls": facts.proxy_calls,
+        "calls_lowered": sum(1 for call in facts.proxy_calls if call.get("lowered_max_tokens")),
+        "refusals": facts.proxy_refusals,
+        "calibration": calibration(facts),
     }
 
 

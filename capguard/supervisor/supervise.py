@@ -37,11 +37,13 @@ from capguard.core.meter import Meter
 from capguard.core.pricing import Priced, Pricer
 from capguard.ledger.writer_thread import LedgerThread
 from capguard.metering import blind
+from capguard.metering.proxy import Refused
 from capguard.metering.tail import Tailer
 from capguard.metering.watch import Wake, Watcher
 from capguard.supervisor import cgroup, compat, proctree
 from capguard.supervisor.admission import MonthlyAdmission, NoMonthlyCap
 from capguard.supervisor.clock import MONOTONIC, Clock
+from capguard.supervisor.strict import StrictMeter, call_row, refusal_row, stop_reason
 
 log = logging.getLogger(__name__)
 TICK = 0.25  # how often the loop looks at signals and the clock when no file changes
@@ -68,6 +70,10 @@ class Outcome:
     ledger_unsaved: list = field(default_factory=list)  # usage the ledger never took (it is in the spool)
     ledger_error: str | None = None  # the ledger's last failure during the run, even if a retry then succeeded
     tree_stop: str = "sweep"  # how the tree is stopped: "cgroup", "freeze-sweep" or "sweep" (proctree.tree_way)
+    # strict mode: what the agent's own files counted (the calibration line), each call and each refusal
+    files_meter: Meter | None = None
+    proxy_calls: list = field(default_factory=list)
+    proxy_refusals: list = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +143,7 @@ class Supervisor:
         run_id: str | None = None,
         run_dir: Path | None = None,
         space: Callable[[Path], blind.Space] = blind.probe,
+        strict: StrictMeter | None = None,
     ):
         if grace < 0 or kill_after < 0:
             raise ValueError("grace and kill_after must not be negative")
@@ -162,12 +169,24 @@ class Supervisor:
         self._ledger = LedgerThread(
             self._commit, allowance=self.month.read, deliver=lambda value: self._queue.put((Wake.MONTH, value))
         )
+        # Strict mode: the proxy is the meter of cost and tokens; the agent's own figures (its replies and
+        # totals) go to `files_meter`, read for the calibration line only, so no call is counted twice.
+        self.strict = strict
+        self.files_meter = Meter() if strict else None
+        self._refused_at: StopReason | None = None
+        self._calls: list[dict] = []
+        self._refusals: list[dict] = []
+        if strict is not None:
+            strict.connect(lambda event: self._queue.put((Wake.PROXY, event)))
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> Outcome:
         tailer = self._tailer = Tailer(self.plan.watches)  # before the spawn: "from the end" = before the agent wrote
         targets = [(w.path, w.glob is not None) for w in self.plan.watches] + [(t, True) for t in self.plan.watch_trees]
         with contextlib.ExitStack() as services:
+            if self.strict is not None:  # before the agent: its base URL is the proxy's, or it does not start
+                self.plan.env.update(self.strict.start())
+                services.callback(self.strict.stop)
             for service in self.plan.services:
                 service.start()
                 services.callback(service.stop)
@@ -191,7 +210,9 @@ class Supervisor:
                 finally:
                     watcher.stop()
                     waiter.join(timeout=5)
-            self._process(tailer.read_all(), enforce=False)  # what the agent wrote while it was stopped
+            if self.strict is not None:  # the tree is gone: settle what it left in flight, then count it
+                self.strict.stop()
+            self._process(tailer.read_all() + self._proxy_events(), enforce=False)  # written while it was stopped
             tailer.close()
             self._flush()
         if self.plan.on_exit:
@@ -200,7 +221,25 @@ class Supervisor:
         outcome.meter = self.meter
         outcome.warnings = list(self._warned)
         outcome.ledger_unsaved, outcome.ledger_error = self._ledger.unsaved, self._ledger.last_error  # all tried by now
+        outcome.files_meter, outcome.proxy_calls, outcome.proxy_refusals = self.files_meter, self._calls, self._refusals
         return outcome
+
+    def _proxy_events(self) -> list[Event]:
+        """The proxy's events still on the queue (the run loop is over)."""
+        found: list[Event] = []
+        rest = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] is Wake.PROXY:
+                found.append(item[1])
+            else:
+                rest.append(item)
+        for item in rest:
+            self._queue.put(item)
+        return found
 
     def _follow(self, event: SessionSeen) -> None:
         if self.plan.follow is None or self._tailer is None or event.session_id in self._followed:
@@ -264,6 +303,8 @@ class Supervisor:
                 events += tailer.read(item[1])
             elif item is not None and item[0] is Wake.MONTH:
                 self._month_read(item[1])
+            elif item is not None and item[0] is Wake.PROXY:
+                events.append(item[1])
             if self._clock.now() >= next_sweep:
                 events += tailer.read_all()
                 self._tree.reap_orphans(agent.pid)
@@ -292,7 +333,7 @@ class Supervisor:
     def _check_blind(self, tailer: Tailer) -> None:
         """Fail closed when the agent's spend can no longer be seen: a metered file that exists but cannot be
         read (known after each read), a full or read-only disk or a vanished run dir (probed every TICK)."""
-        why = tailer.problem()
+        why = tailer.problem() or (self.strict.problem() if self.strict is not None else None)
         if why is None and self._clock.now() >= self._next_blind_check:
             self._next_blind_check = self._clock.now() + TICK
             why = blind.problem([s.path if s.glob else s.path.parent for s in tailer.specs], self.run_dir, self._space)
@@ -315,6 +356,8 @@ class Supervisor:
         changed = self._meter_all(events)
         elapsed = self._elapsed()
         verdict = decide(self.caps, self.meter, elapsed)
+        if self._refused_at is not None and not verdict.stop:  # the proxy refused a call at a cap
+            verdict = Verdict(Action.STOP, self._refused_at)
         if enforce:
             verdict, ask = self.month.review(verdict, spent=self.meter.cost_micro != cost_before, now=self._clock.now())
             if ask:
@@ -350,10 +393,16 @@ class Supervisor:
 
     def _count(self, event: Event) -> bool:
         """One event into the meter; True when it changed what the caps see."""
+        if self.files_meter is not None and isinstance(event, (Reply, ReportedTotal)) and event.source != "proxy":
+            return self._calibrate(event)
+        if isinstance(event, Refused):
+            return self._refused(event)
         if isinstance(event, Reply):
             priced = self.pricer.price(event)
             if not self.meter.add_reply(event, priced):
                 return False
+            if event.source == "proxy":
+                self._calls.append(call_row(event, priced))
             self._unspooled.append((event, priced))
             if event.suspicious:
                 log.warning("suspicious figures in %s at byte %s: %s", event.source, event.offset, event.suspicious)
@@ -374,6 +423,25 @@ class Supervisor:
             return False
         return True
 
+    def _calibrate(self, event: Reply | ReportedTotal) -> bool:
+        """Strict mode: the agent's own figure of a call, kept apart (the proxy counted the call)."""
+        assert self.files_meter is not None
+        if isinstance(event, Reply):
+            self.files_meter.add_reply(event, self.pricer.price(event))
+        else:
+            self.files_meter.reported(event)
+        return False
+
+    def _refused(self, refusal: Refused) -> bool:
+        """The proxy answered a request with an error instead of sending it; at a cap, the run stops."""
+        self._refusals.append(refusal_row(refusal))
+        log.warning("the metering proxy refused a request for %s: %s", refusal.model, refusal.why)
+        reason = stop_reason(refusal, self.caps)
+        if reason is not None and self._refused_at is None:
+            self._refused_at = reason
+            return True
+        return False
+
     def _ask_month(self) -> None:
         """Read the month again, after new spend and every sweep (other runs' spend, an ack, the 1st of the month).
         No stop waits for a read but a monthly one at the turn of the month: otherwise the allowance is at most a
@@ -388,6 +456,8 @@ class Supervisor:
         if allowance is not None:
             log.info("the month leaves this run $%.6f", allowance / 1e6)
             self.caps = replace(self.caps, monthly_remaining_micro=allowance)
+            if self.strict is not None:
+                self.strict.sync(self.caps)
 
     def _spool(self) -> None:
         """Make observed usage durable (one fsync a batch): right after each decision, or once the first stop signal

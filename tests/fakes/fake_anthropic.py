@@ -309,6 +309,9 @@ class Script:
     # As the real API: an agent reply's output_tokens never exceed the request's max_tokens (stop_reason
     # "max_tokens" when cut). Off by default, so existing scripts keep their exact usage.
     honor_max_tokens: bool = False
+    # As the real API: the prompt is billed for what the request holds (a token per 4 bytes of its JSON, no
+    # cache), side requests included, instead of the script's input and cache figures.
+    bill_prompt: bool = False
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -798,6 +801,13 @@ class FakeAnthropic(FakeServer):
             else:
                 reply = text_reply(script.side_text(kind))
                 usage = script.aux_usage
+                limit = body.get("max_tokens")
+                if script.honor_max_tokens and isinstance(limit, int) and 0 < limit < usage.output_tokens:
+                    usage = replace(usage, output_tokens=limit)
+            if script.bill_prompt:
+                usage = replace(
+                    usage, input_tokens=estimate_tokens(body), cache_write_5m=0, cache_write_1h=0, cache_read=0
+                )
             content = []
             for block in reply.blocks:
                 block = dict(block)

@@ -167,6 +167,39 @@ def test_claude_dry_run_masks_the_receiver_secret_and_closes_it(tmp_path, home):
     assert not mark.exists() and not (home / "runs").exists()
 
 
+def test_strict_dry_run_shows_the_proxy_and_its_base_url_secret_masked(tmp_path, home):
+    agent, mark = fake_agent(tmp_path, "claude")
+    codex, codex_mark = fake_agent(tmp_path, "codex")
+    repo = make_repo(tmp_path / "repo")
+    trusted_config(
+        repo / ".capguard.toml",
+        f'[agents.claude]\ncommand = "{agent}"\n[agents.codex]\ncommand = "{codex}"\n[models]\ndeny = ["*-preview"]\n',
+    )
+    env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude-config"), "ANTHROPIC_BASE_URL": "https://u:pw@gw.example/v1"}
+    done = capguard("explain", "--json", "--strict", "--usd", "2", "claude", "-p", "hi", cwd=repo, env=env)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["meter"]["kind"], plan["meter"]["origin"]) == ("proxy", "--strict")
+    url = "http://127.0.0.1:<port>/<secret>/anthropic"
+    assert plan["meter"]["proxy"]["fronts"] == [
+        {"provider": "anthropic", "variables": {"ANTHROPIC_BASE_URL": url}, "upstream": "https://gw.example/v1"}
+    ]
+    assert {"name": "ANTHROPIC_BASE_URL", "change": "changed", "value": url} in plan["env"]
+    assert plan["meter"]["proxy"]["deny"] == ["*-preview"] and plan["would_refuse"] is None
+    assert "--max-budget-usd" not in plan["argv"]  # the proxy holds the USD cap before each request
+    assert "pw" not in done.stdout
+    text = flat(capguard("--strict", "--dry-run", "claude", cwd=repo, env=env).stdout)
+    assert "Meter: capguard's metering proxy on 127.0.0.1 (strict mode, --strict)" in text
+    assert "anthropic: ANTHROPIC_BASE_URL = the proxy, which forwards to https://gw.example/v1" in text
+    files = capguard("explain", "--json", "claude", cwd=repo, env=env)
+    assert json.loads(files.stdout)["meter"]["kind"] == "files" and json.loads(files.stdout)["meter"]["proxy"] is None
+    refused = capguard("explain", "--json", "--strict", "codex", cwd=repo, env=env)
+    assert refused.returncode == 0, refused.stderr
+    refused = json.loads(refused.stdout)
+    assert "cannot meter codex yet" in refused["would_refuse"]
+    assert not mark.exists() and not codex_mark.exists() and not (home / "runs").exists()
+
+
 def test_dry_run_with_a_subcommand_is_one_line_and_exit_2(tmp_path):
     done = capguard("--dry-run", "report", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("capguard: error: --dry-run goes with an agent")

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from capguard.core.events import Reply
+from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Pricer
 from capguard.metering.proxy import Gate, MeteringProxy, Refused
 from tests.fakes import fake_anthropic, fake_chat, fake_responses
@@ -151,7 +152,7 @@ def test_a_stream_cut_short_is_charged_at_least_what_the_server_billed():
 
 
 def test_a_denied_or_unpriceable_model_is_refused_in_the_providers_format():
-    with proxied(fake_for("anthropic"), "anthropic", 1_000_000, deny=["claude-opus-*"]) as proxy:
+    with proxied(fake_for("anthropic"), "anthropic", 1_000_000, models=ModelRules(deny=("claude-opus-*",))) as proxy:
         client = anthropic.Anthropic(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
         with pytest.raises(anthropic.BadRequestError, match="denied by the configuration"):
             client.messages.create(model="claude-opus-4-1", max_tokens=100, messages=[{"role": "user", "content": "x"}])

@@ -442,7 +442,7 @@ def test_values_are_parsed_to_their_fields_types(project):
     settings = load(project, "claude")
     assert settings.caps == Caps(usd_micro=2_000_000, wall_s=3600.0, stuck=5, unpriced=UnpricedPolicy.WARN)
     assert type(settings.caps.unpriced) is UnpricedPolicy
-    assert settings.supervise == config.Supervision(grace_s=1.0, kill_after_s=2.0, poll=False)
+    assert settings.supervise == config.Supervision(grace_s=1.0, kill_after_s=2.0, poll=False, meter="files")
     assert settings.output == config.Output(title=True, quiet=True, report_json=None, notify="off")
     assert settings.charge == config.Charge(ledger="/tmp/l.db", user=None, line=None)
     assert settings.launch.args == ("--verbose", "--debug") and settings.launch.task_budget == 50_000

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_TOKENS
 from capguard.metering.proxy import bounds, sse
@@ -118,6 +119,43 @@ def test_a_known_conversation_makes_the_next_prompt_bound_tighter():
     assert tight.tight and 10_000 < tight.tokens < 10_200
     other_model = dict(follow, model="gpt-4o-mini")  # a different head: not the same conversation
     assert not bounds.input_bound(CHAT, other_model, known).tight
+
+
+def test_a_moved_cache_marker_or_a_lone_text_block_keeps_the_conversation_known():
+    """Claude Code moves its cache markers to the newest message each turn and sends a message as one text block,
+    then as its text: the same prompt, so the same prefix (strict's `_uncached`, after serializing once)."""
+    known = bounds.Conversations()
+    marker = {"type": "ephemeral"}
+    turn = [
+        {"role": "user", "content": [{"type": "text", "text": "x" * 40_000, "cache_control": marker}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+    ]
+    first = messages_body(system=[{"type": "text", "text": "s", "cache_control": marker}], messages=turn)
+    known.remember(bounds.input_bound(ANTHROPIC, first, known).key, 10_000, None, 0)
+    moved = [{"role": "user", "content": "x" * 40_000}, {"role": "assistant", "content": "ok"}]
+    moved.append({"role": "user", "content": [{"type": "text", "text": "next", "cache_control": marker}]})
+    follow = messages_body(system=[{"type": "text", "text": "s"}], messages=moved)
+    tight = bounds.input_bound(ANTHROPIC, follow, known)
+    assert tight.tight and 10_000 < tight.tokens < 10_200
+    changed = messages_body(
+        system=[{"type": "text", "text": "s"}], messages=[{"role": "user", "content": "y" * 40_000}]
+    )
+    assert not bounds.input_bound(ANTHROPIC, changed, known).tight  # a different prompt is not taken for it
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"role": "user", "content": "plain"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": [{"text": "t", "type": "text"}]},
+        {"role": "user", "content": [{"type": "tool_result", "content": [{"type": "text", "text": "r"}]}]},
+        {"text": 'a "cache_control": {} and "content":[{"type":"text","text":"x"}] inside a string'},
+        [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+    ],
+)
+def test_the_hashed_bytes_are_the_uncached_parts_serialization(part):
+    assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part))
 
 
 def test_a_response_continued_by_id_is_bounded_by_what_it_billed_or_refused():
@@ -235,7 +273,7 @@ def test_the_remaining_budget_can_change_mid_run():
 
 def test_an_unpriceable_or_denied_model_is_refused():
     assert "cannot price" in gate().admit(CHAT, chat_body(model="no-such-model")).why
-    denied = gate(deny=["claude-opus-*"]).admit(ANTHROPIC, messages_body(model="claude-opus-4-1"))
+    denied = gate(models=ModelRules(deny=("claude-opus-*",))).admit(ANTHROPIC, messages_body(model="claude-opus-4-1"))
     assert "denied" in denied.why and not denied.at_cap
 
 

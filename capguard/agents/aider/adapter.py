@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
-from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
+from capguard.agents.base import (
+    Front,
+    LaunchPlan,
+    insert_before_separator,
+    option_value,
+    resolve_executable,
+    strict_refusal,
+    without_option,
+)
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.metering.tail import WatchSpec
@@ -185,6 +193,104 @@ def polite_stop(args: list[str], env: Mapping[str, str]) -> list[tuple[signal.Si
     return [(signal.SIGINT, 0.4), (signal.SIGINT, 0.0)]
 
 
+OPENAI_DEFAULT = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT = "https://api.anthropic.com"
+# Model names litellm sends to OpenAI without a provider prefix
+_OPENAI_BARE = re.compile(r"^(gpt-|o[1-9]|chatgpt-|ft:gpt-|codex-)")
+# Variables and settings that move where aider's requests go (litellm reads the first of each set it finds)
+_BASE_SETTINGS = re.compile(
+    r"^\s*(export\s+)?(OPENAI_API_BASE|OPENAI_BASE_URL|ANTHROPIC_API_BASE|ANTHROPIC_BASE_URL)\s*="
+)
+_YAML_BASE = re.compile(r"^(openai-api-base|set-env)\s*:", re.MULTILINE)
+
+
+def provider_of(model: str) -> str | None:
+    """The provider litellm sends `model` to, as far as strict mode cares: "openai", "anthropic", another
+    prefix, or None (unknown)."""
+    head, sep, rest = model.partition("/")
+    if sep:
+        return head.lower()
+    if model.startswith("claude-"):
+        return "anthropic"
+    if _OPENAI_BARE.match(model):
+        return "openai"
+    return None
+
+
+def _env_files(args: list[str], env: Mapping[str, str]) -> list[Path]:
+    """The .env files aider loads over its environment (home, git root, working directory, --env-file)."""
+    here = Path.cwd()
+    root = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    named = option_value(args, "--env-file") or env.get("AIDER_ENV_FILE")
+    return [p for p in dict.fromkeys([home / ".env", *([root / ".env"] if root else []), Path(named or ".env")])]
+
+
+def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front], list[str], dict[str, str]]:
+    """The providers aider's models use, fronted by the proxy: the fronts, aider's arguments without the
+    `--openai-api-base` they take over (the proxy's URL goes in the environment only) and its environment without
+    AIDER_OPENAI_API_BASE. A provider capguard cannot front, or a base URL aider would read from somewhere
+    capguard cannot replace, is a ConfigError (one line, exit 2)."""
+    main = model_from_args(args, env)
+    if main is None:
+        raise ConfigError(
+            strict_refusal("aider", "no model is named, so which provider aider calls is unknown (use --model)")
+        )
+    models = {main: "--model"}
+    for flag, variable in (("--weak-model", "AIDER_WEAK_MODEL"), ("--editor-model", "AIDER_EDITOR_MODEL")):
+        named = option_value(args, flag) or env.get(variable)
+        if named:
+            models.setdefault(ALIASES.get(named, named), flag)
+    providers = set()
+    for model, where in models.items():
+        provider = provider_of(model)
+        if provider not in ("openai", "anthropic"):
+            what = f"provider {provider!r}" if provider else "a provider capguard cannot tell"
+            raise ConfigError(
+                strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts OpenAI and Anthropic")
+            )
+        providers.add(provider)
+    for arg in args:
+        if arg == "--":
+            break
+        if arg.startswith("--set-env") or arg.startswith("--model-settings-file"):
+            raise ConfigError(strict_refusal("aider", f"{arg.split('=')[0]} may send requests elsewhere"))
+    for path in _config_files(args, env):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        if found := _YAML_BASE.search(text):
+            raise ConfigError(strict_refusal("aider", f"{found.group(1)} in {path} would replace capguard's proxy"))
+    for path in _env_files(args, env):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if found := _BASE_SETTINGS.match(line):
+                raise ConfigError(
+                    strict_refusal("aider", f"{found.group(2)} in {path} (aider loads it over capguard's proxy)")
+                )
+    child = dict(env)
+    fronts = []
+    if "openai" in providers:
+        given = option_value(args, "--openai-api-base")
+        named = given or child.pop("AIDER_OPENAI_API_BASE", None)
+        # litellm reads OPENAI_BASE_URL before OPENAI_API_BASE (which --openai-api-base sets)
+        upstream = env.get("OPENAI_BASE_URL") or named or env.get("OPENAI_API_BASE") or OPENAI_DEFAULT
+        fronts.append(Front("openai", upstream, "chat", ("OPENAI_API_BASE", "OPENAI_BASE_URL")))
+        args = without_option(args, "--openai-api-base")
+    if "anthropic" in providers:
+        upstream = env.get("ANTHROPIC_API_BASE") or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
+        fronts.append(Front("anthropic", upstream, "anthropic", ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL")))
+    child.pop("AIDER_OPENAI_API_BASE", None)
+    for front in fronts:
+        if not front.upstream.startswith(("http://", "https://")):
+            raise ConfigError(strict_refusal("aider", f"the {front.mount} base URL {front.upstream!r} is not http(s)"))
+    return fronts, args, child
+
+
 class AiderAdapter:
     name = "aider"
     install_hint = INSTALL_HINT
@@ -197,6 +303,13 @@ class AiderAdapter:
         ours: list[str] = []
         notes: list[str] = []
         watches: list[WatchSpec] = []
+        strict = settings.supervise.meter == "proxy"
+        named, fallback, streaming = named_model(args, env), model_from_args(args, env), streams(args, env)
+        fronts: list[Front] | None = None
+        if strict:
+            fronts, args, env = strict_fronts(args, env)
+            for front in fronts:
+                notes.append(f"strict mode: aider's {front.mount} requests go through capguard's proxy")
 
         user_log = option_value(args, "--analytics-log") or env.get("AIDER_ANALYTICS_LOG")
         if user_log:
@@ -227,16 +340,19 @@ class AiderAdapter:
             env=dict(env),
             watches=watches,
             polite_stop=polite_stop(args, env),
-            fallback_model=model_from_args(args, env),
-            named_model=named_model(args, env),
+            fallback_model=fallback,
+            named_model=named,
             reports_cost=True,
             notes=notes,
-            estimates=STREAM_ESTIMATES if streams(args, env) else None,
-            blind_spots=[
+            estimates=STREAM_ESTIMATES if streaming and not strict else None,  # the proxy reads the server's usage
+            blind_spots=[]
+            if strict  # the proxy sees weak-model calls, interrupted replies and the server's own figures
+            else [
                 "weak-model calls (commit messages, chat summaries) are not in aider's logs",
                 "a reply interrupted by the stop is not recorded by aider",
                 "with streaming (aider's default) token counts are aider's local estimates",
             ],
+            fronts=fronts,
         )
 
 

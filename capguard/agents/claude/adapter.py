@@ -18,7 +18,15 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
+from capguard.agents.base import (
+    Front,
+    LaunchPlan,
+    env_true,
+    insert_before_separator,
+    option_value,
+    resolve_executable,
+    strict_refusal,
+)
 from capguard.agents.claude.logs import (
     TranscriptParser,
     last_reported_total,
@@ -31,6 +39,7 @@ from capguard.agents.claude.otel_gate import ThisRunsSessions
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.events import Event
+from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
 from capguard.metering.tail import WatchSpec
 
@@ -69,8 +78,10 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
         extra_env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
     flags: list[str] = []
     caps = settings.caps
+    strict = settings.supervise.meter == "proxy"
     if _has(args, *PRINT_FLAGS):  # Claude's own caps work in print mode only: belt and braces
-        if caps.usd_micro is not None and not _has(args, "--max-budget-usd"):
+        # (in strict mode the proxy holds the USD cap before each request; Claude's own finishes the crossing one)
+        if caps.usd_micro is not None and not strict and not _has(args, "--max-budget-usd"):
             flags += ["--max-budget-usd", f"{caps.usd_micro / 1_000_000:.6f}".rstrip("0").rstrip(".")]
         if caps.steps is not None and not _has(args, "--max-turns") and "CLAUDE_CODE_MAX_TURNS" not in env:
             flags += ["--max-turns", str(caps.steps)]
@@ -83,6 +94,66 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
             )
         flags += ["--task-budget", str(budget)]
     return extra_env, flags
+
+
+ANTHROPIC_DEFAULT = "https://api.anthropic.com"
+# Claude Code's other providers: their requests are signed for another cloud (or go to it), not the Messages API
+OTHER_PROVIDERS = {
+    "CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock",
+    "CLAUDE_CODE_USE_VERTEX": "Google Vertex AI",
+    "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
+}
+
+
+def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
+    """The `env` tables of Claude's settings files (and of --settings): Claude Code applies them over its own
+    environment, so they decide where its requests go."""
+    found: list[tuple[str, dict]] = []
+    paths = [
+        Path("/etc/claude-code/managed-settings.json"),
+        claude_dir / "settings.json",
+        cwd / ".claude" / "settings.json",
+        cwd / ".claude" / "settings.local.json",
+    ]
+    for path in paths:
+        try:
+            table = json.loads(path.read_text()).get("env")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(table, dict):
+            found.append((str(path), table))
+    raw = option_value(args, "--settings")
+    if raw is not None:
+        try:
+            data = json.loads(raw) if raw.lstrip().startswith("{") else json.loads(Path(raw).read_text())
+            table = data.get("env") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            table = None
+        if isinstance(table, dict):
+            found.append(("--settings", table))
+    return found
+
+
+def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir: Path) -> list[Front]:
+    """Where Claude Code's requests go, for the proxy to stand in between: ANTHROPIC_BASE_URL (the user's, else
+    the API's own). A provider capguard cannot front, or a base URL set where capguard cannot replace it, is a
+    ConfigError (one line, exit 2), never a silent fallback to the files."""
+    sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
+    for where, table in sources:
+        for name, provider in OTHER_PROVIDERS.items():
+            if env_true(table.get(name)):
+                raise ConfigError(strict_refusal("claude", f"{name} in {where} sends its requests to {provider}"))
+    for where, table in sources[1:]:
+        if table.get("ANTHROPIC_BASE_URL"):
+            raise ConfigError(
+                strict_refusal(
+                    "claude", f"ANTHROPIC_BASE_URL is set in {where}, which Claude Code applies over capguard's proxy"
+                )
+            )
+    upstream = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
+    if not upstream.startswith(("http://", "https://")):
+        raise ConfigError(strict_refusal("claude", f"ANTHROPIC_BASE_URL {upstream!r} is not an http(s) URL"))
+    return [Front("anthropic", upstream, "anthropic", ("ANTHROPIC_BASE_URL",))]
 
 
 def _user_statusline(args: list[str], cwd: Path, claude_dir: Path) -> str | None:
@@ -256,6 +327,12 @@ class ClaudeAdapter:
                 "PreToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": str(_deny_hook(run_dir))}]}]
             },
         }
+        strict = settings.supervise.meter == "proxy"
+        fronts = strict_fronts(args, env, cwd, claude_dir) if strict else None
+        if fronts:
+            notes.append(
+                f"strict mode: every API call goes through capguard's proxy to {shown_url(fronts[0].upstream)}"
+            )
         args, merged = _merge_settings(args, ours_settings)
         ours += ["--settings", json.dumps(merged)]
         extra_env, native_flags = native_settings(settings, args, env)
@@ -302,7 +379,9 @@ class ClaudeAdapter:
             polite_stop=[(signal.SIGINT, 0.0)],
             fallback_model=child_env.get("ANTHROPIC_MODEL"),
             notes=notes,
-            blind_spots=[
+            blind_spots=[]
+            if strict  # the proxy sees every call, in flight or compaction
+            else [
                 "a reply in flight when the stop comes is billed but never written by Claude Code",
                 "compaction calls appear only in Claude's own totals (cost-state at exit, statusLine while interactive)",
             ],
@@ -313,6 +392,7 @@ class ClaudeAdapter:
             on_exit=on_exit,
             services=services,
             summaries=summaries,
+            fronts=fronts,
         )
 
 

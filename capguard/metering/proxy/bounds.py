@@ -68,6 +68,40 @@ def _dumps(value: Any) -> bytes:
     return _ENCODE(value)
 
 
+def _uncached(value: Any) -> Any:
+    """`value` without its cache_control markers, a lone text block as its text: a client moves the markers to the
+    newest message on each turn and sends that message as blocks then as a string (Claude Code does), which
+    changes no token of the prompt, so a conversation's prefix is still recognised. For the hash only."""
+    if isinstance(value, dict):
+        out = {k: _uncached(v) for k, v in value.items() if k != "cache_control"}
+        content = out.get("content")
+        if (
+            isinstance(content, list)
+            and len(content) == 1
+            and isinstance(content[0], dict)
+            and content[0].keys() == {"type", "text"}
+            and content[0]["type"] == "text"
+        ):
+            out["content"] = content[0]["text"]  # one text block is the same prompt as the text alone
+        return out
+    if isinstance(value, list):
+        return [_uncached(v) for v in value]
+    return value
+
+
+# What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON, a string's quotes escaped):
+# a cache marker, or a content list whose first block may be a lone text block.
+_MAY_CHANGE = (b'"cache_control":', b'"content":[{"type":"text","text":', b'"content":[{"text":')
+
+
+def _hashed(value: Any, dumped: bytes) -> bytes:
+    """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
+    when its own bytes say it may differ (most parts: no marker, no lone text block)."""
+    if any(mark in dumped for mark in _MAY_CHANGE):
+        return _dumps(_uncached(value))
+    return dumped
+
+
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
     items = body.get("input" if dialect == RESPONSES else "messages")
     if isinstance(items, list):
@@ -120,7 +154,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     this runs before the request is forwarded, on conversations of hundreds of kilobytes."""
     head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input")}
     dumped = _dumps(head)
-    link = hashlib.sha256(dialect.encode() + b"\0" + dumped).digest()
+    link = hashlib.sha256(dialect.encode() + b"\0" + _hashed(head, dumped)).digest()
     full = len(dumped) + REQUEST_OVERHEAD + _media(head, dumped)
     previous = body.get("previous_response_id")
     if previous is not None:
@@ -132,7 +166,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     everything = after = 0  # bytes-bound tokens of all items; of those after the last known prefix
     for item in _items(dialect, body):
         dumped = _dumps(item)
-        link = hashlib.sha256(link + dumped).digest()
+        link = hashlib.sha256(link + _hashed(item, dumped)).digest()
         cost = len(dumped) + MESSAGE_OVERHEAD + _media(item, dumped)
         everything, after = everything + cost, after + cost
         seen = known.prompt(link)

@@ -40,6 +40,8 @@ class Refused:
     worst_micro: int | None = None
     headroom_micro: int | None = None
     at: float = 0.0
+    cap: str | None = None  # at a cap: "usd" (the run's money cap in force), "tokens" (its token cap) or "model"
+    model_cap: str | None = None  # for "model": the [models."glob"] whose cap binds
 
 
 @dataclass
@@ -80,7 +82,8 @@ class _ModelBudget:
 
 class Gate:
     """Cap minus settled spend minus holds is the headroom; a request whose worst case does not fit gets a lower
-    output limit, or a refusal when even `min_output` tokens do not fit. `on_event` receives each settled call as
+    output limit, or a refusal when even `min_output` tokens do not fit. A token cap (`token_cap`, all token
+    kinds) is held the same way: the prompt's bound plus the output limit. `on_event` receives each settled call as
     a `Reply` and each refusal as a `Refused` (outside the lock: it may block briefly, never call back in)."""
 
     def __init__(
@@ -88,11 +91,10 @@ class Gate:
         pricer: Pricer,
         *,
         cap_micro: int | None,
+        token_cap: int | None = None,
         min_output: int = DEFAULT_MIN_OUTPUT,
         default_max_output: int = DEFAULT_MAX_OUTPUT,
         providers: dict[str, str] | None = None,
-        allow: Sequence[str] = (),
-        deny: Sequence[str] = (),
         models: ModelRules | None = None,
         task_budget: int | None = None,
         on_event: Callable[[Reply | Refused], None] | None = None,
@@ -107,7 +109,7 @@ class Gate:
         self._default_max = default_max_output
         self._providers = {ANTHROPIC: "anthropic", **(providers or {})}
         rules = models or ModelRules()
-        self._rules = ModelRules(rules.caps, (*rules.allow, *allow), (*rules.deny, *deny))
+        self._rules = rules  # allow/deny and per-model caps: the [models] table
         self._model_budgets = [_ModelBudget(cap) for cap in rules.caps]
         self.task_budgets = None if task_budget is None else TaskBudgets(task_budget)
         self._emit = on_event or (lambda event: None)
@@ -115,6 +117,9 @@ class Gate:
         self._lock = threading.Lock()  # the supervisor sets the budget from its own thread
         self._holds = Reservations()
         self._spent = 0
+        self._token_cap = token_cap
+        self._tokens = 0  # settled tokens
+        self._tokens_held = 0  # prompt bounds + output limits of the calls in flight
         self.conversations = bounds.Conversations()
 
     # ---- the budget, as the supervisor sees it
@@ -134,6 +139,15 @@ class Gate:
         """The most this run may spend through the proxy, settled calls included (None: no USD cap)."""
         with self._lock:
             self._cap = cap_micro
+
+    @property
+    def spent_tokens(self) -> int:
+        return self._tokens
+
+    def set_token_cap(self, tokens: int | None) -> None:
+        """The most tokens (all kinds) this run may use through the proxy, settled calls included."""
+        with self._lock:
+            self._token_cap = tokens
 
     def set_remaining(self, remaining_micro: int) -> None:
         """What may still be spent from now on (the monthly allowance changed): calls in flight come out of it."""
@@ -157,10 +171,11 @@ class Gate:
             if self.task_budgets is not None and dialect == ANTHROPIC:
                 body, task = self.task_budgets.apply(body)
             budgets = tuple(b for b in self._model_budgets if matches(b.cap.pattern, model))
+            # one admission: the least headroom of every cap this call falls under (the run's, its model's)
             headroom = _least(self._holds.headroom(self._spent, self._cap), *(b.headroom() for b in budgets))
-            tokens_left = _least(*(b.tokens_left() for b in budgets))
+            tokens_left = _least(self._run_tokens_left(), *(b.tokens_left() for b in budgets))
             # the output that still fits a token cap, for each completion asked
-            room_out = None if tokens_left is None else (tokens_left - prompt.tokens) // wants.choices
+            room_out = None if tokens_left is None else (tokens_left - prompt.tokens) // max(1, wants.choices)
             if worst is None and headroom is not None:
                 why = f"capguard cannot price model {wants.model!r} (add a [prices] entry) and a USD cap is set"
                 refusal_ = Refused(dialect, wants.model, why, False, at=self._clock())
@@ -175,6 +190,7 @@ class Gate:
                 if clamp is not None and sent is not None:
                     hold = self._holds.hold(clamp.worst_micro)
                     held_tokens = prompt.tokens + clamp.max_tokens * wants.choices
+                    self._tokens_held += held_tokens
                     for b in budgets:
                         b.held_micro += clamp.worst_micro
                         b.held_tokens += held_tokens
@@ -183,12 +199,12 @@ class Gate:
                         held_tokens, task,
                     )  # fmt: skip
                 need = worst.cost(floor) if worst else None
-                why = (
+                why, cap, pattern = (
                     self._no_tokens(budgets, prompt.tokens, floor)
                     if not fits
                     else self._no_room(model, floor, need, headroom or 0, budgets)
                 )
-                refusal_ = Refused(dialect, wants.model, why, True, need, headroom, self._clock())
+                refusal_ = Refused(dialect, wants.model, why, True, need, headroom, self._clock(), cap, pattern)
         self._emit(refusal_)
         return refusal_
 
@@ -206,6 +222,7 @@ class Gate:
             "charged": charged,
             "max_out": admission.max_out,
             "lowered": admission.lowered,
+            "reserved_micro": admission.hold.micro,
             "served_model": seen.model,
             "speed": usage.speed,
             "inference_geo": usage.inference_geo,
@@ -223,6 +240,8 @@ class Gate:
                 return None
             admission.settled = True
             self._holds.release(admission.hold)
+            self._tokens_held -= admission.held_tokens
+            self._tokens += reply.tokens
             charged_micro = admission.hold.micro if cost is None else cost
             self._spent += charged_micro
             for budget in admission.caps:
@@ -247,6 +266,7 @@ class Gate:
             if not admission.settled:
                 admission.settled = True
                 self._holds.release(admission.hold)
+                self._tokens_held -= admission.held_tokens
                 for budget in admission.caps:
                     budget.held_micro -= admission.hold.micro
                     budget.held_tokens -= admission.held_tokens
@@ -297,32 +317,51 @@ class Gate:
         if why is not None:
             raise ValueError(f"capguard: {why}")
 
-    def _no_room(self, model: str, floor: int, need: int | None, headroom: int, budgets: Sequence[_ModelBudget]) -> str:
+    def _run_tokens_left(self) -> int | None:
+        """What the run's token cap leaves (None: no token cap); under the lock."""
+        return None if self._token_cap is None else max(0, self._token_cap - self._tokens - self._tokens_held)
+
+    def _no_room(
+        self, model: str, floor: int, need: int | None, headroom: int, budgets: Sequence[_ModelBudget]
+    ) -> tuple[str, str, str | None]:
         need_text = format_usd(need) if need is not None else "more"
         binding = [b for b in budgets if b.headroom() is not None and b.headroom() == headroom]
         global_room = self._holds.headroom(self._spent, self._cap)
         if binding and (global_room is None or headroom < global_room):
             b = binding[0]
-            return (
+            why = (
                 f"capguard: the {format_usd(b.cap.usd_micro or 0)} cap on {b.cap.pattern} reached: a reply of "
                 f"{floor:,} tokens from {model} could cost {need_text}, and {format_usd(headroom)} is left of it "
                 f"(spent {format_usd(b.spent_micro)}, {format_usd(b.held_micro)} held by calls in flight). "
                 "The run is stopped."
             )
+            return why, "model", b.cap.pattern
         cap = format_usd(self._cap or 0)
-        return (
+        why = (
             f"capguard: spending cap of {cap} reached: a reply of {floor:,} tokens from {model} could cost "
             f"{need_text}, and {format_usd(headroom)} is left (spent {format_usd(self._spent)}, "
             f"{format_usd(self._holds.held_micro)} held by calls in flight). The run is stopped."
         )
+        return why, "usd", None
 
-    def _no_tokens(self, budgets: Sequence[_ModelBudget], prompt: int, floor: int) -> str:
-        b = min((b for b in budgets if b.tokens_left() is not None), key=lambda b: b.tokens_left() or 0)
-        return (
-            f"capguard: the {b.cap.tokens:,}-token cap on {b.cap.pattern} reached: this request's prompt (up to "
-            f"{prompt:,} tokens) and a reply of {floor:,} do not fit the {b.tokens_left():,} tokens left. "
-            "The run is stopped."
+    def _no_tokens(self, budgets: Sequence[_ModelBudget], prompt: int, floor: int) -> tuple[str, str, str | None]:
+        """Why a call does not fit the token cap that binds (the run's, or its model's when that leaves less)."""
+        run_left = self._run_tokens_left()
+        capped = [b for b in budgets if b.tokens_left() is not None]
+        b = min(capped, key=lambda b: b.tokens_left() or 0) if capped else None
+        if b is not None and (run_left is None or (b.tokens_left() or 0) < run_left):
+            why = (
+                f"capguard: the {b.cap.tokens:,}-token cap on {b.cap.pattern} reached: this request's prompt (up to "
+                f"{prompt:,} tokens) and a reply of {floor:,} do not fit the {b.tokens_left():,} tokens left. "
+                "The run is stopped."
+            )
+            return why, "model", b.cap.pattern
+        why = (
+            f"capguard: token cap of {self._token_cap or 0:,} reached: a prompt of up to {prompt:,} tokens and a "
+            f"reply of {floor:,} do not fit in the {run_left or 0:,} tokens left (used {self._tokens:,}, the rest "
+            "held by calls in flight). The run is stopped."
         )
+        return why, "tokens", None
 
     def _refuse(self, dialect: str, model: Any, why: str, *, at_cap: bool) -> Refused:
         refusal = Refused(dialect, sanitize.name(model), why, at_cap, at=self._clock())

@@ -126,6 +126,11 @@ class MeteringProxy:
             self._thread.join(timeout)
         self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        """Serving on its thread (False once stopped, or if its loop died: the agent then gets connection refused)."""
+        return self._thread is not None and self._thread.is_alive() and self._runner is not None
+
     def __enter__(self) -> MeteringProxy:
         return self.start()
 

@@ -1,0 +1,193 @@
+"""Strict mode with the real aider, streaming and not: every call goes through capguard's metering proxy to a fake
+OpenAI server that bills like a real one (fake_chat: a token per 4 bytes of the prompt and of the reply, output
+within max_tokens, streamed usage only when asked for). A runaway ends with the server's bill within the cap
+(overshoot 0) and capguard's count equal to that bill, weak-model summary calls included; a provider capguard
+cannot front is refused at start; a denied model never reaches the server."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from capguard.core.events import Reply as UsageReply
+from capguard.core.pricing import Pricer
+from capguard.demo import fake_openai
+from capguard.ledger import open_ledger
+from tests.fakes.fake_chat import FakeChat, Reply, Script
+from tests.integration.conftest import aider_flags
+from tests.integration.test_monthly import seed
+
+pytestmark = pytest.mark.agent
+
+RUNAWAY_INPUT = "Please fix the greeting in hello.py\n" * 10  # 4 main requests each (a failed edit, 3 reflections)
+SUMMARY = "The user asked to fix the greeting in hello.py; the edits did not apply."
+
+
+def runaway(delay_s: float = 0.1) -> Script:
+    """Every main reply a never-applying edit; aider's weak-model calls (commit messages, chat summaries) get a
+    short text and are billed as any call."""
+    return Script(
+        generate=lambda n: Reply(fake_openai.runaway_edit_text("hello.py") + "x" * 6000, delay_s=delay_s),
+        classify=fake_openai.classify,
+        title_reply=Reply(SUMMARY),
+    )
+
+
+def bills(server: FakeChat) -> dict[str, tuple[int, int]]:
+    """Each call the fake billed, by response id: (micro-USD as capguard prices it, tokens)."""
+    pricer, out = Pricer(), {}
+    for record in server.billed():
+        usage = record["usage"]
+        cached = usage["prompt_tokens_details"]["cached_tokens"]
+        reply = UsageReply(
+            "billed",
+            "openai/" + record["body"]["model"],
+            input_tokens=usage["prompt_tokens"] - cached,
+            output_tokens=usage["completion_tokens"],
+            cache_read_tokens=cached,
+        )
+        out[record["id"]] = (pricer.price(reply).cost_micro or 0, reply.tokens)
+    return out
+
+
+PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
+
+
+def assert_no_proxy_secret(*texts: str) -> None:
+    """The per-run secret is in the agent's environment only: not in the report, the log, the spool, the ledger."""
+    home = Path(os.environ["CAPGUARD_HOME"])
+    for path in [p for p in home.rglob("*") if p.is_file()]:
+        assert not PROXY_URL.search(path.read_bytes()), path
+    for text in texts:
+        assert not PROXY_URL.search(text.encode())
+
+
+def assert_counted_exactly(report: dict, server: FakeChat) -> None:
+    """Every call the server billed is in the ledger once, at what the server billed (an upper bound for one cut
+    at the stop); the report's totals are the ledger's."""
+    bill = bills(server)
+    with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
+        run, rows = ledger.run(report["run_id"]), ledger.usage(report["run_id"])
+    assert run["exit_code"] == report["exit_code"] and run["stop_reason"] == report["stop_reason"]
+    keys = [row["dedupe_key"].removeprefix("proxy:chat:") for row in rows]
+    assert len(set(keys)) == len(keys) == len(report["calls"])
+    assert set(keys) == set(bill), (keys, list(bill))  # no call unmetered, none invented
+    for row, key in zip(rows, keys):
+        micro, tokens = bill[key]
+        counted = row["input_tokens"] + row["output_tokens"] + row["cache_read_tokens"] + row["cache_write_tokens"]
+        if row["details"]["charged"] == "usage":
+            assert (row["cost_micro_usd"], counted) == (micro, tokens)
+        else:
+            assert row["cost_micro_usd"] >= micro and counted >= tokens
+    assert sum(row["cost_micro_usd"] for row in rows) == round(report["cost_usd"] * 1e6)
+
+
+def assert_tree_gone(capguard):
+    survivors = capguard.survivors()
+    assert not survivors, f"left running: {[(p.pid, p.name()) for p in survivors]}"
+
+
+def run(capguard, server, caps, *, stream: bool, extra=()):
+    flags = [*aider_flags(server.base_url, stream=stream), "--no-fancy-input", *extra, "hello.py"]
+    return capguard.run(["--strict", *caps], flags, input=RUNAWAY_INPUT, timeout=240)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
+def test_runaway_under_a_usd_cap_never_overshoots_and_counts_the_summaries(capguard, stream):
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "0.30"], stream=stream, extra=["--max-chat-history-tokens", "500"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0 and report["meter"] == "both"
+    micro = sum(m for m, _ in bills(server).values())
+    assert micro <= 300_000  # what the server billed: within the cap
+    assert_counted_exactly(report, server)
+    summaries = [r for r in server.billed() if r["kind"] != "main"]
+    assert summaries  # aider's weak-model summary calls: billed, and counted above like any call
+    assert any(call["model"] == "openai/gpt-4o-mini" for call in report["calls"])
+    assert not report["blind_spots"]
+    assert all(r["stream"] == stream for r in server.requests if r["kind"] == "main")
+    calibration = report["calibration"]
+    assert calibration["proxy_usd"] == report["cost_usd"] and calibration["files_usd"] < calibration["proxy_usd"]
+    assert "files" in calibration["line"] and "low" in calibration["line"]
+    assert "the next call's worst case would pass the $0.30 cap" in result.stderr
+    assert_no_proxy_secret(result.stdout, result.stderr)
+    assert_tree_gone(capguard)
+
+
+def test_runaway_under_a_token_cap_never_overshoots(capguard):
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--tokens", "60k"], stream=True)
+    report = result.report
+    assert result.rc == 121, result.stderr
+    assert report["stop_reason"] == "tokens" and report["overshoot"] == 0
+    assert sum(t for _, t in bills(server).values()) <= 60_000
+    assert_counted_exactly(report, server)
+    assert_tree_gone(capguard)
+
+
+def test_a_denied_model_never_reaches_the_server(capguard, repo):
+    (repo / ".capguard.toml").write_text('[models]\ndeny = ["gpt-4o-mini"]\n')  # the weak model: refused on each call
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "0.30"], stream=False, extra=["--max-chat-history-tokens", "500"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert not [r for r in server.requests if r["body"]["model"] == "gpt-4o-mini"]
+    assert any("denied by the configuration" in r["why"] for r in report["refusals"])
+    assert_counted_exactly(report, server)
+    assert_tree_gone(capguard)
+
+
+def test_a_denied_main_model_is_refused_at_start(capguard, repo):
+    (repo / ".capguard.toml").write_text('[models]\ndeny = ["openai/gpt-4o"]\n')  # untrusted: denying more is allowed
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "1"], stream=False)
+        assert not server.requests
+    assert result.rc == 2 and result.stderr.strip().count("\n") == 0
+    assert "model openai/gpt-4o is denied by the configuration" in result.stderr
+    assert_tree_gone(capguard)
+
+
+@pytest.mark.parametrize(
+    ("model", "word"), [("bedrock/anthropic.claude-3-5-sonnet", "'bedrock'"), ("vertex_ai/gemini-pro", "'vertex_ai'")]
+)
+def test_a_provider_the_proxy_cannot_front_is_refused_at_start(capguard, model, word):
+    with FakeChat(runaway()) as server:
+        flags = [*aider_flags(server.base_url, model=model), "hello.py"]
+        result = capguard.run(["--strict", "--usd", "1"], flags, timeout=60)
+        assert not server.requests
+    assert result.rc == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and word in line and "--meter files" in line and "Traceback" not in line
+    assert result.report is None
+    assert_tree_gone(capguard)
+
+
+def test_a_base_url_aider_would_load_from_a_dotenv_is_refused(capguard, repo):
+    (repo / ".env").write_text("OPENAI_API_BASE=http://127.0.0.1:9/v1\n")
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "1"], stream=False)
+        assert not server.requests
+    assert result.rc == 2 and "OPENAI_API_BASE in" in result.stderr and ".env" in result.stderr
+    assert_tree_gone(capguard)
+
+
+def test_the_monthly_budget_binds_the_proxy_too(capguard, tmp_path):
+    """Another run spent $0.20 of a $0.50 month: the proxy's budget is the $0.30 the month leaves, below the run's
+    own $5 cap; the runaway stops with the monthly reason and exit code, the server's bill within what was left."""
+    config = tmp_path / "capguard.toml"
+    config.write_text('user = "dev@example.com"\n[team]\n[team.users."dev@example.com"]\nmonthly_usd = 0.5\n')
+    capguard.env["CAPGUARD_CONFIG"] = str(config)
+    seed(str(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db"), 0.20, user="dev@example.com")
+    with FakeChat(runaway()) as server:
+        result = run(capguard, server, ["--usd", "5"], stream=True)
+    report = result.report
+    assert result.rc == 117, result.stderr
+    assert report["stop_reason"] == "monthly" and report["overshoot"] == 0
+    assert sum(m for m, _ in bills(server).values()) <= 300_000
+    assert_counted_exactly(report, server)
+    assert "left of the monthly budget (the proxy refused it)" in result.stderr
+    assert_tree_gone(capguard)
