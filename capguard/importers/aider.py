@@ -26,7 +26,7 @@ from capguard.core import sanitize
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState
+from capguard.importers.state import ImportState, read_new_lines
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.ledger.records import normalize_utc
@@ -256,21 +256,6 @@ def local_to_utc(text: str) -> str:
 # -- the import ----------------------------------------------------------------------------------------------
 
 
-def _read_from(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_result] | None:
-    """The file's bytes from where the last import left off (None: unchanged), its offset, its stat."""
-    try:
-        stat = path.stat()
-        start = state.start_offset(str(path), stat)
-        if start is None:
-            return None
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            data = handle.read(stat.st_size - start)
-    except OSError:
-        return None
-    return data[: data.rfind(b"\n") + 1], start, stat  # complete lines only: aider may be writing the last
-
-
 def covering_spans(writer: ImportWriter) -> list[tuple[str | None, float, float]]:
     """(project, start, end) in unix seconds of this user's aider runs that are not history imports."""
     sql = (
@@ -333,7 +318,7 @@ def import_logs(
     old_history = history_runs(writer)
     total = sum(_size(path) for path in analytics + histories)
     for index, path in enumerate(analytics + histories):
-        read = _read_from(path, state)
+        read = read_new_lines(path, state)
         if read is None:
             counts["files_unchanged"] += 1
             continue

@@ -27,7 +27,7 @@ from capguard.core.events import Malformed, Reply, json_object
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState
+from capguard.importers.state import ImportState, read_new_lines
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.ledger.records import normalize_utc
@@ -286,21 +286,6 @@ def _row(reply: Reply, run_id: str, pricer: UnitPricer) -> tuple:
     )
 
 
-def _read_from(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_result] | None:
-    """The file's complete lines from where the last import left off (None: unchanged), its offset, its stat."""
-    try:
-        stat = path.stat()
-        start = state.start_offset(str(path), stat)
-        if start is None:
-            return None
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            data = handle.read(stat.st_size - start)
-    except OSError:
-        return None
-    return data[: data.rfind(b"\n") + 1], start, stat  # Codex may be writing the last line
-
-
 def import_rollouts(
     writer: ImportWriter,
     state: ImportState,
@@ -324,7 +309,7 @@ def import_rollouts(
     }
     total = sum(_size(path) for path in files)
     for index, path in enumerate(files):
-        read = _read_from(path, state)
+        read = read_new_lines(path, state)
         if read is None:
             counts["files_unchanged"] += 1
             continue

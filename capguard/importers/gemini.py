@@ -22,7 +22,7 @@ from capguard.agents.gemini.logs import SessionParser
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState
+from capguard.importers.state import ImportState, read_new_lines
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 
@@ -154,20 +154,6 @@ def _row(reply: Reply, session: Session, pricer: UnitPricer) -> tuple:
     )
 
 
-def _read_from(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_result] | None:
-    try:
-        stat = path.stat()
-        start = state.start_offset(str(path), stat)
-        if start is None:
-            return None
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            data = handle.read(stat.st_size - start)
-    except OSError:
-        return None
-    return data[: data.rfind(b"\n") + 1], start, stat  # complete lines only: Gemini may be writing the last
-
-
 def _known(writer: ImportWriter, keys: list[str]) -> set[str]:
     known: set[str] = set()
     for i in range(0, len(keys), _KEYS_PER_QUERY):
@@ -205,7 +191,7 @@ def import_sessions(
     }
     total = sum(_size(path) for path in files)
     for index, path in enumerate(files):
-        read = _read_from(path, state)
+        read = read_new_lines(path, state)
         if read is None:
             counts["files_unchanged"] += 1
             continue

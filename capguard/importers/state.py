@@ -98,3 +98,19 @@ class ImportState:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.path, msgspec.json.encode(self._doc))  # 0600: which files of the user were imported
+
+
+def read_new_lines(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_result] | None:
+    """The file's complete lines from where the last import left off (None: unchanged or unreadable), that offset
+    and the file's stat. A last line without its newline is left for the next import: the agent may be writing it."""
+    try:
+        stat = path.stat()
+        start = state.start_offset(str(path), stat)
+        if start is None:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(stat.st_size - start)
+    except OSError:
+        return None
+    return data[: data.rfind(b"\n") + 1], start, stat
