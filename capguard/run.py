@@ -140,6 +140,8 @@ def run_agent(
 def _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock) -> int:
     caps = settings.caps
     plan = get_adapter(agent).plan(args, settings, run_dir, env, run_id)
+    for folder in plan.folders:
+        folder.mkdir(parents=True, exist_ok=True)
     plan.env = child_env.for_agent(plan.env)  # the one place every agent's environment passes: no secrets of ours
     pricer = Pricer(settings.prices, fallback_model=plan.fallback_model)
     strict = settings.supervise.meter == "proxy"

@@ -41,6 +41,8 @@ class LaunchPlan:
     # not refused at start, since the agent may price it; a reply nobody priced still stops the run (unpriced)
     reports_cost: bool = False
     notes: list[str] = field(default_factory=list)  # what capguard changed or chose, for the report
+    # folders the agent makes lazily that the watches need at start: made at launch, never by a dry run
+    folders: list[Path] = field(default_factory=list)
     blind_spots: list[str] = field(default_factory=list)  # spend the files cannot show
     # the agent's token counts are its own estimates: why, and how to get the server's (said at start under a
     # USD or token cap)

@@ -167,6 +167,28 @@ def test_claude_dry_run_masks_the_receiver_secret_and_closes_it(tmp_path, home):
     assert not mark.exists() and not (home / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("agent_name", "home_var", "extra"),
+    [
+        ("claude", "CLAUDE_CONFIG_DIR", []),
+        ("codex", "CODEX_HOME", ["exec", "hi"]),
+        ("gemini", "GEMINI_CLI_HOME", ["-p", "hi"]),
+        ("opencode", "XDG_DATA_HOME", ["run", "hi"]),
+    ],
+)
+def test_a_dry_run_makes_no_folder_in_the_agents_home(tmp_path, home, agent_name, home_var, extra):
+    agent, mark = fake_agent(tmp_path, agent_name)
+    repo = make_repo(tmp_path / "repo")
+    trusted_config(repo / ".capguard.toml", f'[agents.{agent_name}]\ncommand = "{agent}"\n')
+    agent_home = tmp_path / "agent-home"
+    agent_home.mkdir()
+    done = capguard("--dry-run", agent_name, *extra, cwd=repo, env={home_var: str(agent_home)})
+    assert done.returncode == 0, done.stderr
+    assert "Command line" in done.stdout
+    assert list(agent_home.rglob("*")) == []  # a run makes the folders it watches; a dry run makes none
+    assert not mark.exists()
+
+
 def test_strict_dry_run_shows_the_proxy_and_its_base_url_secret_masked(tmp_path, home):
     agent, mark = fake_agent(tmp_path, "claude")
     codex, codex_mark = fake_agent(tmp_path, "codex")

@@ -292,8 +292,6 @@ class ClaudeAdapter:
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)
         # Claude creates these lazily; watching them needs them now (and no wider tree than them)
-        folder.mkdir(parents=True, exist_ok=True)
-        (claude_dir / "sessions").mkdir(parents=True, exist_ok=True)
         sessions = _Sessions(folder, started_at=time.time())
         ours: list[str] = []
         notes: list[str] = []
@@ -386,6 +384,7 @@ class ClaudeAdapter:
                 "compaction calls appear only in Claude's own totals (cost-state at exit, statusLine while interactive)",
             ],
             watch_trees=[folder, claude_dir / "sessions", run_dir],
+            folders=[folder, claude_dir / "sessions"],  # Claude makes them lazily
             on_spawn=on_spawn,
             follow=sessions.specs,
             on_stop=on_stop,

@@ -181,7 +181,6 @@ class CodexAdapter:
             raise ConfigError("--ephemeral: Codex then writes no rollout file, so capguard could not meter it")
         home = codex_home(env)
         sessions = home / "sessions"
-        sessions.mkdir(parents=True, exist_ok=True)  # Codex creates it lazily; watching it needs it now
         model = named_model(args, home)
         daemons_before = _daemons(home)
         notes: list[str] = []
@@ -234,6 +233,7 @@ class CodexAdapter:
             on_stop=on_stop,
             on_exit=on_exit,
             summaries=[daemon_note, attribution.notes],
+            folders=[sessions],  # Codex makes it lazily
         )
 
 

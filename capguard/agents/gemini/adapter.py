@@ -136,7 +136,6 @@ class GeminiAdapter:
         args = list(settings.launch.args) + list(args)
         home = gemini_home(env)
         tmp = home / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)  # Gemini creates it lazily; watching it needs it now
         ours: list[str] = []
         notes: list[str] = []
 
@@ -153,7 +152,6 @@ class GeminiAdapter:
         chats = project_chats(home, Path.cwd())
         sessions = _Sessions(chosen, chats, time.time() - SKEW_S, model)
         where = tmp if chats is None else chats
-        where.mkdir(parents=True, exist_ok=True)
         watches = [
             # existing files (a session /resume may continue) from their end; new ones (this run's, /clear's) whole
             WatchSpec(where, sessions.gate, glob="session-*.jsonl", from_end=True, dormant=True),
@@ -181,6 +179,7 @@ class GeminiAdapter:
             notes=notes,
             blind_spots=list(BLIND_SPOTS),
             watch_trees=[where],
+            folders=[tmp, where],  # Gemini makes them lazily
         )
 
 

@@ -161,7 +161,6 @@ class OpenCodeAdapter:
                 " nor stop it; drop --attach to run OpenCode here under capguard"
             )
         store = db_path(env, cwd)
-        store.parent.mkdir(parents=True, exist_ok=True)  # OpenCode makes it too; the watcher needs it now
         spellings = run_directory(args, cwd, env)
         directory = Path(os.path.realpath(next(iter(spellings))))
         started_ms = int(time.time() * 1000)
@@ -208,6 +207,7 @@ class OpenCodeAdapter:
             notes=notes,
             blind_spots=list(BLIND_SPOTS),
             summaries=[summary],
+            folders=[store.parent],  # OpenCode makes it too, but the watch starts first
         )
 
 
