@@ -27,7 +27,7 @@ from capguard.core.events import Malformed, Reply, json_object
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState, read_new_lines
+from capguard.importers.state import ImportState, each_new_read, new_counts
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.ledger.records import normalize_utc
@@ -298,24 +298,8 @@ def import_rollouts(
     """Each rollout file into its thread's run; files unchanged since the last import are skipped."""
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     projects: dict[str, str | None] = {}
-    counts: dict[str, Any] = {
-        "files_found": len(files),
-        "files_read": 0,
-        "files_unchanged": 0,
-        "bytes_read": 0,
-        "malformed_lines": 0,
-        "suspicious_replies": 0,
-        "errors": [],
-    }
-    total = sum(_size(path) for path in files)
-    for index, path in enumerate(files):
-        read = read_new_lines(path, state)
-        if read is None:
-            counts["files_unchanged"] += 1
-            continue
-        data, start, stat = read
-        counts["files_read"] += 1
-        counts["bytes_read"] += len(data)
+    counts = new_counts(files)
+    for path, data, start, stat in each_new_read(files, state, counts, on_progress):
         run_id = run_id_of(path)
         found = read_thread(str(path), data, start, run_id, pricer)
         meta = found.meta if found.meta is not None else read_meta(path)
@@ -346,8 +330,6 @@ def import_rollouts(
             writer.flush()
         resume = found.resume_at if found.resume_at is not None else start
         state.mark(str(path), stat, resume, run_id)
-        if on_progress:
-            on_progress(index + 1, counts["bytes_read"], total)
     writer.finish()
     state.save()
     return counts
@@ -360,10 +342,3 @@ def _utc(value: object) -> str | None:
         return normalize_utc(value)
     except ValueError:
         return None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

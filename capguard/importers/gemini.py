@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from capguard.agents.gemini.logs import SessionParser
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState, read_new_lines
+from capguard.importers.state import ImportState, each_new_read, new_counts
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 
@@ -179,25 +178,8 @@ def import_sessions(
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     names = project_dirs(roots)
     projects: dict[str, str | None] = {}
-    counts: dict[str, Any] = {
-        "files_found": len(files),
-        "files_read": 0,
-        "files_unchanged": 0,
-        "bytes_read": 0,
-        "malformed_lines": 0,
-        "suspicious_replies": 0,
-        "errors": [],
-        "sessions_covered": 0,
-    }
-    total = sum(_size(path) for path in files)
-    for index, path in enumerate(files):
-        read = read_new_lines(path, state)
-        if read is None:
-            counts["files_unchanged"] += 1
-            continue
-        data, start, stat = read
-        counts["files_read"] += 1
-        counts["bytes_read"] += len(data)
+    counts = {**new_counts(files), "sessions_covered": 0}
+    for path, data, start, stat in each_new_read(files, state, counts, on_progress):
         chats = path.parent if path.parent.name == "chats" else path.parent.parent
         mark = state.files.get(str(path))
         session = read_session(path, data, start, pricer, names.get(chats.parent.name), mark.run_id if mark else None)
@@ -212,18 +194,9 @@ def import_sessions(
             if writer.pending >= 20_000:
                 writer.flush()
         state.mark(str(path), stat, start + len(data), session.run_id)
-        if on_progress:
-            on_progress(index + 1, counts["bytes_read"], total)
     writer.finish()
     state.save()
     return counts
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _write(writer: ImportWriter, session: Session, rows: list[tuple], projects: dict, line_of: Callable) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -114,3 +115,45 @@ def read_new_lines(path: Path, state: ImportState) -> tuple[bytes, int, os.stat_
     except OSError:
         return None
     return data[: data.rfind(b"\n") + 1], start, stat
+
+
+def new_counts(files: list[Path]) -> dict[str, Any]:
+    """The summary figures every file import returns, before any file is read."""
+    return {
+        "files_found": len(files),
+        "files_read": 0,
+        "files_unchanged": 0,
+        "bytes_read": 0,
+        "malformed_lines": 0,
+        "suspicious_replies": 0,
+        "errors": [],
+    }
+
+
+def each_new_read(
+    files: list[Path],
+    state: ImportState,
+    counts: dict[str, Any],
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> Iterator[tuple[Path, bytes, int, os.stat_result]]:
+    """(file, its new complete lines, their offset, its stat) for each file that grew since the last import, counted
+    in `counts` (`new_counts`); progress is told once the caller is done with a file."""
+    total = sum(_size(path) for path in files)
+    for index, path in enumerate(files):
+        read = read_new_lines(path, state)
+        if read is None:
+            counts["files_unchanged"] += 1
+            continue
+        data, start, stat = read
+        counts["files_read"] += 1
+        counts["bytes_read"] += len(data)
+        yield path, data, start, stat
+        if on_progress:
+            on_progress(index + 1, counts["bytes_read"], total)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
