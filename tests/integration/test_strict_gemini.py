@@ -29,8 +29,10 @@ from capguard.metering.proxy import Gate, MeteringProxy
 from capguard.metering.proxy.dialects import GEMINI
 from capguard.supervisor.strict import StrictMeter
 from capguard.supervisor.supervise import Supervisor
-from tests.fakes.fake_gemini import MAIN, ROUTER, FakeGemini, chat_script
+from tests.fakes.fake_gemini import LOOP_CHECK, MAIN, ROUTER, FakeGemini, chat_script
+from tests.integration.conftest import wait_for
 from tests.integration.test_gemini_caps import Gemini, assert_tree_gone, gemini_bin, runaway  # noqa: F401  (fixture)
+from tests.integration.test_gemini_tty import Tmux
 
 pytestmark = pytest.mark.agent
 PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
@@ -179,6 +181,21 @@ def test_an_uncapped_run_is_counted_to_the_token_the_routing_call_included(gemin
     assert_tree_gone(gemini)
 
 
+def test_geminis_loop_check_is_counted_like_any_call(gemini):
+    """From turn 30 of a prompt Gemini asks a model whether it is looping (a call its session file never shows);
+    told yes, it ends the run itself with status 0. Through the proxy the loop checks are counted to the token."""
+    with FakeGemini(runaway(gemini.tag, delay_s=0.0, loop_confidence=0.95)) as server:
+        result = gemini.use(server).headless(["--strict", "--usd", "5"], timeout=240)
+    report = result.report
+    assert result.rc == 0, result.stderr[-3000:]
+    assert report["stop_reason"] is None and report["agent_returncode"] == 0 and not report["self_stopped"]
+    kinds = [kind for _, _, kind in bills(server).values()]
+    assert kinds.count(LOOP_CHECK) >= 1 and kinds.count(MAIN) >= 30
+    rows = assert_counted_exactly(report, server)
+    assert len(rows) == len(kinds) and report["calibration"]["files_replies"] == kinds.count(MAIN)
+    assert_tree_gone(gemini)
+
+
 def test_a_dead_proxy_refuses_gemini_and_stops_the_run_with_meter_error_115(tmp_path, gemini_bin, repo):
     """The proxy's loop dies under the real Gemini CLI (capguard itself lives): its requests get connection refused,
     never an unmetered path, and the run stops with meter_error; every call that reached the server was counted."""
@@ -263,3 +280,37 @@ def test_the_proxy_speaks_googles_error_format_and_keeps_the_key_out_of_the_url(
     settled = [e for e in events if isinstance(e, UsageReply)]
     assert {e.key.removeprefix("proxy:gemini:") for e in settled} == set(billed)
     assert sum(Pricer().price(e).cost_micro for e in settled) == sum(m for m, _, _ in billed.values()) <= 5_000
+
+
+@pytest.mark.pty
+def test_the_tui_runaway_is_stopped_before_the_cap(tmp_path, gemini_bin, repo):
+    runner = Gemini(tmp_path, gemini_bin, repo)
+    rc_file = tmp_path / "rc"
+    with FakeGemini(runaway(runner.tag, delay_s=0.05)) as server:
+        runner.use(server)
+        term = Tmux(
+            runner.tag[:12], runner.argv(["--strict", "--usd", "0.05"], ["-y"]), runner.repo, runner.env, rc_file
+        )
+        try:
+            wait_for(lambda: "Type your message" in term.screen(), 90, "Gemini's prompt")
+            wait_for(
+                lambda: term.keys("loop until told") or "loop until told" in term.screen(),
+                60,
+                "the typed prompt",
+                interval=3,
+            )
+            wait_for(lambda: term.enter() or server.requests, 60, "the first request", interval=3)
+            wait_for(rc_file.exists, 150, "capguard to end")
+            screen = term.screen()
+        finally:
+            term.close()
+            left = runner.survivors()
+            runner.cleanup()
+    report = json.loads(runner.report_path.read_text())
+    assert int(rc_file.read_text()) == 122, screen[-2500:]
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    bill = bills(server)
+    assert sum(m for m, _, _ in bill.values()) <= 50_000 and ROUTER in {kind for _, _, kind in bill.values()}
+    assert_counted_exactly(report, server)
+    assert "capguard: stopped gemini: cost $" in screen
+    assert not left, [(p.pid, p.cmdline()) for p in left]
