@@ -196,6 +196,34 @@ def test_geminis_loop_check_is_counted_like_any_call(gemini):
     assert_tree_gone(gemini)
 
 
+def test_a_stream_cut_at_the_stop_is_charged_its_bound_never_zero(gemini):
+    """A wall cap stops Gemini while a slow reply streams: the proxy charges the cut call its prompt as far as the
+    stream showed it and its whole output limit (thoughts are never streamed whole), never zero."""
+    with FakeGemini(runaway(gemini.tag, delay_s=60.0)) as server:  # the first reply outlasts the wall cap
+        result = gemini.use(server).headless(["--strict", "--wall", "10s", "--usd", "5"])
+        billed = bills(server)
+    report = result.report
+    assert result.rc == 124, result.stderr[-3000:]
+    cut = [call for call in report["calls"] if call["charged"] == "bound"]
+    assert len(cut) == 1 and cut[0]["cost_usd"] > 0 and cut[0]["output_tokens"] == cut[0]["max_tokens"]
+    assert len(report["calls"]) == len(billed) + 1 == 1  # the fake bills only a reply sent whole; a real server would
+    assert_counted_exactly_but_the_cut(report, server)
+    assert_tree_gone(gemini)
+
+
+def assert_counted_exactly_but_the_cut(report: dict, server: FakeGemini) -> None:
+    bill, reached = bills(server), {record["id"] for record in server.requests}
+    with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
+        rows = ledger.usage(report["run_id"])
+    assert len(rows) == len(report["calls"])
+    for row in rows:
+        key = row["dedupe_key"].removeprefix("proxy:gemini:")
+        if row["details"]["charged"] == "usage":
+            assert row["cost_micro_usd"] == bill[key][0]
+        else:
+            assert key in reached and key not in bill  # the stream had shown its response id
+
+
 def test_a_dead_proxy_refuses_gemini_and_stops_the_run_with_meter_error_115(tmp_path, gemini_bin, repo):
     """The proxy's loop dies under the real Gemini CLI (capguard itself lives): its requests get connection refused,
     never an unmetered path, and the run stops with meter_error; every call that reached the server was counted."""
