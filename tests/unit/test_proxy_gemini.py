@@ -236,3 +236,17 @@ def test_a_refused_request_names_the_model_of_the_path():
     gate = Gate(Pricer(), cap_micro=CAP, on_event=events.append)
     refused = gate.admit(GEMINI, {**body(), "tools": [{"googleSearch": {}}]}, model=MODEL)
     assert isinstance(refused, Refused) and not refused.at_cap and refused.model == MODEL and events == [refused]
+
+
+def test_a_prompt_past_200k_tokens_is_priced_at_the_long_context_rates():
+    """Gemini 2.5 Pro bills the whole prompt, the cached part and the output at higher rates past 200k prompt
+    tokens ($2.50 / $0.25 / $15 per million instead of $1.25 / $0.125 / $10): the settle and the worst case both."""
+    gate = Gate(Pricer(), cap_micro=None)
+    admission = gate.admit(GEMINI, body("x" * 210_000, maxOutputTokens=1000), model="gemini-2.5-pro")
+    assert isinstance(admission, Admission) and admission.input.tokens > 200_000
+    assert admission.worst is not None and admission.worst.cost(1000) == round(admission.input.tokens * 2.5 + 15_000)
+    tracker = Tracker(GEMINI)
+    tracker.see(chunk({"promptTokenCount": 200_002, "cachedContentTokenCount": 150_000, "candidatesTokenCount": 600,
+                       "thoughtsTokenCount": 400}, finish="STOP"))  # fmt: skip
+    reply = gate.settle(admission, tracker.seen)
+    assert reply is not None and gate.spent_micro == 50_002 * 2.5 + 150_000 * 0.25 + 1_000 * 15
