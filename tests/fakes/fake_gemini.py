@@ -264,6 +264,8 @@ class _Handler(FakeHandler):
             self._send_json(200, {"totalTokens": billing.tokens(billing.prompt_text(inner))})
             return
         record, planned = owner._record(model, method, body)
+        with owner._cond:  # how the key came (a proxy moves a ?key= to the header)
+            record.update(query=query, key_header=bool(self.headers.get("x-goog-api-key")))
         owner._begin()
         try:
             if method == "streamGenerateContent":

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
 from capguard.agents.gemini.logs import SessionParser
+from capguard.agents.gemini.strict import strict_front
 from capguard.config.settings import Settings
 from capguard.core.events import Event
+from capguard.core.redact import shown_url
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @google/gemini-cli@0.61.0"
@@ -158,6 +160,16 @@ class GeminiAdapter:
             WatchSpec(where, sessions.gate, glob="*.jsonl", from_end=True, dormant=True),  # chats/<session>/<id>.jsonl
         ]
         extra_env: dict[str, str] = {}
+        strict = settings.supervise.meter == "proxy"
+        fronts = None
+        if strict:
+            front, closed = strict_front(env, Path.cwd(), home)
+            fronts = [front]
+            extra_env.update(closed)
+            notes.append(
+                f"strict mode: every Gemini API call goes through capguard's proxy to {shown_url(front.upstream)}"
+                " (its other sign-ins' endpoints are closed for the run)"
+            )
         if env.get("GEMINI_CLI_NO_RELAUNCH") is None:
             # one node process instead of a launcher that ignores SIGINT and SIGTERM and relaunches itself
             extra_env["GEMINI_CLI_NO_RELAUNCH"] = "true"
@@ -177,9 +189,10 @@ class GeminiAdapter:
             named_model=model,
             reports_cost=False,
             notes=notes,
-            blind_spots=list(BLIND_SPOTS),
+            blind_spots=[] if strict else list(BLIND_SPOTS),  # the proxy sees every call: side calls, in flight
             watch_trees=[where],
             folders=[tmp, where],  # Gemini makes them lazily
+            fronts=fronts,
         )
 
 

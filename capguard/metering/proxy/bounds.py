@@ -18,7 +18,7 @@ import msgspec
 
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
-from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask
+from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
 # fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
@@ -103,7 +103,7 @@ def _hashed(value: Any, dumped: bytes) -> bytes:
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
-    items = body.get("input" if dialect == RESPONSES else "messages")
+    items = body.get("input" if dialect == RESPONSES else "contents" if dialect == GEMINI else "messages")
     if isinstance(items, list):
         return items
     return [] if items is None else [items]
@@ -152,7 +152,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
 
     Each part is serialized once (its bytes are both its bound and its link in the conversation's hash chain):
     this runs before the request is forwarded, on conversations of hundreds of kilobytes."""
-    head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input")}
+    head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input", "contents")}
     dumped = _dumps(head)
     link = hashlib.sha256(dialect.encode() + b"\0" + _hashed(head, dumped)).digest()
     full = len(dumped) + REQUEST_OVERHEAD + _media(head, dumped)
@@ -180,7 +180,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
 
 
 # How a media block's type serializes (_dumps: no spaces): a part whose bytes hold none of these has no media.
-_MEDIA_MARK = re.compile(rb'"type":"(?:input_)?(?:image|document|file|audio)')
+_MEDIA_MARK = re.compile(rb'"type":"(?:input_)?(?:image|document|file|audio)|"inline_?[dD]ata":')
 
 
 def _media(value: Any, dumped: bytes) -> int:
@@ -196,10 +196,23 @@ def media_allowance(value: Any) -> int:
         kind = value.get("type")
         if kind in _MEDIA and not _inline(value):
             own = IMAGE_TOKENS if "image" in str(kind) else REFERENCED_DOCUMENT_TOKENS
+        own += _gemini_inline(value.get("inlineData", value.get("inline_data")))
         return own + sum(media_allowance(v) for v in value.values() if isinstance(v, (dict, list)))
     if isinstance(value, list):
         return sum(media_allowance(v) for v in value if isinstance(v, (dict, list)))
     return 0
+
+
+def _gemini_inline(data: Any) -> int:
+    """Gemini's inline media (base64 in the request): an image is billed by its size on screen, not its bytes (a
+    tiny image can cost more tokens than its bytes), a PDF by its pages; text, audio and video bill fewer tokens
+    than their bytes."""
+    if not isinstance(data, dict):
+        return 0
+    mime = str(data.get("mimeType") or data.get("mime_type") or "")
+    if mime.startswith("image/"):
+        return IMAGE_TOKENS
+    return REFERENCED_DOCUMENT_TOKENS if mime == "application/pdf" else 0
 
 
 def _inline(block: dict[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""The three APIs the proxy meters, request side: which paths cost money, what a request asks for, how to lower its
+"""The four APIs the proxy meters, request side: which paths cost money, what a request asks for, how to lower its
 output limit, and each provider's own error format. Pure: a parsed JSON body in, a new body or facts out."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
 CHAT = "chat"  # OpenAI Chat Completions: POST /v1/chat/completions
 RESPONSES = "responses"  # OpenAI Responses: POST /v1/responses
-DIALECTS = (ANTHROPIC, CHAT, RESPONSES)
+GEMINI = "gemini"  # Google's Gemini API: POST /v1beta/models/<model>:generateContent (the model in the path)
+DIALECTS = (ANTHROPIC, CHAT, RESPONSES, GEMINI)
 
 _METERED = {"/messages": ANTHROPIC, "/chat/completions": CHAT, "/responses": RESPONSES}
 # Paths that never cost money: listing models, counting tokens, reading a stored response.
@@ -31,11 +33,15 @@ class Route:
     dialect: str | None = None
     free: bool = False
     why: str | None = None
+    model: str | None = None  # named by the path, not the body (Gemini)
+    stream: bool = False  # the path asks for a stream (Gemini's streamGenerateContent)
 
 
 def route(method: str, tail: str, default_dialect: str) -> Route:
     """`tail` is the path after the secret, e.g. `/v1/messages`; a refusal says why, in words a user reads."""
     path = "/" + tail.strip("/")
+    if default_dialect == GEMINI:
+        return _gemini_route(method, path)
     if method == "POST":
         for suffix, dialect in _METERED.items():
             if path.endswith(suffix):
@@ -59,10 +65,16 @@ class Ask:
     hidden_reasoning: bool  # the model may bill reasoning it does not stream (a cut stream's output is unknown)
     speed: str | None = None
     geo: str | None = None
+    # the request sets no output limit and the model's own is no figure capguard can trust: the limit held is
+    # written into the request, so the server enforces it (Gemini: without one a thinking model may run on)
+    write_limit: bool = False
 
 
-def ask(dialect: str, body: dict[str, Any]) -> Ask:
-    """The facts of a request; ValueError (shown to the user) for a request capguard cannot bound."""
+def ask(dialect: str, body: dict[str, Any], *, model: str | None = None, stream: bool = False) -> Ask:
+    """The facts of a request; ValueError (shown to the user) for a request capguard cannot bound. `model` and
+    `stream` come from the path where the API names them there (Gemini)."""
+    if dialect == GEMINI:
+        return _gemini_ask(body, model, stream)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
@@ -102,6 +114,8 @@ def with_max_out(dialect: str, body: dict[str, Any], limit: int) -> dict[str, An
         return {**body, "max_tokens": limit}
     if dialect == RESPONSES:
         return {**body, "max_output_tokens": limit}
+    if dialect == GEMINI:
+        return _gemini_with_max_out(body, limit)
     if "max_tokens" in body and "max_completion_tokens" not in body:
         return {**body, "max_tokens": limit}  # an older server may not know max_completion_tokens
     return {**body, "max_completion_tokens": limit}
@@ -115,8 +129,14 @@ def with_stream_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}, True
 
 
-def error_body(dialect: str, message: str, kind: str = "invalid_request_error") -> bytes:
+def error_body(dialect: str, message: str, kind: str = "invalid_request_error", status: int | None = None) -> bytes:
     """The provider's own error JSON, so the agent shows `message` to its user as any API error."""
+    if dialect == GEMINI:
+        code = status or 400
+        body_: dict[str, Any] = {
+            "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
+        }
+        return json.dumps(body_).encode()
     if dialect == ANTHROPIC:
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     else:
@@ -158,3 +178,118 @@ def _positive(value: Any) -> int | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+# ---- Gemini: the model and the method are in the path; the body is a GenerateContentRequest
+
+_GEMINI_PATH = re.compile(r"^/v\d+(?:alpha|beta)?\d*/models/([A-Za-z0-9._-]{1,200}):([A-Za-z]+)$")
+_GEMINI_LIST = re.compile(r"^/v\d+(?:alpha|beta)?\d*/models(?:/[A-Za-z0-9._-]{1,200})?$")
+_GEMINI_METERED = {"generateContent": False, "streamGenerateContent": True}  # method -> streams
+_GEMINI_FREE = ("countTokens",)
+# Models whose output is not text at text rates (images, speech, video, music), or that are embeddings: the
+# core pricer has no figure for what they generate.
+_GEMINI_NOT_TEXT = re.compile(r"(image|tts|audio|live|embedding|veo|imagen|lyria)", re.I)
+_GEMINI_CLIENT_TOOL_KEYS = frozenset({"functionDeclarations", "function_declarations"})
+# The output ceiling of a model (the API rejects a larger maxOutputTokens on some models): 65,536 for Gemini 2.5
+# and later, 8,192 for the older models and Gemma. genai-prices knows context windows, not output ceilings.
+GEMINI_MAX_OUTPUT = 65_536
+_GEMINI_SMALL_OUTPUT = re.compile(r"^(gemini-(1\.|2\.0|pro\b|pro-vision)|gemma)", re.I)
+_GEMINI_SMALL_MAX_OUTPUT = 8_192
+_MIN_THINKING_BUDGET = 512  # the least thinkingBudget every Gemini thinking model takes (2.5 Flash-Lite's)
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+}
+
+
+def _gemini_route(method: str, path: str) -> Route:
+    found = _GEMINI_PATH.match(path)
+    if method == "POST" and found:
+        model, verb = found.group(1), found.group(2)
+        if verb in _GEMINI_METERED:
+            return Route(dialect=GEMINI, model=model, stream=_GEMINI_METERED[verb])
+        if verb in _GEMINI_FREE:
+            return Route(free=True)
+    if method in ("GET", "HEAD") and _GEMINI_LIST.match(path):
+        return Route(free=True)
+    return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
+
+
+def gemini_output_ceiling(model: str) -> int:
+    """The most output tokens (thoughts included) the model gives one reply."""
+    return _GEMINI_SMALL_MAX_OUTPUT if _GEMINI_SMALL_OUTPUT.match(model) else GEMINI_MAX_OUTPUT
+
+
+def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool) -> Ask:
+    """Gemini's request facts. maxOutputTokens bounds thoughts and the reply together (Gemini 2.5 and 3 stop with
+    MAX_TOKENS when thinking reaches it; a thinkingBudget is only a hint the model may pass), so the worst case is
+    maxOutputTokens of output, and a request without one gets the limit capguard holds written into it."""
+    if not model:
+        raise ValueError("the request names no model")
+    if _GEMINI_NOT_TEXT.search(model):
+        raise ValueError(f"capguard prices text replies only, not those of {model[:100]!r}")
+    if body.get("cachedContent") is not None:
+        raise ValueError("capguard cannot bound a request that reads a stored context cache (cachedContent)")
+    for tool in body.get("tools") or ():
+        extra = sorted(set(tool) - _GEMINI_CLIENT_TOOL_KEYS) if isinstance(tool, dict) else ["?"]
+        if extra:
+            raise ValueError(f"capguard cannot bound the cost of the server-side tool {str(extra[0])[:60]!r}")
+    if _has_file_reference(body):
+        raise ValueError("capguard cannot bound a file given by its URI (fileData): its size is unknown")
+    config = body.get("generationConfig")
+    config = config if isinstance(config, dict) else {}
+    modalities = config.get("responseModalities")
+    if isinstance(modalities, list) and any(str(m).upper() != "TEXT" for m in modalities):
+        raise ValueError("capguard prices text replies only (responseModalities asks for more)")
+    count = config.get("candidateCount")
+    choices = count if isinstance(count, int) and not isinstance(count, bool) and count > 1 else 1
+    thinking = config.get("thinkingConfig")
+    no_thinking = isinstance(thinking, dict) and thinking.get("thinkingBudget") == 0
+    limit = _positive(config.get("maxOutputTokens"))
+    return Ask(
+        model,
+        stream,
+        limit or gemini_output_ceiling(model),
+        choices,
+        None,  # implicit caching writes at no charge; an explicit cache (cachedContent) is refused above
+        not no_thinking,  # thoughts are billed and never streamed whole: a cut stream may have used its limit
+        write_limit=limit is None,
+    )
+
+
+def _has_file_reference(body: dict[str, Any]) -> bool:
+    for content in [body.get("systemInstruction"), *(body.get("contents") or ())]:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and ("fileData" in part or "file_data" in part):
+                return True
+    return False
+
+
+def _gemini_with_max_out(body: dict[str, Any], limit: int) -> dict[str, Any]:
+    """maxOutputTokens set to `limit`; a thinkingBudget that would leave no room for the reply comes down to half."""
+    config = body.get("generationConfig")
+    config = dict(config) if isinstance(config, dict) else {}
+    config["maxOutputTokens"] = limit
+    thinking = config.get("thinkingConfig")
+    budget = thinking.get("thinkingBudget") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget > limit // 2 and isinstance(thinking, dict):
+        config["thinkingConfig"] = {**thinking, "thinkingBudget": max(_MIN_THINKING_BUDGET, limit // 2)}
+    return {**body, "generationConfig": config}
+
+
+def gemini_key_to_header(query: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """An API key given as `?key=` moved to the x-goog-api-key header (the API takes either): the URL the proxy
+    requests, which an error may show, then never holds it. Returns the query string left and the headers."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    keys = [value for name, value in pairs if name == "key"]
+    if not keys:
+        return query, headers
+    if not any(name.lower() == "x-goog-api-key" for name in headers):
+        headers = {**headers, "x-goog-api-key": keys[-1]}
+    return urlencode([(name, value) for name, value in pairs if name != "key"]), headers

@@ -20,7 +20,7 @@ from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_toke
 from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
-from capguard.metering.proxy.dialects import ANTHROPIC, RESPONSES, Ask, ask, with_max_out
+from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask, ask, with_max_out
 from capguard.metering.proxy.task_budgets import TaskBudgets, Ticket
 from capguard.metering.proxy.usage import Seen
 
@@ -107,7 +107,7 @@ class Gate:
         self._cap = cap_micro
         self._min_output = min_output
         self._default_max = default_max_output
-        self._providers = {ANTHROPIC: "anthropic", **(providers or {})}
+        self._providers = {ANTHROPIC: "anthropic", GEMINI: "google", **(providers or {})}
         rules = models or ModelRules()
         self._rules = rules  # allow/deny and per-model caps: the [models] table
         self._model_budgets = [_ModelBudget(cap) for cap in rules.caps]
@@ -155,15 +155,18 @@ class Gate:
             self._cap = self._spent + max(0, remaining_micro)
 
     # ---- around each call
-    def admit(self, dialect: str, body: dict[str, Any]) -> Admission | Refused:
-        """Hold the request's worst case and return the body to send, or refuse it (emitted as an event)."""
+    def admit(
+        self, dialect: str, body: dict[str, Any], *, model: str | None = None, stream: bool = False
+    ) -> Admission | Refused:
+        """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
+        and `stream`: what the path says, for an API that names them there (Gemini)."""
         try:
-            wants = ask(dialect, body)
+            wants = ask(dialect, body, model=model, stream=stream)
             model = self._priced_name(dialect, wants.model)
             self._check_listed(wants.model)
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
-            return self._refuse(dialect, body.get("model"), str(err), at_cap=False)
+            return self._refuse(dialect, model or body.get("model"), str(err), at_cap=False)
         worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
         with self._lock:
@@ -295,7 +298,7 @@ class Gate:
         ), "bound"
 
     def _shaped(self, dialect: str, body: dict[str, Any], wants: Ask, clamp: Any) -> dict[str, Any] | None:
-        if not clamp.lowered:
+        if not clamp.lowered and not wants.write_limit:
             return body  # sent as the agent wrote it, byte for byte
         if dialect == ANTHROPIC:  # its thinking budget must stay below max_tokens
             return lowered_request(body, clamp)

@@ -18,7 +18,15 @@ import msgspec
 from aiohttp import web
 
 from capguard.metering.proxy import sse
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, error_body, route, with_stream_usage
+from capguard.metering.proxy.dialects import (
+    ANTHROPIC,
+    CHAT,
+    GEMINI,
+    error_body,
+    gemini_key_to_header,
+    route,
+    with_stream_usage,
+)
 from capguard.metering.proxy.gate import Admission, Gate, Refused
 from capguard.metering.proxy.task_budgets import with_beta
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
@@ -150,9 +158,12 @@ class MeteringProxy:
         if where.why:
             return _error(style, 403, where.why, "permission_error")
         raw = await request.read()
-        url = f"{self._upstreams[mount]}/{tail}" + (f"?{request.query_string}" if request.query_string else "")
+        query, headers = request.query_string, _headers(request)
+        if style == GEMINI:  # a key in the URL would be in any error that shows the URL: it goes in a header
+            query, headers = gemini_key_to_header(query, headers)
+        url = f"{self._upstreams[mount]}/{tail}" + (f"?{query}" if query else "")
         if where.free:
-            return await self._forward_free(request, url, raw)
+            return await self._forward_free(request, url, raw, headers)
         dialect = where.dialect or style
         try:
             body = _decode(raw)
@@ -160,32 +171,33 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        admission = self.gate.admit(dialect, body)
-        if isinstance(admission, Refused):
-            return _error(dialect, 400, admission.why)
+        admission = self.gate.admit(dialect, body, model=where.model, stream=where.stream)
+        if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
+            return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
         sent = admission.body
         if dialect == CHAT and admission.ask.stream:
             sent, strip = with_stream_usage(sent)
         data = raw if sent is body else msgspec.json.encode(sent)
-        return await self._forward_metered(request, url, data, admission, strip)
+        return await self._forward_metered(request, url, data, admission, strip, headers)
 
-    async def _forward_free(self, request: web.Request, url: str, raw: bytes) -> web.StreamResponse:
+    async def _forward_free(
+        self, request: web.Request, url: str, raw: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
         assert self._session is not None
         try:
-            async with self._session.request(request.method, url, data=raw, headers=_headers(request)) as upstream:
+            async with self._session.request(request.method, url, data=raw, headers=headers) as upstream:
                 body = await upstream.read()
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
 
     async def _forward_metered(
-        self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool
+        self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool, headers: dict[str, str]
     ) -> web.StreamResponse:
         assert self._session is not None
         gate, seen = self.gate, None
         try:
-            headers = _headers(request)
             if admission.task is not None:  # the task budget the proxy added needs its beta
                 beta = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
                 headers[beta] = with_beta(headers.get(beta))
@@ -279,7 +291,8 @@ def _json(body: bytes) -> Any:
 
 
 def _error(dialect: str, status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
-    return web.Response(status=status, body=error_body(dialect, message, kind), content_type="application/json")
+    body = error_body(dialect, message, kind, status)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _unreachable(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The three APIs the proxy meters, reply side: the exact usage of a JSON body or a stream's events, what a stream
+"""The four APIs the proxy meters, reply side: the exact usage of a JSON body or a stream's events, what a stream
 has generated so far (for one cut short), every figure through capguard.core.sanitize. Pure: parsed JSON in."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from capguard.core import sanitize
 from capguard.core.anthropic_usage import CallUsage, get, merge_usage
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, GEMINI
 
 
 @dataclass
@@ -33,6 +33,12 @@ class Seen:
 def from_body(dialect: str, body: Any) -> Seen:
     """A non-streamed reply (or an error body): its usage when it has a readable one."""
     seen = Seen()
+    if dialect == GEMINI:  # a JSON object, or the array a stream without alt=sse is sent as
+        tracker = Tracker(GEMINI)
+        for item in body if isinstance(body, list) else [body]:
+            if isinstance(item, dict):
+                tracker.see(item, whole=True)
+        return tracker.seen
     if not isinstance(body, dict):
         return seen
     seen.response_id, seen.model = _name(body.get("id")), _name(body.get("model"))
@@ -47,13 +53,16 @@ class Tracker:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self.seen = Seen()
+        self._figures: dict[str, int] = {}  # Gemini's usageMetadata figures so far
 
-    def see(self, data: dict[str, Any]) -> None:
+    def see(self, data: dict[str, Any], *, whole: bool = False) -> None:
         self.seen._events += 1
         if self.dialect == ANTHROPIC:
             self._anthropic(data)
         elif self.dialect == CHAT:
             self._chat(data)
+        elif self.dialect == GEMINI:
+            self._gemini(data, whole)
         else:
             self._responses(data)
 
@@ -106,18 +115,44 @@ class Tracker:
         elif kind == "error":
             seen.failed = True
 
+    def _gemini(self, data: dict[str, Any], whole: bool) -> None:
+        """Each chunk carries the usage so far (figures only grow); the reply is over at a finishReason, a blocked
+        prompt, or the end of a whole (non-streamed) reply."""
+        seen = self.seen
+        seen.response_id = seen.response_id or _name(data.get("responseId"))
+        seen.model = seen.model or _name(data.get("modelVersion"))
+        ended = whole or bool(get(data.get("promptFeedback"), "blockReason"))
+        for candidate in data.get("candidates") or ():
+            ended = ended or bool(get(candidate, "finishReason"))
+            parts = get(get(candidate, "content"), "parts")
+            for part in parts if isinstance(parts, list) else ():
+                seen.output_bytes += _bytes(get(part, "text"))
+                call = get(part, "functionCall")
+                if call is not None:
+                    seen.output_bytes += _bytes(get(call, "name")) + len(str(get(call, "args") or ""))
+        if data.get("usageMetadata") is not None:
+            _take_usage(seen, GEMINI, data.get("usageMetadata"), final=ended, so_far=self._figures)
+        elif ended and seen.usage is not None:
+            seen.complete = True  # the usage came with an earlier chunk
+        if data.get("error") is not None:
+            seen.failed = True
+
 
 def is_usage_chunk(data: dict[str, Any]) -> bool:
     """Chat's extra last chunk: no choices, only the usage (what a client that did not ask for it never sees)."""
     return data.get("usage") is not None and not data.get("choices")
 
 
-def _take_usage(seen: Seen, dialect: str, usage: Any, *, final: bool = True) -> None:
+def _take_usage(
+    seen: Seen, dialect: str, usage: Any, *, final: bool = True, so_far: dict[str, int] | None = None
+) -> None:
     """Read `usage` into `seen`; a figure that is no number leaves the usage unknown (the bound is charged)."""
     try:
         if dialect == ANTHROPIC:
             read = seen.usage or CallUsage()
             merge_usage(read, usage)
+        elif dialect == GEMINI:
+            read = _gemini_usage(usage, {} if so_far is None else so_far)
         else:
             read = _openai_usage(dialect, usage)
     except sanitize.NotANumber as err:
@@ -151,6 +186,32 @@ def _openai_usage(dialect: str, usage: Any) -> CallUsage:
     cached = get(get(usage, details_key), "cached_tokens")
     cached = 0 if cached is None else min(prompt, sanitize.count(cached, "cached_tokens"))
     return CallUsage(input_tokens=prompt - cached, output_tokens=output, cache_read_tokens=cached)
+
+
+def _gemini_usage(usage: Any, figures: dict[str, int]) -> CallUsage:
+    """usageMetadata as capguard counts it, as the session-file meter does: promptTokenCount includes the cached
+    part, kept apart here; toolUsePromptTokenCount is input; thoughtsTokenCount is output (billed at its rate).
+    `figures` holds the stream's figures so far: one a chunk leaves out keeps the value an earlier chunk gave."""
+    if not isinstance(usage, dict):
+        raise sanitize.NotANumber("usageMetadata is not an object")
+    read = {name: sanitize.count(usage[name], name) for name in _GEMINI_FIGURES if usage.get(name) is not None}
+    figures.update({name: max(figures.get(name, 0), value) for name, value in read.items()})
+    prompt = figures.get("promptTokenCount", 0)
+    cached = min(prompt, figures.get("cachedContentTokenCount", 0))
+    return CallUsage(
+        input_tokens=prompt - cached + figures.get("toolUsePromptTokenCount", 0),
+        output_tokens=figures.get("candidatesTokenCount", 0) + figures.get("thoughtsTokenCount", 0),
+        cache_read_tokens=cached,
+    )
+
+
+_GEMINI_FIGURES = (
+    "promptTokenCount",
+    "cachedContentTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "toolUsePromptTokenCount",
+)
 
 
 def _bytes(value: Any) -> int:
