@@ -18,8 +18,8 @@ import msgspec
 from aiohttp import web
 
 from capguard.metering.proxy import sse
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, error_body, route, with_stream_usage
-from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, count_tail, error_body, route, with_stream_usage
+from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
 from capguard.metering.proxy.task_budgets import with_beta
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
 
@@ -32,6 +32,10 @@ _HOP = frozenset(
 )  # fmt: skip
 _decode = msgspec.json.decode  # JSON as json.loads reads it (ValueError, RecursionError), 2-3x faster
 _MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger than this is refused
+# Asking the provider to count a prompt (only when the bytes' bound would lower or refuse a request): an answer
+# later than this, or larger, is no answer, and the bytes' bound stays (the agent waits no longer than this).
+COUNT_TIMEOUT_S = 3.0
+_MAX_COUNT_REPLY = 64 * 1024
 
 
 class MeteringProxy:
@@ -48,6 +52,7 @@ class MeteringProxy:
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
+        count_timeout: float = COUNT_TIMEOUT_S,
     ) -> None:
         if not upstreams:
             raise ValueError("the proxy needs at least one upstream")
@@ -62,6 +67,7 @@ class MeteringProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fast_loop = fast_loop  # start() runs uvloop when it is installed (bench/RESULTS.md section 7)
+        self._count_timeout = aiohttp.ClientTimeout(total=count_timeout)
 
     def base_url(self, mount: str) -> str:
         """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
@@ -160,7 +166,13 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        admission = self.gate.admit(dialect, body)
+        count_at = count_tail(dialect, tail)
+        admission = self.gate.admit(dialect, body, may_count=count_at is not None)
+        if isinstance(admission, Count):
+            assert count_at is not None
+            query = f"?{request.query_string}" if request.query_string else ""
+            answer = await self._count(request, f"{self._upstreams[mount]}/{count_at}{query}", admission)
+            admission = self.gate.admit_counted(admission, answer)
         if isinstance(admission, Refused):
             return _error(dialect, 400, admission.why)
         strip = False
@@ -178,6 +190,25 @@ class MeteringProxy:
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
+
+    async def _count(self, request: web.Request, url: str, count: Count) -> Any:
+        """The provider's answer to counting the prompt (parsed JSON), or None: any failure leaves the bytes'
+        bound. The agent's headers go with it (its key, anthropic-version and -beta): passed on, never logged."""
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                url, data=msgspec.json.encode(count.body), headers=_headers(request), timeout=self._count_timeout
+            ) as upstream:
+                if upstream.status != 200:
+                    return None
+                body = b""
+                async for chunk in upstream.content.iter_any():
+                    body += chunk
+                    if len(body) > _MAX_COUNT_REPLY:
+                        return None
+                return _json(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
 
     async def _forward_metered(
         self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool
