@@ -183,14 +183,13 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
             return self._refuse(dialect, body.get("model"), str(err), at_cap=False)
-        count = bounds.count_request(dialect, body, prompt) if may_count and self._counts_trusted else None
-        return self._admit(dialect, body, wants, model, prompt, count)
+        return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted)
 
     def admit_counted(self, first: Count, answer: Any) -> Admission | Refused:
         """`admit` again with the provider's answer to `first.body` (its parsed JSON; None when the count failed):
         the count with its margin as the prompt's bound, or the bytes' bound when the answer is no count."""
         prompt = bounds.counted_bound(first.input, answer)
-        admission = self._admit(first.dialect, first.request, first.ask, first.model, prompt, None)
+        admission = self._admit(first.dialect, first.request, first.ask, first.model, prompt, False)
         assert not isinstance(admission, Count)
         return admission
 
@@ -206,7 +205,7 @@ class Gate:
         wants: Ask,
         model: str,
         prompt: bounds.InputBound,
-        count: dict[str, Any] | None,
+        may_count: bool,
     ) -> Admission | Refused | Count:
         worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
@@ -225,8 +224,10 @@ class Gate:
                 fits = room_out is None or room_out >= max(1, floor)
                 most = requested if room_out is None else min(requested, max(room_out, 0))
                 clamp = clamp_max_tokens(most, floor, headroom, worst.cost if worst else _free) if fits else None
-                if count is not None and (clamp is None or clamp.lowered or most < requested):
-                    return Count(dialect, body, wants, model, prompt, count)  # the bytes' bound binds: ask first
+                binds = clamp is None or clamp.lowered or most < requested
+                count = bounds.count_request(dialect, body, prompt) if may_count and binds else None
+                if count is not None:  # the bytes' bound binds, and a count could loosen it: ask first
+                    return Count(dialect, body, wants, model, prompt, count)
                 task = None
                 if self.task_budgets is not None and dialect == ANTHROPIC:
                     body, task = self.task_budgets.apply(body)

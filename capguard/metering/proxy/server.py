@@ -252,18 +252,17 @@ class MeteringProxy:
         try:
             await reply.prepare(request)
             async for chunk in upstream.content.iter_any():
-                events = splitter.feed(chunk)
+                if not strip:
+                    await reply.write(chunk)  # byte for byte, as it came; read after, off the time to first byte
                 keep = []
-                for raw in events:
+                for raw in splitter.feed(chunk):
                     parsed = sse.json_data(sse.parse(raw)[1])
                     if parsed is not None:
                         tracker.see(parsed)
                         if strip and is_usage_chunk(parsed):
                             continue  # the client did not ask for it: it never sees it
                     keep.append(raw)
-                if not strip:
-                    await reply.write(chunk)  # byte for byte, as it came
-                elif keep:
+                if strip and keep:
                     await reply.write(b"".join(keep))
             if strip and (rest := splitter.rest()):
                 await reply.write(rest)
