@@ -316,7 +316,7 @@ class Script:
     bill_prompt: bool = False
     # How ``/v1/messages/count_tokens`` answers (each call recorded as kind ``count_tokens``): ``exact`` the
     # prompt's tokens as billed, ``error`` a 500, ``huge`` ten times its bytes, ``garbage`` a string count,
-    # ``slow`` the exact count after ``count_delay_s``.
+    # ``slow`` the exact count after ``count_delay_s``, ``half`` half of it (a count below the bill).
     count_mode: str = "exact"
     count_delay_s: float = 10.0
 
@@ -646,6 +646,8 @@ class _Handler(FakeHandler):
             self._send_json(200, {"input_tokens": 10 * len(raw)}, headers)
         elif mode == "garbage":
             self._send_json(200, {"input_tokens": f"{counted}"}, headers)
+        elif mode == "half":
+            self._send_json(200, {"input_tokens": counted // 2}, headers)
         elif mode == "slow" and self._wait(script.count_delay_s):
             self.close_connection = True
         else:

@@ -260,3 +260,22 @@ def test_a_hostile_count_on_claude_models_is_ignored(capguard):
     assert not any(call["prompt_counted"] for call in report["calls"])
     assert all(call["prompt_bound"] >= 3 * call["input_tokens"] for call in report["calls"])
     assert_tree_gone(capguard)
+
+
+def test_a_count_below_the_bill_turns_the_counts_off(capguard):
+    """count_tokens answers half of what the server then bills: the first call billed more prompt than its count
+    allowed, and from then on no call is held at a count (each new prompt at its bytes); the run stops within the
+    cap (that first call's hold was short, but far from the cap)."""
+    with FakeAnthropic(claude_runaway(count_mode="half")) as server:
+        result = run_claude_models(capguard, server, ["--usd", "0.30"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, _ = anthropic_billed(server)
+    assert micro <= 300_000
+    assert_counted_anthropic(report, server)
+    first, *rest = report["calls"]
+    assert first["prompt_counted"] and first["prompt_bound"] < first["input_tokens"]  # the count was short
+    assert rest and not any(call["prompt_counted"] for call in rest)
+    assert server.count("count_tokens") == 1  # never asked again
+    assert_tree_gone(capguard)
