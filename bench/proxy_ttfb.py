@@ -5,8 +5,9 @@ API servers set it), the proxy in a process of its own (as in capguard's, where 
 and the client (this process, httpx). Requests go direct and through the proxy interleaved, so both see the same
 load (the machine is shared: read the paired difference, not the absolute figures).
 
-- TTFB: the same small streamed request, direct and through the proxy, alternating; p50/p99 of each and of the
-  paired difference; the proxy's CPU time per request.
+- TTFB: the same small streamed request, direct, through the proxy and through a bare aiohttp pass-through (the
+  same HTTP layer, nothing metered: the floor of what aiohttp adds), in turn; p50/p99 of each and of the paired
+  difference; the proxy's and the pass-through's CPU time per request.
 - Long stream: a reply of --stream-mb MB in ~1 KB text deltas as fast as the fake writes it: MB/s direct and
   through the proxy, and the proxy's CPU per MB.
 - Paced stream: a reply of 1,000 deltas at --events-per-s (a fast model's pace): the proxy's CPU in % of a core
@@ -73,6 +74,45 @@ def serve_proxy(upstreams: list[str], loop: str) -> None:
         sys.stdin.read()
 
 
+def serve_bare(upstream: str) -> None:
+    """A bare aiohttp pass-through (no metering, as the proxy's HTTP layer is configured): the floor of its cost."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    hop = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+
+    async def run() -> None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            raw = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+            async with session.post(f"{upstream}/{request.match_info['tail']}", data=raw, headers=headers) as up:
+                reply = web.StreamResponse(
+                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in hop}
+                )
+                await reply.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await reply.write(chunk)
+                await reply.write_eof()
+                return reply
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+        await session.close()
+
+    asyncio.run(run())
+
+
 def spawn(*args: str) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen(
         [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
@@ -125,20 +165,30 @@ def measure(args: argparse.Namespace) -> None:
     ]
     urls = [found[0] for _, found in fakes]
     proxy_proc, proxy_urls = spawn("--serve-proxy", args.loop, *urls)
-    proxy = psutil.Process(proxy_proc.pid)
+    bare_proc, bare_urls = spawn("--serve-bare", urls[0])
+    proxy, bare = psutil.Process(proxy_proc.pid), psutil.Process(bare_proc.pid)
     try:
         direct_url, through_url = f"{urls[0]}/v1/messages", f"{proxy_urls[0]}/v1/messages"
-        with httpx.Client(timeout=120) as direct_client, httpx.Client(timeout=120) as proxy_client:
+        bare_url = f"{bare_urls[0]}/v1/messages"
+        with (
+            httpx.Client(timeout=120) as direct_client,
+            httpx.Client(timeout=120) as proxy_client,
+            httpx.Client(timeout=120) as bare_client,
+        ):
             for _ in range(30):  # warm up: connections, genai-prices' data, the pricer's caches
                 first_byte(direct_client, direct_url)
                 first_byte(proxy_client, through_url)
-            direct, through = [], []
-            before = cpu(proxy)
+                first_byte(bare_client, bare_url)
+            direct, through, passed = [], [], []
+            before, bare_before = cpu(proxy), cpu(bare)
             for _ in range(args.requests):
                 direct.append(first_byte(direct_client, direct_url))
                 through.append(first_byte(proxy_client, through_url))
+                passed.append(first_byte(bare_client, bare_url))
             per_request = (cpu(proxy) - before) / args.requests
+            bare_per_request = (cpu(bare) - bare_before) / args.requests
             added = [t - d for t, d in zip(through, direct)]
+            bare_added = [t - d for t, d in zip(passed, direct)]
             print(f"time to first byte, {args.requests} streamed requests each way, interleaved ({args.loop}):")
             print(f"  direct   {ms(direct)}")
             print(f"  proxy    {ms(through)}")
@@ -147,6 +197,13 @@ def measure(args: argparse.Namespace) -> None:
             p99 = percentile(through, 0.99) - percentile(direct, 0.99)
             print(f"  added TTFB: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms (difference of the percentiles)")
             print(f"  proxy CPU per request: {per_request * 1000:.3f} ms")
+            print(f"  bare aiohttp pass-through, added {ms(bare_added)}   (paired difference)")
+            p50 = percentile(passed, 0.5) - percentile(direct, 0.5)
+            p99 = percentile(passed, 0.99) - percentile(direct, 0.99)
+            print(
+                f"  bare added TTFB: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms (difference of the percentiles)"
+            )
+            print(f"  bare pass-through CPU per request: {bare_per_request * 1000:.3f} ms")
 
             long_direct, long_through = f"{urls[1]}/v1/messages", f"{proxy_urls[1]}/v1/messages"
             rates: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -175,7 +232,7 @@ def measure(args: argparse.Namespace) -> None:
                 f" proxy CPU {share * 100:.2f}% of a core; proxy RSS {rss:.1f} MB"
             )
     finally:
-        for proc, _ in [*fakes, (proxy_proc, None)]:
+        for proc, _ in [*fakes, (proxy_proc, None), (bare_proc, None)]:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(10)
@@ -187,6 +244,9 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-proxy":
         serve_proxy(sys.argv[3:], sys.argv[2])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
+        serve_bare(sys.argv[2])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)

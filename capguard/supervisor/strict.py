@@ -142,6 +142,8 @@ def call_row(reply: Reply, priced: Priced) -> dict[str, Any]:
         "max_tokens": details.get("max_out"),
         "lowered_max_tokens": bool(details.get("lowered")),
         "charged": details.get("charged"),  # "usage": what the server billed; "bound": a call cut short
+        "prompt_bound": details.get("prompt_bound"),  # the prompt's tokens at most, as held
+        "prompt_counted": bool(details.get("prompt_counted")),  # that bound was the provider's count, not bytes
     }
 
 
@@ -152,4 +154,14 @@ def refusal_row(refusal: Refused) -> dict[str, Any]:
         "at_cap": refusal.at_cap,
         "cap": refusal.cap,
         **({"model_cap": refusal.model_cap} if refusal.model_cap else {}),
+        **(
+            {
+                "worst_usd": None if refusal.worst_micro is None else refusal.worst_micro / 1e6,
+                "headroom_usd": None if refusal.headroom_micro is None else refusal.headroom_micro / 1e6,
+                "prompt_bound": refusal.prompt_tokens,
+                "prompt_counted": refusal.counted,
+            }
+            if refusal.at_cap
+            else {}
+        ),
     }

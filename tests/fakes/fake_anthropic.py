@@ -85,6 +85,7 @@ __all__ = [
     "error_body",
     "estimate_tokens",
     "parse_directive",
+    "prompt_tokens",
     "text_reply",
     "thinking_reply",
     "tool_reply",
@@ -309,9 +310,15 @@ class Script:
     # As the real API: an agent reply's output_tokens never exceed the request's max_tokens (stop_reason
     # "max_tokens" when cut). Off by default, so existing scripts keep their exact usage.
     honor_max_tokens: bool = False
-    # As the real API: the prompt is billed for what the request holds (a token per 4 bytes of its JSON, no
-    # cache), side requests included, instead of the script's input and cache figures.
+    # As the real API: the prompt is billed for what the request holds (a token per 4 bytes of the JSON of its
+    # prompt fields, ``prompt_tokens``, no cache), side requests included, instead of the script's input and cache
+    # figures; ``count_tokens`` answers the same figure for the same prompt.
     bill_prompt: bool = False
+    # How ``/v1/messages/count_tokens`` answers (each call recorded as kind ``count_tokens``): ``exact`` the
+    # prompt's tokens as billed, ``error`` a 500, ``huge`` ten times its bytes, ``garbage`` a string count,
+    # ``slow`` the exact count after ``count_delay_s``, ``half`` half of it (a count below the bill).
+    count_mode: str = "exact"
+    count_delay_s: float = 10.0
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -494,6 +501,17 @@ def estimate_tokens(body: Any) -> int:
     return max(1, len(json.dumps(data, ensure_ascii=False, separators=(",", ":"))) // 4)
 
 
+#: The fields of a request that make its prompt (what ``count_tokens`` takes, ``model`` aside).
+PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice", "thinking")
+
+
+def prompt_tokens(body: Any) -> int:
+    """The prompt's tokens as this server bills them (``bill_prompt``) and counts them (``count_tokens``): about 4
+    bytes of JSON per token of its prompt fields, so a request and its count agree to the token."""
+    data = body if isinstance(body, dict) else {}
+    return estimate_tokens({k: data[k] for k in PROMPT_FIELDS if k in data})
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -574,8 +592,8 @@ class _Handler(FakeHandler):
             return
         if path == "/v1/messages/count_tokens":
             record = owner._record(self, body, COUNT_TOKENS)
+            self._answer_count(record, body, raw)
             owner._finish(record)
-            self._send_json(200, {"input_tokens": estimate_tokens(body)}, {"request-id": record["request_id"]})
             return
         kind = classify(body)
         record, reply = owner._plan(self, body, kind)
@@ -617,6 +635,23 @@ class _Handler(FakeHandler):
             "stop_sequence": None,
             "usage": usage,
         }
+
+    def _answer_count(self, record: dict, body: dict, raw: bytes) -> None:
+        script: Script = self.server.owner.script
+        mode, headers = script.count_mode, {"request-id": record["request_id"]}
+        counted = prompt_tokens(body) if script.bill_prompt else estimate_tokens(body)
+        if mode == "error":
+            self._send_json(500, error_body(500, record["request_id"]), headers)
+        elif mode == "huge":
+            self._send_json(200, {"input_tokens": 10 * len(raw)}, headers)
+        elif mode == "garbage":
+            self._send_json(200, {"input_tokens": f"{counted}"}, headers)
+        elif mode == "half":
+            self._send_json(200, {"input_tokens": counted // 2}, headers)
+        elif mode == "slow" and self._wait(script.count_delay_s):
+            self.close_connection = True
+        else:
+            self._send_json(200, {"input_tokens": counted}, headers)
 
     def _complete(self, record: dict, reply: Reply) -> None:
         total = reply.delay_s + reply.chunk_delay_s * max(0, reply.text_chunks - 1)
@@ -806,7 +841,7 @@ class FakeAnthropic(FakeServer):
                     usage = replace(usage, output_tokens=limit)
             if script.bill_prompt:
                 usage = replace(
-                    usage, input_tokens=estimate_tokens(body), cache_write_5m=0, cache_write_1h=0, cache_read=0
+                    usage, input_tokens=prompt_tokens(body), cache_write_5m=0, cache_write_1h=0, cache_read=0
                 )
             content = []
             for block in reply.blocks:

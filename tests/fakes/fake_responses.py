@@ -347,7 +347,7 @@ class _Handler(FakeHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
-        if self._path() not in ("/v1/responses", "/responses"):
+        if self._path() not in ("/v1/responses", "/responses", "/v1/responses/input_tokens", "/responses/input_tokens"):
             self._error(404, f"Unknown path {self.command} {self.path}", "not_found")
             return
         try:
@@ -358,6 +358,9 @@ class _Handler(FakeHandler):
             self._error(400, f"invalid JSON body: {err}", "invalid_json")
             return
         owner: FakeResponses = self.server.owner
+        if self._path().endswith("/responses/input_tokens"):
+            self._input_tokens(owner, body, raw)
+            return
         record, plan = owner._record(body, self.headers.get("User-Agent", ""))
         owner._begin()
         try:
@@ -370,6 +373,21 @@ class _Handler(FakeHandler):
             owner._finish(record, "aborted")
         finally:
             owner._end()
+
+    def _input_tokens(self, owner: FakeResponses, body: dict, raw: bytes) -> None:
+        """``POST /v1/responses/input_tokens``: the prompt's input tokens as a request of it would be billed
+        (``count_mode`` other than ``exact`` answers wrongly on purpose, see :class:`FakeResponses`)."""
+        with owner._cond:
+            owner.counted.append(body)
+        counted, mode = billing.tokens(billing.prompt_text(body)), owner.count_mode
+        if mode == "error":
+            self._error(500, "The server had an error while processing your request.", "server_error")
+        elif mode == "huge":
+            self._send_json(200, {"object": "response.input_tokens", "input_tokens": 10 * len(raw)})
+        elif mode == "garbage":
+            self._send_json(200, {"object": "response.input_tokens", "input_tokens": -1})
+        else:
+            self._send_json(200, {"object": "response.input_tokens", "input_tokens": counted})
 
     def _complete(self, record: dict, plan: _Plan) -> None:
         owner: FakeResponses = self.server.owner
@@ -419,9 +437,15 @@ class FakeResponses(FakeServer):
     handler = _Handler
     kinds = KINDS
 
-    def __init__(self, script: Script, *, host: str = "127.0.0.1", port: int = 0, caching: bool = True) -> None:
+    def __init__(
+        self, script: Script, *, host: str = "127.0.0.1", port: int = 0, caching: bool = True, count_mode: str = "exact"
+    ) -> None:
         super().__init__(host=host, port=port)
         self.script = script
+        # ``/v1/responses/input_tokens``: ``exact`` (what the request would be billed for its prompt), ``error``
+        # (a 500), ``huge`` (ten times its bytes), ``garbage`` (-1); each body asked about is kept in ``counted``
+        self.count_mode = count_mode
+        self.counted: list[dict] = []
         self.cache = billing.PromptCache(enabled=caching)
         self._main_index = 0
         # Response ids are unique per server and survive reset(), like real ones: agents may key on them.

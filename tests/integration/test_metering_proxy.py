@@ -225,3 +225,43 @@ def wait_for(condition, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+# ---- the provider's count of a prompt, asked when the bytes' bound would lower the request
+
+
+@contextlib.contextmanager
+def count_proxied(fake, dialect: str, cap: int, **proxy_options):
+    gate = Gate(Pricer(), cap_micro=cap)
+    with fake, MeteringProxy(gate, {"up": fake.base_url}, dialects={"up": dialect}, **proxy_options) as proxy:
+        yield gate, proxy
+
+
+def test_a_responses_request_the_bytes_would_lower_is_held_at_its_input_tokens_count():
+    fake = fake_responses.FakeResponses(fake_responses.Script([fake_responses.say("done")]))
+    with count_proxied(fake, "responses", 150_000) as (gate, proxy):  # gpt-4o: 16k out ($0.16) never fits
+        client = openai.OpenAI(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        client.responses.create(model="gpt-4o", input=LONG, instructions="Be terse.", max_output_tokens=16_000)
+    (asked,) = fake.counted
+    assert asked == {"model": "gpt-4o", "input": LONG, "instructions": "Be terse."}  # no max_output_tokens
+    (sent,) = fake.billed()
+    billed_prompt = sent["usage"]["input_tokens"]
+    # held at the count and its margin: max_output_tokens lowered less than by the bytes (~4x the count)
+    by_bytes = Gate(Pricer(), cap_micro=150_000).admit("responses", sent["body"] | {"max_output_tokens": 16_000})
+    assert sent["body"]["max_output_tokens"] > by_bytes.max_out
+    assert gate.spent_micro <= 150_000 and billed_prompt > 2_000
+
+
+def test_a_count_that_does_not_answer_in_time_leaves_the_bytes_bound():
+    usage = fake_anthropic.Usage(input_tokens=0, output_tokens=100, cache_write_5m=0, cache_read=0)
+    script = fake_anthropic.Script(usage=usage, honor_max_tokens=True, bill_prompt=True, count_mode="slow")
+    fake = fake_anthropic.FakeAnthropic(script)
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 16_000, "messages": [{"role": "user", "content": LONG}]}
+    with count_proxied(fake, "anthropic", 100_000, count_timeout=0.3) as (gate, proxy):
+        client = anthropic.Anthropic(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        client.messages.create(**body)
+    assert fake.count("count_tokens") == 1 and fake.count("main") == 1
+    sent = next(r for r in fake.requests if r["kind"] == "main")
+    by_bytes = Gate(Pricer(), cap_micro=100_000).admit("anthropic", body)
+    assert sent["body"]["max_tokens"] == by_bytes.max_out  # as if no count had been asked
+    assert gate.spent_micro <= 100_000

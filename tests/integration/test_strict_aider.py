@@ -16,9 +16,14 @@ from capguard.core.events import Reply as UsageReply
 from capguard.core.pricing import Pricer
 from capguard.demo import fake_openai
 from capguard.ledger import open_ledger
+from tests.fakes.fake_anthropic import FakeAnthropic, Usage
+from tests.fakes.fake_anthropic import Script as AnthropicScript
 from tests.fakes.fake_chat import FakeChat, Reply, Script
 from tests.integration.conftest import aider_flags
 from tests.integration.test_monthly import seed
+from tests.integration.test_strict_claude import assert_counted_exactly as assert_counted_anthropic
+from tests.integration.test_strict_claude import billed as anthropic_billed
+from tests.integration.test_strict_claude import counted_bound
 
 pytestmark = pytest.mark.agent
 
@@ -190,4 +195,87 @@ def test_the_monthly_budget_binds_the_proxy_too(capguard, tmp_path):
     assert sum(m for m, _ in bills(server).values()) <= 300_000
     assert_counted_exactly(report, server)
     assert "left of the monthly budget (the proxy refused it)" in result.stderr
+    assert_tree_gone(capguard)
+
+
+def run_claude_models(capguard, server: FakeAnthropic, caps: list[str]):
+    """aider on Claude models (Sonnet, Haiku as its weak model), streaming, through the proxy's Anthropic mount."""
+    flags = [
+        *aider_flags(server.base_url, stream=True, model="anthropic/claude-sonnet-4-5"),
+        "--weak-model", "anthropic/claude-haiku-4-5", "--anthropic-api-key", "sk-ant-fake", "--no-fancy-input",
+        "--max-chat-history-tokens", "500", "hello.py",
+    ]  # fmt: skip
+    at = flags.index("--openai-api-base")
+    del flags[at : at + 2]
+    capguard.env["ANTHROPIC_API_BASE"] = server.base_url
+    return capguard.run(["--strict", *caps], flags, input=RUNAWAY_INPUT, timeout=240)
+
+
+def claude_runaway(**kw) -> AnthropicScript:
+    """Every reply a never-applying edit, billed as the real API bills (the prompt from the request, 600 tokens out
+    within max_tokens); aider's weak-model summaries get the same and are billed alike."""
+    usage = Usage(input_tokens=0, output_tokens=600, cache_write_5m=0, cache_read=0)
+    text = fake_openai.runaway_edit_text("hello.py") + "x" * 2000
+    return AnthropicScript(usage=usage, honor_max_tokens=True, bill_prompt=True, text=text, delay_s=0.1, **kw)
+
+
+def test_runaway_on_claude_models_spends_the_cap_by_the_counted_prompts(capguard):
+    """aider's requests are new conversations to the proxy (its chat summaries rewrite the history, its weak-model
+    calls are each a new prompt): each is held at the server's count_tokens, not its bytes (~4x), so the run ends
+    with no overshoot and most of the cap spent, stopped only when the next call's worst case did not fit."""
+    with FakeAnthropic(claude_runaway()) as server:
+        result = run_claude_models(capguard, server, ["--usd", "0.30"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, calls = anthropic_billed(server)
+    assert micro <= 300_000 and calls >= 5
+    assert_counted_anthropic(report, server)
+    assert {call["model"] for call in report["calls"]} == {"anthropic/claude-sonnet-4-5", "anthropic/claude-haiku-4-5"}
+    assert server.count("count_tokens") >= calls - 1
+    for call in report["calls"]:  # each held at its count and margin: tight, never below what was billed
+        assert call["prompt_counted"] and call["input_tokens"] <= call["prompt_bound"] <= counted_bound(
+            call["input_tokens"]
+        )
+    refusal = report["refusals"][-1]
+    assert refusal["prompt_counted"] and refusal["worst_usd"] > refusal["headroom_usd"]
+    assert abs(refusal["headroom_usd"] - (0.30 - report["cost_usd"])) < 1e-6
+    assert report["cost_usd"] >= 0.30 - refusal["worst_usd"] >= 0.8 * 0.30
+    assert report["cost_usd"] >= 0.9 * 0.30  # measured 95%; by the bytes' bound this run stopped at 68%
+    assert_tree_gone(capguard)
+
+
+def test_a_hostile_count_on_claude_models_is_ignored(capguard):
+    """count_tokens answers ten times the request's bytes: no call is held at it (it would be looser than the
+    bytes); every call is held at its bytes' bound, and the run stops earlier, never over."""
+    with FakeAnthropic(claude_runaway(count_mode="huge")) as server:
+        result = run_claude_models(capguard, server, ["--usd", "0.30"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, _ = anthropic_billed(server)
+    assert micro <= 300_000
+    assert_counted_anthropic(report, server)
+    assert server.count("count_tokens") >= 1
+    assert not any(call["prompt_counted"] for call in report["calls"])
+    assert all(call["prompt_bound"] >= 3 * call["input_tokens"] for call in report["calls"])
+    assert_tree_gone(capguard)
+
+
+def test_a_count_below_the_bill_turns_the_counts_off(capguard):
+    """count_tokens answers half of what the server then bills: the first call billed more prompt than its count
+    allowed, and from then on no call is held at a count (each new prompt at its bytes); the run stops within the
+    cap (that first call's hold was short, but far from the cap)."""
+    with FakeAnthropic(claude_runaway(count_mode="half")) as server:
+        result = run_claude_models(capguard, server, ["--usd", "0.30"])
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, _ = anthropic_billed(server)
+    assert micro <= 300_000
+    assert_counted_anthropic(report, server)
+    first, *rest = report["calls"]
+    assert first["prompt_counted"] and first["prompt_bound"] < first["input_tokens"]  # the count was short
+    assert rest and not any(call["prompt_counted"] for call in rest)
+    assert server.count("count_tokens") == 1  # never asked again
     assert_tree_gone(capguard)

@@ -16,6 +16,7 @@ import pytest
 from capguard.core.events import Reply as UsageReply
 from capguard.core.pricing import Pricer
 from capguard.ledger import open_ledger
+from capguard.metering.proxy import bounds
 from tests.fakes.fake_anthropic import FakeAnthropic, Reply, Script, Usage, agent_reply
 from tests.integration.test_aider_tty import Terminal
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
@@ -71,6 +72,11 @@ def claude(tmp_path, claude_bin, repo):
     yield start
     for runner in runners:
         runner.cleanup()
+
+
+def counted_bound(tokens: int) -> int:
+    """The bound the proxy holds for a prompt the server counted at `tokens` (the fakes count as they bill)."""
+    return -(-tokens * (100 + bounds.COUNT_MARGIN_PERCENT) // 100) + bounds.COUNT_MARGIN_TOKENS
 
 
 def ledger_of(report: dict) -> tuple[dict, list[dict]]:
@@ -273,3 +279,56 @@ def test_interactive_runaway_is_stopped_before_the_cap(tmp_path, claude_bin, rep
     assert_counted_exactly(report, server)
     assert "capguard: stopped claude: cost $" in term.text()
     assert not runner.survivors()
+
+
+def test_print_mode_runaway_spends_the_cap_up_to_the_next_calls_worst_case(claude):
+    """The first request of the conversation is held at the server's own count (count_tokens, asked because its
+    bytes' bound would lower its max_tokens: Opus's 32k-token reply alone could cost $0.70), the rest at the
+    conversation's billed prompt: the run stops only when the next call's worst case (its prompt at the dearest rate
+    and a 1,024-token reply, ~$0.10 here) no longer fits, with no overshoot."""
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server)
+        result = runner.print_run(["--strict", "--usd", "0.50"], "LOOP", timeout=240)
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, calls = billed(server)
+    assert micro <= 500_000 and calls >= 5
+    assert_counted_exactly(report, server)
+    counts = [r for r in server.requests if r["kind"] == "count_tokens"]
+    assert counts and report["calls"][0]["prompt_counted"]  # the conversation's first request, by its count
+    first = report["calls"][0]
+    assert first["input_tokens"] <= first["prompt_bound"] <= counted_bound(first["input_tokens"])
+    assert all(set(r["body"]) <= {"model", "messages", "system", "tools", "thinking", "context_management",
+                                  "output_config"} for r in counts)  # fmt: skip
+    assert all(r["headers"]["x-api-key"].startswith("sk-ant") and r["headers"]["anthropic-version"] for r in counts)
+    refusal = report["refusals"][-1]
+    last = report["calls"][-1]["input_tokens"]
+    assert last < refusal["prompt_bound"] <= counted_bound(last)  # held at a tight bound, not the bytes
+    assert refusal["worst_usd"] > refusal["headroom_usd"]  # it stopped because the next call did not fit
+    assert abs(refusal["headroom_usd"] - (0.50 - report["cost_usd"])) < 1e-6
+    # what was left could not buy the next call's worst case, which is about 1.5 of the last call's cost (its prompt
+    # at the 1.25x cache write and 1.1x US-only rates, a 1,024-token reply instead of 600): nothing more was lost
+    assert refusal["worst_usd"] <= 1.6 * report["calls"][-1]["cost_usd"]
+    assert report["cost_usd"] >= 0.50 - refusal["worst_usd"] >= 0.8 * 0.50
+    assert_tree_gone(runner)
+
+
+@pytest.mark.parametrize("mode", ["error", "huge", "garbage"])
+def test_a_count_that_fails_or_is_no_count_leaves_the_bytes_bound(claude, mode):
+    """count_tokens answers a 500, ten times the request's bytes, or a string: the proxy holds the first request
+    at its bytes' bound as before, never at the answer; the run still never goes over."""
+    with FakeAnthropic(billing(delay_s=0.1, count_mode=mode)) as server:
+        runner = claude(server)
+        result = runner.print_run(["--strict", "--usd", "0.50"], "LOOP", timeout=240)
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, _ = billed(server)
+    assert micro <= 500_000
+    assert_counted_exactly(report, server)
+    assert server.count("count_tokens") >= 1
+    first = report["calls"][0]
+    assert not first["prompt_counted"] and first["prompt_bound"] >= 3 * first["input_tokens"]  # bytes: ~4x
+    assert not any(call["prompt_counted"] for call in report["calls"])
+    assert_tree_gone(runner)

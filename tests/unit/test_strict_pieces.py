@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from capguard.agents.aider.adapter import provider_of
+from capguard.agents.aider.adapter import ANTHROPIC_DEFAULT as AIDER_ANTHROPIC_DEFAULT
+from capguard.agents.aider.adapter import OPENAI_DEFAULT, provider_of
 from capguard.agents.aider.adapter import strict_fronts as aider_fronts
 from capguard.agents.base import without_option
+from capguard.agents.claude.adapter import ANTHROPIC_DEFAULT
 from capguard.agents.claude.adapter import strict_fronts as claude_fronts
 from capguard.core.anthropic_usage import CallUsage
 from capguard.core.caps import Caps
@@ -33,7 +35,7 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     cwd.mkdir()
     (front,) = claude_fronts([], {}, cwd, home)
     assert (front.upstream, front.dialect, front.env) == (
-        "https://api.anthropic.com",
+        ANTHROPIC_DEFAULT,
         "anthropic",
         ("ANTHROPIC_BASE_URL",),
     )
@@ -86,8 +88,8 @@ def test_aider_with_two_providers_gets_both_fronted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fronts, _, _ = aider_fronts(["--model", "sonnet", "--weak-model", "gpt-4o-mini"], {"HOME": str(tmp_path)})
     assert [(f.mount, f.upstream) for f in fronts] == [
-        ("openai", "https://api.openai.com/v1"),
-        ("anthropic", "https://api.anthropic.com"),
+        ("openai", OPENAI_DEFAULT),
+        ("anthropic", AIDER_ANTHROPIC_DEFAULT),
     ]
 
 

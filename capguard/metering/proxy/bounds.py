@@ -28,6 +28,13 @@ IMAGE_TOKENS = 3_000  # an image given by URL or file id (inline base64 bytes al
 REFERENCED_DOCUMENT_TOKENS = 100_000  # a document or file given by URL or id
 CUT_SLACK = 64  # tokens a server may have generated and billed that never reached the proxy
 CUT_SLACK_PER_EVENT = 2
+# The provider's own count of a prompt (Anthropic's count_tokens, OpenAI's input_tokens) is documented as an
+# estimate that may differ from the bill "by a small amount": it is held with the margin the SDK wrapper keeps
+# (capguard/budget/admission.py), and never above the bytes' bound.
+COUNT_MARGIN_PERCENT = 5
+COUNT_MARGIN_TOKENS = 64
+COUNT_MAX_BYTES_PER_TOKEN = 64  # a count below a token per 64 bytes is no count of this prompt (a gateway's stub)
+COUNT_WORTH_TOKENS = 1_000  # a bound with fewer tokens from bytes than this gains too little to wait for a count
 
 # Body keys that do not change the prompt; every other key is part of a conversation's identity.
 _NOT_PROMPT = frozenset(
@@ -116,6 +123,8 @@ class InputBound:
     tokens: int
     key: bytes
     tight: bool  # an earlier billed prompt of the conversation made it tighter than the bytes alone
+    from_bytes: int = 0  # of `tokens`, those bounded by bytes (all of them unless tight); a count may lower them
+    counted: bool = False  # `tokens` is the provider's count of the prompt, with COUNT_MARGIN
 
 
 class Conversations:
@@ -175,8 +184,53 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     tokens = full + everything
     tight = best is not None and best + after + MESSAGE_OVERHEAD < tokens
     if best is not None and tight:
-        tokens = best + after + MESSAGE_OVERHEAD
-    return InputBound(tokens, link, tight)
+        return InputBound(best + after + MESSAGE_OVERHEAD, link, True, after + MESSAGE_OVERHEAD)
+    return InputBound(tokens, link, False, tokens)
+
+
+# What each API's counting endpoint takes: the fields that make the prompt (a field it does not know is a 400, and
+# the bytes' bound stays). Anthropic: POST .../messages/count_tokens; OpenAI Responses: POST .../responses/input_tokens.
+# Chat Completions has no such endpoint.
+_COUNTED_FIELDS = {
+    ANTHROPIC: frozenset(
+        {"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management", "output_config",
+         "output_format"}
+    ),
+    RESPONSES: frozenset(
+        {"model", "input", "instructions", "tools", "tool_choice", "reasoning", "text", "previous_response_id",
+         "parallel_tool_calls", "truncation"}
+    ),
+}  # fmt: skip
+# Fields of a metered request that change no token of its prompt (they need not be counted).
+_NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention"}
+
+
+def count_request(dialect: str, body: dict[str, Any], bound: InputBound) -> dict[str, Any] | None:
+    """The body to ask the provider's counting endpoint for this prompt's tokens; None when there is no endpoint
+    (Chat), when the bound would gain too little from a count (a known conversation plus a short tail), or when
+    the request holds a field the count might not see (it could add tokens the count would miss)."""
+    fields = _COUNTED_FIELDS.get(dialect)
+    if fields is None or bound.from_bytes < COUNT_WORTH_TOKENS:
+        return None
+    if any(key not in fields and key not in _NOT_COUNTED for key in body):
+        return None
+    return {k: v for k, v in body.items() if k in fields}
+
+
+def counted_bound(bound: InputBound, answer: Any) -> InputBound:
+    """The bound from the provider's answer to `count_request` (`{"input_tokens": n}`, both APIs): the count plus
+    COUNT_MARGIN, never above the bytes' bound. An answer that is no count of this prompt (no JSON object, n not a
+    whole number, negative, above the bytes' bound, below a token per COUNT_MAX_BYTES_PER_TOKEN bytes) leaves the
+    bytes' bound: fail closed, never a looser bound than the bytes give."""
+    counted = answer.get("input_tokens") if isinstance(answer, dict) else None
+    if type(counted) is not int or counted < 0 or counted > bound.tokens:
+        return bound
+    if counted * COUNT_MAX_BYTES_PER_TOKEN < bound.tokens - REQUEST_OVERHEAD:
+        return bound
+    held = -(-counted * (100 + COUNT_MARGIN_PERCENT) // 100) + COUNT_MARGIN_TOKENS
+    if held >= bound.tokens:
+        return bound
+    return InputBound(held, bound.key, bound.tight, 0, counted=True)
 
 
 # How a media block's type serializes (_dumps: no spaces): a part whose bytes hold none of these has no media.

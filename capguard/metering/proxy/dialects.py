@@ -53,6 +53,19 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
     return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 
 
+_COUNT_SUFFIX = {ANTHROPIC: ("/messages", "/count_tokens"), RESPONSES: ("/responses", "/input_tokens")}
+
+
+def count_tail(dialect: str, tail: str) -> str | None:
+    """The path of the provider's free prompt count next to a metered request's path (`v1/messages` ->
+    `v1/messages/count_tokens`), or None: Chat Completions has none."""
+    found = _COUNT_SUFFIX.get(dialect)
+    path = tail.rstrip("/")
+    if found is None or not ("/" + path).endswith(found[0]):
+        return None
+    return path + found[1]
+
+
 @dataclass(frozen=True)
 class Ask:
     """What a request asks for, as far as its worst case goes."""

@@ -42,6 +42,21 @@ class Refused:
     at: float = 0.0
     cap: str | None = None  # at a cap: "usd" (the run's money cap in force), "tokens" (its token cap) or "model"
     model_cap: str | None = None  # for "model": the [models."glob"] whose cap binds
+    prompt_tokens: int | None = None  # at a cap: the bound its prompt was held at
+    counted: bool = False  # that bound was the provider's count of the prompt (not its bytes)
+
+
+@dataclass(frozen=True)
+class Count:
+    """A request whose prompt the provider should count before it is admitted (`Gate.admit_counted`): `body` is
+    what its counting endpoint takes; nothing is held for it yet."""
+
+    dialect: str
+    request: dict[str, Any]
+    ask: Ask
+    model: str
+    input: bounds.InputBound
+    body: dict[str, Any]
 
 
 @dataclass
@@ -121,6 +136,7 @@ class Gate:
         self._tokens = 0  # settled tokens
         self._tokens_held = 0  # prompt bounds + output limits of the calls in flight
         self.conversations = bounds.Conversations()
+        self._counts_trusted = True
 
     # ---- the budget, as the supervisor sees it
     @property
@@ -156,10 +172,19 @@ class Gate:
 
     # ---- around each call
     def admit(
-        self, dialect: str, body: dict[str, Any], *, model: str | None = None, stream: bool = False
-    ) -> Admission | Refused:
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        *,
+        model: str | None = None,
+        stream: bool = False,
+        may_count: bool = False,
+    ) -> Admission | Refused | Count:
         """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
-        and `stream`: what the path says, for an API that names them there (Gemini)."""
+        and `stream`: what the path says, for an API that names them there (Gemini). With `may_count` (the server
+        can ask the provider to count the prompt): a `Count` when the prompt's bound from bytes would lower the
+        request's output limit or refuse it and the provider's count could tighten it; nothing is held then: the
+        server asks, and passes the answer to `admit_counted`."""
         try:
             wants = ask(dialect, body, model=model, stream=stream)
             model = self._priced_name(dialect, wants.model)
@@ -167,12 +192,33 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
             return self._refuse(dialect, model or body.get("model"), str(err), at_cap=False)
+        return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted)
+
+    def admit_counted(self, first: Count, answer: Any) -> Admission | Refused:
+        """`admit` again with the provider's answer to `first.body` (its parsed JSON; None when the count failed):
+        the count with its margin as the prompt's bound, or the bytes' bound when the answer is no count."""
+        prompt = bounds.counted_bound(first.input, answer)
+        admission = self._admit(first.dialect, first.request, first.ask, first.model, prompt, False)
+        assert not isinstance(admission, Count)
+        return admission
+
+    @property
+    def counts_trusted(self) -> bool:
+        """False once a call was billed more prompt than its count allowed: no count is asked for after that."""
+        return self._counts_trusted
+
+    def _admit(
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        wants: Ask,
+        model: str,
+        prompt: bounds.InputBound,
+        may_count: bool,
+    ) -> Admission | Refused | Count:
         worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
         with self._lock:
-            task = None
-            if self.task_budgets is not None and dialect == ANTHROPIC:
-                body, task = self.task_budgets.apply(body)
             budgets = tuple(b for b in self._model_budgets if matches(b.cap.pattern, model))
             # one admission: the least headroom of every cap this call falls under (the run's, its model's)
             headroom = _least(self._holds.headroom(self._spent, self._cap), *(b.headroom() for b in budgets))
@@ -187,6 +233,13 @@ class Gate:
                 fits = room_out is None or room_out >= max(1, floor)
                 most = requested if room_out is None else min(requested, max(room_out, 0))
                 clamp = clamp_max_tokens(most, floor, headroom, worst.cost if worst else _free) if fits else None
+                binds = clamp is None or clamp.lowered or most < requested
+                count = bounds.count_request(dialect, body, prompt) if may_count and binds else None
+                if count is not None:  # the bytes' bound binds, and a count could loosen it: ask first
+                    return Count(dialect, body, wants, model, prompt, count)
+                task = None
+                if self.task_budgets is not None and dialect == ANTHROPIC:
+                    body, task = self.task_budgets.apply(body)
                 if clamp is not None and most < requested:
                     clamp = Clamp(clamp.max_tokens, clamp.worst_micro, True)  # lowered for a token cap
                 sent = self._shaped(dialect, body, wants, clamp) if clamp else None
@@ -207,7 +260,10 @@ class Gate:
                     if not fits
                     else self._no_room(model, floor, need, headroom or 0, budgets)
                 )
-                refusal_ = Refused(dialect, wants.model, why, True, need, headroom, self._clock(), cap, pattern)
+                refusal_ = Refused(
+                    dialect, wants.model, why, True, need, headroom, self._clock(), cap, pattern, prompt.tokens,
+                    prompt.counted,
+                )  # fmt: skip
         self._emit(refusal_)
         return refusal_
 
@@ -226,6 +282,8 @@ class Gate:
             "max_out": admission.max_out,
             "lowered": admission.lowered,
             "reserved_micro": admission.hold.micro,
+            "prompt_bound": admission.input.tokens,
+            "prompt_counted": admission.input.counted,
             "served_model": seen.model,
             "speed": usage.speed,
             "inference_geo": usage.inference_geo,
@@ -255,6 +313,8 @@ class Gate:
         if charged == "usage" and admission.task is not None and self.task_budgets is not None:
             with self._lock:
                 self.task_budgets.observe(admission.task, usage.prompt_tokens, usage.output_tokens)
+        if charged == "usage" and admission.input.counted and usage.prompt_tokens > admission.input.tokens:
+            self._counts_trusted = False  # the provider billed more than it counted: its counts are not bounds
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,

@@ -22,12 +22,13 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     CHAT,
     GEMINI,
+    count_tail,
     error_body,
     gemini_key_to_header,
     route,
     with_stream_usage,
 )
-from capguard.metering.proxy.gate import Admission, Gate, Refused
+from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
 from capguard.metering.proxy.task_budgets import with_beta
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
 
@@ -40,6 +41,10 @@ _HOP = frozenset(
 )  # fmt: skip
 _decode = msgspec.json.decode  # JSON as json.loads reads it (ValueError, RecursionError), 2-3x faster
 _MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger than this is refused
+# Asking the provider to count a prompt (only when the bytes' bound would lower or refuse a request): an answer
+# later than this, or larger, is no answer, and the bytes' bound stays (the agent waits no longer than this).
+COUNT_TIMEOUT_S = 3.0
+_MAX_COUNT_REPLY = 64 * 1024
 
 
 class MeteringProxy:
@@ -56,6 +61,7 @@ class MeteringProxy:
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
+        count_timeout: float = COUNT_TIMEOUT_S,
     ) -> None:
         if not upstreams:
             raise ValueError("the proxy needs at least one upstream")
@@ -70,6 +76,7 @@ class MeteringProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fast_loop = fast_loop  # start() runs uvloop when it is installed (bench/RESULTS.md section 7)
+        self._count_timeout = aiohttp.ClientTimeout(total=count_timeout)
 
     def base_url(self, mount: str) -> str:
         """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
@@ -171,7 +178,15 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        admission = self.gate.admit(dialect, body, model=where.model, stream=where.stream)
+        count_at = count_tail(dialect, tail)
+        admission = self.gate.admit(
+            dialect, body, model=where.model, stream=where.stream, may_count=count_at is not None
+        )
+        if isinstance(admission, Count):
+            assert count_at is not None
+            count_url = f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
+            answer = await self._count(request, count_url, admission)
+            admission = self.gate.admit_counted(admission, answer)
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
@@ -191,6 +206,25 @@ class MeteringProxy:
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
+
+    async def _count(self, request: web.Request, url: str, count: Count) -> Any:
+        """The provider's answer to counting the prompt (parsed JSON), or None: any failure leaves the bytes'
+        bound. The agent's headers go with it (its key, anthropic-version and -beta): passed on, never logged."""
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                url, data=msgspec.json.encode(count.body), headers=_headers(request), timeout=self._count_timeout
+            ) as upstream:
+                if upstream.status != 200:
+                    return None
+                body = b""
+                async for chunk in upstream.content.iter_any():
+                    body += chunk
+                    if len(body) > _MAX_COUNT_REPLY:
+                        return None
+                return _json(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
 
     async def _forward_metered(
         self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool, headers: dict[str, str]
@@ -233,18 +267,17 @@ class MeteringProxy:
         try:
             await reply.prepare(request)
             async for chunk in upstream.content.iter_any():
-                events = splitter.feed(chunk)
+                if not strip:
+                    await reply.write(chunk)  # byte for byte, as it came; read after, off the time to first byte
                 keep = []
-                for raw in events:
+                for raw in splitter.feed(chunk):
                     parsed = sse.json_data(sse.parse(raw)[1])
                     if parsed is not None:
                         tracker.see(parsed)
                         if strip and is_usage_chunk(parsed):
                             continue  # the client did not ask for it: it never sees it
                     keep.append(raw)
-                if not strip:
-                    await reply.write(chunk)  # byte for byte, as it came
-                elif keep:
+                if strip and keep:
                     await reply.write(b"".join(keep))
             if strip and (rest := splitter.rest()):
                 await reply.write(rest)
