@@ -335,7 +335,7 @@ class _Handler(FakeHandler):
                 self.close_connection = True  # drop the connection mid-reply: no final chunk
                 self.connection.shutdown(2)
                 return
-            if pause and stopping.wait(pause):
+            if pause and i and stopping.wait(pause):  # the first chunk at once: a slow reply has begun
                 self.close_connection = True
                 return
             data = json.dumps(chunk)

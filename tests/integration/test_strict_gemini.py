@@ -200,7 +200,7 @@ def test_a_stream_cut_at_the_stop_is_charged_its_bound_never_zero(gemini):
     """A wall cap stops Gemini while a slow reply streams: the proxy charges the cut call its prompt as far as the
     stream showed it and its whole output limit (thoughts are never streamed whole), never zero."""
     with FakeGemini(runaway(gemini.tag, delay_s=60.0)) as server:  # the first reply outlasts the wall cap
-        result = gemini.use(server).headless(["--strict", "--wall", "10s", "--usd", "5"])
+        result = gemini.use(server).headless(["--strict", "--wall", "15s", "--usd", "5"])
         billed = bills(server)
     report = result.report
     assert result.rc == 124, result.stderr[-3000:]
