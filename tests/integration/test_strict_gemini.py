@@ -108,6 +108,8 @@ def test_a_runaway_with_the_auto_model_stops_at_the_usd_cap_counting_the_routing
     assert {row["model"] for row in rows} == {"google/gemini-3.5-flash-lite", "google/gemini-3.8-flash"}
     assert any(row["output_tokens"] > 0 and row["details"]["charged"] == "usage" for row in rows)
     assert report["calls_lowered"] >= 1 and report["refusals"][-1]["cap"] == "usd"
+    # the calls whose prompt's bytes would have bound them were held at Gemini's own count (countTokens) instead
+    assert any(call.get("prompt_counted") for call in report["calls"]), report["calls"]
     # every request carried the limit the proxy held (the CLI sets none): the server could not bill past it
     limits = [r["body"]["generationConfig"]["maxOutputTokens"] for r in sent]
     assert limits == [call["max_tokens"] for call in report["calls"]][: len(limits)]

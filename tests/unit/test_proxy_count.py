@@ -10,7 +10,7 @@ import pytest
 
 from capguard.core.pricing import Pricer
 from capguard.metering.proxy import bounds
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES, count_tail
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, GEMINI, RESPONSES, count_tail
 from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
 from capguard.metering.proxy.usage import from_body
 
@@ -78,6 +78,10 @@ def test_a_known_conversation_with_a_short_tail_is_not_counted():
         (RESPONSES, "v1/responses", "v1/responses/input_tokens"),
         (CHAT, "v1/chat/completions", None),
         (ANTHROPIC, "v1/other", None),
+        (GEMINI, "v1beta/models/gemini-2.5-pro:streamGenerateContent", "v1beta/models/gemini-2.5-pro:countTokens"),
+        (GEMINI, "v1beta/models/gemini-2.5-flash:generateContent", "v1beta/models/gemini-2.5-flash:countTokens"),
+        (GEMINI, "v1beta/models/gemini-2.5-flash:countTokens", None),
+        (GEMINI, "v1beta/models/gemini-2.5-flash:embedContent", None),
     ],
 )
 def test_the_count_endpoint_sits_next_to_the_metered_path(dialect, tail, found):
@@ -178,6 +182,35 @@ def test_a_refusal_by_the_count_says_the_bound_was_counted():
     assert (
         found.worst_micro is not None and found.headroom_micro is not None and found.worst_micro > found.headroom_micro
     )
+
+
+def gemini_body(text: str = TEXT, **extra) -> dict:
+    return {
+        "contents": [{"role": "user", "parts": [{"text": text}]}],
+        "systemInstruction": {"parts": [{"text": "Be terse."}]},
+        "tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}],
+        "generationConfig": {"temperature": 0, "thinkingConfig": {"thinkingBudget": 1_000}},
+    } | extra
+
+
+def test_gemini_counts_the_whole_request_and_answers_in_total_tokens():
+    body = gemini_body()
+    bound = byte_bound(GEMINI, body)
+    found = bounds.count_request(GEMINI, body, bound, "gemini-2.5-flash")
+    assert found == {"generateContentRequest": {"model": "models/gemini-2.5-flash", **body}}
+    odd = gemini_body(cachedContent="cachedContents/x")  # not counted the way it bills: the bytes' bound
+    assert bounds.count_request(GEMINI, odd, byte_bound(GEMINI, odd), "gemini-2.5-flash") is None
+    tight = bounds.counted_bound(bound, {"totalTokens": 10_000})
+    assert tight.counted and tight.tokens < bound.tokens / 3
+    assert bounds.counted_bound(bound, {"totalTokens": "10000"}) is bound
+
+
+def test_a_gemini_request_the_bytes_bound_would_lower_is_counted_first():
+    g = gate(cap=100_000)
+    first = g.admit(GEMINI, gemini_body(), model="gemini-2.5-flash", stream=True, may_count=True)
+    assert isinstance(first, Count) and "generateContentRequest" in first.body
+    counted = g.admit_counted(first, {"totalTokens": 10_000})
+    assert isinstance(counted, Admission) and counted.input.counted
 
 
 def test_responses_are_counted_and_chat_never():

@@ -202,10 +202,13 @@ _COUNTED_FIELDS = {
     ),
 }  # fmt: skip
 # Fields of a metered request that change no token of its prompt (they need not be counted).
+_COUNTED_FIELDS[GEMINI] = frozenset(
+    {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings"}
+)
 _NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention"}
 
 
-def count_request(dialect: str, body: dict[str, Any], bound: InputBound) -> dict[str, Any] | None:
+def count_request(dialect: str, body: dict[str, Any], bound: InputBound, model: str = "") -> dict[str, Any] | None:
     """The body to ask the provider's counting endpoint for this prompt's tokens; None when there is no endpoint
     (Chat), when the bound would gain too little from a count (a known conversation plus a short tail), or when
     the request holds a field the count might not see (it could add tokens the count would miss)."""
@@ -214,15 +217,18 @@ def count_request(dialect: str, body: dict[str, Any], bound: InputBound) -> dict
         return None
     if any(key not in fields and key not in _NOT_COUNTED for key in body):
         return None
-    return {k: v for k, v in body.items() if k in fields}
+    counted = {k: v for k, v in body.items() if k in fields}
+    if dialect == GEMINI:  # the whole request, so that its system instruction and tools are counted too
+        return {"generateContentRequest": {"model": f"models/{split_provider(model)[1]}", **counted}}
+    return counted
 
 
 def counted_bound(bound: InputBound, answer: Any) -> InputBound:
-    """The bound from the provider's answer to `count_request` (`{"input_tokens": n}`, both APIs): the count plus
+    """The bound from the provider's answer to `count_request` (`{"input_tokens": n}`; Gemini's `{"totalTokens": n}`): the count plus
     COUNT_MARGIN, never above the bytes' bound. An answer that is no count of this prompt (no JSON object, n not a
     whole number, negative, above the bytes' bound, below a token per COUNT_MAX_BYTES_PER_TOKEN bytes) leaves the
     bytes' bound: fail closed, never a looser bound than the bytes give."""
-    counted = answer.get("input_tokens") if isinstance(answer, dict) else None
+    counted = answer.get("input_tokens", answer.get("totalTokens")) if isinstance(answer, dict) else None
     if type(counted) is not int or counted < 0 or counted > bound.tokens:
         return bound
     if counted * COUNT_MAX_BYTES_PER_TOKEN < bound.tokens - REQUEST_OVERHEAD:

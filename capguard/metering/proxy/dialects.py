@@ -58,9 +58,12 @@ _COUNT_SUFFIX = {ANTHROPIC: ("/messages", "/count_tokens"), RESPONSES: ("/respon
 
 def count_tail(dialect: str, tail: str) -> str | None:
     """The path of the provider's free prompt count next to a metered request's path (`v1/messages` ->
-    `v1/messages/count_tokens`), or None: Chat Completions has none."""
-    found = _COUNT_SUFFIX.get(dialect)
+    `v1/messages/count_tokens`, Gemini's `:generateContent` -> `:countTokens`), or None: Chat Completions has none."""
     path = tail.rstrip("/")
+    if dialect == GEMINI:  # `v1beta/models/<model>:streamGenerateContent` -> `v1beta/models/<model>:countTokens`
+        found_gemini = _GEMINI_PATH.match("/" + path)
+        return f"{path.rsplit(':', 1)[0]}:countTokens" if found_gemini and found_gemini[2] in _GEMINI_METERED else None
+    found = _COUNT_SUFFIX.get(dialect)
     if found is None or not ("/" + path).endswith(found[0]):
         return None
     return path + found[1]

@@ -185,7 +185,7 @@ class MeteringProxy:
         if isinstance(admission, Count):
             assert count_at is not None
             count_url = f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
-            answer = await self._count(request, count_url, admission)
+            answer = await self._count(count_url, headers, admission)
             admission = self.gate.admit_counted(admission, answer)
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
@@ -207,13 +207,13 @@ class MeteringProxy:
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
 
-    async def _count(self, request: web.Request, url: str, count: Count) -> Any:
+    async def _count(self, url: str, headers: dict[str, str], count: Count) -> Any:
         """The provider's answer to counting the prompt (parsed JSON), or None: any failure leaves the bytes'
         bound. The agent's headers go with it (its key, anthropic-version and -beta): passed on, never logged."""
         assert self._session is not None
         try:
             async with self._session.post(
-                url, data=msgspec.json.encode(count.body), headers=_headers(request), timeout=self._count_timeout
+                url, data=msgspec.json.encode(count.body), headers=headers, timeout=self._count_timeout
             ) as upstream:
                 if upstream.status != 200:
                     return None
