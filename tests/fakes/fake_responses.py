@@ -359,6 +359,7 @@ class _Handler(FakeHandler):
             return
         owner: FakeResponses = self.server.owner
         record, plan = owner._record(body, self.headers.get("User-Agent", ""))
+        record["headers"] = dict(self.headers)  # what reached the server (strict mode: never the run's secret)
         owner._begin()
         try:
             if record["stream"]:

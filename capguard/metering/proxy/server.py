@@ -32,6 +32,10 @@ _HOP = frozenset(
 )  # fmt: skip
 _decode = msgspec.json.decode  # JSON as json.loads reads it (ValueError, RecursionError), 2-3x faster
 _MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger than this is refused
+# In place of the secret in a path: the secret comes in the mount's header (an agent whose base URL is on its
+# command line, which every user of the machine can read). Never a secret itself (those are 32 characters).
+HEADER_SLOT = "h"
+_SWAP = "capguard_swap"  # on a request: (header, value upstream) of the secret it came in
 
 
 class MeteringProxy:
@@ -45,6 +49,7 @@ class MeteringProxy:
         upstreams: dict[str, str],
         *,
         dialects: dict[str, str] | None = None,
+        secret_headers: dict[str, tuple[str, str | None]] | None = None,
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
@@ -54,6 +59,8 @@ class MeteringProxy:
         self.gate = gate
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self._dialects = dialects or {}
+        # mount -> (the header that may carry the secret, the value sent upstream in its place; None: dropped)
+        self._secret_headers = secret_headers or {}
         self._host = host
         self._secret = secret or secrets.token_urlsafe(24)
         self.port = 0
@@ -68,6 +75,17 @@ class MeteringProxy:
         if mount not in self._upstreams:
             raise KeyError(mount)
         return f"http://{self._host}:{self.port}/{self._secret}/{mount}"
+
+    def header_url(self, mount: str) -> str:
+        """The mount's URL without the secret, for an agent that sends the secret in the mount's header."""
+        if mount not in self._secret_headers:
+            raise KeyError(mount)
+        return f"http://{self._host}:{self.port}/{HEADER_SLOT}/{mount}"
+
+    @property
+    def secret(self) -> str:
+        """The run's secret, for the agent's environment only (an agent that sends it in a header)."""
+        return self._secret
 
     # ---- lifecycle: in a running event loop, or on a thread of its own
     async def open(self) -> None:
@@ -140,11 +158,18 @@ class MeteringProxy:
     # ---- one request
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         mount = request.match_info["mount"]
-        if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret.encode()):
+        presented, swap = request.match_info["secret"], self._secret_headers.get(mount)
+        if swap is not None:
+            request[_SWAP] = swap  # never forwarded, however the secret came
+            if presented == HEADER_SLOT:
+                presented = request.headers.get(swap[0], "")
+        if not hmac.compare_digest(presented.encode(), self._secret.encode()):
             return web.Response(status=404, text="not found")
         if mount not in self._upstreams:
             return web.Response(status=404, text="not found")
         style = self._dialects.get(mount, ANTHROPIC)
+        if request.headers.get("Upgrade", "").lower() == "websocket":  # Codex tries one first; 426: it takes HTTP
+            return web.Response(status=426, text="capguard's metering proxy meters HTTP requests only")
         tail = request.match_info["tail"]
         where = route(request.method, tail, style)
         if where.why:
@@ -264,6 +289,11 @@ def _headers(request: web.Request) -> dict[str, str]:
     """The agent's headers (its API key included: passed on, never logged), minus those of this hop."""
     out = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     out["Accept-Encoding"] = "identity"  # the proxy reads the usage: no compression on the local hop
+    swap = request.get(_SWAP)
+    if swap is not None:  # the run's secret never goes upstream: the header goes, or gets the user's own value
+        out = {k: v for k, v in out.items() if k.lower() != swap[0].lower()}
+        if swap[1]:
+            out[swap[0]] = swap[1]
     return out
 
 
