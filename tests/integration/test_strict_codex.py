@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from pathlib import Path
 
 import psutil
 import pytest
@@ -84,17 +84,21 @@ def assert_ledger_is_the_bill(result, server: FakeResponses) -> None:
         assert row["details"]["charged"] == "usage"
         assert (counted, row["cost_micro_usd"]) == (usage["total_tokens"], cost(usage))
     assert report["tokens"] == sum(u["total_tokens"] for u in bills.values())
-    assert round(report["cost_usd"] * 1e6) == sum(cost(u) for u in bills.values()) == sum(
-        r["cost_micro_usd"] for r in rows
+    assert (
+        round(report["cost_usd"] * 1e6)
+        == sum(cost(u) for u in bills.values())
+        == sum(r["cost_micro_usd"] for r in rows)
     )
 
 
 class ArgvWatch:
-    """Reads the command line of every process of the agent's tree while it runs, and the secret from its
-    environment: the secret must be in no command line."""
+    """Reads the command line of every process of the agent's tree while it runs, and the run's secret from its
+    environment (`names`: the variables that hold it, alone or in the proxy's URL): no command line may hold it."""
 
-    def __init__(self, tag: str) -> None:
-        self.tag, self.cmdlines, self.secrets = tag, set(), set()
+    def __init__(self, tag: str, names: tuple[str, ...] = ("CAPGUARD_PROXY_KEY", "OPENAI_PROJECT")) -> None:
+        self.tag, self.names = tag, names
+        self.cmdlines: set[str] = set()
+        self.secrets: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -114,15 +118,17 @@ class ArgvWatch:
                     if environ.get("CAPGUARD_TEST_TAG") != self.tag:
                         continue
                     self.cmdlines.add("\0".join(proc.cmdline()))
-                    for name in ("CAPGUARD_PROXY_KEY", "OPENAI_PROJECT"):
-                        if environ.get(name) and environ[name] != "proj_users_own":
-                            self.secrets.add(environ[name])
+                    for name in self.names:
+                        value = environ.get(name) or ""
+                        self.secrets.update(re.findall(r"127\.0\.0\.1:[0-9]+/([A-Za-z0-9_-]{32})/", value))
+                        if re.fullmatch(r"[A-Za-z0-9_-]{32}", value):
+                            self.secrets.add(value)
                 except psutil.Error:
                     continue
 
     def assert_secret_only_in_env(self) -> None:
         assert self.secrets, "never saw the agent's tree (or its secret)"
-        assert any("codex" in line for line in self.cmdlines)
+        assert len(self.cmdlines) > 1
         for line in self.cmdlines:
             assert not any(secret in line for secret in self.secrets), line
             assert not PROXY_URL.search(line.encode()), line
@@ -189,20 +195,44 @@ def test_a_provider_the_proxy_cannot_front_is_refused_at_start(codex, setup, wor
     assert not runner.survivors()
 
 
-def test_the_proxy_dying_stops_the_run_as_a_meter_error(codex, monkeypatch):
-    """Fail closed: the proxy's thread ends mid-run (CAPGUARD_TEST_PROXY_DIES, test_strict_fail_closed's hook):
-    Codex gets connection refused, the run stops with meter_error (115), nothing unmetered reaches the server."""
-    from tests.integration.test_strict_fail_closed import PROXY_DIES
+def test_the_proxy_dying_stops_the_run_as_a_meter_error(codex, tmp_path, monkeypatch):
+    """Fail closed: the proxy's loop dies under the real Codex's feet (capguard itself lives; the supervisor runs in
+    this process so the test can stop its proxy): Codex gets connection refused, the run stops with meter_error,
+    every call that reached the server was counted and none went around the proxy."""
+    from capguard.agents.codex.adapter import ADAPTER
+    from capguard.config.settings import load_settings
+    from capguard.core import child_env
+    from capguard.core.caps import EXIT_CODES, Caps
+    from capguard.core.enums import StopReason
+    from capguard.supervisor.strict import StrictMeter
+    from capguard.supervisor.supervise import Supervisor
 
     with FakeResponses(runaway()) as server:
         runner = codex(server)
-        runner.env.update(PROXY_DIES)
-        result = runner.exec_run(["--strict", "--usd", "5"], timeout=180)
-    report = result.report
-    assert result.rc == 115, result.stderr[-3000:]
-    assert report["stop_reason"] == "meter_error" and "proxy" in report["meter_error"]
-    assert_ledger_is_the_bill(result, server)
-    assert not runner.survivors()
+        monkeypatch.chdir(runner.repo)
+        settings = load_settings("codex", flags={"meter": "proxy"}, env=runner.env, cwd=runner.repo, files=[])
+        args = ["exec", "--dangerously-bypass-approvals-and-sandbox", "loop forever"]
+        plan = ADAPTER.plan(args, settings, tmp_path / "run", runner.env, "run-1")
+        plan.env = child_env.for_agent(plan.env)
+        caps = Caps(usd_micro=5_000_000, wall_s=120)
+        assert plan.fronts
+        strict = StrictMeter(plan.fronts, Pricer(fallback_model=plan.fallback_model), caps)
+
+        def kill_proxy() -> None:
+            server.wait_for(3, timeout=60)
+            strict.proxy.stop()
+
+        threading.Thread(target=kill_proxy, daemon=True).start()
+        outcome = Supervisor(plan, caps, Pricer(), name="codex", strict=strict).run()
+        assert server.wait_idle(10)
+        billed = sum(cost(b["usage"]) for b in server.billed())
+        served = len(server.requests)
+    assert outcome.stop_reason == StopReason.METER_ERROR, outcome.stop_reason
+    assert EXIT_CODES[outcome.stop_reason] == 115
+    assert "metering proxy stopped" in (outcome.meter.meter_error or "")
+    assert served == len(outcome.proxy_calls) >= 3  # every request that reached the server was counted
+    assert outcome.meter.cost_micro >= billed  # a call cut as the proxy died is charged at its bound
+    assert not runner.survivors(), [p.cmdline() for p in runner.survivors()]
 
 
 def test_strict_codex_dry_run_names_the_front(codex):
@@ -211,4 +241,5 @@ def test_strict_codex_dry_run_names_the_front(codex):
         result = runner.run(["--strict", "--dry-run"], ["exec", "hi"], timeout=60)
     assert result.rc == 0, result.stderr
     assert not PROXY_URL.search(result.stdout.encode())
-    assert Path(runner.codex_home).exists()
+    assert '/h/codex"' in result.stdout and "CAPGUARD_PROXY_KEY=<secret> (added)" in result.stdout
+    assert not server.requests
