@@ -97,7 +97,8 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
                 text = text.replace(endpoint, endpoint.rsplit(":", 1)[0] + ":" + PORT)
             return text.replace(scratch, run_dir)
 
-        argv_told, env_told = list(plan.argv), {}
+        argv_told: list[str] = list(plan.argv)
+        env_told: dict[str, str] = {}
         if settings.supervise.meter == "proxy" and plan.on_proxy is not None and plan.fronts:
             argv_told, env_told = plan.on_proxy({front.mount: _front_url(front) for front in plan.fronts})
         argv = [shown(arg) for arg in redact_argv(argv_told)]

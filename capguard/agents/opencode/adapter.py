@@ -133,14 +133,14 @@ def _front_of(provider: str, config: dict, auth: dict) -> tuple[Front | None, st
     entry = (config.get("provider") or {}).get(provider)
     entry = entry if isinstance(entry, dict) else {}
     sdk = entry.get("npm") or BUILT_IN_SDKS.get(provider)
-    options = entry.get("options") if isinstance(entry.get("options"), dict) else {}
-    base = options.get("baseURL")
+    options = entry.get("options")
+    base = options.get("baseURL") if isinstance(options, dict) else None
     if not base and provider in DEFAULT_BASES and sdk == BUILT_IN_SDKS[provider]:
         base = DEFAULT_BASES[provider]
-    login = auth.get(provider) if isinstance(auth.get(provider), dict) else {}
+    login = auth.get(provider)
     if sdk not in SDK_DIALECTS:
         return None, f"provider {provider!r} is not one the proxy fronts (anthropic, openai, OpenAI-compatible)"
-    if login.get("type") == "oauth":
+    if isinstance(login, dict) and login.get("type") == "oauth":
         return None, f"provider {provider!r} is signed in (OAuth), which may send requests past its base URL"
     if not isinstance(base, str) or not base.startswith(("http://", "https://")):
         return None, f"provider {provider!r} has no http(s) baseURL"
@@ -163,7 +163,8 @@ def strict_fronts(
         auth = {}
     auth = auth if isinstance(auth, dict) else {}
     named: dict[str, str] = {}
-    agents = config.get("agent") if isinstance(config.get("agent"), dict) else {}
+    agents = config.get("agent")
+    agents = agents if isinstance(agents, dict) else {}
     chosen = [("the model", option_value(args, "-m", "--model") or config.get("model"))]
     chosen += [("small_model (titles)", config.get("small_model"))]
     chosen += [(f"agent {name}'s model", a.get("model")) for name, a in agents.items() if isinstance(a, dict)]
