@@ -243,3 +243,37 @@ def test_strict_codex_dry_run_names_the_front(codex):
     assert not PROXY_URL.search(result.stdout.encode())
     assert '/h/codex"' in result.stdout and "CAPGUARD_PROXY_KEY=<secret> (added)" in result.stdout
     assert not server.requests
+
+
+@pytest.mark.pty
+def test_the_tui_under_a_usd_cap_counts_its_title_requests(codex, tmp_path):
+    """The interactive TUI (tmux's terminal, --no-daemon as capguard runs it): its thread-title requests, which Codex
+    writes nowhere, go through the proxy like its turns; the ledger is the fake's bill, titles included."""
+    import shutil
+
+    from tests.integration.test_codex_tty import Tmux
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    with FakeResponses(runaway()) as server:
+        runner = codex(server)
+        prompt = ["--dangerously-bypass-approvals-and-sandbox", "loop over the files forever"]
+        term = Tmux(runner.argv(["--strict", "--usd", "0.30"], prompt), runner.repo, runner.env, runner.tag)
+        try:
+            with ArgvWatch(runner.tag) as watch:
+                rc = term.wait(180)
+            screen = term.screen()
+        finally:
+            term.close()
+        result = runner.result(rc, "", screen)
+        assert server.wait_idle(10)
+    report = result.report
+    assert rc == 122, screen
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0 and "--no-daemon" in report["argv"]
+    assert server.billed("title"), "the TUI sent no title request"
+    assert all(r["user_agent"].startswith("codex-tui") for r in server.requests)
+    assert_ledger_is_the_bill(result, server)  # the title requests too
+    assert not report["blind_spots"]
+    assert report["calibration"]["files_usd"] < report["calibration"]["proxy_usd"]  # the files miss the titles
+    watch.assert_secret_only_in_env()
+    assert not runner.survivors(), [p.cmdline() for p in runner.survivors()]

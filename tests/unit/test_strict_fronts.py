@@ -124,3 +124,24 @@ def test_a_responses_namespace_is_judged_by_its_tools():
     hidden = {"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}
     with pytest.raises(ValueError, match="web_search"):
         ask(RESPONSES, {"model": "gpt-5", "tools": [hidden]})
+
+
+def test_a_request_at_the_cap_while_calls_hold_part_of_it_is_deferred_not_refused():
+    """Codex's TUI sends a title request beside a turn with no output limit, which holds the whole headroom: the
+    title request waits for it (deferred, not emitted), and is refused for good only when nothing else is held."""
+    from capguard.core.pricing import Pricer
+    from capguard.metering.proxy.gate import Admission, Gate, Refused
+    from capguard.metering.proxy.usage import Seen
+
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=300_000, on_event=events.append)
+    body = {"model": "gpt-5", "input": "hello " * 100}
+    first = gate.admit(RESPONSES, body, defer=True)
+    assert isinstance(first, Admission) and first.lowered  # held for all the cap leaves
+    waiting = gate.admit(RESPONSES, body, defer=True)
+    assert isinstance(waiting, Refused) and waiting.deferred and waiting.at_cap and events == []
+    refused = gate.admit(RESPONSES, body)  # without defer: refused and emitted, as before
+    assert isinstance(refused, Refused) and not refused.deferred and events == [refused]
+    gate.settle(first, Seen(response_id="r1", complete=False))  # cut: charged at its bound, nothing held now
+    final = gate.admit(RESPONSES, body, defer=True)
+    assert isinstance(final, Refused) and not final.deferred and events[-1] == final

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from capguard.core import sanitize
@@ -42,6 +42,9 @@ class Refused:
     at: float = 0.0
     cap: str | None = None  # at a cap: "usd" (the run's money cap in force), "tokens" (its token cap) or "model"
     model_cap: str | None = None  # for "model": the [models."glob"] whose cap binds
+    # `admit(defer=True)` at a cap while other calls hold part of it: not emitted, the request may wait for them
+    # to settle and ask again (Codex's TUI sends a title request beside a turn that holds the whole headroom)
+    deferred: bool = False
 
 
 @dataclass
@@ -155,8 +158,10 @@ class Gate:
             self._cap = self._spent + max(0, remaining_micro)
 
     # ---- around each call
-    def admit(self, dialect: str, body: dict[str, Any]) -> Admission | Refused:
-        """Hold the request's worst case and return the body to send, or refuse it (emitted as an event)."""
+    def admit(self, dialect: str, body: dict[str, Any], *, defer: bool = False) -> Admission | Refused:
+        """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). With
+        `defer`, a refusal at a cap while calls in flight hold part of it comes back `deferred` and is not emitted:
+        what they hold returns when they settle."""
         try:
             wants = ask(dialect, body)
             model = self._priced_name(dialect, wants.model)
@@ -205,6 +210,8 @@ class Gate:
                     else self._no_room(model, floor, need, headroom or 0, budgets)
                 )
                 refusal_ = Refused(dialect, wants.model, why, True, need, headroom, self._clock(), cap, pattern)
+                if defer and (self._holds.held_micro > 0 or self._tokens_held > 0):
+                    return replace(refusal_, deferred=True)
         self._emit(refusal_)
         return refusal_
 

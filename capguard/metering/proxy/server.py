@@ -69,6 +69,7 @@ class MeteringProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fast_loop = fast_loop  # start() runs uvloop when it is installed (bench/RESULTS.md section 7)
+        self._settled: asyncio.Event | None = None  # set (and replaced) each time a metered call ends
 
     def base_url(self, mount: str) -> str:
         """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
@@ -185,7 +186,10 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        admission = self.gate.admit(dialect, body)
+        admission = self.gate.admit(dialect, body, defer=True)
+        while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
+            await self._one_settled()
+            admission = self.gate.admit(dialect, body, defer=True)
         if isinstance(admission, Refused):
             return _error(dialect, 400, admission.why)
         strip = False
@@ -193,7 +197,17 @@ class MeteringProxy:
         if dialect == CHAT and admission.ask.stream:
             sent, strip = with_stream_usage(sent)
         data = raw if sent is body else msgspec.json.encode(sent)
-        return await self._forward_metered(request, url, data, admission, strip)
+        try:
+            return await self._forward_metered(request, url, data, admission, strip)
+        finally:  # settled or released: a request waiting for room asks again
+            if self._settled is not None:
+                self._settled.set()
+                self._settled = None
+
+    async def _one_settled(self) -> None:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        await self._settled.wait()
 
     async def _forward_free(self, request: web.Request, url: str, raw: bytes) -> web.StreamResponse:
         assert self._session is not None
