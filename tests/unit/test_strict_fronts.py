@@ -145,3 +145,12 @@ def test_a_request_at_the_cap_while_calls_hold_part_of_it_is_deferred_not_refuse
     gate.settle(first, Seen(response_id="r1", complete=False))  # cut: charged at its bound, nothing held now
     final = gate.admit(RESPONSES, body, defer=True)
     assert isinstance(final, Refused) and not final.deferred and events[-1] == final
+
+
+def test_opencode_enables_no_provider_the_users_enabled_providers_leaves_out(tmp_path):
+    config = {"model": "openai/gpt-5", "enabled_providers": ["openai"], "provider": {"anthropic": {}}}
+    fronts, tell, _ = strict_fronts([], config, {}, opencode_config(tmp_path))
+    assert [f.mount for f in fronts] == ["openai"]
+    assert json.loads(tell({"openai": "http://127.0.0.1:1/S/openai"})[1]["OPENCODE_CONFIG_CONTENT"])[
+        "enabled_providers"
+    ] == ["openai"]

@@ -172,7 +172,10 @@ def strict_fronts(
         if isinstance(model, str) and "/" in model:
             named.setdefault(model.split("/", 1)[0], where)
     fronts, left_out = [], []
+    enabled = config.get("enabled_providers")  # the user's own list: capguard enables no provider outside it
     for provider in dict.fromkeys([*named, *(config.get("provider") or {})]):
+        if isinstance(enabled, list) and provider not in enabled:
+            continue
         front, why = _front_of(provider, config, auth)
         if front is not None:
             fronts.append(front)
