@@ -189,6 +189,8 @@ class MeteringProxy:
         admission = self.gate.admit(dialect, body, defer=True)
         while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
             await self._one_settled()
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
             admission = self.gate.admit(dialect, body, defer=True)
         if isinstance(admission, Refused):
             return _error(dialect, 400, admission.why)
