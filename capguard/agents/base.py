@@ -24,6 +24,12 @@ class Front:
     upstream: str  # the provider's base URL the user configured, or its default
     dialect: str  # "anthropic" (Messages) or "chat" (OpenAI Chat Completions): the format of its refusals
     env: tuple[str, ...]  # the agent's variables that get the proxy's URL
+    # An agent that takes the URL on its command line only (Codex): it gets a URL without the secret, and sends
+    # the secret in `header`, which it reads from its variable `secret_env`; upstream the header is dropped, or
+    # given back the user's own value `restore` (a header the agent already sends from that variable)
+    header: str | None = None
+    secret_env: str | None = None
+    restore: str | None = None
 
 
 @dataclass
@@ -57,6 +63,9 @@ class LaunchPlan:
     summaries: list[Callable[[], list[str]]] = field(default_factory=list)  # notes known once the run is over
     # strict mode: the providers the metering proxy fronts (None: the adapter does not support strict mode)
     fronts: list[Front] | None = None
+    # strict mode, an agent told the proxy's URLs in a config value: the proxy's URL of each front's mount (in the
+    # path the run's secret, but for a front whose secret goes in a header) -> its argv and variables to add
+    on_proxy: Callable[[dict[str, str]], tuple[list[str], dict[str, str]]] | None = None
 
 
 class Adapter(Protocol):

@@ -25,6 +25,7 @@ from capguard.config.settings import Settings, load_settings
 from capguard.core import child_env, monthly
 from capguard.core.pricing import Pricer
 from capguard.core.redact import mask_dsn, redact_argv, redact_env_value
+from capguard.metering.proxy.server import HEADER_SLOT
 from capguard.reports import dry_run
 from capguard.reports.start_notes import start_notes, unpriced_refusal
 from capguard.supervisor.strict import model_refusal, shown_url
@@ -96,7 +97,11 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
                 text = text.replace(endpoint, endpoint.rsplit(":", 1)[0] + ":" + PORT)
             return text.replace(scratch, run_dir)
 
-        argv = [shown(arg) for arg in redact_argv(plan.argv)]
+        argv_told: list[str] = list(plan.argv)
+        env_told: dict[str, str] = {}
+        if settings.supervise.meter == "proxy" and plan.on_proxy is not None and plan.fronts:
+            argv_told, env_told = plan.on_proxy({front.mount: _front_url(front) for front in plan.fronts})
+        argv = [shown(arg) for arg in redact_argv(argv_told)]
         changes = [
             {**c, "value": None if c["value"] is None else shown(c["value"])}
             for c in env_changes(env, child_env.for_agent(plan.env))
@@ -116,6 +121,7 @@ def plan_of(agent: str, args: list[str], settings: Settings, env: Mapping[str, s
     if proxy is not None:
         refusal = refusal or proxy.pop("refusal")
         urls = {name: url for front in proxy["fronts"] for name, url in front["variables"].items()}
+        urls.update(env_told)  # an agent told the proxy's URL in a config value (OpenCode's)
         changes = [c for c in changes if c["name"] not in urls] + [
             {"name": name, "change": "changed" if name in env else "added", "value": url} for name, url in urls.items()
         ]
@@ -167,8 +173,12 @@ def _proxy(agent: str, fronts: list[Front] | None, model: str | None, settings: 
         "fronts": [
             {
                 "provider": front.mount,
-                "variables": {name: f"http://127.0.0.1:{PORT}/{SECRET}/{front.mount}" for name in front.env},
+                "variables": {
+                    **{name: _front_url(front) for name in front.env},
+                    **({front.secret_env: SECRET} if front.header and front.secret_env else {}),
+                },
                 "upstream": shown_url(front.upstream),
+                **({"header": front.header} if front.header else {}),
             }
             for front in fronts or []
         ],
@@ -223,3 +233,8 @@ def _month(settings: Settings, team: Any, user: str, line: str | None) -> dict[s
         "refusal": opening.refusal,
         "remaining_usd": None if opening.remaining is None else opening.remaining / 1e6,
     }
+
+
+def _front_url(front: Front) -> str:
+    """The proxy's URL for a front as the agent would get it (the secret masked; none where it goes in a header)."""
+    return f"http://127.0.0.1:{PORT}/{HEADER_SLOT if front.header else SECRET}/{front.mount}"

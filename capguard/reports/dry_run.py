@@ -83,9 +83,12 @@ def text(plan: dict[str, Any]) -> list[str]:
         lines += ["", f"Meter: capguard's metering proxy on 127.0.0.1 (strict mode, {meter['origin']})"]
         for front in proxy["fronts"]:
             names = ", ".join(front["variables"])
-            lines += wrap(
-                f"{front['provider']}: {names} = the proxy, which forwards to {front['upstream']}", "  ", "    "
+            how = (
+                f"its command line names the proxy, {names} its secret (sent as {front['header']})"
+                if front.get("header")
+                else f"{names or 'its config'} = the proxy"
             )
+            lines += wrap(f"{front['provider']}: {how}, which forwards to {front['upstream']}", "  ", "    ")
         for kind in ("allow", "deny"):
             if proxy[kind]:
                 lines += wrap(f"[models] {kind}: {', '.join(proxy[kind])}", "  ", "    ")

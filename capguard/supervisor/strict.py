@@ -55,7 +55,10 @@ class StrictMeter:
             on_event=self._event,
         )
         self.proxy = MeteringProxy(
-            self.gate, {f.mount: f.upstream for f in fronts}, dialects={f.mount: f.dialect for f in fronts}
+            self.gate,
+            {f.mount: f.upstream for f in fronts},
+            dialects={f.mount: f.dialect for f in fronts},
+            secret_headers={f.mount: (f.header, f.restore) for f in fronts if f.header},
         )
         self._lock = threading.Lock()
         self._sink: Callable[[Reply | Refused], None] | None = None
@@ -75,7 +78,15 @@ class StrictMeter:
             ) from None
         self._started = True
         log.info("strict mode: the metering proxy serves on 127.0.0.1:%d", self.proxy.port)
-        return {name: self.proxy.base_url(f.mount) for f in self.fronts for name in f.env}
+        env = {name: self.proxy.base_url(f.mount) for f in self.fronts for name in f.env}
+        env.update({f.secret_env: self.proxy.secret for f in self.fronts if f.header and f.secret_env})
+        return env
+
+    def urls(self) -> dict[str, str]:
+        """The proxy's URL of each front's mount, once serving: without the secret where it goes in a header."""
+        return {
+            f.mount: self.proxy.header_url(f.mount) if f.header else self.proxy.base_url(f.mount) for f in self.fronts
+        }
 
     def stop(self) -> None:
         """Stop serving: calls still in flight are cut and settled at their bound (their events follow)."""

@@ -186,6 +186,9 @@ class Supervisor:
         with contextlib.ExitStack() as services:
             if self.strict is not None:  # before the agent: its base URL is the proxy's, or it does not start
                 self.plan.env.update(self.strict.start())
+                if self.plan.on_proxy is not None:  # an agent told the proxy's URL in a config value
+                    self.plan.argv, told = self.plan.on_proxy(self.strict.urls())
+                    self.plan.env.update(told)
                 services.callback(self.strict.stop)
             for service in self.plan.services:
                 service.start()

@@ -362,6 +362,7 @@ class _Handler(FakeHandler):
             self._input_tokens(owner, body, raw)
             return
         record, plan = owner._record(body, self.headers.get("User-Agent", ""))
+        record["headers"] = dict(self.headers)  # what reached the server (strict mode: never the run's secret)
         owner._begin()
         try:
             if record["stream"]:

@@ -215,10 +215,26 @@ def test_strict_dry_run_shows_the_proxy_and_its_base_url_secret_masked(tmp_path,
     assert "anthropic: ANTHROPIC_BASE_URL = the proxy, which forwards to https://gw.example/v1" in text
     files = capguard("explain", "--json", "claude", cwd=repo, env=env)
     assert json.loads(files.stdout)["meter"]["kind"] == "files" and json.loads(files.stdout)["meter"]["proxy"] is None
+    env["CODEX_HOME"] = str(tmp_path / "codex-home")  # no API key there: Codex's OpenAI provider is refused
+    from capguard.agents.codex.adapter import OPENAI_DEFAULT
+
     refused = capguard("explain", "--json", "--strict", "codex", cwd=repo, env=env)
-    assert refused.returncode == 0, refused.stderr
-    refused = json.loads(refused.stdout)
-    assert "cannot meter codex yet" in refused["would_refuse"]
+    assert refused.returncode == 2 and "cannot meter codex here: no API key" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    fronted = capguard(
+        "explain", "--json", "--strict", "codex", "exec", "hi", cwd=repo, env={**env, "CODEX_API_KEY": "k"}
+    )
+    plan = json.loads(fronted.stdout)
+    assert plan["meter"]["proxy"]["fronts"] == [
+        {
+            "provider": "openai",
+            "variables": {"OPENAI_PROJECT": "<secret>"},
+            "upstream": OPENAI_DEFAULT,
+            "header": "OpenAI-Project",
+        }
+    ]  # the command line names the proxy without the secret; the header carries it
+    assert 'openai_base_url="http://127.0.0.1:<port>/h/openai"' in plan["argv"]
+    assert {"name": "OPENAI_PROJECT", "change": "added", "value": "<secret>"} in plan["env"]
     assert not mark.exists() and not codex_mark.exists() and not (home / "runs").exists()
 
 

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from capguard.agents.base import LaunchPlan, option_value, resolve_executable
+from capguard.agents.base import (
+    Front,
+    LaunchPlan,
+    insert_before_separator,
+    option_value,
+    resolve_executable,
+    strict_refusal,
+)
 from capguard.agents.codex.logs import RolloutParser
 from capguard.agents.codex.threads import Attribution, OwnThreads
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.metering.proxy.dialects import RESPONSES
 from capguard.metering.tail import WatchSpec
 
 if sys.version_info >= (3, 11):
@@ -168,6 +177,127 @@ def _same_start(proc, recorded: float | None) -> bool:
         return True
 
 
+OPENAI_DEFAULT = "https://api.openai.com/v1"
+# Strict mode. Codex takes a provider's base URL only from its config (OPENAI_BASE_URL is not read), given on its
+# command line, which every user of the machine can read: the URL there holds no secret; Codex sends the run's
+# secret in a header it fills from a variable. Its built-in OpenAI provider takes no headers of ours, but sends
+# $OPENAI_PROJECT as OpenAI-Project: the secret goes there, and the proxy sends the user's own value on.
+PROXY_HEADER = "X-Capguard-Key"
+PROXY_KEY_ENV = "CAPGUARD_PROXY_KEY"
+OPENAI_HEADER = ("OpenAI-Project", "OPENAI_PROJECT")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")  # a TOML key that needs no quotes in `-c a.b.c=...`
+
+
+def _toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(strict_refusal("codex", f"{path} cannot be read ({type(err).__name__})")) from None
+
+
+def _openai_auth_refusal(env: Mapping[str, str], home: Path) -> str | None:
+    """Why Codex's built-in OpenAI provider cannot be fronted with the credentials it has, or None (an API key)."""
+    if env.get("CODEX_API_KEY"):
+        return None
+    if env.get("CODEX_ACCESS_TOKEN"):
+        return "CODEX_ACCESS_TOKEN signs Codex in to ChatGPT, whose backend the proxy does not front"
+    try:
+        doc = json.loads((home / "auth.json").read_text())
+    except (OSError, ValueError):
+        doc = None
+    if isinstance(doc, dict):
+        if doc.get("tokens") or str(doc.get("auth_mode") or "").lower().startswith("chatgpt"):
+            return (
+                "Codex is signed in with ChatGPT, and its requests go to the ChatGPT backend, which the proxy does not"
+                " front (an API key can be: codex login --with-api-key)"
+            )
+        if doc.get("OPENAI_API_KEY"):
+            return None
+    return (
+        f"no API key for Codex's OpenAI provider was found (CODEX_API_KEY, or {home / 'auth.json'} from codex login"
+        " --with-api-key): ChatGPT sign-in or keyring credentials cannot be fronted"
+    )
+
+
+def without_config(args: list[str], keys: set[str]) -> list[str]:
+    """`args` without the `-c key=value` overrides of `keys` (capguard sets them; their value is taken as upstream)."""
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return kept + args[i:]
+        value, width = None, 1
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            value, width = args[i + 1], 2
+        elif arg.startswith("--config="):
+            value = arg[len("--config=") :]
+        if value is not None and value.partition("=")[0].strip() in keys:
+            i += width
+            continue
+        kept.extend(args[i : i + width])
+        i += width
+    return kept
+
+
+def strict_front(args: list[str], env: Mapping[str, str], home: Path) -> tuple[Front, list[str], list[str]]:
+    """The provider Codex will call, fronted by the proxy: (the front, Codex's arguments without the overrides capguard
+    takes over, the `-c` overrides pointing Codex at the proxy with "{url}" for the proxy's URL). What cannot be
+    fronted is a ConfigError (one line, exit 2)."""
+    if "--oss" in args or option_value(args, "--local-provider"):
+        raise ConfigError(
+            strict_refusal("codex", "--oss/--local-provider runs a local model server capguard does not front")
+        )
+    config = _toml(home / "config.toml")
+    overrides = config_overrides(args)
+    profile_name = option_value(args, "-p", "--profile") or overrides.get("profile") or config.get("profile")
+    profile = (config.get("profiles") or {}).get(profile_name) if profile_name else None
+    profile = profile if isinstance(profile, dict) else {}
+    for key in ("openai_base_url", "model_providers"):
+        if key in profile:
+            raise ConfigError(
+                strict_refusal("codex", f"profile {profile_name!r} sets {key}, which capguard cannot replace")
+            )
+    provider = overrides.get("model_provider") or profile.get("model_provider") or config.get("model_provider")
+    provider = provider if isinstance(provider, str) and provider else "openai"
+    for key in overrides:
+        if key in ("model_providers", f"model_providers.{provider}", "profiles") or key.startswith("profiles."):
+            raise ConfigError(strict_refusal("codex", f"-c {key}=... may send requests past capguard's proxy"))
+    if provider == "openai":
+        if why := _openai_auth_refusal(env, home):
+            raise ConfigError(strict_refusal("codex", why))
+        upstream = overrides.get("openai_base_url") or config.get("openai_base_url") or OPENAI_DEFAULT
+        header, variable = OPENAI_HEADER
+        front = Front("openai", str(upstream), RESPONSES, (), header, variable, env.get(variable) or None)
+        told = ['openai_base_url="{url}"']
+        args = without_config(args, {"openai_base_url"})
+    else:
+        entry = (config.get("model_providers") or {}).get(provider)
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                strict_refusal(
+                    "codex",
+                    f"model_provider {provider!r} is built into Codex; the proxy fronts its OpenAI provider (with an"
+                    " API key) and model_providers entries with a base_url",
+                )
+            )
+        if not _BARE_KEY.match(provider):
+            raise ConfigError(strict_refusal("codex", f"model_provider {provider!r} has a name capguard cannot quote"))
+        key = f"model_providers.{provider}.base_url"
+        upstream = overrides.get(key) or entry.get("base_url")
+        if not isinstance(upstream, str) or not upstream:
+            raise ConfigError(strict_refusal("codex", f"model_providers.{provider} has no base_url"))
+        front = Front("codex", upstream, RESPONSES, (), PROXY_HEADER, PROXY_KEY_ENV)
+        told = [f'{key}="{{url}}"', f'model_providers.{provider}.env_http_headers.{PROXY_HEADER}="{PROXY_KEY_ENV}"']
+        args = without_config(args, {key})
+    if not front.upstream.startswith(("http://", "https://")):
+        raise ConfigError(strict_refusal("codex", f"the base URL {front.upstream!r} is not http(s)"))
+    # the web search tool runs on the provider's side and bills searches the proxy cannot bound: off
+    return front, args, [*told, 'web_search="disabled"']
+
+
 class CodexAdapter:
     name = "codex"
     install_hint = INSTALL_HINT
@@ -185,6 +315,7 @@ class CodexAdapter:
         daemons_before = _daemons(home)
         notes: list[str] = []
         blind_spots = ["a reply cut short by the stop is billed but never written by Codex (no usage line)"]
+        strict = settings.supervise.meter == "proxy"
         tui_args = without_daemon(args)
         if tui_args is not None:
             if option_value(args, "--remote"):
@@ -194,7 +325,26 @@ class CodexAdapter:
                 )
             args = tui_args
             notes.append("the TUI runs with --no-daemon: its turns stay in its own process, so a stop stops them")
-            blind_spots.append("the TUI's thread-title requests are never written by Codex (a few per thread)")
+            if not strict:
+                blind_spots.append("the TUI's thread-title requests are never written by Codex (a few per thread)")
+        fronts: list[Front] | None = None
+        on_proxy: Callable[[dict[str, str]], tuple[list[str], dict[str, str]]] | None = None
+        if strict:
+            front, args, told = strict_front(args, env, home)
+            fronts = [front]
+            # the proxy sees every call: the TUI's titles, and a reply cut by the stop (charged at its bound)
+            blind_spots = []
+            notes.append(
+                f"strict mode: every request of Codex's {'OpenAI' if front.mount == 'openai' else 'configured'}"
+                " provider goes through capguard's proxy (its web search tool, billed on the provider's side, is off)"
+            )
+
+            def pointed(urls: dict[str, str], args: list[str] = args) -> tuple[list[str], dict[str, str]]:
+                extra = [word for value in told for word in ("-c", value.replace("{url}", urls[front.mount]))]
+                return [executable, *insert_before_separator(args, extra)], {}
+
+            on_proxy = pointed
+
         notes.append(
             f"only this run's rollout files under {sessions} are charged (the ones a process of its tree holds"
             " open): another Codex session writing there meanwhile is left out"
@@ -234,6 +384,8 @@ class CodexAdapter:
             on_exit=on_exit,
             summaries=[daemon_note, attribution.notes],
             folders=[sessions],  # Codex makes it lazily
+            fronts=fronts,
+            on_proxy=on_proxy,
         )
 
 

@@ -16,14 +16,15 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from capguard.agents.base import LaunchPlan, option_value, resolve_executable
+from capguard.agents.base import Front, LaunchPlan, option_value, resolve_executable, strict_refusal
 from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g opencode-ai@1.18.33"
@@ -118,6 +119,108 @@ def configured_model(args: list[str], config: dict) -> tuple[str | None, str | N
     return provider, model
 
 
+# Strict mode: the providers OpenCode calls through an SDK whose base URL its config sets (provider.<id>.options.
+# baseURL), with the API each speaks (OpenCode's openai provider calls the Responses API) and its default base URL
+ANTHROPIC_SDK, OPENAI_SDK, COMPATIBLE_SDK = "@ai-sdk/anthropic", "@ai-sdk/openai", "@ai-sdk/openai-compatible"
+SDK_DIALECTS = {ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT}
+BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK}
+DEFAULT_BASES = {"anthropic": "https://api.anthropic.com/v1", "openai": "https://api.openai.com/v1"}
+_MOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a provider id that can name the proxy's path
+
+
+def _front_of(provider: str, config: dict, auth: dict) -> tuple[Front | None, str]:
+    """The front for one of OpenCode's providers, or None and why it cannot be fronted."""
+    entry = (config.get("provider") or {}).get(provider)
+    entry = entry if isinstance(entry, dict) else {}
+    sdk = entry.get("npm") or BUILT_IN_SDKS.get(provider)
+    options = entry.get("options")
+    base = options.get("baseURL") if isinstance(options, dict) else None
+    if not base and provider in DEFAULT_BASES and sdk == BUILT_IN_SDKS[provider]:
+        base = DEFAULT_BASES[provider]
+    login = auth.get(provider)
+    if sdk not in SDK_DIALECTS:
+        return None, f"provider {provider!r} is not one the proxy fronts (anthropic, openai, OpenAI-compatible)"
+    if isinstance(login, dict) and login.get("type") == "oauth":
+        return None, f"provider {provider!r} is signed in (OAuth), which may send requests past its base URL"
+    if not isinstance(base, str) or not base.startswith(("http://", "https://")):
+        return None, f"provider {provider!r} has no http(s) baseURL"
+    if not _MOUNT.match(provider):
+        return None, f"provider {provider!r} has a name capguard cannot put in a URL"
+    return Front(provider, base, SDK_DIALECTS[sdk], ()), ""
+
+
+def strict_fronts(
+    args: list[str], config: dict, env: Mapping[str, str], store: Path
+) -> tuple[list[Front], Callable[[dict[str, str]], tuple[list[str], dict[str, str]]], list[str]]:
+    """The providers OpenCode may call this run, fronted by the proxy: those its models name (`-m`, `model`,
+    `small_model` for titles, agents' models) and the others its config defines that can be fronted. OpenCode is
+    told the proxy's URLs in OPENCODE_CONFIG_CONTENT (merged over the user's config: their store and history stay),
+    with `enabled_providers` naming the fronted ones only, so no other provider is loaded. A provider a model names
+    that cannot be fronted is a ConfigError (one line, exit 2). Returns (fronts, the hook that tells OpenCode, notes)."""
+    try:
+        auth = json.loads((store.parent / "auth.json").read_text())
+    except (OSError, ValueError):
+        auth = {}
+    auth = auth if isinstance(auth, dict) else {}
+    named: dict[str, str] = {}
+    agents = config.get("agent")
+    agents = agents if isinstance(agents, dict) else {}
+    chosen = [("the model", option_value(args, "-m", "--model") or config.get("model"))]
+    chosen += [("small_model (titles)", config.get("small_model"))]
+    chosen += [(f"agent {name}'s model", a.get("model")) for name, a in agents.items() if isinstance(a, dict)]
+    for where, model in chosen:
+        if isinstance(model, str) and "/" in model:
+            named.setdefault(model.split("/", 1)[0], where)
+    fronts, left_out = [], []
+    enabled = config.get("enabled_providers")  # the user's own list: capguard enables no provider outside it
+    for provider in dict.fromkeys([*named, *(config.get("provider") or {})]):
+        if isinstance(enabled, list) and provider not in enabled:
+            continue
+        front, why = _front_of(provider, config, auth)
+        if front is not None:
+            fronts.append(front)
+        elif provider in named:
+            raise ConfigError(strict_refusal("opencode", f"{named[provider]}: {why}"))
+        else:
+            left_out.append(provider)
+    if not fronts:
+        raise ConfigError(
+            strict_refusal("opencode", "no model or provider in its config is one the proxy can front (use -m)")
+        )
+    given = env.get("OPENCODE_CONFIG_CONTENT")
+    try:
+        theirs = _jsonc(given) if given else {}
+    except ValueError:
+        raise ConfigError(
+            strict_refusal("opencode", "OPENCODE_CONFIG_CONTENT is not JSON capguard can merge")
+        ) from None
+
+    def tell(urls: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        content = dict(theirs)
+        providers = dict(content.get("provider") or {})
+        for front in fronts:
+            entry = dict(providers.get(front.mount) or {})
+            entry["options"] = {**(entry.get("options") or {}), "baseURL": urls[front.mount]}
+            providers[front.mount] = entry
+        content["provider"] = providers
+        content["enabled_providers"] = [front.mount for front in fronts]  # no other provider is loaded
+        return [], {"OPENCODE_CONFIG_CONTENT": json.dumps(content)}
+
+    notes = [
+        f"strict mode: OpenCode's provider {f.mount} goes through capguard's proxy to {f.upstream}" for f in fronts
+    ]
+    if left_out:
+        notes.append(f"strict mode: providers not loaded (the proxy cannot front them): {', '.join(left_out)}")
+    return fronts, tell, notes
+
+
+def priced_name(front: Front, model: str | None) -> str | None:
+    """The model as the proxy prices it (its dialect's provider in front of a bare name)."""
+    if not model or "/" in model:
+        return model
+    return {ANTHROPIC: f"anthropic/{model}", CHAT: f"openai/{model}"}.get(front.dialect, model)
+
+
 def has_configured_price(config: dict, provider: str | None, model: str | None) -> bool:
     """Whether the config gives this model a price (OpenCode then writes a cost for each step)."""
     try:
@@ -179,6 +282,21 @@ class OpenCodeAdapter:
             f"metered from OpenCode's store {store} (read-only): sessions of {directory} started or continued"
             " during this run, and their subagents'"
         ]
+        strict = settings.supervise.meter == "proxy"
+        fronts: list[Front] | None = None
+        told: Callable[[dict[str, str]], tuple[list[str], dict[str, str]]] | None = None
+        if strict:
+            fronts, tell, strict_notes = strict_fronts(args, config, env, store)
+            notes += strict_notes
+            by_mount = {front.mount: front for front in fronts}
+            if provider in by_mount:
+                model = priced_name(by_mount[provider], raw_model)
+            executable_args = [executable, *args]
+
+            def told_argv(urls: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+                return executable_args, tell(urls)[1]
+
+            told = told_argv
         others = neighbours(directory)
         if others:
             notes.append(_neighbour_note(others, directory))
@@ -203,11 +321,13 @@ class OpenCodeAdapter:
             named_model=model,
             # OpenCode writes a cost only for a model it has a price for (configured, or its catalogue's); a 0 is
             # "no price", which capguard prices itself or treats as unpriced
-            reports_cost=has_configured_price(config, provider, raw_model),
+            reports_cost=not strict and has_configured_price(config, provider, raw_model),
             notes=notes,
-            blind_spots=list(BLIND_SPOTS),
+            blind_spots=[] if strict else list(BLIND_SPOTS),  # the proxy sees the title call and every step at once
             summaries=[summary],
             folders=[store.parent],  # OpenCode makes it too, but the watch starts first
+            fronts=fronts,
+            on_proxy=told,
         )
 
 

@@ -163,6 +163,9 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
 def _check_tools(dialect: str, tools: Any) -> None:
     for tool in tools if isinstance(tools, list) else ():
         kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "namespace" and dialect == RESPONSES:  # Codex's group of tools: as safe as its members
+            _check_tools(dialect, tool.get("tools"))
+            continue
         server_side = (
             bool(_ANTHROPIC_SERVER_TOOL.match(str(kind or ""))) if dialect == ANTHROPIC else kind not in _CLIENT_TOOLS
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from capguard.core import sanitize
@@ -44,6 +44,9 @@ class Refused:
     model_cap: str | None = None  # for "model": the [models."glob"] whose cap binds
     prompt_tokens: int | None = None  # at a cap: the bound its prompt was held at
     counted: bool = False  # that bound was the provider's count of the prompt (not its bytes)
+    # `admit(defer=True)` at a cap while other calls hold part of it: not emitted, the request may wait for them
+    # to settle and ask again (Codex's TUI sends a title request beside a turn that holds the whole headroom)
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,12 +182,14 @@ class Gate:
         model: str | None = None,
         stream: bool = False,
         may_count: bool = False,
+        defer: bool = False,
     ) -> Admission | Refused | Count:
         """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
         and `stream`: what the path says, for an API that names them there (Gemini). With `may_count` (the server
         can ask the provider to count the prompt): a `Count` when the prompt's bound from bytes would lower the
         request's output limit or refuse it and the provider's count could tighten it; nothing is held then: the
-        server asks, and passes the answer to `admit_counted`."""
+        server asks, and passes the answer to `admit_counted`. With `defer`, a refusal at a cap while calls in flight
+        hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle."""
         try:
             wants = ask(dialect, body, model=model, stream=stream)
             model = self._priced_name(dialect, wants.model)
@@ -192,13 +197,13 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
             return self._refuse(dialect, model or body.get("model"), str(err), at_cap=False)
-        return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted)
+        return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted, defer)
 
-    def admit_counted(self, first: Count, answer: Any) -> Admission | Refused:
+    def admit_counted(self, first: Count, answer: Any, *, defer: bool = False) -> Admission | Refused:
         """`admit` again with the provider's answer to `first.body` (its parsed JSON; None when the count failed):
         the count with its margin as the prompt's bound, or the bytes' bound when the answer is no count."""
         prompt = bounds.counted_bound(first.input, answer)
-        admission = self._admit(first.dialect, first.request, first.ask, first.model, prompt, False)
+        admission = self._admit(first.dialect, first.request, first.ask, first.model, prompt, False, defer)
         assert not isinstance(admission, Count)
         return admission
 
@@ -215,6 +220,7 @@ class Gate:
         model: str,
         prompt: bounds.InputBound,
         may_count: bool,
+        defer: bool = False,
     ) -> Admission | Refused | Count:
         worst = bounds.worst_cost(self._pricer, model, prompt.tokens, wants, dialect, self._unit.cost_of)
         requested = wants.max_out or self._model_max(model)
@@ -264,6 +270,8 @@ class Gate:
                     dialect, wants.model, why, True, need, headroom, self._clock(), cap, pattern, prompt.tokens,
                     prompt.counted,
                 )  # fmt: skip
+                if defer and (self._holds.held_micro > 0 or self._tokens_held > 0):
+                    return replace(refusal_, deferred=True)
         self._emit(refusal_)
         return refusal_
 

@@ -22,6 +22,7 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     CHAT,
     GEMINI,
+    Route,
     count_tail,
     error_body,
     gemini_key_to_header,
@@ -45,6 +46,10 @@ _MAX_BODY = 64 * 1024 * 1024  # a request or a whole (non-streamed) reply larger
 # later than this, or larger, is no answer, and the bytes' bound stays (the agent waits no longer than this).
 COUNT_TIMEOUT_S = 3.0
 _MAX_COUNT_REPLY = 64 * 1024
+# In place of the secret in a path: the secret comes in the mount's header (an agent whose base URL is on its
+# command line, which every user of the machine can read). Never a secret itself (those are 32 characters).
+HEADER_SLOT = "h"
+_SWAP = "capguard_swap"  # on a request: (header, value upstream) of the secret it came in
 
 
 class MeteringProxy:
@@ -58,6 +63,7 @@ class MeteringProxy:
         upstreams: dict[str, str],
         *,
         dialects: dict[str, str] | None = None,
+        secret_headers: dict[str, tuple[str, str | None]] | None = None,
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
@@ -68,6 +74,8 @@ class MeteringProxy:
         self.gate = gate
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self._dialects = dialects or {}
+        # mount -> (the header that may carry the secret, the value sent upstream in its place; None: dropped)
+        self._secret_headers = secret_headers or {}
         self._host = host
         self._secret = secret or secrets.token_urlsafe(24)
         self.port = 0
@@ -77,12 +85,24 @@ class MeteringProxy:
         self._thread: threading.Thread | None = None
         self._fast_loop = fast_loop  # start() runs uvloop when it is installed (bench/RESULTS.md section 7)
         self._count_timeout = aiohttp.ClientTimeout(total=count_timeout)
+        self._settled: asyncio.Event | None = None  # set (and replaced) each time a metered call ends
 
     def base_url(self, mount: str) -> str:
         """What the agent uses as that provider's base URL (it holds the secret: pass it in the environment)."""
         if mount not in self._upstreams:
             raise KeyError(mount)
         return f"http://{self._host}:{self.port}/{self._secret}/{mount}"
+
+    def header_url(self, mount: str) -> str:
+        """The mount's URL without the secret, for an agent that sends the secret in the mount's header."""
+        if mount not in self._secret_headers:
+            raise KeyError(mount)
+        return f"http://{self._host}:{self.port}/{HEADER_SLOT}/{mount}"
+
+    @property
+    def secret(self) -> str:
+        """The run's secret, for the agent's environment only (an agent that sends it in a header)."""
+        return self._secret
 
     # ---- lifecycle: in a running event loop, or on a thread of its own
     async def open(self) -> None:
@@ -155,11 +175,18 @@ class MeteringProxy:
     # ---- one request
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         mount = request.match_info["mount"]
-        if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret.encode()):
+        presented, swap = request.match_info["secret"], self._secret_headers.get(mount)
+        if swap is not None:
+            request[_SWAP] = swap  # never forwarded, however the secret came
+            if presented == HEADER_SLOT:
+                presented = request.headers.get(swap[0], "")
+        if not hmac.compare_digest(presented.encode(), self._secret.encode()):
             return web.Response(status=404, text="not found")
         if mount not in self._upstreams:
             return web.Response(status=404, text="not found")
         style = self._dialects.get(mount, ANTHROPIC)
+        if request.headers.get("Upgrade", "").lower() == "websocket":  # Codex tries one first; 426: it takes HTTP
+            return web.Response(status=426, text="capguard's metering proxy meters HTTP requests only")
         tail = request.match_info["tail"]
         where = route(request.method, tail, style)
         if where.why:
@@ -179,14 +206,15 @@ class MeteringProxy:
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
         count_at = count_tail(dialect, tail)
-        admission = self.gate.admit(
-            dialect, body, model=where.model, stream=where.stream, may_count=count_at is not None
+        count_url = (
+            None if count_at is None else f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
         )
-        if isinstance(admission, Count):
-            assert count_at is not None
-            count_url = f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
-            answer = await self._count(count_url, headers, admission)
-            admission = self.gate.admit_counted(admission, answer)
+        admission = await self._admission(dialect, body, where, count_url, headers)
+        while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
+            await self._one_settled()
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
+            admission = await self._admission(dialect, body, where, count_url, headers)
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
@@ -194,7 +222,30 @@ class MeteringProxy:
         if dialect == CHAT and admission.ask.stream:
             sent, strip = with_stream_usage(sent)
         data = raw if sent is body else msgspec.json.encode(sent)
-        return await self._forward_metered(request, url, data, admission, strip, headers)
+        try:
+            return await self._forward_metered(request, url, data, admission, strip, headers)
+        finally:  # settled or released: a request waiting for room asks again
+            if self._settled is not None:
+                self._settled.set()
+                self._settled = None
+
+    async def _one_settled(self) -> None:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        await self._settled.wait()
+
+    async def _admission(
+        self, dialect: str, body: dict[str, Any], where: Route, count_url: str | None, headers: dict[str, str]
+    ) -> Admission | Refused:
+        """The gate's answer, after asking the provider to count the prompt when the gate wants a count."""
+        admission = self.gate.admit(
+            dialect, body, model=where.model, stream=where.stream, may_count=count_url is not None, defer=True
+        )
+        if isinstance(admission, Count):
+            assert count_url is not None
+            answer = await self._count(count_url, headers, admission)
+            admission = self.gate.admit_counted(admission, answer, defer=True)
+        return admission
 
     async def _forward_free(
         self, request: web.Request, url: str, raw: bytes, headers: dict[str, str]
@@ -309,6 +360,11 @@ def _headers(request: web.Request) -> dict[str, str]:
     """The agent's headers (its API key included: passed on, never logged), minus those of this hop."""
     out = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     out["Accept-Encoding"] = "identity"  # the proxy reads the usage: no compression on the local hop
+    swap = request.get(_SWAP)
+    if swap is not None:  # the run's secret never goes upstream: the header goes, or gets the user's own value
+        out = {k: v for k, v in out.items() if k.lower() != swap[0].lower()}
+        if swap[1]:
+            out[swap[0]] = swap[1]
     return out
 
 
