@@ -19,6 +19,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_DEPTH 64
 #define MAX_NUMBER 40
@@ -409,6 +412,29 @@ static Py_ssize_t count(const char *data, Py_ssize_t from, Py_ssize_t to, const 
     return found;
 }
 
+/* the first `"usage"` in data[from:to]: most of the bytes of a transcript are in lines without one, and this
+ * search is most of the time spent on them. With SSE2 (every x86-64), 16 positions at a time are tested for the
+ * needle's `u` and `g`, and only those that have both are compared whole. */
+static Py_ssize_t find_usage(const char *data, Py_ssize_t from, Py_ssize_t to) {
+#ifdef __SSE2__
+    const __m128i u = _mm_set1_epi8('u'), g = _mm_set1_epi8('g');
+    Py_ssize_t i = from;
+    for (; i + 20 <= to; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(data + i + 1));
+        __m128i b = _mm_loadu_si128((const __m128i *)(data + i + 4));
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, u), _mm_cmpeq_epi8(b, g)));
+        while (mask) {
+            Py_ssize_t at = i + __builtin_ctz(mask);
+            if (at + 7 <= to && memcmp(data + at, USAGE, 7) == 0) return at;
+            mask &= mask - 1;
+        }
+    }
+    return find(data, i, to, USAGE, sizeof(USAGE) - 1);
+#else
+    return find(data, from, to, USAGE, sizeof(USAGE) - 1);
+#endif
+}
+
 /* claude_scan._flat_tail */
 static int flat_tail(Lines *self, Py_ssize_t tail, Py_ssize_t end) {
     const char *data = self->buf.buf;
@@ -481,7 +507,7 @@ static PyObject *Lines_next(Lines *self) {
     const char *data = self->buf.buf;
     Py_ssize_t size = self->size;
     for (;;) {
-        Py_ssize_t at = find(data, self->pos, size, USAGE, sizeof(USAGE) - 1);
+        Py_ssize_t at = find_usage(data, self->pos, size);
         if (at < 0) {
             self->pos = size;
             return NULL; /* StopIteration */
