@@ -7,6 +7,10 @@ that mention `"usage"` are looked at, a line repeating the previous line's usage
 go through the decoder's msgspec path (the message's content, most of the bytes, is skipped unparsed). A line it
 cannot type that way (a count that is not a whole number, a missing id, broken JSON) is decoded whole and goes to
 the decoder's `from_entry`, which answers as the parser does, malformed lines included.
+
+When the compiled reader is built (_claude_scan.c, optional), it does the finding, the skipping and the typing in
+C: it gives the fields msgspec would give to `decode.from_fields` (the same rules), or gives up on any line it is
+not certain of, which then takes the Python path above. CAPGUARD_PURE_PYTHON=1 forces the Python loop.
 """
 
 from __future__ import annotations
