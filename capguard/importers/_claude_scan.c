@@ -435,6 +435,17 @@ static Py_ssize_t find_usage(const char *data, Py_ssize_t from, Py_ssize_t to) {
 #endif
 }
 
+/* the offset just after the last newline before `at` (0 if none) */
+static Py_ssize_t line_start(const char *data, Py_ssize_t at) {
+#ifdef __GLIBC__
+    const char *before = memrchr(data, '\n', at);
+    return before ? before - data + 1 : 0;
+#else
+    while (at > 0 && data[at - 1] != '\n') at--;
+    return at;
+#endif
+}
+
 /* claude_scan._flat_tail */
 static int flat_tail(Lines *self, Py_ssize_t tail, Py_ssize_t end) {
     const char *data = self->buf.buf;
@@ -519,8 +530,7 @@ static PyObject *Lines_next(Lines *self) {
             memcmp(data + at, data + self->repeat_at, self->repeat_n) == 0 &&
             flat_tail(self, at + self->repeat_n, end))
             continue; /* the next content block of the reply just counted */
-        const char *before = memrchr(data, '\n', at);
-        Py_ssize_t start = before ? before - data + 1 : 0;
+        Py_ssize_t start = line_start(data, at);
         self->at = at;
         self->end = end;
         Fields f;
