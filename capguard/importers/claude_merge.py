@@ -29,11 +29,6 @@ _COUNTS = slice(6, 10)  # input, output, cache read, cache write
 _EXTRA = ("cache_write_1h", "web_searches")  # the two figures a row keeps in its details
 
 
-def base_key(key: str) -> str:
-    """`claude:<id>` of a row keyed `claude:<id>` or `claude:<id>+<n>`."""
-    return key.partition("+")[0]
-
-
 @dataclass
 class Requests:
     """Which file saw each request first, and the requests seen in more than one file: fed every group's rows as
@@ -79,7 +74,7 @@ def settle(
     by_key: dict[str, dict[str, list[tuple]]] = {}  # request -> file -> its rows
     for rows in groups:
         for row in rows:
-            key = base_key(row[_KEY])
+            key = row[_KEY].partition("+")[0]  # the request's key: `claude:<id>` of `claude:<id>+<n>` too
             if key in settle_keys:
                 by_key.setdefault(key, {}).setdefault(row[_FILE], []).append(row)
     for key, files in by_key.items():

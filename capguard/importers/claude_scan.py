@@ -7,19 +7,33 @@ that mention `"usage"` are looked at, a line repeating the previous line's usage
 go through the decoder's msgspec path (the message's content, most of the bytes, is skipped unparsed). A line it
 cannot type that way (a count that is not a whole number, a missing id, broken JSON) is decoded whole and goes to
 the decoder's `from_entry`, which answers as the parser does, malformed lines included.
+
+When the compiled reader is built (_claude_scan.c, optional), it does the finding, the skipping and the typing in
+C: it gives the fields msgspec would give to `decode.from_fields` (the same rules), or gives up on any line it is
+not certain of, which then takes the Python path above. CAPGUARD_PURE_PYTHON=1 forces the Python loop.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple
 
-from capguard.agents.claude.decode import DECODE_ERRORS, UNUSUAL, UsageLine, decode, from_entry
+from capguard.agents.claude.decode import DECODE_ERRORS, UNUSUAL, UsageLine, decode, from_entry, from_fields
 from capguard.agents.claude.logs import max_wins
 from capguard.core.sanitize import MAX_TOKENS
 from capguard.ledger.records import normalize_utc
+
+_compiled: ModuleType | None
+try:  # the compiled reader (optional: a build without a C compiler has only this module's loop)
+    from capguard.importers import _claude_scan as _compiled
+except ImportError:
+    _compiled = None
+if os.environ.get("CAPGUARD_PURE_PYTHON") == "1":
+    _compiled = None  # the tests run both
 
 _USAGE = b'"usage"'
 _CONTENT = b'"content":['
@@ -159,7 +173,10 @@ def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[byte
     out so."""
     if not isinstance(request_id, str) or not request_id:
         return None
-    marker = b'"requestId":"' + request_id.encode() + b'"'
+    try:
+        marker = b'"requestId":"' + request_id.encode() + b'"'
+    except UnicodeEncodeError:
+        return None  # a lone surrogate (from an escape): no line's bytes name it so
     found = data.find(marker, at, end)
     close = data.rfind(b"}", at, found) if found >= 0 else -1
     if close < 0 or not _flat_tail(data, close + 1, end, marker):
@@ -169,9 +186,11 @@ def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[byte
 
 def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None) -> Scan:
     """Every reply in `data[:size]` (complete lines; the first starts at file offset `base_offset`)."""
-    found = Scan()
-    find, rfind, view, pos = data.find, data.rfind, memoryview(data), 0
     size = len(data) if size is None else size
+    if _compiled is not None and type(data) is bytes:
+        return _scan_compiled(_compiled.Lines(data, size), data, base_offset, counter, size)
+    found = Scan()
+    find, view, pos = data.find, memoryview(data), 0
     repeat, marker = b"", b""  # the last counted reply's `_repeat_of`, when its next content blocks can be skipped
     while (at := find(_USAGE, pos, size)) >= 0:
         end = find(b"\n", at, size)
@@ -179,28 +198,10 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
         pos = end + 1
         if repeat and data.startswith(repeat, at) and _flat_tail(data, at + len(repeat), end, marker):
             continue  # the next content block of the reply just counted (see `_repeat_of`)
-        start = rfind(b"\n", 0, at) + 1
+        start = data.rfind(b"\n", 0, at) + 1
         try:
-            reply: FoundReply | None = None
-            request_id: object = None
-            try:
-                typed, used = decode(view[start:end])
-                if used is not UNUSUAL:
-                    request_id = typed.requestId
-                    if used is not None:
-                        reply = _count(used, counter, base_offset + start)  # type: ignore[arg-type]
-                    if found.session_id is None and typed.sessionId:
-                        found.session_id, found.cwd, found.version = typed.sessionId, typed.cwd, typed.version
-            except DECODE_ERRORS:
-                used = UNUSUAL
-            if used is UNUSUAL:
-                entry = _decode(data, start, end)
-                reply = reply_of(entry, counter, base_offset + start)
-                if isinstance(entry, dict):  # always, once reply_of has returned
-                    request_id = entry.get("requestId")
-                    if found.session_id is None:
-                        _note_file_facts(found, entry)
-        except (ValueError, TypeError, AttributeError, KeyError, RecursionError, ArithmeticError):
+            reply, request_id = _decoded(found, data, view, start, end, counter, base_offset)
+        except _MALFORMED:
             found.malformed += 1
             continue
         if isinstance(reply, FoundReply):
@@ -208,6 +209,63 @@ def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None 
                 found.suspicious += 1
             found.replies.append(reply)
             repeat, marker = _repeat_of(data, at, end, request_id) or (b"", b"")
+    _note_span(found, data, size)
+    return found
+
+
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, RecursionError, ArithmeticError)
+
+
+def _decoded(
+    found: Scan, data: bytes, view: memoryview, start: int, end: int, counter: ReplyCounter, base_offset: int
+) -> tuple[FoundReply | None, object]:
+    """(the reply of the line data[start:end], if any; its request id), the line decoded in Python; one of
+    `_MALFORMED` for a malformed line."""
+    reply: FoundReply | None = None
+    request_id: object = None
+    try:
+        typed, used = decode(view[start:end])
+        if used is not UNUSUAL:
+            request_id = typed.requestId
+            if used is not None:
+                reply = _count(used, counter, base_offset + start)  # type: ignore[arg-type]
+            if found.session_id is None and typed.sessionId:
+                found.session_id, found.cwd, found.version = typed.sessionId, typed.cwd, typed.version
+    except DECODE_ERRORS:
+        used = UNUSUAL
+    if used is UNUSUAL:
+        entry = _decode(data, start, end)
+        reply = reply_of(entry, counter, base_offset + start)
+        if isinstance(entry, dict):  # always, once reply_of has returned
+            request_id = entry.get("requestId")
+            if found.session_id is None:
+                _note_file_facts(found, entry)
+    return reply, request_id
+
+
+def _scan_compiled(lines: Any, data: bytes, base_offset: int, counter: ReplyCounter, size: int) -> Scan:
+    """`scan` with the compiled reader: the same lines skipped, the same fields (see _claude_scan.c); a line it is
+    not certain of is decoded here, as `scan` decodes it."""
+    found = Scan()
+    view = memoryview(data)
+    counted, append = lines.counted, found.replies.append
+    for start, _, end, fields in lines:
+        try:
+            if fields is not None and (used := from_fields(*fields)) is not UNUSUAL:
+                request_id = fields[9]
+                reply = None if used is None else _count(used, counter, base_offset + start)  # type: ignore[arg-type]
+                if found.session_id is None and fields[3]:
+                    found.session_id, found.cwd, found.version = fields[3], fields[13], fields[14]
+            else:
+                reply, request_id = _decoded(found, data, view, start, end, counter, base_offset)
+        except _MALFORMED:
+            found.malformed += 1
+            continue
+        if reply is not None:
+            if max(reply.figures) >= MAX_TOKENS:
+                found.suspicious += 1
+            append(reply)
+            counted(request_id)
     _note_span(found, data, size)
     return found
 

@@ -216,46 +216,82 @@ def decode(raw: bytes | memoryview) -> tuple[Line, UsageLine | bool | None]:
 
 def from_line(line: Line) -> UsageLine | bool | None:
     """`from_entry`'s answer for a line msgspec typed, or `UNUSUAL`."""
-    if line.type != "assistant" or line.isApiErrorMessage:
-        return None
-    copied_from = line.requestSessionId
-    if copied_from is not None and copied_from != line.sessionId:
-        return None  # a fork's copy of its parent's reply: counted in the parent's file
     message = line.message
-    if message is None or not message.id or message.usage is None:
+    usage = None if message is None else message.usage
+    figures = None
+    if usage is not None:
+        creation, tools = usage.cache_creation, usage.server_tool_use
+        figures = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+            0 if creation is None else creation.ephemeral_1h_input_tokens,
+            0 if tools is None else tools.web_search_requests,
+        ]
+    return from_fields(
+        line.type,
+        line.isApiErrorMessage,
+        line.requestSessionId,
+        line.sessionId,
+        None if message is None else message.id,
+        None if message is None else message.model,
+        figures,
+        None if usage is None else usage.speed,
+        None if usage is None else usage.inference_geo,
+        line.requestId,
+        line.requestedModel,
+        line.isAbortedMidStream,
+        line.timestamp,
+    )
+
+
+def from_fields(
+    kind: str | None,
+    api_error: bool | None,
+    copied_from: str | None,
+    session_id: str | None,
+    message_id: str | None,
+    served: str | None,
+    figures: list[int] | None,
+    speed: str | None,
+    geo: str | None,
+    request_id: str | None,
+    requested_model: str | None,
+    aborted: bool | None,
+    timestamp: str | None,
+    cwd: str | None = None,
+    version: str | None = None,
+) -> UsageLine | bool | None:
+    """`from_line` on the typed fields of a line (`Line`'s, `message.usage` flattened: `figures` in `FIGURES`
+    order, 0 for an absent count, None when the message or its usage is absent or null). The compiled reader
+    (capguard/importers/_claude_scan.c) gives its fields in this order, cwd and version last (not read here)."""
+    if kind != "assistant" or api_error:
+        return None
+    if copied_from is not None and copied_from != session_id:
+        return None  # a fork's copy of its parent's reply: counted in the parent's file
+    if not message_id or figures is None:
         return UNUSUAL
-    served = message.model
     if served == SYNTHETIC_MODEL:
         return None
-    usage = message.usage
-    creation, tools = usage.cache_creation, usage.server_tool_use
-    figures = [
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_input_tokens,
-        usage.cache_creation_input_tokens,
-        0 if creation is None else creation.ephemeral_1h_input_tokens,
-        0 if tools is None else tools.web_search_requests,
-    ]
     if min(figures) < 0 or max(figures) > sanitize.MAX_TOKENS:  # msgspec takes any int: `from_entry` bounds them
         return UNUSUAL
     if figures[4] > figures[3]:
         figures[4] = figures[3]
-    request_id = line.requestId
-    model = line.requestedModel or served
+    model = requested_model or served
     if len(model or "") > sanitize.MAX_NAME or len(served or "") > sanitize.MAX_NAME:
         return UNUSUAL  # names from outside are cut to size by `from_entry`
     return UsageLine(
-        f"claude:{request_id}" if request_id else f"claude:msg:{message.id}",
+        f"claude:{request_id}" if request_id else f"claude:msg:{message_id}",
         model if model is None else _MODELS.setdefault(model, model),
         figures,
         details_of(
-            usage.inference_geo or None,
-            usage.speed or None,
-            bool(line.isAbortedMidStream),
+            geo or None,
+            speed or None,
+            bool(aborted),
             served if served and served != model else None,
         ),
-        line.timestamp,
-        line.sessionId,
+        timestamp,
+        session_id,
         request_id or None,
     )

@@ -1,0 +1,666 @@
+/* The importer's line finder and field reader for Claude Code transcripts, compiled (optional: claude_scan.py
+ * has the same loop in Python and uses it when this module is not built, or when CAPGUARD_PURE_PYTHON=1).
+ *
+ * `Lines(data, size)` walks the complete lines of `data[:size]` that mention `"usage"`, as claude_scan.scan does:
+ * it skips a line that repeats the last counted reply (the same bytes from `"usage"` through the end of the
+ * message, then a flat tail naming the same request id; `counted()` sets it, as `_repeat_of`), and yields
+ * (start, at, end, fields) for the others. `fields` are the values decode.Line's msgspec decode would give to
+ * decode.from_fields, or None when this reader is not certain of them: then Python decodes the line itself. It is
+ * never certain of a line that is not strictly valid UTF-8 and strictly valid JSON (RFC 8259, as json.loads and
+ * msgspec both read it) throughout, skipped content included, nor of one where a field read here repeats its key,
+ * has a key or a string value with a backslash escape, has a type other than msgspec's (`str | None`,
+ * `bool | None`, an object or null; counts: plain non-negative integers of at most 18 digits), nor of one nested
+ * deeper than 64 levels, with a number longer than 40 characters or an escaped surrogate. The rules on the
+ * values (bounds, names, forks, synthetic replies) stay in decode.from_fields, in Python.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem, memrchr */
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define MAX_DEPTH 64
+#define MAX_NUMBER 40
+
+/* -- fields -------------------------------------------------------------------------------------------------- */
+
+enum {
+    F_TYPE, F_API_ERROR, F_COPIED_FROM, F_SESSION, F_MESSAGE_ID, F_MODEL, F_FIGURES, F_SPEED, F_GEO, F_REQUEST,
+    F_REQUESTED_MODEL, F_ABORTED, F_TIMESTAMP, F_CWD, F_VERSION, N_FIELDS
+};
+enum { K_IN, K_OUT, K_READ, K_WRITE, K_1H, K_WEB, N_COUNTS };
+
+typedef enum { V_ABSENT = 0, V_NULL, V_STR, V_TRUE, V_FALSE } Kind;
+
+typedef struct {
+    Kind kind;
+    const char *s; /* V_STR: the string's bytes (no escapes), between its quotes */
+    Py_ssize_t n;
+} Value;
+
+typedef struct {
+    Value v[N_FIELDS];
+    int message;      /* 0 absent/null, 1 object */
+    int usage;        /* 0 absent/null, 1 object */
+    long long counts[N_COUNTS];
+    unsigned seen_top, seen_message, seen_usage, seen_creation, seen_tools; /* keys met, to refuse repeats */
+} Fields;
+
+typedef struct {
+    const unsigned char *p, *end;
+    int depth;
+} Parser;
+
+/* every function below returns 0 when the input is valid and read with certainty, -1 otherwise */
+
+static int ws(Parser *ps) {
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\r' || *ps->p == '\n')) ps->p++;
+    return 0;
+}
+
+static int hex(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* one JSON string, the opening quote at ps->p; *escaped says whether it had a backslash escape */
+static int string(Parser *ps, const char **s, Py_ssize_t *n, int *escaped) {
+    const unsigned char *p = ps->p + 1, *end = ps->end;
+    *escaped = 0;
+    *s = (const char *)p;
+    for (;;) {
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+        if (p >= end) return -1;
+        unsigned char c = *p;
+        if (c == '"') break;
+        if (c < 0x20) return -1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (p + 1 >= end) return -1;
+            c = p[1];
+            if (c == 'u') {
+                if (p + 6 > end) return -1;
+                int h0 = hex(p[2]), h1 = hex(p[3]), h2 = hex(p[4]), h3 = hex(p[5]);
+                if (h0 < 0 || h1 < 0 || h2 < 0 || h3 < 0) return -1;
+                int code = (h0 << 12) | (h1 << 8) | (h2 << 4) | h3;
+                if (code >= 0xD800 && code <= 0xDFFF) return -1; /* msgspec and json.loads differ on these */
+                p += 6;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+                       c == 't') {
+                p += 2;
+            } else {
+                return -1;
+            }
+            continue;
+        }
+        /* UTF-8, strictly as Python decodes it: no overlong forms, no surrogates, nothing above U+10FFFF */
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (p + 2 > end || (p[1] & 0xC0) != 0x80) return -1;
+            p += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (p + 3 > end || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return -1;
+            if (c == 0xE0 && p[1] < 0xA0) return -1;
+            if (c == 0xED && p[1] > 0x9F) return -1;
+            p += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (p + 4 > end || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return -1;
+            if (c == 0xF0 && p[1] < 0x90) return -1;
+            if (c == 0xF4 && p[1] > 0x8F) return -1;
+            p += 4;
+        } else {
+            return -1;
+        }
+    }
+    *n = (Py_ssize_t)((const char *)p - *s);
+    ps->p = p + 1;
+    return 0;
+}
+
+/* one JSON number at ps->p; *plain says whether it is digits only (a non-negative integer), then *value holds it */
+static int number(Parser *ps, int *plain, long long *value) {
+    const unsigned char *p = ps->p, *end = ps->end, *begin = ps->p;
+    *plain = 1;
+    if (p < end && *p == '-') {
+        *plain = 0;
+        p++;
+    }
+    if (p >= end) return -1;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        *plain = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *plain = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p - begin > MAX_NUMBER) return -1;
+    if (*plain) {
+        if (p - begin > 18) return -1;
+        long long v = 0;
+        for (const unsigned char *q = begin; q < p; q++) v = v * 10 + (*q - '0');
+        *value = v;
+    }
+    ps->p = p;
+    return 0;
+}
+
+static int literal(Parser *ps, const char *word, Py_ssize_t n) {
+    if (ps->end - ps->p < n || memcmp(ps->p, word, n) != 0) return -1;
+    ps->p += n;
+    return 0;
+}
+
+static int skip_value(Parser *ps);
+
+static int skip_container(Parser *ps, unsigned char close) {
+    if (++ps->depth > MAX_DEPTH) return -1;
+    ps->p++;
+    ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            const char *s;
+            Py_ssize_t n;
+            int escaped;
+            if (ps->p >= ps->end || *ps->p != '"' || string(ps, &s, &n, &escaped) < 0) return -1;
+            ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') return -1;
+            ps->p++;
+            ws(ps);
+        }
+        if (skip_value(ps) < 0) return -1;
+        ws(ps);
+        if (ps->p >= ps->end) return -1;
+        if (*ps->p == ',') {
+            ps->p++;
+            ws(ps);
+            continue;
+        }
+        if (*ps->p != close) return -1;
+        ps->p++;
+        ps->depth--;
+        return 0;
+    }
+}
+
+static int skip_value(Parser *ps) {
+    if (ps->p >= ps->end) return -1;
+    const char *s;
+    Py_ssize_t n;
+    int escaped, plain;
+    long long v;
+    switch (*ps->p) {
+        case '"': return string(ps, &s, &n, &escaped);
+        case '{': return skip_container(ps, '}');
+        case '[': return skip_container(ps, ']');
+        case 't': return literal(ps, "true", 4);
+        case 'f': return literal(ps, "false", 5);
+        case 'n': return literal(ps, "null", 4);
+        default: return number(ps, &plain, &v);
+    }
+}
+
+/* a `str | None` field */
+static int str_field(Parser *ps, Value *out) {
+    if (ps->p < ps->end && *ps->p == '"') {
+        int escaped;
+        if (string(ps, &out->s, &out->n, &escaped) < 0 || escaped) return -1;
+        out->kind = V_STR;
+        return 0;
+    }
+    if (literal(ps, "null", 4) < 0) return -1;
+    out->kind = V_NULL;
+    return 0;
+}
+
+/* a `bool | None` field */
+static int bool_field(Parser *ps, Value *out) {
+    if (ps->p < ps->end && *ps->p == 't') {
+        out->kind = V_TRUE;
+        return literal(ps, "true", 4);
+    }
+    if (ps->p < ps->end && *ps->p == 'f') {
+        out->kind = V_FALSE;
+        return literal(ps, "false", 5);
+    }
+    out->kind = V_NULL;
+    return literal(ps, "null", 4);
+}
+
+/* an `int` field (msgspec: no null, no float) */
+static int count_field(Parser *ps, long long *out) {
+    int plain;
+    if (ps->p >= ps->end || !((*ps->p >= '0' && *ps->p <= '9') || *ps->p == '-')) return -1;
+    if (number(ps, &plain, out) < 0 || !plain) return -1;
+    return 0;
+}
+
+/* Which object is being read: the line, its message, the usage, usage.cache_creation, usage.server_tool_use. */
+typedef enum { O_TOP, O_MESSAGE, O_USAGE, O_CREATION, O_TOOLS } Level;
+
+static int object(Parser *ps, Fields *f, Level level);
+
+/* an object-or-null field; *present says which */
+static int object_field(Parser *ps, Fields *f, Level level, int *present) {
+    if (ps->p < ps->end && *ps->p == '{') {
+        *present = 1;
+        return object(ps, f, level);
+    }
+    *present = 0;
+    return literal(ps, "null", 4);
+}
+
+#define KEY(lit) (n == (Py_ssize_t)sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
+
+/* the value of key s[:n] in an object at `level`; *slot is a bit for the key read here (0: a key not read) */
+static int member(Parser *ps, Fields *f, Level level, const char *s, Py_ssize_t n, unsigned *slot) {
+    int present;
+    *slot = 0;
+    switch (level) {
+        case O_TOP:
+            if (KEY("type")) return *slot = 1u << 0, str_field(ps, &f->v[F_TYPE]);
+            if (KEY("isApiErrorMessage")) return *slot = 1u << 1, bool_field(ps, &f->v[F_API_ERROR]);
+            if (KEY("requestSessionId")) return *slot = 1u << 2, str_field(ps, &f->v[F_COPIED_FROM]);
+            if (KEY("sessionId")) return *slot = 1u << 3, str_field(ps, &f->v[F_SESSION]);
+            if (KEY("message")) return *slot = 1u << 4, object_field(ps, f, O_MESSAGE, &f->message);
+            if (KEY("requestId")) return *slot = 1u << 5, str_field(ps, &f->v[F_REQUEST]);
+            if (KEY("requestedModel")) return *slot = 1u << 6, str_field(ps, &f->v[F_REQUESTED_MODEL]);
+            if (KEY("isAbortedMidStream")) return *slot = 1u << 7, bool_field(ps, &f->v[F_ABORTED]);
+            if (KEY("timestamp")) return *slot = 1u << 8, str_field(ps, &f->v[F_TIMESTAMP]);
+            if (KEY("cwd")) return *slot = 1u << 9, str_field(ps, &f->v[F_CWD]);
+            if (KEY("version")) return *slot = 1u << 10, str_field(ps, &f->v[F_VERSION]);
+            break;
+        case O_MESSAGE:
+            if (KEY("id")) return *slot = 1u << 0, str_field(ps, &f->v[F_MESSAGE_ID]);
+            if (KEY("model")) return *slot = 1u << 1, str_field(ps, &f->v[F_MODEL]);
+            if (KEY("usage")) return *slot = 1u << 2, object_field(ps, f, O_USAGE, &f->usage);
+            break;
+        case O_USAGE:
+            if (KEY("input_tokens")) return *slot = 1u << 0, count_field(ps, &f->counts[K_IN]);
+            if (KEY("output_tokens")) return *slot = 1u << 1, count_field(ps, &f->counts[K_OUT]);
+            if (KEY("cache_read_input_tokens")) return *slot = 1u << 2, count_field(ps, &f->counts[K_READ]);
+            if (KEY("cache_creation_input_tokens")) return *slot = 1u << 3, count_field(ps, &f->counts[K_WRITE]);
+            if (KEY("cache_creation")) return *slot = 1u << 4, object_field(ps, f, O_CREATION, &present);
+            if (KEY("server_tool_use")) return *slot = 1u << 5, object_field(ps, f, O_TOOLS, &present);
+            if (KEY("speed")) return *slot = 1u << 6, str_field(ps, &f->v[F_SPEED]);
+            if (KEY("inference_geo")) return *slot = 1u << 7, str_field(ps, &f->v[F_GEO]);
+            break;
+        case O_CREATION:
+            if (KEY("ephemeral_1h_input_tokens")) return *slot = 1u << 0, count_field(ps, &f->counts[K_1H]);
+            break;
+        case O_TOOLS:
+            if (KEY("web_search_requests")) return *slot = 1u << 0, count_field(ps, &f->counts[K_WEB]);
+            break;
+    }
+    return skip_value(ps);
+}
+
+static int object(Parser *ps, Fields *f, Level level) {
+    unsigned *seen = level == O_TOP       ? &f->seen_top
+                     : level == O_MESSAGE ? &f->seen_message
+                     : level == O_USAGE   ? &f->seen_usage
+                     : level == O_CREATION ? &f->seen_creation
+                                           : &f->seen_tools;
+    if (*seen) return -1; /* read a second time (a repeated key one level up) */
+    if (++ps->depth > MAX_DEPTH) return -1;
+    ps->p++;
+    ws(ps);
+    if (ps->p < ps->end && *ps->p == '}') {
+        ps->p++;
+        ps->depth--;
+        *seen |= 1u << 31;
+        return 0;
+    }
+    for (;;) {
+        const char *s;
+        Py_ssize_t n;
+        int escaped;
+        unsigned slot;
+        if (ps->p >= ps->end || *ps->p != '"' || string(ps, &s, &n, &escaped) < 0) return -1;
+        if (escaped) return -1; /* `"typ\u0065"` is "type" */
+        ws(ps);
+        if (ps->p >= ps->end || *ps->p != ':') return -1;
+        ps->p++;
+        ws(ps);
+        if (member(ps, f, level, s, n, &slot) < 0) return -1;
+        if (slot) {
+            if (*seen & slot) return -1; /* a repeated key: which value wins is not ours to say */
+            *seen |= slot;
+        }
+        ws(ps);
+        if (ps->p >= ps->end) return -1;
+        if (*ps->p == ',') {
+            ps->p++;
+            ws(ps);
+            continue;
+        }
+        if (*ps->p != '}') return -1;
+        ps->p++;
+        ps->depth--;
+        *seen |= 1u << 31;
+        return 0;
+    }
+}
+
+/* the whole line: whitespace, one object, whitespace */
+static int read_line(const unsigned char *p, const unsigned char *end, Fields *f) {
+    Parser ps = {p, end, 0};
+    memset(f, 0, sizeof(*f));
+    ws(&ps);
+    if (ps.p >= ps.end || *ps.p != '{') return -1;
+    if (object(&ps, f, O_TOP) < 0) return -1;
+    ws(&ps);
+    return ps.p == ps.end ? 0 : -1;
+}
+
+/* -- the scanner --------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+    PyObject *obj;
+} Cached; /* the last string made for a field: the next line mostly repeats it */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;
+    Py_ssize_t size, pos;
+    Py_ssize_t at, end;             /* the last line yielded: its first `"usage"`, its end */
+    Py_ssize_t repeat_at, repeat_n; /* the last counted reply's bytes from `"usage"` through its message's end */
+    PyObject *marker;               /* and its `"requestId":"<id>"`, bytes */
+    Cached cache[N_FIELDS];
+} Lines;
+
+static const char USAGE[] = "\"usage\"";
+static const char REQUEST[] = "\"requestId\"";
+static const char MESSAGE[] = "\"message\"";
+
+static Py_ssize_t find(const char *data, Py_ssize_t from, Py_ssize_t to, const char *what, Py_ssize_t n) {
+    if (to - from < n) return -1;
+    const char *hit = memmem(data + from, to - from, what, n);
+    return hit ? hit - data : -1;
+}
+
+static Py_ssize_t count(const char *data, Py_ssize_t from, Py_ssize_t to, const char *what, Py_ssize_t n) {
+    Py_ssize_t found = 0, at;
+    while ((at = find(data, from, to, what, n)) >= 0) {
+        found++;
+        from = at + n;
+    }
+    return found;
+}
+
+/* the first `"usage"` in data[from:to]: most of the bytes of a transcript are in lines without one, and this
+ * search is most of the time spent on them. With SSE2 (every x86-64), 16 positions at a time are tested for the
+ * needle's `u` and `g`, and only those that have both are compared whole. */
+static Py_ssize_t find_usage(const char *data, Py_ssize_t from, Py_ssize_t to) {
+#ifdef __SSE2__
+    const __m128i u = _mm_set1_epi8('u'), g = _mm_set1_epi8('g');
+    Py_ssize_t i = from;
+    for (; i + 20 <= to; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(data + i + 1));
+        __m128i b = _mm_loadu_si128((const __m128i *)(data + i + 4));
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, u), _mm_cmpeq_epi8(b, g)));
+        while (mask) {
+            Py_ssize_t at = i + __builtin_ctz(mask);
+            if (at + 7 <= to && memcmp(data + at, USAGE, 7) == 0) return at;
+            mask &= mask - 1;
+        }
+    }
+    return find(data, i, to, USAGE, sizeof(USAGE) - 1);
+#else
+    return find(data, from, to, USAGE, sizeof(USAGE) - 1);
+#endif
+}
+
+/* the offset just after the last newline before `at` (0 if none) */
+static Py_ssize_t line_start(const char *data, Py_ssize_t at) {
+#ifdef __GLIBC__
+    const char *before = memrchr(data, '\n', at);
+    return before ? before - data + 1 : 0;
+#else
+    while (at > 0 && data[at - 1] != '\n') at--;
+    return at;
+#endif
+}
+
+/* claude_scan._flat_tail */
+static int flat_tail(Lines *self, Py_ssize_t tail, Py_ssize_t end) {
+    const char *data = self->buf.buf;
+    if (tail > end) return 0;
+    return memchr(data + tail, '{', end - tail) == NULL && count(data, tail, end, "}", 1) == 1 &&
+           count(data, tail, end, REQUEST, sizeof(REQUEST) - 1) == 1 &&
+           find(data, tail, end, PyBytes_AS_STRING(self->marker), PyBytes_GET_SIZE(self->marker)) >= 0 &&
+           find(data, tail, end, MESSAGE, sizeof(MESSAGE) - 1) < 0;
+}
+
+static PyObject *text(Lines *self, int field, const Value *v) {
+    if (v->kind != V_STR) Py_RETURN_NONE;
+    Cached *c = &self->cache[field];
+    if (c->obj != NULL && c->n == v->n && memcmp(c->s, v->s, v->n) == 0) return Py_NewRef(c->obj);
+    PyObject *obj = PyUnicode_DecodeUTF8(v->s, v->n, "strict");
+    if (obj == NULL) return NULL;
+    Py_XSETREF(c->obj, Py_NewRef(obj));
+    c->s = v->s;
+    c->n = v->n;
+    return obj;
+}
+
+static PyObject *flag(const Value *v) {
+    if (v->kind == V_TRUE) Py_RETURN_TRUE;
+    if (v->kind == V_FALSE) Py_RETURN_FALSE;
+    Py_RETURN_NONE;
+}
+
+/* (type, isApiErrorMessage, requestSessionId, sessionId, message.id, message.model, figures or None, speed,
+ * inference_geo, requestId, requestedModel, isAbortedMidStream, timestamp, cwd, version): decode.from_fields' */
+static PyObject *fields_tuple(Lines *self, Fields *f) {
+    PyObject *t = PyTuple_New(N_FIELDS);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *item;
+        if (i == F_FIGURES) {
+            if (!f->usage) {
+                item = Py_NewRef(Py_None);
+            } else {
+                item = PyList_New(N_COUNTS);
+                if (item != NULL) {
+                    for (int k = 0; k < N_COUNTS; k++) {
+                        PyObject *c = PyLong_FromLongLong(f->counts[k]);
+                        if (c == NULL) {
+                            Py_CLEAR(item);
+                            break;
+                        }
+                        PyList_SET_ITEM(item, k, c);
+                    }
+                }
+            }
+        } else if (i == F_API_ERROR || i == F_ABORTED) {
+            item = flag(&f->v[i]);
+        } else if ((i == F_MESSAGE_ID || i == F_MODEL || i == F_SPEED || i == F_GEO) &&
+                   (i <= F_MODEL ? !f->message : !f->usage)) {
+            item = Py_NewRef(Py_None);
+        } else {
+            item = text(self, i, &f->v[i]);
+        }
+        if (item == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, item);
+    }
+    return t;
+}
+
+static PyObject *Lines_next(Lines *self) {
+    const char *data = self->buf.buf;
+    Py_ssize_t size = self->size;
+    for (;;) {
+        Py_ssize_t at = find_usage(data, self->pos, size);
+        if (at < 0) {
+            self->pos = size;
+            return NULL; /* StopIteration */
+        }
+        const char *nl = memchr(data + at, '\n', size - at);
+        Py_ssize_t end = nl ? nl - data : size;
+        self->pos = end + 1;
+        if (self->repeat_n && at + self->repeat_n <= end &&
+            memcmp(data + at, data + self->repeat_at, self->repeat_n) == 0 &&
+            flat_tail(self, at + self->repeat_n, end))
+            continue; /* the next content block of the reply just counted */
+        Py_ssize_t start = line_start(data, at);
+        self->at = at;
+        self->end = end;
+        Fields f;
+        PyObject *fields;
+        if (read_line((const unsigned char *)data + start, (const unsigned char *)data + end, &f) < 0) {
+            fields = Py_NewRef(Py_None);
+        } else if ((fields = fields_tuple(self, &f)) == NULL) {
+            return NULL;
+        }
+        return Py_BuildValue("(nnnN)", start, at, end, fields);
+    }
+}
+
+/* counted(request_id): the reply of the last line yielded was counted; as claude_scan._repeat_of */
+static PyObject *Lines_counted(Lines *self, PyObject *request_id) {
+    const char *data = self->buf.buf;
+    self->repeat_n = 0;
+    Py_CLEAR(self->marker);
+    if (!PyUnicode_Check(request_id) || PyUnicode_GET_LENGTH(request_id) == 0) Py_RETURN_NONE;
+    Py_ssize_t n;
+    const char *id = PyUnicode_AsUTF8AndSize(request_id, &n);
+    if (id == NULL) { /* a lone surrogate (from an escape): no line's bytes name it so */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    char *m = PyMem_Malloc(n + 14);
+    if (m == NULL) return PyErr_NoMemory();
+    memcpy(m, "\"requestId\":\"", 13);
+    memcpy(m + 13, id, n);
+    m[13 + n] = '"';
+    PyObject *marker = PyBytes_FromStringAndSize(m, n + 14);
+    PyMem_Free(m);
+    if (marker == NULL) return NULL;
+    self->marker = marker;
+    Py_ssize_t at = self->at, end = self->end;
+    Py_ssize_t found = find(data, at, end, PyBytes_AS_STRING(marker), PyBytes_GET_SIZE(marker));
+    Py_ssize_t close = -1;
+    if (found >= 0) {
+        for (Py_ssize_t i = found - 1; i >= at; i--)
+            if (data[i] == '}') {
+                close = i;
+                break;
+            }
+    }
+    if (close < 0 || !flat_tail(self, close + 1, end)) {
+        Py_CLEAR(self->marker);
+        Py_RETURN_NONE;
+    }
+    self->repeat_at = at;
+    self->repeat_n = close + 1 - at;
+    Py_RETURN_NONE;
+}
+
+static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"data", "size", NULL};
+    Py_buffer buf;
+    Py_ssize_t size = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|n", names, &buf, &size)) return -1;
+    if (self->buf.obj != NULL) PyBuffer_Release(&self->buf);
+    self->buf = buf;
+    self->size = size < 0 || size > buf.len ? buf.len : size;
+    self->pos = self->at = self->end = self->repeat_at = self->repeat_n = 0;
+    Py_CLEAR(self->marker);
+    return 0;
+}
+
+static void Lines_dealloc(Lines *self) {
+    if (self->buf.obj != NULL) PyBuffer_Release(&self->buf);
+    Py_XDECREF(self->marker);
+    for (int i = 0; i < N_FIELDS; i++) Py_XDECREF(self->cache[i].obj);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Lines_iter(PyObject *self) { return Py_NewRef(self); }
+
+static PyMethodDef Lines_methods[] = {
+    {"counted", (PyCFunction)Lines_counted, METH_O,
+     "counted(request_id): the last line's reply was counted; skip the lines that repeat it"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LinesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "capguard.importers._claude_scan.Lines",
+    .tp_basicsize = sizeof(Lines),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lines(data, size=-1): the lines of data[:size] that mention \"usage\", as (start, at, end, fields)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lines_init,
+    .tp_dealloc = (destructor)Lines_dealloc,
+    .tp_iter = Lines_iter,
+    .tp_iternext = (iternextfunc)Lines_next,
+    .tp_methods = Lines_methods,
+};
+
+static PyObject *read_fields(PyObject *module, PyObject *arg) {
+    /* the fields of one line (bytes), or None: for the tests */
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) return NULL;
+    Lines *lines = PyObject_New(Lines, &LinesType);
+    if (lines == NULL) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    memset((char *)lines + sizeof(PyObject), 0, sizeof(Lines) - sizeof(PyObject));
+    lines->buf = buf;
+    lines->size = buf.len;
+    Fields f;
+    PyObject *result;
+    if (read_line(buf.buf, (const unsigned char *)buf.buf + buf.len, &f) < 0)
+        result = Py_NewRef(Py_None);
+    else
+        result = fields_tuple(lines, &f);
+    Py_DECREF(lines);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"read_fields", read_fields, METH_O, "read_fields(line): the fields Lines yields for one line, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_claude_scan", NULL, -1, module_methods};
+
+PyMODINIT_FUNC PyInit__claude_scan(void) {
+    if (PyType_Ready(&LinesType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Lines", (PyObject *)&LinesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,340 @@
+"""The compiled line reader (capguard/importers/_claude_scan.c) changes nothing an import counts: the same `Scan`
+(replies, malformed and suspicious counts, session facts, time span) and the same max-wins state as the Python
+loop, on every captured transcript, on generated corpora, and on lines broken in every way we could think of.
+The C reader must give up (None: Python decodes the line) on any line it is not certain of; when it does not, its
+fields must be msgspec's."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capguard.agents.claude import decode as claude_decode
+from capguard.importers import claude_scan
+
+compiled = pytest.importorskip("capguard.importers._claude_scan", reason="the C reader is not built")
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path("/work/shared/fixtures")  # the captures of the real agents, where this machine has them
+TRANSCRIPTS = sorted(
+    p for base in (ROOT / "tests" / "fixtures", SHARED) if base.exists() for p in base.rglob("*.jsonl")
+)
+
+
+def both(monkeypatch, data: bytes, subagent: bool = False, base: int = 0, size: int | None = None):
+    """(Python's Scan and counter state, the compiled reader's)."""
+    out = []
+    for module in (None, compiled):
+        monkeypatch.setattr(claude_scan, "_compiled", module)
+        counter = claude_scan.ReplyCounter(subagent=subagent)
+        found = claude_scan.scan(data, base, counter, size)
+        out.append((found, counter.seen))
+    return out
+
+
+def assert_same(monkeypatch, data: bytes, subagent: bool = False, size: int | None = None) -> None:
+    python, c = both(monkeypatch, data, subagent, 100, size)
+    assert c == python
+
+
+def test_the_pure_python_switch_is_read(monkeypatch):
+    code = "from capguard.importers import claude_scan as s; print(s._compiled is None)"
+    env = {"PYTHONPATH": str(ROOT), "CAPGUARD_PURE_PYTHON": "1"}
+    pure = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    env["CAPGUARD_PURE_PYTHON"] = ""
+    built = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert (pure.stdout.strip(), built.stdout.strip()) == ("True", "False")
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTS, ids=lambda p: str(p).replace(str(ROOT), ""))
+def test_every_fixture_transcript_scans_the_same(monkeypatch, path):
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    assert_same(monkeypatch, data, path.parent.name == "subagents")
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("corpora")
+    generator = ROOT / "bench" / "gen_claude_corpus.py"
+    shapes = {"plain": [], "shaped": ["--streaming", "0.3", "--resumed", "0.3"], "small": ["--turns", "1-2"]}
+    for name, extra in shapes.items():
+        argv = [sys.executable, str(generator), "--out", str(root / name), "--target-mb", "1.5", "--projects", "2"]
+        subprocess.run([*argv, "--seed", "7", *extra], check=True, capture_output=True)
+    return sorted(root.rglob("*.jsonl"))
+
+
+def test_generated_corpora_scan_the_same(monkeypatch, corpora):
+    assert len(corpora) > 10
+    for path in corpora:
+        data = path.read_bytes()
+        assert_same(monkeypatch, data, path.parent.name == "subagents")
+        # read in two chunks as the importer reads a big file: the same lines either side of the cut
+        half = data.rfind(b"\n", 0, len(data) // 2) + 1
+        assert_same(monkeypatch, data, size=half)
+
+
+def real_lines() -> list[bytes]:
+    lines = []
+    for path in TRANSCRIPTS:
+        lines += [line for line in path.read_bytes().split(b"\n") if b'"usage"' in line]
+    assert lines
+    return lines
+
+
+def msgspec_fields(line: bytes) -> tuple | None:
+    """What decode.py's msgspec path reads of a line, in the C reader's order; None when it refuses the line."""
+    try:
+        str(line, "utf-8")
+        typed = claude_decode.line_decoder.decode(line)
+    except claude_decode.DECODE_ERRORS:
+        return None
+    message = typed.message
+    usage = None if message is None else message.usage
+    figures = None
+    if usage is not None:
+        creation, tools = usage.cache_creation, usage.server_tool_use
+        figures = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+            0 if creation is None else creation.ephemeral_1h_input_tokens,
+            0 if tools is None else tools.web_search_requests,
+        ]
+    return (
+        typed.type,
+        typed.isApiErrorMessage,
+        typed.requestSessionId,
+        typed.sessionId,
+        None if message is None else message.id,
+        None if message is None else message.model,
+        figures,
+        None if usage is None else usage.speed,
+        None if usage is None else usage.inference_geo,
+        typed.requestId,
+        typed.requestedModel,
+        typed.isAbortedMidStream,
+        typed.timestamp,
+        typed.cwd,
+        typed.version,
+    )
+
+
+def assert_certain_only_when_right(line: bytes) -> None:
+    """When the C reader answers for a line, msgspec and json.loads both read it, and msgspec reads the same."""
+    fields = compiled.read_fields(line)
+    if fields is None:
+        return
+    assert fields == msgspec_fields(line), line
+    assert isinstance(json.loads(line), dict), line
+
+
+def test_real_lines_are_read_as_msgspec_reads_them():
+    lines = real_lines()
+    read = [line for line in lines if compiled.read_fields(line) is not None]
+    assert len(read) > 0.9 * len(lines)  # the reader is certain of what Claude Code writes
+    for line in lines:
+        assert_certain_only_when_right(line)
+
+
+def assistant() -> dict:
+    for line in real_lines():
+        entry = json.loads(line)
+        if entry.get("type") == "assistant" and isinstance(entry.get("message", {}).get("usage"), dict):
+            return entry
+    raise AssertionError("no assistant line")
+
+
+def dumps(entry: object) -> bytes:
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def crafted() -> list[bytes]:
+    """Lines in shapes that must each be read right or given up on."""
+    base = assistant()
+    line = dumps(base)
+    out = [line, b"  " + line + b" \r", line + b"x", line[:-1], b"[" + line + b"]", b"\xef\xbb\xbf" + line]
+    usage_at = line.index(b'"usage":{') + len(b'"usage":{')
+    for text in (
+        b'"input_tokens":null,',
+        b'"input_tokens":-1,',
+        b'"input_tokens":1.0,',
+        b'"input_tokens":1e3,',
+        b'"input_tokens":-0,',
+        b'"input_tokens":99999999999999999999999,',
+        b'"input_tokens":999999999999999999,',
+        b'"input_tokens":2000000000,',
+        b'"input_tokens":true,',
+        b'"input_tokens":"5",',
+        b'"input_tokens":5,',  # a repeated key: json.loads takes the last
+        b'"inp\\u0075t_tokens":5,',
+        b'"speed":"fast",',
+        b'"speed":"f\\u0061st",',
+        b'"speed":7,',
+        b'"speed":null,',
+        b'"inference_geo":"us",',
+        b'"cache_creation":null,',
+        b'"cache_creation":{"ephemeral_1h_input_tokens":10**9},',
+        b'"cache_creation":{"ephemeral_1h_input_tokens":7,"ephemeral_1h_input_tokens":8},',
+        b'"server_tool_use":{"web_search_requests":2},',
+        b'"server_tool_use":[],',
+        b'"server_tool_use":{"web_search_requests":null},',
+        b'"extra":' + b"[" * 70 + b"]" * 70 + b",",
+        b'"extra":' + b"[" * 30 + b"]" * 30 + b",",
+        b'"extra":' + b"9" * 5000 + b",",
+        b'"extra":1e999,',
+        b'"extra":"\\ud800",',
+        b'"extra":"\\ud83d\\ude00",',
+        b'"extra":"\\uZZZZ",',
+        b'"extra":"tab\there",',
+        b'"extra":"\xed\xa0\x80",',  # an encoded surrogate
+        b'"extra":"\xc0\xaf",',  # overlong
+        b'"extra":"\xf4\x90\x80\x80",',  # beyond U+10FFFF
+        b'"extra":"\xe2\x82",',  # cut short
+        b'"extra":"caf\xc3\xa9 \xf0\x9f\x98\x80",',
+        b'"extra":NaN,',
+        b'"extra":01,',
+        b'"extra":.5,',
+        b'"extra":1.,',
+        b'"extra":tru,',
+    ):
+        out.append(line[:usage_at] + text + line[usage_at:])
+    # the same texts in place of a field's only value, and of its key
+    for raw in (
+        b"null",
+        b"-1",
+        b"1.0",
+        b"1e3",
+        b"-0",
+        b"0",
+        b"99999999999999999999999",
+        b"18446744073709551621",
+        b"999999999999999999",
+        b"1000000000",
+        b"1000000001",
+        b"true",
+        b'"5"',
+        b"[]",
+        b"{}",
+        b"007",
+    ):
+        for path in (
+            ("input_tokens",),
+            ("cache_creation", "ephemeral_1h_input_tokens"),
+            ("server_tool_use", "web_search_requests"),
+        ):
+            entry = json.loads(json.dumps(base))
+            usage = entry["message"]["usage"]
+            for key in path[:-1]:
+                usage = usage.setdefault(key, {})
+            usage[path[-1]] = "@@"
+            out.append(dumps(entry).replace(b'"@@"', raw))
+    for key in (b"input_tokens", b"output_tokens", b"usage", b"message", b"type", b"requestId", b"id", b"model"):
+        escaped = b'"' + key[:1] + b"\\u%04x" % key[1] + key[2:] + b'"'
+        out.append(line.replace(b'"' + key + b'"', escaped, 1))
+    top = {
+        "type": ["user", None, 3, "assist\\u0061nt"],
+        "isApiErrorMessage": [True, False, None, 1, "yes"],
+        "requestSessionId": [base.get("sessionId"), "other", None, 5],
+        "sessionId": [None, "", "s\\u00e9", 4],
+        "requestId": [None, "", "req_\\u0041", "r\u00e9q", 5],
+        "requestedModel": [None, "", "m" * 300, "claude-haiku-4-5"],
+        "isAbortedMidStream": [True, None, "no"],
+        "timestamp": [None, "", "2026-13-45T99:00:00Z", "2026-11-23T06:05:53Z", 17],
+        "cwd": [None, "/tmp/x", ["a"]],
+        "version": [None, "1.0", 1.0],
+        "message": [None, {}, [], "text", {"id": "m", "usage": None}, {"id": "m"}, {"usage": {}}],
+    }
+    for key, values in top.items():
+        for value in values:
+            entry = dict(base)
+            entry[key] = value
+            text = dumps(entry).replace(b"\\\\u", b"\\u")  # keep the escapes written above as escapes
+            out.append(text)
+        out.append(line[:-1] + b"," + dumps(key) + b":" + dumps(values[0]) + b"}")  # the key twice
+    message = dict(base["message"])
+    for key, values in {
+        "id": [None, "", 3, "msg_\\u0041"],
+        "model": [None, "<synthetic>", "x" * 201, 7],
+        "usage": [None, [], {"output_tokens": 3}],
+    }.items():
+        for value in values:
+            entry = dict(base)
+            entry["message"] = {**message, key: value}
+            out.append(dumps(entry).replace(b"\\\\u", b"\\u"))
+    return out
+
+
+def test_crafted_lines(monkeypatch):
+    lines = crafted()
+    for line in lines:
+        assert_certain_only_when_right(line)
+        assert_same(monkeypatch, line + b"\n")
+    assert_same(monkeypatch, b"\n".join(lines) + b"\n")
+
+
+def mutate(line: bytes, rng: random.Random) -> bytes:
+    data = bytearray(line)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        at = rng.randrange(len(data) + 1)
+        kind = rng.randrange(6)
+        if kind == 0 and at < len(data):
+            data[at] = rng.randrange(256)
+        elif kind == 1 and at < len(data):
+            del data[at : at + rng.randrange(1, 4)]
+        elif kind == 2:
+            data[at:at] = bytes([rng.choice(b'"\\{}[],:-.0123456789eEtfnu \t\x00\x80\xc3\xed\xf0\xff')])
+        elif kind == 3:
+            data[at:at] = rng.choice((b"\\u0041", b"\\ud800", b'"', b"\\", b"\xc3\xa9", b"null", b"1e5", b"-1"))
+        elif kind == 4:
+            data = data[:at]  # truncated
+        else:  # a digit changed in a count, or a count made larger: max-wins sees it
+            digits = [i for i, b in enumerate(data) if 0x30 <= b <= 0x39]
+            if digits:
+                data[rng.choice(digits)] = rng.randrange(0x30, 0x3A)
+    return bytes(data).replace(b"\n", b" ")
+
+
+def test_mutated_lines(monkeypatch):
+    rng = random.Random(15)
+    lines = real_lines()
+    given_up = 0
+    for round_ in range(60):
+        picked = [rng.choice(lines) for _ in range(40)]
+        mutated = [mutate(line, rng) if rng.random() < 0.7 else line for line in picked]
+        for line in mutated:
+            assert_certain_only_when_right(line)
+            given_up += compiled.read_fields(line) is None
+        # whole files of them: the repeat skipping and max-wins across lines
+        assert_same(monkeypatch, b"\n".join(mutated) + b"\n", subagent=round_ % 5 == 0)
+    assert given_up > 100  # the mutations did reach the reader's refusals
+
+
+def test_repeated_blocks_are_skipped_in_c(monkeypatch):
+    """The next content blocks of a counted reply (same usage, same request id) are skipped by the C reader, as by
+    the Python loop: only the first block of each reply reaches Python."""
+    base = assistant()
+    blocks = []
+    for i in range(4):
+        entry = json.loads(json.dumps(base))
+        entry["message"]["content"] = [{"type": "text", "text": f"block {i}"}]
+        entry["uuid"] = f"b{i}"
+        blocks.append(dumps(entry) + b"\n")
+    data = b"".join(blocks)
+    lines = compiled.Lines(data)
+    yielded = []
+    for start, at, end, fields in lines:
+        yielded.append(start)
+        lines.counted(fields[9])
+    assert yielded == [0]
+    assert_same(monkeypatch, data)
+    # a request id that cannot be encoded as UTF-8 (a lone surrogate) skips nothing
+    lines = compiled.Lines(data)
+    starts = [sum(len(b) for b in blocks[:i]) for i in range(len(blocks))]
+    assert [lines.counted("\ud800") or start for start, *_ in lines] == starts
