@@ -19,6 +19,7 @@ from typing import Any
 
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import (
+    PARALLEL_BYTES,
     FileResult,
     Task,
     UnitPricer,
@@ -38,6 +39,7 @@ WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrit
 # Groups per worker before the end from which each group's rows are written as they come: rows still waiting when
 # the last worker is done are written after it, by this process alone, while the other CPUs idle.
 EAGER_GROUPS = 8
+BYTES_PER_ROW = 8 << 10  # about what Claude Code writes per billed reply (tool results and all): an estimate of rows
 
 
 def transcript_roots(paths: Iterable[str | os.PathLike] = (), env: Mapping[str, str] | None = None) -> list[Path]:
@@ -163,6 +165,8 @@ def _import(
     work = plan(listing, state)
     if work.tasks:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
+    if work.total_bytes >= PARALLEL_BYTES:
+        writer.defer_indexes(work.total_bytes // BYTES_PER_ROW)
     done_bytes = 0
     counts: dict[str, Any] = {"files": 0, "malformed": 0, "suspicious": 0, "errors": []}
     rows: list[tuple] = []

@@ -14,7 +14,7 @@ from capguard.core.errors import LedgerError
 from capguard.core.redact import mask_dsn
 from capguard.ledger import known
 from capguard.ledger.backend import POSTGRES_SCHEMES, Backend
-from capguard.ledger.migrations import MIGRATIONS, Migration, apply_migrations
+from capguard.ledger.migrations import MIGRATIONS, USAGE_INDEXES, Migration, apply_migrations
 from capguard.ledger.records import AckRecord, RunEnd, RunStart, UsageRecord, normalize_utc, utc_now
 from capguard.ledger.sqlite import SqliteBackend
 from capguard.ledger.store import Ledger
@@ -59,6 +59,9 @@ def open_ledger(
         apply_migrations(backend, MIGRATIONS if migrations is None else migrations)
         with backend.write() as db:
             db.execute(_WRITE_PROBE)
+            if backend.dialect == "sqlite":  # an import that died before it built them again (bulk.py)
+                for statement in USAGE_INDEXES.values():
+                    db.execute(statement)
     except BaseException:
         backend.close()
         raise

@@ -91,6 +91,12 @@ _V1 = (
     "CREATE INDEX usage_events_run ON usage_events (run_id, occurred_utc)",
     "CREATE INDEX usage_events_occurred ON usage_events (occurred_utc)",
 )
+# The usage table's secondary indexes as the schema has them now: a large import drops them and builds them once at
+# its end (ledger/bulk.py ImportWriter.defer_indexes); opening a SQLite ledger makes any that are missing.
+USAGE_INDEXES: dict[str, str] = {
+    "usage_events_run": "CREATE INDEX IF NOT EXISTS usage_events_run ON usage_events (run_id, occurred_utc)",
+    "usage_events_occurred": "CREATE INDEX IF NOT EXISTS usage_events_occurred ON usage_events (occurred_utc)",
+}
 
 
 @migration

@@ -6,6 +6,7 @@ second import adds nothing, and that appended lines (only those) are added.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -595,3 +596,72 @@ def test_worker_processes_import_what_one_process_imports(ledger_target, capsys,
     assert rows(ledger_target, runs) == rows(str(tmp_path / "single.db"), runs)
     again = imported(ledger_target, "claude", [CLAUDE], capsys, "--jobs", "2")
     assert again["files_unchanged"] == parallel["files_read"]
+
+
+def usage_indexes(target: str) -> set[str]:
+    """The usage table's own indexes as the file has them (read with sqlite3: opening the ledger builds any missing)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(target)) as db:
+        found = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_events'")
+        return {name for (name,) in found if not name.startswith("sqlite_autoindex")}
+
+
+def test_a_large_first_import_builds_the_usage_indexes_once_at_its_end(capsys, tmp_path, monkeypatch, shaped):
+    """An import adding more rows than the ledger holds drops the usage table's secondary indexes and builds them
+    at its end: the same rows, totals and reports as an import that kept them, and the indexes are there after."""
+    from capguard.importers import claude
+    from capguard.ledger import bulk
+
+    corpus, truth, _ = shaped
+    reference = str(tmp_path / "reference.db")
+    imported(reference, "claude", [corpus], capsys, "--jobs", "1")
+    state.default_path().unlink()
+    dropped: list[bool] = []
+    real = bulk.ImportWriter.defer_indexes
+
+    def watched(self, new_rows):
+        dropped.append(real(self, new_rows))
+        if dropped[-1]:  # the import writes without them from here
+            assert usage_indexes(target) == set()
+        return dropped[-1]
+
+    monkeypatch.setattr(bulk.ImportWriter, "defer_indexes", watched)
+    monkeypatch.setattr(claude, "PARALLEL_BYTES", 0)
+    target = str(tmp_path / "ledger.db")
+    summary = imported(target, "claude", [corpus], capsys, "--jobs", "2")
+    assert dropped == [True]
+    assert usage_indexes(target) == usage_indexes(reference) == {"usage_events_run", "usage_events_occurred"}
+    assert spend(target)[1] == truth == summary["tokens_added"]
+    assert ledger_rows(target) == ledger_rows(reference)
+    by_run = "SELECT run_id, SUM(cost_micro_usd) AS c FROM usage_events GROUP BY run_id ORDER BY run_id"
+    assert rows(target, by_run) == rows(reference, by_run)
+    state.default_path().unlink()  # everything read again into a ledger that holds it: the indexes stay
+    again = imported(target, "claude", [corpus], capsys, "--jobs", "2")
+    assert dropped == [True, False] and again["replies_added"] == 0
+    assert usage_indexes(target) == {"usage_events_run", "usage_events_occurred"}
+
+
+def test_an_import_that_fails_leaves_the_usage_indexes_built(capsys, tmp_path, monkeypatch, shaped):
+    """A write that fails mid-import (a full disk, say): the indexes dropped for it are built again, by the import
+    on its way out or, if it died outright, by the ledger's next open."""
+    from capguard.importers import claude
+    from capguard.ledger import bulk
+
+    corpus, _, _ = shaped
+    monkeypatch.setattr(claude, "PARALLEL_BYTES", 0)
+
+    def failing(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bulk.ImportWriter, "write_rows", failing)
+    target = str(tmp_path / "ledger.db")
+    with pytest.raises(OSError):
+        command("import")(["claude", str(corpus), "--jobs", "1"], {"ledger": target})
+    assert usage_indexes(target) == {"usage_events_run", "usage_events_occurred"}
+    with open_ledger(target) as ledger, ledger.backend.write() as db:  # as if the import had been killed between
+        db.execute("DROP INDEX usage_events_run")
+        db.execute("DROP INDEX usage_events_occurred")
+    assert usage_indexes(target) == set()
+    open_ledger(target).close()
+    assert usage_indexes(target) == {"usage_events_run", "usage_events_occurred"}  # the open built them
