@@ -26,7 +26,7 @@ from capguard.core import sanitize
 from capguard.core.events import Malformed, Reply
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import project_of
-from capguard.importers.state import ImportState, read_new_lines
+from capguard.importers.state import ImportState, each_new_read, new_counts
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import ImportWriter, RunRow
 from capguard.ledger.records import normalize_utc
@@ -302,29 +302,11 @@ def import_logs(
     analytics, histories = found
     pricer = UnitPricer(Pricer(pricer_overrides or {}))
     projects: dict[str, str | None] = {}
-    counts: dict[str, Any] = {
-        "files_found": len(analytics) + len(histories),
-        "files_read": 0,
-        "files_unchanged": 0,
-        "bytes_read": 0,
-        "malformed_lines": 0,
-        "suspicious_replies": 0,
-        "errors": [],
-        "rounded_replies": 0,
-        "sessions_covered": 0,
-        "sessions_replaced": 0,
-    }
+    files = analytics + histories
+    counts: dict[str, Any] = {**new_counts(files), "rounded_replies": 0, "sessions_covered": 0, "sessions_replaced": 0}
     spans = covering_spans(writer)
     old_history = history_runs(writer)
-    total = sum(_size(path) for path in analytics + histories)
-    for index, path in enumerate(analytics + histories):
-        read = read_new_lines(path, state)
-        if read is None:
-            counts["files_unchanged"] += 1
-            continue
-        data, start, stat = read
-        counts["files_read"] += 1
-        counts["bytes_read"] += len(data)
+    for path, data, start, stat in each_new_read(files, state, counts, on_progress):
         if path in analytics:
             sessions = found_here = analytics_sessions(str(path), data, start, pricer)
             sessions = _skip_live_rows(writer, str(path), sessions)
@@ -348,16 +330,7 @@ def import_logs(
         # the last session may still be running: the next import reads it again (its keys are stable)
         state.mark(str(path), stat, found_here[-1].offset if found_here else start + len(data), None)
         state.save()
-        if on_progress:
-            on_progress(index + 1, counts["bytes_read"], total)
     return counts
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _covers(session: Session, at: float) -> bool:
