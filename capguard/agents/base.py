@@ -30,6 +30,12 @@ class Front:
     header: str | None = None
     secret_env: str | None = None
     restore: str | None = None
+    # The provider whose prices apply (genai-prices' name, e.g. "deepseek"), when the request's model does not
+    # say it and the dialect's default provider is wrong (an OpenAI-compatible API that is not OpenAI's)
+    provider: str | None = None
+    # Appended to the proxy's URL in `env`: the part of the path the agent leaves out (litellm's Gemini base URL
+    # ends before `/models/...`, the proxy routes Gemini by `/v1beta/models/...`)
+    path: str = ""
 
 
 @dataclass

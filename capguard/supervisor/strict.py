@@ -59,6 +59,7 @@ class StrictMeter:
             {f.mount: f.upstream for f in fronts},
             dialects={f.mount: f.dialect for f in fronts},
             secret_headers={f.mount: (f.header, f.restore) for f in fronts if f.header},
+            providers={f.mount: f.provider for f in fronts if f.provider},
         )
         self._lock = threading.Lock()
         self._sink: Callable[[Reply | Refused], None] | None = None
@@ -78,7 +79,7 @@ class StrictMeter:
             ) from None
         self._started = True
         log.info("strict mode: the metering proxy serves on 127.0.0.1:%d", self.proxy.port)
-        env = {name: self.proxy.base_url(f.mount) for f in self.fronts for name in f.env}
+        env = {name: self.proxy.base_url(f.mount) + f.path for f in self.fronts for name in f.env}
         env.update({f.secret_env: self.proxy.secret for f in self.fronts if f.header and f.secret_env})
         return env
 

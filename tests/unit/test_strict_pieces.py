@@ -9,7 +9,8 @@ import time
 import pytest
 
 from capguard.agents.aider.adapter import ANTHROPIC_DEFAULT as AIDER_ANTHROPIC_DEFAULT
-from capguard.agents.aider.adapter import OPENAI_DEFAULT, provider_of
+from capguard.agents.aider.adapter import GEMINI_DEFAULT as AIDER_GEMINI_DEFAULT
+from capguard.agents.aider.adapter import OPENAI_DEFAULT, OTHERS, provider_of
 from capguard.agents.aider.adapter import strict_fronts as aider_fronts
 from capguard.agents.base import without_option
 from capguard.agents.claude.adapter import ANTHROPIC_DEFAULT
@@ -96,7 +97,9 @@ def test_aider_with_two_providers_gets_both_fronted(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--model", "gemini/gemini-2.5-pro"], "'gemini'"),
+        (["--model", "vertex_ai/gemini-2.5-pro"], "'vertex_ai'"),
+        (["--model", "groq/llama-3.3-70b-versatile"], "'groq'.*DeepSeek, OpenRouter and Gemini"),
+        (["--model", "gemini/gemini-2.5-flash"], None),  # fronted below: only its base URL refused here
         (["--model", "gpt-4o", "--weak-model", "ollama/llama3"], "--weak-model ollama/llama3"),
         (["--model", "my-local"], "cannot tell"),
         ([], "no model is named"),
@@ -105,8 +108,38 @@ def test_aider_with_two_providers_gets_both_fronted(tmp_path, monkeypatch):
 )
 def test_aider_refusals_at_start(tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
+    if match is None:
+        with pytest.raises(ConfigError, match="GEMINI_API_BASE 'http://gw' does not end in an API version"):
+            aider_fronts(args, {"HOME": str(tmp_path), "GEMINI_API_BASE": "http://gw"})
+        return
     with pytest.raises(ConfigError, match=match):
         aider_fronts(args, {"HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("model", "env", "want"),
+    [
+        ("deepseek/deepseek-chat", {}, ("deepseek", OTHERS["deepseek"].default, "chat", "deepseek", "")),
+        ("deepseek", {"DEEPSEEK_API_BASE": "http://d/v1"}, ("deepseek", "http://d/v1", "chat", "deepseek", "")),
+        ("openrouter/anthropic/claude-sonnet-4", {}, ("openrouter", OTHERS["openrouter"].default, "chat", "openrouter", "")),
+        ("gemini/gemini-2.5-pro", {}, ("gemini", AIDER_GEMINI_DEFAULT, "gemini", None, "/v1beta")),
+        ("flash", {"GEMINI_API_BASE": "http://g/api/v1alpha/"}, ("gemini", "http://g/api", "gemini", None, "/v1alpha")),
+    ],
+)  # fmt: skip
+def test_aider_other_providers_are_fronted_at_their_litellm_variable(tmp_path, monkeypatch, model, env, want):
+    """litellm takes DEEPSEEK_API_BASE / OPENROUTER_API_BASE / GEMINI_API_BASE (aider's aliases resolve first);
+    Gemini's API version moves from the upstream to the path aider is given, where the proxy routes by it."""
+    monkeypatch.chdir(tmp_path)
+    (front,), _, _ = aider_fronts(["--model", model], {"HOME": str(tmp_path), **env})
+    assert (front.mount, front.upstream, front.dialect, front.provider, front.path) == want
+    assert front.env == (OTHERS[front.mount].variable,)
+
+
+def test_aider_other_providers_base_url_in_a_dotenv_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DEEPSEEK_API_BASE=http://x\n")
+    with pytest.raises(ConfigError, match="DEEPSEEK_API_BASE in"):
+        aider_fronts(["--model", "deepseek/deepseek-chat"], {"HOME": str(tmp_path)})
 
 
 def test_aider_base_urls_in_its_files_are_refused(tmp_path, monkeypatch):
@@ -122,6 +155,21 @@ def test_aider_base_urls_in_its_files_are_refused(tmp_path, monkeypatch):
 
 def test_without_option_keeps_what_follows_the_separator():
     assert without_option(["-a", "--o", "1", "--o=2", "--", "--o", "3"], "--o") == ["-a", "--", "--o", "3"]
+
+
+# ---- the gate's prices by the mount's provider
+@pytest.mark.parametrize(
+    ("provider", "model", "priced"),
+    [(None, "gpt-4o", "openai/gpt-4o"), ("deepseek", "deepseek-chat", "deepseek/deepseek-chat"),
+     ("openrouter", "anthropic/claude-sonnet-4", "openrouter/anthropic/claude-sonnet-4"),
+     ("deepseek", "deepseek/deepseek-chat", "deepseek/deepseek-chat")],
+)  # fmt: skip
+def test_a_mounts_provider_names_the_prices_over_the_dialects(provider, model, priced):
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=1_000_000, providers={"chat": "openai"}, on_event=events.append)
+    body = {"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    admission = gate.admit("chat", body, provider=provider)
+    assert not isinstance(admission, Refused) and admission.model == priced, (admission, events)
 
 
 # ---- the gate's token cap

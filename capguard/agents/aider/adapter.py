@@ -24,6 +24,7 @@ from capguard.agents.base import (
 )
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.metering.proxy.dialects import CHAT, GEMINI
 from capguard.metering.tail import WatchSpec
 
 # aider accepts maps 15% above its target (repomap.py) and counts large maps by sampling; measured maps
@@ -195,11 +196,38 @@ def polite_stop(args: list[str], env: Mapping[str, str]) -> list[tuple[signal.Si
 
 OPENAI_DEFAULT = "https://api.openai.com/v1"
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
+GEMINI_DEFAULT = "https://generativelanguage.googleapis.com"
+
+
+@dataclass(frozen=True)
+class _Other:
+    """A provider besides OpenAI and Anthropic whose base URL litellm (aider's pinned 1.80) takes from one
+    variable, in a dialect the proxy meters."""
+
+    variable: str
+    default: str
+    dialect: str
+    provider: str | None  # for prices, when the dialect's default provider is not it
+
+
+# litellm: DEEPSEEK_API_BASE + /chat/completions; OPENROUTER_API_BASE as the OpenAI client's base URL (the model
+# goes without `openrouter/`, e.g. `anthropic/claude-...`, priced at OpenRouter's prices); GEMINI_API_BASE +
+# /models/<model>:generateContent or :streamGenerateContent (Google AI Studio)
+OTHERS = {
+    "deepseek": _Other("DEEPSEEK_API_BASE", "https://api.deepseek.com/beta", CHAT, "deepseek"),
+    "openrouter": _Other("OPENROUTER_API_BASE", "https://openrouter.ai/api/v1", CHAT, "openrouter"),
+    "gemini": _Other("GEMINI_API_BASE", f"{GEMINI_DEFAULT}/v1beta", GEMINI, None),
+}
+FRONTED = ("openai", "anthropic", *OTHERS)
+# The proxy routes Gemini by `/v1beta/models/...`; litellm's base URL ends before `/models`: its version goes
+# in the path given to aider, the rest is the upstream
+_GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
 # Model names litellm sends to OpenAI without a provider prefix
 _OPENAI_BARE = re.compile(r"^(gpt-|o[1-9]|chatgpt-|ft:gpt-|codex-)")
 # Variables and settings that move where aider's requests go (litellm reads the first of each set it finds)
 _BASE_SETTINGS = re.compile(
-    r"^\s*(export\s+)?(OPENAI_API_BASE|OPENAI_BASE_URL|ANTHROPIC_API_BASE|ANTHROPIC_BASE_URL)\s*="
+    r"^\s*(export\s+)?(OPENAI_API_BASE|OPENAI_BASE_URL|ANTHROPIC_API_BASE|ANTHROPIC_BASE_URL"
+    r"|DEEPSEEK_API_BASE|OPENROUTER_API_BASE|GEMINI_API_BASE)\s*="
 )
 _YAML_BASE = re.compile(r"^(openai-api-base|set-env)\s*:", re.MULTILINE)
 
@@ -244,11 +272,10 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
     providers = set()
     for model, where in models.items():
         provider = provider_of(model)
-        if provider not in ("openai", "anthropic"):
+        if provider not in FRONTED:
             what = f"provider {provider!r}" if provider else "a provider capguard cannot tell"
-            raise ConfigError(
-                strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts OpenAI and Anthropic")
-            )
+            names = "OpenAI, Anthropic, DeepSeek, OpenRouter and Gemini (gemini/)"
+            raise ConfigError(strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts {names}"))
         providers.add(provider)
     for arg in args:
         if arg == "--":
@@ -284,11 +311,26 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
     if "anthropic" in providers:
         upstream = env.get("ANTHROPIC_API_BASE") or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
         fronts.append(Front("anthropic", upstream, "anthropic", ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL")))
+    for name, other in OTHERS.items():
+        if name in providers:
+            fronts.append(other_front(name, other, env.get(other.variable) or other.default))
     child.pop("AIDER_OPENAI_API_BASE", None)
     for front in fronts:
         if not front.upstream.startswith(("http://", "https://")):
             raise ConfigError(strict_refusal("aider", f"the {front.mount} base URL {front.upstream!r} is not http(s)"))
     return fronts, args, child
+
+
+def other_front(name: str, other: _Other, upstream: str) -> Front:
+    """The front of a provider in OTHERS whose base URL (the user's or litellm's default) is `upstream`."""
+    if other.dialect != GEMINI:
+        return Front(name, upstream, other.dialect, (other.variable,), provider=other.provider)
+    found = _GEMINI_VERSION.match(upstream)
+    if found is None:
+        raise ConfigError(
+            strict_refusal("aider", f"{other.variable} {upstream!r} does not end in an API version such as /v1beta")
+        )
+    return Front(name, found.group(1), GEMINI, (other.variable,), path=found.group(2))
 
 
 class AiderAdapter:

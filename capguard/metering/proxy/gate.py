@@ -183,16 +183,18 @@ class Gate:
         stream: bool = False,
         may_count: bool = False,
         defer: bool = False,
+        provider: str | None = None,
     ) -> Admission | Refused | Count:
         """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
         and `stream`: what the path says, for an API that names them there (Gemini). With `may_count` (the server
         can ask the provider to count the prompt): a `Count` when the prompt's bound from bytes would lower the
         request's output limit or refuse it and the provider's count could tighten it; nothing is held then: the
         server asks, and passes the answer to `admit_counted`. With `defer`, a refusal at a cap while calls in flight
-        hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle."""
+        hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle. `provider`:
+        the mount's provider for prices, over the dialect's (an OpenAI-compatible API that is not OpenAI's)."""
         try:
             wants = ask(dialect, body, model=model, stream=stream)
-            model = self._priced_name(dialect, wants.model)
+            model = self._priced_name(dialect, wants.model, provider)
             self._check_listed(wants.model)
             prompt = bounds.input_bound(dialect, body, self.conversations)
         except ValueError as err:
@@ -374,7 +376,10 @@ class Gate:
         # and gets a limit only when it must be lowered: the window itself would exceed most models' maximum.
         return with_max_out(dialect, body, clamp.max_tokens)
 
-    def _priced_name(self, dialect: str, model: str) -> str:
+    def _priced_name(self, dialect: str, model: str, mount_provider: str | None = None) -> str:
+        # The mount's provider is certain (a router's model names another provider, `anthropic/...`, at its prices)
+        if mount_provider:
+            return model if model.lower().startswith(f"{mount_provider}/") else f"{mount_provider}/{model}"
         provider = self._providers.get(dialect)
         if provider and split_provider(model)[0] is None:
             return f"{provider}/{model}"

@@ -64,6 +64,7 @@ class MeteringProxy:
         *,
         dialects: dict[str, str] | None = None,
         secret_headers: dict[str, tuple[str, str | None]] | None = None,
+        providers: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
@@ -76,6 +77,8 @@ class MeteringProxy:
         self._dialects = dialects or {}
         # mount -> (the header that may carry the secret, the value sent upstream in its place; None: dropped)
         self._secret_headers = secret_headers or {}
+        # mount -> the provider whose prices apply (an OpenAI-compatible API that is not OpenAI's)
+        self._providers = providers or {}
         self._host = host
         self._secret = secret or secrets.token_urlsafe(24)
         self.port = 0
@@ -209,12 +212,12 @@ class MeteringProxy:
         count_url = (
             None if count_at is None else f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
         )
-        admission = await self._admission(dialect, body, where, count_url, headers)
+        admission = await self._admission(dialect, body, where, count_url, headers, self._providers.get(mount))
         while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
             await self._one_settled()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
-            admission = await self._admission(dialect, body, where, count_url, headers)
+            admission = await self._admission(dialect, body, where, count_url, headers, self._providers.get(mount))
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
@@ -235,11 +238,23 @@ class MeteringProxy:
         await self._settled.wait()
 
     async def _admission(
-        self, dialect: str, body: dict[str, Any], where: Route, count_url: str | None, headers: dict[str, str]
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        where: Route,
+        count_url: str | None,
+        headers: dict[str, str],
+        provider: str | None = None,
     ) -> Admission | Refused:
         """The gate's answer, after asking the provider to count the prompt when the gate wants a count."""
         admission = self.gate.admit(
-            dialect, body, model=where.model, stream=where.stream, may_count=count_url is not None, defer=True
+            dialect,
+            body,
+            model=where.model,
+            stream=where.stream,
+            may_count=count_url is not None,
+            defer=True,
+            provider=provider,
         )
         if isinstance(admission, Count):
             assert count_url is not None
