@@ -139,7 +139,9 @@ def test_claude_code_with_a_server_billing_absurd_tokens_stops_at_the_cap(claude
         runner = claude(server)
         result = runner.print_run(["--tokens", "30k"], "LOOP")
     report = result.report
-    assert report["stop_reason"] == "tokens" and report["at_stop"]["steps"] == 1
+    # the reply's first report stops the run: the transcript's line (a step) or, when Claude's telemetry record of
+    # the same request is read first, that record (never a step: only the transcript tells the main agent's calls)
+    assert report["stop_reason"] == "tokens" and report["at_stop"]["steps"] in (0, 1)
     assert report["at_stop"]["tokens"] == MAX_TOKENS + 11 + 2000 + 3000
     assert report["suspicious_lines"] >= 1 and "output_tokens" in report["suspicious"][0]["why"]
     assert server.count("main") <= 2

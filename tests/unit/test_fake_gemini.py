@@ -320,6 +320,11 @@ def test_command_line_serves_and_logs(tmp_path):
         conn.request("POST", "/v1beta/models/m:generateContent", json.dumps(body("q")), {"x-goog-api-key": "k"})
         assert conn.getresponse().status == 200
         conn.close()
+        deadline = (
+            time.monotonic() + 10
+        )  # the fake bills once the reply is sent whole, a moment after the client has it
+        while time.monotonic() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(10)
