@@ -93,6 +93,15 @@ def resolve_executable(command: str, install_hint: str, env: Mapping[str, str]) 
     return found
 
 
+def command_line(
+    name: str, install_hint: str, settings: Settings, args: list[str], env: Mapping[str, str]
+) -> tuple[str, list[str]]:
+    """The agent's executable (its `command` setting, else `name` on PATH) and its arguments, the configured `args`
+    first, then the user's."""
+    executable = resolve_executable(settings.launch.command or name, install_hint, env)
+    return executable, list(settings.launch.args) + list(args)
+
+
 def option_value(args: list[str], *names: str) -> str | None:
     """The last value given to any of `names` (`--opt VALUE` or `--opt=VALUE`), as argparse would take it."""
     value = None

@@ -16,9 +16,9 @@ from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
 from capguard.agents.base import (
     Front,
     LaunchPlan,
+    command_line,
     insert_before_separator,
     option_value,
-    resolve_executable,
     strict_refusal,
     without_option,
 )
@@ -340,8 +340,7 @@ class AiderAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings.launch.command or "aider", INSTALL_HINT, env)
-        args = list(settings.launch.args) + list(args)
+        executable, args = command_line("aider", INSTALL_HINT, settings, args, env)
         ours: list[str] = []
         notes: list[str] = []
         watches: list[WatchSpec] = []

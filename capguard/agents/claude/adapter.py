@@ -21,10 +21,10 @@ from pathlib import Path
 from capguard.agents.base import (
     Front,
     LaunchPlan,
+    command_line,
     env_true,
     insert_before_separator,
     option_value,
-    resolve_executable,
     strict_refusal,
 )
 from capguard.agents.claude.logs import (
@@ -286,8 +286,7 @@ class ClaudeAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings.launch.command or "claude", INSTALL_HINT, env)
-        args = list(settings.launch.args) + list(args)
+        executable, args = command_line("claude", INSTALL_HINT, settings, args, env)
         cwd = Path.cwd().resolve()
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)

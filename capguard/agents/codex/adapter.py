@@ -19,9 +19,9 @@ from pathlib import Path
 from capguard.agents.base import (
     Front,
     LaunchPlan,
+    command_line,
     insert_before_separator,
     option_value,
-    resolve_executable,
     strict_refusal,
 )
 from capguard.agents.codex.logs import RolloutParser
@@ -305,8 +305,7 @@ class CodexAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings.launch.command or "codex", INSTALL_HINT, env)
-        args = list(settings.launch.args) + list(args)
+        executable, args = command_line("codex", INSTALL_HINT, settings, args, env)
         if "--ephemeral" in (args[: args.index("--")] if "--" in args else args):
             raise ConfigError("--ephemeral: Codex then writes no rollout file, so capguard could not meter it")
         home = codex_home(env)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from capguard.agents.base import LaunchPlan, insert_before_separator, option_value, resolve_executable
+from capguard.agents.base import LaunchPlan, command_line, insert_before_separator, option_value
 from capguard.agents.gemini.logs import SessionParser
 from capguard.agents.gemini.strict import strict_front
 from capguard.config.settings import Settings
@@ -134,8 +134,7 @@ class GeminiAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings.launch.command or "gemini", INSTALL_HINT, env)
-        args = list(settings.launch.args) + list(args)
+        executable, args = command_line("gemini", INSTALL_HINT, settings, args, env)
         home = gemini_home(env)
         tmp = home / "tmp"
         ours: list[str] = []

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from capguard.agents.base import Front, LaunchPlan, option_value, resolve_executable, strict_refusal
+from capguard.agents.base import Front, LaunchPlan, command_line, option_value, strict_refusal
 from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
 from capguard.config.settings import Settings
@@ -254,8 +254,7 @@ class OpenCodeAdapter:
     def plan(
         self, args: list[str], settings: Settings, run_dir: Path, env: Mapping[str, str], run_id: str
     ) -> LaunchPlan:
-        executable = resolve_executable(settings.launch.command or "opencode", INSTALL_HINT, env)
-        args = list(settings.launch.args) + list(args)
+        executable, args = command_line("opencode", INSTALL_HINT, settings, args, env)
         cwd = Path.cwd()
         words = positionals(args)
         if option_value(args, "--attach") is not None or words[:1] == ["attach"]:
