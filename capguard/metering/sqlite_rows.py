@@ -37,6 +37,18 @@ def connect_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def still_setting_up(path: Path) -> bool:
+    """Whether the file is a SQLite database its writer has not switched to WAL mode yet (empty, or its header's read
+    and write versions are not 2): a reader's lock then could fail the writer's setup. Anything else, a database
+    in WAL mode or a file that is no database at all, is opened (and the latter found out)."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    magic = b"SQLite format 3\x00"
+    if len(header) < 20:
+        return magic.startswith(header[: len(magic)])
+    return header.startswith(magic) and not header[18] == header[19] == 2
+
+
 def read_rows(conn: sqlite3.Connection, rows: Rows) -> list[tuple[str, dict[str, Any]]]:
     """The rows `rows` selects, in one read transaction (a consistent snapshot of the store)."""
     conn.execute("BEGIN")
@@ -92,6 +104,10 @@ class SqliteRows:
             return []  # not created yet: nothing written, nothing spent through it
         if self._conn is None or (st.st_dev, st.st_ino) != self._ino:
             self._close()
+            if still_setting_up(self.path):
+                # being created: a reader's lock now could fail the agent's own setup ("database is locked", seen
+                # with OpenCode's first start); waited for as for a locked store, then fail closed
+                raise sqlite3.OperationalError("database is busy: not in WAL mode yet")
             self._conn, self._ino = connect_ro(self.path), (st.st_dev, st.st_ino)
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._version:

@@ -265,3 +265,27 @@ def test_a_busy_store_is_blind_only_after_patience(tmp_path, monkeypatch):
     now[0] = sqlite_rows.PATIENCE + 1
     cursor.read_new_lines()
     assert cursor.problem and "locked" in cursor.problem
+
+
+def test_a_store_not_yet_in_wal_mode_is_not_opened_until_it_is_then_blind_after_patience(tmp_path):
+    """OpenCode creates its store, then switches it to WAL: a reader's lock meanwhile failed its first start
+    ("database is locked"). The reader waits for WAL mode (as for a locked store), and is blind past PATIENCE."""
+    db = tmp_path / "opencode.db"
+    db.write_bytes(b"")
+    now = [0.0]
+    cursor = SqliteRows(db, live_rows(0, 0), clock=lambda: now[0])
+    assert cursor.read_new_lines() == [] and cursor.problem is None  # created, empty
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x)")  # a database, in rollback-journal mode
+    conn.commit()
+    assert sqlite_rows.still_setting_up(db)
+    assert cursor.read_new_lines() == [] and cursor.problem is None and cursor._conn is None  # not opened
+    conn.close()
+    make_store(tmp_path / "wal.db").close()
+    assert not sqlite_rows.still_setting_up(tmp_path / "wal.db")
+    ready = SqliteRows(tmp_path / "wal.db", live_rows(0, 0), clock=lambda: now[0])
+    ready.read_new_lines()
+    assert ready._conn is not None and ready.problem is None
+    now[0] = sqlite_rows.PATIENCE + 1  # never switched to WAL: fail closed, saying why
+    cursor.read_new_lines()
+    assert cursor.problem and "not in WAL mode" in cursor.problem
