@@ -7,7 +7,6 @@ cannot front is refused at start; a denied model never reaches the server."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.fakes.fake_anthropic import FakeAnthropic, Usage
 from tests.fakes.fake_anthropic import Script as AnthropicScript
 from tests.fakes.fake_chat import FakeChat, Reply, Script
 from tests.integration.conftest import aider_flags
+from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_monthly import seed
 from tests.integration.test_strict_claude import assert_counted_exactly as assert_counted_anthropic
 from tests.integration.test_strict_claude import billed as anthropic_billed
@@ -56,18 +56,6 @@ def bills(server: FakeChat) -> dict[str, tuple[int, int]]:
         )
         out[record["id"]] = (pricer.price(reply).cost_micro or 0, reply.tokens)
     return out
-
-
-PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
-
-
-def assert_no_proxy_secret(*texts: str) -> None:
-    """The per-run secret is in the agent's environment only: not in the report, the log, the spool, the ledger."""
-    home = Path(os.environ["CAPGUARD_HOME"])
-    for path in [p for p in home.rglob("*") if p.is_file()]:
-        assert not PROXY_URL.search(path.read_bytes()), path
-    for text in texts:
-        assert not PROXY_URL.search(text.encode())
 
 
 def assert_counted_exactly(report: dict, server: FakeChat) -> None:

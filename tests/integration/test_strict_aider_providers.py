@@ -20,7 +20,8 @@ from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_gemini import Reply as GeminiReply
 from tests.fakes.fake_gemini import Script as GeminiScript
 from tests.integration.conftest import aider_flags
-from tests.integration.test_strict_aider import RUNAWAY_INPUT, assert_no_proxy_secret, assert_tree_gone, runaway
+from tests.integration.proxy_secret import assert_no_proxy_secret
+from tests.integration.test_strict_aider import RUNAWAY_INPUT, assert_tree_gone, runaway
 
 pytestmark = pytest.mark.agent
 

@@ -18,6 +18,7 @@ from capguard.core.pricing import Pricer
 from capguard.ledger import open_ledger
 from capguard.metering.proxy import bounds
 from tests.fakes.fake_anthropic import FakeAnthropic, Reply, Script, Usage, agent_reply
+from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_aider_tty import Terminal
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
 
@@ -82,18 +83,6 @@ def counted_bound(tokens: int) -> int:
 def ledger_of(report: dict) -> tuple[dict, list[dict]]:
     with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
         return ledger.run(report["run_id"]), ledger.usage(report["run_id"])
-
-
-PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
-
-
-def assert_no_proxy_secret(*texts: str) -> None:
-    """The per-run secret is in the agent's environment only: not in the report, the log, the spool, the ledger."""
-    home = Path(os.environ["CAPGUARD_HOME"])
-    for path in [p for p in home.rglob("*") if p.is_file()]:
-        assert not PROXY_URL.search(path.read_bytes()), path
-    for text in texts:
-        assert not PROXY_URL.search(text.encode())
 
 
 def assert_counted_exactly(report: dict, server: FakeAnthropic) -> None:

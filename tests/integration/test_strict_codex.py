@@ -22,8 +22,8 @@ import pytest
 from capguard.core.events import Reply as Used
 from capguard.core.pricing import Pricer
 from tests.fakes.fake_responses import FakeResponses, Reply, RunawayScript
+from tests.integration.proxy_secret import PROXY_URL, assert_no_proxy_secret
 from tests.integration.test_codex_caps import MODEL, Codex, ledger_rows
-from tests.integration.test_strict_aider import PROXY_URL, assert_no_proxy_secret
 
 pytestmark = pytest.mark.agent
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -31,11 +30,11 @@ from capguard.supervisor.strict import StrictMeter
 from capguard.supervisor.supervise import Supervisor
 from tests.fakes.fake_gemini import LOOP_CHECK, MAIN, ROUTER, FakeGemini, chat_script
 from tests.integration.conftest import wait_for
+from tests.integration.proxy_secret import PROXY_URL, assert_no_proxy_secret
 from tests.integration.test_gemini_caps import Gemini, assert_tree_gone, gemini_bin, runaway  # noqa: F401  (fixture)
 from tests.integration.test_gemini_tty import Tmux
 
 pytestmark = pytest.mark.agent
-PROXY_URL = re.compile(rb"127\.0\.0\.1:[0-9]+/[A-Za-z0-9_-]{32}/")  # the proxy's URL with the run's secret
 
 
 @pytest.fixture
@@ -80,14 +79,6 @@ def assert_counted_exactly(report: dict, server: FakeGemini) -> list[dict]:
             assert row["cost_micro_usd"] >= micro and counted >= tokens
     assert sum(row["cost_micro_usd"] for row in rows) == round(report["cost_usd"] * 1e6)
     return rows
-
-
-def assert_no_proxy_secret(*texts: str) -> None:
-    home = Path(os.environ["CAPGUARD_HOME"])
-    for path in [p for p in home.rglob("*") if p.is_file()]:
-        assert not PROXY_URL.search(path.read_bytes()), path
-    for text in texts:
-        assert not PROXY_URL.search(text.encode())
 
 
 def test_a_runaway_with_the_auto_model_stops_at_the_usd_cap_counting_the_routing_call(gemini):

@@ -14,8 +14,9 @@ import threading
 import pytest
 
 from tests.fakes.fake_chat import MAIN, TITLE, FakeChat, runaway_script
+from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_opencode_caps import RUNAWAY, OpenCode, opencode_bin  # noqa: F401  (the fixture)
-from tests.integration.test_strict_aider import assert_counted_exactly, assert_no_proxy_secret, bills
+from tests.integration.test_strict_aider import assert_counted_exactly, bills
 from tests.integration.test_strict_codex import ArgvWatch
 
 pytestmark = pytest.mark.agent
