@@ -7,6 +7,7 @@ cannot front is refused at start; a denied model never reaches the server."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,34 @@ def test_a_base_url_aider_would_load_from_a_dotenv_is_refused(capguard, repo):
         result = run(capguard, server, ["--usd", "1"], stream=False)
         assert not server.requests
     assert result.rc == 2 and "OPENAI_API_BASE in" in result.stderr and ".env" in result.stderr
+    assert_tree_gone(capguard)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (".aider.model.settings.yml", "- name: aider/extra_params\n  extra_params:\n    api_base: {elsewhere}\n"),
+        (".aider.conf.yml", "weak-model: groq/llama-3.1-8b-instant\n"),
+    ],
+    ids=["api_base-in-model-settings", "weak-model-in-conf"],
+)
+def test_a_cloned_repos_aider_settings_cannot_route_around_the_proxy(capguard, repo, name, text):
+    """A repo's .aider.model.settings.yml (which aider loads by itself) gives every model an `api_base`: run plainly,
+    the real aider sends its calls there, none to the server it was given; under --strict capguard refuses at start
+    and names the file, so no call goes anywhere uncounted. A weak model the repo's config puts on a provider the
+    proxy does not front is refused the same way."""
+    with FakeChat(runaway()) as server, FakeChat(runaway()) as elsewhere:
+        (repo / name).write_text(text.format(elsewhere=elsewhere.base_url))
+        flags = [*aider_flags(server.base_url), "--message", "fix hello.py", "hello.py"]
+        if name == ".aider.model.settings.yml":  # the route is real: aider itself, no capguard
+            subprocess.run(["aider", *flags], cwd=repo, env=capguard.env, capture_output=True, timeout=120)
+            assert elsewhere.requests and not server.requests
+            elsewhere.reset()
+        result = capguard.run(["--strict", "--usd", "1"], flags, timeout=60)
+        assert not server.requests and not elsewhere.requests
+    assert result.rc == 2 and result.report is None
+    line = result.stderr.strip()
+    assert "\n" not in line and str(repo / name) in line and "--meter files" in line, line
     assert_tree_gone(capguard)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
+from capguard.agents.aider.own_files import config_files, named_in_files
 from capguard.agents.base import (
     Front,
     LaunchPlan,
@@ -155,18 +156,6 @@ def _stream_in_config(path: Path) -> str | None:
     return found[-1] if found else None
 
 
-def _config_files(args: list[str], env: Mapping[str, str]) -> list[Path]:
-    """aider's config files, the one that decides first: `--config`, else .aider.conf.yml in the working
-    directory, the git root and the home directory."""
-    named = option_value(args, "--config", "-c")
-    if named:
-        return [Path(named)]
-    here = Path.cwd()
-    root = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return [d / ".aider.conf.yml" for d in dict.fromkeys(filter(None, (here, root, home)))]
-
-
 def streams(args: list[str], env: Mapping[str, str]) -> bool:
     """Whether aider streams its replies (its default), from its flags, then AIDER_STREAM, then its config files."""
     flag = None
@@ -177,7 +166,7 @@ def streams(args: list[str], env: Mapping[str, str]) -> bool:
             flag = arg == "--stream"
     if flag is not None:
         return flag
-    raw = env.get("AIDER_STREAM") or next(filter(None, map(_stream_in_config, _config_files(args, env))), None)
+    raw = env.get("AIDER_STREAM") or next(filter(None, map(_stream_in_config, config_files(args, env))), None)
     return raw is None or raw.strip().lower() not in FALSE
 
 
@@ -224,12 +213,9 @@ FRONTED = ("openai", "anthropic", *OTHERS)
 _GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
 # Model names litellm sends to OpenAI without a provider prefix
 _OPENAI_BARE = re.compile(r"^(gpt-|o[1-9]|chatgpt-|ft:gpt-|codex-)")
-# Variables and settings that move where aider's requests go (litellm reads the first of each set it finds)
-_BASE_SETTINGS = re.compile(
-    r"^\s*(export\s+)?(OPENAI_API_BASE|OPENAI_BASE_URL|ANTHROPIC_API_BASE|ANTHROPIC_BASE_URL"
-    r"|DEEPSEEK_API_BASE|OPENROUTER_API_BASE|GEMINI_API_BASE)\s*="
-)
-_YAML_BASE = re.compile(r"^(openai-api-base|set-env)\s*:", re.MULTILINE)
+# The variables that hold a provider's base URL (litellm reads the first of each set it finds)
+BASE_VARIABLES = ("OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL",
+                  *(other.variable for other in OTHERS.values()))  # fmt: skip
 
 
 def provider_of(model: str) -> str | None:
@@ -245,30 +231,25 @@ def provider_of(model: str) -> str | None:
     return None
 
 
-def _env_files(args: list[str], env: Mapping[str, str]) -> list[Path]:
-    """The .env files aider loads over its environment (home, git root, working directory, --env-file)."""
-    here = Path.cwd()
-    root = next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    named = option_value(args, "--env-file") or env.get("AIDER_ENV_FILE")
-    return [p for p in dict.fromkeys([home / ".env", *([root / ".env"] if root else []), Path(named or ".env")])]
-
-
 def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front], list[str], dict[str, str]]:
     """The providers aider's models use, fronted by the proxy: the fronts, aider's arguments without the
     `--openai-api-base` they take over (the proxy's URL goes in the environment only) and its environment without
     AIDER_OPENAI_API_BASE. A provider capguard cannot front, or a base URL aider would read from somewhere
     capguard cannot replace, is a ConfigError (one line, exit 2)."""
+    files = named_in_files(args, env, SHORTCUTS, BASE_VARIABLES)
     main = model_from_args(args, env)
-    if main is None:
-        raise ConfigError(
-            strict_refusal("aider", "no model is named, so which provider aider calls is unknown (use --model)")
-        )
-    models = {main: "--model"}
+    models = {main: "--model"} if main else {}
     for flag, variable in (("--weak-model", "AIDER_WEAK_MODEL"), ("--editor-model", "AIDER_EDITOR_MODEL")):
         named = option_value(args, flag) or env.get(variable)
         if named:
             models.setdefault(ALIASES.get(named, named), flag)
+    # what aider's own files name (a cloned repo's among them): each must be on a provider the proxy fronts
+    for model, where in files.models.items():
+        models.setdefault(ALIASES.get(model, model), where)
+    if not models:
+        raise ConfigError(
+            strict_refusal("aider", "no model is named, so which provider aider calls is unknown (use --model)")
+        )
     providers = set()
     for model, where in models.items():
         provider = provider_of(model)
@@ -282,23 +263,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
             break
         if arg.startswith("--set-env") or arg.startswith("--model-settings-file"):
             raise ConfigError(strict_refusal("aider", f"{arg.split('=')[0]} may send requests elsewhere"))
-    for path in _config_files(args, env):
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        if found := _YAML_BASE.search(text):
-            raise ConfigError(strict_refusal("aider", f"{found.group(1)} in {path} would replace capguard's proxy"))
-    for path in _env_files(args, env):
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if found := _BASE_SETTINGS.match(line):
-                raise ConfigError(
-                    strict_refusal("aider", f"{found.group(2)} in {path} (aider loads it over capguard's proxy)")
-                )
+    if files.refusals:
+        raise ConfigError(strict_refusal("aider", files.refusals[0]))
     child = dict(env)
     fronts = []
     if "openai" in providers:
