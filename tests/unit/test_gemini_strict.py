@@ -96,8 +96,13 @@ def test_with_no_sign_in_selected_the_environment_and_dotenv_files_decide(where)
 def test_an_http_proxy_variable_is_refused(where, variable):
     env, cwd, home = where
     settings(home / "settings.json", {"selectedType": "gemini-api-key"})
-    with pytest.raises(ConfigError, match=f"{variable} is set"):
+    with pytest.raises(ConfigError, match=f"{variable} is set in the environment"):
         strict_front({**env, variable: "http://proxy.example:3128"}, cwd, home)
+    # a (trusted) repo's .env: Gemini CLI loads it before it sets up its proxy, so its requests would go through it
+    (cwd / ".gemini").mkdir()
+    (cwd / ".gemini" / ".env").write_text(f"{variable}=http://proxy.example:3128\n")
+    with pytest.raises(ConfigError, match=rf"{variable} is set in .*repo/\.gemini/\.env"):
+        strict_front(env, cwd, home)
 
 
 def test_a_base_url_that_is_not_http_and_unreadable_settings_are_refused(where):

@@ -145,10 +145,17 @@ def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, 
                 f"{home / 'settings.json'}, or choose the API key in gemini's /auth)",
             )
         )
-    for variable in _PROXY_VARIABLES:
-        if env.get(variable):
+    for variable in _PROXY_VARIABLES:  # a .env Gemini loads may set one too (it never overrides the environment)
+        value, origin = env.get(variable), "the environment"
+        for dotenv in _env_files(cwd, home.parent) if not value else ():
+            value, origin = _dotenv_value(dotenv, variable), str(dotenv)
+            if value:
+                break
+        if value:
             raise ConfigError(
-                strict_refusal("gemini", f"{variable} is set: Gemini CLI would send its model requests through it")
+                strict_refusal(
+                    "gemini", f"{variable} is set in {origin}: Gemini CLI would send its model requests through it"
+                )
             )
     upstream = env.get("GOOGLE_GEMINI_BASE_URL") or GEMINI_DEFAULT
     if not upstream.startswith(("http://", "https://")):
