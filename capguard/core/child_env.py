@@ -28,3 +28,20 @@ def for_agent(env: Mapping[str, str]) -> dict[str, str]:
     """The agent's environment: everything it was given except capguard's secrets. The agent's own keys
     (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...), HOME, PATH, the OTel variables capguard sets, stay."""
     return {name: value for name, value in env.items() if not is_capguard_secret(name, value)}
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def local_hop_direct(env: Mapping[str, str], host: str = LOOPBACK) -> dict[str, str]:
+    """NO_PROXY and no_proxy with the metering proxy's host added, for an agent in strict mode: an HTTP(S)_PROXY
+    of the user's would otherwise take the agent's requests for capguard's proxy on 127.0.0.1 to that proxy (httpx,
+    Node's and Rust's clients exempt no host by default), where they fail, or are read with the run's secret. Each
+    name gets the union of both (clients read one or the other; Python prefers the lower-case one)."""
+    hosts: list[str] = []
+    for name in ("no_proxy", "NO_PROXY"):
+        hosts += [h.strip() for h in env.get(name, "").split(",") if h.strip()]
+    if "*" in hosts:
+        return {}
+    merged = ",".join(dict.fromkeys([*hosts, host]))
+    return {"NO_PROXY": merged, "no_proxy": merged}

@@ -21,6 +21,7 @@ from typing import Any
 
 from capguard.agents.base import LaunchPlan
 from capguard.core.caps import OK, Caps, Verdict, decide, seconds_until_wall
+from capguard.core.child_env import local_hop_direct
 from capguard.core.enums import Action, StopReason
 from capguard.core.errors import AgentNotExecutable, AgentNotFound
 from capguard.core.events import (
@@ -186,6 +187,7 @@ class Supervisor:
         with contextlib.ExitStack() as services:
             if self.strict is not None:  # before the agent: its base URL is the proxy's, or it does not start
                 self.plan.env.update(self.strict.start())
+                self.plan.env.update(local_hop_direct(self.plan.env))  # the agent's hop to the proxy: never proxied
                 if self.plan.on_proxy is not None:  # an agent told the proxy's URL in a config value
                     self.plan.argv, told = self.plan.on_proxy(self.strict.urls())
                     self.plan.env.update(told)

@@ -7,7 +7,9 @@ cannot front is refused at start; a denied model never reaches the server."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,54 @@ def test_a_cloned_repos_aider_settings_cannot_route_around_the_proxy(capguard, r
     assert result.rc == 2 and result.report is None
     line = result.stderr.strip()
     assert "\n" not in line and str(repo / name) in line and "--meter files" in line, line
+    assert_tree_gone(capguard)
+
+
+class BlackHole:
+    """A listener on 127.0.0.1 that counts the connections it gets and answers none: an HTTP proxy that is there
+    but does not forward (a corporate proxy that cannot reach this machine's loopback, or one that reads)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._done.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def __enter__(self) -> BlackHole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def test_the_users_http_proxy_variables_never_take_the_agents_hop_to_capguards_proxy(capguard):
+    """HTTP_PROXY, HTTPS_PROXY and ALL_PROXY are set (as behind a corporate proxy): aider's requests for capguard's
+    proxy on 127.0.0.1 go to it directly (capguard adds 127.0.0.1 to NO_PROXY for the agent), so the run is metered
+    as ever; the proxy named in the variables gets no connection, and with it no request holding the run's secret."""
+    with BlackHole() as hole, FakeChat(runaway()) as server:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+            capguard.env[name] = hole.url
+        capguard.env["NO_PROXY"] = "internal.example"
+        result = run(capguard, server, ["--usd", "0.30"], stream=True, extra=["--max-chat-history-tokens", "500"])
+        assert hole.connections == 0
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    assert_counted_exactly(report, server)
     assert_tree_gone(capguard)
 
 

@@ -37,3 +37,26 @@ def test_the_agents_own_variables_stay():
 )
 def test_capguards_secrets_are_dropped(name, value):
     assert for_agent({"PATH": "/usr/bin", name: value}) == {"PATH": "/usr/bin"}
+
+
+def test_the_agents_hop_to_the_proxy_is_never_proxied():
+    from capguard.core.child_env import local_hop_direct
+
+    assert local_hop_direct({}) == {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    both = local_hop_direct({"NO_PROXY": "a.example, b.example", "no_proxy": "b.example,c.example"})
+    assert both["NO_PROXY"] == both["no_proxy"] == "b.example,c.example,a.example,127.0.0.1"
+    assert local_hop_direct({"no_proxy": "*"}) == {}  # already every host
+
+
+def test_the_proxys_upstream_goes_the_way_the_users_environment_says():
+    from capguard.metering.proxy.server import _via, env_proxy
+
+    env = {"HTTPS_PROXY": "http://u:pw@corp.example:3128", "no_proxy": "internal.example"}
+    assert env_proxy("https://api.openai.com/v1", env) == "http://u:pw@corp.example:3128"
+    assert env_proxy("https://llm.internal.example/v1", env) is None  # no_proxy's suffix
+    assert env_proxy("http://api.example/v1", env) is None  # HTTPS_PROXY is for https URLs only
+    assert env_proxy("http://api.example/v1", {"all_proxy": "http://all:1"}) == "http://all:1"
+    assert env_proxy("http://127.0.0.1:8080/v1", {"HTTP_PROXY": "http://corp:1"}) is None  # loopback: direct
+    via = _via("http://u:pw@corp.example:3128")
+    assert via["proxy"] == "http://corp.example:3128" and via["proxy_auth"].password == "pw"
+    assert _via(None) == {}

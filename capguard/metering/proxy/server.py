@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
 import threading
+import urllib.request
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 from aiohttp import web
+from yarl import URL
 
 from capguard.metering.proxy import sse
 from capguard.metering.proxy.dialects import (
@@ -74,6 +79,8 @@ class MeteringProxy:
             raise ValueError("the proxy needs at least one upstream")
         self.gate = gate
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
+        # the user's HTTP(S)_PROXY for each upstream, as the agent would have gone
+        self._via = {name: _via(env_proxy(url)) for name, url in self._upstreams.items()}
         self._dialects = dialects or {}
         # mount -> (the header that may carry the secret, the value sent upstream in its place; None: dropped)
         self._secret_headers = secret_headers or {}
@@ -208,16 +215,17 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
+        via = self._via[mount]
         count_at = count_tail(dialect, tail)
         count_url = (
             None if count_at is None else f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
         )
-        admission = await self._admission(dialect, body, where, count_url, headers, self._providers.get(mount))
+        admission = await self._admission(dialect, body, where, count_url, headers, via, self._providers.get(mount))
         while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
             await self._one_settled()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
-            admission = await self._admission(dialect, body, where, count_url, headers, self._providers.get(mount))
+            admission = await self._admission(dialect, body, where, count_url, headers, via, self._providers.get(mount))
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
@@ -226,7 +234,7 @@ class MeteringProxy:
             sent, strip = with_stream_usage(sent)
         data = raw if sent is body else msgspec.json.encode(sent)
         try:
-            return await self._forward_metered(request, url, data, admission, strip, headers)
+            return await self._forward_metered(request, url, data, admission, strip, headers, via)
         finally:  # settled or released: a request waiting for room asks again
             if self._settled is not None:
                 self._settled.set()
@@ -244,6 +252,7 @@ class MeteringProxy:
         where: Route,
         count_url: str | None,
         headers: dict[str, str],
+        via: dict[str, Any],
         provider: str | None = None,
     ) -> Admission | Refused:
         """The gate's answer, after asking the provider to count the prompt when the gate wants a count."""
@@ -258,7 +267,7 @@ class MeteringProxy:
         )
         if isinstance(admission, Count):
             assert count_url is not None
-            answer = await self._count(count_url, headers, admission)
+            answer = await self._count(count_url, headers, admission, via)
             admission = self.gate.admit_counted(admission, answer, defer=True)
         return admission
 
@@ -267,19 +276,20 @@ class MeteringProxy:
     ) -> web.StreamResponse:
         assert self._session is not None
         try:
-            async with self._session.request(request.method, url, data=raw, headers=headers) as upstream:
+            via = self._via[request.match_info["mount"]]
+            async with self._session.request(request.method, url, data=raw, headers=headers, **via) as upstream:
                 body = await upstream.read()
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
 
-    async def _count(self, url: str, headers: dict[str, str], count: Count) -> Any:
+    async def _count(self, url: str, headers: dict[str, str], count: Count, via: dict[str, Any]) -> Any:
         """The provider's answer to counting the prompt (parsed JSON), or None: any failure leaves the bytes'
         bound. The agent's headers go with it (its key, anthropic-version and -beta): passed on, never logged."""
         assert self._session is not None
         try:
             async with self._session.post(
-                url, data=msgspec.json.encode(count.body), headers=headers, timeout=self._count_timeout
+                url, data=msgspec.json.encode(count.body), headers=headers, timeout=self._count_timeout, **via
             ) as upstream:
                 if upstream.status != 200:
                     return None
@@ -293,7 +303,14 @@ class MeteringProxy:
             return None
 
     async def _forward_metered(
-        self, request: web.Request, url: str, data: bytes, admission: Admission, strip: bool, headers: dict[str, str]
+        self,
+        request: web.Request,
+        url: str,
+        data: bytes,
+        admission: Admission,
+        strip: bool,
+        headers: dict[str, str],
+        via: dict[str, Any],
     ) -> web.StreamResponse:
         assert self._session is not None
         gate, seen = self.gate, None
@@ -301,7 +318,7 @@ class MeteringProxy:
             if admission.task is not None:  # the task budget the proxy added needs its beta
                 beta = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
                 headers[beta] = with_beta(headers.get(beta))
-            upstream = await self._session.post(url, data=data, headers=headers)
+            upstream = await self._session.post(url, data=data, headers=headers, **via)
         except aiohttp.ClientConnectorError as err:  # never reached the server: nothing billed
             gate.release(admission)
             return _error(admission.dialect, 502, _unreachable(err), "api_error")
@@ -381,6 +398,34 @@ def _headers(request: web.Request) -> dict[str, str]:
         if swap[1]:
             out[swap[0]] = swap[1]
     return out
+
+
+def env_proxy(url: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the user's environment names for `url` (https_proxy / HTTPS_PROXY for an https URL, then
+    all_proxy), unless no_proxy exempts its host; never one for a loopback upstream."""
+    env = os.environ if env is None else env
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    found: dict[str, str] = {}
+    for key in ("no", parts.scheme, "all"):
+        value = env.get(f"{key}_proxy") or env.get(f"{key.upper()}_PROXY")
+        if value:
+            found[key] = value
+    # urllib's own no_proxy rules (suffixes, ports, "*"); typeshed does not list the function
+    if "no" in found and urllib.request.proxy_bypass_environment(host, found):  # type: ignore[attr-defined]
+        return None
+    return found.get(parts.scheme) or found.get("all")
+
+
+def _via(proxy: str | None) -> dict[str, Any]:
+    """aiohttp's arguments for going through `proxy` (its credentials, if any, as proxy auth)."""
+    if proxy is None:
+        return {}
+    auth = aiohttp.BasicAuth.from_url(URL(proxy))
+    bare = str(URL(proxy).with_user(None)) if auth is not None else proxy
+    return {"proxy": bare, "proxy_auth": auth} if auth is not None else {"proxy": bare}
 
 
 def _reply_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
