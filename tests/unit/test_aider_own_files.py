@@ -63,6 +63,7 @@ def test_models_named_in_every_file_aider_reads(repo):
         (".aider.conf.yml", "set-env: OPENAI_API_BASE=http://x\n", "set-env in"),
         (".env", "AIDER_MODEL_SETTINGS_FILE=x.yml\n", "AIDER_MODEL_SETTINGS_FILE in"),
         (".env", "OPENROUTER_API_BASE=http://x\n", "OPENROUTER_API_BASE in"),
+        (".env", "NO_PROXY=\n", "NO_PROXY in"),
     ],
 )  # fmt: skip
 def test_routes_around_the_proxy_are_refused(repo, name, text, word):

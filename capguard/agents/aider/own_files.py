@@ -147,6 +147,8 @@ def named_in_files(
             name, value = pair.group(1), pair.group(2)
             if name in ("AIDER_SET_ENV", "AIDER_MODEL_SETTINGS_FILE"):
                 found.refusals.append(f"{name} in {path} may send requests elsewhere")
+            elif name in ("NO_PROXY", "no_proxy"):  # aider loads it over the one that keeps the proxy's hop direct
+                found.refusals.append(f"{name} in {path} (aider loads it over capguard's own)")
             elif name in bases:
                 found.refusals.append(f"{name} in {path} (aider loads it over capguard's proxy)")
             elif name.startswith("AIDER_"):
