@@ -144,6 +144,11 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
             if env_true(table.get(name)):
                 raise ConfigError(strict_refusal("claude", f"{name} in {where} sends its requests to {provider}"))
     for where, table in sources[1:]:
+        for name in ("NO_PROXY", "no_proxy"):  # Claude Code applies it over the one that keeps the proxy's hop direct
+            if name in table:
+                raise ConfigError(
+                    strict_refusal("claude", f"{name} is set in {where}, which Claude Code applies over capguard's")
+                )
         if table.get("ANTHROPIC_BASE_URL"):
             raise ConfigError(
                 strict_refusal(
