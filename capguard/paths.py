@@ -1,4 +1,4 @@
-"""Where capguard keeps its files: XDG config and data directories.
+"""Where capguard keeps its files: XDG config, data and cache directories.
 
 `CAPGUARD_HOME` moves all data (ledger, run directories) in one place, for tests and for teams.
 """
@@ -27,6 +27,13 @@ def data_home() -> Path:
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "capguard"
+
+
+def cache_home(env: Mapping[str, str] | None = None) -> Path:
+    """Derived data capguard can always make again (XDG's cache directory)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "capguard"
 
 

@@ -12,6 +12,7 @@ import pytest
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPGUARD_HOME", str(tmp_path / "capguard-home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     for name in (
         "CAPGUARD_CONFIG",
         "CAPGUARD_USD",

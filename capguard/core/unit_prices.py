@@ -55,6 +55,16 @@ class UnitPricer:
         self._names: dict[str | None, tuple[str | None, bool]] = {}  # model -> (name to price, has an override)
         self._linear: dict[tuple[str | None, str | None, str | None], Rates | None] = {}
 
+    def probed(self) -> dict[tuple[str | None, str | None, str | None], Rates | None]:
+        """The rates probed so far, by (model, speed, geo): what `seed` takes, in another process or a later run."""
+        return dict(self._rates)
+
+    def seed(self, rates: dict[tuple[str | None, str | None, str | None], Rates | None]) -> None:
+        """Rates another pricer probed from the same genai-prices data on the same day (`probed`): used as if
+        probed here, without loading genai-prices."""
+        for key, value in rates.items():
+            self._rates.setdefault(key, value)
+
     def warm(self) -> None:
         """Load genai-prices' snapshot now (about 0.3 s): before forking workers, so that they share it."""
         genai_price("claude-sonnet-4-5", 1, 1, 0, 0)

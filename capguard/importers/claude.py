@@ -33,6 +33,7 @@ from capguard.importers.claude_files import (
 )
 from capguard.importers.claude_merge import Requests, settle
 from capguard.importers.state import ImportState
+from capguard.importers.unit_prices import load_rates, save_rates
 from capguard.ledger.bulk import ImportWriter, RunSums
 
 WRITE_ROWS = 20_000  # rows per SQLite transaction: few, large ones (each rewrites the index pages it touches)
@@ -163,7 +164,9 @@ def _import(
     worker = Worker(UnitPricer(Pricer(overrides or {})))
     listing = list_transcripts(roots)
     work = plan(listing, state)
-    if work.tasks:
+    kept = load_rates() if work.tasks else {}
+    worker.pricer.seed(kept)
+    if work.tasks and not kept:
         worker.pricer.warm()  # genai-prices (0.2 s), once: workers forked after share it; not when nothing changed
     if work.total_bytes >= PARALLEL_BYTES:
         writer.defer_indexes(work.total_bytes // BYTES_PER_ROW)
@@ -197,6 +200,7 @@ def _import(
                     state.mark(
                         result.path, work.stats[result.path], result.end, _follow(writer, result, line_of), result.check
                     )
+                worker.pricer.seed(done.rates)
                 requests.add(done.rows)
                 everything.append(done.rows)
                 mine.add(done.prefix)
@@ -227,6 +231,8 @@ def _import(
         writer.close()
     if work.tasks:  # nothing read, nothing marked: the state file is as it was (saving it took 0.2 s of 8,000 files)
         state.save()
+        if worker.pricer.probed().keys() - kept.keys():
+            save_rates(worker.pricer.probed())
     return {
         "files_found": len(listing),
         "files_read": counts["files"],

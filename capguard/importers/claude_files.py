@@ -235,14 +235,16 @@ class GroupDone:
     rows: list[tuple]  # rows for the importing process to write, from `stamp_rows`
     prefix: str  # their ids' prefix
     sums: RunSums  # their totals per run, as `ImportWriter.finish` would read them back
+    rates: dict = field(default_factory=dict)  # the worker's pricer's rates (`UnitPricer.probed`), to keep
 
 
 _WORKER: Worker | None = None
 
 
-def _init_worker(overrides: dict) -> None:
+def _init_worker(overrides: dict, rates: dict) -> None:
     global _WORKER
     _WORKER = Worker(UnitPricer(Pricer(overrides)))
+    _WORKER.pricer.seed(rates)
     gc.disable()  # see `collector_paused`
 
 
@@ -260,7 +262,7 @@ def read_group(tasks: list[Task], worker: Worker | None = None) -> GroupDone:
     for result in results:
         if result.run_id is not None and result.replies:
             sums.add_run(result.run_id, *result.sums, rows=result.replies)
-    return GroupDone(results, rows=stamped, prefix=prefix, sums=sums)
+    return GroupDone(results, rows=stamped, prefix=prefix, sums=sums, rates=worker.pricer.probed())
 
 
 def groups(tasks: list[Task], size: int | None = None) -> list[list[Task]]:
@@ -292,14 +294,14 @@ def run_groups(
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    if context.get_start_method() == "fork":
+    if context.get_start_method() == "fork" and not worker.pricer.probed():
         worker.pricer.warm()  # genai-prices loaded before the fork (import_transcripts does), not once per worker
     # a worker that dies (killed, out of memory) fails the import with BrokenProcessPool instead of hanging it
     pool = ProcessPoolExecutor(
         min(jobs, len(batches)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(overrides,),
+        initargs=(overrides, worker.pricer.probed()),
     )
     try:
         pending: set[Future] = {pool.submit(read_group, batch) for batch in batches}

@@ -665,3 +665,24 @@ def test_an_import_that_fails_leaves_the_usage_indexes_built(capsys, tmp_path, m
     assert usage_indexes(target) == set()
     open_ledger(target).close()
     assert usage_indexes(target) == {"usage_events_run", "usage_events_occurred"}  # the open built them
+
+
+def test_an_import_keeps_its_rates_for_the_next(tmp_path):
+    import json
+
+    from capguard.importers import unit_prices
+    from capguard.paths import cache_home
+
+    assert cache_home() == tmp_path / "xdg-cache" / "capguard"  # the suite's own, never the user's
+    doc = {"type": "assistant", "requestId": "req_1", "sessionId": "s1", "timestamp": "2026-12-01T10:00:00.000Z",
+           "message": {"id": "msg_1", "model": "claude-sonnet-4-5", "content": [],
+                       "usage": {"input_tokens": 10, "output_tokens": 20}}}  # fmt: skip
+    folder = tmp_path / "projects" / "p"
+    folder.mkdir(parents=True)
+    (folder / "s1.jsonl").write_text(json.dumps(doc) + "\n")
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "capguard", "--ledger", str(tmp_path / "l.db"), "import", "claude", str(tmp_path)]
+    subprocess.run([*argv, "--user", "u@example.invalid"], check=True, capture_output=True, timeout=60)
+    assert ("claude-sonnet-4-5", None, None) in unit_prices.load_rates()

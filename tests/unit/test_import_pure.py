@@ -6,6 +6,8 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from capguard.importers import aider, claude
 from capguard.importers.progress import Progress, size
 from capguard.importers.state import ImportState
@@ -233,3 +235,24 @@ def test_a_run_is_complete_once_every_file_its_paths_name_is_read():
     runs.file_done("/p/s3.jsonl", "claude-s1")  # its lines name another session: neither run counts as complete
     runs.file_done("/p/s4.jsonl", "claude-s4")
     assert runs.complete == {"claude-s2", "claude-s4"}
+
+
+def test_kept_rates_are_the_probed_ones_and_go_stale_with_the_day_or_the_data(tmp_path, monkeypatch):
+    """An import keeps the per-token rates it probed from genai-prices; the next one that day, with the same
+    genai-prices data, prices from them without loading genai-prices, to the same micro-dollar."""
+    from capguard.importers import unit_prices
+
+    probing = UnitPricer()
+    fresh = probing.price("claude-sonnet-4-5", 1200, 340, 50_000, 2_000, 500)
+    unit_prices.save_rates(probing.probed(), tmp_path)
+    kept = unit_prices.load_rates(tmp_path)
+    assert kept == probing.probed() and kept
+    seeded = UnitPricer()
+    seeded.seed(kept)
+    monkeypatch.setattr("capguard.core.unit_prices.UnitPricer._probe", lambda *a: pytest.fail("probed again"))
+    assert seeded.price("claude-sonnet-4-5", 1200, 340, 50_000, 2_000, 500) == fresh
+    monkeypatch.setattr(unit_prices.time, "gmtime", lambda: unit_prices.time.gmtime(0))  # another day
+    assert unit_prices.load_rates(tmp_path) == {}
+    monkeypatch.undo()
+    (tmp_path / "unit-prices.json").write_text('{"stamp": 1, "rates": [["x", null, null, [1, "a"]]]}')
+    assert unit_prices.load_rates(tmp_path) == {}  # another stamp, or junk: nothing
