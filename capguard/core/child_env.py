@@ -34,8 +34,8 @@ LOOPBACK = "127.0.0.1"
 
 
 def local_hop_direct(env: Mapping[str, str], host: str = LOOPBACK) -> dict[str, str]:
-    """NO_PROXY and no_proxy with the metering proxy's host added, for an agent in strict mode: an HTTP(S)_PROXY
-    of the user's would otherwise take the agent's requests for capguard's proxy on 127.0.0.1 to that proxy (httpx,
+    """NO_PROXY and no_proxy with capguard's own host added (its metering proxy, its OTel receiver): an
+    HTTP(S)_PROXY of the user's would otherwise take the agent's requests for 127.0.0.1 to that proxy (httpx,
     Node's and Rust's clients exempt no host by default), where they fail, or are read with the run's secret. Each
     name gets the union of both (clients read one or the other; Python prefers the lower-case one)."""
     hosts: list[str] = []

@@ -184,10 +184,11 @@ class Supervisor:
     def run(self) -> Outcome:
         tailer = self._tailer = Tailer(self.plan.watches)  # before the spawn: "from the end" = before the agent wrote
         targets = [(w.path, w.glob is not None) for w in self.plan.watches] + [(t, True) for t in self.plan.watch_trees]
+        # the agent's hops to capguard on 127.0.0.1 (the metering proxy, the OTel receiver) are never proxied
+        self.plan.env.update(local_hop_direct(self.plan.env))
         with contextlib.ExitStack() as services:
             if self.strict is not None:  # before the agent: its base URL is the proxy's, or it does not start
                 self.plan.env.update(self.strict.start())
-                self.plan.env.update(local_hop_direct(self.plan.env))  # the agent's hop to the proxy: never proxied
                 if self.plan.on_proxy is not None:  # an agent told the proxy's URL in a config value
                     self.plan.argv, told = self.plan.on_proxy(self.strict.urls())
                     self.plan.env.update(told)
