@@ -30,6 +30,8 @@ _PROVIDERS = {
     "azure": "azure",
     "cohere": "cohere",
     "perplexity": "perplexity",
+    "cerebras": "cerebras",
+    "moonshot": "moonshotai",
 }
 _PER_MILLION = Decimal(1_000_000)
 

@@ -175,7 +175,7 @@ def test_a_base_url_aider_would_load_from_a_dotenv_is_refused(capguard, repo):
     ("name", "text"),
     [
         (".aider.model.settings.yml", "- name: aider/extra_params\n  extra_params:\n    api_base: {elsewhere}\n"),
-        (".aider.conf.yml", "weak-model: groq/llama-3.1-8b-instant\n"),
+        (".aider.conf.yml", "weak-model: xai/grok-3-mini\n"),
     ],
     ids=["api_base-in-model-settings", "weak-model-in-conf"],
 )

@@ -1,5 +1,6 @@
 """Strict mode with the real aider on the providers besides OpenAI and Anthropic that litellm lets a variable
-redirect: DeepSeek and OpenRouter (OpenAI Chat Completions, fake_chat) and Gemini through Google AI Studio
+redirect: DeepSeek, OpenRouter, Groq, Cerebras, Together AI, Fireworks AI and Moonshot (OpenAI Chat Completions,
+fake_chat) and Gemini through Google AI Studio
 (generateContent / streamGenerateContent, fake_gemini). A runaway under a USD cap stops with the server's bill
 within the cap, counted to the token at the provider's own prices (genai-prices' deepseek, openrouter, google);
 a provider litellm cannot be redirected for is refused at start."""
@@ -79,21 +80,29 @@ def chat_bills(server: FakeChat, provider: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+CHAT_PROVIDERS = [  # (model, the variable litellm reads, its key's variable, the model sent, priced as)
+    ("deepseek/deepseek-chat", "DEEPSEEK_API_BASE", "DEEPSEEK_API_KEY", "deepseek-chat", "deepseek"),
+    ("openrouter/openai/gpt-4o", "OPENROUTER_API_BASE", "OPENROUTER_API_KEY", "openai/gpt-4o", "openrouter"),
+    ("groq/llama-3.3-70b-versatile", "GROQ_API_BASE", "GROQ_API_KEY", "llama-3.3-70b-versatile", "groq"),
+    ("cerebras/llama3.1-8b", "CEREBRAS_API_BASE", "CEREBRAS_API_KEY", "llama3.1-8b", "cerebras"),
+    ("together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo", "TOGETHER_AI_API_BASE", "TOGETHERAI_API_KEY",
+     "meta-llama/Llama-3.3-70B-Instruct-Turbo", "together_ai"),
+    ("fireworks_ai/accounts/fireworks/models/deepseek-v3-0324", "FIREWORKS_API_BASE", "FIREWORKS_API_KEY",
+     "accounts/fireworks/models/deepseek-v3-0324", "fireworks_ai"),
+    ("moonshot/kimi-k2-0905-preview", "MOONSHOT_API_BASE", "MOONSHOT_API_KEY", "kimi-k2-0905-preview", "moonshot"),
+]  # fmt: skip
+# DeepSeek and OpenRouter both ways; each provider added later in one way (the proxy's Chat path is the same)
+CHAT_CASES = [
+    *[(*CHAT_PROVIDERS[i], stream) for i in (0, 1) for stream in (False, True)],
+    *[(*provider, i % 2 == 0) for i, provider in enumerate(CHAT_PROVIDERS[2:])],
+]
+
+
 @pytest.mark.parametrize(
-    ("model", "variable", "key", "sent", "priced"),
-    [
-        ("deepseek/deepseek-chat", "DEEPSEEK_API_BASE", "DEEPSEEK_API_KEY", "deepseek-chat", "deepseek"),
-        (
-            "openrouter/openai/gpt-4o",
-            "OPENROUTER_API_BASE",
-            "OPENROUTER_API_KEY",
-            "openai/gpt-4o",
-            "openrouter",
-        ),
-    ],
-    ids=["deepseek", "openrouter"],
+    ("model", "variable", "key", "sent", "priced", "stream"),
+    CHAT_CASES,
+    ids=[f"{case[4]}-{'stream' if case[5] else 'no-stream'}" for case in CHAT_CASES],
 )
-@pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
 def test_a_chat_provider_runaway_stops_at_the_usd_cap_priced_by_its_provider(
     capguard, model, variable, key, sent, priced, stream
 ):
@@ -168,10 +177,10 @@ def test_a_gemini_runaway_stops_at_the_usd_cap_priced_by_google(capguard, stream
     assert_tree_gone(capguard)
 
 
-@pytest.mark.parametrize(("model", "word"), [("groq/llama-3.3-70b-versatile", "'groq'"), ("mistral/x", "'mistral'")])
+@pytest.mark.parametrize(("model", "word"), [("xai/grok-3-mini", "'xai'"), ("mistral/x", "'mistral'")])
 def test_a_provider_litellm_cannot_redirect_by_a_variable_is_refused_at_start(capguard, model, word):
     result = capguard.run(["--strict", "--usd", "1"], flags(model, stream=False), timeout=60)
     assert result.rc == 2 and result.report is None
     line = result.stderr.strip()
-    assert "\n" not in line and word in line and "DeepSeek, OpenRouter and Gemini" in line and "Traceback" not in line
+    assert "\n" not in line and word in line and "Fireworks AI and Moonshot" in line and "Traceback" not in line
     assert_tree_gone(capguard)

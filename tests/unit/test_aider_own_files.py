@@ -86,8 +86,8 @@ def test_routing_variables_in_the_environment_are_refused(repo):
 
 
 def test_a_weak_model_a_repo_names_on_a_provider_not_fronted_is_refused(repo):
-    (repo / ".aider.model.settings.yml").write_text("- name: openai/gpt-4o\n  weak_model_name: groq/llama-3.1-8b\n")
-    with pytest.raises(ConfigError, match=r"weak_model_name in .*groq/llama-3.1-8b goes to provider 'groq'"):
+    (repo / ".aider.model.settings.yml").write_text("- name: openai/gpt-4o\n  weak_model_name: xai/grok-3-mini\n")
+    with pytest.raises(ConfigError, match=r"weak_model_name in .*xai/grok-3-mini goes to provider 'xai'"):
         aider_fronts(["--model", "gpt-4o"], env_of(repo))
 
 

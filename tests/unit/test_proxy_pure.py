@@ -377,3 +377,14 @@ def test_a_request_bound_counts_media_by_reference_in_every_dialect():
         assert bounds.input_bound(dialect, {"model": "m", key: [with_media]}, known).tokens >= plain + min(
             bounds.IMAGE_TOKENS, bounds.REFERENCED_DOCUMENT_TOKENS
         ), block
+
+
+def test_tokens_a_server_bills_past_the_completions_count_are_output():
+    """xAI-style usage: reasoning billed outside completion_tokens, inside total_tokens; the call is settled at what
+    the total says (never less than the completion's count, whatever the total)."""
+    seen = from_body(CHAT, {"usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 170}})
+    assert (seen.usage.input_tokens, seen.usage.output_tokens) == (100, 70)
+    seen = from_body(CHAT, {"usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 50}})
+    assert seen.usage.output_tokens == 20
+    seen = from_body(RESPONSES, {"usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}})
+    assert seen.usage.output_tokens == 5

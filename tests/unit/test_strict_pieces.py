@@ -103,7 +103,7 @@ def test_aider_with_two_providers_gets_both_fronted(tmp_path, monkeypatch):
     ("args", "match"),
     [
         (["--model", "vertex_ai/gemini-2.5-pro"], "'vertex_ai'"),
-        (["--model", "groq/llama-3.3-70b-versatile"], "'groq'.*DeepSeek, OpenRouter and Gemini"),
+        (["--model", "mistral/codestral-2508"], "'mistral'.*DeepSeek, OpenRouter, Gemini"),
         (["--model", "gemini/gemini-2.5-flash"], None),  # fronted below: only its base URL refused here
         (["--model", "gpt-4o", "--weak-model", "ollama/llama3"], "--weak-model ollama/llama3"),
         (["--model", "my-local"], "cannot tell"),

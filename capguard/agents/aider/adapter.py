@@ -201,12 +201,24 @@ class _Other:
 
 # litellm: DEEPSEEK_API_BASE + /chat/completions; OPENROUTER_API_BASE as the OpenAI client's base URL (the model
 # goes without `openrouter/`, e.g. `anthropic/claude-...`, priced at OpenRouter's prices); GEMINI_API_BASE +
-# /models/<model>:generateContent or :streamGenerateContent (Google AI Studio)
+# /models/<model>:generateContent or :streamGenerateContent (Google AI Studio). The OpenAI-compatible providers after
+# them: the variable each reads in litellm's code, each checked with the real aider (its requests went to the URL in
+# the variable); not fronted: Mistral (litellm ignores MISTRAL_API_BASE there), xAI (its reasoning tokens are billed
+# outside completion_tokens, and max_tokens may not bound them), Perplexity (search fees no usage figure shows).
 OTHERS = {
     "deepseek": _Other("DEEPSEEK_API_BASE", "https://api.deepseek.com/beta", CHAT, "deepseek"),
     "openrouter": _Other("OPENROUTER_API_BASE", "https://openrouter.ai/api/v1", CHAT, "openrouter"),
     "gemini": _Other("GEMINI_API_BASE", f"{GEMINI_DEFAULT}/v1beta", GEMINI, None),
+    "groq": _Other("GROQ_API_BASE", "https://api.groq.com/openai/v1", CHAT, "groq"),
+    "cerebras": _Other("CEREBRAS_API_BASE", "https://api.cerebras.ai/v1", CHAT, "cerebras"),
+    "together_ai": _Other("TOGETHER_AI_API_BASE", "https://api.together.xyz/v1", CHAT, "together_ai"),
+    "fireworks_ai": _Other("FIREWORKS_API_BASE", "https://api.fireworks.ai/inference/v1", CHAT, "fireworks_ai"),
+    "moonshot": _Other("MOONSHOT_API_BASE", "https://api.moonshot.ai/v1", CHAT, "moonshot"),
 }
+# How a refusal names what strict mode fronts
+FRONTED_NAMES = (
+    "OpenAI, Anthropic, DeepSeek, OpenRouter, Gemini (gemini/), Groq, Cerebras, Together AI, Fireworks AI and Moonshot"
+)
 FRONTED = ("openai", "anthropic", *OTHERS)
 # The proxy routes Gemini by `/v1beta/models/...`; litellm's base URL ends before `/models`: its version goes
 # in the path given to aider, the rest is the upstream
@@ -255,8 +267,9 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
         provider = provider_of(model)
         if provider not in FRONTED:
             what = f"provider {provider!r}" if provider else "a provider capguard cannot tell"
-            names = "OpenAI, Anthropic, DeepSeek, OpenRouter and Gemini (gemini/)"
-            raise ConfigError(strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts {names}"))
+            raise ConfigError(
+                strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts {FRONTED_NAMES}")
+            )
         providers.add(provider)
     for arg in args:
         if arg == "--":

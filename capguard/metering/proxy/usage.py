@@ -183,6 +183,8 @@ def _openai_usage(dialect: str, usage: Any) -> CallUsage:
         raise sanitize.NotANumber("usage is not an object")
     prompt = sanitize.count(usage.get(prompt_key), prompt_key)
     output = sanitize.count(usage.get(output_key), output_key)
+    if usage.get("total_tokens") is not None:  # tokens billed past the completion's count (a server's reasoning)
+        output = max(output, sanitize.count(usage["total_tokens"], "total_tokens") - prompt)
     cached = get(get(usage, details_key), "cached_tokens")
     cached = 0 if cached is None else min(prompt, sanitize.count(cached, "cached_tokens"))
     return CallUsage(input_tokens=prompt - cached, output_tokens=output, cache_read_tokens=cached)
