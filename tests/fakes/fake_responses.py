@@ -12,7 +12,10 @@ is logged with what was billed, so a test can compare an agent's own figures wit
         billed = server.billed_usage()                 # sum over the replies whose usage was sent
 
 Codex's thread-title side requests (TUI; prompt "Generate a concise, single-line task title") are answered
-from ``Script.title_reply`` without consuming the main script, and logged with ``kind == "title"``.
+from ``Script.title_reply`` without consuming the main script, and logged with ``kind == "title"``. Its remote
+compaction requests (built-in OpenAI provider: a request whose input ends with a ``compaction_trigger`` item) are
+answered with one ``compaction`` item from ``Script.compaction_reply``, logged with ``kind == "compaction"``; the
+item's ``encrypted_content`` is the summary's text, billed as input wherever a later request carries it back.
 
 Command line (foreground, prints the base URL)::
 
@@ -39,6 +42,7 @@ from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 from tests.fakes import responses_billing as billing
 
 __all__ = [
+    "COMPACTION",
     "TITLE_MARKER",
     "FakeResponses",
     "Reply",
@@ -53,7 +57,11 @@ __all__ = [
 
 MAIN = "main"
 TITLE = "title"
-KINDS = (MAIN, TITLE)
+COMPACTION = "compaction"
+KINDS = (MAIN, TITLE, COMPACTION)
+
+#: The input item that asks the Responses API for a compaction (Codex 0.169.1's built-in OpenAI provider).
+TRIGGER = "compaction_trigger"
 
 #: Codex 0.169.1's thread-title prompt starts with this (binary strings; seen in TUI runs).
 TITLE_MARKER = "Generate a concise, single-line task title"
@@ -73,6 +81,7 @@ class Reply:
 
     text: str = ""
     tool_call: ToolCall | None = None
+    compaction: str | None = None  # a remote compaction's summary: the reply is one `compaction` item holding it
     reasoning_tokens: int = 0  # billed as output (reasoning part); shown as an empty reasoning item
     delay_s: float = 0.0  # total delivery time, spread over the deltas
     cut_after_deltas: int | None = None  # drop the connection after N deltas: no completion, no usage
@@ -81,7 +90,7 @@ class Reply:
         """The text whose size the output tokens are counted from."""
         if self.tool_call is not None:
             return self.tool_call.name + billing.arguments_text(self.tool_call.arguments)
-        return self.text
+        return self.compaction if self.compaction is not None else self.text
 
 
 def say(text: str, **kw: Any) -> Reply:
@@ -101,6 +110,7 @@ class Script:
     replies: list[Reply]
     repeat_last: bool = True
     title_reply: Reply = field(default_factory=lambda: Reply(text="Fake task title"))
+    compaction_reply: Reply = field(default_factory=lambda: Reply(compaction="Fake summary of the work so far."))
 
     def __post_init__(self) -> None:
         if not self.replies:
@@ -139,9 +149,13 @@ def runaway_script(*, delay_s: float = 0.0, reasoning_tokens: int = 0) -> Script
 
 
 def classify(body: Any) -> str:
-    """``"title"`` for Codex's thread-title request (its input asks for a task title), else ``"main"``."""
+    """``"compaction"`` for a remote compaction request (its input ends with a ``compaction_trigger`` item),
+    ``"title"`` for Codex's thread-title request (its input asks for a task title), else ``"main"``."""
     if not isinstance(body, dict):
         return MAIN
+    items = body.get("input")
+    if isinstance(items, list) and items and isinstance(items[-1], dict) and items[-1].get("type") == TRIGGER:
+        return COMPACTION
     head = billing.prompt_text({"instructions": body.get("instructions"), "input": body.get("input")})
     return TITLE if TITLE_MARKER in head else MAIN
 
@@ -173,7 +187,7 @@ def _truncate(text: str, max_tokens: int) -> str:
 
 def plan_reply(reply: Reply, limit: int | None) -> _Plan:
     """Apply a request's ``max_output_tokens``: reasoning spends the budget first, the visible text gets the rest."""
-    shown = billing.arguments_text(reply.tool_call.arguments) if reply.tool_call else reply.text
+    shown = billing.arguments_text(reply.tool_call.arguments) if reply.tool_call else reply.output_text()
     plan = _Plan(reply, shown, reply.reasoning_tokens, False)
     if limit is None or plan.output_tokens <= limit:
         return plan
@@ -231,7 +245,9 @@ class _Events:
         if self.plan.reasoning:
             items.append({"type": "reasoning", "id": f"rs_{self.record['id']}", "summary": []})
         call = self.plan.reply.tool_call
-        if call is not None:
+        if self.plan.reply.compaction is not None:
+            items.append({"type": "compaction", "id": f"cmp_{self.record['id']}", "encrypted_content": self.plan.shown})
+        elif call is not None:
             items.append(
                 {
                     "type": "function_call",
@@ -260,7 +276,7 @@ class _Events:
         yield False, self._ev("response.in_progress", response=self.response("in_progress", [], None))
         items = self.output_items()
         for index, item in enumerate(items):
-            if item["type"] == "reasoning":
+            if item["type"] in ("reasoning", "compaction"):
                 yield False, self._ev("response.output_item.added", output_index=index, item=item)
                 yield False, self._ev("response.output_item.done", output_index=index, item=item)
             elif item["type"] == "function_call":
@@ -468,7 +484,8 @@ class FakeResponses(FakeServer):
                 self._main_index += 1
                 reply = self.script.main_reply(index)
             else:
-                index, reply = None, self.script.title_reply
+                index = None
+                reply = self.script.title_reply if kind == TITLE else self.script.compaction_reply
             plan = plan_reply(reply, billing.max_output_tokens(body))
             input_tokens = billing.tokens(text)
             record = {

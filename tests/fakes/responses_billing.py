@@ -5,7 +5,8 @@ The rule (one token per 4 bytes, rounded up):
 
 * **input_tokens** = tokens(prompt text), where the prompt text is every string value under the request's
   ``tools``, ``instructions`` and ``input``, in that order, as the real API lays out a prompt (the values of
-  identifier keys such as ``id``, ``call_id``, ``type``, ``role``, ``status`` are left out), joined by newlines.
+  identifier keys such as ``id``, ``call_id``, ``type``, ``role``, ``status`` are left out, and so is a reasoning
+  item's ``encrypted_content``; a ``compaction`` item's is the summary it stands for: counted), joined by newlines.
 * **cached_tokens** (``input_tokens_details``) follow OpenAI's prompt caching: the longest byte prefix this
   prompt shares with an earlier prompt under the same ``prompt_cache_key``, in tokens, rounded down to a multiple
   of 128, and only for prompts of at least 1024 tokens. It is part of input_tokens, never on top.
@@ -43,8 +44,9 @@ def _strings(value: Any, out: list[str]) -> None:
         for item in value:
             _strings(item, out)
     elif isinstance(value, dict):
+        compaction = value.get("type") == "compaction"  # its encrypted_content is the context it replaces
         for key, item in value.items():
-            if key not in _ID_KEYS:
+            if key not in _ID_KEYS or (compaction and key == "encrypted_content"):
                 _strings(item, out)
 
 

@@ -21,7 +21,8 @@ import pytest
 
 from capguard.core.events import Reply as Used
 from capguard.core.pricing import Pricer
-from tests.fakes.fake_responses import FakeResponses, Reply, RunawayScript
+from tests.fakes.fake_responses import FakeResponses, Reply, RunawayScript, Script, say, shell
+from tests.fakes.responses_billing import prompt_text
 from tests.integration.proxy_secret import PROXY_URL, assert_no_proxy_secret
 from tests.integration.test_codex_caps import MODEL, Codex, ledger_rows
 
@@ -160,6 +161,44 @@ def test_runaway_under_a_usd_cap_never_overshoots(codex, provider):
     assert all("X-Capguard-Key" not in r["headers"] for r in server.requests)
     watch.assert_secret_only_in_env()
     assert_no_proxy_secret(result.stdout, result.stderr)
+    assert not runner.survivors(), [p.cmdline() for p in runner.survivors()]
+
+
+#: Codex 0.169.1's local compaction prompt starts with this (seen in its requests; binary strings).
+CHECKPOINT = "You are performing a CONTEXT CHECKPOINT COMPACTION"
+SUMMARY = "Ran echo one; it printed one. Nothing else is left to do."
+
+
+@pytest.mark.parametrize("provider", ["model_providers", "builtin"])
+def test_compaction_is_an_ordinary_metered_request(codex, provider):
+    """Codex compacts its context once the usage billed passes `model_auto_compact_token_limit`. With a
+    `model_providers` entry it asks the model itself for a summary (a local summarization turn); with the built-in
+    OpenAI provider it compacts remotely, by a /responses request whose input ends with a `compaction_trigger` item
+    (0.169.1 never calls /responses/compact, which the proxy refuses). Either way a Responses request through the
+    proxy: the compaction works, the turn goes on from the summary, and the ledger is the fake's bill."""
+    if provider == "builtin":
+        script = Script([shell("echo one"), say("done")], compaction_reply=Reply(compaction=SUMMARY))
+    else:  # the model writes the summary: the second main request is the summarization turn
+        script = Script([shell("echo one"), say(SUMMARY), say("done")])
+    with FakeResponses(script) as server:
+        runner = codex(server)
+        if provider == "builtin":
+            runner.builtin_openai(server.base_url)
+        config = runner.codex_home / "config.toml"
+        config.write_text("model_auto_compact_token_limit = 2000\n" + config.read_text())  # the fake bills ~8k
+        result = runner.exec_run(["--strict", "--usd", "5"], "run echo one, then finish", timeout=120)
+    assert result.rc == 0, result.stderr[-3000:]
+    assert "context compacted" in result.stderr and result.stdout.strip().endswith("done")
+    requests = server.requests
+    if provider == "builtin":
+        assert [r["kind"] for r in requests] == ["main", "compaction", "main"]
+    else:
+        assert [CHECKPOINT in prompt_text(r["body"]) for r in requests] == [False, True, False]
+    after = requests[-1]["body"]["input"]  # the summary in place of the tool call and its output
+    assert SUMMARY in prompt_text(requests[-1]["body"])
+    assert not any(item.get("type") in ("function_call", "function_call_output") for item in after)
+    assert_ledger_is_the_bill(result, server)  # the compaction request among the calls, to the token
+    assert not result.report["blind_spots"]
     assert not runner.survivors(), [p.cmdline() for p in runner.survivors()]
 
 

@@ -250,6 +250,29 @@ def test_title_requests_do_not_consume_the_script():
     assert len(server.billed("main")) == 2 and len(server.billed("title")) == 1
 
 
+def test_a_compaction_trigger_gets_one_compaction_item_billed_where_it_comes_back():
+    """Codex's remote compaction (built-in OpenAI provider): a request ending with a `compaction_trigger` item is
+    answered with one `compaction` item, off the script; a later request carrying that item back is billed for the
+    summary it holds, as the real server bills the context it stands for (a reasoning item's blob is not text)."""
+    trigger = body("compact this")
+    trigger["input"].append({"type": "compaction_trigger"})
+    summary = "The work so far, summarised."
+    with FakeResponses(Script([say("first"), say("second")]), caching=False) as server:
+        post(server, body())
+        _, streamed = post(server, trigger)
+        _, plain = post(server, {**trigger, "stream": False})
+        _, second = post(server, body())
+    assert classify(trigger) == "compaction"
+    assert [r["kind"] for r in server.requests] == ["main", "compaction", "compaction", "main"]
+    assert "second" in second  # the script did not move for the compactions
+    done = [data["item"] for name, data in sse(streamed) if name == "response.output_item.done"]
+    item = {"type": "compaction", "encrypted_content": "Fake summary of the work so far."}
+    assert [{k: v for k, v in i.items() if k != "id"} for i in done + json.loads(plain)["output"]] == [item, item]
+    assert server.requests[1]["usage"]["output_tokens"] == billing.tokens(item["encrypted_content"])
+    after = {"input": [{**item, "encrypted_content": summary}, {"type": "reasoning", "encrypted_content": "gAAA"}]}
+    assert billing.prompt_text(after) == summary
+
+
 def test_response_ids_are_unique_across_servers_and_resets():
     def sent_id(server: FakeResponses) -> str:
         return sse(post(server, body())[1])[-1][1]["response"]["id"]
