@@ -126,12 +126,12 @@ def command_line() -> str:
 
 
 def isolated_env(name: str, *, fresh: bool = True) -> tuple[Path, dict[str, str]]:
-    """A scratch folder under bench/.work/NAME and an environment whose HOME, CAPGUARD_HOME and
-    XDG_CONFIG_HOME all point inside it: nothing touches the real user's files."""
+    """A scratch folder under bench/.work/NAME and an environment whose HOME, CAPGUARD_HOME and XDG config,
+    data and cache directories all point inside it: nothing touches the real user's files."""
     base = WORK / name
     if fresh and base.exists():
         shutil.rmtree(base)
-    for sub in ("home", "capguard", "xdg", "xdg-data"):
+    for sub in ("home", "capguard", "xdg", "xdg-data", "xdg-cache"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPGUARD_", "AIDER_", "OPENAI_", "ANTHROPIC_"))}
     env.update(
@@ -140,6 +140,7 @@ def isolated_env(name: str, *, fresh: bool = True) -> tuple[Path, dict[str, str]
             "CAPGUARD_HOME": str(base / "capguard"),
             "XDG_CONFIG_HOME": str(base / "xdg"),
             "XDG_DATA_HOME": str(base / "xdg-data"),
+            "XDG_CACHE_HOME": str(base / "xdg-cache"),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "CAPGUARD_TITLE": "false",
         }

@@ -418,7 +418,8 @@ def shapes_section(result: dict) -> list[str]:
         )
     lines += [
         "",
-        "Each shape: one warm-up run of each tool, then alternating rounds (page cache warm), then a re-import of the"
+        "Each shape: one warm-up run of each tool, then alternating rounds (page cache warm; capguard's genai-prices"
+        " rates kept by the warm-up run), then a re-import of the"
         " unchanged files into the last round's ledger. capguard writes every priced reply into a new SQLite ledger;"
         " ccusage prints a report. Totals: ccusage's, the ledger's sums and the generator's manifest, compared to the"
         " token. Compare the load average: on a shared machine both tools slow down alike, but not evenly.",
