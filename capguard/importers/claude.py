@@ -10,6 +10,7 @@ A session's run holds its transcript and its subagents' (`<session>/subagents/ag
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from capguard.core.pricing import Pricer
 from capguard.importers.claude_files import (
     PARALLEL_BYTES,
+    SETTLED_S,
     FileResult,
     Task,
     UnitPricer,
@@ -120,10 +122,11 @@ class Plan:
     stats: dict[str, os.stat_result]
 
 
-def plan(listing: dict[str, os.stat_result], state: ImportState) -> Plan:
+def plan(listing: dict[str, os.stat_result], state: ImportState, now: float | None = None) -> Plan:
     """Which files to read and from where (a file read on from an offset continues, in `claude_merge`, from what
     the ledger holds of its requests)."""
     tasks, unchanged, stats = [], 0, {}
+    settled_before = (time.time() if now is None else now) - SETTLED_S
     for name, stat in listing.items():
         start = state.start_offset(name, stat)
         if start is None:
@@ -131,7 +134,9 @@ def plan(listing: dict[str, os.stat_result], state: ImportState) -> Plan:
             continue
         stats[name] = stat
         mark = state.files.get(name)
-        tasks.append(Task(name, start, stat.st_size, session_of(name)[1], mark.run_id if mark else None))
+        run_id = mark.run_id if mark else None
+        settled = stat.st_mtime < settled_before
+        tasks.append(Task(name, start, stat.st_size, session_of(name)[1], run_id, settled))
     return Plan(tasks, unchanged, sum(t.end - t.start for t in tasks), stats)
 
 

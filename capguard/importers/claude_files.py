@@ -37,6 +37,14 @@ class Task:
     end: int
     subagent: bool
     run_id: str | None = None  # the run an earlier import gave this file
+    # nothing has written to the file for a while (`SETTLED_S`): a request's corrections fold into its row
+    settled: bool = False
+
+
+# A file untouched this long belongs to no session capguard meters live now: an import may fold each correction
+# (`<key>+<n>`, a later, larger line of a request) into its request's row. A live meter writes `<key>` and then
+# `<key>+<n>` itself; folded, an import of a file it is still metering would give the same request twice.
+SETTLED_S = 600
 
 
 @dataclass
@@ -143,7 +151,7 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
     result.session_id = result.session_id or session_of(task.path)[0]
     result.run_id = task.run_id or run_id_of(result.session_id)
     result.project = project_of(result.cwd, projects)
-    result.rows = _rows(result, replies, pricer)
+    result.rows = _rows(result, folded(replies) if task.settled else replies, pricer)
     result.replies = len(result.rows)
     return result
 
@@ -161,6 +169,25 @@ def _absorb(result: FileResult, found: Scan) -> list[FoundReply]:
 
 
 _DETAILS_JSON: dict[int, str | None] = {}
+
+
+def folded(replies: list[FoundReply]) -> list[FoundReply]:
+    """Each correction `<key>+<n>` added into its request's row `<key>` when that row is among these (a file read
+    from its start, or the request begun after the offset): one row with the request's largest figures, as
+    max-wins sums them, instead of a row and its corrections (a quarter of the rows of a streamed session). A
+    correction whose request was read before stays as it is: it continues what the ledger holds."""
+    out: list[FoundReply] = []
+    at: dict[str, int] = {}
+    for reply in replies:
+        base, plus, _ = reply.key.partition("+")
+        if not plus:
+            at[reply.key] = len(out)
+        elif (i := at.get(base)) is not None:
+            row = out[i]
+            out[i] = row._replace(figures=tuple(a + b for a, b in zip(row.figures, reply.figures)))
+            continue
+        out.append(reply)
+    return out
 
 
 def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> list[tuple]:

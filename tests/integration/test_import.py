@@ -217,16 +217,25 @@ def ledger_rows(target: str) -> list[tuple]:
     ]
 
 
+@pytest.mark.parametrize("aged", [False, True], ids=["written-now", "settled"])
 @pytest.mark.parametrize("order", ["sorted", "reversed", "resumed-first"])
 def test_the_largest_line_of_a_request_wins_across_files_whatever_their_order(
-    ledger_target, capsys, tmp_path, monkeypatch, shaped, order
+    ledger_target, capsys, tmp_path, monkeypatch, shaped, order, aged
 ):
     """A resumed session's transcript holds copies of its history's final lines; the original holds the same
     requests' streaming snapshots. Whichever file a worker reads first, each request counts its largest line once:
-    the totals are the generator's, the same rows land in the same runs, and importing again adds nothing."""
+    the totals are the generator's, the same rows land in the same runs, and importing again adds nothing; alike
+    when each file's corrections are folded into its requests' rows (`settled`: files nothing writes to now)."""
     from capguard.importers import claude, claude_files
 
     corpus, truth, resumed = shaped
+    if aged:
+        copy = tmp_path / "aged"
+        shutil.copytree(corpus, copy)
+        for path in copy.rglob("*.jsonl"):
+            os.utime(path, (time.time() - 3600,) * 2)
+        resumed = {copy / p.relative_to(corpus) for p in resumed}
+        corpus = copy
     reference = str(tmp_path / "reference.db")
     imported(reference, "claude", [corpus], capsys, "--jobs", "1")
     assert spend(reference)[1] == truth
@@ -254,6 +263,47 @@ def test_the_largest_line_of_a_request_wins_across_files_whatever_their_order(
     reread = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
     assert reread["replies_added"] == 0 and reread["replies_known"] == summary["replies_added"]
     assert ledger_rows(ledger_target) == ledger_rows(reference)
+
+
+def test_a_settled_files_corrections_fold_into_their_requests_rows(capsys, tmp_path, monkeypatch, shaped):
+    """Files nothing has written to for a while (no session capguard meters live) give one row per request, its
+    corrections folded in: the same tokens as the generator's and as a row-per-line import, run by run, the cost
+    within a micro-dollar per folded row; a third fewer rows on this streamed corpus; importing again adds nothing.
+    A file written just now keeps its corrections (a live meter may be writing the same keys)."""
+    from capguard.importers import claude
+
+    corpus, truth, _ = shaped
+    aged = tmp_path / "aged"
+    shutil.copytree(corpus, aged)
+    now = time.time()
+    for path in aged.rglob("*.jsonl"):
+        os.utime(path, (now - 3600, now - 3600))
+    monkeypatch.setattr(claude, "PARALLEL_BYTES", 0)  # workers, and the deferred indexes, as a large import
+    fresh, folded = str(tmp_path / "fresh.db"), str(tmp_path / "folded.db")
+    imported(fresh, "claude", [corpus], capsys, "--jobs", "2")
+    state.default_path().unlink()
+    summary = imported(folded, "claude", [aged], capsys, "--jobs", "2")
+    assert spend(folded)[1] == spend(fresh)[1] == truth == summary["tokens_added"]
+    corrections = "SELECT COUNT(*) AS n FROM usage_events WHERE dedupe_key LIKE '%+%'"
+    unfolded = rows(fresh, corrections)[0]["n"]
+    assert unfolded > 0 and rows(folded, corrections)[0]["n"] < unfolded / 10  # cross-file replays only
+    count = "SELECT COUNT(*) AS n FROM usage_events"
+    assert rows(folded, count)[0]["n"] <= rows(fresh, count)[0]["n"] - 0.9 * unfolded
+    per_run = (
+        "SELECT run_id, SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS t,"
+        " SUM(cost_micro_usd) AS c, COUNT(*) AS n FROM usage_events GROUP BY run_id ORDER BY run_id"
+    )
+    before, after = rows(fresh, per_run), rows(folded, per_run)
+    assert [(r["run_id"], r["t"]) for r in before] == [(r["run_id"], r["t"]) for r in after]
+    for b, a in zip(before, after):
+        assert abs(b["c"] - a["c"]) <= b["n"] - a["n"]  # each priced part rounded once less
+    steps = "SELECT id, steps, tokens FROM runs ORDER BY id"
+    assert rows(folded, steps) == rows(fresh, steps)
+    again = imported(folded, "claude", [aged], capsys, "--jobs", "2")
+    assert again["files_read"] == 0 and again["replies_added"] == 0
+    state.default_path().unlink()  # everything read again: every request is known, nothing is added
+    reread = imported(folded, "claude", [aged], capsys, "--jobs", "2")
+    assert reread["replies_added"] == 0 and spend(folded)[1] == truth
 
 
 def test_a_resumed_copy_imported_before_its_original_adds_only_what_the_original_adds(

@@ -256,3 +256,21 @@ def test_kept_rates_are_the_probed_ones_and_go_stale_with_the_day_or_the_data(tm
     monkeypatch.undo()
     (tmp_path / "unit-prices.json").write_text('{"stamp": 1, "rates": [["x", null, null, [1, "a"]]]}')
     assert unit_prices.load_rates(tmp_path) == {}  # another stamp, or junk: nothing
+
+
+def test_corrections_fold_into_their_requests_row_when_it_is_read_with_them():
+    from capguard.importers.claude_files import folded
+    from capguard.importers.claude_scan import FoundReply
+
+    def reply(key, *figures):
+        return FoundReply(key, "2026-12-01T10:00:00.000000Z", "claude-sonnet-4-5", figures, 0, "+" not in key, None)
+
+    replies = [reply("claude:a", 10, 1, 0, 0, 0, 0), reply("claude:b", 5, 5, 0, 0, 0, 0),
+               reply("claude:a+1", 0, 40, 0, 0, 0, 0), reply("claude:a+2", 0, 9, 100, 0, 0, 1),
+               reply("claude:z+3", 0, 7, 0, 0, 0, 0)]  # fmt: skip
+    out = folded(replies)
+    assert [(r.key, r.figures) for r in out] == [
+        ("claude:a", (10, 50, 100, 0, 0, 1)),  # the request's largest figures, as max-wins summed them
+        ("claude:b", (5, 5, 0, 0, 0, 0)),
+        ("claude:z+3", (0, 7, 0, 0, 0, 0)),  # its request was read before: it continues the ledger's
+    ]
