@@ -108,3 +108,27 @@ def test_files_that_name_fronted_models_only_change_nothing(repo):
     )
     fronts, args, _ = aider_fronts(["--model", "gpt-4o"], env_of(repo))
     assert [f.mount for f in fronts] == ["openai"] and args == ["--model", "gpt-4o"]
+
+
+def test_what_aider_would_not_use_is_not_refused(repo):
+    """aider's command line beats its environment (a .env's included), which beats its config files; a model
+    settings entry's weak model counts only for a main model in use and when no weak model is named."""
+    home = repo.parent / "home"
+    (home / ".aider.conf.yml").write_text("model: ollama/llama3\nweak-model: xai/grok-3-mini\n")
+    fronts, _, _ = aider_fronts(["--model", "gpt-4o", "--weak-model", "gpt-4o-mini"], env_of(repo))
+    assert [f.mount for f in fronts] == ["openai"]
+    (home / ".aider.conf.yml").unlink()
+    settings = repo / ".aider.model.settings.yml"
+    settings.write_text("- name: claude-3-opus-20240229\n  weak_model_name: xai/grok-3-mini\n")
+    fronts, _, _ = aider_fronts(["--model", "gpt-4o"], env_of(repo))  # an entry for a model not in use
+    assert [f.mount for f in fronts] == ["openai"]
+    settings.write_text("- name: openai/gpt-4o\n  weak_model_name: xai/grok-3-mini\n")
+    fronts, _, _ = aider_fronts(["--model", "gpt-4o", "--weak-model", "gpt-4o-mini"], env_of(repo))
+    assert [f.mount for f in fronts] == ["openai"]  # the named weak model replaces the entry's
+    with pytest.raises(ConfigError, match="weak_model_name in"):
+        aider_fronts(["--model", "gpt-4o"], env_of(repo))
+    settings.unlink()
+    (repo / ".aider.conf.yml").write_text("weak-model: gpt-4o-mini\n")
+    (repo / ".env").write_text("AIDER_WEAK_MODEL=xai/grok-3-mini\n")  # loaded over the environment: it wins
+    with pytest.raises(ConfigError, match="AIDER_WEAK_MODEL in .*xai/grok-3-mini"):
+        aider_fronts(["--model", "gpt-4o"], env_of(repo))

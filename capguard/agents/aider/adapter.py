@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capguard.agents.aider.logs import AnalyticsParser, LlmHistoryMapParser
-from capguard.agents.aider.own_files import config_files, named_in_files
+from capguard.agents.aider.own_files import Mention, Named, config_files, named_in_files
 from capguard.agents.base import (
     Front,
     LaunchPlan,
@@ -255,9 +255,10 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
         named = option_value(args, flag) or env.get(variable)
         if named:
             models.setdefault(ALIASES.get(named, named), flag)
-    # what aider's own files name (a cloned repo's among them): each must be on a provider the proxy fronts
-    for model, where in files.models.items():
-        models.setdefault(ALIASES.get(model, model), where)
+    # what aider's own files name (a cloned repo's among them) and aider would use: each must be on a provider
+    # the proxy fronts
+    for mention in in_force(files, args, env):
+        models.setdefault(ALIASES.get(mention.model, mention.model), mention.where)
     if not models:
         raise ConfigError(
             strict_refusal("aider", "no model is named, so which provider aider calls is unknown (use --model)")
@@ -298,6 +299,51 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
         if not front.upstream.startswith(("http://", "https://")):
             raise ConfigError(strict_refusal("aider", f"the {front.mount} base URL {front.upstream!r} is not http(s)"))
     return fronts, args, child
+
+
+def in_force(files: Named, args: list[str], env: Mapping[str, str]) -> list[Mention]:
+    """The models aider's files name that aider would use: its command line beats its environment (a .env's
+    included, loaded over it), which beats its config files; a model settings entry's weak or editor model counts
+    when no such model is named anywhere and its entry is for a main model in use (or the main model is unknown)."""
+    on_line = {
+        "--model": named_model([a for a in args], {}) is not None,
+        "--weak-model": option_value(args, "--weak-model") is not None,
+        "--editor-model": option_value(args, "--editor-model") is not None,
+    }
+    in_env = {
+        "--model": bool(env.get("AIDER_MODEL")) or any(m.source == "env" for m in files.mentions),
+        "--weak-model": bool(env.get("AIDER_WEAK_MODEL")),
+        "--editor-model": bool(env.get("AIDER_EDITOR_MODEL")),
+    }
+    for mention in files.mentions:
+        if mention.source == "dotenv":
+            in_env[mention.option] = True
+    out = []
+    for mention in files.mentions:
+        if (mention.source in ("env", "dotenv") and not on_line[mention.option]) or (
+            mention.source == "conf" and not (on_line[mention.option] or in_env[mention.option])
+        ):
+            out.append(mention)
+    mains = {m.model for m in out if m.option == "--model"} | (
+        {named} if (named := model_from_args(args, env)) else set()
+    )
+    explicit = (
+        {m.option for m in out}
+        | {o for o, given in on_line.items() if given}
+        | {o for o, given in in_env.items() if given}
+    )
+    for mention in files.mentions:
+        if mention.source != "settings" or mention.option in explicit:
+            continue
+        if not mains or mention.entry is None or any(_same_model(mention.entry, m) for m in mains):
+            out.append(mention)
+    return out
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names are the same model, with or without a provider prefix (aider's aliases resolved)."""
+    a, b = ALIASES.get(a, a).lower(), ALIASES.get(b, b).lower()
+    return a == b or a.split("/", 1)[-1] == b.split("/", 1)[-1]
 
 
 def other_front(name: str, other: _Other, upstream: str) -> Front:

@@ -28,6 +28,7 @@ MODEL_KEYS = {"model": "--model", "weak-model": "--weak-model", "editor-model": 
 ROUTING_KEYS = ("set-env", "model-settings-file", "openai-api-base")
 # litellm arguments in a model's extra_params that move a call to another server or provider
 _ROUTING_PARAMS = re.compile(r"\b(api_base|base_url|custom_llm_provider)\b")
+_ENTRY_NAME = re.compile(r"^\s*(?:-\s*\{?\s*)?['\"]?name['\"]?\s*:\s*(.*)$")
 _SETTINGS_MODEL = re.compile(r"\b(weak_model_name|editor_model_name)\b['\"]?\s*:\s*(.*)$")
 _CONF_KEY = re.compile(r"^\s*['\"]?([A-Za-z0-9][A-Za-z0-9_-]*)['\"]?\s*:\s*(.*?)\s*$")
 _DOTENV = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -37,18 +38,39 @@ _ESCAPED = re.compile(r"\"[^\"\n]*\\")
 _TRUE = ("true", "yes", "on", "1")
 
 
+@dataclass(frozen=True)
+class Mention:
+    """A model a file names: the option it sets (`--model`, `--weak-model`, `--editor-model`), where, and from
+    what kind of source, which decides what overrides it (aider's command line beats its environment, which beats
+    its config files); `entry`: for a model settings file, the model whose entry names it."""
+
+    model: str
+    option: str
+    where: str
+    source: str  # "conf", "dotenv", "env" or "settings"
+    entry: str | None = None
+
+
 @dataclass
 class Named:
-    """What aider's files name: each model with where it is named; `refusals`: why strict mode cannot front aider
-    as these files stand (each names the file)."""
+    """What aider's files name (`mentions`), and why strict mode cannot front aider as these files stand
+    (`refusals`, each naming the file)."""
 
-    models: dict[str, str] = field(default_factory=dict)
+    mentions: list[Mention] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
 
-    def model(self, name: str, where: str) -> None:
+    def model(self, name: str, option: str, where: str, source: str, entry: str | None = None) -> None:
         name = _unquote(name)
         if name:
-            self.models.setdefault(name, where)
+            self.mentions.append(Mention(name, option, where, source, entry))
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Every model named, with where (the first place)."""
+        out: dict[str, str] = {}
+        for mention in self.mentions:
+            out.setdefault(mention.model, mention.where)
+        return out
 
 
 def _unquote(value: str) -> str:
@@ -115,7 +137,7 @@ def named_in_files(
     for flag, model in shortcuts.items():  # AIDER_4O=true and the like
         variable = "AIDER_" + flag.removeprefix("--").upper().replace("-", "_")
         if env.get(variable, "").strip().lower() in _TRUE:
-            found.model(model, f"{variable} in the environment")
+            found.model(model, "--model", f"{variable} in the environment", "env")
     more_env: list[str] = []
     for path in config_files(args, env, every=True):
         text = _read(path)
@@ -129,13 +151,13 @@ def named_in_files(
                 continue
             name, value = key.group(1), key.group(2)
             if name in MODEL_KEYS:
-                found.model(value, f"{name} in {path}")
+                found.model(value, MODEL_KEYS[name], f"{name} in {path}", "conf")
             elif name in ROUTING_KEYS:
                 found.refusals.append(f"{name} in {path} would replace capguard's proxy")
             elif name == "env-file":
                 more_env.append(_unquote(value))
             elif f"--{name}" in shortcuts and _unquote(value).lower() in _TRUE:
-                found.model(shortcuts[f"--{name}"], f"{name} in {path}")
+                found.model(shortcuts[f"--{name}"], "--model", f"{name} in {path}", "conf")
     for path in env_files(args, env, more_env):
         text = _read(path)
         if text is None:
@@ -154,9 +176,9 @@ def named_in_files(
             elif name.startswith("AIDER_"):
                 option = name[6:].lower().replace("_", "-")
                 if option in MODEL_KEYS:
-                    found.model(value, f"{name} in {path}")
+                    found.model(value, MODEL_KEYS[option], f"{name} in {path}", "dotenv")
                 elif f"--{option}" in shortcuts and _unquote(value).lower() in _TRUE:
-                    found.model(shortcuts[f"--{option}"], f"{name} in {path}")
+                    found.model(shortcuts[f"--{option}"], "--model", f"{name} in {path}", "dotenv")
     for path in model_settings_files(env):
         text = _read(path)
         if text is None:
@@ -165,12 +187,16 @@ def named_in_files(
             found.refusals.append(f"{path} has an escaped string capguard does not read")
         if routed := _ROUTING_PARAMS.search(text):
             found.refusals.append(f"{routed.group(1)} in {path} would send aider's requests around capguard's proxy")
+        entry = None  # the model whose entry the lines below belong to
         for line in text.splitlines():
+            if begun := _ENTRY_NAME.match(line):
+                entry = _unquote(begun.group(1).split(",", 1)[0].rstrip("}] "))
             named = _SETTINGS_MODEL.search(line)
             if named is None:
                 continue
             value = named.group(2).split(",", 1)[0].rstrip("}] ")
             if value in ("", "null", "~"):
                 continue
-            found.model(value, f"{named.group(1)} in {path}")
+            option = "--weak-model" if named.group(1) == "weak_model_name" else "--editor-model"
+            found.model(value, option, f"{named.group(1)} in {path}", "settings", entry)
     return found
