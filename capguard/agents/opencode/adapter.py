@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from capguard.agents.base import Front, LaunchPlan, command_line, option_value, strict_refusal
+from capguard.agents.opencode import own_files
 from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
 from capguard.config.settings import Settings
@@ -285,6 +286,10 @@ class OpenCodeAdapter:
         fronts: list[Front] | None = None
         told: Callable[[dict[str, str]], tuple[list[str], dict[str, str]]] | None = None
         if strict:
+            home = Path(env.get("HOME") or Path.home())
+            loaded = own_files.refusals(directory, env, home, _jsonc, frozenset(SDK_DIALECTS))
+            if loaded:
+                raise ConfigError(strict_refusal("opencode", loaded[0]))
             fronts, tell, strict_notes = strict_fronts(args, config, env, store)
             notes += strict_notes
             by_mount = {front.mount: front for front in fronts}
