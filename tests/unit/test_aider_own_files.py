@@ -28,7 +28,7 @@ def named(repo, args=(), env=None):
 
 
 def test_models_named_in_every_file_aider_reads(repo):
-    (repo / ".aider.conf.yml").write_text("# weak-model: groq/commented-out\nweak-model: 'groq/llama-3.1-8b'\n")
+    (repo / ".aider.conf.yml").write_text("# weak-model: groq/commented-out\n--weak-model: 'groq/llama-3.1-8b'\n")
     (repo.parent / "home" / ".aider.conf.yml").write_text(
         'editor-model: "deepseek/deepseek-chat"  # editor\n4o: true\n'
     )
@@ -47,7 +47,7 @@ def test_models_named_in_every_file_aider_reads(repo):
         "mistral/mistral-small",
         "xai/grok-3",
     }
-    assert found.models["groq/llama-3.1-8b"] == f"weak-model in {repo / '.aider.conf.yml'}"
+    assert found.models["groq/llama-3.1-8b"] == f"weak-model in {repo / '.aider.conf.yml'}"  # `--weak-model:` too
     assert not found.refusals
 
 
@@ -59,6 +59,10 @@ def test_models_named_in_every_file_aider_reads(repo):
         (".aider.model.settings.yml", "- name: gpt-4o\n  extra_params:\n    custom_llm_provider: bedrock\n", "custom_llm"),
         (".aider.model.settings.yml", '- name: gpt-4o\n  extra_params:\n    "api\\x5fbase": http://x\n', "escaped"),
         (".aider.conf.yml", '"weak\\x2dmodel": groq/llama\n', "escaped"),
+        (".aider.conf.yml", "{weak-model: xai/grok-3-mini}\n", "flow mapping"),
+        (".aider.conf.yml", "? weak-model\n: xai/grok-3-mini\n", "flow mapping"),
+        (".aider.conf.yml", "--set-env: OPENAI_API_BASE=http://x\n", "set-env in"),
+        (".aider.model.settings.yml", "- name: gpt-4o\n  ? weak_model_name\n  : xai/grok-3-mini\n", "complex key"),
         (".aider.conf.yml", "model-settings-file: elsewhere.yml\n", "model-settings-file in"),
         (".aider.conf.yml", "set-env: OPENAI_API_BASE=http://x\n", "set-env in"),
         (".env", "AIDER_MODEL_SETTINGS_FILE=x.yml\n", "AIDER_MODEL_SETTINGS_FILE in"),

@@ -30,7 +30,10 @@ ROUTING_KEYS = ("set-env", "model-settings-file", "openai-api-base")
 _ROUTING_PARAMS = re.compile(r"\b(api_base|base_url|custom_llm_provider)\b")
 _ENTRY_NAME = re.compile(r"^\s*(?:-\s*\{?\s*)?['\"]?name['\"]?\s*:\s*(.*)$")
 _SETTINGS_MODEL = re.compile(r"\b(weak_model_name|editor_model_name)\b['\"]?\s*:\s*(.*)$")
-_CONF_KEY = re.compile(r"^\s*['\"]?([A-Za-z0-9][A-Za-z0-9_-]*)['\"]?\s*:\s*(.*?)\s*$")
+# configargparse takes an option's name with or without its dashes as a key (`weak-model:`, `--weak-model:`)
+_CONF_KEY = re.compile(r"^\s*['\"]?(?:--)?([A-Za-z0-9][A-Za-z0-9_-]*)['\"]?\s*:\s*(.*?)\s*$")
+# YAML a line reader cannot follow: a flow mapping or a complex key (`{weak-model: x}`, `? weak-model`)
+_UNREAD = re.compile(r"^\s*(?:-\s+)?[{?]", re.MULTILINE)
 _DOTENV = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 # A double-quoted YAML string with an escape: a key could be spelled `"weak\x2dmodel"`, which aider reads as
 # weak-model and a line reader would not
@@ -143,8 +146,8 @@ def named_in_files(
         text = _read(path)
         if text is None:
             continue
-        if _ESCAPED.search(text):
-            found.refusals.append(f"{path} has an escaped string capguard does not read")
+        if _ESCAPED.search(text) or _UNREAD.search(text):
+            found.refusals.append(f"{path} has YAML capguard does not read (an escaped string, a flow mapping)")
         for line in text.splitlines():
             key = _CONF_KEY.match(line)
             if key is None:
@@ -183,8 +186,8 @@ def named_in_files(
         text = _read(path)
         if text is None:
             continue
-        if _ESCAPED.search(text):
-            found.refusals.append(f"{path} has an escaped string capguard does not read")
+        if _ESCAPED.search(text) or re.search(r"^\s*(?:-\s+)?\?", text, re.MULTILINE):
+            found.refusals.append(f"{path} has YAML capguard does not read (an escaped string, a complex key)")
         if routed := _ROUTING_PARAMS.search(text):
             found.refusals.append(f"{routed.group(1)} in {path} would send aider's requests around capguard's proxy")
         entry = None  # the model whose entry the lines below belong to
