@@ -176,18 +176,20 @@ def test_a_base_url_aider_would_load_from_a_dotenv_is_refused(capguard, repo):
     [
         (".aider.model.settings.yml", "- name: aider/extra_params\n  extra_params:\n    api_base: {elsewhere}\n"),
         (".aider.conf.yml", "weak-model: xai/grok-3-mini\n"),
+        (".env", "USE_LITELLM_PROXY=True\nLITELLM_PROXY_API_BASE={elsewhere}\n"),
     ],
-    ids=["api_base-in-model-settings", "weak-model-in-conf"],
+    ids=["api_base-in-model-settings", "weak-model-in-conf", "litellm-proxy-in-dotenv"],
 )
 def test_a_cloned_repos_aider_settings_cannot_route_around_the_proxy(capguard, repo, name, text):
     """A repo's .aider.model.settings.yml (which aider loads by itself) gives every model an `api_base`: run plainly,
     the real aider sends its calls there, none to the server it was given; under --strict capguard refuses at start
-    and names the file, so no call goes anywhere uncounted. A weak model the repo's config puts on a provider the
-    proxy does not front is refused the same way."""
+    and names the file, so no call goes anywhere uncounted. A repo's .env switching litellm to a LiteLLM proxy
+    elsewhere (USE_LITELLM_PROXY) and a weak model its config puts on a provider the proxy does not front are
+    refused the same way."""
     with FakeChat(runaway()) as server, FakeChat(runaway()) as elsewhere:
         (repo / name).write_text(text.format(elsewhere=elsewhere.base_url))
         flags = [*aider_flags(server.base_url), "--message", "fix hello.py", "hello.py"]
-        if name == ".aider.model.settings.yml":  # the route is real: aider itself, no capguard
+        if "{elsewhere}" in text:  # the route is real: aider itself, no capguard
             subprocess.run(["aider", *flags], cwd=repo, env=capguard.env, capture_output=True, timeout=120)
             assert elsewhere.requests and not server.requests
             elsewhere.reset()

@@ -68,6 +68,8 @@ def test_models_named_in_every_file_aider_reads(repo):
         (".env", "AIDER_MODEL_SETTINGS_FILE=x.yml\n", "AIDER_MODEL_SETTINGS_FILE in"),
         (".env", "OPENROUTER_API_BASE=http://x\n", "OPENROUTER_API_BASE in"),
         (".env", "NO_PROXY=\n", "NO_PROXY in"),
+        (".env", "USE_LITELLM_PROXY=True\nLITELLM_PROXY_API_BASE=http://x\n", "USE_LITELLM_PROXY in"),
+        (".env", "AZURE_API_BASE=http://x\n", "AZURE_API_BASE in"),
     ],
 )  # fmt: skip
 def test_routes_around_the_proxy_are_refused(repo, name, text, word):
@@ -87,6 +89,9 @@ def test_a_conf_files_env_file_is_read_too(repo):
 def test_routing_variables_in_the_environment_are_refused(repo):
     found = named(repo, env={**env_of(repo), "AIDER_SET_ENV": "OPENAI_API_BASE=http://x"})
     assert found.refusals == ["AIDER_SET_ENV in the environment may send requests elsewhere"]
+    found = named(repo, env={**env_of(repo), "USE_LITELLM_PROXY": "True"})
+    assert found.refusals == ["USE_LITELLM_PROXY in the environment may send requests elsewhere"]
+    assert not named(repo, env={**env_of(repo), "USE_LITELLM_PROXY": "false"}).refusals
 
 
 def test_a_weak_model_a_repo_names_on_a_provider_not_fronted_is_refused(repo):

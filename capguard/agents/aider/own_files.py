@@ -24,6 +24,9 @@ CONF = ".aider.conf.yml"
 MODEL_SETTINGS = ".aider.model.settings.yml"
 # Keys of aider's command line that name a model, as written in .aider.conf.yml and as AIDER_* variables
 MODEL_KEYS = {"model": "--model", "weak-model": "--weak-model", "editor-model": "--editor-model"}
+# litellm's switch that sends every call to a LiteLLM proxy (USE_LITELLM_PROXY), and that proxy's URL: a repo's .env
+# with both sent every call of a strict run there, uncounted (the real aider, tests/integration/test_strict_aider.py)
+LITELLM_ROUTING = ("USE_LITELLM_PROXY", "LITELLM_PROXY_API_BASE")
 # Settings that would route requests where capguard cannot see them: refused in strict mode wherever they are set
 ROUTING_KEYS = ("set-env", "model-settings-file", "openai-api-base")
 # litellm arguments in a model's extra_params that move a call to another server or provider
@@ -134,8 +137,8 @@ def named_in_files(
     that hold a provider's base URL, refused in a .env file (aider loads it over the proxy's)."""
     bases = set(base_variables)
     found = Named()
-    for variable in ("AIDER_SET_ENV", "AIDER_MODEL_SETTINGS_FILE"):
-        if env.get(variable):
+    for variable in ("AIDER_SET_ENV", "AIDER_MODEL_SETTINGS_FILE", "USE_LITELLM_PROXY"):
+        if env.get(variable) and env[variable].strip().lower() not in ("false", "0", "no", "off"):
             found.refusals.append(f"{variable} in the environment may send requests elsewhere")
     for flag, model in shortcuts.items():  # AIDER_4O=true and the like
         variable = "AIDER_" + flag.removeprefix("--").upper().replace("-", "_")
@@ -174,7 +177,7 @@ def named_in_files(
                 found.refusals.append(f"{name} in {path} may send requests elsewhere")
             elif name in ("NO_PROXY", "no_proxy"):  # aider loads it over the one that keeps the proxy's hop direct
                 found.refusals.append(f"{name} in {path} (aider loads it over capguard's own)")
-            elif name in bases:
+            elif name in bases or name in LITELLM_ROUTING or name.endswith(("_API_BASE", "_BASE_URL")):
                 found.refusals.append(f"{name} in {path} (aider loads it over capguard's proxy)")
             elif name.startswith("AIDER_"):
                 option = name[6:].lower().replace("_", "-")
