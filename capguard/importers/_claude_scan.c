@@ -10,8 +10,11 @@
  * msgspec both read it) throughout, skipped content included, nor of one where a field read here repeats its key,
  * has a key or a string value with a backslash escape, has a type other than msgspec's (`str | None`,
  * `bool | None`, an object or null; counts: plain non-negative integers of at most 18 digits), nor of one nested
- * deeper than 64 levels, with a number longer than 40 characters or an escaped surrogate. The rules on the
- * values (bounds, names, forks, synthetic replies) stay in decode.from_fields, in Python.
+ * deeper than 64 levels, with a number longer than 40 characters or an escaped surrogate.
+ *
+ * `Lines.replies(...)` goes one step further for the common line: it applies decode.from_fields' rules and
+ * max-wins itself and appends the FoundReply the Python loop would make (see "counting the common line here");
+ * any line of a rarer shape is still handed to Python, which counts it as before.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem, memrchr */
@@ -514,56 +517,65 @@ static PyObject *fields_tuple(Lines *self, Fields *f) {
     return t;
 }
 
-static PyObject *Lines_next(Lines *self) {
+/* the next line to read (a repeat of the reply just counted is skipped): 1, with its start and end, and whether
+ * `f` holds its fields (0: this reader is not certain of them); 0 at the end of the bytes */
+static int next_line(Lines *self, Py_ssize_t *start, Py_ssize_t *end, Fields *f, int *typed) {
     const char *data = self->buf.buf;
     Py_ssize_t size = self->size;
     for (;;) {
         Py_ssize_t at = find_usage(data, self->pos, size);
         if (at < 0) {
             self->pos = size;
-            return NULL; /* StopIteration */
+            return 0;
         }
         const char *nl = memchr(data + at, '\n', size - at);
-        Py_ssize_t end = nl ? nl - data : size;
-        self->pos = end + 1;
-        if (self->repeat_n && at + self->repeat_n <= end &&
+        *end = nl ? nl - data : size;
+        self->pos = *end + 1;
+        if (self->repeat_n && at + self->repeat_n <= *end &&
             memcmp(data + at, data + self->repeat_at, self->repeat_n) == 0 &&
-            flat_tail(self, at + self->repeat_n, end))
+            flat_tail(self, at + self->repeat_n, *end))
             continue; /* the next content block of the reply just counted */
-        Py_ssize_t start = line_start(data, at);
+        *start = line_start(data, at);
         self->at = at;
-        self->end = end;
-        Fields f;
-        PyObject *fields;
-        if (read_line((const unsigned char *)data + start, (const unsigned char *)data + end, &f) < 0) {
-            fields = Py_NewRef(Py_None);
-        } else if ((fields = fields_tuple(self, &f)) == NULL) {
-            return NULL;
-        }
-        return Py_BuildValue("(nnnN)", start, at, end, fields);
+        self->end = *end;
+        *typed = read_line((const unsigned char *)data + *start, (const unsigned char *)data + *end, f) == 0;
+        return 1;
     }
 }
 
-/* counted(request_id): the reply of the last line yielded was counted; as claude_scan._repeat_of */
-static PyObject *Lines_counted(Lines *self, PyObject *request_id) {
+/* (start, at, end, fields or None) of a line, as the iterator yields it */
+static PyObject *line_tuple(Lines *self, Py_ssize_t start, Py_ssize_t end, Fields *f, int typed) {
+    PyObject *fields = typed ? fields_tuple(self, f) : Py_NewRef(Py_None);
+    if (fields == NULL) return NULL;
+    return Py_BuildValue("(nnnN)", start, self->at, end, fields);
+}
+
+static PyObject *Lines_next(Lines *self) {
+    Py_ssize_t start, end;
+    int typed;
+    Fields f;
+    if (!next_line(self, &start, &end, &f, &typed)) return NULL; /* StopIteration */
+    return line_tuple(self, start, end, &f, typed);
+}
+
+/* the reply of the last line read was counted, its request id id[:n] (n = 0: none): skip the lines that repeat it,
+ * as claude_scan._repeat_of; -1 on an error */
+static int set_repeat(Lines *self, const char *id, Py_ssize_t n) {
     const char *data = self->buf.buf;
     self->repeat_n = 0;
     Py_CLEAR(self->marker);
-    if (!PyUnicode_Check(request_id) || PyUnicode_GET_LENGTH(request_id) == 0) Py_RETURN_NONE;
-    Py_ssize_t n;
-    const char *id = PyUnicode_AsUTF8AndSize(request_id, &n);
-    if (id == NULL) { /* a lone surrogate (from an escape): no line's bytes name it so */
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
+    if (n == 0) return 0;
     char *m = PyMem_Malloc(n + 14);
-    if (m == NULL) return PyErr_NoMemory();
+    if (m == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     memcpy(m, "\"requestId\":\"", 13);
     memcpy(m + 13, id, n);
     m[13 + n] = '"';
     PyObject *marker = PyBytes_FromStringAndSize(m, n + 14);
     PyMem_Free(m);
-    if (marker == NULL) return NULL;
+    if (marker == NULL) return -1;
     self->marker = marker;
     Py_ssize_t at = self->at, end = self->end;
     Py_ssize_t found = find(data, at, end, PyBytes_AS_STRING(marker), PyBytes_GET_SIZE(marker));
@@ -577,10 +589,297 @@ static PyObject *Lines_counted(Lines *self, PyObject *request_id) {
     }
     if (close < 0 || !flat_tail(self, close + 1, end)) {
         Py_CLEAR(self->marker);
-        Py_RETURN_NONE;
+        return 0;
     }
     self->repeat_at = at;
     self->repeat_n = close + 1 - at;
+    return 0;
+}
+
+/* counted(request_id): the reply of the last line yielded was counted; as claude_scan._repeat_of */
+static PyObject *Lines_counted(Lines *self, PyObject *request_id) {
+    Py_ssize_t n = 0;
+    const char *id = NULL;
+    if (PyUnicode_Check(request_id) && PyUnicode_GET_LENGTH(request_id) > 0) {
+        id = PyUnicode_AsUTF8AndSize(request_id, &n);
+        if (id == NULL) { /* a lone surrogate (from an escape): no line's bytes name it so */
+            PyErr_Clear();
+            n = 0;
+        }
+    }
+    if (set_repeat(self, id, n) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* -- counting the common line here ----------------------------------------------------------------------------
+ *
+ * `replies(seen, subagent, base, out, want_session)` reads lines as the iterator does and counts a line of the
+ * common shape itself, as claude_scan's loop would (decode.from_fields, claude_scan._count, ReplyCounter.count,
+ * logs.max_wins): a reply or a correction is appended to `out` as a FoundReply, the max-wins state in `seen`
+ * (key -> [the 6 largest figures, corrections made]) is the Python loop's, and a counted reply's next content
+ * blocks are skipped. It returns the first line it leaves to Python, as the iterator yields it (Python counts it
+ * and calls again), or None at the end. Left to Python: a line not typed here, any line from_fields would answer
+ * UNUSUAL for or count as suspicious (a figure at the bound), a name that may be too long, a timestamp not in
+ * Claude Code's own form, a max-wins state of another shape, and, while `want_session`, a line naming a session
+ * (the Python loop takes the file's facts from it). */
+
+static struct {
+    PyObject *reply_type; /* claude_scan.FoundReply */
+    PyObject *details_of; /* decode.details_of */
+    PyObject *models;     /* decode.MODEL_NAMES: one str object per model name */
+    PyObject *synthetic;  /* decode.SYNTHETIC_MODEL, as bytes */
+    long long max_tokens; /* sanitize.MAX_TOKENS */
+    Py_ssize_t max_name;  /* sanitize.MAX_NAME */
+} cfg;
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *reply_type, *details_of, *models, *synthetic;
+    long long max_tokens;
+    Py_ssize_t max_name;
+    if (!PyArg_ParseTuple(args, "O!OO!SLn", &PyType_Type, &reply_type, &details_of, &PyDict_Type, &models,
+                          &synthetic, &max_tokens, &max_name))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)reply_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the reply type must be a tuple subclass");
+        return NULL;
+    }
+    Py_XSETREF(cfg.reply_type, Py_NewRef(reply_type));
+    Py_XSETREF(cfg.details_of, Py_NewRef(details_of));
+    Py_XSETREF(cfg.models, Py_NewRef(models));
+    Py_XSETREF(cfg.synthetic, Py_NewRef(synthetic));
+    cfg.max_tokens = max_tokens;
+    cfg.max_name = max_name;
+    Py_RETURN_NONE;
+}
+
+static int is_str(const Value *v) { return v->kind == V_STR; }
+static int nonempty(const Value *v) { return v->kind == V_STR && v->n > 0; }
+static int same_text(const Value *a, const Value *b) { return a->n == b->n && memcmp(a->s, b->s, a->n) == 0; }
+
+/* a key's seen figures as max_wins keeps them; 0 when they are not a list of 7 ints this reader can hold */
+static int old_figures(PyObject *old, long long out[N_COUNTS + 1]) {
+    if (!PyList_CheckExact(old) || PyList_GET_SIZE(old) != N_COUNTS + 1) return 0;
+    for (int i = 0; i <= N_COUNTS; i++) {
+        PyObject *item = PyList_GET_ITEM(old, i);
+        if (!PyLong_CheckExact(item)) return 0;
+        int overflow;
+        out[i] = PyLong_AsLongLongAndOverflow(item, &overflow);
+        if (overflow || (out[i] == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (out[i] < 0 || out[i] > (1LL << 60)) return 0;
+    }
+    return 1;
+}
+
+static PyObject *int_list(const long long *values, int n) {
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(values[i]);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *int_tuple(const long long *values, int n) {
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(values[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+/* FoundReply(key, occurred_utc, model, figures, offset, step, details), made as tuple.__new__ makes a tuple
+ * subclass's instance; steals key, at and figures */
+static PyObject *found_reply(PyObject *key, PyObject *at, PyObject *model, PyObject *figures, Py_ssize_t offset,
+                             int step, PyObject *details) {
+    PyObject *items[7] = {key, at, Py_NewRef(model), figures, PyLong_FromSsize_t(offset),
+                          Py_NewRef(step ? Py_True : Py_False), Py_NewRef(details)};
+    PyTypeObject *type = (PyTypeObject *)cfg.reply_type;
+    PyObject *reply = items[4] == NULL ? NULL : type->tp_alloc(type, 7);
+    if (reply == NULL) {
+        for (int i = 0; i < 7; i++) Py_XDECREF(items[i]);
+        return NULL;
+    }
+    for (int i = 0; i < 7; i++) PyTuple_SET_ITEM(reply, i, items[i]);
+    return reply;
+}
+
+/* prefix + the string's text (valid UTF-8: read_line checked it) */
+static PyObject *prefixed(const char *prefix, const Value *v) {
+    Py_ssize_t p = (Py_ssize_t)strlen(prefix), n = p + v->n;
+    char small[256], *buf = n <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(n);
+    if (buf == NULL) return PyErr_NoMemory();
+    memcpy(buf, prefix, p);
+    memcpy(buf + p, v->s, v->n);
+    PyObject *out = PyUnicode_DecodeUTF8(buf, n, "strict");
+    if (buf != small) PyMem_Free(buf);
+    return out;
+}
+
+/* 1: the line is counted here (a reply appended to `out`, or none), 0: Python must count it, -1: an error */
+static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, int subagent, Py_ssize_t base,
+                      PyObject *out, int want_session) {
+    Value *v = f->v;
+    if (want_session && nonempty(&v[F_SESSION])) return 0;
+    /* decode.from_fields, in its order */
+    if (!(is_str(&v[F_TYPE]) && v[F_TYPE].n == 9 && memcmp(v[F_TYPE].s, "assistant", 9) == 0)) return 1;
+    if (v[F_API_ERROR].kind == V_TRUE) return 1;
+    if (is_str(&v[F_COPIED_FROM]) && !(is_str(&v[F_SESSION]) && same_text(&v[F_COPIED_FROM], &v[F_SESSION])))
+        return 1; /* a fork's copy of its parent's reply */
+    if (!f->message || !nonempty(&v[F_MESSAGE_ID]) || !f->usage) return 0;
+    const Value *served = &v[F_MODEL];
+    if (is_str(served) && served->n == PyBytes_GET_SIZE(cfg.synthetic) &&
+        memcmp(served->s, PyBytes_AS_STRING(cfg.synthetic), served->n) == 0)
+        return 1;
+    long long figures[N_COUNTS];
+    for (int i = 0; i < N_COUNTS; i++) {
+        if (f->counts[i] >= cfg.max_tokens) return 0; /* out of bounds, or suspicious: Python says which */
+        figures[i] = f->counts[i];
+    }
+    if (figures[K_1H] > figures[K_WRITE]) figures[K_1H] = figures[K_WRITE];
+    const Value *model = nonempty(&v[F_REQUESTED_MODEL]) ? &v[F_REQUESTED_MODEL] : served;
+    if ((is_str(model) && model->n > cfg.max_name) || (is_str(served) && served->n > cfg.max_name)) return 0;
+    const Value *stamp = &v[F_TIMESTAMP];
+    if (is_str(stamp)) { /* claude_scan._count's common case; any other text goes through canonical_utc */
+        if (stamp->n != 24 || stamp->s[23] != 'Z' || stamp->s[19] != '.' || stamp->s[10] != 'T') return 0;
+        for (int i = 0; i < 24; i++)
+            if ((unsigned char)stamp->s[i] >= 0x80) return 0;
+    }
+    const Value *request = &v[F_REQUEST];
+    PyObject *key = NULL, *model_obj = NULL, *served_obj = NULL, *geo = NULL, *speed = NULL, *details = NULL,
+             *at = NULL, *reply_key = NULL, *delta_obj = NULL;
+    long long old[N_COUNTS + 1];
+    int step, result = -1;
+    /* the reply's key: claude:<requestId>, else claude:msg:<message.id> */
+    key = nonempty(request) ? prefixed("claude:", request) : prefixed("claude:msg:", &v[F_MESSAGE_ID]);
+    if (key == NULL) goto done;
+    PyObject *seen_figures = PyDict_GetItemWithError(seen, key); /* borrowed */
+    if (seen_figures == NULL && PyErr_Occurred()) goto done;
+    if (seen_figures != NULL) {
+        if (!old_figures(seen_figures, old)) {
+            result = 0;
+            goto done;
+        }
+        int same = 1;
+        for (int i = 0; i < N_COUNTS; i++) same &= old[i] == figures[i];
+        if (same) { /* the next content block of a reply already counted */
+            result = 1;
+            goto done;
+        }
+    }
+    /* the model and details, as from_fields gives them */
+    model_obj = text(self, model == served ? F_MODEL : F_REQUESTED_MODEL, model);
+    if (model_obj == NULL) goto done;
+    if (model_obj != Py_None) {
+        PyObject *interned = PyDict_SetDefault(cfg.models, model_obj, model_obj); /* borrowed */
+        if (interned == NULL) goto done;
+        Py_SETREF(model_obj, Py_NewRef(interned));
+    }
+    int differs = nonempty(served) && model != served && !same_text(model, served);
+    served_obj = differs ? text(self, F_MODEL, served) : Py_NewRef(Py_None);
+    geo = nonempty(&v[F_GEO]) ? text(self, F_GEO, &v[F_GEO]) : Py_NewRef(Py_None);
+    speed = nonempty(&v[F_SPEED]) ? text(self, F_SPEED, &v[F_SPEED]) : Py_NewRef(Py_None);
+    if (served_obj == NULL || geo == NULL || speed == NULL) goto done;
+    details = PyObject_CallFunctionObjArgs(cfg.details_of, geo, speed,
+                                           v[F_ABORTED].kind == V_TRUE ? Py_True : Py_False, served_obj, NULL);
+    if (details == NULL) goto done;
+    if (is_str(stamp)) {
+        char canonical[27];
+        memcpy(canonical, stamp->s, 23);
+        memcpy(canonical + 23, "000Z", 4);
+        at = PyUnicode_FromStringAndSize(canonical, 27);
+    } else {
+        at = Py_NewRef(Py_None);
+    }
+    if (at == NULL) goto done;
+    /* ReplyCounter.count and logs.max_wins */
+    if (seen_figures == NULL) {
+        long long first[N_COUNTS + 1];
+        memcpy(first, figures, sizeof(figures));
+        first[N_COUNTS] = 0;
+        PyObject *kept = int_list(first, N_COUNTS + 1);
+        if (kept == NULL) goto done;
+        int failed = PyDict_SetItem(seen, key, kept);
+        Py_DECREF(kept);
+        if (failed) goto done;
+        delta_obj = int_tuple(figures, N_COUNTS);
+        reply_key = Py_NewRef(key);
+        step = !subagent;
+    } else {
+        long long delta[N_COUNTS];
+        int any = 0;
+        for (int i = 0; i < N_COUNTS; i++) delta[i] = figures[i] > old[i] ? figures[i] - old[i] : 0;
+        if (delta[K_1H] > delta[K_WRITE]) delta[K_1H] = delta[K_WRITE];
+        for (int i = 0; i < N_COUNTS; i++) any |= delta[i] != 0;
+        if (!any) { /* adds nothing */
+            result = 1;
+            goto done;
+        }
+        for (int i = 0; i < N_COUNTS; i++) {
+            if (figures[i] > old[i]) {
+                PyObject *value = PyLong_FromLongLong(figures[i]);
+                if (value == NULL || PyList_SetItem(seen_figures, i, value) < 0) goto done;
+            }
+        }
+        PyObject *corrections = PyLong_FromLongLong(old[N_COUNTS] + 1);
+        if (corrections == NULL || PyList_SetItem(seen_figures, N_COUNTS, corrections) < 0) goto done;
+        delta_obj = int_tuple(delta, N_COUNTS);
+        reply_key = PyUnicode_FromFormat("%U+%lld", key, old[N_COUNTS] + 1);
+        step = 0;
+    }
+    if (delta_obj == NULL || reply_key == NULL) goto done;
+    PyObject *reply = found_reply(reply_key, at, model_obj, delta_obj, base + start, step, details);
+    reply_key = at = delta_obj = NULL; /* stolen */
+    if (reply == NULL) goto done;
+    int failed = PyList_Append(out, reply);
+    Py_DECREF(reply);
+    if (failed || set_repeat(self, request->s, nonempty(request) ? request->n : 0) < 0) goto done;
+    result = 1;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(model_obj);
+    Py_XDECREF(served_obj);
+    Py_XDECREF(geo);
+    Py_XDECREF(speed);
+    Py_XDECREF(details);
+    Py_XDECREF(at);
+    Py_XDECREF(reply_key);
+    Py_XDECREF(delta_obj);
+    return result;
+}
+
+static PyObject *Lines_replies(Lines *self, PyObject *args) {
+    PyObject *seen, *out;
+    int subagent, want_session;
+    Py_ssize_t base;
+    if (!PyArg_ParseTuple(args, "O!pnO!p", &PyDict_Type, &seen, &subagent, &base, &PyList_Type, &out,
+                          &want_session))
+        return NULL;
+    if (cfg.reply_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "call configure() first");
+        return NULL;
+    }
+    Py_ssize_t start, end;
+    int typed;
+    Fields f;
+    while (next_line(self, &start, &end, &f, &typed)) {
+        int done = typed ? count_line(self, &f, start, seen, subagent, base, out, want_session) : 0;
+        if (done < 0) return NULL;
+        if (!done) return line_tuple(self, start, end, &f, typed);
+    }
     Py_RETURN_NONE;
 }
 
@@ -609,6 +908,9 @@ static PyObject *Lines_iter(PyObject *self) { return Py_NewRef(self); }
 static PyMethodDef Lines_methods[] = {
     {"counted", (PyCFunction)Lines_counted, METH_O,
      "counted(request_id): the last line's reply was counted; skip the lines that repeat it"},
+    {"replies", (PyCFunction)Lines_replies, METH_VARARGS,
+     "replies(seen, subagent, base, out, want_session): count the common lines into `out`; the first line left"
+     " to Python, as the iterator yields it, or None at the end"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -649,6 +951,8 @@ static PyObject *read_fields(PyObject *module, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"read_fields", read_fields, METH_O, "read_fields(line): the fields Lines yields for one line, or None"},
+    {"configure", configure, METH_VARARGS,
+     "configure(FoundReply, details_of, MODEL_NAMES, SYNTHETIC_MODEL as bytes, MAX_TOKENS, MAX_NAME)"},
     {NULL, NULL, 0, NULL},
 };
 

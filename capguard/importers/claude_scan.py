@@ -22,18 +22,27 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from capguard.agents.claude.decode import DECODE_ERRORS, UNUSUAL, UsageLine, decode, from_entry, from_fields
+from capguard.agents.claude.decode import (
+    DECODE_ERRORS,
+    MODEL_NAMES,
+    SYNTHETIC_MODEL,
+    UNUSUAL,
+    UsageLine,
+    decode,
+    details_of,
+    from_entry,
+    from_fields,
+)
 from capguard.agents.claude.logs import max_wins
-from capguard.core.sanitize import MAX_TOKENS
+from capguard.core.sanitize import MAX_NAME, MAX_TOKENS
 from capguard.ledger.records import normalize_utc
 
-_compiled: ModuleType | None
+_built: ModuleType | None
 try:  # the compiled reader (optional: a build without a C compiler has only this module's loop)
-    from capguard.importers import _claude_scan as _compiled
+    from capguard.importers import _claude_scan as _built
 except ImportError:
-    _compiled = None
-if os.environ.get("CAPGUARD_PURE_PYTHON") == "1":
-    _compiled = None  # the tests run both
+    _built = None
+_compiled = None if os.environ.get("CAPGUARD_PURE_PYTHON") == "1" else _built  # the tests run both
 
 _USAGE = b'"usage"'
 _CONTENT = b'"content":['
@@ -52,6 +61,11 @@ class FoundReply(NamedTuple):
     offset: int
     step: bool
     details: dict | None
+
+
+# what the compiled reader counts with: the same reply type, details, names and bounds as this module's loop
+if _built is not None:
+    _built.configure(FoundReply, details_of, MODEL_NAMES, SYNTHETIC_MODEL.encode(), MAX_TOKENS, MAX_NAME)
 
 
 @dataclass
@@ -244,12 +258,15 @@ def _decoded(
 
 
 def _scan_compiled(lines: Any, data: bytes, base_offset: int, counter: ReplyCounter, size: int) -> Scan:
-    """`scan` with the compiled reader: the same lines skipped, the same fields (see _claude_scan.c); a line it is
-    not certain of is decoded here, as `scan` decodes it."""
+    """`scan` with the compiled reader: the same lines skipped, the same fields (see _claude_scan.c), the common
+    line counted in C as this loop counts it; a line it leaves here (one it is not certain of, or of a rarer
+    shape) is counted or decoded here, as `scan` does."""
     found = Scan()
     view = memoryview(data)
-    counted, append = lines.counted, found.replies.append
-    for start, _, end, fields in lines:
+    counted, append, replies = lines.counted, found.replies.append, found.replies
+    seen, subagent, rest = counter.seen, counter.subagent, lines.replies
+    while (line := rest(seen, subagent, base_offset, replies, found.session_id is None)) is not None:
+        start, _, end, fields = line
         try:
             if fields is not None and (used := from_fields(*fields)) is not UNUSUAL:
                 request_id = fields[9]

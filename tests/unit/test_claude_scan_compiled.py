@@ -338,3 +338,146 @@ def test_repeated_blocks_are_skipped_in_c(monkeypatch):
     lines = compiled.Lines(data)
     starts = [sum(len(b) for b in blocks[:i]) for i in range(len(blocks))]
     assert [lines.counted("\ud800") or start for start, *_ in lines] == starts
+
+
+# -- the common line counted in C (Lines.replies) -------------------------------------------------------------
+
+
+def _reply_line(base: dict, n: int, **changes) -> dict:
+    """`base` as the reply to request n (its own request and message ids), with `changes`: top-level keys, or
+    `message.<key>` / `usage.<key>` (None deletes the key when given as `...`)."""
+    entry = json.loads(json.dumps(base))
+    entry["requestId"] = f"req_{n:04d}"
+    entry["message"]["id"] = f"msg_{n:04d}"
+    entry["uuid"] = f"u{n}"
+    for name, value in changes.items():
+        where, _, key = name.rpartition("__")
+        target = entry if not where else entry["message"] if where == "message" else entry["message"]["usage"]
+        if value is ...:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return entry
+
+
+def counting_cases() -> list[list[dict]]:
+    """Files (lists of lines, after a first line naming the session) that reach each rule of the C path."""
+    base = assistant()
+    session = base.get("sessionId") or "s"
+    long_name = "m" * 200
+    cases: list[list[dict]] = []
+    singles = [
+        {},
+        {"type": "user"},
+        {"type": None},
+        {"isApiErrorMessage": True},
+        {"isApiErrorMessage": False},
+        {"requestSessionId": session},
+        {"requestSessionId": "another-session"},
+        {"requestSessionId": "another-session", "sessionId": None},
+        {"requestId": ""},
+        {"requestId": None},
+        {"message__id": ""},
+        {"message__id": ...},
+        {"message__usage": None},
+        {"message__model": "<synthetic>"},
+        {"message__model": "", "requestedModel": ""},
+        {"message__model": None},
+        {"message__model": long_name},
+        {"message__model": long_name + "m"},
+        {"requestedModel": long_name + "m"},
+        {"message__model": "é" * 150},  # 150 characters, 300 bytes
+        {"requestedModel": "claude-haiku-4-5"},
+        {"requestedModel": base["message"]["model"]},
+        {"requestedModel": ""},
+        {"isAbortedMidStream": True},
+        {"usage__speed": ""},
+        {"usage__speed": "fast"},
+        {"usage__inference_geo": "us"},
+        {"usage__inference_geo": ""},
+        {"timestamp": None},
+        {"timestamp": ""},
+        {"timestamp": "2026-11-23T06:05:53.728Z"},
+        {"timestamp": "2026-11-23T06:05:5.7281Z"},  # 24 characters, the dot one place early
+        {"timestamp": "2026-11-23 06:05:53.728Z"},
+        {"timestamp": "2026-11-23T06:05:53.728+"},
+        {"timestamp": "2026-11-23T06:05:53.72éZ"},
+        {"timestamp": "2026-11-23T06:05:53Z"},
+        {"usage__input_tokens": 10**9},
+        {"usage__input_tokens": 10**9 - 1},
+        {"usage__input_tokens": 10**9 + 1},
+        {"usage__cache_creation_input_tokens": 5, "usage__cache_creation": {"ephemeral_1h_input_tokens": 9}},
+        {"usage__server_tool_use": {"web_search_requests": 3}},
+    ]
+    cases.append([_reply_line(base, n, **change) for n, change in enumerate(singles, 1)])
+    # one request's lines: growing, repeating, shrinking, the 1-hour part growing faster than the writes
+    grow = []
+    for i, (out, write, hour, web) in enumerate(
+        [
+            (10, 100, 0, 0),
+            (10, 100, 0, 0),
+            (25, 100, 0, 0),
+            (20, 100, 0, 0),
+            (25, 100, 80, 0),
+            (25, 130, 130, 0),
+            (30, 130, 130, 2),
+            (30, 130, 130, 2),
+        ]
+    ):
+        entry = _reply_line(
+            base,
+            999,
+            **{
+                "usage__output_tokens": out,
+                "usage__cache_creation_input_tokens": write,
+                "usage__cache_creation": {"ephemeral_1h_input_tokens": hour},
+                "usage__server_tool_use": {"web_search_requests": web},
+            },
+        )
+        entry["uuid"] = f"g{i}"
+        entry["extra"] = {"block": i}  # not a flat tail: no line is skipped unread
+        grow.append(entry)
+    cases.append(grow)
+    # the same with the figures at the bound on a later line (suspicious), and with no request id (message key)
+    bound = [dict(line, extra={"block": i}) for i, line in enumerate(grow)]
+    bound[-1] = _reply_line(base, 999, usage__output_tokens=10**9)
+    cases.append(bound)
+    cases.append([_reply_line(base, 7, requestId=None), _reply_line(base, 7, requestId=None, usage__output_tokens=999)])
+    return cases
+
+
+@pytest.mark.parametrize("subagent", [False, True])
+def test_lines_of_every_shape_count_the_same_in_c(monkeypatch, subagent):
+    first = dumps(assistant())
+    for case in counting_cases():
+        data = b"\n".join([first, *map(dumps, case)]) + b"\n"
+        assert_same(monkeypatch, data, subagent)
+
+
+def test_the_common_line_is_counted_in_c(monkeypatch):
+    """Of a file Claude Code wrote, only the line that names the session reaches Python; the other replies are
+    counted in C, as the Python loop counts them."""
+    claude = [p.read_bytes() for p in TRANSCRIPTS if "claude" in p.parts and p.parent.name != "subagents"]
+    data = max(claude, key=lambda d: d.count(b'"requestId"'))
+    data = data[: data.rfind(b"\n") + 1]
+    lines, seen, out, left = compiled.Lines(data), {}, [], []
+    while (line := lines.replies(seen, False, 0, out, not left)) is not None:
+        left.append(line)
+    assert len(left) == 1 and left[0][3][3]  # the first line naming the session
+    python, c = both(monkeypatch, data)
+    assert len(out) >= len(python[0].replies) - 1 >= 4  # every reply but that line's counted in C
+    assert c == python
+    # when the session is known, none at all
+    lines, seen, out = compiled.Lines(data), {}, []
+    assert lines.replies(seen, False, 0, out, False) is None
+    assert len(out) == len(python[0].replies)
+
+
+def test_replies_needs_the_reply_type_first():
+    code = (
+        "from capguard.importers import _claude_scan as c\n"
+        "try:\n    c.Lines(b'{}\\n').replies({}, False, 0, [], True)\n"
+        "except RuntimeError as e:\n    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "configure" in done.stdout

@@ -86,7 +86,7 @@ def from_entry(entry: dict) -> UsageLine | None:
     )
     return UsageLine(
         f"claude:{request_id}" if has_request else f"claude:msg:{message_id}",
-        model if model is None else _MODELS.setdefault(model, model),
+        model if model is None else MODEL_NAMES.setdefault(model, model),
         figures,
         details,
         get("timestamp"),
@@ -140,7 +140,7 @@ def _plain_figures(usage: dict) -> list[int] | None:
 # One `details` dict per distinct shape, shared: a reply's details are a handful of shapes over a whole import, and
 # shared objects pickle once per batch. Model names likewise.
 _DETAILS: dict[tuple, dict | None] = {}
-_MODELS: dict[str, str] = {}
+MODEL_NAMES: dict[str, str] = {}  # the importer's compiled reader interns into it too
 
 
 def details_of(geo: str | None, speed: str | None, aborted: bool, served: str | None) -> dict | None:
@@ -283,7 +283,7 @@ def from_fields(
         return UNUSUAL  # names from outside are cut to size by `from_entry`
     return UsageLine(
         f"claude:{request_id}" if request_id else f"claude:msg:{message_id}",
-        model if model is None else _MODELS.setdefault(model, model),
+        model if model is None else MODEL_NAMES.setdefault(model, model),
         figures,
         details_of(
             geo or None,
