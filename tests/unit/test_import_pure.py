@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from capguard.importers import aider, claude
+from capguard.importers.claude_files import session_of
 from capguard.importers.progress import Progress, size
 from capguard.importers.state import ImportState
 from capguard.importers.unit_prices import UnitPricer
@@ -274,3 +276,20 @@ def test_corrections_fold_into_their_requests_row_when_it_is_read_with_them():
         ("claude:b", (5, 5, 0, 0, 0, 0)),
         ("claude:z+3", (0, 7, 0, 0, 0, 0)),  # its request was read before: it continues the ledger's
     ]
+
+
+def test_a_transcripts_session_comes_from_its_path_as_os_path_reads_it():
+    """`session_of` slices strings (planning 8,000 files); it gives what os.path's split and splitext give."""
+    assert session_of("/h/.claude/projects/-p/4d1c.jsonl") == ("4d1c", False)
+    assert session_of("/h/.claude/projects/-p/4d1c/subagents/agent-a1.jsonl") == ("4d1c", True)
+    parts = ["a", "subagents", "s1.jsonl", ".jsonl", "..jsonl", "x.y.jsonl", "agent-1.jsonl", "", ".", "..", "é"]
+    parts += ["a.b", "subagents.jsonl", ".hidden.jsonl", "...", "s."]
+    rng = random.Random(3)
+    for _ in range(20_000):
+        path = "/" * rng.randint(0, 1) + "/".join(rng.choice(parts) for _ in range(rng.randint(1, 5)))
+        folder, name = os.path.split(path)
+        parent, folder_name = os.path.split(folder)
+        expected = (
+            (os.path.basename(parent), True) if folder_name == "subagents" else (os.path.splitext(name)[0], False)
+        )
+        assert session_of(path) == expected, path
