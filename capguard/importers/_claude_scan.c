@@ -21,6 +21,7 @@
 #endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -394,6 +395,7 @@ typedef struct {
     Py_ssize_t repeat_at, repeat_n; /* the last counted reply's bytes from `"usage"` through its message's end */
     PyObject *marker;               /* and its `"requestId":"<id>"`, bytes */
     Cached cache[N_FIELDS];
+    PyObject *first_at, *last_at;   /* the earliest and latest time of a reply counted by `replies` (folded too) */
 } Lines;
 
 static const char USAGE[] = "\"usage\"";
@@ -613,15 +615,17 @@ static PyObject *Lines_counted(Lines *self, PyObject *request_id) {
 
 /* -- counting the common line here ----------------------------------------------------------------------------
  *
- * `replies(seen, subagent, base, out, want_session)` reads lines as the iterator does and counts a line of the
- * common shape itself, as claude_scan's loop would (decode.from_fields, claude_scan._count, ReplyCounter.count,
+ * `replies(seen, subagent, base, out, want_session, fold)` reads lines as the iterator does and counts a line of
+ * the common shape itself, as claude_scan's loop would (decode.from_fields, claude_scan._count, ReplyCounter.count,
  * logs.max_wins): a reply or a correction is appended to `out` as a FoundReply, the max-wins state in `seen`
  * (key -> [the 6 largest figures, corrections made]) is the Python loop's, and a counted reply's next content
- * blocks are skipped. It returns the first line it leaves to Python, as the iterator yields it (Python counts it
- * and calls again), or None at the end. Left to Python: a line not typed here, any line from_fields would answer
- * UNUSUAL for or count as suspicious (a figure at the bound), a name that may be too long, a timestamp not in
- * Claude Code's own form, a max-wins state of another shape, and, while `want_session`, a line naming a session
- * (the Python loop takes the file's facts from it). */
+ * blocks are skipped. With `fold` (a dict: request key -> its row's index in `out`), a correction is added into
+ * its request's row instead, as claude_files.folded does. It returns the first line it leaves to Python, as the
+ * iterator yields it (Python counts it and calls again), the file's (session, cwd, version) from the first line
+ * naming a session while `want_session`, or None at the end. Left to Python: a line not typed here, any line
+ * from_fields would answer UNUSUAL for or count as suspicious (a figure at the bound), a name that may be too
+ * long, a timestamp not in Claude Code's own form, a max-wins state of another shape, and, when folding, a key
+ * holding a `+`. `first_at` and `last_at` keep the span of the replies counted here, folded ones included. */
 
 static struct {
     PyObject *reply_type; /* claude_scan.FoundReply */
@@ -729,11 +733,53 @@ static PyObject *prefixed(const char *prefix, const Value *v) {
     return out;
 }
 
+/* the reply's time joins the span of the replies counted here (ISO text: the string order is the time order) */
+static int note_time(Lines *self, PyObject *at) {
+    if (at == Py_None) return 0;
+    if (self->first_at == NULL || PyUnicode_Compare(at, self->first_at) < 0) Py_XSETREF(self->first_at, Py_NewRef(at));
+    if (self->last_at == NULL || PyUnicode_Compare(at, self->last_at) > 0) Py_XSETREF(self->last_at, Py_NewRef(at));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* claude_files.folded for one correction of request `key`: its figures added into the request's row out[fold[key]]
+ * (the row's other fields stand); 1 when folded, 0 when the request's row is not in `out`, -1 on an error */
+static int fold_into(PyObject *out, PyObject *fold, PyObject *key, PyObject *delta) {
+    PyObject *index = PyDict_GetItemWithError(fold, key); /* borrowed */
+    if (index == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t i = PyLong_AsSsize_t(index);
+    if (i == -1 && PyErr_Occurred()) return -1;
+    if (i < 0 || i >= PyList_GET_SIZE(out)) return 0;
+    PyObject *row = PyList_GET_ITEM(out, i); /* borrowed */
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 7) return 0;
+    PyObject *figures = PyTuple_GET_ITEM(row, 3);
+    if (!PyTuple_Check(figures) || PyTuple_GET_SIZE(figures) != N_COUNTS) return 0;
+    long long sum[N_COUNTS];
+    for (int k = 0; k < N_COUNTS; k++) {
+        PyObject *a = PyTuple_GET_ITEM(figures, k), *b = PyTuple_GET_ITEM(delta, k);
+        int overflow_a, overflow_b;
+        long long x = PyLong_AsLongLongAndOverflow(a, &overflow_a), y = PyLong_AsLongLongAndOverflow(b, &overflow_b);
+        if (PyErr_Occurred()) return -1;
+        if (overflow_a || overflow_b || x < 0 || y < 0 || x > (1LL << 60) || y > (1LL << 60)) return 0;
+        sum[k] = x + y;
+    }
+    PyObject *summed = int_tuple(sum, N_COUNTS);
+    if (summed == NULL) return -1;
+    PyObject *items[7];
+    for (int k = 0; k < 7; k++) items[k] = k == 3 ? summed : Py_NewRef(PyTuple_GET_ITEM(row, k));
+    PyTypeObject *type = Py_TYPE(row);
+    PyObject *folded = type->tp_alloc(type, 7);
+    if (folded == NULL) {
+        for (int k = 0; k < 7; k++) Py_DECREF(items[k]);
+        return -1;
+    }
+    for (int k = 0; k < 7; k++) PyTuple_SET_ITEM(folded, k, items[k]);
+    return PyList_SetItem(out, i, folded) < 0 ? -1 : 1; /* steals `folded` */
+}
+
 /* 1: the line is counted here (a reply appended to `out`, or none), 0: Python must count it, -1: an error */
 static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, int subagent, Py_ssize_t base,
-                      PyObject *out, int want_session) {
+                      PyObject *out, PyObject *fold) {
     Value *v = f->v;
-    if (want_session && nonempty(&v[F_SESSION])) return 0;
     /* decode.from_fields, in its order */
     if (!(is_str(&v[F_TYPE]) && v[F_TYPE].n == 9 && memcmp(v[F_TYPE].s, "assistant", 9) == 0)) return 1;
     if (v[F_API_ERROR].kind == V_TRUE) return 1;
@@ -766,6 +812,10 @@ static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, 
     /* the reply's key: claude:<requestId>, else claude:msg:<message.id> */
     key = nonempty(request) ? prefixed("claude:", request) : prefixed("claude:msg:", &v[F_MESSAGE_ID]);
     if (key == NULL) goto done;
+    if (fold != NULL && PyUnicode_FindChar(key, '+', 0, PyUnicode_GET_LENGTH(key), 1) != -1) {
+        result = 0; /* claude_files.folded would read it as a correction: Python folds it */
+        goto done;
+    }
     PyObject *seen_figures = PyDict_GetItemWithError(seen, key); /* borrowed */
     if (seen_figures == NULL && PyErr_Occurred()) goto done;
     if (seen_figures != NULL) {
@@ -841,6 +891,21 @@ static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, 
         step = 0;
     }
     if (delta_obj == NULL || reply_key == NULL) goto done;
+    if (note_time(self, at) < 0) goto done;
+    if (fold != NULL && seen_figures != NULL) { /* a correction: into its request's row, when that is in `out` */
+        int folded = fold_into(out, fold, key, delta_obj);
+        if (folded < 0) goto done;
+        if (folded) {
+            result = set_repeat(self, request->s, nonempty(request) ? request->n : 0) < 0 ? -1 : 1;
+            goto done;
+        }
+    }
+    if (fold != NULL && seen_figures == NULL) { /* a request's row: where its corrections fold */
+        PyObject *index = PyLong_FromSsize_t(PyList_GET_SIZE(out));
+        int failed = index == NULL || PyDict_SetItem(fold, key, index) < 0;
+        Py_XDECREF(index);
+        if (failed) goto done;
+    }
     PyObject *reply = found_reply(reply_key, at, model_obj, delta_obj, base + start, step, details);
     reply_key = at = delta_obj = NULL; /* stolen */
     if (reply == NULL) goto done;
@@ -862,12 +927,16 @@ done:
 }
 
 static PyObject *Lines_replies(Lines *self, PyObject *args) {
-    PyObject *seen, *out;
+    PyObject *seen, *out, *fold;
     int subagent, want_session;
     Py_ssize_t base;
-    if (!PyArg_ParseTuple(args, "O!pnO!p", &PyDict_Type, &seen, &subagent, &base, &PyList_Type, &out,
-                          &want_session))
+    if (!PyArg_ParseTuple(args, "O!pnO!pO", &PyDict_Type, &seen, &subagent, &base, &PyList_Type, &out,
+                          &want_session, &fold))
         return NULL;
+    if (fold != Py_None && !PyDict_Check(fold)) {
+        PyErr_SetString(PyExc_TypeError, "fold must be a dict or None");
+        return NULL;
+    }
     if (cfg.reply_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "call configure() first");
         return NULL;
@@ -876,9 +945,20 @@ static PyObject *Lines_replies(Lines *self, PyObject *args) {
     int typed;
     Fields f;
     while (next_line(self, &start, &end, &f, &typed)) {
-        int done = typed ? count_line(self, &f, start, seen, subagent, base, out, want_session) : 0;
+        int done = typed ? count_line(self, &f, start, seen, subagent, base, out, fold == Py_None ? NULL : fold) : 0;
         if (done < 0) return NULL;
         if (!done) return line_tuple(self, start, end, &f, typed);
+        if (want_session && nonempty(&f.v[F_SESSION])) { /* the file's facts, from the first line naming them */
+            PyObject *session = text(self, F_SESSION, &f.v[F_SESSION]);
+            PyObject *cwd = session ? text(self, F_CWD, &f.v[F_CWD]) : NULL;
+            PyObject *version = cwd ? text(self, F_VERSION, &f.v[F_VERSION]) : NULL;
+            if (version == NULL) {
+                Py_XDECREF(session);
+                Py_XDECREF(cwd);
+                return NULL;
+            }
+            return Py_BuildValue("(NNN)", session, cwd, version);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -893,12 +973,16 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
     self->size = size < 0 || size > buf.len ? buf.len : size;
     self->pos = self->at = self->end = self->repeat_at = self->repeat_n = 0;
     Py_CLEAR(self->marker);
+    Py_CLEAR(self->first_at);
+    Py_CLEAR(self->last_at);
     return 0;
 }
 
 static void Lines_dealloc(Lines *self) {
     if (self->buf.obj != NULL) PyBuffer_Release(&self->buf);
     Py_XDECREF(self->marker);
+    Py_XDECREF(self->first_at);
+    Py_XDECREF(self->last_at);
     for (int i = 0; i < N_FIELDS; i++) Py_XDECREF(self->cache[i].obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -909,9 +993,16 @@ static PyMethodDef Lines_methods[] = {
     {"counted", (PyCFunction)Lines_counted, METH_O,
      "counted(request_id): the last line's reply was counted; skip the lines that repeat it"},
     {"replies", (PyCFunction)Lines_replies, METH_VARARGS,
-     "replies(seen, subagent, base, out, want_session): count the common lines into `out`; the first line left"
-     " to Python, as the iterator yields it, or None at the end"},
+     "replies(seen, subagent, base, out, want_session, fold): count the common lines into `out` (corrections"
+     " folded into their request's row when `fold` is a dict); the first line left to Python, as the iterator"
+     " yields it, the file's (session, cwd, version) once while `want_session`, or None at the end"},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Lines_members[] = {
+    {"first_at", T_OBJECT, offsetof(Lines, first_at), READONLY, "the earliest time of a reply `replies` counted"},
+    {"last_at", T_OBJECT, offsetof(Lines, last_at), READONLY, "the latest time of a reply `replies` counted"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject LinesType = {
@@ -925,6 +1016,7 @@ static PyTypeObject LinesType = {
     .tp_iter = Lines_iter,
     .tp_iternext = (iternextfunc)Lines_next,
     .tp_methods = Lines_methods,
+    .tp_members = Lines_members,
 };
 
 static PyObject *read_fields(PyObject *module, PyObject *arg) {

@@ -141,6 +141,7 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
     # max-wins within the file's new bytes; against the ledger and the other files in `claude_merge`
     counter = ReplyCounter(subagent=task.subagent)
     replies: list[FoundReply] = []
+    unfolded = False  # some correction may still stand beside its request's row (read in another chunk, say)
     try:
         fd = os.open(task.path, os.O_RDONLY)  # no buffered file object: 8,000 files open and close
         try:
@@ -153,7 +154,9 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
                 cut = chunk.rfind(b"\n") + 1
                 carry = chunk[cut:]
                 if cut:
-                    replies += _absorb(result, scan(chunk, offset, counter, cut))
+                    found = scan(chunk, offset, counter, cut, fold=task.settled)
+                    unfolded = unfolded or bool(replies) or not found.folded
+                    replies += _absorb(result, found)
                     offset += cut
                     result.check = digest(chunk[cut - CHECK_BYTES : cut]) if cut >= CHECK_BYTES else None
             result.end = offset
@@ -166,7 +169,7 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
     result.session_id = result.session_id or session_of(task.path)[0]
     result.run_id = task.run_id or run_id_of(result.session_id)
     result.project = project_of(result.cwd, projects)
-    result.rows = _rows(result, folded(replies) if task.settled else replies, pricer)
+    result.rows = _rows(result, folded(replies) if task.settled and unfolded else replies, pricer)
     result.replies = len(result.rows)
     return result
 

@@ -80,6 +80,7 @@ class Scan:
     cwd: str | None = None
     version: str | None = None
     session_id: str | None = None
+    folded: bool = False  # corrections added into their requests' rows as they were counted (`scan(fold=True)`)
 
 
 def canonical_utc(text: object) -> str | None:
@@ -198,11 +199,13 @@ def _repeat_of(data: bytes, at: int, end: int, request_id: object) -> tuple[byte
     return data[at : close + 1], marker
 
 
-def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None) -> Scan:
-    """Every reply in `data[:size]` (complete lines; the first starts at file offset `base_offset`)."""
+def scan(data: bytes, base_offset: int, counter: ReplyCounter, size: int | None = None, *, fold: bool = False) -> Scan:
+    """Every reply in `data[:size]` (complete lines; the first starts at file offset `base_offset`). `fold`: each
+    correction added into its request's row when that row is among these replies, as `claude_files.folded` does
+    (`Scan.folded` says whether it was)."""
     size = len(data) if size is None else size
     if _compiled is not None and type(data) is bytes:
-        return _scan_compiled(_compiled.Lines(data, size), data, base_offset, counter, size)
+        return _scan_compiled(_compiled.Lines(data, size), data, base_offset, counter, size, fold)
     found = Scan()
     find, view, pos = data.find, memoryview(data), 0
     repeat, marker = b"", b""  # the last counted reply's `_repeat_of`, when its next content blocks can be skipped
@@ -257,15 +260,20 @@ def _decoded(
     return reply, request_id
 
 
-def _scan_compiled(lines: Any, data: bytes, base_offset: int, counter: ReplyCounter, size: int) -> Scan:
+def _scan_compiled(lines: Any, data: bytes, base_offset: int, counter: ReplyCounter, size: int, fold: bool) -> Scan:
     """`scan` with the compiled reader: the same lines skipped, the same fields (see _claude_scan.c), the common
-    line counted in C as this loop counts it; a line it leaves here (one it is not certain of, or of a rarer
-    shape) is counted or decoded here, as `scan` does."""
-    found = Scan()
+    line counted (and folded) in C as this loop counts it; a line it leaves here (one it is not certain of, or of a
+    rarer shape) is counted or decoded here, as `scan` does."""
+    found = Scan(folded=fold)
     view = memoryview(data)
-    counted, append, replies = lines.counted, found.replies.append, found.replies
+    counted, replies = lines.counted, found.replies
+    at: dict[str, int] | None = {} if fold else None  # request key -> its row's index in `replies`
+    stamps: list[str] = []  # the times of the replies counted here (folded ones too)
     seen, subagent, rest = counter.seen, counter.subagent, lines.replies
-    while (line := rest(seen, subagent, base_offset, replies, found.session_id is None)) is not None:
+    while (line := rest(seen, subagent, base_offset, replies, found.session_id is None, at)) is not None:
+        if len(line) == 3:  # the file's facts, from a line counted in C
+            found.session_id, found.cwd, found.version = line
+            continue
         start, _, end, fields = line
         try:
             if fields is not None and (used := from_fields(*fields)) is not UNUSUAL:
@@ -281,10 +289,29 @@ def _scan_compiled(lines: Any, data: bytes, base_offset: int, counter: ReplyCoun
         if reply is not None:
             if max(reply.figures) >= MAX_TOKENS:
                 found.suspicious += 1
-            append(reply)
+            if reply.occurred_utc:
+                stamps.append(reply.occurred_utc)
+            if at is None:
+                replies.append(reply)
+            else:
+                fold_into(replies, at, reply)
             counted(request_id)
-    _note_span(found, data, size)
+    stamps += [t for t in (lines.first_at, lines.last_at) if t]
+    _note_span(found, data, size, stamps)
     return found
+
+
+def fold_into(replies: list[FoundReply], at: dict[str, int], reply: FoundReply) -> None:
+    """`reply` appended to `replies`, or, a correction `<key>+<n>` whose request's row `<key>` is there (`at`:
+    key -> index), added into that row: one step of `claude_files.folded`."""
+    base, plus, _ = reply.key.partition("+")
+    if not plus:
+        at[reply.key] = len(replies)
+    elif (i := at.get(base)) is not None:
+        row = replies[i]
+        replies[i] = row._replace(figures=tuple(a + b for a, b in zip(row.figures, reply.figures)))
+        return
+    replies.append(reply)
 
 
 def _note_file_facts(found: Scan, entry: dict) -> None:
@@ -296,14 +323,15 @@ def _note_file_facts(found: Scan, entry: dict) -> None:
         found.version = version if isinstance(version, str) else found.version
 
 
-def _note_span(found: Scan, data: bytes, size: int) -> None:
-    """First and last timestamps of the bytes (the session's wall time), from the first and last lines that have one."""
+def _note_span(found: Scan, data: bytes, size: int, stamps: list[str] | None = None) -> None:
+    """First and last timestamps of the bytes (the session's wall time), from the first and last lines that have one
+    and the replies' times (`stamps`, when the replies were folded as they were counted)."""
     first = _TIMESTAMP.search(data, 0, min(size, 1 << 16))
     tail = data.rfind(b'"timestamp":"', max(0, size - (1 << 16)), size)
     last = _TIMESTAMP.match(data, tail, size) if tail >= 0 else None
-    stamps = [
+    found_stamps = [
         s for s in (canonical_utc(m.group(1).decode("ascii", "replace")) if m else None for m in (first, last)) if s
     ]
-    stamps += [r.occurred_utc for r in found.replies if r.occurred_utc]
-    if stamps:
-        found.first_utc, found.last_utc = min(stamps), max(stamps)
+    found_stamps += [r.occurred_utc for r in found.replies if r.occurred_utc] if stamps is None else stamps
+    if found_stamps:
+        found.first_utc, found.last_utc = min(found_stamps), max(found_stamps)

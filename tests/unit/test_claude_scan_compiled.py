@@ -461,23 +461,84 @@ def test_the_common_line_is_counted_in_c(monkeypatch):
     data = max(claude, key=lambda d: d.count(b'"requestId"'))
     data = data[: data.rfind(b"\n") + 1]
     lines, seen, out, left = compiled.Lines(data), {}, [], []
-    while (line := lines.replies(seen, False, 0, out, not left)) is not None:
+    while (line := lines.replies(seen, False, 0, out, not left, None)) is not None:
         left.append(line)
-    assert len(left) == 1 and left[0][3][3]  # the first line naming the session
     python, c = both(monkeypatch, data)
-    assert len(out) >= len(python[0].replies) - 1 >= 4  # every reply but that line's counted in C
+    assert left == [(python[0].session_id, python[0].cwd, python[0].version)]  # the file's facts, once
+    assert len(out) == len(python[0].replies) >= 5  # every reply counted in C
     assert c == python
-    # when the session is known, none at all
-    lines, seen, out = compiled.Lines(data), {}, []
-    assert lines.replies(seen, False, 0, out, False) is None
-    assert len(out) == len(python[0].replies)
+    # when the session is known, the same replies and no facts
+    lines, seen, again = compiled.Lines(data), {}, []
+    assert lines.replies(seen, False, 0, again, False, None) is None
+    assert again == out
 
 
 def test_replies_needs_the_reply_type_first():
     code = (
         "from capguard.importers import _claude_scan as c\n"
-        "try:\n    c.Lines(b'{}\\n').replies({}, False, 0, [], True)\n"
+        "try:\n    c.Lines(b'{}\\n').replies({}, False, 0, [], True, None)\n"
         "except RuntimeError as e:\n    print(e)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert "configure" in done.stdout
+
+
+# -- folding as it counts (an import of a settled transcript) --------------------------------------------------
+
+
+def assert_folds_the_same(monkeypatch, data: bytes, subagent: bool = False) -> None:
+    """`scan(fold=True)` with the C reader: the Python loop's replies passed through `claude_files.folded`, the same
+    span, facts and counts, the same max-wins state."""
+    from capguard.importers.claude_files import folded
+
+    monkeypatch.setattr(claude_scan, "_compiled", None)
+    counter = claude_scan.ReplyCounter(subagent=subagent)
+    python = claude_scan.scan(data, 100, counter, fold=True)
+    assert not python.folded  # the Python loop leaves folding to the importer
+    monkeypatch.setattr(claude_scan, "_compiled", compiled)
+    c_counter = claude_scan.ReplyCounter(subagent=subagent)
+    c = claude_scan.scan(data, 100, c_counter, fold=True)
+    assert c.folded
+    assert c.replies == folded(python.replies)
+    facts = ("malformed", "suspicious", "first_utc", "last_utc", "cwd", "version", "session_id")
+    assert [getattr(c, f) for f in facts] == [getattr(python, f) for f in facts]
+    assert c_counter.seen == counter.seen
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTS, ids=lambda p: str(p).replace(str(ROOT), ""))
+def test_every_fixture_transcript_folds_the_same(monkeypatch, path):
+    data = path.read_bytes()
+    assert_folds_the_same(monkeypatch, data[: data.rfind(b"\n") + 1], path.parent.name == "subagents")
+
+
+def test_lines_of_every_shape_fold_the_same(monkeypatch):
+    base = assistant()
+    first = dumps(base)
+    plus = [_reply_line(base, 5, requestId="req+5", usage__output_tokens=n, extra={"b": n}) for n in (1, 2, 3)]
+    odd = [  # a request whose row Python counts (a timestamp of another form) and whose corrections C counts
+        _reply_line(base, 6, timestamp="2026-11-23T06:05:53Z", usage__output_tokens=1),
+        _reply_line(base, 6, usage__output_tokens=4, extra={"b": 1}),
+        _reply_line(base, 6, usage__output_tokens=9, extra={"b": 2}),
+    ]
+    late = [  # a correction later in time than its row: the span still ends there
+        _reply_line(base, 8, timestamp="2026-11-23T06:05:53.000Z", usage__output_tokens=1),
+        _reply_line(base, 8, timestamp="2099-01-01T00:00:00.000Z", usage__output_tokens=2, extra={"b": 1}),
+        dumps({"type": "user", "timestamp": "2026-11-23T06:05:54.000Z"}).decode(),
+    ]
+    for case in [*counting_cases(), plus, odd, late]:
+        lines = [first, *(line.encode() if isinstance(line, str) else dumps(line) for line in case)]
+        for subagent in (False, True):
+            assert_folds_the_same(monkeypatch, b"\n".join(lines) + b"\n", subagent)
+
+
+def test_crafted_and_mutated_lines_fold_the_same(monkeypatch, corpora):
+    assert_folds_the_same(monkeypatch, b"\n".join(crafted()) + b"\n")
+    rng = random.Random(16)
+    lines = real_lines()
+    for round_ in range(40):
+        picked = [rng.choice(lines) for _ in range(40)]
+        mutated = [mutate(line, rng) if rng.random() < 0.5 else line for line in picked]
+        assert_folds_the_same(monkeypatch, b"\n".join(mutated) + b"\n", subagent=round_ % 5 == 0)
+    assert len(corpora) > 20
+    for path in corpora:  # streamed and resumed sessions among them: corrections to fold
+        assert_folds_the_same(monkeypatch, path.read_bytes(), "subagents" in path.parts)
