@@ -99,7 +99,7 @@ class RunsRead:
     it. A file whose lines name another session than its path keeps both runs from counting as complete."""
 
     def __init__(self, tasks: Iterable[Task]) -> None:
-        self._named = {task.path: task.run_id or run_id_of(session_of(task.path)[0]) for task in tasks}
+        self._named = {t.path: t.run_id or run_id_of(t.session or session_of(t.path)[0]) for t in tasks}
         self._left = Counter(self._named.values())
         self.complete: set[str] = set()
 
@@ -136,7 +136,8 @@ def plan(listing: dict[str, os.stat_result], state: ImportState, now: float | No
         mark = state.files.get(name)
         run_id = mark.run_id if mark else None
         settled = stat.st_mtime < settled_before
-        tasks.append(Task(name, start, stat.st_size, session_of(name)[1], run_id, settled))
+        session, subagent = session_of(name)
+        tasks.append(Task(name, start, stat.st_size, subagent, run_id, settled, session))
     return Plan(tasks, unchanged, sum(t.end - t.start for t in tasks), stats)
 
 
@@ -201,12 +202,12 @@ def _import(
                         continue
                     counts["malformed"] += result.malformed
                     counts["suspicious"] += result.suspicious
+                    requests.add_file(result.path, result.requests)
                     # in memory only: saved once the rows and runs are in the ledger
                     state.mark(
                         result.path, work.stats[result.path], result.end, _follow(writer, result, line_of), result.check
                     )
                 worker.pricer.seed(done.rates)
-                requests.add(done.rows)
                 everything.append(done.rows)
                 mine.add(done.prefix)
                 rows += done.rows

@@ -39,6 +39,7 @@ class Task:
     run_id: str | None = None  # the run an earlier import gave this file
     # nothing has written to the file for a while (`SETTLED_S`): a request's corrections fold into its row
     settled: bool = False
+    session: str = ""  # the session its path names (`session_of`), when the plan knows it
 
 
 # A file untouched this long belongs to no session capguard meters live now: an import may fold each correction
@@ -68,6 +69,7 @@ class FileResult:
     check: str | None = None  # digest of the bytes before `end` (the state file's check), when read here
     error: str | None = None
     sums: tuple[int, int, int] = (0, 0, 0)  # the rows' (cost, tokens, steps) as `RunSums` counts them
+    requests: list[str] = field(default_factory=list)  # the keys of its requests' rows (not their corrections)
 
     def run_row(self) -> RunRow | None:
         """The file's run as far as this file knows it; None when its bytes billed nothing."""
@@ -166,7 +168,7 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
         result.error = f"{exc.strerror or exc}"
         return result
     # the session the lines name (a subagent's lines name their parent's); the file name when they name none
-    result.session_id = result.session_id or session_of(task.path)[0]
+    result.session_id = result.session_id or task.session or session_of(task.path)[0]
     result.run_id = task.run_id or run_id_of(result.session_id)
     result.project = project_of(result.cwd, projects)
     result.rows = _rows(result, folded(replies) if task.settled and unfolded else replies, pricer)
@@ -210,6 +212,7 @@ def folded(replies: list[FoundReply]) -> list[FoundReply]:
 
 def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> list[tuple]:
     linear, price, run_id, path, rows = pricer.linear, pricer.price, result.run_id, result.path, []
+    requests = result.requests = []
     fallback = result.last_utc or result.first_utc
     total_cost = total_tokens = steps = 0
     priced_by: str | None
@@ -244,7 +247,9 @@ def _rows(result: FileResult, replies: list[FoundReply], pricer: UnitPricer) -> 
         rows.append((run_id, key, occurred, model, inp, out, read, write, cost, priced_by, path, offset, text))
         total_cost += cost or 0
         total_tokens += tokens
-        steps += "+" not in key
+        if "+" not in key:
+            steps += 1
+            requests.append(key)
     # as `RunSums.of` counts them, the whole file at once
     result.sums = (total_cost, total_tokens, 0 if "/subagents/" in path.lower() else steps)
     return rows

@@ -17,7 +17,6 @@ first; the rows of a request seen in one file only (almost all) are kept as the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from capguard.agents.claude.logs import max_wins
@@ -31,21 +30,23 @@ _EXTRA = ("cache_write_1h", "web_searches")  # the two figures a row keeps in it
 
 @dataclass
 class Requests:
-    """Which file saw each request first, and the requests seen in more than one file: fed every group's rows as
-    they come (cheap: the base rows alone, one dict operation each)."""
+    """Which file saw each request first, and the requests seen in more than one file: fed each file's request
+    keys as they come."""
 
     first_file: dict[str, str] = field(default_factory=dict)
     shared: set[str] = field(default_factory=set)
 
-    def add(self, rows: Iterable[tuple]) -> None:
-        first, shared = self.first_file, self.shared
-        for row in rows:
-            key = row[_KEY]
-            if "+" in key:
-                continue  # a correction follows its request's first row, in the same file
-            seen_in = first.setdefault(key, row[_FILE])
-            if seen_in != row[_FILE]:
-                shared.add(key)
+    def add_file(self, path: str, keys: list[str]) -> None:
+        """One file's rows, given by their requests' keys (each once in a file: its first row; a correction follows
+        it in the same file): with dict and set operations rather than a loop over every row, as most keys are
+        new."""
+        first = self.first_file
+        fresh = dict.fromkeys(keys, path)
+        for key in fresh.keys() & first.keys():  # seen before: the earlier file stays first
+            if first[key] != path:
+                self.shared.add(key)
+            del fresh[key]
+        first.update(fresh)
 
 
 @dataclass

@@ -94,6 +94,14 @@ class RunRow:
     report: dict[str, Any] = field(default_factory=dict)
     read_on: bool = False  # some file was read on from an earlier offset: add to the malformed count recorded
     supervised: bool = False  # the id belongs to a run capguard supervised: leave it alone
+    _report_text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def report_text(self) -> str:
+        """`report` as JSON, made once: a run's row is written, and compared before `finish` rewrites it, several
+        times an import (the report is complete once the run is registered)."""
+        if self._report_text is None:
+            self._report_text = json.dumps(self.report)
+        return self._report_text
 
     def widen(self, first: str | None, last: str | None) -> None:
         if first and first < self.started_utc:
@@ -216,7 +224,7 @@ def insert_runs(
                 IMPORTED,
                 *totals.get(r.run_id, (0, 0, 0)),
                 r.malformed,
-                json.dumps(r.report),
+                r.report_text(),
             )
             for r in runs
         ],
@@ -310,7 +318,7 @@ def _finished(run: RunRow, totals: Sequence[int]) -> tuple:
         run.started_utc,
         run.ended_utc,
         run.malformed,
-        json.dumps(run.report),
+        run.report_text(),
         run.agent_version,
         run.line,
         run.cwd,

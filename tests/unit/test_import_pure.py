@@ -293,3 +293,23 @@ def test_a_transcripts_session_comes_from_its_path_as_os_path_reads_it():
             (os.path.basename(parent), True) if folder_name == "subagents" else (os.path.splitext(name)[0], False)
         )
         assert session_of(path) == expected, path
+
+
+def test_requests_seen_file_by_file_as_row_by_row():
+    """`Requests.add_file` (a file's request keys, with dict and set operations) finds the same first files and
+    the same requests seen in several files as a loop over every row would."""
+    from capguard.importers.claude_merge import Requests
+
+    rng = random.Random(5)
+    first: dict[str, str] = {}
+    shared: set[str] = set()
+    requests = Requests()
+    for n in range(60):
+        path = f"/p/f{n % 17}.jsonl"  # some paths again: a file read in two parts
+        keys = rng.sample([f"claude:r{i}" for i in range(80)], rng.randint(0, 12))
+        for key in keys:  # row by row: the request's row, then a correction (skipped)
+            if first.setdefault(key, path) != path:
+                shared.add(key)
+        requests.add_file(path, keys)
+    assert (requests.first_file, requests.shared) == (first, shared)
+    assert shared and len(first) > 40  # the case has both
