@@ -113,30 +113,32 @@ def install_ccusage() -> None:
     NATIVE.chmod(0o755)  # the package ships it 0644; ccusage's launcher makes it executable on first use, as here
 
 
-def measure(argv: list[str], env: dict[str, str], *, stdout_path: Path) -> dict:
-    """Wall time, CPU time (user + system, the process and its children), exit code, and peak tree RSS (sum over
-    the process and its descendants, sampled)."""
+def measure(argv: list[str], env: dict[str, str], *, stdout_path: Path, sample_rss: bool = False) -> dict:
+    """Wall time, CPU time (user + system, the process and its children), exit code, and with `sample_rss` the
+    peak tree RSS (sum over the process and its descendants, sampled every 20 ms). The sampling costs this harness
+    a few percent of a core (psutil reads every process's /proc entry to find the tree), which a tool timed on two
+    cores would feel: timed runs are not sampled; the warm-up runs are, for the memory figures."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(stdout_path, "wb") as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE)
         root, peak = psutil.Process(proc.pid), 0
-        while proc.poll() is None:
+        while sample_rss and proc.poll() is None:
             try:
                 tree = [root, *root.children(recursive=True)]
                 peak = max(peak, sum(_rss(p) for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.02)
+        err = proc.communicate()[1].decode(errors="replace")
         wall = time.monotonic() - start
-        err = proc.stderr.read().decode(errors="replace")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 2),
         "rc": proc.returncode,
-        "peak_rss_mb": round(peak / 2**20, 1),
+        "peak_rss_mb": round(peak / 2**20, 1) if sample_rss else None,
         "stderr": err[-2000:],
     }
 
@@ -182,11 +184,13 @@ def warm_page_cache(data: Path) -> None:
                 pass
 
 
-def run_ccusage(binary: Path, data: Path, env: dict, tag: str) -> dict:
+def run_ccusage(binary: Path, data: Path, env: dict, tag: str, *, sample_rss: bool = False) -> dict:
     out = C.WORK / "import_vs_ccusage" / f"ccusage_{tag}.json"
     argv = [str(binary), "daily", "--json", "--offline"]
     warm_page_cache(data)
-    result = measure(argv, {**env, "CLAUDE_CONFIG_DIR": str(data), "LOG_LEVEL": "0"}, stdout_path=out)
+    result = measure(
+        argv, {**env, "CLAUDE_CONFIG_DIR": str(data), "LOG_LEVEL": "0"}, stdout_path=out, sample_rss=sample_rss
+    )
     result["command"] = (
         f"CLAUDE_CONFIG_DIR={data.relative_to(C.ROOT)} {binary.relative_to(C.ROOT)} daily --json --offline"
     )
@@ -195,7 +199,7 @@ def run_ccusage(binary: Path, data: Path, env: dict, tag: str) -> dict:
     return result
 
 
-def run_capguard(data: Path, env: dict, tag: str, *, again: bool = False) -> dict:
+def run_capguard(data: Path, env: dict, tag: str, *, again: bool = False, sample_rss: bool = False) -> dict:
     """A first import into a new ledger with an empty data dir; `again`: the same import once more, into the same
     ledger and data dir (every file unchanged)."""
     base = C.WORK / "import_vs_ccusage" / f"capguard_{tag}"
@@ -217,7 +221,9 @@ def run_capguard(data: Path, env: dict, tag: str, *, again: bool = False) -> dic
         "bench@example.invalid",
     ]
     warm_page_cache(data)
-    result = measure(argv, {**env, "CAPGUARD_HOME": str(base / "home")}, stdout_path=base / "summary.json")
+    result = measure(
+        argv, {**env, "CAPGUARD_HOME": str(base / "home")}, stdout_path=base / "summary.json", sample_rss=sample_rss
+    )
     result["command"] = (
         f"python -m capguard --ledger <new file> import claude {data.relative_to(C.ROOT)} --json"
         " (empty CAPGUARD_HOME; bytecode cached as after pip install)"
@@ -251,7 +257,10 @@ def main() -> None:
     cg_env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
     started, load_before = time.monotonic(), C.loadavg()
     machine = C.machine()
-    warm = [run_ccusage(NATIVE, data, env, "warmup"), run_capguard(data, cg_env, "warmup")]
+    warm = [
+        run_ccusage(NATIVE, data, env, "warmup", sample_rss=True),
+        run_capguard(data, cg_env, "warmup", sample_rss=True),
+    ]
     rounds = []
     for i in range(args.rounds):
         pair = {}
@@ -262,7 +271,6 @@ def main() -> None:
             )
             print(
                 f"round {i + 1} {tool}: {pair[tool]['wall_s']:.2f} s (CPU {pair[tool]['cpu_s']:.2f} s),"
-                f" {pair[tool]['peak_rss_mb']:.0f} MB,"
                 f" rc {pair[tool]['rc']}, tokens {pair[tool].get('tokens', {}).get('total')}",
                 file=sys.stderr,
             )
@@ -316,8 +324,10 @@ def shapes_main(args: argparse.Namespace) -> None:
         data = shaped_corpus(name)
         manifest = json.loads((data / "manifest.json").read_text())
         tag = SHAPE_DIRS[name]
-        run_ccusage(NATIVE, data, env, f"{tag}_warmup")
-        run_capguard(data, cg_env, f"{tag}_warmup")
+        warm = {
+            "ccusage": run_ccusage(NATIVE, data, env, f"{tag}_warmup", sample_rss=True),
+            "capguard": run_capguard(data, cg_env, f"{tag}_warmup", sample_rss=True),
+        }
         rounds = []
         for i in range(args.rounds):
             order = ("ccusage", "capguard") if i % 2 == 0 else ("capguard", "ccusage")
@@ -341,6 +351,7 @@ def shapes_main(args: argparse.Namespace) -> None:
                 "name": name,
                 "options": SHAPES[name],
                 "corpus": {k: manifest[k] for k in ("files", "bytes", "lines", "usage_lines", "total_tokens")},
+                "warmup": warm,
                 "rounds": rounds,
                 "reimport": again,
             }
@@ -380,7 +391,7 @@ def shape_summary(shape: dict) -> dict:
         "round_ratios": ratios,
         "totals_equal": equal,
         "tokens": truth,
-        "peak_rss_mb": {tool: max(r[tool]["peak_rss_mb"] for r in rounds) for tool in ("ccusage", "capguard")},
+        "peak_rss_mb": {tool: shape["warmup"][tool]["peak_rss_mb"] for tool in ("ccusage", "capguard")},
         "reimport_s": shape["reimport"]["wall_s"],
         "reimport_files_read": shape["reimport"].get("summary", {}).get("files_read"),
     }
@@ -418,8 +429,9 @@ def shapes_section(result: dict) -> list[str]:
         )
     lines += [
         "",
-        "Each shape: one warm-up run of each tool, then alternating rounds (page cache warm; capguard's genai-prices"
-        " rates kept by the warm-up run), then a re-import of the"
+        "Each shape: one warm-up run of each tool (its peak RSS sampled every 20 ms: the timed rounds are not"
+        " sampled, the sampling costing a few percent of a core), then alternating rounds (page cache warm;"
+        " capguard's genai-prices rates kept by the warm-up run), then a re-import of the"
         " unchanged files into the last round's ledger. capguard writes every priced reply into a new SQLite ledger;"
         " ccusage prints a report. Totals: ccusage's, the ledger's sums and the generator's manifest, compared to the"
         " token. Compare the load average: on a shared machine both tools slow down alike, but not evenly.",
@@ -456,7 +468,9 @@ def summarize(result: dict) -> dict:
         "capguard_faster_in_every_round": all(r["capguard"]["wall_s"] < r["ccusage"]["wall_s"] for r in rounds),
         "capguard_faster_rounds": sum(r["capguard"]["wall_s"] < r["ccusage"]["wall_s"] for r in rounds),
         "cpu_s_median": {tool: _median([r[tool]["cpu_s"] for r in rounds]) for tool in ("ccusage", "capguard")},
-        "peak_rss_mb": {tool: max(r[tool]["peak_rss_mb"] for r in rounds) for tool in ("ccusage", "capguard")},
+        "peak_rss_mb": dict(
+            zip(("ccusage", "capguard"), (w["peak_rss_mb"] for w in result["warmup"]))
+        ),  # sampled there only
         "identical_token_totals": same,
         "tokens": {
             "ccusage": tokens["ccusage"][-1],
