@@ -186,6 +186,9 @@ def _import(
     mine: set[str] = set()
     requests = Requests()
     had_requests = bool(work.tasks) and writer.holds("claude:")
+    # With no Claude rows in the ledger before, a row can only be skipped for a key another file of this import
+    # wrote too: a request `settle` re-derives, with the runs of all its rows.
+    writer.skips_are_settled = not had_requests
     batches, jobs = groups(work.tasks), jobs or default_jobs()
     left = len(batches)
     runs_read = RunsRead(work.tasks)

@@ -126,7 +126,10 @@ def _correction(row: tuple) -> int:
 
 
 def _figures(row: tuple) -> list[int]:
-    extra = json.loads(row[_DETAILS]) if row[_DETAILS] else {}
+    details = row[_DETAILS]
+    if not details or not any(name in details for name in _EXTRA):  # most rows: nothing to decode
+        return [*row[_COUNTS], 0, 0]
+    extra = json.loads(details)
     return [*row[_COUNTS], *(int(extra.get(name, 0)) for name in _EXTRA)]
 
 

@@ -11,6 +11,7 @@ ledger's: nothing here changes it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -346,6 +347,9 @@ class ImportWriter:
         self._final: dict[str, tuple] = {}  # runs inserted complete: what `finish` would write, as inserted
         self._checkpointer: WalCheckpointer | None = None
         self._deferred_indexes = False
+        # Every key that can be in the ledger already when a row is inserted is one `replace` settles, with the
+        # runs of all its rows: a batch with skipped rows then leaves the in-memory totals of every other run exact.
+        self.skips_are_settled = False
 
     def defer_indexes(self, new_rows: int) -> bool:
         """SQLite, when the import will add at least as many rows as the usage table holds: its secondary indexes
@@ -367,9 +371,16 @@ class ImportWriter:
         """The indexes `defer_indexes` dropped, built again (each in one sorted pass)."""
         if not self._deferred_indexes:
             return
-        with self._backend.write() as db:
-            for statement in USAGE_INDEXES.values():
-                db.execute(statement)
+        sqlite = _sqlite(self._backend)
+        # SQLite's sorter may use helper threads: the workers are done, and the build is the import's serial tail
+        # (two indexes of 109k rows: 0.19 -> 0.14 s)
+        sqlite.set_pragmas(f"threads = {min(4, os.cpu_count() or 1)}")
+        try:
+            with sqlite.write() as db:
+                for statement in USAGE_INDEXES.values():
+                    db.execute(statement)
+        finally:
+            sqlite.set_pragmas("threads = 0")
         self._deferred_indexes = False
 
     @property
@@ -419,7 +430,10 @@ class ImportWriter:
         self.written += written
         if written.runs_created == len(runs):
             self._fresh.update(new)
-        if self._sums is not None and sums is not None and written.added == written.rows == sums.rows:
+        # a batch with rows the ledger held already (skipped): exact totals only for the runs `replace` will not
+        # touch, when that is where every skipped row belongs (`skips_are_settled`); `replace` drops the others
+        all_in = written.added == written.rows or self.skips_are_settled
+        if self._sums is not None and sums is not None and written.rows == sums.rows and all_in:
             self._sums.add(sums)
             if written.runs_created == len(runs):
                 self._final.update((r.run_id, _finished(r, totals[r.run_id])) for r in whole)

@@ -206,6 +206,25 @@ def shaped(tmp_path_factory) -> tuple[Path, int, set[Path]]:
     return shaped_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+def run_totals(target: str) -> dict[str, tuple]:
+    """Each run's (cost, tokens, steps) as its row in `runs` holds them."""
+    found = rows(target, "SELECT id, cost_micro_usd, tokens, steps FROM runs")
+    return {r["id"]: (r["cost_micro_usd"], r["tokens"], r["steps"]) for r in found}
+
+
+def rows_by_run(target: str) -> dict[str, tuple]:
+    """Each run's (cost, tokens, steps) summed from its usage rows (a step: a request's row, not a correction,
+    not from a subagent's transcript): what `runs` must hold after an import."""
+    found = rows(
+        target,
+        """SELECT r.id AS id, COALESCE(SUM(e.cost_micro_usd), 0) AS cost,
+        COALESCE(SUM(e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens), 0) AS tokens,
+        COALESCE(SUM(CASE WHEN e.dedupe_key LIKE '%+%' OR e.source_file LIKE '%/subagents/%' THEN 0 ELSE 1 END), 0)
+        AS steps FROM runs r LEFT JOIN usage_events e ON e.run_id = r.id GROUP BY r.id""",
+    )
+    return {r["id"]: (r["cost"], r["tokens"], r["steps"]) for r in found}
+
+
 def ledger_rows(target: str) -> list[tuple]:
     return [
         tuple(r.values())
@@ -257,6 +276,7 @@ def test_the_largest_line_of_a_request_wins_across_files_whatever_their_order(
     summary = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
     assert spend(ledger_target)[1] == truth == summary["tokens_added"]
     assert ledger_rows(ledger_target) == ledger_rows(reference)
+    assert run_totals(ledger_target) == rows_by_run(ledger_target) == rows_by_run(reference)
     again = imported(ledger_target, "claude", [corpus], capsys, "--jobs", "2")
     assert again["files_read"] == 0 and again["replies_added"] == 0
     state.default_path().unlink()  # read everything again: every request is known, nothing is added
