@@ -313,3 +313,22 @@ def test_requests_seen_file_by_file_as_row_by_row():
         requests.add_file(path, keys)
     assert (requests.first_file, requests.shared) == (first, shared)
     assert shared and len(first) > 40  # the case has both
+
+
+def test_a_rows_details_with_its_figures_are_the_json_of_the_dict():
+    """The importer writes a row's details with its 1-hour cache writes and web searches by adding them to the
+    details' JSON text: the same text as json.dumps of the dict with them."""
+    from capguard.agents.claude.decode import details_of
+    from capguard.importers.claude_files import _details_json, _with_figures
+
+    shapes = [None, {}]
+    for geo in (None, "us", "é"):
+        for speed in (None, "standard", "fast"):
+            for aborted in (False, True):
+                for served in (None, "claude-x", 'a "quoted" name'):
+                    shapes.append(details_of(geo, speed, aborted, served))
+    for details in shapes:
+        text = _details_json(details, (0,) * 6)
+        for write_1h, web in ((0, 1), (709, 0), (10**9, 3), (1, 1)):
+            figures = (1, 2, 3, 10**9, write_1h, web)
+            assert _with_figures(text, figures) == _details_json(details, figures), (details, figures)
