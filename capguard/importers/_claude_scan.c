@@ -73,13 +73,33 @@ static int hex(unsigned char c) {
     return -1;
 }
 
+/* the first byte at or after p that ends a run of plain string bytes (printable ASCII other than `"` and `\\`):
+ * a quote, a backslash, a control character or the first byte of a multi-byte character; `end` if none. Most of
+ * a transcript's bytes are in long strings (tool output), read here 16 at a time with SSE2 (every x86-64). */
+static const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        /* signed: bytes >= 0x80 are negative, so "less than 0x20" also catches them */
+        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                    _mm_cmplt_epi8(v, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(stop);
+        if (mask) return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+    return p;
+}
+
 /* one JSON string, the opening quote at ps->p; *escaped says whether it had a backslash escape */
 static int string(Parser *ps, const char **s, Py_ssize_t *n, int *escaped) {
     const unsigned char *p = ps->p + 1, *end = ps->end;
     *escaped = 0;
     *s = (const char *)p;
     for (;;) {
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+        p = skip_plain(p, end);
         if (p >= end) return -1;
         unsigned char c = *p;
         if (c == '"') break;

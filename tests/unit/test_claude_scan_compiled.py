@@ -542,3 +542,37 @@ def test_crafted_and_mutated_lines_fold_the_same(monkeypatch, corpora):
     assert len(corpora) > 20
     for path in corpora:  # streamed and resumed sessions among them: corrections to fold
         assert_folds_the_same(monkeypatch, path.read_bytes(), "subagents" in path.parts)
+
+
+def test_every_kind_of_byte_at_every_place_in_a_long_string():
+    """The reader skips plain string bytes 16 at a time: a quote, an escape, a control character, a multi-byte or
+    a broken character is found wherever it falls in (or across) those 16 bytes."""
+    base = assistant()
+    for special in (
+        b'\\"',
+        b"\\\\",
+        b"\\n",
+        b"\\u00e9",
+        b"\t",
+        b"\x01",
+        b"\x7f",
+        b"\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xf0\x9f\x98\x80",
+        b"\xc3",
+        b"\xed\xa0\x80",
+        b"\xff",
+        b"\x80",
+    ):
+        for at in range(0, 40):
+            text = b"x" * at + special + b"y" * (37 - at % 19)
+            entry = dumps({**base, "extra": "@@"})
+            line = entry.replace(b'"@@"', b'"' + text + b'"')
+            assert_certain_only_when_right(line)
+            ok = compiled.read_fields(line) is not None
+            try:  # strictly valid UTF-8 and JSON: what the reader must read (json.loads of bytes lets surrogates by)
+                json.loads(line.decode("utf-8"))
+                valid = True
+            except ValueError:
+                valid = False
+            assert ok == valid, (special, at)
