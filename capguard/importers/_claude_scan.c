@@ -1061,8 +1061,107 @@ static PyObject *read_fields(PyObject *module, PyObject *arg) {
     return result;
 }
 
+/* -- listing transcripts ------------------------------------------------------------------------------------ */
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define CAN_WALK 1
+#ifdef __APPLE__
+#define MTIME(st) ((st).st_mtimespec)
+#else
+#define MTIME(st) ((st).st_mtim)
+#endif
+#define MAX_WALK_DEPTH 256
+
+/* claude._walk: below the directory `dirfd` (path `folder`), every `*.jsonl` that is a regular file (a symlink
+ * followed, as reading it will) appended to `out` as (path, size, mtime_ns, inode, mtime); directories entered
+ * but not through a symlink; an entry that cannot be read is skipped. Closes dirfd. */
+static int walk(int dirfd, PyObject *folder, PyObject *out, int depth) {
+    DIR *dir = fdopendir(dirfd);
+    if (dir == NULL) {
+        close(dirfd);
+        return 0;
+    }
+    Py_ssize_t flen;
+    const char *fname = PyUnicode_AsUTF8AndSize(folder, &flen);
+    int sep = !(flen > 0 && fname != NULL && fname[flen - 1] == '/');
+    int result = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        const char *name = entry->d_name;
+        if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+        size_t n = strlen(name);
+        int is_dir;
+        if (entry->d_type == DT_DIR) {
+            is_dir = 1;
+        } else if (entry->d_type != DT_UNKNOWN) {
+            is_dir = 0;
+        } else {
+            struct stat lst;
+            if (fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+            is_dir = S_ISDIR(lst.st_mode);
+        }
+        int jsonl = n >= 6 && memcmp(name + n - 6, ".jsonl", 6) == 0;
+        if (!is_dir && !jsonl) continue;
+        PyObject *base = PyUnicode_DecodeFSDefaultAndSize(name, (Py_ssize_t)n);
+        PyObject *path = base == NULL ? NULL
+                         : sep        ? PyUnicode_FromFormat("%U/%U", folder, base)
+                                      : PyUnicode_Concat(folder, base);
+        Py_XDECREF(base);
+        if (path == NULL) {
+            result = -1;
+            break;
+        }
+        if (is_dir) {
+            int fd = depth < MAX_WALK_DEPTH ? openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+            if (fd >= 0 && walk(fd, path, out, depth + 1) < 0) result = -1;
+        } else {
+            struct stat st;
+            if (fstatat(dirfd, name, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+                long long ns = (long long)MTIME(st).tv_sec * 1000000000LL + MTIME(st).tv_nsec;
+                double mtime = (double)MTIME(st).tv_sec + MTIME(st).tv_nsec * 1e-9;
+                PyObject *item = Py_BuildValue("(OLLKd)", path, (long long)st.st_size, ns,
+                                               (unsigned long long)st.st_ino, mtime);
+                if (item == NULL || PyList_Append(out, item) < 0) result = -1;
+                Py_XDECREF(item);
+            }
+        }
+        Py_DECREF(path);
+        if (result < 0) break;
+    }
+    closedir(dir);
+    return result;
+}
+#endif
+
+static PyObject *list_jsonl(PyObject *module, PyObject *folder) {
+    /* [(path, size, mtime_ns, inode, mtime)] below `folder` (a str), as claude._walk finds them */
+    if (!PyUnicode_Check(folder)) {
+        PyErr_SetString(PyExc_TypeError, "folder must be a str");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+#ifdef CAN_WALK
+    PyObject *encoded = PyUnicode_EncodeFSDefault(folder);
+    if (encoded == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    int fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    Py_DECREF(encoded);
+    if (fd >= 0 && walk(fd, folder, out, 0) < 0) Py_CLEAR(out);
+#endif
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"read_fields", read_fields, METH_O, "read_fields(line): the fields Lines yields for one line, or None"},
+    {"list_jsonl", list_jsonl, METH_O,
+     "list_jsonl(folder): [(path, size, mtime_ns, inode, mtime)] of the *.jsonl files below it (claude._walk)"},
     {"configure", configure, METH_VARARGS,
      "configure(FoundReply, details_of, MODEL_NAMES, SYNTHETIC_MODEL as bytes, MAX_TOKENS, MAX_NAME)"},
     {NULL, NULL, 0, NULL},

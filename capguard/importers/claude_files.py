@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from capguard.core.pricing import Pricer
 from capguard.core.usage import counts_total
-from capguard.importers.claude_scan import FoundReply, ReplyCounter, Scan, scan
 from capguard.importers.state import CHECK_BYTES, digest
 from capguard.importers.unit_prices import UnitPricer
 from capguard.ledger.bulk import RunRow, RunSums, stamp_rows
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from capguard.importers.claude_scan import FoundReply, Scan
 
 AGENT = "claude"
 _CHUNK = 32 << 20  # bytes read at a time: memory stays bounded on huge transcripts
@@ -141,6 +144,9 @@ def read_task(task: Task, pricer: UnitPricer, projects: dict[str, str | None]) -
     """The priced usage rows of one file's bytes [start, end), complete lines only."""
     result = FileResult(task.path, task.start, task.start)
     # max-wins within the file's new bytes; against the ledger and the other files in `claude_merge`
+    # here, not at the top: an import that finds nothing new (most) never loads the reader
+    from capguard.importers.claude_scan import ReplyCounter, scan
+
     counter = ReplyCounter(subagent=task.subagent)
     replies: list[FoundReply] = []
     unfolded = False  # some correction may still stand beside its request's row (read in another chunk, say)
@@ -362,6 +368,9 @@ def run_groups(
         for batch in batches:
             yield [read_group(batch, worker)]
         return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     if context.get_start_method() == "fork" and not worker.pricer.probed():

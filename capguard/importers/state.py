@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -21,6 +21,19 @@ from capguard.private_files import private_dir, write_private
 
 VERSION = 1
 CHECK_BYTES = 256  # bytes before the offset that must be unchanged for reading on from it
+
+
+class FileStat(Protocol):
+    """What an import reads of a file's stat: an `os.stat_result`, or the listing's own (`claude.Listed`)."""
+
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_mtime(self) -> float: ...
 
 
 class FileMark(NamedTuple):
@@ -74,7 +87,7 @@ class ImportState:
             pass
         return {"version": VERSION, "ledgers": {}}
 
-    def start_offset(self, path: str, stat: os.stat_result) -> int | None:
+    def start_offset(self, path: str, stat: FileStat) -> int | None:
         """None: unchanged since the last import, nothing to read. Otherwise the offset to read on from."""
         mark = self.files.get(path)
         if mark is None:
@@ -85,7 +98,7 @@ class ImportState:
             return 0  # replaced or truncated: read it all again
         return mark.offset if digest_before(path, mark.offset) == mark.check else 0
 
-    def mark(self, path: str, stat: os.stat_result, offset: int, run_id: str | None, check: str | None = None) -> None:
+    def mark(self, path: str, stat: FileStat, offset: int, run_id: str | None, check: str | None = None) -> None:
         """`check`: the digest of the bytes before `offset`, when the reader has them at hand."""
         check = check if check is not None else digest_before(path, offset)
         self.files[path] = FileMark(stat.st_size, stat.st_mtime_ns, stat.st_ino, offset, check, run_id)

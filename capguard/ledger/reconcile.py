@@ -12,8 +12,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
 
-import psutil
-
 from capguard.config import identity
 from capguard.core.errors import LedgerError
 from capguard.ledger import Ledger, RunEnd, open_ledger, spool
@@ -24,6 +22,8 @@ from capguard.ledger.spool import SpooledRun
 def owner_alive(pid: int, created: float) -> bool:
     """The capguard that wrote a spool still runs: its pid exists and started when that capguard did (a reused pid
     started later). A zombie is dead: it only waits for its parent to collect its status."""
+    import psutil  # here: a command that opens the ledger with no spool to replay (an import) does without it
+
     try:
         proc = psutil.Process(pid)
         return abs(proc.create_time() - created) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE

@@ -6,6 +6,7 @@ second import adds nothing, and that appended lines (only those) are added.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import functools
@@ -643,12 +644,12 @@ def test_worker_processes_import_what_one_process_imports(ledger_target, capsys,
     monkeypatch.setattr(claude_files, "GROUP_BYTES", 100_000)  # a dozen groups for two workers
     pools = []
 
-    class Pool(claude_files.ProcessPoolExecutor):
+    class Pool(concurrent.futures.ProcessPoolExecutor):
         def __init__(self, *args, **kw):
             pools.append(args[0])
             super().__init__(*args, **kw)
 
-    monkeypatch.setattr(claude_files, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)  # run_groups imports it when it runs
     parallel = imported(ledger_target, "claude", [CLAUDE], capsys, "--jobs", "2")
     assert pools == [2]
     keys = (

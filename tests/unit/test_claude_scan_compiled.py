@@ -576,3 +576,41 @@ def test_every_kind_of_byte_at_every_place_in_a_long_string():
             except ValueError:
                 valid = False
             assert ok == valid, (special, at)
+
+
+def test_the_compiled_walk_lists_what_the_python_walk_lists(tmp_path, monkeypatch):
+    """`list_jsonl` (C) finds the transcripts `claude._walk` finds, with the same stat figures: symlinked files
+    followed, symlinked folders not entered, a broken link or a folder named *.jsonl skipped, any file name."""
+    import os
+
+    from capguard.importers import claude
+
+    projects = tmp_path / "projects"
+    session = projects / "-p1" / "s1"
+    (session / "subagents").mkdir(parents=True)
+    (projects / "-p1" / "s1.jsonl").write_bytes(b"{}\n")
+    (session / "subagents" / "agent-a.jsonl").write_bytes(b"{}\n{}\n")
+    (projects / "-p1" / "notes.txt").write_text("x")
+    (projects / "-p1" / "notes-jsonl").write_text("x")  # not a .jsonl
+    (projects / "-p1" / "folder.jsonl").mkdir()
+    (projects / "-p1" / "folder.jsonl" / "inner.jsonl").write_bytes(b"1\n")
+    (projects / "-p1" / "link.jsonl").symlink_to(projects / "-p1" / "s1.jsonl")
+    (projects / "-p1" / "broken.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (projects / "-p1" / "dirlink.jsonl").symlink_to(session)
+    (projects / "-p2").symlink_to(projects / "-p1")  # a project folder that is a link: not entered
+    deep = projects / "-p3" / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "d.jsonl").write_bytes(b"")
+    (projects / "-p3" / os.fsdecode(b"caf\xe9-\xff.jsonl")).write_bytes(b"2\n")
+    (projects / "-p3" / "s p a c e.jsonl").write_bytes(b"3\n")
+
+    def figures(listing):
+        return {path: (s.st_size, s.st_mtime_ns, s.st_ino, round(s.st_mtime, 6)) for path, s in listing.items()}
+
+    assert claude._lister is not None
+    c = claude.list_transcripts([tmp_path])
+    monkeypatch.setattr(claude, "_lister", None)
+    python = claude.list_transcripts([tmp_path])
+    assert figures(c) == figures(python)
+    assert list(c) == list(python)  # sorted alike
+    assert len(c) == 7 and not any("dirlink" in p or "broken" in p or "-p2" in p for p in c)
