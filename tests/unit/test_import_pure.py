@@ -332,3 +332,34 @@ def test_a_rows_details_with_its_figures_are_the_json_of_the_dict():
         for write_1h, web in ((0, 1), (709, 0), (10**9, 3), (1, 1)):
             figures = (1, 2, 3, 10**9, write_1h, web)
             assert _with_figures(text, figures) == _details_json(details, figures), (details, figures)
+
+
+def test_a_state_file_keeps_its_shape_and_a_broken_one_means_read_everything_again(tmp_path):
+    """The state file holds each ledger's marks as objects with every field (an earlier capguard's file reads the
+    same); another ledger's marks survive a save; a file that is not what it should be is an empty state (the
+    files are read again, which the dedupe keys make harmless), never a traceback."""
+    import json
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"one\n")
+    earlier = {"size": 4, "mtime_ns": 1, "inode": 2, "offset": 4, "check": "ab", "run_id": None}
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps({"version": 1, "ledgers": {"other": {"/x.jsonl": earlier}}}))
+    state = ImportState(state_file, "mine")
+    state.mark(str(path), path.stat(), 4, "run-1")
+    state.save()
+    doc = json.loads(state_file.read_text())
+    assert doc["ledgers"]["other"] == {"/x.jsonl": earlier}
+    mark = doc["ledgers"]["mine"][str(path)]
+    assert set(mark) == set(earlier) and mark["run_id"] == "run-1" and mark["offset"] == 4
+    assert ImportState(state_file, "other").files["/x.jsonl"].offset == 4
+    for broken in (
+        b"not json",
+        b"[]",
+        b'{"version": 2, "ledgers": {}}',
+        b'{"version": 1, "ledgers": {"mine": {"/a": {"size": "big"}}}}',
+        b'{"version": 1, "ledgers": {"mine": {"/a": {"size": 1}}}}',
+        b'{"version": 1, "ledgers": []}',
+    ):
+        state_file.write_bytes(broken)
+        assert ImportState(state_file, "mine").files == {}
