@@ -697,32 +697,22 @@ static int old_figures(PyObject *old, long long out[N_COUNTS + 1]) {
     return 1;
 }
 
-static PyObject *int_list(const long long *values, int n) {
-    PyObject *list = PyList_New(n);
-    if (list == NULL) return NULL;
+/* the values as a list (`as_list`) or a tuple of ints */
+static PyObject *ints(const long long *values, int n, int as_list) {
+    PyObject *out = as_list ? PyList_New(n) : PyTuple_New(n);
+    if (out == NULL) return NULL;
     for (int i = 0; i < n; i++) {
         PyObject *v = PyLong_FromLongLong(values[i]);
         if (v == NULL) {
-            Py_DECREF(list);
+            Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(list, i, v);
+        if (as_list)
+            PyList_SET_ITEM(out, i, v);
+        else
+            PyTuple_SET_ITEM(out, i, v);
     }
-    return list;
-}
-
-static PyObject *int_tuple(const long long *values, int n) {
-    PyObject *t = PyTuple_New(n);
-    if (t == NULL) return NULL;
-    for (int i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromLongLong(values[i]);
-        if (v == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, v);
-    }
-    return t;
+    return out;
 }
 
 /* FoundReply(key, occurred_utc, model, figures, offset, step, details), made as tuple.__new__ makes a tuple
@@ -782,7 +772,7 @@ static int fold_into(PyObject *out, PyObject *fold, PyObject *key, PyObject *del
         if (overflow_a || overflow_b || x < 0 || y < 0 || x > (1LL << 60) || y > (1LL << 60)) return 0;
         sum[k] = x + y;
     }
-    PyObject *summed = int_tuple(sum, N_COUNTS);
+    PyObject *summed = ints(sum, N_COUNTS, 0);
     if (summed == NULL) return -1;
     PyObject *items[7];
     for (int k = 0; k < 7; k++) items[k] = k == 3 ? summed : Py_NewRef(PyTuple_GET_ITEM(row, k));
@@ -880,12 +870,12 @@ static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, 
         long long first[N_COUNTS + 1];
         memcpy(first, figures, sizeof(figures));
         first[N_COUNTS] = 0;
-        PyObject *kept = int_list(first, N_COUNTS + 1);
+        PyObject *kept = ints(first, N_COUNTS + 1, 1);
         if (kept == NULL) goto done;
         int failed = PyDict_SetItem(seen, key, kept);
         Py_DECREF(kept);
         if (failed) goto done;
-        delta_obj = int_tuple(figures, N_COUNTS);
+        delta_obj = ints(figures, N_COUNTS, 0);
         reply_key = Py_NewRef(key);
         step = !subagent;
     } else {
@@ -906,7 +896,7 @@ static int count_line(Lines *self, Fields *f, Py_ssize_t start, PyObject *seen, 
         }
         PyObject *corrections = PyLong_FromLongLong(old[N_COUNTS] + 1);
         if (corrections == NULL || PyList_SetItem(seen_figures, N_COUNTS, corrections) < 0) goto done;
-        delta_obj = int_tuple(delta, N_COUNTS);
+        delta_obj = ints(delta, N_COUNTS, 0);
         reply_key = PyUnicode_FromFormat("%U+%lld", key, old[N_COUNTS] + 1);
         step = 0;
     }

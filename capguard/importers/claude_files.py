@@ -202,17 +202,12 @@ def folded(replies: list[FoundReply]) -> list[FoundReply]:
     from its start, or the request begun after the offset): one row with the request's largest figures, as
     max-wins sums them, instead of a row and its corrections (a quarter of the rows of a streamed session). A
     correction whose request was read before stays as it is: it continues what the ledger holds."""
+    from capguard.importers.claude_scan import fold_into  # the step the compiled reader's scan takes as it counts
+
     out: list[FoundReply] = []
     at: dict[str, int] = {}
     for reply in replies:
-        base, plus, _ = reply.key.partition("+")
-        if not plus:
-            at[reply.key] = len(out)
-        elif (i := at.get(base)) is not None:
-            row = out[i]
-            out[i] = row._replace(figures=tuple(a + b for a, b in zip(row.figures, reply.figures)))
-            continue
-        out.append(reply)
+        fold_into(out, at, reply)
     return out
 
 
