@@ -1125,7 +1125,6 @@ static int walk(int dirfd, PyObject *folder, PyObject *out, int depth) {
     closedir(dir);
     return result;
 }
-#endif
 
 static PyObject *list_jsonl(PyObject *module, PyObject *folder) {
     /* [(path, size, mtime_ns, inode, mtime)] below `folder` (a str), as claude._walk finds them */
@@ -1135,7 +1134,6 @@ static PyObject *list_jsonl(PyObject *module, PyObject *folder) {
     }
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
-#ifdef CAN_WALK
     PyObject *encoded = PyUnicode_EncodeFSDefault(folder);
     if (encoded == NULL) {
         Py_DECREF(out);
@@ -1144,14 +1142,16 @@ static PyObject *list_jsonl(PyObject *module, PyObject *folder) {
     int fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     Py_DECREF(encoded);
     if (fd >= 0 && walk(fd, folder, out, 0) < 0) Py_CLEAR(out);
-#endif
     return out;
 }
+#endif /* CAN_WALK: elsewhere the module has no list_jsonl, and claude.py walks in Python */
 
 static PyMethodDef module_methods[] = {
     {"read_fields", read_fields, METH_O, "read_fields(line): the fields Lines yields for one line, or None"},
+#ifdef CAN_WALK
     {"list_jsonl", list_jsonl, METH_O,
      "list_jsonl(folder): [(path, size, mtime_ns, inode, mtime)] of the *.jsonl files below it (claude._walk)"},
+#endif
     {"configure", configure, METH_VARARGS,
      "configure(FoundReply, details_of, MODEL_NAMES, SYNTHETIC_MODEL as bytes, MAX_TOKENS, MAX_NAME)"},
     {NULL, NULL, 0, NULL},
