@@ -603,6 +603,11 @@ def test_the_compiled_walk_lists_what_the_python_walk_lists(tmp_path, monkeypatc
     (deep / "d.jsonl").write_bytes(b"")
     (projects / "-p3" / os.fsdecode(b"caf\xe9-\xff.jsonl")).write_bytes(b"2\n")
     (projects / "-p3" / "s p a c e.jsonl").write_bytes(b"3\n")
+    (projects / "top.jsonl").write_bytes(b"4\n")  # beside the project folders, which threads walk
+    for i in range(40):  # enough folders for both walking threads
+        (projects / f"-q{i}" / "s").mkdir(parents=True)
+        (projects / f"-q{i}" / "s.jsonl").write_bytes(b"5\n" * i)
+        (projects / f"-q{i}" / "s" / "agent.jsonl").write_bytes(b"6\n")
 
     def figures(listing):
         return {path: (s.st_size, s.st_mtime_ns, s.st_ino, round(s.st_mtime, 6)) for path, s in listing.items()}
@@ -613,4 +618,4 @@ def test_the_compiled_walk_lists_what_the_python_walk_lists(tmp_path, monkeypatc
     python = claude.list_transcripts([tmp_path])
     assert figures(c) == figures(python)
     assert list(c) == list(python)  # sorted alike
-    assert len(c) == 7 and not any("dirlink" in p or "broken" in p or "-p2" in p for p in c)
+    assert len(c) == 8 + 80 and not any("dirlink" in p or "broken" in p or "-p2" in p for p in c)
