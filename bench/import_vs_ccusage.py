@@ -324,9 +324,12 @@ def shapes_main(args: argparse.Namespace) -> None:
         data = shaped_corpus(name)
         manifest = json.loads((data / "manifest.json").read_text())
         tag = SHAPE_DIRS[name]
+        run_ccusage(NATIVE, data, env, f"{tag}_warmup")
+        run_capguard(data, cg_env, f"{tag}_warmup")  # fills the rates cache: later runs do not load genai-prices
+        # peak RSS from a run of each as the timed ones run (caches warm), sampled, untimed
         warm = {
-            "ccusage": run_ccusage(NATIVE, data, env, f"{tag}_warmup", sample_rss=True),
-            "capguard": run_capguard(data, cg_env, f"{tag}_warmup", sample_rss=True),
+            "ccusage": run_ccusage(NATIVE, data, env, f"{tag}_memory", sample_rss=True),
+            "capguard": run_capguard(data, cg_env, f"{tag}_memory", sample_rss=True),
         }
         rounds = []
         for i in range(args.rounds):
@@ -434,9 +437,9 @@ def shapes_section(result: dict) -> list[str]:
         )
     lines += [
         "",
-        "Each shape: one warm-up run of each tool (its peak RSS sampled every 20 ms: the timed rounds are not"
-        " sampled, the sampling costing a few percent of a core), then alternating rounds (page cache warm;"
-        " capguard's genai-prices rates kept by the warm-up run), then three re-imports of the"
+        "Each shape: one warm-up run of each tool, then one whose peak RSS is sampled every 20 ms (untimed: the"
+        " sampling costs a few percent of a core, so the timed rounds are not sampled), then alternating rounds"
+        " (page cache warm; capguard's genai-prices rates kept by the warm-up run), then three re-imports of the"
         " unchanged files into the last round's ledger (the median shown). capguard writes every priced reply into a new SQLite ledger;"
         " ccusage prints a report. Totals: ccusage's, the ledger's sums and the generator's manifest, compared to the"
         " token. Compare the load average: on a shared machine both tools slow down alike, but not evenly.",
