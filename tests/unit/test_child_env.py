@@ -52,7 +52,7 @@ def test_the_proxys_upstream_goes_the_way_the_users_environment_says():
     from capguard.metering.proxy.server import _via, env_proxy
 
     env = {"HTTPS_PROXY": "http://u:pw@corp.example:3128", "no_proxy": "internal.example"}
-    assert env_proxy("https://api.openai.com/v1", env) == "http://u:pw@corp.example:3128"
+    assert env_proxy("https://provider.example/v1", env) == "http://u:pw@corp.example:3128"
     assert env_proxy("https://llm.internal.example/v1", env) is None  # no_proxy's suffix
     assert env_proxy("http://api.example/v1", env) is None  # HTTPS_PROXY is for https URLs only
     assert env_proxy("http://api.example/v1", {"all_proxy": "http://all:1"}) == "http://all:1"
