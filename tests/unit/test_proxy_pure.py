@@ -4,6 +4,7 @@ hostile usage, and the Gate's holds (no sockets)."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_TOKENS
-from capguard.metering.proxy import bounds, sse
+from capguard.metering.proxy import bounds, dialects, sse
 from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES, ask, route, with_max_out, with_stream_usage
 from capguard.metering.proxy.gate import Admission, Gate, Refused
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
@@ -152,10 +153,68 @@ def test_a_moved_cache_marker_or_a_lone_text_block_keeps_the_conversation_known(
         {"role": "user", "content": [{"type": "tool_result", "content": [{"type": "text", "text": "r"}]}]},
         {"text": 'a "cache_control": {} and "content":[{"type":"text","text":"x"}] inside a string'},
         [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        {"role": "user", "content": [{"type": "text", "text": 'quote " and backslash \\ and "}]'}]},
+        {"role": "user", "content": [{"type": "text", "text": "ends in a backslash \\"}]},
+        {"role": "user", "content": [{"type": "text", "text": 'ends in \\"'}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": None}]},
+        {"role": "user", "content": [{"type": "text", "text": "x"}], "extra": [{"type": "text", "text": "y"}]},
+        {"role": "user", "content": [{"type": "tool_result", "content": [{"text": "r", "type": "text"}]}]},
+        {"role": "user", "content": [{"type": "text", "text": '"}]'}, {"type": "image"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "t"}, {"type": "tool_use", "input": {}}]},
+        {"content": [{"type": "text", "text": "no role, one block"}]},
+        {"content": [{"type": "text", "text": "x", "citations": []}]},
+        {"content": [{"type": "text"}]},
+        {"content": [{"text": 5, "type": "text"}]},
     ],
 )
 def test_the_hashed_bytes_are_the_uncached_parts_serialization(part):
     assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part))
+
+
+def test_the_hashed_bytes_match_on_random_parts():
+    """The bytes' shortcut (no cache marker and no lone text block: the part's own bytes) against the rewrite."""
+    rng = random.Random(7)
+    texts = ["t", 'q"', "b\\", '"}]', '\\"', "é", '"content":[{"type":"text","text":"x"}]']
+
+    def block() -> dict:
+        keys = rng.sample(["type", "text", "cache_control", "content", "id"], rng.randint(1, 3))
+        out: dict = {}
+        for key in keys:
+            if key == "type":
+                out[key] = rng.choice(["text", "tool_result", "image"])
+            elif key == "text":
+                out[key] = rng.choice(texts) * rng.randint(1, 3)
+            elif key == "cache_control":
+                out[key] = rng.choice([{"type": "ephemeral"}, None, {"type": "ephemeral", "ttl": "1h"}])
+            elif key == "content":
+                out[key] = rng.choice([rng.choice(texts), [block() for _ in range(rng.randint(0, 2))]])
+            else:
+                out[key] = rng.choice(texts)
+        return out
+
+    for _ in range(3_000):
+        part = {"role": "user", "content": [block() for _ in range(rng.randint(1, 3))]}
+        assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part)), part
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"ttl": "1h"}}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "ttl": "1h"}]}]},
+        {"messages": [], "tools": [{"name": "t", "input_schema": {"properties": {"ttl": {"enum": ["1h"]}}}}]},
+        {"cache_control": {"type": "ephemeral"}, "metadata": {"ttl": "1h"}},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": None}]}]},
+        {"messages": [{"role": "user", "content": 'a "cache_control":{"ttl":"1h"} in the text'}]},
+        {"tools": [{"name": "t", "input_schema": {"properties": {"cache_control": {"type": "object"}}}}]},
+        {"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "5m"}}]},
+        {"x": [[{"cache_control": {"ttl": "1h"}}]], "y": {"cache_control": {}}},
+    ],
+)
+def test_the_cache_write_read_off_the_bytes_is_the_walks(body):
+    assert dialects._cache_write(body) == dialects._cache_write_walk(body)
 
 
 def test_a_response_continued_by_id_is_bounded_by_what_it_billed_or_refused():

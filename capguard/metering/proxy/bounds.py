@@ -88,6 +88,7 @@ def _uncached(value: Any) -> Any:
             and isinstance(content[0], dict)
             and content[0].keys() == {"type", "text"}
             and content[0]["type"] == "text"
+            and isinstance(content[0]["text"], str)
         ):
             out["content"] = content[0]["text"]  # one text block is the same prompt as the text alone
         return out
@@ -96,17 +97,50 @@ def _uncached(value: Any) -> Any:
     return value
 
 
-# What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON, a string's quotes escaped):
-# a cache marker, or a content list whose first block may be a lone text block.
-_MAY_CHANGE = (b'"cache_control":', b'"content":[{"type":"text","text":', b'"content":[{"text":')
+# What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON and escapes every quote in a
+# string, so none of these can match inside one): a cache marker, or a content list of one block of exactly a type
+# "text" and a text, in either order: the start below, a whole string, then the end.
+_CACHE_MARK = b'"cache_control":'
+_LONE_TEXT = ((b'"content":[{"type":"text","text":"', b"}]"), (b'"content":[{"text":"', b',"type":"text"}]'))
 
 
 def _hashed(value: Any, dumped: bytes) -> bytes:
     """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
-    when its own bytes say it may differ (most parts: no marker, no lone text block)."""
-    if any(mark in dumped for mark in _MAY_CHANGE):
-        return _dumps(_uncached(value))
+    when its own bytes say it differs (most parts of a Claude Code conversation: no marker, no lone text block)."""
+    if _CACHE_MARK in dumped or _has_lone_text(dumped):
+        return _uncached_bytes(dumped)
     return dumped
+
+
+@functools.lru_cache(maxsize=32)
+def _uncached_bytes(dumped: bytes) -> bytes:
+    """`_dumps(_uncached(part))` from the part's own bytes (a JSON round trip gives the same part back): an agent
+    re-sends its system prompt and tools, with their cache markers, on every call; they are rewritten once."""
+    return _dumps(_uncached(msgspec.json.decode(dumped)))
+
+
+def _has_lone_text(dumped: bytes) -> bool:
+    for start, end in _LONE_TEXT:
+        at = dumped.find(start)
+        while at >= 0:
+            closing = _string_end(dumped, at + len(start))
+            if dumped.startswith(end, closing + 1):
+                return True
+            at = dumped.find(start, closing + 1)
+    return False
+
+
+def _string_end(data: bytes, at: int) -> int:
+    """Where the JSON string whose text starts at `at` ends: its first quote after an even run of backslashes."""
+    quote = data.find(b'"', at)
+    while quote >= 0:
+        back = quote - 1
+        while data[back] == 0x5C:  # a backslash: the string's opening quote stops this before `at`
+            back -= 1
+        if (quote - 1 - back) % 2 == 0:
+            return quote
+        quote = data.find(b'"', quote + 1)
+    return len(data)
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import msgspec
+
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
 CHAT = "chat"  # OpenAI Chat Completions: POST /v1/chat/completions
 RESPONSES = "responses"  # OpenAI Responses: POST /v1/responses
@@ -173,8 +175,25 @@ def _check_tools(dialect: str, tools: Any) -> None:
             raise ValueError(f"capguard cannot bound the cost of the server-side tool {str(kind)[:60]!r}")
 
 
+# Compact JSON from msgspec: a key is `"name":` and every quote inside a string is escaped, so these bytes occur
+# only where the body has such a key (and, for the second, that key with that string value).
+_ENCODE = msgspec.json.Encoder(enc_hook=str).encode
+_CACHE_KEY, _CACHE_DICT, _ONE_HOUR = b'"cache_control":', b'"cache_control":{', b'"ttl":"1h"'
+
+
 def _cache_write(body: dict[str, Any]) -> str | None:
-    """The dearest cache write a Messages request asks for: any `cache_control` (top level too) writes."""
+    """The dearest cache write a Messages request asks for: any `cache_control` (top level too) writes. Read off
+    the body's compact JSON (a conversation of 300 KB: ~0.1 ms, the walk ~1.4 ms), walked only when a 1-hour TTL
+    may be asked for: the same answer as `_cache_write_walk` (tests)."""
+    encoded = _ENCODE(body)
+    if _CACHE_KEY not in encoded:
+        return None
+    if _ONE_HOUR in encoded:
+        return _cache_write_walk(body)  # a "ttl":"1h" outside a cache_control is not a 1-hour write
+    return "5m" if _CACHE_DICT in encoded else None
+
+
+def _cache_write_walk(body: dict[str, Any]) -> str | None:
     found: str | None = None
     stack: list[Any] = [body]
     while stack:
