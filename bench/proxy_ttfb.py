@@ -5,25 +5,31 @@ API servers set it), the proxy in a process of its own (as in capguard's, where 
 and the client (this process, httpx). Requests go direct and through the proxy interleaved, so both see the same
 load (the machine is shared: read the paired difference, not the absolute figures).
 
-- TTFB: the same small streamed request, direct, through the proxy and through a bare aiohttp pass-through (the
-  same HTTP layer, nothing metered: the floor of what aiohttp adds), in turn; p50/p99 of each and of the paired
-  difference; the proxy's and the pass-through's CPU time per request.
+- TTFB: the same small streamed request, in turn: direct; through the proxy; through a bare aiohttp pass-through
+  (the same HTTP layer, nothing metered: the floor of what aiohttp adds); with --floors, through a byte relay (two
+  more loopback hops and no HTTP at all: the floor of any proxy on this machine); and through an llhttp pass-through (httptools'
+  parser, the framing written by hand: what an HTTP layer leaner than aiohttp would cost; a measuring device only,
+  with no TLS, validation or connection rules). p50/p99 of each and of the paired difference; CPU per request.
 - Long stream: a reply of --stream-mb MB in ~1 KB text deltas as fast as the fake writes it: MB/s direct and
   through the proxy, and the proxy's CPU per MB.
 - Paced stream: a reply of 1,000 deltas at --events-per-s (a fast model's pace): the proxy's CPU in % of a core
   while it streams, and its RSS.
 
     python bench/proxy_ttfb.py [--requests 300] [--stream-mb 8] [--events-per-s 100] [--loop asyncio|uvloop]
+                               [--floors]
+                               [--floors]   (adds the byte relay and the llhttp pass-through)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -37,8 +43,76 @@ BODY = {
     "stream": True,
     "messages": [{"role": "user", "content": "benchmark " * 200}],
 }
-HEADERS = {"x-api-key": "sk-bench"}
+HEADERS = {"x-api-key": "sk-bench", "content-type": "application/json"}
+
+
+def conversation(kb: int) -> dict[str, Any]:
+    """A request shaped like Claude Code's later in a session: a cached system prompt and tool schemas (~60 KB),
+    then turns of text, tool calls and tool results up to about `kb` KB of JSON, the newest turn cache-marked."""
+    import random
+
+    rng = random.Random(kb)
+    words = [
+        "the",
+        "a",
+        "to",
+        "of",
+        "file",
+        "test",
+        "code",
+        "function",
+        "return",
+        "value",
+        "error",
+        "line",
+        "import",
+        "class",
+        "self",
+        "def",
+        "if",
+        "for",
+        "in",
+    ]
+
+    def text(size: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(size // 5))
+
+    tools = [
+        {
+            "name": f"Tool{i}",
+            "description": text(1_500),
+            "input_schema": {"type": "object", "properties": {f"p{j}": {"type": "string"} for j in range(4)}},
+        }
+        for i in range(30)
+    ]
+    system = [{"type": "text", "text": text(15_000), "cache_control": {"type": "ephemeral"}}]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 32_000, "stream": True, "system": system, "tools": tools}
+    messages: list[dict[str, Any]] = []
+    while len(json.dumps({**body, "messages": messages})) < kb * 1024:
+        turn = len(messages) // 2
+        messages.append(
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": text(300)},
+                    {"type": "tool_use", "id": f"toolu_{turn}", "name": "Tool1", "input": {"p0": text(100)}},
+                ],
+            }
+        )
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": text(3_000)}],
+            }
+        )
+    messages.insert(0, {"role": "user", "content": text(200)})
+    messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return {**body, "messages": messages}
+
+
 PACED_EVENTS = 1_000
+SMALL = json.dumps(BODY).encode()
+REQUEST = SMALL  # what the time-to-first-byte rounds send (--body-kb: a long conversation)
 
 
 def serve_fake(kind: str, stream_mb: float, events_per_s: float) -> None:
@@ -74,7 +148,7 @@ def serve_proxy(upstreams: list[str], loop: str) -> None:
         sys.stdin.read()
 
 
-def serve_bare(upstream: str) -> None:
+def serve_bare(upstream: str, loop: str) -> None:
     """A bare aiohttp pass-through (no metering, as the proxy's HTTP layer is configured): the floor of its cost."""
     import asyncio
 
@@ -110,7 +184,128 @@ def serve_bare(upstream: str) -> None:
         await runner.cleanup()
         await session.close()
 
-    asyncio.run(run())
+    _run(run(), loop)
+
+
+def serve_relay(upstream: str, loop: str) -> None:
+    """A byte relay to the upstream (one upstream connection per client connection, no HTTP): the floor."""
+    import asyncio
+    import socket
+    from urllib.parse import urlsplit
+
+    up = urlsplit(upstream)
+
+    async def run() -> None:
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+            writer.close()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(up.hostname, up.port)
+            for side in (writer, up_writer):
+                side.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+
+        server = await asyncio.start_server(connection, "127.0.0.1", 0)
+        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    _run(run(), loop)
+
+
+def serve_llhttp(upstream: str, loop: str) -> None:
+    """A pass-through on llhttp (httptools) with hand-written framing, one kept-alive upstream connection per
+    request at a time: what a leaner HTTP layer than aiohttp would cost. A measuring device, not a proxy to use."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    try:
+        import httptools
+    except ImportError:
+        sys.exit("bench/proxy_ttfb.py --floors: the llhttp pass-through needs httptools (pip install httptools)")
+
+    up = urlsplit(upstream)
+    hop = {b"host", b"content-length", b"transfer-encoding", b"connection", b"accept-encoding"}
+
+    async def run() -> None:
+        events = asyncio.get_running_loop()
+        idle: list[Any] = []
+        tasks: set[Any] = set()
+
+        class Upstream(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport, self.parser, self.agent = transport, httptools.HttpResponseParser(self), None
+                self.headers: list[tuple[bytes, bytes]] = []
+
+            def data_received(self, data: bytes) -> None:
+                self.parser.feed_data(data)
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.headers.append((name, value))
+
+            def on_headers_complete(self) -> None:
+                status = self.parser.get_status_code()
+                kept = b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.headers if k.lower() not in hop)
+                self.agent.write(b"HTTP/1.1 %d OK\r\n%stransfer-encoding: chunked\r\n\r\n" % (status, kept))
+
+            def on_body(self, body: bytes) -> None:
+                self.agent.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+            def on_message_complete(self) -> None:
+                self.agent.write(b"0\r\n\r\n")
+                self.agent, self.headers = None, []
+                idle.append(self)
+
+        class Agent(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+                self.headers: list[tuple[bytes, bytes]] = []
+                self.body: list[bytes] = []
+
+            def data_received(self, data: bytes) -> None:
+                self.parser.feed_data(data)
+
+            def on_url(self, url: bytes) -> None:
+                self.url = url
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.headers.append((name, value))
+
+            def on_body(self, body: bytes) -> None:
+                self.body.append(body)
+
+            def on_message_complete(self) -> None:
+                raw, self.body = b"".join(self.body), []
+                kept = b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.headers if k.lower() not in hop)
+                self.headers = []
+                tasks.add(task := events.create_task(self.forward(self.url, kept, raw)))
+                task.add_done_callback(tasks.discard)
+
+            async def forward(self, url: bytes, kept: bytes, raw: bytes) -> None:
+                if idle:
+                    hop_to = idle.pop()
+                else:
+                    _, hop_to = await events.create_connection(Upstream, up.hostname, up.port)
+                hop_to.agent = self.transport
+                head = b"POST %s HTTP/1.1\r\nhost: %s\r\n%scontent-length: %d\r\n\r\n"
+                hop_to.transport.write(head % (url, up.netloc.encode(), kept, len(raw)) + raw)
+
+        server = await events.create_server(Agent, "127.0.0.1", 0)
+        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        await events.run_in_executor(None, sys.stdin.read)
+
+    _run(run(), loop)
+
+
+def _run(main: Any, loop: str) -> None:
+    """The pass-throughs run on the loop the proxy runs on (--loop), so they compare like for like."""
+    if loop == "uvloop":
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+
+        uvloop.run(main)
+    else:
+        __import__("asyncio").run(main)
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen, list[str]]:
@@ -123,7 +318,7 @@ def spawn(*args: str) -> tuple[subprocess.Popen, list[str]]:
 
 def first_byte(client: httpx.Client, url: str) -> float:
     start = time.perf_counter()
-    with client.stream("POST", url, json=BODY, headers=HEADERS) as reply:
+    with client.stream("POST", url, content=REQUEST, headers=HEADERS) as reply:
         elapsed = None
         for _ in reply.iter_raw():  # drained to the end, so the connection is reused for the next request
             if elapsed is None:
@@ -135,7 +330,7 @@ def first_byte(client: httpx.Client, url: str) -> float:
 def drain(client: httpx.Client, url: str) -> tuple[int, float]:
     start = time.perf_counter()
     size = 0
-    with client.stream("POST", url, json=BODY, headers=HEADERS) as reply:
+    with client.stream("POST", url, content=SMALL, headers=HEADERS) as reply:
         for chunk in reply.iter_raw():
             size += len(chunk)
     assert reply.status_code == 200
@@ -165,45 +360,48 @@ def measure(args: argparse.Namespace) -> None:
     ]
     urls = [found[0] for _, found in fakes]
     proxy_proc, proxy_urls = spawn("--serve-proxy", args.loop, *urls)
-    bare_proc, bare_urls = spawn("--serve-bare", urls[0])
-    proxy, bare = psutil.Process(proxy_proc.pid), psutil.Process(bare_proc.pid)
+    kinds = ["bare", *(["relay", "llhttp"] if args.floors else [])]
+    others = {kind: spawn(f"--serve-{kind}", args.loop, urls[0]) for kind in kinds}
+    names = {"bare": "bare aiohttp pass-through", "relay": "byte relay (no HTTP)", "llhttp": "llhttp pass-through"}
+    proxy = psutil.Process(proxy_proc.pid)
+    procs = {"proxy": proxy, **{kind: psutil.Process(proc.pid) for kind, (proc, _) in others.items()}}
+    targets = {
+        "direct": f"{urls[0]}/v1/messages",
+        "proxy": f"{proxy_urls[0]}/v1/messages",
+        **{kind: f"{found[0]}/v1/messages" for kind, (_, found) in others.items()},
+    }
+    clients = {name: httpx.Client(timeout=120) for name in targets}
+    direct_client, proxy_client = clients["direct"], clients["proxy"]
     try:
-        direct_url, through_url = f"{urls[0]}/v1/messages", f"{proxy_urls[0]}/v1/messages"
-        bare_url = f"{bare_urls[0]}/v1/messages"
-        with (
-            httpx.Client(timeout=120) as direct_client,
-            httpx.Client(timeout=120) as proxy_client,
-            httpx.Client(timeout=120) as bare_client,
-        ):
+        with direct_client, proxy_client:  # the long and the paced streams go through these two too
             for _ in range(30):  # warm up: connections, genai-prices' data, the pricer's caches
-                first_byte(direct_client, direct_url)
-                first_byte(proxy_client, through_url)
-                first_byte(bare_client, bare_url)
-            direct, through, passed = [], [], []
-            before, bare_before = cpu(proxy), cpu(bare)
+                for name, client in clients.items():
+                    first_byte(client, targets[name])
+            times: dict[str, list[float]] = {name: [] for name in targets}
+            before = {name: cpu(proc) for name, proc in procs.items()}
             for _ in range(args.requests):
-                direct.append(first_byte(direct_client, direct_url))
-                through.append(first_byte(proxy_client, through_url))
-                passed.append(first_byte(bare_client, bare_url))
-            per_request = (cpu(proxy) - before) / args.requests
-            bare_per_request = (cpu(bare) - bare_before) / args.requests
-            added = [t - d for t, d in zip(through, direct)]
-            bare_added = [t - d for t, d in zip(passed, direct)]
-            print(f"time to first byte, {args.requests} streamed requests each way, interleaved ({args.loop}):")
-            print(f"  direct   {ms(direct)}")
-            print(f"  proxy    {ms(through)}")
-            print(f"  added    {ms(added)}   (paired difference)")
-            p50 = percentile(through, 0.5) - percentile(direct, 0.5)
-            p99 = percentile(through, 0.99) - percentile(direct, 0.99)
-            print(f"  added TTFB: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms (difference of the percentiles)")
-            print(f"  proxy CPU per request: {per_request * 1000:.3f} ms")
-            print(f"  bare aiohttp pass-through, added {ms(bare_added)}   (paired difference)")
-            p50 = percentile(passed, 0.5) - percentile(direct, 0.5)
-            p99 = percentile(passed, 0.99) - percentile(direct, 0.99)
+                for name, client in clients.items():  # in turn, so every path sees the same load
+                    times[name].append(first_byte(client, targets[name]))
+            per_request = {name: (cpu(proc) - before[name]) / args.requests for name, proc in procs.items()}
+            direct = times["direct"]
             print(
-                f"  bare added TTFB: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms (difference of the percentiles)"
+                f"time to first byte, {args.requests} streamed requests of {len(REQUEST) / 1024:.0f} KB each way,"
+                f" interleaved ({args.loop}):"
             )
-            print(f"  bare pass-through CPU per request: {bare_per_request * 1000:.3f} ms")
+            print(f"  direct   {ms(direct)}")
+            print(f"  proxy    {ms(times['proxy'])}")
+            for name in ("proxy", *kinds):
+                through = times[name]
+                added = [t - d for t, d in zip(through, direct)]
+                p50 = percentile(through, 0.5) - percentile(direct, 0.5)
+                p99 = percentile(through, 0.99) - percentile(direct, 0.99)
+                label = "proxy" if name == "proxy" else names[name]
+                print(f"  {label}, added {ms(added)}   (paired difference)")
+                print(
+                    f"  {label}, added TTFB: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms"
+                    " (difference of the percentiles)"
+                )
+                print(f"  {label}, CPU per request: {per_request[name] * 1000:.3f} ms")
 
             long_direct, long_through = f"{urls[1]}/v1/messages", f"{proxy_urls[1]}/v1/messages"
             rates: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -232,7 +430,9 @@ def measure(args: argparse.Namespace) -> None:
                 f" proxy CPU {share * 100:.2f}% of a core; proxy RSS {rss:.1f} MB"
             )
     finally:
-        for proc, _ in [*fakes, (proxy_proc, None), (bare_proc, None)]:
+        for client in clients.values():
+            client.close()
+        for proc, _ in [*fakes, (proxy_proc, None), *others.values()]:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(10)
@@ -245,15 +445,22 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-proxy":
         serve_proxy(sys.argv[3:], sys.argv[2])
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
-        serve_bare(sys.argv[2])
+    serve = {"--serve-bare": serve_bare, "--serve-relay": serve_relay, "--serve-llhttp": serve_llhttp}
+    if len(sys.argv) > 1 and sys.argv[1] in serve:
+        serve[sys.argv[1]](sys.argv[3], sys.argv[2])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream-mb", type=float, default=8)
     parser.add_argument("--events-per-s", type=float, default=100)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    measure(parser.parse_args())
+    parser.add_argument("--floors", action="store_true", help="also time a byte relay and an llhttp pass-through")
+    parser.add_argument("--body-kb", type=int, default=0, help="time a conversation of this many KB (0: 2 KB)")
+    args = parser.parse_args()
+    if args.body_kb:
+        global REQUEST
+        REQUEST = json.dumps(conversation(args.body_kb)).encode()
+    measure(args)
 
 
 if __name__ == "__main__":
