@@ -12,7 +12,7 @@ import pytest
 from capguard.core.model_caps import ModelRules
 from capguard.core.pricing import Pricer
 from capguard.core.sanitize import MAX_TOKENS
-from capguard.metering.proxy import bounds, dialects, sse
+from capguard.metering.proxy import bounds, compact_json, dialects, sse
 from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES, ask, route, with_max_out, with_stream_usage
 from capguard.metering.proxy.gate import Admission, Gate, Refused
 from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
@@ -215,6 +215,44 @@ def test_the_hashed_bytes_match_on_random_parts():
 )
 def test_the_cache_write_read_off_the_bytes_is_the_walks(body):
     assert dialects._cache_write(body) == dialects._cache_write_walk(body)
+
+
+def test_the_cache_write_read_off_the_bytes_is_the_walks_on_random_bodies():
+    rng = random.Random(11)
+    strings = ["1h", "5m", '"ttl":"1h"', "{", "}", '\\"}', "cache_control", '"cache_control":{']
+
+    def value(depth: int):
+        kind = rng.randint(0, 5 if depth < 4 else 1)
+        if kind == 0:
+            return rng.choice(strings)
+        if kind == 1:
+            return rng.choice([None, 1, True])
+        if kind == 2:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        keys = rng.sample(["cache_control", "ttl", "type", "text", "content", "x"], rng.randint(1, 4))
+        return {key: value(depth + 1) for key in keys}
+
+    seen = set()
+    for _ in range(4_000):
+        body = {"messages": [value(0) for _ in range(rng.randint(1, 3))]}
+        expected = dialects._cache_write_walk(body)
+        seen.add(expected)
+        assert dialects._cache_write(body) == expected, body
+    assert seen == {None, "5m", "1h"}  # every answer was reached
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"a": "}"}, {"a": {"b": "{"}}, {"a": 'q\\"}', "b": [{"c": "\\"}]}, {"cache_control": {"ttl": "1h"}}],
+)
+def test_an_objects_end_and_a_strings_end_in_compact_json(value):
+    encoded = b'[1,"x\\\\",' + bounds._dumps(value) + b',"tail"]'
+    start = encoded.index(b"{")
+    assert compact_json.object_end(encoded, start) == start + len(bounds._dumps(value)) - 1
+    assert compact_json.string_end(encoded, 4) == encoded.index(b'",{')  # "x\\" ends after its two backslashes
+    assert (
+        compact_json.object_end(b'{"a":"}', 0) == 7 and compact_json.string_end(b'"ab\\"', 1) == 5
+    )  # unclosed: its end
 
 
 def test_a_response_continued_by_id_is_bounded_by_what_it_billed_or_refused():

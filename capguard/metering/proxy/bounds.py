@@ -18,6 +18,7 @@ import msgspec
 
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
+from capguard.metering.proxy.compact_json import string_end
 from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
@@ -123,24 +124,11 @@ def _has_lone_text(dumped: bytes) -> bool:
     for start, end in _LONE_TEXT:
         at = dumped.find(start)
         while at >= 0:
-            closing = _string_end(dumped, at + len(start))
+            closing = string_end(dumped, at + len(start))
             if dumped.startswith(end, closing + 1):
                 return True
             at = dumped.find(start, closing + 1)
     return False
-
-
-def _string_end(data: bytes, at: int) -> int:
-    """Where the JSON string whose text starts at `at` ends: its first quote after an even run of backslashes."""
-    quote = data.find(b'"', at)
-    while quote >= 0:
-        back = quote - 1
-        while data[back] == 0x5C:  # a backslash: the string's opening quote stops this before `at`
-            back -= 1
-        if (quote - 1 - back) % 2 == 0:
-            return quote
-        quote = data.find(b'"', quote + 1)
-    return len(data)
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
