@@ -18,7 +18,7 @@ import msgspec
 
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
-from capguard.metering.proxy.compact_json import string_end
+from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, string_end
 from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
@@ -67,13 +67,10 @@ _NOT_PROMPT = frozenset(
 _MEDIA = {"image", "image_url", "input_image", "document", "input_file", "file", "input_audio"}
 
 
-_ENCODE = msgspec.json.Encoder(enc_hook=str).encode  # compact UTF-8, as json.dumps(ensure_ascii=False), ~3x faster
-
-
 def _dumps(value: Any) -> bytes:
     """A part of the prompt as compact UTF-8 JSON, keys in the order the agent sent them (an agent re-sends a
     message as it sent it; a reordered one only misses the tighter bound)."""
-    return _ENCODE(value)
+    return encode(value)
 
 
 def _uncached(value: Any) -> Any:
@@ -101,14 +98,13 @@ def _uncached(value: Any) -> Any:
 # What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON and escapes every quote in a
 # string, so none of these can match inside one): a cache marker, or a content list of one block of exactly a type
 # "text" and a text, in either order: the start below, a whole string, then the end.
-_CACHE_MARK = b'"cache_control":'
 _LONE_TEXT = ((b'"content":[{"type":"text","text":"', b"}]"), (b'"content":[{"text":"', b',"type":"text"}]'))
 
 
 def _hashed(value: Any, dumped: bytes) -> bytes:
     """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
     when its own bytes say it differs (most parts of a Claude Code conversation: no marker, no lone text block)."""
-    if _CACHE_MARK in dumped or _has_lone_text(dumped):
+    if CACHE_CONTROL in dumped or _has_lone_text(dumped):
         return _uncached_bytes(dumped)
     return dumped
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import re
 
+import msgspec
+
+# Compact UTF-8, keys in the order given (as json.dumps(separators=(",", ":"), ensure_ascii=False)), ~3x faster.
+encode = msgspec.json.Encoder(enc_hook=str).encode
+CACHE_CONTROL = b'"cache_control":'  # a Messages request's cache marker: only where some object has that key
 _BACKSLASH = 0x5C
 _STRUCTURE = re.compile(rb'[{}"]')
 
