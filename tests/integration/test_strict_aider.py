@@ -122,6 +122,13 @@ def test_runaway_under_a_token_cap_never_overshoots(capguard):
     assert report["stop_reason"] == "tokens" and report["overshoot"] == 0
     assert sum(t for _, t in bills(server).values()) <= 60_000
     assert_counted_exactly(report, server)
+    # aider sends its system prompt and history again, then its files, the new message and a closing reminder:
+    # the earlier prompt is no prefix of the next, but its parts up to a user's message are, and their bill holds
+    # them (Chat has no count): a later call is held well under the ~4.5 times its tokens its bytes would give
+    main = [call for call in report["calls"] if call["model"] == "openai/gpt-4o"]
+    prompts = [call["input_tokens"] + call["cache_read_tokens"] + call["cache_write_tokens"] for call in main]
+    assert main[0]["prompt_bound"] > 4 * prompts[0]
+    assert any(prompt <= call["prompt_bound"] < 2.5 * prompt for call, prompt in zip(main[1:], prompts[1:]))
     assert_tree_gone(capguard)
 
 
@@ -316,7 +323,8 @@ def test_runaway_on_claude_models_spends_the_cap_by_the_counted_prompts(capguard
 
 def test_a_hostile_count_on_claude_models_is_ignored(capguard):
     """count_tokens answers ten times the request's bytes: no call is held at it (it would be looser than the
-    bytes); every call is held at its bytes' bound, and the run stops earlier, never over."""
+    bytes); the first call is held at its bytes' bound, each later one at its bytes or at an earlier bill plus the
+    bytes of what it adds, and the run stops earlier, never over."""
     with FakeAnthropic(claude_runaway(count_mode="huge")) as server:
         result = run_claude_models(capguard, server, ["--usd", "0.30"])
     report = result.report
@@ -327,7 +335,9 @@ def test_a_hostile_count_on_claude_models_is_ignored(capguard):
     assert_counted_anthropic(report, server)
     assert server.count("count_tokens") >= 1
     assert not any(call["prompt_counted"] for call in report["calls"])
-    assert all(call["prompt_bound"] >= 3 * call["input_tokens"] for call in report["calls"])
+    assert report["calls"][0]["prompt_bound"] >= 3 * report["calls"][0]["input_tokens"]
+    # the count (~40 times a call's tokens) held none; no bound below its bill
+    assert all(call["input_tokens"] <= call["prompt_bound"] < 10 * call["input_tokens"] for call in report["calls"])
     assert_tree_gone(capguard)
 
 

@@ -122,6 +122,87 @@ def test_a_known_conversation_makes_the_next_prompt_bound_tighter():
     assert not bounds.input_bound(CHAT, other_model, known).tight
 
 
+def remembered(dialect: str, body: dict, known: bounds.Conversations, billed: int) -> bounds.InputBound:
+    bound = bounds.input_bound(dialect, body, known)
+    known.remember(bound.key, billed, None, 0, bound.prefixes)
+    return bound
+
+
+def test_a_prompt_that_shares_an_earlier_ones_start_up_to_a_users_message_is_bounded_by_its_bill():
+    """aider re-sends its history with the model's reply and the next message inserted before a closing reminder:
+    the earlier prompt is no prefix of the next, but its parts up to the user's last message are."""
+    known = bounds.Conversations()
+    system = {"role": "system", "content": "s" * 20_000}
+    reminder = {"role": "system", "content": "reminder " * 500}
+    asked = {"role": "user", "content": "u" * 20_000}
+    remembered(CHAT, {"model": "gpt-4o", "messages": [system, asked, reminder]}, known, 10_000)
+    reply, again = {"role": "assistant", "content": "a" * 3_000}, {"role": "user", "content": "v" * 1_000}
+    nxt = {"model": "gpt-4o", "messages": [system, asked, reply, again, reminder]}
+    bound = bounds.input_bound(CHAT, nxt, known)
+    tail = sum(len(bounds._dumps(part)) + bounds.MESSAGE_OVERHEAD for part in (reply, again, reminder))
+    assert bound.tight and bound.tokens == 10_000 + tail + bounds.MESSAGE_OVERHEAD
+    assert bound.from_bytes == tail + bounds.MESSAGE_OVERHEAD
+    assert bound.tokens < bounds.input_bound(CHAT, nxt, bounds.Conversations()).tokens // 2
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        {"role": "assistant", "content": "a" * 30_000},
+        {"role": "tool", "tool_call_id": "t", "content": "r" * 30_000},
+    ],
+)
+def test_a_shared_start_ending_with_the_models_turn_or_a_tools_result_is_not_bounded_by_a_bill(last):
+    """Templates strip an earlier turn's reasoning only when a user's message follows it: a prompt cut after the
+    model's turn or a tool's result might bill that turn more than the earlier prompt did."""
+    known = bounds.Conversations()
+    system = {"role": "system", "content": "s" * 1_000}
+    remembered(CHAT, {"model": "gpt-4o", "messages": [system, last, {"role": "user", "content": "n"}]}, known, 600)
+    cut = {"model": "gpt-4o", "messages": [system, last, {"role": "user", "content": "m" * 5}]}
+    assert not bounds.input_bound(CHAT, cut, known).tight
+
+
+def test_the_least_bill_that_held_a_shared_start_bounds_it():
+    known = bounds.Conversations()
+    system = {"role": "system", "content": "s" * 20_000}
+    asked = {"role": "user", "content": "u" * 20_000}
+    long_tail = {"role": "assistant", "content": "t" * 40_000}
+    remembered(CHAT, {"model": "gpt-4o", "messages": [system, asked, long_tail, asked]}, known, 30_000)
+    remembered(
+        CHAT, {"model": "gpt-4o", "messages": [system, asked, {"role": "assistant", "content": "x"}]}, known, 9_000
+    )
+    nxt = {"model": "gpt-4o", "messages": [system, asked, {"role": "assistant", "content": "y"}]}
+    assert bounds.input_bound(CHAT, nxt, known).tokens < 9_100  # the 9k bill, not the 30k one
+
+
+@pytest.mark.parametrize(
+    ("dialect", "item", "own"),
+    [
+        (CHAT, {"role": "user", "content": "hi"}, True),
+        (CHAT, {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]}, True),
+        (CHAT, {"role": "tool", "content": "r"}, False),
+        (ANTHROPIC, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}, False),
+        (ANTHROPIC, {"role": "user", "content": [{"type": "text", "text": "hi"}]}, True),
+        (ANTHROPIC, {"role": "assistant", "content": "a"}, False),
+        (RESPONSES, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "q"}]}, True),
+        (RESPONSES, {"type": "function_call_output", "call_id": "c", "output": "o"}, False),
+        ("gemini", {"role": "user", "parts": [{"text": "q"}]}, True),
+        ("gemini", {"role": "user", "parts": [{"functionResponse": {"name": "f"}}]}, False),
+        ("gemini", {"role": "model", "parts": [{"text": "a"}]}, False),
+        (CHAT, "a bare string", False),
+        (CHAT, {"role": "user", "content": []}, False),
+        (ANTHROPIC, {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "tool_result"}]}, False),
+        (ANTHROPIC, {"role": "user", "content": [{"type": "server_tool_use"}]}, False),
+        (ANTHROPIC, {"role": "user", "content": [{"type": "text", "text": "q", "cache_control": {}}]}, True),
+        ("gemini", {"role": "user", "parts": [{"text": "q"}, {"inlineData": {"data": "AA"}}]}, True),
+        ("gemini", {"role": "user", "parts": [{"text": "q", "thoughtSignature": "s"}]}, False),
+        ("gemini", {"role": "user", "parts": [{}]}, False),
+    ],
+)
+def test_a_users_own_message_is_told_from_a_tools_result_and_the_models_turn(dialect, item, own):
+    assert bounds._users_own(item) is own
+
+
 def test_a_moved_cache_marker_or_a_lone_text_block_keeps_the_conversation_known():
     """Claude Code moves its cache markers to the newest message each turn and sends a message as one text block,
     then as its text: the same prompt, so the same prefix (strict's `_uncached`, after serializing once)."""

@@ -143,24 +143,43 @@ class InputBound:
     tight: bool  # an earlier billed prompt of the conversation made it tighter than the bytes alone
     from_bytes: int = 0  # of `tokens`, those bounded by bytes (all of them unless tight); a count may lower them
     counted: bool = False  # `tokens` is the provider's count of the prompt, with COUNT_MARGIN
+    # the links of its prefixes that end with a user's own message: a later prompt that shares one is bounded by
+    # this prompt's bill plus the bytes of what follows the shared part
+    prefixes: tuple[bytes, ...] = ()
 
 
 class Conversations:
-    """Prompt tokens billed for earlier prompts, by a hash of everything they held, and each Responses reply's
-    prompt plus output (the prompt of a request that continues it by `previous_response_id`). Bounded memory."""
+    """Prompt tokens billed for earlier prompts, by a hash of everything they held; for each of their prefixes that
+    ends with a user's own message, the least billed prompt that held it; and each Responses reply's prompt plus
+    output (the prompt of a request that continues it by `previous_response_id`). Bounded memory."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._prompts: OrderedDict[bytes, int] = OrderedDict()
+        self._prefixes: OrderedDict[bytes, int] = OrderedDict()
         self._responses: OrderedDict[str, int] = OrderedDict()
 
-    def remember(self, key: bytes, prompt_tokens: int, response_id: str | None, output_tokens: int) -> None:
+    def remember(
+        self,
+        key: bytes,
+        prompt_tokens: int,
+        response_id: str | None,
+        output_tokens: int,
+        prefixes: tuple[bytes, ...] = (),
+    ) -> None:
         _put(self._prompts, key, prompt_tokens, self._size)
+        for prefix in prefixes:
+            known = self._prefixes.get(prefix)
+            _put(self._prefixes, prefix, prompt_tokens if known is None else min(known, prompt_tokens), self._size * 4)
         if response_id:
             _put(self._responses, response_id, prompt_tokens + output_tokens, self._size)
 
     def prompt(self, key: bytes) -> int | None:
         return self._prompts.get(key)
+
+    def prefix(self, link: bytes) -> int | None:
+        """The least prompt billed that began with what `link` chains (a prefix ending with a user's message)."""
+        return self._prefixes.get(link)
 
     def response(self, response_id: str) -> int | None:
         return self._responses.get(response_id)
@@ -189,21 +208,55 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
         if earlier is None:
             raise ValueError("capguard cannot bound a request that continues a response it did not see")
         full += earlier
-    best: int | None = None
-    everything = after = 0  # bytes-bound tokens of all items; of those after the last known prefix
+    # The least of: every part by its bytes; or an earlier bill that covers the parts up to one of them, plus the
+    # bytes of the parts after it. An earlier bill covers a prefix it held whole (its key), or one ending with a
+    # user's own message (every assistant turn before that message is an earlier turn in both prompts, billed
+    # alike: no API or chat template shows an earlier turn's reasoning again).
+    best: int | None = None  # the least (bill - bytes of the parts it covers) seen so far
+    covered = 0  # the bytes of the parts that bill covers
+    everything = 0  # bytes-bound tokens of the parts so far
+    prefixes: list[bytes] = []
     for item in _items(dialect, body):
         dumped = _dumps(item)
         link = hashlib.sha256(link + _hashed(item, dumped)).digest()
-        cost = len(dumped) + MESSAGE_OVERHEAD + _media(item, dumped)
-        everything, after = everything + cost, after + cost
+        everything += len(dumped) + MESSAGE_OVERHEAD + _media(item, dumped)
         seen = known.prompt(link)
-        if seen is not None:
-            best, after = seen, 0  # what follows the last known prefix is counted from its bytes
+        if _users_own(item):
+            prefixes.append(link)
+            shared = known.prefix(link)
+            if shared is not None and (seen is None or shared < seen):
+                seen = shared
+        if seen is not None and (best is None or seen - everything < best):
+            best, covered = seen - everything, everything
     tokens = full + everything
-    tight = best is not None and best + after + MESSAGE_OVERHEAD < tokens
-    if best is not None and tight:
-        return InputBound(best + after + MESSAGE_OVERHEAD, link, True, after + MESSAGE_OVERHEAD)
-    return InputBound(tokens, link, False, tokens)
+    if best is not None and everything + best + MESSAGE_OVERHEAD < tokens:
+        after = everything - covered + MESSAGE_OVERHEAD  # what follows the bill's parts, bounded by bytes
+        return InputBound(everything + best + MESSAGE_OVERHEAD, link, True, after, prefixes=tuple(prefixes))
+    return InputBound(tokens, link, False, tokens, prefixes=tuple(prefixes))
+
+
+# What a user's own message may hold, in each API's shape (a Gemini part has no type: its keys say what it is).
+_USER_BLOCKS = frozenset(
+    {"text", "image", "document", "input_text", "input_image", "input_file", "image_url", "input_audio", "file"}
+)
+_USER_PARTS = frozenset({"text", "inlineData", "inline_data", "fileData", "file_data"})
+
+
+def _users_own(item: Any) -> bool:
+    """A message the user wrote: role user and nothing but text and media (no tool's result, no model's turn).
+    Anything else, or anything unknown, is not one: a shared start is then bounded by its bytes, never too low."""
+    if not isinstance(item, dict) or item.get("role") != "user":
+        return False
+    content = item.get("parts") if "parts" in item else item.get("content")
+    if isinstance(content, str):
+        return True
+    if not isinstance(content, list) or not content:
+        return False
+    return all(
+        isinstance(block, dict)
+        and (block.get("type") in _USER_BLOCKS if "type" in block else bool(block) and block.keys() <= _USER_PARTS)
+        for block in content
+    )
 
 
 # What each API's counting endpoint takes: the fields that make the prompt (a field it does not know is a 400, and
@@ -254,7 +307,7 @@ def counted_bound(bound: InputBound, answer: Any) -> InputBound:
     held = -(-counted * (100 + COUNT_MARGIN_PERCENT) // 100) + COUNT_MARGIN_TOKENS
     if held >= bound.tokens:
         return bound
-    return InputBound(held, bound.key, bound.tight, 0, counted=True)
+    return InputBound(held, bound.key, bound.tight, 0, counted=True, prefixes=bound.prefixes)
 
 
 # How a media block's type serializes (_dumps: no spaces): a part whose bytes hold none of these has no media.

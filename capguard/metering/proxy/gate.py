@@ -328,7 +328,7 @@ class Gate:
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,
-                usage.output_tokens,
+                usage.output_tokens, admission.input.prefixes,
             )  # fmt: skip
         self._emit(reply)
         return reply
