@@ -229,6 +229,19 @@ def fill(folder: Path) -> None:
                 pass
 
 
+def remount_read_only(folder: Path) -> None:
+    """Make a bind mount read-only. The kernel refuses (EBUSY) while a file is open for writing through it, as
+    capguard's status file is for a moment each second: try again for up to 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if "busy" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"could not remount {folder} read-only: {done.stderr.strip()}")
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("fault", ["full", "read-only", "gone"])
 def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguard, small_runs_disk, fault):
     with FakeOpenAI(runaway_script(delay_s=0.3)) as server:
@@ -246,7 +259,7 @@ def test_a_run_dir_that_cannot_be_written_stops_the_run_with_meter_error(capguar
                 fill(small_runs_disk)
             elif fault == "read-only":  # the run dir bound read-only over itself (a remount is refused: busy)
                 subprocess.run(["mount", "--bind", str(run_dir), str(run_dir)], check=True)
-                subprocess.run(["mount", "-o", "remount,bind,ro", str(run_dir)], check=True)
+                remount_read_only(run_dir)
             else:  # the run dir taken away, a file in its place: aider's writes fail and it carries on
                 os.rename(run_dir, run_dir.with_name(run_dir.name + ".moved"))
                 run_dir.write_text("not a directory")
