@@ -242,3 +242,33 @@ def test_a_bill_within_the_count_keeps_the_counts():
     g.settle(admission, from_body(ANTHROPIC, {"id": "m", "usage": {"input_tokens": 10_000, "output_tokens": 1}}))
     assert g.counts_trusted
     assert json.dumps(g.conversations.prompt(admission.input.key)) == "10000"  # the bill, remembered as before
+
+
+def test_a_bill_above_a_bound_from_an_earlier_bill_stops_bounding_by_bills():
+    """A server that billed a prompt far too little, then the next prompt honestly: the next one passed the bound
+    its start's bill gave it. From then on no bill bounds a prompt (each is held at its bytes), never too low."""
+    g = gate(cap=10_000_000)
+    first = g.admit(ANTHROPIC, messages_body())
+    assert isinstance(first, Admission)
+    g.settle(first, from_body(ANTHROPIC, {"id": "a", "usage": {"input_tokens": 1, "output_tokens": 1}}))
+    turn = [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]
+    follow = messages_body() | {"messages": [*messages_body()["messages"], *turn]}
+    second = g.admit(ANTHROPIC, follow)
+    assert isinstance(second, Admission) and second.input.tight and second.input.tokens < 200
+    honest = {"id": "b", "usage": {"input_tokens": len(TEXT) // 4, "output_tokens": 1}}
+    g.settle(second, from_body(ANTHROPIC, honest))
+    assert not g.conversations.trusted
+    again = follow | {"messages": [*follow["messages"], *turn]}
+    third = g.admit(ANTHROPIC, again)
+    assert isinstance(third, Admission) and not third.input.tight and third.input.tokens > len(TEXT)
+
+
+def test_a_bill_within_a_bound_from_an_earlier_bill_keeps_the_bills():
+    g = gate(cap=10_000_000)
+    first = g.admit(ANTHROPIC, messages_body())
+    g.settle(first, from_body(ANTHROPIC, {"id": "a", "usage": {"input_tokens": 5_000, "output_tokens": 1}}))
+    follow = messages_body() | {"messages": [*messages_body()["messages"], {"role": "assistant", "content": "ok"}]}
+    second = g.admit(ANTHROPIC, follow)
+    assert isinstance(second, Admission) and second.input.tight
+    g.settle(second, from_body(ANTHROPIC, {"id": "b", "usage": {"input_tokens": 5_010, "output_tokens": 1}}))
+    assert g.conversations.trusted and g.conversations.prompt(second.input.key) == 5_010

@@ -158,6 +158,15 @@ class Conversations:
         self._prompts: OrderedDict[bytes, int] = OrderedDict()
         self._prefixes: OrderedDict[bytes, int] = OrderedDict()
         self._responses: OrderedDict[str, int] = OrderedDict()
+        self.trusted = True
+
+    def distrust(self) -> None:
+        """A call was billed more prompt than its bound: a bill remembered here was too low (a server whose usage
+        does not add up). Forget every bill and remember none from now on: each prompt is held at its bytes."""
+        self.trusted = False
+        self._prompts.clear()
+        self._prefixes.clear()
+        self._responses.clear()
 
     def remember(
         self,
@@ -167,6 +176,8 @@ class Conversations:
         output_tokens: int,
         prefixes: tuple[bytes, ...] = (),
     ) -> None:
+        if not self.trusted:
+            return
         _put(self._prompts, key, prompt_tokens, self._size)
         for prefix in prefixes:
             known = self._prefixes.get(prefix)

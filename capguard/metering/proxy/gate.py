@@ -325,6 +325,8 @@ class Gate:
                 self.task_budgets.observe(admission.task, usage.prompt_tokens, usage.output_tokens)
         if charged == "usage" and admission.input.counted and usage.prompt_tokens > admission.input.tokens:
             self._counts_trusted = False  # the provider billed more than it counted: its counts are not bounds
+        elif charged == "usage" and admission.input.tight and usage.prompt_tokens > admission.input.tokens:
+            self.conversations.distrust()  # an earlier bill it was held at was too low: bills are no bounds now
         if charged == "usage":
             self.conversations.remember(
                 admission.input.key, usage.prompt_tokens, seen.response_id if admission.dialect == RESPONSES else None,
