@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 
 import pytest
@@ -278,6 +279,63 @@ def test_the_hashed_bytes_match_on_random_parts():
         assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part)), part
 
 
+# The per-mark searches the one-pass scan replaced: a media block's type or Gemini's inline data anywhere in a part.
+SEARCHED_MEDIA = re.compile(rb'"type":"(?:input_)?(?:image|document|file|audio)|"inline_?[dD]ata":')
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image", "source": {"type": "url"}}]},
+        {"content": [{"type": "text", "text": "lone"}], "x": {"type": "document", "source": {"type": "file"}}},
+        {"content": [{"text": "lone", "type": "text"}], "parts": [{"inlineData": {"mimeType": "image/png"}}]},
+        {"content": [{"type": "text", "text": "a", "cache_control": {}}], "y": {"type": "input_file"}},
+        {"content": [{"type": "text", "text": '"type":"image"'}]},
+        {"content": [{"type": "text", "text": "t"}, {"type": "text", "text": "u"}], "z": {"type": "input_audio"}},
+    ],
+)
+def test_one_scan_finds_what_the_searches_found(part):
+    dumped = bounds._dumps(part)
+    rewrite, media = bounds._scan(dumped)
+    assert media == bool(SEARCHED_MEDIA.search(dumped))
+    assert rewrite == (bounds._dumps(bounds._uncached(part)) != dumped or bounds.CACHE_CONTROL in dumped)
+
+
+def test_one_scan_finds_what_the_searches_found_on_random_parts():
+    """Marks in any order and nesting, text that looks like a mark: the scan's answers are the searches' and the
+    rewrite's (a part it calls plain is exactly its own bytes without markers or lone blocks)."""
+    rng = random.Random(13)
+    texts = ["t", '"type":"image"', '"cache_control":', '"}]', "\\", '"content":[{"type":"text","text":"x"}]']
+    kinds = ["text", "tool_result", "image", "input_image", "document", "file", "input_audio", "tool_use"]
+
+    def block(depth: int) -> dict:
+        keys = rng.sample(["type", "text", "cache_control", "content", "inlineData", "id"], rng.randint(1, 3))
+        out: dict = {}
+        for key in keys:
+            if key == "type":
+                out[key] = rng.choice(kinds)
+            elif key == "content" and depth < 3:
+                out[key] = rng.choice([rng.choice(texts), [block(depth + 1) for _ in range(rng.randint(0, 2))]])
+            elif key == "cache_control":
+                out[key] = rng.choice([{"type": "ephemeral"}, None])
+            elif key == "inlineData":
+                out[key] = {"mimeType": "image/png", "data": "AAAA"}
+            else:
+                out[key] = rng.choice(texts) * rng.randint(1, 2)
+        return out
+
+    answers = set()
+    for _ in range(4_000):
+        part = {"role": "user", "content": [block(0) for _ in range(rng.randint(1, 3))]}
+        dumped = bounds._dumps(part)
+        rewrite, media = bounds._scan(dumped)
+        plain = bounds._dumps(bounds._uncached(part)) == dumped and bounds.CACHE_CONTROL not in dumped
+        assert media == bool(SEARCHED_MEDIA.search(dumped)), part
+        assert rewrite != plain, part
+        answers.add((rewrite, media))
+    assert answers == {(False, False), (False, True), (True, False), (True, True)}
+
+
 def walked_cache_write(body: dict) -> str | None:
     """The dearest cache write, by a walk of every object: any cache_control object writes, "1h" if its ttl says."""
     found = None
@@ -314,6 +372,7 @@ def walked_cache_write(body: dict) -> str | None:
 )
 def test_the_cache_write_read_off_the_bytes_is_the_walks(body):
     assert dialects._cache_write(body) == walked_cache_write(body)
+    assert dialects._cache_write(body, bounds.Prompt.of(ANTHROPIC, body).marked()) == walked_cache_write(body)
 
 
 def test_the_cache_write_read_off_the_bytes_is_the_walks_on_random_bodies():
@@ -334,9 +393,13 @@ def test_the_cache_write_read_off_the_bytes_is_the_walks_on_random_bodies():
     seen = set()
     for _ in range(4_000):
         body = {"messages": [value(0) for _ in range(rng.randint(1, 3))]}
+        for key in rng.sample(["system", "tools", "metadata", "input", "thinking"], rng.randint(0, 2)):
+            body[key] = value(1)  # a marker in the head, in a key that is no prompt, in another API's messages
         expected = walked_cache_write(body)
         seen.add(expected)
         assert dialects._cache_write(body) == expected, body
+        marked = bounds.Prompt.of(ANTHROPIC, body).marked()  # read off the pieces the gate serialized
+        assert dialects._cache_write(body, marked) == expected, body
     assert seen == {None, "5m", "1h"}  # every answer was reached
 
 

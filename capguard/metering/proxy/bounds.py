@@ -12,7 +12,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -95,18 +95,41 @@ def _uncached(value: Any) -> Any:
     return value
 
 
-# What a part's bytes hold when `_uncached` would change it (msgspec writes compact JSON and escapes every quote in a
-# string, so none of these can match inside one): a cache marker, or a content list of one block of exactly a type
-# "text" and a text, in either order: the start below, a whole string, then the end.
-_LONE_TEXT = ((b'"content":[{"type":"text","text":"', b"}]"), (b'"content":[{"text":"', b',"type":"text"}]'))
+# Everything a part's bytes may hold that changes how it is hashed or bounded, found in one pass (msgspec writes
+# compact JSON and escapes every quote in a string, so none of these can start inside one): a cache marker (group 1);
+# the start of a content list whose first block is exactly a type "text" and a text, in either key order (groups 2,
+# 3), a lone text block if its text string is followed by the block's end (_LONE_END); a media block or Gemini's
+# inline data (no group). Matches never overlap, and none can hide another: each ends at a colon, or inside or at the
+# start of a string value, where no other mark can begin.
+_MARKS = re.compile(
+    rb'"(?:(cache_control":)|(content":\[\{"type":"text","text":")|(content":\[\{"text":")'
+    rb'|type":"(?:input_)?(?:image|document|file|audio)|inline_?[dD]ata":)'
+)
+_LONE_END = {2: b"}]", 3: b',"type":"text"}]'}
+
+
+def _scan(dumped: bytes) -> tuple[bool, bool]:
+    """(whether `_uncached` may change the part: a cache marker or a lone text block; whether it may hold media its
+    bytes do not show). Most parts of a long conversation hold neither: one regex pass over their bytes."""
+    rewrite = media = False
+    for found in _MARKS.finditer(dumped):
+        kind = found.lastindex
+        if kind is None:
+            media = True
+        elif kind == 1:
+            rewrite = True
+        elif not rewrite:  # a content list's first block: lone if its text closes the block and the list
+            closing = string_end(dumped, found.end())
+            rewrite = dumped.startswith(_LONE_END[kind], closing + 1)
+        if rewrite and media:
+            break
+    return rewrite, media
 
 
 def _hashed(value: Any, dumped: bytes) -> bytes:
     """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
     when its own bytes say it differs (most parts of a Claude Code conversation: no marker, no lone text block)."""
-    if CACHE_CONTROL in dumped or _has_lone_text(dumped):
-        return _uncached_bytes(dumped)
-    return dumped
+    return _uncached_bytes(dumped) if _scan(dumped)[0] else dumped
 
 
 @functools.lru_cache(maxsize=32)
@@ -116,19 +139,58 @@ def _uncached_bytes(dumped: bytes) -> bytes:
     return _dumps(_uncached(msgspec.json.decode(dumped)))
 
 
-def _has_lone_text(dumped: bytes) -> bool:
-    for start, end in _LONE_TEXT:
-        at = dumped.find(start)
-        while at >= 0:
-            closing = string_end(dumped, at + len(start))
-            if dumped.startswith(end, closing + 1):
-                return True
-            at = dumped.find(start, closing + 1)
-    return False
+class Part(NamedTuple):
+    """One part of a prompt (the request's head, or one message) as compact JSON, with what its bytes hold."""
+
+    value: Any
+    dumped: bytes
+    rewrite: bool  # hashed as `_uncached` (a cache marker or a lone text block)
+    media: bool  # may hold media its bytes do not show
+
+    @classmethod
+    def of(cls, value: Any) -> Part:
+        dumped = _dumps(value)
+        rewrite, media = _scan(dumped)
+        return cls(value, dumped, rewrite, media)
+
+    @property
+    def hashed(self) -> bytes:
+        return _uncached_bytes(self.dumped) if self.rewrite else self.dumped
+
+    @property
+    def media_tokens(self) -> int:
+        return media_allowance(self.value) if self.media else 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A request serialized once, part by part, for its bound, its conversation's hash and its cache write: on a
+    conversation of hundreds of kilobytes each pass over its bytes costs about a tenth of a millisecond."""
+
+    head: Part  # every key of the body but its messages and those that change no token of the prompt
+    items: list[Part]  # its messages (contents, input items)
+    rest: bytes  # the keys in neither
+
+    @classmethod
+    def of(cls, dialect: str, body: dict[str, Any]) -> Prompt:
+        key = _ITEMS_KEY.get(dialect, "messages")
+        head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in _ITEM_KEYS}
+        rest = {k: v for k, v in body.items() if k != key and k not in head}
+        return cls(Part.of(head), [Part.of(item) for item in _items(dialect, body)], _dumps(rest) if rest else b"")
+
+    def marked(self) -> list[bytes]:
+        """The compact JSON of the parts that may hold a cache marker: together they hold every one of the body."""
+        parts = [self.head, *self.items]
+        pieces = [part.dumped for part in parts if part.rewrite and CACHE_CONTROL in part.dumped]
+        return [*pieces, self.rest] if CACHE_CONTROL in self.rest else pieces
+
+
+_ITEMS_KEY = {RESPONSES: "input", GEMINI: "contents"}
+_ITEM_KEYS = ("messages", "input", "contents")
 
 
 def _items(dialect: str, body: dict[str, Any]) -> list[Any]:
-    items = body.get("input" if dialect == RESPONSES else "contents" if dialect == GEMINI else "messages")
+    items = body.get(_ITEMS_KEY.get(dialect, "messages"))
     if isinstance(items, list):
         return items
     return [] if items is None else [items]
@@ -203,16 +265,16 @@ def _put(store: OrderedDict[Any, int], key: Any, value: int, size: int) -> None:
         store.popitem(last=False)
 
 
-def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> InputBound:
+def input_bound(dialect: str, body: dict[str, Any], known: Conversations, prompt: Prompt | None = None) -> InputBound:
     """The prompt's tokens at most. ValueError when it continues a stored reply capguard never saw (its size is
     unknown); a model's context window would bound it, but not for every provider's long-context options.
 
-    Each part is serialized once (its bytes are both its bound and its link in the conversation's hash chain):
-    this runs before the request is forwarded, on conversations of hundreds of kilobytes."""
-    head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in ("messages", "input", "contents")}
-    dumped = _dumps(head)
-    link = hashlib.sha256(dialect.encode() + b"\0" + _hashed(head, dumped)).digest()
-    full = len(dumped) + REQUEST_OVERHEAD + _media(head, dumped)
+    `prompt`: the body already serialized (`Prompt.of`); each part's bytes are both its bound and its link in the
+    conversation's hash chain. This runs before the request is forwarded, on conversations of hundreds of kilobytes."""
+    prompt = prompt or Prompt.of(dialect, body)
+    head = prompt.head
+    link = hashlib.sha256(dialect.encode() + b"\0" + head.hashed).digest()
+    full = len(head.dumped) + REQUEST_OVERHEAD + head.media_tokens
     previous = body.get("previous_response_id")
     if previous is not None:
         earlier = known.response(str(previous))
@@ -227,12 +289,13 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations) -> Inp
     covered = 0  # the bytes of the parts that bill covers
     everything = 0  # bytes-bound tokens of the parts so far
     prefixes: list[bytes] = []
-    for item in _items(dialect, body):
-        dumped = _dumps(item)
-        link = hashlib.sha256(link + _hashed(item, dumped)).digest()
-        everything += len(dumped) + MESSAGE_OVERHEAD + _media(item, dumped)
+    for part in prompt.items:
+        chain = hashlib.sha256(link)
+        chain.update(part.hashed)
+        link = chain.digest()
+        everything += len(part.dumped) + MESSAGE_OVERHEAD + part.media_tokens
         seen = known.prompt(link)
-        if _users_own(item):
+        if _users_own(part.value):
             prefixes.append(link)
             shared = known.prefix(link)
             if shared is not None and (seen is None or shared < seen):
@@ -319,16 +382,6 @@ def counted_bound(bound: InputBound, answer: Any) -> InputBound:
     if held >= bound.tokens:
         return bound
     return InputBound(held, bound.key, bound.tight, 0, counted=True, prefixes=bound.prefixes)
-
-
-# How a media block's type serializes (_dumps: no spaces): a part whose bytes hold none of these has no media.
-_MEDIA_MARK = re.compile(rb'"type":"(?:input_)?(?:image|document|file|audio)|"inline_?[dD]ata":')
-
-
-def _media(value: Any, dumped: bytes) -> int:
-    if not _MEDIA_MARK.search(dumped):
-        return 0  # the walk below costs more than the serialization on a long conversation
-    return media_allowance(value)
 
 
 def media_allowance(value: Any) -> int:

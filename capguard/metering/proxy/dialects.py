@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -90,9 +91,17 @@ class Ask:
     write_limit: bool = False
 
 
-def ask(dialect: str, body: dict[str, Any], *, model: str | None = None, stream: bool = False) -> Ask:
+def ask(
+    dialect: str,
+    body: dict[str, Any],
+    *,
+    model: str | None = None,
+    stream: bool = False,
+    marked: Sequence[bytes] | None = None,
+) -> Ask:
     """The facts of a request; ValueError (shown to the user) for a request capguard cannot bound. `model` and
-    `stream` come from the path where the API names them there (Gemini)."""
+    `stream` come from the path where the API names them there (Gemini). `marked`: the body's compact JSON in
+    pieces that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already."""
     if dialect == GEMINI:
         return _gemini_ask(body, model, stream)
     model = body.get("model")
@@ -108,7 +117,7 @@ def ask(dialect: str, body: dict[str, Any], *, model: str | None = None, stream:
             body.get("stream") is True,
             _positive(body.get("max_tokens")),
             1,
-            _cache_write(body),
+            _cache_write(body, marked),
             isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"),
             _text(body.get("speed")),
             _text(body.get("inference_geo")),
@@ -180,22 +189,21 @@ def _check_tools(dialect: str, tools: Any) -> None:
 _CACHE_OBJECT, _ONE_HOUR = CACHE_CONTROL + b"{", b'"ttl":"1h"'  # in compact JSON: only that key with that value
 
 
-def _cache_write(body: dict[str, Any]) -> str | None:
+def _cache_write(body: dict[str, Any], marked: Sequence[bytes] | None = None) -> str | None:
     """The dearest cache write a Messages request asks for: any `cache_control` (top level too) writes. Read off
-    the body's compact JSON (a conversation of 300 KB: ~0.1 ms, a walk of it ~1.4 ms): each cache_control object
-    (nested ones too), decoded alone when it may hold a 1-hour TTL. The same answer as a walk of it (tests)."""
-    encoded = encode(body)
-    if CACHE_CONTROL not in encoded:
-        return None
+    the body's compact JSON (a conversation of 300 KB: ~0.1 ms, a walk of it ~1.4 ms), or off `marked` (pieces of
+    it that hold every marker): each cache_control object (nested ones too), decoded alone when it may hold a
+    1-hour TTL. The same answer as a walk of it (tests)."""
     found: str | None = None
-    at = encoded.find(_CACHE_OBJECT)
-    while at >= 0:
-        start = at + len(_CACHE_OBJECT) - 1  # its "{"
-        control = encoded[start : object_end(encoded, start) + 1]
-        if _ONE_HOUR in control and msgspec.json.decode(control).get("ttl") == "1h":
-            return "1h"
-        found = "5m"
-        at = encoded.find(_CACHE_OBJECT, start)  # from inside it: a cache_control within one counts too
+    for encoded in [encode(body)] if marked is None else marked:
+        at = encoded.find(_CACHE_OBJECT)
+        while at >= 0:
+            start = at + len(_CACHE_OBJECT) - 1  # its "{"
+            control = encoded[start : object_end(encoded, start) + 1]
+            if _ONE_HOUR in control and msgspec.json.decode(control).get("ttl") == "1h":
+                return "1h"
+            found = "5m"
+            at = encoded.find(_CACHE_OBJECT, start)  # from inside it: a cache_control within one counts too
     return found
 
 

@@ -193,10 +193,11 @@ class Gate:
         hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle. `provider`:
         the mount's provider for prices, over the dialect's (an OpenAI-compatible API that is not OpenAI's)."""
         try:
-            wants = ask(dialect, body, model=model, stream=stream)
+            serialized = bounds.Prompt.of(dialect, body)  # once, for the cache write and the prompt's bound
+            wants = ask(dialect, body, model=model, stream=stream, marked=serialized.marked())
             model = self._priced_name(dialect, wants.model, provider)
             self._check_listed(wants.model)
-            prompt = bounds.input_bound(dialect, body, self.conversations)
+            prompt = bounds.input_bound(dialect, body, self.conversations, serialized)
         except ValueError as err:
             return self._refuse(dialect, model or body.get("model"), str(err), at_cap=False)
         return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted, defer)
