@@ -226,6 +226,67 @@ def test_a_moved_cache_marker_or_a_lone_text_block_keeps_the_conversation_known(
     assert not bounds.input_bound(ANTHROPIC, changed, known).tight  # a different prompt is not taken for it
 
 
+def test_what_is_kept_from_a_parts_bytes_changes_no_bound(monkeypatch):
+    """Conversations that grow, move their cache markers, share messages after different starts, and are sent
+    again: every bound and link is the one computed from scratch (nothing kept), call after call."""
+    rng = random.Random(17)
+    marker = {"type": "ephemeral"}
+    shared = {"role": "user", "content": "a message two conversations send after different starts"}
+
+    def message(i: int) -> dict:
+        kind = rng.choice(["text", "blocks", "tool", "image"])
+        role = "user" if i % 2 == 0 else "assistant"
+        if kind == "text":
+            return {"role": role, "content": rng.choice(["hi", "x" * rng.randint(1, 300)])}
+        if kind == "image":
+            return {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "u"}}]}
+        if kind == "tool":
+            return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r"}]}
+        return {"role": role, "content": [{"type": "text", "text": rng.choice(["a", "b" * 50])}]}
+
+    def marked(messages: list) -> list:
+        out = json.loads(json.dumps(messages))  # new objects each call, as a decoded request is
+        last = out[-1]
+        if isinstance(last["content"], str):
+            last["content"] = [{"type": "text", "text": last["content"]}]
+        last["content"][-1]["cache_control"] = marker
+        return out
+
+    calls = []
+    for conversation in range(6):
+        messages: list = [message(0)] + ([shared] if conversation % 2 else [])
+        for turn in range(12):
+            messages.append(message(turn + 1))
+            body = messages_body(system=[{"type": "text", "text": f"s{conversation % 3}", "cache_control": marker}])
+            calls.append({**body, "messages": marked(messages)})
+            if rng.random() < 0.3:
+                calls.append({**body, "messages": marked(messages)})  # sent again
+    kept, fresh = bounds.Conversations(), bounds.Conversations()
+    for i, body in enumerate(calls):
+        with monkeypatch.context() as nothing_kept:
+            nothing_kept.setattr(bounds, "_READ", bounds._Kept(0, 0))
+            nothing_kept.setattr(bounds, "_LINKED", bounds._Kept(0, 0))
+            expected = bounds.input_bound(ANTHROPIC, json.loads(json.dumps(body)), fresh)
+            expected_marked = bounds.Prompt.of(ANTHROPIC, body).marked()
+        got = bounds.input_bound(ANTHROPIC, body, kept)
+        assert got == expected, i
+        assert bounds.Prompt.of(ANTHROPIC, body).marked() == expected_marked
+        for known in (kept, fresh):  # billed: later calls are held tighter
+            known.remember(got.key, 50 + i, None, 0, got.prefixes)
+    assert sum(bound.tight for bound in [bounds.input_bound(ANTHROPIC, b, kept) for b in calls]) > len(calls) // 2
+
+
+def test_what_is_kept_is_bounded_in_bytes_and_least_recent_goes_first():
+    kept = bounds._Kept(budget=100, largest=60)
+    kept.put(b"a" * 40, 40, 1)
+    kept.put(b"b" * 40, 40, 2)
+    assert kept.get(b"a" * 40) == 1  # now the most recent
+    kept.put(b"c" * 40, 40, 3)  # 120 bytes: the least recent goes
+    assert kept.get(b"b" * 40) is None and kept.get(b"a" * 40) == 1 and kept.get(b"c" * 40) == 3
+    kept.put(b"d" * 61, 61, 4)  # larger than any part it keeps
+    assert kept.get(b"d" * 61) is None and kept.get(b"c" * 40) == 3
+
+
 @pytest.mark.parametrize(
     "part",
     [
