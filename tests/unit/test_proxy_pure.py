@@ -264,8 +264,7 @@ def test_what_is_kept_from_a_parts_bytes_changes_no_bound(monkeypatch):
     kept, fresh = bounds.Conversations(), bounds.Conversations()
     for i, body in enumerate(calls):
         with monkeypatch.context() as nothing_kept:
-            nothing_kept.setattr(bounds, "_READ", bounds._Kept(0, 0))
-            nothing_kept.setattr(bounds, "_LINKED", bounds._Kept(0, 0))
+            nothing_kept.setattr(bounds, "_KEPT", bounds._Kept(0, 0))
             expected = bounds.input_bound(ANTHROPIC, json.loads(json.dumps(body)), fresh)
             expected_marked = bounds.Prompt.of(ANTHROPIC, body).marked()
         got = bounds.input_bound(ANTHROPIC, body, kept)
@@ -276,15 +275,17 @@ def test_what_is_kept_from_a_parts_bytes_changes_no_bound(monkeypatch):
     assert sum(bound.tight for bound in [bounds.input_bound(ANTHROPIC, b, kept) for b in calls]) > len(calls) // 2
 
 
-def test_what_is_kept_is_bounded_in_bytes_and_least_recent_goes_first():
+def test_what_is_kept_is_bounded_in_bytes_and_the_oldest_goes_first():
     kept = bounds._Kept(budget=100, largest=60)
-    kept.put(b"a" * 40, 40, 1)
-    kept.put(b"b" * 40, 40, 2)
-    assert kept.get(b"a" * 40) == 1  # now the most recent
-    kept.put(b"c" * 40, 40, 3)  # 120 bytes: the least recent goes
-    assert kept.get(b"b" * 40) is None and kept.get(b"a" * 40) == 1 and kept.get(b"c" * 40) == 3
-    kept.put(b"d" * 61, 61, 4)  # larger than any part it keeps
-    assert kept.get(b"d" * 61) is None and kept.get(b"c" * 40) == 3
+    a, b, c, d = ((b"x", bytes([n]) * 40) for n in range(4))
+    kept.put(a, 40, 1)
+    kept.put(b, 40, 2)
+    kept.put(a, 40, 9)  # kept already: unchanged
+    assert kept.get(a) == 1 and kept.get((b"y", a[1])) is None  # the link before a part is part of its key
+    kept.put(c, 40, 3)  # 120 bytes: the oldest goes
+    assert kept.get(a) is None and kept.get(b) == 2 and kept.get(c) == 3
+    kept.put(d, 61, 4)  # larger than any part it keeps
+    assert kept.get(d) is None and kept.get(b) == 2 and kept.get(c) == 3
 
 
 @pytest.mark.parametrize(

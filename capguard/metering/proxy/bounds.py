@@ -141,26 +141,22 @@ def _uncached_bytes(dumped: bytes) -> bytes:
 
 
 class _Kept:
-    """What was computed from a part's bytes, by those bytes (least recently used first out, at most `budget` bytes
-    of parts, none larger than `largest`): an agent sends its whole conversation again on every call, so a part is
-    read once, not on every call (a lookup hashes its bytes: 5-10 times faster than the scan and the chain's hash).
-    What is kept is a function of its key alone, so nothing sent can make a later request's answer differ."""
+    """What was computed from a part's bytes, by the link before it and those bytes (first in, first out; at most
+    `budget` bytes of parts, none larger than `largest`): an agent sends its whole conversation again on every call,
+    so a part is read once, not on every call (a lookup hashes its bytes: 5-10 times faster than the scan and the
+    chain's hash). What is kept is a function of its key alone, so nothing sent can make a later answer differ."""
 
     def __init__(self, budget: int, largest: int) -> None:
-        self._store: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._store: dict[tuple[bytes, bytes], tuple[Any, int]] = {}
         self._size = 0
         self._budget, self._largest = budget, largest
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            found = self._store.get(key)
-            if found is None:
-                return None
-            self._store.move_to_end(key)
-            return found[0]
+    def get(self, key: tuple[bytes, bytes]) -> Any:
+        found = self._store.get(key)  # one dict lookup: atomic under the GIL, no lock
+        return None if found is None else found[0]
 
-    def put(self, key: Any, size: int, value: Any) -> None:
+    def put(self, key: tuple[bytes, bytes], size: int, value: Any) -> None:
         if size > self._largest:
             return
         with self._lock:
@@ -168,50 +164,40 @@ class _Kept:
                 return
             self._store[key] = (value, size)
             self._size += size
-            while self._size > self._budget:
-                self._size -= self._store.popitem(last=False)[1][1]
+            while self._size > self._budget:  # the oldest first: a part still in use is read again, once
+                self._size -= self._store.pop(next(iter(self._store)))[1]
 
 
-_READ = _Kept(8 << 20, 1 << 20)  # a part's bytes -> (rewrite, media, a user's own message)
-_LINKED = _Kept(8 << 20, 1 << 20)  # (the chain's link before a part, its bytes) -> the link after it
+_KEPT = _Kept(16 << 20, 1 << 20)
 
 
 class Part(NamedTuple):
-    """One part of a prompt (the request's head, or one message) as compact JSON, with what its bytes hold."""
+    """One part of a prompt (the request's head, or one message) as compact JSON, with what its bytes hold and the
+    conversation's hash chain up to and with it."""
 
     value: Any
     dumped: bytes
     rewrite: bool  # hashed as `_uncached` (a cache marker or a lone text block)
     media: bool  # may hold media its bytes do not show
     users_own: bool  # a message the user wrote (_users_own)
+    link: bytes  # sha256(the link before it + its hashed bytes)
 
     @classmethod
-    def of(cls, value: Any) -> Part:
+    def of(cls, value: Any, before: bytes) -> Part:
         dumped = _dumps(value)
-        read = _READ.get(dumped)
+        key = (before, dumped)
+        read = _KEPT.get(key)
         if read is None:
-            read = (*_scan(dumped), _users_own(value))
-            _READ.put(dumped, len(dumped), read)
+            rewrite, media = _scan(dumped)
+            chain = hashlib.sha256(before)
+            chain.update(_uncached_bytes(dumped) if rewrite else dumped)
+            read = (rewrite, media, _users_own(value), chain.digest())
+            _KEPT.put(key, len(dumped), read)
         return cls(value, dumped, *read)
-
-    @property
-    def hashed(self) -> bytes:
-        return _uncached_bytes(self.dumped) if self.rewrite else self.dumped
 
     @property
     def media_tokens(self) -> int:
         return media_allowance(self.value) if self.media else 0
-
-    def linked(self, link: bytes) -> bytes:
-        """The conversation's hash chain after this part, from the link before it."""
-        key = (link, self.dumped)
-        after: bytes | None = _LINKED.get(key)
-        if after is None:
-            chain = hashlib.sha256(link)
-            chain.update(self.hashed)
-            after = chain.digest()
-            _LINKED.put(key, len(self.dumped), after)
-        return after
 
 
 @dataclass(frozen=True)
@@ -220,15 +206,20 @@ class Prompt:
     conversation of hundreds of kilobytes each pass over its bytes costs about a tenth of a millisecond."""
 
     head: Part  # every key of the body but its messages and those that change no token of the prompt
-    items: list[Part]  # its messages (contents, input items)
+    items: list[Part]  # its messages (contents, input items), each linked to the one before (the first: the head)
     rest: bytes  # the keys in neither
 
     @classmethod
     def of(cls, dialect: str, body: dict[str, Any]) -> Prompt:
         key = _ITEMS_KEY.get(dialect, "messages")
-        head = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in _ITEM_KEYS}
-        rest = {k: v for k, v in body.items() if k != key and k not in head}
-        return cls(Part.of(head), [Part.of(item) for item in _items(dialect, body)], _dumps(rest) if rest else b"")
+        head_value = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in _ITEM_KEYS}
+        rest = {k: v for k, v in body.items() if k != key and k not in head_value}
+        head = link = Part.of(head_value, dialect.encode() + b"\0")
+        items = []
+        for item in _items(dialect, body):
+            link = Part.of(item, link.link)
+            items.append(link)
+        return cls(head, items, _dumps(rest) if rest else b"")
 
     def marked(self) -> list[bytes]:
         """The compact JSON of the parts that may hold a cache marker: together they hold every one of the body."""
@@ -325,7 +316,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations, prompt
     conversation's hash chain. This runs before the request is forwarded, on conversations of hundreds of kilobytes."""
     prompt = prompt or Prompt.of(dialect, body)
     head = prompt.head
-    link = hashlib.sha256(dialect.encode() + b"\0" + head.hashed).digest()
+    link = head.link
     full = len(head.dumped) + REQUEST_OVERHEAD + head.media_tokens
     previous = body.get("previous_response_id")
     if previous is not None:
@@ -342,7 +333,7 @@ def input_bound(dialect: str, body: dict[str, Any], known: Conversations, prompt
     everything = 0  # bytes-bound tokens of the parts so far
     prefixes: list[bytes] = []
     for part in prompt.items:
-        link = part.linked(link)
+        link = part.link
         everything += len(part.dumped) + MESSAGE_OVERHEAD + part.media_tokens
         seen = known.prompt(link)
         if part.users_own:
