@@ -353,6 +353,7 @@ SEARCHED_MEDIA = re.compile(rb'"type":"(?:input_)?(?:image|document|file|audio)|
         {"content": [{"text": "lone", "type": "text"}], "parts": [{"inlineData": {"mimeType": "image/png"}}]},
         {"content": [{"type": "text", "text": "a", "cache_control": {}}], "y": {"type": "input_file"}},
         {"content": [{"type": "text", "text": '"type":"image"'}]},
+        {'a"cache_control': 1, 'b"content': [{"type": "text", "text": "x"}]},  # keys that end like marks
         {"content": [{"type": "text", "text": "t"}, {"type": "text", "text": "u"}], "z": {"type": "input_audio"}},
     ],
 )

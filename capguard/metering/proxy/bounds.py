@@ -96,12 +96,13 @@ def _uncached(value: Any) -> Any:
     return value
 
 
-# Everything a part's bytes may hold that changes how it is hashed or bounded, found in one pass (msgspec writes
-# compact JSON and escapes every quote in a string, so none of these can start inside one): a cache marker (group 1);
-# the start of a content list whose first block is exactly a type "text" and a text, in either key order (groups 2,
-# 3), a lone text block if its text string is followed by the block's end (_LONE_END); a media block or Gemini's
-# inline data (no group). Matches never overlap, and none can hide another: each ends at a colon, or inside or at the
-# start of a string value, where no other mark can begin.
+# Everything a part's bytes may hold that changes how it is hashed or bounded, found in one pass: a cache marker
+# (group 1); the start of a content list whose first block is exactly a type "text" and a text, in either key order
+# (groups 2, 3), a lone text block if its text string is followed by the block's end (_LONE_END); a media block or
+# Gemini's inline data (no group). msgspec writes compact JSON and escapes every quote in a string, so a mark starts
+# inside a string only where a key ends with its name (`"a\"cache_control":`): a false alarm, which costs a rewrite
+# or a walk that gives the same answer, never a miss. Matches never overlap, and none can hide another: each ends at
+# a colon, or inside or at the start of a string value, where no other mark can begin.
 _MARKS = re.compile(
     rb'"(?:(cache_control":)|(content":\[\{"type":"text","text":")|(content":\[\{"text":")'
     rb'|type":"(?:input_)?(?:image|document|file|audio)|inline_?[dD]ata":)'
