@@ -10,14 +10,17 @@ load (the machine is shared: read the paired difference, not the absolute figure
   more loopback hops and no HTTP at all: the floor of any proxy on this machine); and through an llhttp pass-through (httptools'
   parser, the framing written by hand: what an HTTP layer leaner than aiohttp would cost; a measuring device only,
   with no TLS, validation or connection rules). p50/p99 of each and of the paired difference; CPU per request.
+- With --against CHECKOUT: the proxy of another checkout of capguard too (e.g. `git worktree add /tmp/before
+  <commit>`), in the same rounds: a change measured against the code before it under the same load.
 - Long stream: a reply of --stream-mb MB in ~1 KB text deltas as fast as the fake writes it: MB/s direct and
   through the proxy, and the proxy's CPU per MB.
 - Paced stream: a reply of 1,000 deltas at --events-per-s (a fast model's pace): the proxy's CPU in % of a core
   while it streams, and its RSS.
 
     python bench/proxy_ttfb.py [--requests 300] [--stream-mb 8] [--events-per-s 100] [--loop asyncio|uvloop]
-                               [--floors]
                                [--floors]   (adds the byte relay and the llhttp pass-through)
+                               [--body-kb N]   (a conversation shaped like Claude Code's of N KB, not 2 KB)
+                               [--against CHECKOUT]   (adds that checkout's proxy)
 """
 
 from __future__ import annotations
@@ -308,9 +311,11 @@ def _run(main: Any, loop: str) -> None:
         __import__("asyncio").run(main)
 
 
-def spawn(*args: str) -> tuple[subprocess.Popen, list[str]]:
+def spawn(*args: str, checkout: Path = ROOT) -> tuple[subprocess.Popen, list[str]]:
+    """This script in a process of its own; from another checkout, its own copy, which imports its own capguard."""
+    script = Path(__file__) if checkout == ROOT else checkout / "bench" / "proxy_ttfb.py"
     proc = subprocess.Popen(
-        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=checkout
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().split()
@@ -363,6 +368,10 @@ def measure(args: argparse.Namespace) -> None:
     kinds = ["bare", *(["relay", "llhttp"] if args.floors else [])]
     others = {kind: spawn(f"--serve-{kind}", args.loop, urls[0]) for kind in kinds}
     names = {"bare": "bare aiohttp pass-through", "relay": "byte relay (no HTTP)", "llhttp": "llhttp pass-through"}
+    if args.against:
+        others["against"] = spawn("--serve-proxy", args.loop, urls[0], checkout=Path(args.against).resolve())
+        kinds.append("against")
+        names["against"] = f"proxy of {args.against}"
     proxy = psutil.Process(proxy_proc.pid)
     procs = {"proxy": proxy, **{kind: psutil.Process(proc.pid) for kind, (proc, _) in others.items()}}
     targets = {
@@ -456,6 +465,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--floors", action="store_true", help="also time a byte relay and an llhttp pass-through")
     parser.add_argument("--body-kb", type=int, default=0, help="time a conversation of this many KB (0: 2 KB)")
+    parser.add_argument("--against", metavar="CHECKOUT", help="also time the proxy of another checkout of capguard")
     args = parser.parse_args()
     if args.body_kb:
         global REQUEST
