@@ -161,6 +161,29 @@ def test_a_denied_or_unpriceable_model_is_refused_in_the_providers_format():
         assert proxy.fake.requests == []
 
 
+def deeply_nested(levels: int) -> dict:
+    inner: dict = {}
+    for _ in range(levels):
+        inner = {"x": inner}
+    return inner
+
+
+@pytest.mark.parametrize("mark", [{"cache_control": {"type": "ephemeral"}}, {"type": "image"}])
+def test_a_request_nested_too_deeply_to_bound_is_refused_not_sent(mark, caplog):
+    """Nested deeper than Python's walks go (the JSON decoder allows it): a refusal the agent can show, one line in
+    the provider's format, and nothing sent or logged as an error (no traceback in the agent's terminal)."""
+    caplog.set_level(logging.ERROR)
+    block = {"type": "text", "text": "x", **mark, "deep": deeply_nested(700)}
+    with proxied(fake_for("anthropic"), "anthropic", 1_000_000) as proxy:
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": [block]}]}
+        answer = httpx.post(f"{proxy.base_url('up')}/v1/messages", json=body, timeout=30)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["message"] == "capguard cannot bound a request nested this deeply"
+        assert proxy.fake.requests == []
+        assert [type(e).__name__ for e in proxy.events] == ["Refused"]
+    assert not [r for r in caplog.records if r.name.startswith(("capguard", "aiohttp"))]
+
+
 def test_the_agents_key_passes_through_and_is_never_logged(caplog):
     caplog.set_level(logging.DEBUG)
     with proxied(fake_for("anthropic"), "anthropic", None) as proxy:

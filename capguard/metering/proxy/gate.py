@@ -200,6 +200,9 @@ class Gate:
             prompt = bounds.input_bound(dialect, body, self.conversations, serialized)
         except ValueError as err:
             return self._refuse(dialect, model or body.get("model"), str(err), at_cap=False)
+        except RecursionError:  # nested deeper than Python walks (the decoder allows it): nothing is sent
+            why = "capguard cannot bound a request nested this deeply"
+            return self._refuse(dialect, model or body.get("model"), why, at_cap=False)
         return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted, defer)
 
     def admit_counted(self, first: Count, answer: Any, *, defer: bool = False) -> Admission | Refused:
