@@ -3,6 +3,7 @@ hostile usage, and the Gate's holds (no sockets)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -312,7 +313,12 @@ def test_what_is_kept_is_bounded_in_bytes_and_the_oldest_goes_first():
     ],
 )
 def test_the_hashed_bytes_are_the_uncached_parts_serialization(part):
-    assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part))
+    assert bounds.Part.of(part, b"before").link == hashed_link(b"before", part)
+
+
+def hashed_link(before: bytes, part: dict) -> bytes:
+    """The chain's link after a part, as defined: its serialization without cache markers or lone text blocks."""
+    return hashlib.sha256(before + bounds._dumps(bounds._uncached(part))).digest()
 
 
 def test_the_hashed_bytes_match_on_random_parts():
@@ -338,7 +344,7 @@ def test_the_hashed_bytes_match_on_random_parts():
 
     for _ in range(3_000):
         part = {"role": "user", "content": [block() for _ in range(rng.randint(1, 3))]}
-        assert bounds._hashed(part, bounds._dumps(part)) == bounds._dumps(bounds._uncached(part)), part
+        assert bounds.Part.of(part, b"before").link == hashed_link(b"before", part), part
 
 
 # The per-mark searches the one-pass scan replaced: a media block's type or Gemini's inline data anywhere in a part.

@@ -128,12 +128,6 @@ def _scan(dumped: bytes) -> tuple[bool, bool]:
     return rewrite, media
 
 
-def _hashed(value: Any, dumped: bytes) -> bytes:
-    """The bytes a part adds to the conversation's hash: `_dumps(_uncached(value))`, serialized a second time only
-    when its own bytes say it differs (most parts of a Claude Code conversation: no marker, no lone text block)."""
-    return _uncached_bytes(dumped) if _scan(dumped)[0] else dumped
-
-
 @functools.lru_cache(maxsize=32)
 def _uncached_bytes(dumped: bytes) -> bytes:
     """`_dumps(_uncached(part))` from the part's own bytes (a JSON round trip gives the same part back): an agent
@@ -181,7 +175,7 @@ class Part(NamedTuple):
     rewrite: bool  # hashed as `_uncached` (a cache marker or a lone text block)
     media: bool  # may hold media its bytes do not show
     users_own: bool  # a message the user wrote (_users_own)
-    link: bytes  # sha256(the link before it + its hashed bytes)
+    link: bytes  # sha256(the link before it + `_dumps(_uncached(value))`)
 
     @classmethod
     def of(cls, value: Any, before: bytes) -> Part:
@@ -191,6 +185,8 @@ class Part(NamedTuple):
         if read is None:
             rewrite, media = _scan(dumped)
             chain = hashlib.sha256(before)
+            # serialized a second time only when its bytes say `_uncached` changes it (most parts of a Claude Code
+            # conversation: no marker, no lone text block)
             chain.update(_uncached_bytes(dumped) if rewrite else dumped)
             read = (rewrite, media, _users_own(value), chain.digest())
             _KEPT.put(key, len(dumped), read)
@@ -215,11 +211,12 @@ class Prompt:
         key = _ITEMS_KEY.get(dialect, "messages")
         head_value = {k: v for k, v in body.items() if k not in _NOT_PROMPT and k not in _ITEM_KEYS}
         rest = {k: v for k, v in body.items() if k != key and k not in head_value}
-        head = link = Part.of(head_value, dialect.encode() + b"\0")
-        items = []
+        head = Part.of(head_value, dialect.encode() + b"\0")
+        items, before = [], head.link
         for item in _items(dialect, body):
-            link = Part.of(item, link.link)
-            items.append(link)
+            part = Part.of(item, before)
+            items.append(part)
+            before = part.link
         return cls(head, items, _dumps(rest) if rest else b"")
 
     def marked(self) -> list[bytes]:
