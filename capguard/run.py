@@ -70,6 +70,11 @@ class _QuietFileHandler(logging.FileHandler):
         pass
 
 
+# Loggers of the libraries capguard runs in its own process: the metering proxy's aiohttp logs an error it did not
+# expect with its traceback, which Python would print on stderr (the agent's screen) without a handler.
+_LIBRARY_LOGGERS = ("aiohttp",)
+
+
 def _log_to(path: Path) -> logging.Handler:
     """Diagnostics go to the run's log file: capguard never writes on the agent's screen."""
     handler = _QuietFileHandler(private_file(path))
@@ -77,6 +82,8 @@ def _log_to(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
     return handler
 
 
@@ -133,7 +140,8 @@ def run_agent(
     try:
         return _run(agent, args, settings, env, cwd, stderr, run_id, run_dir, clock)
     finally:
-        log.removeHandler(handler)
+        for logger in (log, *map(logging.getLogger, _LIBRARY_LOGGERS)):
+            logger.removeHandler(handler)
         handler.close()
 
 

@@ -165,6 +165,8 @@ class RedactingFilter(logging.Filter):
         clean = redact_text(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:  # a traceback's text, formatted once here and masked
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -177,3 +177,28 @@ def test_free_text_masks_bearer_tokens_and_known_formats():
 def test_plain_text_is_unchanged():
     line = "capguard: stopped aider: cost $1.02 reached the $1.00 cap (7 replies, task-runner sk-1)"
     assert redact_text(line) == line
+
+
+def test_a_library_error_goes_to_the_runs_log_masked_never_to_the_agents_screen(tmp_path, capfd):
+    """aiohttp (the metering proxy's) logs an error it did not expect with its traceback; without a handler of its
+    own Python prints that on stderr, the screen the agent shares. During a run it goes to capguard.log, keys masked
+    in the message and in the traceback."""
+    import logging
+
+    from capguard import run
+
+    handler = run._log_to(tmp_path / "capguard.log")
+    try:
+        try:
+            raise RuntimeError(f"upstream said no to {ANTHROPIC}")
+        except RuntimeError:
+            logging.getLogger("aiohttp.server").exception("Error handling request with %s", OPENAI)
+    finally:
+        for name in ("capguard", *run._LIBRARY_LOGGERS):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+    written = (tmp_path / "capguard.log").read_text()
+    assert "Error handling request" in written and "RuntimeError: upstream said no to" in written
+    assert ANTHROPIC not in written and OPENAI not in written
+    out, err = capfd.readouterr()  # (another test's leftover thread may write here: only this record matters)
+    assert "Error handling request" not in err + out and "upstream said no" not in err + out
