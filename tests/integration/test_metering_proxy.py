@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import logging
 import re
+import threading
 
 import anthropic
 import httpx
@@ -181,6 +183,52 @@ def test_a_request_nested_too_deeply_to_bound_is_refused_not_sent(mark, caplog):
         assert answer.json()["error"]["message"] == "capguard cannot bound a request nested this deeply"
         assert proxy.fake.requests == []
         assert [type(e).__name__ for e in proxy.events] == ["Refused"]
+    assert not [r for r in caplog.records if r.name.startswith(("capguard", "aiohttp"))]
+
+
+class _OddStream(http.server.BaseHTTPRequestHandler):
+    """A chat server whose stream holds an event of a shape no API sends: `choices` as a number."""
+
+    events = (
+        b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+        b'data: {"id":"c1","choices":5,"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n',
+        b"data: [DONE]\n\n",
+    )
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b"".join(self.events)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_stream_event_of_a_shape_no_api_sends_passes_through_and_is_charged_the_bound(caplog):
+    """A model server's numbers are untrusted: an event capguard cannot read reaches the agent unchanged, the call is
+    charged by its bound (its whole output limit), and nothing raises or is logged as an error."""
+    caplog.set_level(logging.ERROR)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OddStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=1_000_000, on_event=events.append)
+    try:
+        with MeteringProxy(gate, {"up": f"http://127.0.0.1:{server.server_address[1]}"}, dialects={"up": "chat"}) as p:
+            body = {"model": "gpt-4o", "max_tokens": 300, "stream": True, "messages": [{"role": "user", "content": "x"}],
+                    "stream_options": {"include_usage": True}}  # fmt: skip
+            answer = httpx.post(f"{p.base_url('up')}/chat/completions", json=body, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 200 and answer.content == b"".join(_OddStream.events)
+    (reply,) = [e for e in events if isinstance(e, Reply)]
+    assert reply.details["charged"] == "bound" and reply.output_tokens == 300
+    assert "cannot read" in reply.suspicious
+    assert gate.spent_micro == reply.details["reserved_micro"] > 0
     assert not [r for r in caplog.records if r.name.startswith(("capguard", "aiohttp"))]
 
 

@@ -675,6 +675,48 @@ def test_a_usage_figure_that_is_no_number_is_charged_the_whole_hold(figure):
     assert g.spent_micro == admission.hold.micro
 
 
+@pytest.mark.parametrize(
+    ("dialect", "event"),
+    [
+        (CHAT, {"choices": 5, "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
+        (CHAT, {"choices": [{"delta": {"tool_calls": 1.5}}]}),
+        (ANTHROPIC, {"type": "message_delta", "usage": {"output_tokens": 5, "iterations": 2.0}}),
+        ("gemini", {"candidates": True, "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}}),
+    ],
+)
+def test_a_reply_of_a_shape_no_api_sends_is_charged_its_whole_hold(dialect, event):
+    """A model server's field of the wrong shape (a number where a list goes) is no usage to believe: the call is
+    charged by its bound, never left uncounted, and nothing raises into the stream."""
+    tracker = Tracker(dialect)
+    tracker.see(event)
+    assert tracker.seen.unreadable and not tracker.seen.complete and "cannot read" in tracker.seen.suspicious
+    if dialect == ANTHROPIC:  # the same in a whole (non-streamed) reply
+        whole = from_body(ANTHROPIC, {"id": "msg_1", **event})
+        assert whole.unreadable and not whole.complete
+        g = gate()
+        admission = g.admit(ANTHROPIC, messages_body(max_tokens=500))
+        reply = g.settle(admission, whole)
+        assert reply.details["charged"] == "bound" and reply.output_tokens == 500
+        assert 0 < g.spent_micro <= admission.hold.micro
+
+
+def test_a_request_field_of_a_shape_capguard_cannot_read_is_refused_not_sent(monkeypatch):
+    """Gemini's tools as a number: refused in one line. Any other shape that breaks the reading of a request is
+    refused the same way (the gate's net, reached here by a reader that fails): nothing is held or sent."""
+    g = Gate(Pricer(), cap_micro=CAP)
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": 5}
+    refused = g.admit("gemini", body, model="gemini-2.5-flash")
+    assert isinstance(refused, Refused) and refused.why == "the request's tools are not a list"
+
+    def breaks(*args, **kwargs):
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(bounds.Prompt, "of", breaks)
+    refused = g.admit(CHAT, chat_body())
+    assert isinstance(refused, Refused) and "cannot read this request" in refused.why and "TypeError" in refused.why
+    assert g.spent_micro == 0 and g._holds.held_micro == 0
+
+
 # ---- SSE
 
 

@@ -270,7 +270,10 @@ def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool) -> Ask:
         raise ValueError(f"capguard prices text replies only, not those of {model[:100]!r}")
     if body.get("cachedContent") is not None:
         raise ValueError("capguard cannot bound a request that reads a stored context cache (cachedContent)")
-    for tool in body.get("tools") or ():
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise ValueError("the request's tools are not a list")
+    for tool in tools:
         extra = sorted(set(tool) - _GEMINI_CLIENT_TOOL_KEYS) if isinstance(tool, dict) else ["?"]
         if extra:
             raise ValueError(f"capguard cannot bound the cost of the server-side tool {str(extra[0])[:60]!r}")
@@ -298,7 +301,8 @@ def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool) -> Ask:
 
 
 def _has_file_reference(body: dict[str, Any]) -> bool:
-    for content in [body.get("systemInstruction"), *(body.get("contents") or ())]:
+    contents = body.get("contents")
+    for content in [body.get("systemInstruction"), *(contents if isinstance(contents, list) else [contents])]:
         parts = content.get("parts") if isinstance(content, dict) else None
         for part in parts if isinstance(parts, list) else ():
             if isinstance(part, dict) and ("fileData" in part or "file_data" in part):

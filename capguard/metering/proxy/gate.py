@@ -203,6 +203,9 @@ class Gate:
         except RecursionError:  # nested deeper than Python walks (the decoder allows it): nothing is sent
             why = "capguard cannot bound a request nested this deeply"
             return self._refuse(dialect, model or body.get("model"), why, at_cap=False)
+        except (TypeError, AttributeError) as err:  # a field of a shape the API does not take: nothing is sent
+            why = f"capguard cannot read this request: a field has a shape the API does not take ({type(err).__name__})"
+            return self._refuse(dialect, model or body.get("model"), why, at_cap=False)
         return self._admit(dialect, body, wants, model, prompt, may_count and self._counts_trusted, defer)
 
     def admit_counted(self, first: Count, answer: Any, *, defer: bool = False) -> Admission | Refused:

@@ -43,8 +43,18 @@ def from_body(dialect: str, body: Any) -> Seen:
         return seen
     seen.response_id, seen.model = _name(body.get("id")), _name(body.get("model"))
     if body.get("usage") is not None:
-        _take_usage(seen, dialect, body.get("usage"))
+        try:
+            _take_usage(seen, dialect, body.get("usage"))
+        except (TypeError, AttributeError) as err:
+            _unreadable(seen, err)
     return seen
+
+
+def _unreadable(seen: Seen, err: Exception) -> None:
+    """A reply with a field of a shape no API sends (a number where a list goes): nothing it says about usage is
+    believed, and the call is charged by its bound (a whole reply: its whole output limit)."""
+    seen.suspicious = f"the server sent a reply capguard cannot read ({type(err).__name__})"
+    seen.unreadable, seen.complete, seen.usage = True, False, None
 
 
 class Tracker:
@@ -57,14 +67,17 @@ class Tracker:
 
     def see(self, data: dict[str, Any], *, whole: bool = False) -> None:
         self.seen._events += 1
-        if self.dialect == ANTHROPIC:
-            self._anthropic(data)
-        elif self.dialect == CHAT:
-            self._chat(data)
-        elif self.dialect == GEMINI:
-            self._gemini(data, whole)
-        else:
-            self._responses(data)
+        try:
+            if self.dialect == ANTHROPIC:
+                self._anthropic(data)
+            elif self.dialect == CHAT:
+                self._chat(data)
+            elif self.dialect == GEMINI:
+                self._gemini(data, whole)
+            else:
+                self._responses(data)
+        except (TypeError, AttributeError) as err:  # a field of a shape no API sends (a number for a list...)
+            _unreadable(self.seen, err)
 
     def _anthropic(self, data: dict[str, Any]) -> None:
         seen, kind = self.seen, data.get("type")
