@@ -697,7 +697,18 @@ def test_a_reply_of_a_shape_no_api_sends_is_charged_its_whole_hold(dialect, even
         admission = g.admit(ANTHROPIC, messages_body(max_tokens=500))
         reply = g.settle(admission, whole)
         assert reply.details["charged"] == "bound" and reply.output_tokens == 500
-        assert 0 < g.spent_micro <= admission.hold.micro
+        assert g.spent_micro == admission.hold.micro
+
+
+@pytest.mark.parametrize("rates", [{}, {"speed": "fast"}, {"inference_geo": "us"}])
+def test_a_call_charged_by_its_bound_is_priced_at_the_rates_it_was_held_at(rates):
+    """Fast mode costs several times the standard rates and US-only inference 1.1 times: a reply whose usage cannot
+    be read is charged at them, as its hold was, never at the standard rates."""
+    g = gate(cap=10**9)
+    admission = g.admit(ANTHROPIC, messages_body(max_tokens=500, model="claude-opus-5-5", **rates))
+    reply = g.settle(admission, from_body(ANTHROPIC, {"id": "msg_1", "usage": {"output_tokens": "many"}}))
+    assert reply.details["charged"] == "bound" and reply.output_tokens == 500
+    assert g.spent_micro == admission.hold.micro
 
 
 def test_a_request_field_of_a_shape_capguard_cannot_read_is_refused_not_sent(monkeypatch):

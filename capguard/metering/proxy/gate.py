@@ -372,9 +372,11 @@ class Gate:
         if admission.worst is None:
             return CallUsage(input_tokens=admission.input.tokens, output_tokens=output), "bound"
         worst = admission.worst.reply(output // admission.ask.choices)
+        rates = worst.details or {}  # priced as it was held: fast mode and US-only inference cost more
         return CallUsage(
-            worst.input_tokens, worst.output_tokens, 0, worst.cache_write_tokens, worst.cache_write_1h_tokens
-        ), "bound"
+            worst.input_tokens, worst.output_tokens, 0, worst.cache_write_tokens, worst.cache_write_1h_tokens, 0,
+            rates.get("speed"), rates.get("inference_geo"),
+        ), "bound"  # fmt: skip
 
     def _shaped(self, dialect: str, body: dict[str, Any], wants: Ask, clamp: Any) -> dict[str, Any] | None:
         if not clamp.lowered and not wants.write_limit:
