@@ -122,8 +122,10 @@ def test_typed_input_reaches_aider_and_a_cap_stops_the_session(capguard, termina
 
 
 def test_ctrl_c_reaches_aider_and_capguard_keeps_supervising(capguard, terminal):
-    # plain input (cooked mode): the terminal turns Ctrl-C into SIGINT for the whole foreground group
-    with FakeOpenAI(chat_script()) as server:
+    # plain input (cooked mode): the terminal turns Ctrl-C into SIGINT for the whole foreground group. Each reply
+    # takes 3 s, so the stop at the second reply's start lands before that reply ends, however loaded the machine
+    # (with instant replies the second was sometimes written, and counted, before capguard's stop reached aider)
+    with FakeOpenAI(chat_script(delay_s=3.0)) as server:
         term = terminal(["--steps", "1"], [*aider_flags(server.base_url), "--no-fancy-input"])
         term.expect(r">\s*$")
         term.type(b"\x03")
