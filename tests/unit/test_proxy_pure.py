@@ -664,15 +664,20 @@ def test_an_absurd_usage_counts_as_the_bound_and_is_suspicious(figure):
     assert reply.suspicious and g.spent_micro >= CAP  # the cap fires: fail closed
 
 
+def assert_charged_the_whole_hold(dialect: str, body: dict, seen, g: Gate | None = None) -> None:
+    """`body` admitted, then settled with `seen`: charged by its bound, its whole output limit, all it held."""
+    g = g or gate()
+    admission = g.admit(dialect, body)
+    reply = g.settle(admission, seen)
+    assert reply.details["charged"] == "bound" and reply.output_tokens == body["max_tokens"]
+    assert g.spent_micro == admission.hold.micro
+
+
 @pytest.mark.parametrize("figure", ["12", -5, None, float("nan"), True])
 def test_a_usage_figure_that_is_no_number_is_charged_the_whole_hold(figure):
     seen = from_body(CHAT, {"usage": {"prompt_tokens": 10, "completion_tokens": figure}})
     assert seen.unreadable and not seen.complete
-    g = gate()
-    admission = g.admit(CHAT, chat_body(max_tokens=500))
-    reply = g.settle(admission, seen)
-    assert reply.details["charged"] == "bound" and reply.output_tokens == 500
-    assert g.spent_micro == admission.hold.micro
+    assert_charged_the_whole_hold(CHAT, chat_body(max_tokens=500), seen)
 
 
 @pytest.mark.parametrize(
@@ -693,22 +698,16 @@ def test_a_reply_of_a_shape_no_api_sends_is_charged_its_whole_hold(dialect, even
     if dialect == ANTHROPIC:  # the same in a whole (non-streamed) reply
         whole = from_body(ANTHROPIC, {"id": "msg_1", **event})
         assert whole.unreadable and not whole.complete
-        g = gate()
-        admission = g.admit(ANTHROPIC, messages_body(max_tokens=500))
-        reply = g.settle(admission, whole)
-        assert reply.details["charged"] == "bound" and reply.output_tokens == 500
-        assert g.spent_micro == admission.hold.micro
+        assert_charged_the_whole_hold(ANTHROPIC, messages_body(max_tokens=500), whole)
 
 
 @pytest.mark.parametrize("rates", [{}, {"speed": "fast"}, {"inference_geo": "us"}])
 def test_a_call_charged_by_its_bound_is_priced_at_the_rates_it_was_held_at(rates):
     """Fast mode costs several times the standard rates and US-only inference 1.1 times: a reply whose usage cannot
     be read is charged at them, as its hold was, never at the standard rates."""
-    g = gate(cap=10**9)
-    admission = g.admit(ANTHROPIC, messages_body(max_tokens=500, model="claude-opus-5-5", **rates))
-    reply = g.settle(admission, from_body(ANTHROPIC, {"id": "msg_1", "usage": {"output_tokens": "many"}}))
-    assert reply.details["charged"] == "bound" and reply.output_tokens == 500
-    assert g.spent_micro == admission.hold.micro
+    unreadable = from_body(ANTHROPIC, {"id": "msg_1", "usage": {"output_tokens": "many"}})
+    body = messages_body(max_tokens=500, model="claude-opus-5-5", **rates)
+    assert_charged_the_whole_hold(ANTHROPIC, body, unreadable, gate(cap=10**9))
 
 
 def test_a_request_field_of_a_shape_capguard_cannot_read_is_refused_not_sent(monkeypatch):
