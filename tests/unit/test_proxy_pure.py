@@ -727,6 +727,58 @@ def test_a_request_field_of_a_shape_capguard_cannot_read_is_refused_not_sent(mon
     assert g.spent_micro == 0 and g._holds.held_micro == 0
 
 
+ODD = [None, True, 0, -1, 2**70, 1.5, 1e308, "", "x", "1h", [], {}, [1], {"a": 1}, {"type": "ephemeral", "ttl": "1h"},
+       [{"type": "web_search"}], [{"type": "function", "name": "f"}], "message_delta", "response.completed"]  # fmt: skip
+REQUEST_KEYS = {
+    ANTHROPIC: ["model", "max_tokens", "messages", "system", "tools", "thinking", "stream", "speed", "inference_geo",
+                "cache_control", "mcp_servers", "output_config", "task_budget"],
+    CHAT: ["model", "max_tokens", "max_completion_tokens", "messages", "tools", "n", "stream", "stream_options",
+           "reasoning_effort", "modalities", "audio"],
+    RESPONSES: ["model", "max_output_tokens", "input", "instructions", "tools", "previous_response_id", "reasoning",
+                "stream", "background"],
+    "gemini": ["contents", "systemInstruction", "tools", "generationConfig", "cachedContent", "toolConfig"],
+}  # fmt: skip
+REPLY_KEYS = ["type", "usage", "message", "delta", "input_tokens", "output_tokens", "cache_read_input_tokens",
+              "cache_creation", "server_tool_use", "iterations", "choices", "prompt_tokens", "completion_tokens",
+              "prompt_tokens_details", "tool_calls", "response", "usageMetadata", "promptTokenCount",
+              "candidatesTokenCount", "candidates", "content", "parts", "text", "id", "model", "error"]  # fmt: skip
+
+
+def odd_value(rng: random.Random, keys: list[str], depth: int = 0):
+    roll = rng.random()
+    if roll < 0.45 or depth > 3:
+        return rng.choice(ODD)
+    if roll < 0.7:
+        return [odd_value(rng, keys, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {key: odd_value(rng, keys, depth + 1) for key in rng.sample(keys, rng.randint(1, 5))}
+
+
+def test_no_request_or_reply_of_any_shape_raises_out_of_the_gate_or_the_trackers():
+    """Requests and replies with odd values in every field capguard reads (a number where a list goes, a list where
+    a number goes): each request is admitted, refused or counted, each reply read or marked unreadable; nothing
+    raises into the proxy, where it would be a 500, a cut stream and a traceback on the agent's screen."""
+    rng = random.Random(23)
+    answers = set()
+    for _ in range(3_000):
+        dialect = rng.choice(list(REQUEST_KEYS))
+        keys = REQUEST_KEYS[dialect]
+        body = {key: odd_value(rng, keys) for key in rng.sample(keys, rng.randint(0, len(keys)))}
+        if dialect != "gemini" and rng.random() < 0.6:
+            body["model"] = rng.choice(["claude-sonnet-4-5", "gpt-4o", "gpt-5"])
+        g = Gate(Pricer(), cap_micro=rng.choice([None, 10, CAP]), task_budget=rng.choice([None, 50_000]))
+        model = "gemini-2.5-flash" if dialect == "gemini" else None
+        answer = g.admit(dialect, body, model=model, stream=rng.random() < 0.5, may_count=rng.random() < 0.5)
+        answers.add(type(answer).__name__)
+        if isinstance(answer, Admission):
+            tracker = Tracker(dialect)
+            for _ in range(rng.randint(0, 3)):
+                event = odd_value(rng, REPLY_KEYS)
+                if isinstance(event, dict):
+                    tracker.see(event)
+            g.settle(answer, rng.choice([tracker.seen, from_body(dialect, odd_value(rng, REPLY_KEYS))]))
+    assert answers == {"Admission", "Refused", "Count"}
+
+
 # ---- SSE
 
 
