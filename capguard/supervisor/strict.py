@@ -153,7 +153,7 @@ def call_row(reply: Reply, priced: Priced) -> dict[str, Any]:
         "reserved_usd": None if reserved is None else reserved / 1e6,
         "max_tokens": details.get("max_out"),
         "lowered_max_tokens": bool(details.get("lowered")),
-        "charged": details.get("charged"),  # "usage": what the server billed; "bound": a call cut short
+        "charged": details.get("charged"),  # "usage": what the server billed; "bound": cut short, or unreadable
         "prompt_bound": details.get("prompt_bound"),  # the prompt's tokens at most, as held
         "prompt_counted": bool(details.get("prompt_counted")),  # that bound was the provider's count, not bytes
     }

@@ -114,6 +114,8 @@ class Script:
     title_reply: Reply = field(default_factory=lambda: Reply(TITLE_TEXT))
     classify: Callable[[dict], str] = field(default_factory=lambda: classify_opencode)
     cache: bool = True
+    # a hostile server: the stream's usage chunk as it goes out (billed all the same), e.g. a field of the wrong shape
+    mangle_usage_chunk: Callable[[dict], dict] | None = None
 
     def __post_init__(self) -> None:
         self.replies = list(self.replies)
@@ -428,7 +430,9 @@ class _Handler(FakeHandler):
         self.server.owner._finish(record, meter, usage_sent=record["include_usage"])
         self._event(chunk({}, plan.finish))
         if record["include_usage"]:
-            self._event({**base, "choices": [], "usage": meter.usage()})
+            usage_chunk = {**base, "choices": [], "usage": meter.usage()}
+            mangle = self.server.owner.script.mangle_usage_chunk
+            self._event(usage_chunk if mangle is None else mangle(usage_chunk))
         self._event("[DONE]")
         self._chunk(b"")  # end of the chunked body
 

@@ -132,6 +132,30 @@ def test_runaway_under_a_token_cap_never_overshoots(capguard):
     assert_tree_gone(capguard)
 
 
+def test_a_server_whose_usage_chunks_have_a_shape_no_api_sends_stops_at_the_cap_charged_by_the_bound(capguard):
+    """A hostile model server: the usage chunk of each stream has `choices` as a number. capguard cannot read what
+    it says, so each such call is charged its whole hold, and the runaway stops at the USD cap, with one clear line,
+    a closed ledger, no traceback and nothing left running; the server never billed more than capguard counted."""
+    script = runaway()
+    script.mangle_usage_chunk = lambda chunk: {**chunk, "choices": 5}
+    with FakeChat(script) as server:
+        result = run(capguard, server, ["--usd", "1.00"], stream=True)
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("capguard: ")] == [
+        line for line in result.stderr.splitlines() if line.startswith("capguard: stopped")
+    ]  # fmt: skip
+    unread = [call for call in report["calls"] if call["charged"] == "bound"]
+    assert unread and all(call["output_tokens"] == call["max_tokens"] for call in unread)  # a whole limit each
+    assert all(call["cost_usd"] == call["reserved_usd"] for call in unread)  # all it held
+    assert any("cannot read" in entry["why"] for entry in report["suspicious"])
+    assert sum(m for m, _ in bills(server).values()) <= round(report["cost_usd"] * 1e6) <= 1_000_000
+    assert_counted_exactly(report, server)
+    assert_tree_gone(capguard)
+
+
 def test_a_denied_model_never_reaches_the_server(capguard, repo):
     (repo / ".capguard.toml").write_text('[models]\ndeny = ["gpt-4o-mini"]\n')  # the weak model: refused on each call
     with FakeChat(runaway()) as server:
