@@ -218,7 +218,9 @@ def test_a_denied_model_is_refused_by_the_proxy_in_claudes_own_error_format(clau
     assert_tree_gone(runner)
 
 
-@pytest.mark.parametrize("variable", ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX"])
+@pytest.mark.parametrize(
+    "variable", ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD", "CLAUDE_CODE_USE_MANTLE"]
+)
 def test_a_provider_the_proxy_cannot_front_is_refused_at_start(claude, variable):
     with FakeAnthropic(billing()) as server:
         runner = claude(server)

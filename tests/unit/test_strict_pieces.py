@@ -44,7 +44,17 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     assert front.upstream == "https://gw.example/anthropic"
 
 
-@pytest.mark.parametrize("name", ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CLAUDE_CODE_USE_BEDROCK",
+        "CLAUDE_CODE_USE_VERTEX",
+        "CLAUDE_CODE_USE_FOUNDRY",
+        "CLAUDE_CODE_USE_MANTLE",
+        "CLAUDE_CODE_USE_ANTHROPIC_AWS",
+        "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
+    ],
+)
 def test_claude_on_another_cloud_is_refused(tmp_path, name):
     with pytest.raises(ConfigError, match=f"{name} in environment.*--meter files"):
         claude_fronts([], {name: "1"}, tmp_path, tmp_path / ".claude")

@@ -97,11 +97,15 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
 
 
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
-# Claude Code's other providers: their requests are signed for another cloud (or go to it), not the Messages API
+# Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
+# reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
 OTHER_PROVIDERS = {
     "CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock",
     "CLAUDE_CODE_USE_VERTEX": "Google Vertex AI",
     "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
+    "CLAUDE_CODE_USE_MANTLE": "Amazon Bedrock (Mantle)",
+    "CLAUDE_CODE_USE_ANTHROPIC_AWS": "Claude Platform on AWS",
+    "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "Claude on Google Cloud",
 }
 
 
