@@ -182,6 +182,12 @@ def _known_to_genai(model: str) -> bool:
     return genai_price(model, 1, 1, 0, 0) is not None
 
 
+VERTEX_REGIONAL = "vertex-regional"
+# Where a call is served at a premium genai-prices does not price: Anthropic's US-only inference (`inference_geo`
+# "us"), and Google Vertex AI's regional and multi-region endpoints for Claude Sonnet 4.5 and later models
+GEO_PREMIUM = {"us": Decimal("1.1"), VERTEX_REGIONAL: Decimal("1.1")}
+
+
 def genai_price(
     model: str,
     input_tokens: int,
@@ -217,11 +223,11 @@ def genai_price(
         except (LookupError, ValueError):
             continue
         total = calc.total_price
-        if geo == "us":  # Anthropic's US-only inference costs 1.1x the tokens (web searches excepted)
+        if geo in GEO_PREMIUM:  # 1.1x the tokens (web searches excepted)
             # genai-prices types every price as possibly tiered; a web search's price never is
             kcount = cast("Decimal | int", calc.model_price.web_searches_kcount or 0)
             web = Decimal(kcount) * web_searches / 1000
-            total = (total - web) * Decimal("1.1") + web
+            total = (total - web) * GEO_PREMIUM[geo] + web
         return total
     return None
 

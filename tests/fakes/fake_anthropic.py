@@ -515,6 +515,11 @@ def prompt_tokens(body: Any) -> int:
 # --------------------------------------------------------------------------- HTTP
 
 
+_VERTEX_PATH = re.compile(
+    r"^/v1/projects/[^/]+/locations/([a-z0-9-]+)/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$"
+)
+
+
 def _model(mid: str, name: str) -> dict:
     return {"type": "model", "id": mid, "display_name": name, "created_at": "2026-01-01T00:00:00Z"}
 
@@ -579,6 +584,10 @@ class _Handler(FakeHandler):
         raw = self._read_body()
         path = self._path()
         owner = self.server.owner
+        vertex = _VERTEX_PATH.match(path)
+        if vertex:  # Claude on Vertex AI: the model and the stream in the path, the rest a Messages body
+            self._vertex(raw, *vertex.groups())
+            return
         if path not in ("/v1/messages", "/v1/messages/count_tokens"):
             owner._record_other(self, raw)
             self._send_json(404, error_body(404, _new_id("req"), f"Unknown path {self.command} {self.path}"))
@@ -595,8 +604,41 @@ class _Handler(FakeHandler):
             self._answer_count(record, body, raw)
             owner._finish(record)
             return
-        kind = classify(body)
-        record, reply = owner._plan(self, body, kind)
+        self._messages(body)
+
+    def _vertex(self, raw: bytes, location: str, model: str, verb: str) -> None:
+        """As Vertex AI serves Claude: `anthropic_version` required in the body (Claude Code sends
+        `vertex-2023-10-16`, the Python SDK a date of its own), `model` refused there (the path
+        names it); `count-tokens:rawPredict` counts a body that names its model. Billed as the Messages API bills."""
+        owner = self.server.owner
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError as err:
+            self._send_json(400, error_body(400, _new_id("req"), f"invalid JSON body: {err}"))
+            return
+        if model == "count-tokens" and verb == "rawPredict":
+            record = owner._record(self, body, COUNT_TOKENS)
+            record["vertex_location"] = location
+            self._answer_count(record, body, raw)
+            owner._finish(record)
+            return
+        if not isinstance(body.get("anthropic_version"), str) or "model" in body:
+            why = "anthropic_version is required and model is not permitted in the body"
+            self._send_json(400, error_body(400, _new_id("req"), why))
+            return
+        self._messages(body, model=model, stream=verb == "streamRawPredict", location=location)
+
+    def _messages(
+        self, body: dict, *, model: str | None = None, stream: bool | None = None, location: str | None = None
+    ) -> None:
+        owner = self.server.owner
+        planned = body if model is None else {**body, "model": model, "stream": stream}
+        kind = classify(planned)
+        record, reply = owner._plan(self, planned, kind, billed=body)
+        if location is not None:
+            record["vertex_location"] = location
         owner._begin()
         try:
             if self._wait(owner.script.first_byte_delay_s if kind in AGENT_KINDS else 0.0):
@@ -807,7 +849,10 @@ class FakeAnthropic(FakeServer):
             self._append(record)
             return record
 
-    def _plan(self, handler: BaseHTTPRequestHandler, body: dict, kind: str) -> tuple[dict, Reply]:
+    def _plan(
+        self, handler: BaseHTTPRequestHandler, body: dict, kind: str, billed: dict | None = None
+    ) -> tuple[dict, Reply]:
+        """`billed`: the body as sent, when `body` adds what the path said (Vertex's model), for the prompt's bill."""
         script = self.script
         directive, arg, after_tool, tool_error, prompt = prompt_state(body)
         with self._cond:
@@ -841,7 +886,7 @@ class FakeAnthropic(FakeServer):
                     usage = replace(usage, output_tokens=limit)
             if script.bill_prompt:
                 usage = replace(
-                    usage, input_tokens=prompt_tokens(body), cache_write_5m=0, cache_write_1h=0, cache_read=0
+                    usage, input_tokens=prompt_tokens(billed or body), cache_write_5m=0, cache_write_1h=0, cache_read=0
                 )
             content = []
             for block in reply.blocks:

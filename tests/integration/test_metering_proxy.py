@@ -336,3 +336,60 @@ def test_a_count_that_does_not_answer_in_time_leaves_the_bytes_bound():
     by_bytes = Gate(Pricer(), cap_micro=100_000).admit("anthropic", body)
     assert sent["body"]["max_tokens"] == by_bytes.max_out  # as if no count had been asked
     assert gate.spent_micro <= 100_000
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_claude_on_vertex_goes_to_the_host_of_its_location_and_is_settled_at_its_premium(monkeypatch, stream):
+    """The real SDK's Vertex client, through a mount with no base URL of the user's: each request goes on to the
+    host of the location in its path (here each location's host stands for the fake), with the agent's token, and
+    is settled at what the fake billed, 1.1x on a regional endpoint; a name no location has is sent nowhere."""
+    from capguard.core.pricing import VERTEX_REGIONAL
+    from capguard.metering.proxy import server
+    from capguard.metering.proxy.dialects import VERTEX, VERTEX_BY_LOCATION, vertex_base
+
+    fake = fake_for("anthropic")
+    hosts: list[str] = []
+
+    def base_of(location: str) -> str | None:
+        real = vertex_base(location)
+        if real is not None:
+            hosts.append(real)
+        return None if real is None else f"{fake.base_url}/v1"
+
+    monkeypatch.setattr(server, "vertex_base", base_of)
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=1_000_000, on_event=events.append)
+    upstreams, styles = {"vertex": VERTEX_BY_LOCATION}, {"vertex": VERTEX}
+    with fake, MeteringProxy(gate, upstreams, dialects=styles, providers={"vertex": "anthropic"}) as proxy:
+        for region in ("us-east5", "global"):
+            client = anthropic.AnthropicVertex(
+                region=region, project_id="my-proj", access_token="ya29.token", base_url=proxy.base_url("vertex"),
+                max_retries=0,
+            )  # fmt: skip
+            args = dict(model="claude-opus-5-5", max_tokens=3_000, messages=[{"role": "user", "content": "hi"}])
+            if stream:
+                with client.messages.stream(**args) as s:
+                    assert s.get_final_text() == LONG
+            else:
+                assert client.messages.create(**args).content[0].text == LONG
+        nowhere = anthropic.AnthropicVertex(
+            region="nowhere", project_id="my-proj", access_token="ya29.token", base_url=proxy.base_url("vertex"),
+            max_retries=0,
+        )  # fmt: skip
+        with pytest.raises(anthropic.BadRequestError, match="'nowhere' is no Vertex AI location"):
+            nowhere.messages.create(**args)
+    assert hosts == ["https://us-east5-aiplatform.googleapis.com/v1", "https://aiplatform.googleapis.com/v1"]
+    served = [r for r in fake.requests if r.get("usage")]
+    assert [r["vertex_location"] for r in served] == ["us-east5", "global"]  # nothing went on for "nowhere"
+    assert all(r["headers"]["authorization"] == "Bearer ya2..." for r in served)  # the fake keeps 10 characters
+    replies = [e for e in events if isinstance(e, Reply)]
+    assert [r.details["charged"] for r in replies] == ["usage", "usage"]
+    assert [r.details["inference_geo"] for r in replies] == [VERTEX_REGIONAL, None]
+    pricer = Pricer()
+    for record, reply in zip(served, replies, strict=True):
+        usage = record["usage"]
+        geo = VERTEX_REGIONAL if record["vertex_location"] != "global" else None
+        bill = Reply("b", "anthropic/" + record["model"], input_tokens=usage["input_tokens"],
+                     output_tokens=usage["output_tokens"], details={"inference_geo": geo})  # fmt: skip
+        assert pricer.price(reply).cost_micro == pricer.price(bill).cost_micro
+    assert gate.spent_micro == sum(pricer.price(r).cost_micro for r in replies)

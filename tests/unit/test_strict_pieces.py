@@ -48,7 +48,6 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     "name",
     [
         "CLAUDE_CODE_USE_BEDROCK",
-        "CLAUDE_CODE_USE_VERTEX",
         "CLAUDE_CODE_USE_FOUNDRY",
         "CLAUDE_CODE_USE_MANTLE",
         "CLAUDE_CODE_USE_ANTHROPIC_AWS",

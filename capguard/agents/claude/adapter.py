@@ -41,6 +41,7 @@ from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
+from capguard.metering.proxy.dialects import VERTEX, VERTEX_BY_LOCATION
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
@@ -97,11 +98,11 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
 
 
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
+VERTEX_SWITCH = "CLAUDE_CODE_USE_VERTEX"  # Claude on Google Vertex AI: fronted at ANTHROPIC_VERTEX_BASE_URL
 # Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
 # reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
 OTHER_PROVIDERS = {
     "CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock",
-    "CLAUDE_CODE_USE_VERTEX": "Google Vertex AI",
     "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
     "CLAUDE_CODE_USE_MANTLE": "Amazon Bedrock (Mantle)",
     "CLAUDE_CODE_USE_ANTHROPIC_AWS": "Claude Platform on AWS",
@@ -147,7 +148,15 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
         for name, provider in OTHER_PROVIDERS.items():
             if env_true(table.get(name)):
                 raise ConfigError(strict_refusal("claude", f"{name} in {where} sends its requests to {provider}"))
+    vertex = any(env_true(table.get(VERTEX_SWITCH)) for _, table in sources)
     for where, table in sources[1:]:
+        if vertex and table.get("ANTHROPIC_VERTEX_BASE_URL"):
+            raise ConfigError(
+                strict_refusal(
+                    "claude",
+                    f"ANTHROPIC_VERTEX_BASE_URL is set in {where}, which Claude Code applies over capguard's proxy",
+                )
+            )
         for name in ("NO_PROXY", "no_proxy"):  # Claude Code applies it over the one that keeps the proxy's hop direct
             if name in table:
                 raise ConfigError(
@@ -159,6 +168,12 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
                     "claude", f"ANTHROPIC_BASE_URL is set in {where}, which Claude Code applies over capguard's proxy"
                 )
             )
+    if vertex:  # the location is in each request's path (per model: VERTEX_REGION_CLAUDE_*), and so is its host
+        upstream = env.get("ANTHROPIC_VERTEX_BASE_URL") or VERTEX_BY_LOCATION
+        if upstream != VERTEX_BY_LOCATION and not upstream.startswith(("http://", "https://")):
+            raise ConfigError(strict_refusal("claude", f"ANTHROPIC_VERTEX_BASE_URL {upstream!r} is not an http(s) URL"))
+        # priced at Anthropic's rates (Vertex's are the same, and genai-prices lacks some of Vertex's 1-hour ones)
+        return [Front("vertex", upstream, VERTEX, ("ANTHROPIC_VERTEX_BASE_URL",), provider="anthropic")]
     upstream = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"ANTHROPIC_BASE_URL {upstream!r} is not an http(s) URL"))

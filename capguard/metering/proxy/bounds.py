@@ -389,7 +389,7 @@ _COUNTED_FIELDS = {
 _COUNTED_FIELDS[GEMINI] = frozenset(
     {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings"}
 )
-_NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention"}
+_NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention", "anthropic_version"}
 
 
 def count_request(dialect: str, body: dict[str, Any], bound: InputBound, model: str = "") -> dict[str, Any] | None:
@@ -404,6 +404,8 @@ def count_request(dialect: str, body: dict[str, Any], bound: InputBound, model: 
     counted = {k: v for k, v in body.items() if k in fields}
     if dialect == GEMINI:  # the whole request, so that its system instruction and tools are counted too
         return {"generateContentRequest": {"model": f"models/{split_provider(model)[1]}", **counted}}
+    if "model" not in counted and model:  # Vertex: the path names the model, its count takes it in the body
+        counted = {"model": split_provider(model)[1], **counted}
     return counted
 
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
+from capguard.core.pricing import VERTEX_REGIONAL
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, object_end
 
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
@@ -19,6 +20,12 @@ CHAT = "chat"  # OpenAI Chat Completions: POST /v1/chat/completions
 RESPONSES = "responses"  # OpenAI Responses: POST /v1/responses
 GEMINI = "gemini"  # Google's Gemini API: POST /v1beta/models/<model>:generateContent (the model in the path)
 DIALECTS = (ANTHROPIC, CHAT, RESPONSES, GEMINI)
+# Claude on Google Vertex AI: a mount's style, not a dialect. Its requests are Messages bodies without `model`;
+# the path names the model, the stream and the location (`/projects/P/locations/L/publishers/anthropic/models/M:V`)
+VERTEX = "vertex"
+# A Vertex mount's upstream when the user set no base URL: the host of the path's location, as the SDKs pick it
+# (vertex_base); written as the template it stands for, as notes and `capguard explain` show it
+VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com/v1"
 
 _METERED = {"/messages": ANTHROPIC, "/chat/completions": CHAT, "/responses": RESPONSES}
 # Paths that never cost money: listing models, counting tokens, reading a stored response.
@@ -38,8 +45,9 @@ class Route:
     dialect: str | None = None
     free: bool = False
     why: str | None = None
-    model: str | None = None  # named by the path, not the body (Gemini)
-    stream: bool = False  # the path asks for a stream (Gemini's streamGenerateContent)
+    model: str | None = None  # named by the path, not the body (Gemini, Vertex)
+    stream: bool = False  # the path asks for a stream (Gemini's streamGenerateContent, Vertex's streamRawPredict)
+    location: str | None = None  # Vertex's: it decides the host and the price
 
 
 def route(method: str, tail: str, default_dialect: str) -> Route:
@@ -47,6 +55,8 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
     path = "/" + tail.strip("/")
     if default_dialect == GEMINI:
         return _gemini_route(method, path)
+    if default_dialect == VERTEX:
+        return _vertex_route(method, path)
     if method == "POST":
         for suffix, dialect in _METERED.items():
             if path.endswith(suffix):
@@ -63,8 +73,12 @@ _COUNT_SUFFIX = {ANTHROPIC: ("/messages", "/count_tokens"), RESPONSES: ("/respon
 
 def count_tail(dialect: str, tail: str) -> str | None:
     """The path of the provider's free prompt count next to a metered request's path (`v1/messages` ->
-    `v1/messages/count_tokens`, Gemini's `:generateContent` -> `:countTokens`), or None: Chat Completions has none."""
+    `v1/messages/count_tokens`, Gemini's `:generateContent` -> `:countTokens`, Vertex's `models/<model>:rawPredict`
+    -> `models/count-tokens:rawPredict`), or None: Chat Completions has none."""
     path = tail.rstrip("/")
+    found_vertex = _VERTEX_PATH.match("/" + path) if dialect == ANTHROPIC else None
+    if found_vertex and found_vertex[4] in _VERTEX_METERED:  # Vertex's is free too (Google's Claude pages say so)
+        return f"{path.split('/models/', 1)[0]}/models/{_VERTEX_COUNT}:rawPredict"
     if dialect == GEMINI:  # `v1beta/models/<model>:streamGenerateContent` -> `v1beta/models/<model>:countTokens`
         found_gemini = _GEMINI_PATH.match("/" + path)
         return f"{path.rsplit(':', 1)[0]}:countTokens" if found_gemini and found_gemini[2] in _GEMINI_METERED else None
@@ -98,13 +112,15 @@ def ask(
     model: str | None = None,
     stream: bool = False,
     marked: Sequence[bytes] | None = None,
+    location: str | None = None,
 ) -> Ask:
     """The facts of a request; ValueError (shown to the user) for a request capguard cannot bound. `model` and
-    `stream` come from the path where the API names them there (Gemini). `marked`: the body's compact JSON in
-    pieces that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already."""
+    `stream` come from the path where the API names them there (Gemini, Vertex: the path's model is the one
+    served and billed, whatever the body says); `location`: Vertex's. `marked`: the body's compact JSON in pieces
+    that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already."""
     if dialect == GEMINI:
         return _gemini_ask(body, model, stream)
-    model = body.get("model")
+    model = model if model is not None else body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
     _check_tools(dialect, body.get("tools"))
@@ -114,13 +130,13 @@ def ask(
         thinking = body.get("thinking")
         return Ask(
             model,
-            body.get("stream") is True,
+            stream or body.get("stream") is True,
             _positive(body.get("max_tokens")),
             1,
             _cache_write(body, marked),
             isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"),
             _text(body.get("speed")),
-            _text(body.get("inference_geo")),
+            _text(body.get("inference_geo")) if location is None else vertex_geo(location, model),
         )
     if body.get("service_tier") in ("priority", "fast"):  # dearer rates the core pricer does not apply
         raise ValueError(f"capguard cannot price service_tier {body['service_tier']!r} yet")
@@ -166,7 +182,7 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
         }
         return json.dumps(body_).encode()
-    if dialect == ANTHROPIC:
+    if dialect in (ANTHROPIC, VERTEX):  # Claude on Vertex answers a model's errors in Anthropic's format
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     else:
         body = {"error": {"message": message, "type": kind, "param": None, "code": "capguard_refused"}}
@@ -240,6 +256,49 @@ _GOOGLE_STATUS = {
     502: "UNAVAILABLE",
     503: "UNAVAILABLE",
 }
+
+
+_VERTEX_PATH = re.compile(
+    r"^/projects/([a-z0-9][a-z0-9.:-]{0,127})/locations/([a-z0-9-]{1,63})/publishers/anthropic/models/"
+    r"([A-Za-z0-9._@-]{1,200}):([A-Za-z]+)$"
+)
+_VERTEX_METERED = {"rawPredict": False, "streamRawPredict": True}  # verb -> streams
+_VERTEX_COUNT = "count-tokens"  # the model segment of Vertex's free prompt count
+# The locations Claude Code and Anthropic's SDKs accept; each maps to one Google host (vertex_base)
+_GCP_LOCATION = re.compile(r"^([a-z]+-[a-z]+\d{1,2}|global|eu|us)$")
+
+
+def vertex_base(location: str) -> str | None:
+    """Vertex AI's base URL for a location, as Anthropic's SDKs build it; None for a name no location has (the
+    host is built from the path, so nothing else may reach it)."""
+    if not _GCP_LOCATION.match(location):
+        return None
+    if location == "global":
+        return "https://aiplatform.googleapis.com/v1"
+    if location in ("us", "eu"):
+        return f"https://aiplatform.{location}.rep.googleapis.com/v1"
+    return f"https://{location}-aiplatform.googleapis.com/v1"
+
+
+# Claude's models from before Sonnet 4.5: Vertex's regional and multi-region endpoints cost them no more
+_VERTEX_NO_PREMIUM = re.compile(r"^claude-(instant|[23]|4-|(opus|sonnet)-4(-[01])?(@|-\d{8}|$))", re.I)
+
+
+def vertex_geo(location: str, model: str) -> str | None:
+    """The premium a Vertex call is billed at: 10% on a regional or multi-region endpoint for Claude Sonnet 4.5,
+    Haiku 4.5 and every later model (Anthropic's Vertex AI page); none on `global`."""
+    return None if location == "global" or _VERTEX_NO_PREMIUM.match(model) else VERTEX_REGIONAL
+
+
+def _vertex_route(method: str, path: str) -> Route:
+    found = _VERTEX_PATH.match(path)
+    if method == "POST" and found:
+        location, model, verb = found.group(2), found.group(3), found.group(4)
+        if model == _VERTEX_COUNT and verb == "rawPredict":
+            return Route(free=True, location=location)
+        if verb in _VERTEX_METERED and model != _VERTEX_COUNT:
+            return Route(dialect=ANTHROPIC, model=model, stream=_VERTEX_METERED[verb], location=location)
+    return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 
 
 def _gemini_route(method: str, path: str) -> Route:

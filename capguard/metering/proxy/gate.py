@@ -15,7 +15,7 @@ from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.model_caps import ModelCap, ModelRules, matches, refusal
-from capguard.core.pricing import Pricer, split_provider
+from capguard.core.pricing import VERTEX_REGIONAL, Pricer, split_provider
 from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
 from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
@@ -184,6 +184,7 @@ class Gate:
         may_count: bool = False,
         defer: bool = False,
         provider: str | None = None,
+        location: str | None = None,
     ) -> Admission | Refused | Count:
         """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
         and `stream`: what the path says, for an API that names them there (Gemini). With `may_count` (the server
@@ -191,10 +192,11 @@ class Gate:
         request's output limit or refuse it and the provider's count could tighten it; nothing is held then: the
         server asks, and passes the answer to `admit_counted`. With `defer`, a refusal at a cap while calls in flight
         hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle. `provider`:
-        the mount's provider for prices, over the dialect's (an OpenAI-compatible API that is not OpenAI's)."""
+        the mount's provider for prices, over the dialect's (an OpenAI-compatible API that is not OpenAI's).
+        `location`: Vertex's, from the path (its regional endpoints cost more)."""
         try:
             serialized = bounds.Prompt.of(dialect, body)  # once, for the cache write and the prompt's bound
-            wants = ask(dialect, body, model=model, stream=stream, marked=serialized.marked())
+            wants = ask(dialect, body, model=model, stream=stream, marked=serialized.marked(), location=location)
             model = self._priced_name(dialect, wants.model, provider)
             self._check_listed(wants.model)
             prompt = bounds.input_bound(dialect, body, self.conversations, serialized)
@@ -291,6 +293,8 @@ class Gate:
             return None
         seen = seen or Seen()
         usage, charged = self._charge(admission, seen)
+        if admission.ask.geo == VERTEX_REGIONAL and not usage.inference_geo:  # Vertex's usage does not say it
+            usage = replace(usage, inference_geo=VERTEX_REGIONAL)
         key = f"proxy:{admission.dialect}:{seen.response_id or 'unanswered-' + new_id()}"
         details = {
             "meter": "proxy",

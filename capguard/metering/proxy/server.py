@@ -27,11 +27,13 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     CHAT,
     GEMINI,
+    VERTEX_BY_LOCATION,
     Route,
     count_tail,
     error_body,
     gemini_key_to_header,
     route,
+    vertex_base,
     with_stream_usage,
 )
 from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
@@ -80,7 +82,7 @@ class MeteringProxy:
         self.gate = gate
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         # the user's HTTP(S)_PROXY for each upstream, as the agent would have gone
-        self._via = {name: _via(env_proxy(url)) for name, url in self._upstreams.items()}
+        self._via = {name: _via(env_proxy(url)) for name, url in self._upstreams.items() if url != VERTEX_BY_LOCATION}
         self._dialects = dialects or {}
         # mount -> (the header that may carry the secret, the value sent upstream in its place; None: dropped)
         self._secret_headers = secret_headers or {}
@@ -201,13 +203,16 @@ class MeteringProxy:
         where = route(request.method, tail, style)
         if where.why:
             return _error(style, 403, where.why, "permission_error")
+        base, via = self._upstream(mount, where)
+        if base is None:
+            return _error(style, 400, f"capguard: {where.location!r} is no Vertex AI location")
         raw = await request.read()
         query, headers = request.query_string, _headers(request)
         if style == GEMINI:  # a key in the URL would be in any error that shows the URL: it goes in a header
             query, headers = gemini_key_to_header(query, headers)
-        url = f"{self._upstreams[mount]}/{tail}" + (f"?{query}" if query else "")
+        url = f"{base}/{tail}" + (f"?{query}" if query else "")
         if where.free:
-            return await self._forward_free(request, url, raw, headers)
+            return await self._forward_free(request, url, raw, headers, via)
         dialect = where.dialect or style
         try:
             body = _decode(raw)
@@ -215,11 +220,8 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        via = self._via[mount]
         count_at = count_tail(dialect, tail)
-        count_url = (
-            None if count_at is None else f"{self._upstreams[mount]}/{count_at}" + (f"?{query}" if query else "")
-        )
+        count_url = None if count_at is None else f"{base}/{count_at}" + (f"?{query}" if query else "")
         admission = await self._admission(dialect, body, where, count_url, headers, via, self._providers.get(mount))
         while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
             await self._one_settled()
@@ -239,6 +241,19 @@ class MeteringProxy:
             if self._settled is not None:
                 self._settled.set()
                 self._settled = None
+
+    def _upstream(self, mount: str, where: Route) -> tuple[str | None, dict[str, Any]]:
+        """The base URL a request goes on to, and aiohttp's arguments to reach it through the user's proxy.
+        A Vertex mount without a base URL of the user's: the host of the path's location (None: no location)."""
+        base = self._upstreams[mount]
+        if base != VERTEX_BY_LOCATION:
+            return base, self._via[mount]
+        found = vertex_base(where.location or "")
+        if found is None:
+            return None, {}
+        if found not in self._via:  # a handful of locations at most, each a Google host
+            self._via[found] = _via(env_proxy(found))
+        return found, self._via[found]
 
     async def _one_settled(self) -> None:
         if self._settled is None:
@@ -264,6 +279,7 @@ class MeteringProxy:
             may_count=count_url is not None,
             defer=True,
             provider=provider,
+            location=where.location,
         )
         if isinstance(admission, Count):
             assert count_url is not None
@@ -272,11 +288,10 @@ class MeteringProxy:
         return admission
 
     async def _forward_free(
-        self, request: web.Request, url: str, raw: bytes, headers: dict[str, str]
+        self, request: web.Request, url: str, raw: bytes, headers: dict[str, str], via: dict[str, Any]
     ) -> web.StreamResponse:
         assert self._session is not None
         try:
-            via = self._via[request.match_info["mount"]]
             async with self._session.request(request.method, url, data=raw, headers=headers, **via) as upstream:
                 body = await upstream.read()
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
