@@ -120,3 +120,23 @@ def test_a_vertex_base_url_in_claudes_settings_is_refused_at_start(claude):
     assert len(lines) == 1 and "ANTHROPIC_VERTEX_BASE_URL is set in" in lines[0] and "--meter files" in lines[0]
     assert not server.requests and result.report is None
     assert_tree_gone(runner)
+
+
+def test_the_files_meter_prices_vertex_replies_with_the_regional_premium(claude):
+    """Without --strict: the transcripts' and telemetry's replies, priced with the 10% Google adds on a regional
+    endpoint (Claude Code's own figures leave it out), each at what the fake billed."""
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server)
+        result = runner.print_run(["--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["meter"] == "files"
+    bill = vertex_bills(server)
+    by_request = {r["request_id"]: r["message_id"] for r in server.requests if r.get("usage")}
+    _, rows = ledger_of(report)
+    billed_for = {row["dedupe_key"]: bill[by_request[row["dedupe_key"].removeprefix("claude:")]] for row in rows}
+    exact = [row for row in rows if row["cost_micro_usd"] == billed_for[row["dedupe_key"]]]
+    # each reply Claude finished is counted at its bill, premium included; the one the stop cut, from its partial line
+    assert len(exact) >= max(3, len(rows) - 1)
+    assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] for row in rows)
+    assert_tree_gone(runner)

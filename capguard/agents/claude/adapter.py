@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from capguard.agents.base import (
@@ -36,13 +36,14 @@ from capguard.agents.claude.logs import (
 )
 from capguard.agents.claude.otel import OtelParser
 from capguard.agents.claude.otel_gate import ThisRunsSessions
+from capguard.agents.claude.vertex_premium import premium_region, with_premium
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
 from capguard.metering.proxy.dialects import VERTEX, VERTEX_BY_LOCATION
-from capguard.metering.tail import WatchSpec
+from capguard.metering.tail import Parser, WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
 TASK_BUDGET_MIN = 20_000
@@ -249,9 +250,10 @@ def stop_message(reason: str) -> dict:
 class _Sessions:
     """Which transcripts belong to this run: sessions seen, each followed once, with its baseline."""
 
-    def __init__(self, folder: Path, started_at: float):
+    def __init__(self, folder: Path, started_at: float, priced: Callable[[Parser], Parser] = lambda p: p):
         self.folder = folder
         self.started_at = started_at
+        self.priced = priced  # Vertex's regional premium, when the run may pay it
         self.seen: set[str] = set()
         self.usage: dict[str, list[int]] = {}  # max-wins per request, across all the run's transcripts
 
@@ -264,19 +266,23 @@ class _Sessions:
         path = self.folder / f"{session_id}.jsonl"
         resumed = existing_from_end and path.exists()
         baseline = last_reported_total(path) if path.exists() else 0  # what the session held before this run
-        started_at, usage = self.started_at, self.usage
+        started_at, usage, priced = self.started_at, self.usage, self.priced
         return [
             WatchSpec(
                 path,
-                lambda p: TranscriptParser(
-                    session_id=session_id, started_at=started_at, baseline_micro=baseline, source=str(p), seen=usage
+                lambda p: priced(
+                    TranscriptParser(
+                        session_id=session_id, started_at=started_at, baseline_micro=baseline, source=str(p), seen=usage
+                    )
                 ),
                 from_end=resumed,
             ),
             WatchSpec(
                 self.folder / session_id / "subagents",
-                lambda p: TranscriptParser(
-                    session_id=session_id, started_at=started_at, subagent=True, source=str(p), seen=usage
+                lambda p: priced(
+                    TranscriptParser(
+                        session_id=session_id, started_at=started_at, subagent=True, source=str(p), seen=usage
+                    )
                 ),
                 glob="agent-*.jsonl",
                 from_end=resumed,
@@ -315,7 +321,8 @@ class ClaudeAdapter:
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)
         # Claude creates these lazily; watching them needs them now (and no wider tree than them)
-        sessions = _Sessions(folder, started_at=time.time())
+        priced = with_premium(premium_region([env, *(table for _, table in _settings_env(args, cwd, claude_dir))]))
+        sessions = _Sessions(folder, started_at=time.time(), priced=priced)
         ours: list[str] = []
         notes: list[str] = []
 
@@ -359,7 +366,7 @@ class ClaudeAdapter:
         extra_env, native_flags = native_settings(settings, args, env)
         ours += native_flags
         status_path = run_dir / "claude.statusline.jsonl"
-        watches.append(WatchSpec(status_path, lambda p: _Statusline(p)))
+        watches.append(WatchSpec(status_path, lambda p: priced(_Statusline(p))))
 
         def on_spawn(pid: int) -> list[WatchSpec]:
             return [WatchSpec(claude_dir / "sessions" / f"{pid}.json", lambda p: _Registry(), whole=True)]
@@ -386,7 +393,7 @@ class ClaudeAdapter:
             gates: list[ThisRunsSessions] = []
 
             def otel_parser(path: Path) -> ThisRunsSessions:
-                gates.append(ThisRunsSessions(OtelParser(str(path)), lambda: sessions.seen))
+                gates.append(ThisRunsSessions(priced(OtelParser(str(path))), lambda: sessions.seen))
                 return gates[-1]
 
             watches.append(WatchSpec(receiver.out, otel_parser))
