@@ -161,7 +161,9 @@ def serve_bare(upstream: str, loop: str) -> None:
     hop = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
 
     async def run() -> None:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
         async def handle(request: web.Request) -> web.StreamResponse:
             raw = await request.read()

@@ -10,6 +10,7 @@ import http.server
 import logging
 import re
 import threading
+from typing import ClassVar
 
 import anthropic
 import httpx
@@ -393,3 +394,40 @@ def test_claude_on_vertex_goes_to_the_host_of_its_location_and_is_settled_at_its
                      output_tokens=usage["output_tokens"], details={"inference_geo": geo})  # fmt: skip
         assert pricer.price(reply).cost_micro == pricer.price(bill).cost_micro
     assert gate.spent_micro == sum(pricer.price(r).cost_micro for r in replies)
+
+
+class _SetsCookies(http.server.BaseHTTPRequestHandler):
+    cookies: ClassVar[list[str | None]] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).cookies.append(self.headers.get("Cookie"))
+        data = b'{"input_tokens": 3}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Set-Cookie", "__cf_bm=from-the-upstream; Path=/; HttpOnly")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_proxy_keeps_no_cookie_between_the_agents_requests():
+    """A request goes on as the agent sent it: a cookie the provider set on an earlier reply is the agent's to
+    keep or not (Claude Code keeps none), never added by the proxy (it was, for a named host, before)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SetsCookies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _SetsCookies.cookies = []
+    upstream = f"http://localhost:{server.server_address[1]}"  # a name: aiohttp's jar keeps no cookie of an IP
+    try:
+        with MeteringProxy(Gate(Pricer(), cap_micro=None), {"up": upstream}, dialects={"up": "anthropic"}) as proxy:
+            url = f"{proxy.base_url('up')}/v1/messages/count_tokens"
+            for _ in range(2):
+                reply = httpx.post(url, json={"model": "m", "messages": []})
+                assert reply.status_code == 200 and "__cf_bm" in reply.headers["set-cookie"]  # the agent sees it
+            assert httpx.post(url, json={}, headers={"Cookie": "mine=1"}).status_code == 200
+    finally:
+        server.shutdown()
+    assert _SetsCookies.cookies == [None, None, "mine=1"]

@@ -122,6 +122,8 @@ class MeteringProxy:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),  # a long reply may be silent for minutes
             auto_decompress=False,
+            # a request goes on as the agent sent it: no cookie of an earlier reply is added (the agent keeps its own)
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_route("*", "/{secret}/{mount}/{tail:.*}", self._handle)
