@@ -60,6 +60,11 @@ UTILITY = "utility"  # any other side call (e.g. chat compression)
 KINDS = (MAIN, ROUTER, LOOP_CHECK, NEXT_SPEAKER, UTILITY)
 
 _PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
+# Vertex AI's: /v1beta1/projects/P/locations/L/publishers/google/models/M:method, or without the project and
+# location (express mode, an API key)
+_VERTEX_PATH = re.compile(
+    r"^/v1(?:beta1)?/(?:projects/[^/]+/locations/([^/]+)/)?publishers/google/models/([^/:]+):([A-Za-z]+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -243,11 +248,15 @@ class _Handler(FakeHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         path, _, query = self.path.partition("?")
-        match = _PATH.match(path)
+        match, location = _PATH.match(path), None
+        vertex = _VERTEX_PATH.match(path)
+        if vertex:  # Vertex AI: an API key (express mode, no location in the path) or a project's token
+            location = vertex[1] or "global"
+            match = _PATH.match(f"/v1beta/models/{vertex[2]}:{vertex[3]}")
         if not match or match[3] not in ("generateContent", "streamGenerateContent", "countTokens"):
             self._error(404, "NOT_FOUND", f"Unknown path {self.command} {self.path}")
             return
-        if not (self.headers.get("x-goog-api-key") or "key=" in query):
+        if not (self.headers.get("x-goog-api-key") or "key=" in query or self.headers.get("Authorization")):
             self._error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
             return
         try:
@@ -265,7 +274,7 @@ class _Handler(FakeHandler):
             return
         record, planned = owner._record(model, method, body)
         with owner._cond:  # how the key came (a proxy moves a ?key= to the header)
-            record.update(query=query, key_header=bool(self.headers.get("x-goog-api-key")))
+            record.update(query=query, key_header=bool(self.headers.get("x-goog-api-key")), vertex_location=location)
         owner._begin()
         try:
             if method == "streamGenerateContent":

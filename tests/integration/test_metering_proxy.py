@@ -431,3 +431,36 @@ def test_the_proxy_keeps_no_cookie_between_the_agents_requests():
     finally:
         server.shutdown()
     assert _SetsCookies.cookies == [None, None, "mine=1"]
+
+
+def test_gemini_on_vertex_goes_to_the_host_of_its_location_with_the_version_in_the_path(monkeypatch):
+    """A Gemini-on-Vertex mount with no base URL of the user's: a request goes on to its location's host (express
+    mode: the global one), the API version staying in the path; a key in the URL moves to the header."""
+    from capguard.metering.proxy import server
+    from capguard.metering.proxy.dialects import VERTEX_BY_LOCATION, VERTEX_GEMINI, vertex_host
+    from tests.fakes.fake_gemini import FakeGemini, chat_script
+
+    fake, hosts = FakeGemini(chat_script()), []
+
+    def host_of(location: str) -> str | None:
+        real = vertex_host(location)
+        hosts.append(real)
+        return None if real is None else fake.base_url
+
+    monkeypatch.setattr(server, "vertex_host", host_of)
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=1_000_000, on_event=events.append)
+    with fake, MeteringProxy(gate, {"v": VERTEX_BY_LOCATION}, dialects={"v": VERTEX_GEMINI}) as proxy:
+        body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+        tails = [
+            "v1beta1/publishers/google/models/gemini-2.5-flash:generateContent?key=AIza-in-the-url",
+            "v1beta1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent",
+        ]
+        for tail in tails:
+            reply = httpx.post(f"{proxy.base_url('v')}/{tail}", json=body, headers={"x-goog-api-key": "AIza-k"})
+            assert reply.status_code == 200, reply.text
+    assert hosts == ["https://aiplatform.googleapis.com", "https://us-central1-aiplatform.googleapis.com"]
+    served = fake.billed()
+    assert [r["vertex_location"] for r in served] == ["global", "us-central1"]
+    assert all(r["key_header"] and "key=" not in r["query"] for r in served)
+    assert [e.details["charged"] for e in events if isinstance(e, Reply)] == ["usage", "usage"]

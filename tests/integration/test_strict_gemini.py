@@ -132,8 +132,8 @@ def test_a_runaway_under_a_token_cap_never_overshoots(gemini):
     ("setup", "words"),
     [
         ("settings:oauth-personal", "Login with Google"),
-        ("settings:vertex-ai", "Vertex AI"),
-        ("env:GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_VERTEXAI in the environment"),
+        ("settings:compute-default-credentials", "Compute Engine credentials"),
+        ("env:GEMINI_CLI_USE_COMPUTE_ADC", "GEMINI_CLI_USE_COMPUTE_ADC in the environment"),
         ("dotenv:GOOGLE_GENAI_USE_GCA", "GOOGLE_GENAI_USE_GCA in"),
         ("env:GEMINI_CLI_TRUST_WORKSPACE", "no sign-in is selected"),  # an API key in the environment is not enough
     ],
@@ -335,3 +335,26 @@ def test_the_tui_runaway_is_stopped_before_the_cap(tmp_path, gemini_bin, repo):
     assert_counted_exactly(report, server)
     assert "capguard: stopped gemini: cost $" in screen
     assert not left, [(p.pid, p.cmdline()) for p in left]
+
+
+def test_a_runaway_on_vertex_ai_stops_at_the_usd_cap_counted_exactly(gemini):
+    """Gemini CLI signed in to Vertex AI (an API key: express mode, the path without project or location) sends to
+    GOOGLE_VERTEX_BASE_URL: there the proxy stands, in front of the fake serving Vertex's paths. The run stops at
+    the cap, the server's bill within it, the ledger equal to it to the token; the Gemini API's endpoint is closed."""
+    gemini.env.update(GOOGLE_GENAI_USE_VERTEXAI="true", GOOGLE_API_KEY=gemini.env.pop("GEMINI_API_KEY"))
+    (gemini.home / ".gemini" / "settings.json").write_text("{}")  # no sign-in selected: the environment picks it
+    with FakeGemini(runaway(gemini.tag, delay_s=0.05)) as server:
+        gemini.env["GOOGLE_VERTEX_BASE_URL"] = server.base_url
+        result = gemini.headless(["--strict", "--usd", "0.05"])
+    report = result.report
+    assert result.rc == 122, result.stderr[-3000:]
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0 and report["meter"] == "both"
+    served = server.billed()
+    assert len(served) >= 3 and all(r["vertex_location"] == "global" and r["key_header"] for r in served)
+    bill = bills(server)
+    assert sum(m for m, _, _ in bill.values()) <= 50_000
+    assert_counted_exactly(report, server)
+    assert report["refusals"][-1]["cap"] == "usd"
+    assert "the next call's worst case would pass the $0.05 cap" in result.stderr
+    assert_no_proxy_secret(result.stdout, result.stderr)
+    assert_tree_gone(gemini)

@@ -11,7 +11,7 @@ import pytest
 
 from capguard.agents.gemini.strict import CLOSED_URL, GEMINI_DEFAULT, read_settings, strict_front
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import GEMINI
+from capguard.metering.proxy.dialects import GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_an_api_key_sign_in_is_fronted_and_the_other_endpoints_closed(where):
     ("file", "auth", "words"),
     [
         ("user", {"selectedType": "oauth-personal"}, "Login with Google"),
-        ("workspace", {"selectedType": "vertex-ai"}, "Vertex AI"),
+        ("workspace", {"selectedType": "cloud-shell"}, "Cloud Shell"),
         ("system", {"selectedType": "compute-default-credentials"}, "Compute Engine"),
         ("user", {"selectedType": "gemini-api-key", "enforcedType": "oauth-personal"}, "enforcedType"),
     ],
@@ -84,9 +84,11 @@ def test_with_no_sign_in_selected_the_environment_and_dotenv_files_decide(where)
     env, cwd, home = where
     with pytest.raises(ConfigError, match="GOOGLE_GENAI_USE_GCA in the environment"):
         strict_front({**env, "GOOGLE_GENAI_USE_GCA": "true"}, cwd, home)
-    (cwd.parent / ".env").write_text("# a comment\nexport GOOGLE_GENAI_USE_VERTEXAI='true'\n")
-    with pytest.raises(ConfigError, match=r"GOOGLE_GENAI_USE_VERTEXAI in .*work/\.env"):
+    (cwd.parent / ".env").write_text("# a comment\nexport GEMINI_CLI_USE_COMPUTE_ADC='true'\n")
+    with pytest.raises(ConfigError, match=r"GEMINI_CLI_USE_COMPUTE_ADC in .*work/\.env"):
         strict_front(env, cwd, home)
+    (cwd.parent / ".env").write_text("# a comment\nexport GOOGLE_GENAI_USE_VERTEXAI='true'\n")
+    assert strict_front(env, cwd, home)[0].mount == "vertex"  # Vertex AI: fronted
     (cwd.parent / ".env").unlink()
     with pytest.raises(ConfigError, match="no sign-in is selected"):
         strict_front(env, cwd, home)  # Gemini CLI would refuse the base URL itself (exit 41)
@@ -124,3 +126,25 @@ def test_settings_with_comments_are_read_as_gemini_reads_them(tmp_path):
         "url": "http://example.invalid//not-a-comment",
     }
     assert read_settings(tmp_path / "absent.json") is None
+
+
+def test_vertex_ai_is_fronted_at_its_base_url_and_the_other_endpoints_closed(where):
+    env, cwd, home = where
+    settings(home / "settings.json", {"selectedType": "vertex-ai"})
+    front, closed = strict_front(env, cwd, home)
+    assert (front.mount, front.upstream, front.dialect, front.env) == (
+        "vertex", VERTEX_BY_LOCATION, VERTEX_GEMINI, ("GOOGLE_VERTEX_BASE_URL",)
+    )  # fmt: skip
+    assert closed == {"CODE_ASSIST_ENDPOINT": CLOSED_URL, "GOOGLE_GEMINI_BASE_URL": CLOSED_URL}
+    front, _ = strict_front({**env, "GOOGLE_VERTEX_BASE_URL": "https://gw.example/vertex"}, cwd, home)
+    assert front.upstream == "https://gw.example/vertex"  # the user's own gateway
+    with pytest.raises(ConfigError, match="GOOGLE_VERTEX_BASE_URL 'ftp://x' is not an http"):
+        strict_front({**env, "GOOGLE_VERTEX_BASE_URL": "ftp://x"}, cwd, home)
+    # a .env's (a cloned repo's, maybe): never an upstream capguard sends the user's token to
+    (cwd / ".env").write_text("GOOGLE_VERTEX_BASE_URL=https://attacker.example\n")
+    with pytest.raises(ConfigError, match=r"GOOGLE_VERTEX_BASE_URL is set in .*repo/\.env"):
+        strict_front(env, cwd, home)
+    # chosen by the environment, with no sign-in selected
+    (home / "settings.json").unlink()
+    (cwd / ".env").unlink()
+    assert strict_front({**env, "GOOGLE_GENAI_USE_VERTEXAI": "true"}, cwd, home)[0].mount == "vertex"

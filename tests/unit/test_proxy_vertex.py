@@ -13,13 +13,16 @@ from capguard.core.errors import ConfigError
 from capguard.core.pricing import VERTEX_REGIONAL, Pricer, genai_price
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
+    GEMINI,
     VERTEX,
     VERTEX_BY_LOCATION,
+    VERTEX_GEMINI,
     ask,
     error_body,
     route,
     vertex_base,
     vertex_geo,
+    vertex_host,
 )
 from capguard.metering.proxy.gate import Admission, Gate
 from capguard.metering.proxy.usage import Tracker
@@ -220,3 +223,43 @@ def test_a_metered_path_has_its_count_next_to_it_and_the_count_names_the_model()
     direct = {**body("word " * 20_000), "model": "claude-sonnet-4-5"}
     bound = bounds.input_bound(ANTHROPIC, direct, bounds.Conversations())
     assert bounds.count_request(ANTHROPIC, direct, bound, "claude-sonnet-4-5")["model"] == "claude-sonnet-4-5"
+
+
+# ---- Gemini on Vertex (Gemini CLI's vertex-ai sign-in)
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("v1beta1/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
+         (GEMINI, "gemini-2.5-flash", True, "global", False)),  # express mode: an API key, no location
+        ("v1beta1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent",
+         (GEMINI, "gemini-2.5-pro", False, "us-central1", False)),
+        ("v1/projects/p/locations/europe-west4/publishers/google/models/gemini-2.5-pro:countTokens",
+         (None, None, False, "europe-west4", True)),
+    ],
+)  # fmt: skip
+def test_gemini_routes_on_vertex(tail, expected):
+    found = route("POST", tail, VERTEX_GEMINI)
+    assert (found.dialect, found.model, found.stream, found.location, found.free) == expected
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "v1beta1/publishers/google/models/gemini-2.5-flash:predict",
+        "v1beta1/publishers/anthropic/models/claude-opus-5-5:rawPredict",  # Claude is not Gemini CLI's
+        "v1beta/models/gemini-2.5-flash:generateContent",  # the Gemini API's path, not Vertex's
+        "v1beta1/projects/p/locations/us-central1/cachedContents",
+    ],
+)
+def test_anything_else_on_vertex_for_gemini_is_refused(tail):
+    found = route("POST", tail, VERTEX_GEMINI)
+    assert found.why and found.dialect is None and not found.free
+
+
+def test_gemini_on_vertex_refusals_are_in_googles_format_and_hosts_have_no_version():
+    assert json.loads(error_body(VERTEX_GEMINI, "no", status=429))["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert vertex_host("global") == "https://aiplatform.googleapis.com"
+    assert vertex_host("us-central1") == "https://us-central1-aiplatform.googleapis.com"
+    assert vertex_host("evil.example") is None

@@ -2,10 +2,11 @@
 
 Gemini CLI sends its requests to `GOOGLE_GEMINI_BASE_URL` (it appends `/v1beta/models/<model>:<method>`) when it
 signs in with an API key (`security.auth.selectedType` `gemini-api-key`; with no sign-in selected, that variable
-makes it pick `gateway`, which its own check then refuses: exit 41). Its other sign-ins go
-elsewhere: Login with Google and Compute Engine credentials to Google's Code Assist server, Vertex AI to
-`GOOGLE_VERTEX_BASE_URL`. Those are refused at start, never left to go around the proxy; and the sign-in is pinned
-for the run: the TUI's `/auth` may switch, but their endpoints lead nowhere.
+makes it pick `gateway`, which its own check then refuses: exit 41), and to `GOOGLE_VERTEX_BASE_URL` (it appends
+`/v1beta1/[projects/P/locations/L/]publishers/google/models/<model>:<method>`) with Vertex AI, both fronted. Its
+other sign-ins, Login with Google and Compute Engine credentials, go to Google's Code Assist server: refused at
+start, never left to go around the proxy; and the sign-in is pinned for the run: the TUI's `/auth` may switch, but
+the other endpoints lead nowhere.
 Facts from Gemini CLI 0.61.0's bundle (settings precedence, `.env` loading, auth selection).
 """
 
@@ -19,10 +20,11 @@ from typing import Any
 
 from capguard.agents.base import Front, env_true, strict_refusal
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import GEMINI
+from capguard.metering.proxy.dialects import GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
 
 GEMINI_DEFAULT = "https://generativelanguage.googleapis.com"
-FRONTED_AUTH = ("gemini-api-key", "gateway")
+VERTEX_AUTH = "vertex-ai"
+FRONTED_AUTH = ("gemini-api-key", "gateway", VERTEX_AUTH)
 _AUTH_NAMES = {
     "oauth-personal": "Login with Google (Google's Code Assist server)",
     "vertex-ai": "Vertex AI",
@@ -107,6 +109,19 @@ def _dotenv_value(path: Path, name: str) -> str | None:
     return None
 
 
+def _setting(
+    env: Mapping[str, str], cwd: Path, home: Path, variable: str, *, empty_is_unset: bool = True
+) -> tuple[str | None, str]:
+    """A variable as Gemini CLI sees it: the environment's, else the first `.env` it loads that sets it (a `.env`
+    never overrides the environment); and where it came from."""
+    value, origin = env.get(variable), "the environment"
+    for dotenv in _env_files(cwd, home.parent) if (not value if empty_is_unset else value is None) else ():
+        value, origin = _dotenv_value(dotenv, variable), str(dotenv)
+        if value:
+            break
+    return value, origin
+
+
 def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, dict[str, str]]:
     """The proxy's front for Gemini CLI and the variables that close its other ways to a model, or a ConfigError
     (one line, exit 2) naming what would send requests around the proxy. `home` is Gemini's `~/.gemini`."""
@@ -126,11 +141,10 @@ def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, 
             raise ConfigError(strict_refusal("gemini", f"it signs in with {what} ({origin}), not an API key"))
     if selected is None:  # Gemini picks its sign-in from the environment, a .env file's included
         for variable, kind in _AUTH_VARIABLES.items():
-            value, origin = env.get(variable), "the environment"
-            for dotenv in _env_files(cwd, home.parent) if value is None else ():
-                value, origin = _dotenv_value(dotenv, variable), str(dotenv)
-                if value is not None:
-                    break
+            value, origin = _setting(env, cwd, home, variable, empty_is_unset=False)
+            if env_true(value) and kind == VERTEX_AUTH:
+                selected = kind
+                break
             if env_true(value):
                 raise ConfigError(
                     strict_refusal(
@@ -146,17 +160,24 @@ def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, 
             )
         )
     for variable in _PROXY_VARIABLES:  # a .env Gemini loads may set one too (it never overrides the environment)
-        value, origin = env.get(variable), "the environment"
-        for dotenv in _env_files(cwd, home.parent) if not value else ():
-            value, origin = _dotenv_value(dotenv, variable), str(dotenv)
-            if value:
-                break
+        value, origin = _setting(env, cwd, home, variable)
         if value:
             raise ConfigError(
                 strict_refusal(
                     "gemini", f"{variable} is set in {origin}: Gemini CLI would send its model requests through it"
                 )
             )
+    if selected == VERTEX_AUTH:  # without a base URL of the user's: the host of each request's location
+        value, origin = _setting(env, cwd, home, "GOOGLE_VERTEX_BASE_URL")
+        if value and origin != "the environment":  # a file's, maybe a cloned repo's: never an upstream of ours
+            raise ConfigError(
+                strict_refusal("gemini", f"GOOGLE_VERTEX_BASE_URL is set in {origin} (set it in the environment)")
+            )
+        upstream = value or VERTEX_BY_LOCATION
+        if upstream != VERTEX_BY_LOCATION and not upstream.startswith(("http://", "https://")):
+            raise ConfigError(strict_refusal("gemini", f"GOOGLE_VERTEX_BASE_URL {upstream!r} is not an http(s) URL"))
+        closed = {name: CLOSED_URL for name in ("CODE_ASSIST_ENDPOINT", "GOOGLE_GEMINI_BASE_URL")}
+        return Front("vertex", upstream, VERTEX_GEMINI, ("GOOGLE_VERTEX_BASE_URL",)), closed
     upstream = env.get("GOOGLE_GEMINI_BASE_URL") or GEMINI_DEFAULT
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("gemini", f"GOOGLE_GEMINI_BASE_URL {upstream!r} is not an http(s) URL"))

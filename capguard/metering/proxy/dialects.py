@@ -23,9 +23,12 @@ DIALECTS = (ANTHROPIC, CHAT, RESPONSES, GEMINI)
 # Claude on Google Vertex AI: a mount's style, not a dialect. Its requests are Messages bodies without `model`;
 # the path names the model, the stream and the location (`/projects/P/locations/L/publishers/anthropic/models/M:V`)
 VERTEX = "vertex"
+# Gemini on Google Vertex AI (Gemini CLI's `vertex-ai` sign-in): Gemini bodies under
+# `/v1beta1/[projects/P/locations/L/]publishers/google/models/M:method` (no project and location: express mode)
+VERTEX_GEMINI = "vertex-gemini"
 # A Vertex mount's upstream when the user set no base URL: the host of the path's location, as the SDKs pick it
 # (vertex_base); written as the template it stands for, as notes and `capguard explain` show it
-VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com/v1"
+VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com"
 
 _METERED = {"/messages": ANTHROPIC, "/chat/completions": CHAT, "/responses": RESPONSES}
 # Paths that never cost money: listing models, counting tokens, reading a stored response.
@@ -57,6 +60,8 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
         return _gemini_route(method, path)
     if default_dialect == VERTEX:
         return _vertex_route(method, path)
+    if default_dialect == VERTEX_GEMINI:
+        return _vertex_gemini_route(method, path)
     if method == "POST":
         for suffix, dialect in _METERED.items():
             if path.endswith(suffix):
@@ -176,7 +181,7 @@ def with_stream_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 def error_body(dialect: str, message: str, kind: str = "invalid_request_error", status: int | None = None) -> bytes:
     """The provider's own error JSON, so the agent shows `message` to its user as any API error."""
-    if dialect == GEMINI:
+    if dialect in (GEMINI, VERTEX_GEMINI):
         code = status or 400
         body_: dict[str, Any] = {
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
@@ -268,16 +273,22 @@ _VERTEX_COUNT = "count-tokens"  # the model segment of Vertex's free prompt coun
 _GCP_LOCATION = re.compile(r"^([a-z]+-[a-z]+\d{1,2}|global|eu|us)$")
 
 
-def vertex_base(location: str) -> str | None:
-    """Vertex AI's base URL for a location, as Anthropic's SDKs build it; None for a name no location has (the
-    host is built from the path, so nothing else may reach it)."""
+def vertex_host(location: str) -> str | None:
+    """Vertex AI's host for a location, as Anthropic's and Google's SDKs pick it; None for a name no location has
+    (the host is built from the path, so nothing else may reach it)."""
     if not _GCP_LOCATION.match(location):
         return None
     if location == "global":
-        return "https://aiplatform.googleapis.com/v1"
+        return "https://aiplatform.googleapis.com"
     if location in ("us", "eu"):
-        return f"https://aiplatform.{location}.rep.googleapis.com/v1"
-    return f"https://{location}-aiplatform.googleapis.com/v1"
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def vertex_base(location: str) -> str | None:
+    """The base URL Anthropic's SDKs give Claude on Vertex (the API version in it, the rest of the path after)."""
+    host = vertex_host(location)
+    return None if host is None else f"{host}/v1"
 
 
 # Claude's models from before Sonnet 4.5: Vertex's regional and multi-region endpoints cost them no more
@@ -298,6 +309,23 @@ def _vertex_route(method: str, path: str) -> Route:
             return Route(free=True, location=location)
         if verb in _VERTEX_METERED and model != _VERTEX_COUNT:
             return Route(dialect=ANTHROPIC, model=model, stream=_VERTEX_METERED[verb], location=location)
+    return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
+
+
+_VERTEX_GEMINI_PATH = re.compile(
+    r"^/v1(?:beta1)?/(?:projects/[a-z0-9][a-z0-9.:-]{0,127}/locations/([a-z0-9-]{1,63})/)?publishers/google/models/"
+    r"([A-Za-z0-9._-]{1,200}):([A-Za-z]+)$"
+)
+
+
+def _vertex_gemini_route(method: str, path: str) -> Route:
+    found = _VERTEX_GEMINI_PATH.match(path)
+    if method == "POST" and found:
+        location, model, verb = found.group(1) or "global", found.group(2), found.group(3)
+        if verb in _GEMINI_METERED:
+            return Route(dialect=GEMINI, model=model, stream=_GEMINI_METERED[verb], location=location)
+        if verb in _GEMINI_FREE:
+            return Route(free=True, location=location)
     return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 
 

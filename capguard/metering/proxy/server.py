@@ -27,13 +27,16 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     CHAT,
     GEMINI,
+    VERTEX,
     VERTEX_BY_LOCATION,
+    VERTEX_GEMINI,
     Route,
     count_tail,
     error_body,
     gemini_key_to_header,
     route,
     vertex_base,
+    vertex_host,
     with_stream_usage,
 )
 from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
@@ -210,7 +213,7 @@ class MeteringProxy:
             return _error(style, 400, f"capguard: {where.location!r} is no Vertex AI location")
         raw = await request.read()
         query, headers = request.query_string, _headers(request)
-        if style == GEMINI:  # a key in the URL would be in any error that shows the URL: it goes in a header
+        if style in (GEMINI, VERTEX_GEMINI):  # a key in the URL would be in any error that shows it: to a header
             query, headers = gemini_key_to_header(query, headers)
         url = f"{base}/{tail}" + (f"?{query}" if query else "")
         if where.free:
@@ -250,7 +253,8 @@ class MeteringProxy:
         base = self._upstreams[mount]
         if base != VERTEX_BY_LOCATION:
             return base, self._via[mount]
-        found = vertex_base(where.location or "")
+        # Claude's SDK puts the API version in the base URL, Google's in the path
+        found = (vertex_base if self._dialects.get(mount) == VERTEX else vertex_host)(where.location or "")
         if found is None:
             return None, {}
         if found not in self._via:  # a handful of locations at most, each a Google host
