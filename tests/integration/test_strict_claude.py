@@ -219,7 +219,13 @@ def test_a_denied_model_is_refused_by_the_proxy_in_claudes_own_error_format(clau
 
 
 @pytest.mark.parametrize(
-    "variable", ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD", "CLAUDE_CODE_USE_MANTLE"]
+    "variable",
+    [
+        "CLAUDE_CODE_USE_BEDROCK",
+        "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
+        "CLAUDE_CODE_USE_MANTLE",
+        "ANTHROPIC_UNIX_SOCKET",
+    ],
 )
 def test_a_provider_the_proxy_cannot_front_is_refused_at_start(claude, variable):
     with FakeAnthropic(billing()) as server:

@@ -311,3 +311,19 @@ def test_the_gate_holds_the_models_table_and_the_task_budget():
     assert stop_reason(refused, Caps(usd_micro=5_000_000)) == StopReason.MODEL
     assert "denied" in strict.gate.admit(ANTHROPIC, dict(body, model="claude-x-preview")).why
     assert strict.gate.task_budgets is not None and strict.gate.task_budgets.total == 50_000
+
+
+def test_claude_with_a_unix_socket_for_its_requests_is_refused(tmp_path):
+    """Claude Code 2.1.330 sends every API request over ANTHROPIC_UNIX_SOCKET when it is set, whatever
+    ANTHROPIC_BASE_URL says: the proxy would see none of them."""
+    home = tmp_path / ".claude"
+    with pytest.raises(ConfigError, match="ANTHROPIC_UNIX_SOCKET in environment .*unix socket.*--meter files"):
+        claude_fronts([], {"ANTHROPIC_UNIX_SOCKET": "/run/claude.sock"}, tmp_path, home)
+    with pytest.raises(ConfigError, match="ANTHROPIC_UNIX_SOCKET"):
+        claude_fronts([], {"ANTHROPIC_UNIX_SOCKET": "/s", "CLAUDE_CODE_USE_VERTEX": "1"}, tmp_path, home)
+    home.mkdir()
+    (home / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_UNIX_SOCKET": "/run/claude.sock"}}))
+    with pytest.raises(ConfigError, match="ANTHROPIC_UNIX_SOCKET in .*settings.json"):
+        claude_fronts([], {}, tmp_path, home)
+    (home / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_UNIX_SOCKET": ""}}))
+    assert claude_fronts([], {}, tmp_path, home)  # empty: Claude Code uses no socket

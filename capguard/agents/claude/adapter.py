@@ -149,6 +149,13 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
         for name, provider in OTHER_PROVIDERS.items():
             if env_true(table.get(name)):
                 raise ConfigError(strict_refusal("claude", f"{name} in {where} sends its requests to {provider}"))
+    for where, table in sources:  # Claude Code then sends every API request over it, whatever the base URL says
+        if table.get("ANTHROPIC_UNIX_SOCKET"):
+            raise ConfigError(
+                strict_refusal(
+                    "claude", f"ANTHROPIC_UNIX_SOCKET in {where} sends its requests over a unix socket, not the proxy"
+                )
+            )
     vertex = any(env_true(table.get(VERTEX_SWITCH)) for _, table in sources)
     for where, table in sources[1:]:
         if vertex and table.get("ANTHROPIC_VERTEX_BASE_URL"):
