@@ -592,37 +592,41 @@ class _Handler(FakeHandler):
             owner._record_other(self, raw)
             self._send_json(404, error_body(404, _new_id("req"), f"Unknown path {self.command} {self.path}"))
             return
+        body = self._json_body(raw)
+        if body is None:
+            return
+        if path == "/v1/messages/count_tokens":
+            self._count(body, raw)
+            return
+        self._messages(body)
+
+    def _json_body(self, raw: bytes) -> dict | None:
+        """The request's JSON object, or None once a 400 is sent."""
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body is not an object")
         except ValueError as err:
             self._send_json(400, error_body(400, _new_id("req"), f"invalid JSON body: {err}"))
-            return
-        if path == "/v1/messages/count_tokens":
-            record = owner._record(self, body, COUNT_TOKENS)
-            self._answer_count(record, body, raw)
-            owner._finish(record)
-            return
-        self._messages(body)
+            return None
+        return body
+
+    def _count(self, body: dict, raw: bytes, location: str | None = None) -> None:
+        owner = self.server.owner
+        record = owner._record(self, body, COUNT_TOKENS)
+        record["vertex_location"] = location
+        self._answer_count(record, body, raw)
+        owner._finish(record)
 
     def _vertex(self, raw: bytes, location: str, model: str, verb: str) -> None:
         """As Vertex AI serves Claude: `anthropic_version` required in the body (Claude Code sends
         `vertex-2023-10-16`, the Python SDK a date of its own), `model` refused there (the path
         names it); `count-tokens:rawPredict` counts a body that names its model. Billed as the Messages API bills."""
-        owner = self.server.owner
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("body is not an object")
-        except ValueError as err:
-            self._send_json(400, error_body(400, _new_id("req"), f"invalid JSON body: {err}"))
+        body = self._json_body(raw)
+        if body is None:
             return
         if model == "count-tokens" and verb == "rawPredict":
-            record = owner._record(self, body, COUNT_TOKENS)
-            record["vertex_location"] = location
-            self._answer_count(record, body, raw)
-            owner._finish(record)
+            self._count(body, raw, location)
             return
         if not isinstance(body.get("anthropic_version"), str) or "model" in body:
             why = "anthropic_version is required and model is not permitted in the body"

@@ -7,15 +7,15 @@ real API. A runaway ends with the server's bill, at the regional endpoint's 10% 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from capguard.core.events import Reply as UsageReply
 from capguard.core.pricing import VERTEX_REGIONAL, Pricer
 from tests.fakes.fake_anthropic import COUNT_TOKENS, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
-from tests.integration.test_strict_claude import MODEL, billing, ledger_of
+from tests.integration.test_strict_claude import MODEL, billing, ledger_of, priced
 
 pytestmark = pytest.mark.agent
 
@@ -52,20 +52,10 @@ def vertex_bills(server: FakeAnthropic) -> dict[str, int]:
     """Each call the fake billed, by message id, in micro-USD: Anthropic's rates, 1.1x on a regional endpoint."""
     pricer, found = Pricer(), {}
     for record in server.requests:
-        usage = record.get("usage")
-        if not usage:
-            continue
-        geo = None if record["vertex_location"] == "global" else VERTEX_REGIONAL
-        reply = UsageReply(
-            "billed",
-            "anthropic/" + record["model"],
-            input_tokens=usage["input_tokens"],
-            output_tokens=usage["output_tokens"],
-            cache_read_tokens=usage["cache_read_input_tokens"],
-            cache_write_tokens=usage["cache_creation_input_tokens"],
-            details={"inference_geo": geo},
-        )
-        found[record["message_id"]] = pricer.price(reply).cost_micro or 0
+        if record.get("usage"):
+            geo = None if record["vertex_location"] == "global" else VERTEX_REGIONAL
+            reply = replace(priced(record), details={"inference_geo": geo})
+            found[record["message_id"]] = pricer.price(reply).cost_micro or 0
     return found
 
 
