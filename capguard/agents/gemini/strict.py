@@ -39,7 +39,7 @@ _AUTH_VARIABLES = {
     "CLOUD_SHELL": "compute-default-credentials",
 }
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
-CLOSED_URL = "https://capguard-strict-mode-allows-api-key-auth-only.invalid"
+CLOSED_URL = "https://capguard-strict-mode-closed-this-sign-in.invalid"  # what Gemini CLI shows if /auth picks it
 
 
 def system_settings_path(env: Mapping[str, str]) -> Path:
