@@ -14,6 +14,7 @@ import pytest
 from capguard.core.pricing import VERTEX_REGIONAL, Pricer
 from tests.fakes.fake_anthropic import COUNT_TOKENS, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
+from tests.integration.test_aider_tty import Terminal
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
 from tests.integration.test_strict_claude import MODEL, billing, ledger_of, priced
 
@@ -130,3 +131,35 @@ def test_the_files_meter_prices_vertex_replies_with_the_regional_premium(claude)
     assert len(exact) >= max(3, len(rows) - 1)
     assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] for row in rows)
     assert_tree_gone(runner)
+
+
+def test_an_interactive_runaway_on_vertex_is_stopped_before_the_cap(tmp_path, claude_bin, repo):
+    with FakeAnthropic(billing(delay_s=0.2)) as server:
+        runner = vertex(Claude(tmp_path, claude_bin, repo, server.base_url), server, "europe-west1")
+        term = Terminal(
+            runner.argv(["--strict", "--usd", "0.40"], ["--dangerously-skip-permissions"]), runner.repo, runner.env
+        )
+        try:
+            term.expect(r"capguard \$0\.00", timeout=60)
+            term.type(b"LOOP")
+            term.pump(0.5)
+            term.type(b"\r")
+            rc = term.wait(150)
+        finally:
+            term.close()
+            runner.cleanup()
+    assert rc == 122, term.text()[-2500:]
+    report = json.loads(runner.report_path.read_text())
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    bill = vertex_bills(server)
+    assert len(bill) >= 3 and sum(bill.values()) <= 400_000
+    assert all(r["vertex_location"] == "europe-west1" for r in server.requests if r.get("usage"))
+    _, rows = ledger_of(report)
+    assert {row["dedupe_key"].removeprefix("proxy:anthropic:") for row in rows} == set(bill)
+    assert all(
+        row["cost_micro_usd"] == bill[row["dedupe_key"].removeprefix("proxy:anthropic:")]
+        for row in rows
+        if row["details"]["charged"] == "usage"
+    )
+    assert "capguard: stopped claude: cost $" in term.text()
+    assert not runner.survivors()
