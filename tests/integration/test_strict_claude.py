@@ -253,22 +253,25 @@ def test_a_base_url_in_claudes_settings_is_refused_at_start(claude):
 
 
 @pytest.mark.pty
+def interactive_loop(runner: Claude, caps: list[str]) -> tuple[int, Terminal]:
+    """Claude Code in a pty under capguard, told LOOP once: its exit code and the terminal."""
+    term = Terminal(runner.argv(caps, ["--dangerously-skip-permissions"]), runner.repo, runner.env)
+    try:
+        term.expect(r"capguard \$0\.00", timeout=60)
+        term.type(b"LOOP")
+        term.pump(0.5)
+        term.type(b"\r")
+        return term.wait(150), term
+    finally:
+        term.close()
+        runner.cleanup()
+
+
 def test_interactive_runaway_is_stopped_before_the_cap(tmp_path, claude_bin, repo):
     with FakeAnthropic(billing(delay_s=0.2)) as server:
         runner = Claude(tmp_path, claude_bin, repo, server.base_url)
         runner.env["ANTHROPIC_MODEL"] = MODEL
-        term = Terminal(
-            runner.argv(["--strict", "--usd", "0.40"], ["--dangerously-skip-permissions"]), runner.repo, runner.env
-        )
-        try:
-            term.expect(r"capguard \$0\.00", timeout=60)
-            term.type(b"LOOP")
-            term.pump(0.5)
-            term.type(b"\r")
-            rc = term.wait(150)
-        finally:
-            term.close()
-            runner.cleanup()
+        rc, term = interactive_loop(runner, ["--strict", "--usd", "0.40"])
     assert rc == 122, term.text()[-2500:]
     report = json.loads(runner.report_path.read_text())
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0

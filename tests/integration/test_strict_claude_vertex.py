@@ -14,9 +14,8 @@ import pytest
 from capguard.core.pricing import VERTEX_REGIONAL, Pricer
 from tests.fakes.fake_anthropic import COUNT_TOKENS, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
-from tests.integration.test_aider_tty import Terminal
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
-from tests.integration.test_strict_claude import MODEL, billing, ledger_of, priced
+from tests.integration.test_strict_claude import MODEL, billing, interactive_loop, ledger_of, priced
 
 pytestmark = pytest.mark.agent
 
@@ -136,18 +135,7 @@ def test_the_files_meter_prices_vertex_replies_with_the_regional_premium(claude)
 def test_an_interactive_runaway_on_vertex_is_stopped_before_the_cap(tmp_path, claude_bin, repo):
     with FakeAnthropic(billing(delay_s=0.2)) as server:
         runner = vertex(Claude(tmp_path, claude_bin, repo, server.base_url), server, "europe-west1")
-        term = Terminal(
-            runner.argv(["--strict", "--usd", "0.40"], ["--dangerously-skip-permissions"]), runner.repo, runner.env
-        )
-        try:
-            term.expect(r"capguard \$0\.00", timeout=60)
-            term.type(b"LOOP")
-            term.pump(0.5)
-            term.type(b"\r")
-            rc = term.wait(150)
-        finally:
-            term.close()
-            runner.cleanup()
+        rc, term = interactive_loop(runner, ["--strict", "--usd", "0.40"])
     assert rc == 122, term.text()[-2500:]
     report = json.loads(runner.report_path.read_text())
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0
