@@ -50,13 +50,15 @@ def test_a_reply_capguard_prices_gets_the_premium_and_claudes_figures_are_scaled
             reply("claude-opus-5-5"),
             reply("claude-opus-5-5", reported_cost_micro=1_000_001),
             reply("claude-sonnet-4@20250514"),  # before Sonnet 4.5: Google adds nothing
-            reply("claude-opus-5-5", details={"inference_geo": "us"}),  # it says where it ran
+            reply("claude-opus-5-5", details={"inference_geo": "us"}),  # priced at a premium already
+            reply("claude-opus-5-5", details={"inference_geo": "not_available"}),  # no premium: it gets Vertex's
             ReportedTotal("s", 2_000_000, "cost-state", baseline_micro=500_000),
             malformed,
         ),
         "us-east5",
     )
-    ours, claudes, old, said, total, passed = parser.feed(b"", 0)
+    ours, claudes, old, said, unsaid, total, passed = parser.feed(b"", 0)
+    assert unsaid.details["inference_geo"] == VERTEX_REGIONAL
     assert ours.details["inference_geo"] == VERTEX_REGIONAL and ours.reported_cost_micro is None
     assert claudes.reported_cost_micro == 1_100_002  # rounded up, never below Google's bill
     assert old == reply("claude-sonnet-4@20250514") and said.details == {"inference_geo": "us"}

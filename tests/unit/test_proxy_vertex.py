@@ -162,6 +162,21 @@ def test_the_gate_settles_at_the_usage_with_the_locations_premium(location, fact
     assert gate.spent_micro == round((1000 * 4 + 200 * 20) * factor) == Pricer().price(reply).cost_micro
 
 
+@pytest.mark.parametrize("said", ["not_available", "global"])
+def test_a_usage_that_names_no_premium_gets_vertexs(said):
+    gate = Gate(Pricer(), cap_micro=1_000_000)
+    admission = gate.admit(ANTHROPIC, body(), model=MODEL, provider="anthropic", location="us-east5")
+    assert isinstance(admission, Admission)
+    tracker = Tracker(ANTHROPIC)
+    start = message_start(1000)
+    start["message"]["usage"]["inference_geo"] = said
+    tracker.see(start)
+    tracker.see({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 200}})
+    reply = gate.settle(admission, tracker.seen)
+    assert reply is not None and reply.details["inference_geo"] == VERTEX_REGIONAL
+    assert gate.spent_micro == round((1000 * 4 + 200 * 20) * 1.1)
+
+
 def test_a_cut_call_is_charged_its_bound_at_the_premium_it_was_held_at():
     gate = Gate(Pricer(), cap_micro=1_000_000)
     admission = gate.admit(ANTHROPIC, body(), model=MODEL, provider="anthropic", location="us-east5")

@@ -12,7 +12,7 @@ from typing import Any
 
 from capguard.agents.base import env_true
 from capguard.core.events import Event, Reply, ReportedTotal
-from capguard.core.pricing import VERTEX_REGIONAL
+from capguard.core.pricing import GEO_PREMIUM, VERTEX_REGIONAL
 from capguard.metering.proxy.dialects import vertex_geo
 from capguard.metering.tail import Parser
 
@@ -54,8 +54,8 @@ class VertexPremium:
             return event
         if event.reported_cost_micro:
             return replace(event, reported_cost_micro=_scaled(event.reported_cost_micro))
-        if event.details.get("inference_geo"):
-            return event  # the reply says where it ran
+        if event.details.get("inference_geo") in GEO_PREMIUM:
+            return event  # priced at a premium already
         return replace(event, details={**event.details, "inference_geo": VERTEX_REGIONAL})
 
 

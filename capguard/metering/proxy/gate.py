@@ -15,7 +15,7 @@ from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.model_caps import ModelCap, ModelRules, matches, refusal
-from capguard.core.pricing import VERTEX_REGIONAL, Pricer, split_provider
+from capguard.core.pricing import GEO_PREMIUM, VERTEX_REGIONAL, Pricer, split_provider
 from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
 from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
@@ -293,8 +293,8 @@ class Gate:
             return None
         seen = seen or Seen()
         usage, charged = self._charge(admission, seen)
-        if admission.ask.geo == VERTEX_REGIONAL and not usage.inference_geo:  # Vertex's usage does not say it
-            usage = replace(usage, inference_geo=VERTEX_REGIONAL)
+        if admission.ask.geo == VERTEX_REGIONAL and usage.inference_geo not in GEO_PREMIUM:  # Vertex's usage says
+            usage = replace(usage, inference_geo=VERTEX_REGIONAL)  # no premium ("global", "not_available", nothing)
         key = f"proxy:{admission.dialect}:{seen.response_id or 'unanswered-' + new_id()}"
         details = {
             "meter": "proxy",
