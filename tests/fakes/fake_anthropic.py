@@ -319,6 +319,9 @@ class Script:
     # ``slow`` the exact count after ``count_delay_s``, ``half`` half of it (a count below the bill).
     count_mode: str = "exact"
     count_delay_s: float = 10.0
+    # A server that bills the prompt but never says so: its usage leaves out input_tokens (and the cache figures)
+    # everywhere, in message_start, in message_delta and in a whole reply. What it billed is still recorded.
+    hide_prompt_usage: bool = False
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -705,9 +708,17 @@ class _Handler(FakeHandler):
             self.close_connection = True
             self.server.owner._finish(record, aborted=True)
             return
-        msg = self._message(record, record["content"], reply.effective_stop_reason(), record["usage_obj"].api())
+        msg = self._message(
+            record, record["content"], reply.effective_stop_reason(), self._shown(record["usage_obj"].api())
+        )
         self.server.owner._finish(record)
         self._send_json(200, msg, {"request-id": record["request_id"]})
+
+    def _shown(self, usage: dict) -> dict:
+        """The usage as the server sends it (without its prompt's figures, for a script that hides them)."""
+        if not self.server.owner.script.hide_prompt_usage:
+            return usage
+        return {k: v for k, v in usage.items() if "input_tokens" not in k and k != "cache_creation"}
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -723,7 +734,10 @@ class _Handler(FakeHandler):
         events.append(
             (
                 "message_start",
-                {"type": "message_start", "message": self._message(record, [], None, usage.api(output_tokens=1))},
+                {
+                    "type": "message_start",
+                    "message": self._message(record, [], None, self._shown(usage.api(output_tokens=1))),
+                },
                 0.0,
             )
         )
@@ -757,7 +771,7 @@ class _Handler(FakeHandler):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": reply.effective_stop_reason(), "stop_sequence": None},
-                    "usage": usage.delta(),
+                    "usage": self._shown(usage.delta()),
                 },
                 0.0,
             )

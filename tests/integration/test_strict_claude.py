@@ -333,3 +333,25 @@ def test_a_count_that_fails_or_is_no_count_leaves_the_bytes_bound(claude, mode):
     assert not first["prompt_counted"] and first["prompt_bound"] >= 3 * first["input_tokens"]  # bytes: ~4x
     assert not any(call["prompt_counted"] for call in report["calls"])
     assert_tree_gone(runner)
+
+
+def test_a_server_whose_usage_never_states_the_prompt_stops_at_the_cap_charged_by_the_bound(claude):
+    """A hostile server bills each prompt but its usage never says input_tokens: capguard charged those prompts 0
+    before and the runaway went on past the cap. Now each call is charged its prompt's bound and the stated output:
+    the run stops at the USD cap, the server's bill within it, every call in the ledger at or above its bill."""
+    with FakeAnthropic(billing(delay_s=0.1, hide_prompt_usage=True)) as server:
+        runner = claude(server)
+        result = runner.print_run(["--strict", "--usd", "1.00"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    micro, _, calls = billed(server)
+    assert calls >= 2 and micro <= 1_000_000  # what the server billed: within the cap
+    bill = bills(server)
+    _, rows = ledger_of(report)
+    assert {row["dedupe_key"].removeprefix("proxy:anthropic:") for row in rows} == set(bill)
+    for row in rows:  # none at its usage: each at an upper bound of its bill
+        assert row["details"]["charged"] == "bound"
+        assert row["cost_micro_usd"] >= bill[row["dedupe_key"].removeprefix("proxy:anthropic:")][0]
+    assert "Traceback" not in result.stderr
+    assert_tree_gone(runner)

@@ -820,3 +820,67 @@ def test_tokens_a_server_bills_past_the_completions_count_are_output():
     assert seen.usage.output_tokens == 20
     seen = from_body(RESPONSES, {"usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}})
     assert seen.usage.output_tokens == 5
+
+
+# ---- a reply whose usage leaves out a figure the API always states
+
+
+def settled_without(events: list[dict], *, stream: bool = True) -> tuple[Admission, object, Gate]:
+    g = gate()
+    admission = g.admit(ANTHROPIC, messages_body(max_tokens=1000, stream=stream))
+    assert isinstance(admission, Admission)
+    tracker = Tracker(ANTHROPIC)
+    for event in events:
+        tracker.see(event)
+    return admission, g.settle(admission, tracker.seen), g
+
+
+def test_a_stream_whose_usage_never_states_its_prompt_is_charged_the_prompts_bound_not_zero():
+    """A server whose message_start has no usage and whose message_delta says only output_tokens: settled before
+    at an input of 0 (its prompt free); now at the prompt's bound and the larger of the stated and streamed output."""
+    admission, reply, g = settled_without([
+        {"type": "message_start", "message": {"id": "m1", "model": "claude-sonnet-4-5"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 200}},
+        {"type": "message_stop"},
+    ])  # fmt: skip
+    assert reply.details["charged"] == "bound" and "leaves out input_tokens" in reply.suspicious
+    assert reply.input_tokens == admission.input.tokens > 0 and reply.output_tokens == 200  # the stated output
+
+
+def test_a_stream_whose_usage_never_states_its_output_keeps_its_prompt_and_bounds_its_output():
+    admission, reply, _ = settled_without([
+        {"type": "message_start", "message": {"id": "m1", "usage": {"input_tokens": 900}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x" * 400}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"cache_read_input_tokens": 0}},
+    ])  # fmt: skip
+    assert reply.details["charged"] == "bound" and "leaves out output_tokens" in reply.suspicious
+    assert reply.input_tokens == 900 and reply.output_tokens >= 400
+
+
+def test_a_whole_reply_whose_usage_leaves_out_a_figure_is_charged_the_bound_for_that_figure():
+    g = gate()
+    admission = g.admit(ANTHROPIC, messages_body(max_tokens=1000))
+    reply = g.settle(admission, from_body(ANTHROPIC, {"id": "m1", "usage": {"output_tokens": 10}}))
+    assert reply.details["charged"] == "bound" and "leaves out input_tokens" in reply.suspicious
+    assert (reply.input_tokens, reply.output_tokens) == (admission.input.tokens, 10)  # the bound, the stated output
+    assert g.spent_micro == admission.worst.cost(10)  # priced as held: the prompt at its dearest rate
+    g = gate()
+    admission = g.admit(ANTHROPIC, messages_body(max_tokens=1000))
+    reply = g.settle(admission, from_body(ANTHROPIC, {"id": "m2", "usage": {"input_tokens": 7}}))
+    assert (reply.input_tokens, reply.output_tokens) == (7, 1000)  # no output figure: its whole limit
+
+
+def test_a_gemini_reply_that_never_states_its_prompt_is_charged_by_its_bound():
+    from capguard.metering.proxy.dialects import GEMINI
+
+    g = gate()
+    body = {"contents": [{"role": "user", "parts": [{"text": "word " * 1000}]}]}
+    admission = g.admit(GEMINI, body, model="gemini-2.5-flash", stream=True)
+    assert isinstance(admission, Admission)
+    tracker = Tracker(GEMINI)
+    tracker.see({"candidates": [{"content": {"parts": [{"text": "ok"}]}, "finishReason": "STOP"}],
+                 "usageMetadata": {"candidatesTokenCount": 2}, "responseId": "r1"})  # fmt: skip
+    reply = g.settle(admission, tracker.seen)
+    assert reply.details["charged"] == "bound" and "promptTokenCount" in reply.suspicious
+    assert reply.input_tokens == admission.input.tokens > 0

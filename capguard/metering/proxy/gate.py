@@ -368,8 +368,12 @@ class Gate:
         else:  # a whole reply whose usage cannot be read: it may have used its whole limit
             output = admission.max_out
         output *= admission.ask.choices
-        known = seen.usage  # Anthropic's message_start: the prompt's exact usage
-        if known is not None and not seen.unreadable:
+        known = None if seen.unreadable else seen.usage  # Anthropic's message_start: the prompt's exact usage
+        if known is not None and seen.prompt_unknown and seen.output_stated:
+            output = known.output_tokens  # the figure the reply gave (only its prompt's is charged by the bound)
+        elif known is not None:
+            output = max(output, known.output_tokens)
+        if known is not None and not seen.prompt_unknown:
             return CallUsage(known.input_tokens, output, known.cache_read_tokens, known.cache_write_tokens,
                              known.cache_write_1h_tokens, known.web_search_requests, known.speed,
                              known.inference_geo), "bound"  # fmt: skip

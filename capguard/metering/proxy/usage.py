@@ -24,6 +24,9 @@ class Seen:
     unreadable: bool = False  # a usage figure was no number: nothing this reply says about usage is believed
     suspicious: str | None = None  # why a figure was not believed
     _events: int = field(default=0, repr=False)
+    prompt_unknown: bool = False  # the final usage left out the prompt's figure: `usage` holds no prompt
+    output_stated: bool = False  # ... but stated the output: `usage.output_tokens` is what the server billed
+    _stated: set[str] = field(default_factory=set, repr=False)  # the figures the reply's usage has given
 
     @property
     def events(self) -> int:
@@ -174,6 +177,17 @@ def _take_usage(
     if seen.unreadable:
         return
     seen.usage = read
+    stated = seen._stated
+    stated.update(name for name in _REQUIRED.get(dialect, ()) if get(usage, name) is not None)
+    if dialect == GEMINI:
+        stated.update(name for name in _REQUIRED[GEMINI] if name in (so_far or {}))
+    missing = [name for name in _REQUIRED.get(dialect, ()) if name not in stated]
+    if final and missing:  # the API always states these: a reply without one is charged by its bound, not as 0
+        seen.suspicious = f"the reply's usage leaves out {' and '.join(missing)}: charged by its bound"
+        seen.prompt_unknown = missing != ["output_tokens"]
+        output = "output_tokens" if dialect == ANTHROPIC else "candidatesTokenCount"
+        seen.output_stated = output in stated or output in (so_far or {})
+        return
     seen.complete = seen.complete or final
     figures = {
         "input_tokens": read.input_tokens,
@@ -182,6 +196,10 @@ def _take_usage(
         "cache_write_tokens": read.cache_write_tokens,
     }
     seen.suspicious = sanitize.at_bound(figures) or seen.suspicious
+
+
+# Figures each API's final usage always states (Chat's and the Responses API's are read as required already)
+_REQUIRED = {ANTHROPIC: ("input_tokens", "output_tokens"), GEMINI: ("promptTokenCount",)}
 
 
 def _openai_usage(dialect: str, usage: Any) -> CallUsage:
