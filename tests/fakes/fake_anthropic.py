@@ -322,6 +322,8 @@ class Script:
     # A server that bills the prompt but never says so: its usage leaves out input_tokens (and the cache figures)
     # everywhere, in message_start, in message_delta and in a whole reply. What it billed is still recorded.
     hide_prompt_usage: bool = False
+    # A stream whose message_delta carries no usage at all (message_start's placeholder output_tokens is the last)
+    drop_delta_usage: bool = False
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -771,7 +773,7 @@ class _Handler(FakeHandler):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": reply.effective_stop_reason(), "stop_sequence": None},
-                    "usage": self._shown(usage.delta()),
+                    **({} if owner.script.drop_delta_usage else {"usage": self._shown(usage.delta())}),
                 },
                 0.0,
             )

@@ -858,6 +858,18 @@ def test_a_stream_whose_usage_never_states_its_output_keeps_its_prompt_and_bound
     assert reply.input_tokens == 900 and reply.output_tokens >= 400
 
 
+def test_a_stream_whose_message_delta_has_no_usage_is_not_charged_message_starts_placeholder_output():
+    """message_start says output_tokens 1 (a placeholder); a message_delta without usage left that as the output."""
+    admission, reply, _ = settled_without([
+        {"type": "message_start", "message": {"id": "m1", "usage": {"input_tokens": 900, "output_tokens": 1}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x" * 400}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "message_stop"},
+    ])  # fmt: skip
+    assert reply.details["charged"] == "bound" and "leaves out output_tokens" in reply.suspicious
+    assert reply.input_tokens == 900 and reply.output_tokens >= 400
+
+
 def test_a_whole_reply_whose_usage_leaves_out_a_figure_is_charged_the_bound_for_that_figure():
     g = gate()
     admission = g.admit(ANTHROPIC, messages_body(max_tokens=1000))

@@ -178,7 +178,10 @@ def _take_usage(
         return
     seen.usage = read
     stated = seen._stated
-    stated.update(name for name in _REQUIRED.get(dialect, ()) if get(usage, name) is not None)
+    # message_start's output_tokens is a placeholder (1): only a final usage states the output
+    stated.update(
+        n for n in _REQUIRED.get(dialect, ()) if get(usage, n) is not None and (final or n != "output_tokens")
+    )
     if dialect == GEMINI:
         stated.update(name for name in _REQUIRED[GEMINI] if name in (so_far or {}))
     missing = [name for name in _REQUIRED.get(dialect, ()) if name not in stated]
