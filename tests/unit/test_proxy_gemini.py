@@ -174,6 +174,21 @@ def test_a_figure_a_later_chunk_leaves_out_keeps_its_earlier_value():
     assert tracker.seen.complete and (tracker.seen.usage.input_tokens, tracker.seen.usage.output_tokens) == (900, 7)
 
 
+def test_a_stream_that_ends_without_usage_is_not_complete_at_an_earlier_chunks_figures():
+    """Gemini's last chunk carries the whole usage; an earlier one said only the prompt and a few candidates. A
+    stream that ends without it was settled at those figures (its output under-counted); now its output is bounded."""
+    tracker = Tracker(GEMINI)
+    tracker.see(chunk({"promptTokenCount": 900, "candidatesTokenCount": 1}, text="x" * 4000))
+    ended = chunk({}, finish="STOP")
+    del ended["usageMetadata"]
+    tracker.see(ended)
+    assert not tracker.seen.complete and tracker.seen.usage.input_tokens == 900
+    gate = Gate(Pricer(), cap_micro=CAP)
+    admission = gate.admit(GEMINI, body(maxOutputTokens=2000), model=MODEL, stream=True)
+    reply = gate.settle(admission, tracker.seen)
+    assert reply.details["charged"] == "bound" and reply.input_tokens == 900 and reply.output_tokens == 2000
+
+
 def test_a_whole_reply_an_array_stream_and_an_error_body():
     whole = from_body(GEMINI, chunk({"promptTokenCount": 10, "candidatesTokenCount": 2, "toolUsePromptTokenCount": 5}))
     assert whole.complete and (whole.usage.input_tokens, whole.usage.output_tokens) == (15, 2)

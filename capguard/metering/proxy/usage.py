@@ -146,10 +146,10 @@ class Tracker:
                 call = get(part, "functionCall")
                 if call is not None:
                     seen.output_bytes += _bytes(get(call, "name")) + len(str(get(call, "args") or ""))
+        # the chunk that ends the reply carries its whole usage (earlier ones only the prompt's figure so far);
+        # one that ends it without usage leaves the output unknown: charged by its bound
         if data.get("usageMetadata") is not None:
             _take_usage(seen, GEMINI, data.get("usageMetadata"), final=ended, so_far=self._figures)
-        elif ended and seen.usage is not None:
-            seen.complete = True  # the usage came with an earlier chunk
         if data.get("error") is not None:
             seen.failed = True
 
