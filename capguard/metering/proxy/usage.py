@@ -182,8 +182,6 @@ def _take_usage(
     stated.update(
         n for n in _REQUIRED.get(dialect, ()) if get(usage, n) is not None and (final or n != "output_tokens")
     )
-    if dialect == GEMINI:
-        stated.update(name for name in _REQUIRED[GEMINI] if name in (so_far or {}))
     missing = [name for name in _REQUIRED.get(dialect, ()) if name not in stated]
     if final and missing:  # the API always states these: a reply without one is charged by its bound, not as 0
         seen.suspicious = f"the reply's usage leaves out {' and '.join(missing)}: charged by its bound"
