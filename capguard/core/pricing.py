@@ -6,6 +6,7 @@ Pure apart from reading genai-prices' bundled snapshot (offline; no network).
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import cast
@@ -177,15 +178,33 @@ def split_provider(model: str) -> tuple[str | None, str]:
     return None, model
 
 
+# Amazon Bedrock's ids of Anthropic's models: a cross-region profile's prefix, the provider, the name, a version
+_BEDROCK_ANTHROPIC = re.compile(
+    r"^(?:(?:global|us|us-gov|eu|apac|jp|au|ca)\.)?anthropic\.(claude-[a-z0-9.-]+?)(?:-v\d+(?::\d+)?)?$", re.I
+)
+
+
+def bedrock_model(model: str) -> str:
+    """Anthropic's name of a Bedrock model id (`anthropic.claude-opus-4-7` -> `claude-opus-4-7`,
+    `us.anthropic.claude-sonnet-4-5-20250929-v1:0` -> `claude-sonnet-4-5-20250929`); any other name as it is.
+    Bedrock bills Anthropic's models at Anthropic's rates (its regional endpoints' premium aside)."""
+    found = _BEDROCK_ANTHROPIC.match(model)
+    return found.group(1) if found else model
+
+
 @functools.lru_cache(maxsize=256)
 def _known_to_genai(model: str) -> bool:
     return genai_price(model, 1, 1, 0, 0) is not None
 
 
 VERTEX_REGIONAL = "vertex-regional"
+BEDROCK_REGIONAL = "bedrock-regional"
 # Where a call is served at a premium genai-prices does not price: Anthropic's US-only inference (`inference_geo`
-# "us"), and Google Vertex AI's regional and multi-region endpoints for Claude Sonnet 4.5 and later models
-GEO_PREMIUM = {"us": Decimal("1.1"), VERTEX_REGIONAL: Decimal("1.1")}
+# "us"), Google Vertex AI's regional and multi-region endpoints and Amazon Bedrock's regional ones (Mantle's
+# endpoints are each in one region) for Claude Sonnet 4.5 and later models
+GEO_PREMIUM = {"us": Decimal("1.1"), VERTEX_REGIONAL: Decimal("1.1"), BEDROCK_REGIONAL: Decimal("1.1")}
+# The premiums a cloud's endpoint decides (the call's usage does not say them)
+PLATFORM_PREMIUMS = (VERTEX_REGIONAL, BEDROCK_REGIONAL)
 
 
 def genai_price(
@@ -204,6 +223,8 @@ def genai_price(
     from genai_prices import Usage, calc_price  # imported lazily: ~30 ms we spend only when needed
 
     provider, name = split_provider(model)
+    if (anthropic := bedrock_model(name)) != name:  # Claude Code on Bedrock writes Bedrock's ids
+        provider, name = "anthropic", anthropic
     # genai-prices counts cache tokens inside input_tokens
     fields = dict(
         input_tokens=input_tokens + cache_read + cache_write,

@@ -520,6 +520,7 @@ def prompt_tokens(body: Any) -> int:
 # --------------------------------------------------------------------------- HTTP
 
 
+MANTLE_PREFIX = "/anthropic"  # Mantle's base URL: https://bedrock-mantle.<region>.api.aws/anthropic
 _VERTEX_PATH = re.compile(
     r"^/v1/projects/[^/]+/locations/([a-z0-9-]+)/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$"
 )
@@ -593,6 +594,9 @@ class _Handler(FakeHandler):
         if vertex:  # Claude on Vertex AI: the model and the stream in the path, the rest a Messages body
             self._vertex(raw, *vertex.groups())
             return
+        if path.startswith(MANTLE_PREFIX + "/"):  # Claude in Amazon Bedrock: the Messages API, Bedrock's ids and keys
+            self._mantle(raw, path.removeprefix(MANTLE_PREFIX))
+            return
         if path not in ("/v1/messages", "/v1/messages/count_tokens"):
             owner._record_other(self, raw)
             self._send_json(404, error_body(404, _new_id("req"), f"Unknown path {self.command} {self.path}"))
@@ -639,8 +643,33 @@ class _Handler(FakeHandler):
             return
         self._messages(body, model=model, stream=verb == "streamRawPredict", location=location)
 
+    def _mantle(self, raw: bytes, path: str) -> None:
+        """As Bedrock's Mantle endpoint serves Claude: a Bedrock API key as a bearer token, Bedrock's model ids
+        (`anthropic.claude-...`); billed as the Messages API bills (at the regional premium: the test prices it)."""
+        owner = self.server.owner
+        if path != "/v1/messages":
+            owner._record_other(self, raw)
+            self._send_json(404, error_body(404, _new_id("req"), f"Unknown path {self.command} {self.path}"))
+            return
+        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+            self._send_json(403, error_body(403, _new_id("req"), "Authorization: Bearer <Bedrock API key> is required"))
+            return
+        body = self._json_body(raw)
+        if body is None:
+            return
+        if not str(body.get("model", "")).startswith("anthropic."):
+            self._send_json(400, error_body(400, _new_id("req"), "The provided model identifier is invalid."))
+            return
+        self._messages(body, platform="mantle")
+
     def _messages(
-        self, body: dict, *, model: str | None = None, stream: bool | None = None, location: str | None = None
+        self,
+        body: dict,
+        *,
+        model: str | None = None,
+        stream: bool | None = None,
+        location: str | None = None,
+        platform: str | None = None,
     ) -> None:
         owner = self.server.owner
         planned = body if model is None else {**body, "model": model, "stream": stream}
@@ -648,6 +677,7 @@ class _Handler(FakeHandler):
         record, reply = owner._plan(self, planned, kind, billed=body)
         if location is not None:
             record["vertex_location"] = location
+        record["platform"] = platform
         owner._begin()
         try:
             if self._wait(owner.script.first_byte_delay_s if kind in AGENT_KINDS else 0.0):

@@ -396,6 +396,47 @@ def test_claude_on_vertex_goes_to_the_host_of_its_location_and_is_settled_at_its
     assert gate.spent_micro == sum(pricer.price(r).cost_micro for r in replies)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_sdks_bedrock_mantle_client_is_metered_at_the_regional_premium(stream):
+    """The real SDK's Claude-in-Amazon-Bedrock client (bedrock-mantle) with a Bedrock API key, through a Mantle
+    mount: Bedrock's model id goes on as sent and is priced as Anthropic's model, at the 10% of a regional
+    endpoint; a request for Bedrock's priority tier, which costs more, is refused before it goes."""
+    from capguard.core.pricing import BEDROCK_REGIONAL
+    from capguard.metering.proxy.dialects import MANTLE
+
+    fake = fake_for("anthropic")
+    events: list = []
+    gate = Gate(Pricer(), cap_micro=1_000_000, on_event=events.append)
+    with (
+        fake,
+        MeteringProxy(
+            gate,
+            {"mantle": fake.base_url + fake_anthropic.MANTLE_PREFIX},  # the fake's port: once it is started
+            dialects={"mantle": MANTLE},
+            providers={"mantle": "anthropic"},
+        ) as proxy,
+    ):
+        client = anthropic.AnthropicBedrockMantle(api_key="ABSK-key", base_url=proxy.base_url("mantle"), max_retries=0)
+        args = dict(model="anthropic.claude-opus-5-5", max_tokens=3_000, messages=[{"role": "user", "content": "hi"}])
+        if stream:
+            with client.messages.stream(**args) as s:
+                assert s.get_final_text() == LONG
+        else:
+            assert client.messages.create(**args).content[0].text == LONG
+        priority = client.with_options(default_headers={"X-Amzn-Bedrock-Service-Tier": "priority"})
+        with pytest.raises(anthropic.BadRequestError, match="cannot price Bedrock's 'priority' service tier"):
+            priority.messages.create(**args)
+    (served,) = [r for r in fake.requests if r.get("usage")]  # the priority request went nowhere
+    assert served["platform"] == "mantle" and served["model"] == "anthropic.claude-opus-5-5"
+    assert served["headers"]["authorization"] == "Bearer ABS..."  # the fake keeps 10 characters
+    (reply,) = [e for e in events if isinstance(e, Reply)]
+    assert reply.model == "anthropic/claude-opus-5-5" and reply.details["charged"] == "usage"
+    usage = served["usage"]
+    bill = Reply("b", "anthropic/claude-opus-5-5", input_tokens=usage["input_tokens"],
+                 output_tokens=usage["output_tokens"], details={"inference_geo": BEDROCK_REGIONAL})  # fmt: skip
+    assert gate.spent_micro == Pricer().price(reply).cost_micro == Pricer().price(bill).cost_micro > 0
+
+
 class _SetsCookies(http.server.BaseHTTPRequestHandler):
     cookies: ClassVar[list[str | None]] = []
 

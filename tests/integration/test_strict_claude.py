@@ -223,7 +223,7 @@ def test_a_denied_model_is_refused_by_the_proxy_in_claudes_own_error_format(clau
     [
         "CLAUDE_CODE_USE_BEDROCK",
         "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
-        "CLAUDE_CODE_USE_MANTLE",
+        "CLAUDE_CODE_USE_FOUNDRY",
         "ANTHROPIC_UNIX_SOCKET",
     ],
 )

@@ -49,8 +49,6 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     [
         "CLAUDE_CODE_USE_BEDROCK",
         "CLAUDE_CODE_USE_FOUNDRY",
-        "CLAUDE_CODE_USE_MANTLE",
-        "CLAUDE_CODE_USE_ANTHROPIC_AWS",
         "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
     ],
 )

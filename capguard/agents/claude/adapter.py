@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from capguard.agents.base import (
@@ -42,7 +44,7 @@ from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
-from capguard.metering.proxy.dialects import VERTEX, VERTEX_BY_LOCATION
+from capguard.metering.proxy.dialects import ANTHROPIC, MANTLE, VERTEX, VERTEX_BY_LOCATION
 from capguard.metering.tail import Parser, WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
@@ -100,23 +102,58 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
 
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
 VERTEX_SWITCH = "CLAUDE_CODE_USE_VERTEX"  # Claude on Google Vertex AI: fronted at ANTHROPIC_VERTEX_BASE_URL
+MANTLE_SWITCH = (
+    "CLAUDE_CODE_USE_MANTLE"  # Claude in Amazon Bedrock (bedrock-mantle): at ANTHROPIC_BEDROCK_MANTLE_BASE_URL
+)
+AWS_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_AWS"  # Claude Platform on AWS: at ANTHROPIC_AWS_BASE_URL
 # Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
 # reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
 OTHER_PROVIDERS = {
     "CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock",
     "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
-    "CLAUDE_CODE_USE_MANTLE": "Amazon Bedrock (Mantle)",
-    "CLAUDE_CODE_USE_ANTHROPIC_AWS": "Claude Platform on AWS",
     "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "Claude on Google Cloud",
 }
+# The switches in the order Claude Code 2.1.330 picks its provider (the first one set wins)
+SWITCH_ORDER = (
+    "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
+    MANTLE_SWITCH, VERTEX_SWITCH,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _OnAws:
+    """An AWS-hosted Messages API Claude Code reaches at a base URL of its own. With an API key it sends the key
+    (passed on by the proxy); without one it signs each request with AWS credentials for the host it sends to,
+    which the proxy's address is not, so strict mode cannot front it."""
+
+    name: str
+    base: str  # the variable of its base URL
+    keys: tuple[str, ...]  # the variables of its API key
+    skip: str  # the variable that sends no credentials (a gateway of the user's adds them)
+    host: str  # the region's endpoint, as Claude Code builds it
+    dialect: str
+
+
+ON_AWS = {
+    MANTLE_SWITCH: _OnAws(
+        "Amazon Bedrock (Mantle)", "ANTHROPIC_BEDROCK_MANTLE_BASE_URL", ("AWS_BEARER_TOKEN_BEDROCK",),
+        "CLAUDE_CODE_SKIP_MANTLE_AUTH", "https://bedrock-mantle.{region}.api.aws/anthropic", MANTLE,
+    ),
+    AWS_SWITCH: _OnAws(
+        "Claude Platform on AWS", "ANTHROPIC_AWS_BASE_URL", ("ANTHROPIC_AWS_API_KEY",),
+        "CLAUDE_CODE_SKIP_ANTHROPIC_AWS_AUTH", "https://aws-external-anthropic.{region}.api.aws", ANTHROPIC,
+    ),
+}  # fmt: skip
+# Claude Code's own check of an AWS region (it goes into a host name)
+_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 
 
 def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
     """The `env` tables of Claude's settings files (and of --settings): Claude Code applies them over its own
-    environment, so they decide where its requests go."""
+    environment, so they decide where its requests go. In Claude's order of precedence, the weakest first: user,
+    project, local, --settings, managed."""
     found: list[tuple[str, dict]] = []
     paths = [
-        Path("/etc/claude-code/managed-settings.json"),
         claude_dir / "settings.json",
         cwd / ".claude" / "settings.json",
         cwd / ".claude" / "settings.local.json",
@@ -137,18 +174,42 @@ def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[st
             table = None
         if isinstance(table, dict):
             found.append(("--settings", table))
+    managed = Path("/etc/claude-code/managed-settings.json")
+    try:
+        table = json.loads(managed.read_text()).get("env")
+    except (OSError, ValueError, AttributeError):
+        table = None
+    if isinstance(table, dict):
+        found.append((str(managed), table))
     return found
+
+
+def chosen_provider(sources: list[tuple[str, dict]]) -> str | None:
+    """The switch of the provider Claude Code uses (CLAUDE_CODE_USE_*), as it picks one; None: Anthropic's API."""
+    return next((name for name in SWITCH_ORDER if env_true((_in_effect(sources, name) or ("", ""))[1])), None)
+
+
+def _in_effect(sources: list[tuple[str, dict]], name: str) -> tuple[str, str] | None:
+    """(where, value) of the variable Claude Code reads: the strongest source that sets it (`sources` weakest
+    first), or None."""
+    for where, table in reversed(sources):
+        value = table.get(name)
+        if value is not None and not isinstance(value, (dict, list)):
+            return where, str(value)
+    return None
 
 
 def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir: Path) -> list[Front]:
     """Where Claude Code's requests go, for the proxy to stand in between: ANTHROPIC_BASE_URL (the user's, else
-    the API's own). A provider capguard cannot front, or a base URL set where capguard cannot replace it, is a
-    ConfigError (one line, exit 2), never a silent fallback to the files."""
+    the API's own), or the base URL of the cloud it is set to use. A provider capguard cannot front, or a base URL
+    set where capguard cannot replace it, is a ConfigError (one line, exit 2), never a silent fallback."""
     sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
-    for where, table in sources:
-        for name, provider in OTHER_PROVIDERS.items():
-            if env_true(table.get(name)):
-                raise ConfigError(strict_refusal("claude", f"{name} in {where} sends its requests to {provider}"))
+    chosen = chosen_provider(sources)
+    if chosen in OTHER_PROVIDERS:
+        where = (_in_effect(sources, chosen) or ("environment", ""))[0]
+        raise ConfigError(
+            strict_refusal("claude", f"{chosen} in {where} sends its requests to {OTHER_PROVIDERS[chosen]}")
+        )
     for where, table in sources:  # Claude Code then sends every API request over it, whatever the base URL says
         if table.get("ANTHROPIC_UNIX_SOCKET"):
             raise ConfigError(
@@ -156,36 +217,66 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
                     "claude", f"ANTHROPIC_UNIX_SOCKET in {where} sends its requests over a unix socket, not the proxy"
                 )
             )
-    vertex = any(env_true(table.get(VERTEX_SWITCH)) for _, table in sources)
+    base = {
+        VERTEX_SWITCH: "ANTHROPIC_VERTEX_BASE_URL", **{k: v.base for k, v in ON_AWS.items()}
+    }.get(chosen or "", "ANTHROPIC_BASE_URL")  # fmt: skip
     for where, table in sources[1:]:
-        if vertex and table.get("ANTHROPIC_VERTEX_BASE_URL"):
-            raise ConfigError(
-                strict_refusal(
-                    "claude",
-                    f"ANTHROPIC_VERTEX_BASE_URL is set in {where}, which Claude Code applies over capguard's proxy",
-                )
-            )
         for name in ("NO_PROXY", "no_proxy"):  # Claude Code applies it over the one that keeps the proxy's hop direct
             if name in table:
                 raise ConfigError(
                     strict_refusal("claude", f"{name} is set in {where}, which Claude Code applies over capguard's")
                 )
-        if table.get("ANTHROPIC_BASE_URL"):
+        if table.get(base):
             raise ConfigError(
-                strict_refusal(
-                    "claude", f"ANTHROPIC_BASE_URL is set in {where}, which Claude Code applies over capguard's proxy"
-                )
+                strict_refusal("claude", f"{base} is set in {where}, which Claude Code applies over capguard's proxy")
             )
-    if vertex:  # the location is in each request's path (per model: VERTEX_REGION_CLAUDE_*), and so is its host
+    if chosen == VERTEX_SWITCH:  # the location is in each request's path (per model: VERTEX_REGION_CLAUDE_*)
         upstream = env.get("ANTHROPIC_VERTEX_BASE_URL") or VERTEX_BY_LOCATION
         if upstream != VERTEX_BY_LOCATION and not upstream.startswith(("http://", "https://")):
             raise ConfigError(strict_refusal("claude", f"ANTHROPIC_VERTEX_BASE_URL {upstream!r} is not an http(s) URL"))
         # priced at Anthropic's rates (Vertex's are the same, and genai-prices lacks some of Vertex's 1-hour ones)
         return [Front("vertex", upstream, VERTEX, ("ANTHROPIC_VERTEX_BASE_URL",), provider="anthropic")]
+    if chosen in ON_AWS:
+        return [_aws_front(ON_AWS[chosen], env, sources)]
     upstream = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"ANTHROPIC_BASE_URL {upstream!r} is not an http(s) URL"))
     return [Front("anthropic", upstream, "anthropic", ("ANTHROPIC_BASE_URL",))]
+
+
+def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, dict]]) -> Front:
+    """The front of Mantle or Claude Platform on AWS: only with an API key (or a gateway of the user's that signs);
+    the upstream is the user's base URL or the endpoint of the region Claude Code names."""
+
+    def anywhere(name: str) -> str | None:
+        found = _in_effect(sources, name)
+        return found[1] if found and found[1] else None
+
+    if not any(anywhere(key) for key in cloud.keys) and not env_true(anywhere(cloud.skip)):
+        raise ConfigError(
+            strict_refusal(
+                "claude",
+                f"without an API key ({' or '.join(cloud.keys)}) Claude Code signs each request to {cloud.name} with"
+                " AWS credentials for the host it sends to, and the proxy's is not AWS's",
+            )
+        )
+    if anywhere("ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION"):
+        raise ConfigError(
+            strict_refusal("claude", "ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION sends some calls to a second region")
+        )
+    upstream = env.get(cloud.base)
+    if not upstream:
+        region = anywhere("AWS_REGION") or anywhere("AWS_DEFAULT_REGION")
+        if region is None or not _AWS_REGION.match(region):
+            why = "no AWS_REGION is set" if region is None else f"AWS_REGION {region[:40]!r} is no AWS region"
+            raise ConfigError(
+                strict_refusal("claude", f"{why}, so the {cloud.name} endpoint Claude Code would call is unknown")
+            )
+        upstream = cloud.host.format(region=region)
+    if not upstream.startswith(("http://", "https://")):
+        raise ConfigError(strict_refusal("claude", f"{cloud.base} {upstream!r} is not an http(s) URL"))
+    mount = "mantle" if cloud.dialect == MANTLE else "anthropic-aws"
+    return Front(mount, upstream, cloud.dialect, (cloud.base,), provider="anthropic")
 
 
 def _user_statusline(args: list[str], cwd: Path, claude_dir: Path) -> str | None:
@@ -328,7 +419,11 @@ class ClaudeAdapter:
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)
         # Claude creates these lazily; watching them needs them now (and no wider tree than them)
-        priced = with_premium(premium_region([env, *(table for _, table in _settings_env(args, cwd, claude_dir))]))
+        sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
+        cloud = chosen_provider(sources)
+        # the premium of the cloud's regional endpoints, which Claude Code's own figures leave out
+        region = premium_region([table for _, table in sources]) if cloud == VERTEX_SWITCH else None
+        priced = with_premium(region, mantle=cloud == MANTLE_SWITCH)
         sessions = _Sessions(folder, started_at=time.time(), priced=priced)
         ours: list[str] = []
         notes: list[str] = []

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
-from capguard.core.pricing import VERTEX_REGIONAL
+from capguard.core.pricing import BEDROCK_REGIONAL, VERTEX_REGIONAL, bedrock_model
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, object_end
 
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
@@ -26,6 +26,9 @@ VERTEX = "vertex"
 # Gemini on Google Vertex AI (Gemini CLI's `vertex-ai` sign-in): Gemini bodies under
 # `/v1beta1/[projects/P/locations/L/]publishers/google/models/M:method` (no project and location: express mode)
 VERTEX_GEMINI = "vertex-gemini"
+# Claude in Amazon Bedrock (bedrock-mantle): the Messages API as Anthropic's, at one region's endpoint, with Bedrock's
+# model ids (`anthropic.claude-opus-4-7`): priced as Anthropic's model of that name, at the regional endpoint's premium
+MANTLE = "bedrock-mantle"
 # A Vertex mount's upstream when the user set no base URL: the host of the path's location, as the SDKs pick it
 # (vertex_base); written as the template it stands for, as notes and `capguard explain` show it
 VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com"
@@ -51,11 +54,15 @@ class Route:
     model: str | None = None  # named by the path, not the body (Gemini, Vertex)
     stream: bool = False  # the path asks for a stream (Gemini's streamGenerateContent, Vertex's streamRawPredict)
     location: str | None = None  # Vertex's: it decides the host and the price
+    platform: str | None = None  # the cloud that serves a Messages request (VERTEX, MANTLE), None for Anthropic's API
 
 
 def route(method: str, tail: str, default_dialect: str) -> Route:
     """`tail` is the path after the secret, e.g. `/v1/messages`; a refusal says why, in words a user reads."""
     path = "/" + tail.strip("/")
+    if default_dialect == MANTLE:  # Anthropic's paths, at Bedrock's endpoint
+        found = route(method, tail, ANTHROPIC)
+        return replace(found, platform=MANTLE) if found.dialect == ANTHROPIC else found
     if default_dialect == GEMINI:
         return _gemini_route(method, path)
     if default_dialect == VERTEX:
@@ -108,6 +115,7 @@ class Ask:
     # the request sets no output limit and the model's own is no figure capguard can trust: the limit held is
     # written into the request, so the server enforces it (Gemini: without one a thinking model may run on)
     write_limit: bool = False
+    platform: str | None = None  # Route.platform: a cloud's endpoint, whose premium the usage does not say
 
 
 def ask(
@@ -118,16 +126,20 @@ def ask(
     stream: bool = False,
     marked: Sequence[bytes] | None = None,
     location: str | None = None,
+    platform: str | None = None,
 ) -> Ask:
     """The facts of a request; ValueError (shown to the user) for a request capguard cannot bound. `model` and
     `stream` come from the path where the API names them there (Gemini, Vertex: the path's model is the one
     served and billed, whatever the body says); `location`: Vertex's. `marked`: the body's compact JSON in pieces
-    that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already."""
+    that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already. `platform`:
+    Route.platform (Bedrock's model ids are read as Anthropic's names)."""
     if dialect == GEMINI:
         return _gemini_ask(body, model, stream)
     model = model if model is not None else body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
+    if platform == MANTLE:
+        model = bedrock_model(model)
     _check_tools(dialect, body.get("tools"))
     if dialect == ANTHROPIC and body.get("mcp_servers"):
         raise ValueError("capguard cannot bound the cost of remote MCP servers called by the API")
@@ -141,7 +153,11 @@ def ask(
             _cache_write(body, marked),
             isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"),
             _text(body.get("speed")),
-            _text(body.get("inference_geo")) if location is None else vertex_geo(location, model),
+            # on a cloud the endpoint decides it (Vertex and Bedrock take no `inference_geo`)
+            _text(body.get("inference_geo"))
+            if location is None and platform is None
+            else _platform_geo(model, location, platform),
+            platform=VERTEX if location is not None else platform,
         )
     if body.get("service_tier") in ("priority", "fast"):  # dearer rates the core pricer does not apply
         raise ValueError(f"capguard cannot price service_tier {body['service_tier']!r} yet")
@@ -187,7 +203,7 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
         }
         return json.dumps(body_).encode()
-    if dialect in (ANTHROPIC, VERTEX):  # Claude on Vertex answers a model's errors in Anthropic's format
+    if dialect in (ANTHROPIC, VERTEX, MANTLE):  # Claude on Vertex and on Mantle answer in Anthropic's format
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     else:
         body = {"error": {"message": message, "type": kind, "param": None, "code": "capguard_refused"}}
@@ -299,6 +315,15 @@ def vertex_geo(location: str, model: str) -> str | None:
     """The premium a Vertex call is billed at: 10% on a regional or multi-region endpoint for Claude Sonnet 4.5,
     Haiku 4.5 and every later model (Anthropic's Vertex AI page); none on `global`."""
     return None if location == "global" or _VERTEX_NO_PREMIUM.match(model) else VERTEX_REGIONAL
+
+
+def _platform_geo(model: str, location: str | None, platform: str | None) -> str | None:
+    """The premium a cloud's endpoint adds (None on Anthropic's API: the request's `inference_geo` says it)."""
+    if location is not None:
+        return vertex_geo(location, model)
+    if platform == MANTLE:  # each of Mantle's endpoints is one region's
+        return None if _VERTEX_NO_PREMIUM.match(model) else BEDROCK_REGIONAL
+    return None
 
 
 def _vertex_route(method: str, path: str) -> Route:

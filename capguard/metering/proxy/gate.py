@@ -15,7 +15,7 @@ from capguard.core.anthropic_usage import CallUsage
 from capguard.core.events import Reply
 from capguard.core.ids import new_id
 from capguard.core.model_caps import ModelCap, ModelRules, matches, refusal
-from capguard.core.pricing import GEO_PREMIUM, VERTEX_REGIONAL, Pricer, split_provider
+from capguard.core.pricing import GEO_PREMIUM, PLATFORM_PREMIUMS, Pricer, split_provider
 from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_tokens, lowered_request
 from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
@@ -185,6 +185,7 @@ class Gate:
         defer: bool = False,
         provider: str | None = None,
         location: str | None = None,
+        platform: str | None = None,
     ) -> Admission | Refused | Count:
         """Hold the request's worst case and return the body to send, or refuse it (emitted as an event). `model`
         and `stream`: what the path says, for an API that names them there (Gemini). With `may_count` (the server
@@ -193,10 +194,14 @@ class Gate:
         server asks, and passes the answer to `admit_counted`. With `defer`, a refusal at a cap while calls in flight
         hold part of it comes back `deferred` and is not emitted: what they hold returns when they settle. `provider`:
         the mount's provider for prices, over the dialect's (an OpenAI-compatible API that is not OpenAI's).
-        `location`: Vertex's, from the path (its regional endpoints cost more)."""
+        `location`: Vertex's, from the path (its regional endpoints cost more); `platform`: the cloud that serves it
+        (Route.platform)."""
         try:
             serialized = bounds.Prompt.of(dialect, body)  # once, for the cache write and the prompt's bound
-            wants = ask(dialect, body, model=model, stream=stream, marked=serialized.marked(), location=location)
+            wants = ask(
+                dialect, body, model=model, stream=stream, marked=serialized.marked(), location=location,
+                platform=platform,
+            )  # fmt: skip
             model = self._priced_name(dialect, wants.model, provider)
             self._check_listed(wants.model)
             prompt = bounds.input_bound(dialect, body, self.conversations, serialized)
@@ -255,7 +260,7 @@ class Gate:
                 if count is not None:  # the bytes' bound binds, and a count could loosen it: ask first
                     return Count(dialect, body, wants, model, prompt, count)
                 task = None
-                if self.task_budgets is not None and dialect == ANTHROPIC:
+                if self.task_budgets is not None and dialect == ANTHROPIC and wants.platform is None:
                     body, task = self.task_budgets.apply(body)
                 if clamp is not None and most < requested:
                     clamp = Clamp(clamp.max_tokens, clamp.worst_micro, True)  # lowered for a token cap
@@ -293,8 +298,8 @@ class Gate:
             return None
         seen = seen or Seen()
         usage, charged = self._charge(admission, seen)
-        if admission.ask.geo == VERTEX_REGIONAL and usage.inference_geo not in GEO_PREMIUM:  # Vertex's usage says
-            usage = replace(usage, inference_geo=VERTEX_REGIONAL)  # no premium ("global", "not_available", nothing)
+        if admission.ask.geo in PLATFORM_PREMIUMS and usage.inference_geo not in GEO_PREMIUM:  # a cloud's usage
+            usage = replace(usage, inference_geo=admission.ask.geo)  # says no premium ("global", nothing)
         key = f"proxy:{admission.dialect}:{seen.response_id or 'unanswered-' + new_id()}"
         details = {
             "meter": "proxy",

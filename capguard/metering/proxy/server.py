@@ -27,6 +27,7 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     CHAT,
     GEMINI,
+    MANTLE,
     VERTEX,
     VERTEX_BY_LOCATION,
     VERTEX_GEMINI,
@@ -60,6 +61,10 @@ _MAX_COUNT_REPLY = 64 * 1024
 # command line, which every user of the machine can read). Never a secret itself (those are 32 characters).
 HEADER_SLOT = "h"
 _SWAP = "capguard_swap"  # on a request: (header, value upstream) of the secret it came in
+# Bedrock's service tier (ANTHROPIC_BEDROCK_SERVICE_TIER): the standard tier is priced, flex costs less, priority
+# and reserved capacity cost more or otherwise
+_BEDROCK_TIER = "X-Amzn-Bedrock-Service-Tier"
+_BEDROCK_TIERS_PRICED = ("", "default", "standard", "flex")
 
 
 class MeteringProxy:
@@ -208,6 +213,9 @@ class MeteringProxy:
         where = route(request.method, tail, style)
         if where.why:
             return _error(style, 403, where.why, "permission_error")
+        tier = request.headers.get(_BEDROCK_TIER, "").strip().lower()
+        if style == MANTLE and tier not in _BEDROCK_TIERS_PRICED:  # Bedrock bills its priority tier higher
+            return _error(style, 400, f"capguard cannot price Bedrock's {tier[:40]!r} service tier")
         base, via = self._upstream(mount, where)
         if base is None:
             return _error(style, 400, f"capguard: {where.location!r} is no Vertex AI location")
@@ -286,6 +294,7 @@ class MeteringProxy:
             defer=True,
             provider=provider,
             location=where.location,
+            platform=where.platform,
         )
         if isinstance(admission, Count):
             assert count_url is not None

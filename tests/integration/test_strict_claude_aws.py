@@ -1,0 +1,166 @@
+"""Strict mode with the real Claude Code on AWS: Claude in Amazon Bedrock (`CLAUDE_CODE_USE_MANTLE`, the Messages
+API at bedrock-mantle with Bedrock's model ids and a Bedrock API key) and Claude Platform on AWS
+(`CLAUDE_CODE_USE_ANTHROPIC_AWS`, the Messages API with an API key and a workspace). Its requests go through
+capguard's metering proxy to a fake that serves each as AWS does and bills like the real API. A runaway ends within
+the cap (overshoot 0) with capguard's count equal to the bill, Mantle's at the regional endpoint's 10% premium;
+without an API key (requests signed with AWS credentials for the host they go to) strict mode refuses at start."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from capguard.core.pricing import BEDROCK_REGIONAL, Pricer
+from tests.fakes.fake_anthropic import MANTLE_PREFIX, FakeAnthropic
+from tests.integration.proxy_secret import assert_no_proxy_secret
+from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
+from tests.integration.test_strict_claude import billing, ledger_of, priced
+
+pytestmark = pytest.mark.agent
+
+BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1test-bedrock-api-key-0123456789"
+AWS_KEY = "sk-ant-aws-test-key-0123456789abcdef"
+MANTLE_MODEL = "anthropic.claude-opus-5-5"  # Claude Code 2.1.330's default on Mantle
+
+
+def on_mantle(runner: Claude, server: FakeAnthropic) -> Claude:
+    runner.env.pop("ANTHROPIC_BASE_URL", None)
+    runner.env.pop("ANTHROPIC_API_KEY", None)
+    runner.env.update(
+        CLAUDE_CODE_USE_MANTLE="1",
+        AWS_REGION="us-east-1",
+        AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
+        ANTHROPIC_BEDROCK_MANTLE_BASE_URL=server.base_url + MANTLE_PREFIX,
+    )
+    return runner
+
+
+def on_aws(runner: Claude, server: FakeAnthropic) -> Claude:
+    runner.env.pop("ANTHROPIC_BASE_URL", None)
+    runner.env.pop("ANTHROPIC_API_KEY", None)
+    runner.env.update(
+        CLAUDE_CODE_USE_ANTHROPIC_AWS="1",
+        AWS_REGION="us-west-2",
+        ANTHROPIC_AWS_API_KEY=AWS_KEY,
+        ANTHROPIC_AWS_WORKSPACE_ID="wrkspc_capguard_test",
+        ANTHROPIC_AWS_BASE_URL=server.base_url,
+    )
+    return runner
+
+
+@pytest.fixture
+def claude(tmp_path, claude_bin, repo):
+    runners = []
+
+    def start(server: FakeAnthropic, where) -> Claude:
+        runner = where(Claude(tmp_path, claude_bin, repo, server.base_url), server)
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        runner.cleanup()
+
+
+def billed(server: FakeAnthropic, geo: str | None) -> dict[str, int]:
+    """Each call the fake billed, by message id, in micro-USD: Anthropic's rates for the model Bedrock's id names."""
+    pricer, found = Pricer(), {}
+    for record in server.requests:
+        if record.get("usage"):
+            reply = priced({**record, "model": record["model"].removeprefix("anthropic.")})
+            found[record["message_id"]] = pricer.price(replace(reply, details={"inference_geo": geo})).cost_micro or 0
+    return found
+
+
+def assert_ledger_is_the_bill(report: dict, bill: dict[str, int], geo: str | None) -> None:
+    run, rows = ledger_of(report)
+    assert run["stop_reason"] == "usd"
+    assert {row["dedupe_key"].removeprefix("proxy:anthropic:") for row in rows} == set(bill)  # none unmetered
+    for row in rows:
+        micro = bill[row["dedupe_key"].removeprefix("proxy:anthropic:")]
+        assert row["model"] == "anthropic/claude-opus-5-5"
+        if row["details"]["charged"] == "usage":
+            assert row["cost_micro_usd"] == micro and row["details"]["inference_geo"] == geo
+        else:  # cut short by the stop: an upper bound, never less
+            assert row["cost_micro_usd"] >= micro
+    assert sum(row["cost_micro_usd"] for row in rows) == round(report["cost_usd"] * 1e6)
+
+
+def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regional_price(claude):
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server, on_mantle)
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0 and report["meter"] in ("proxy", "both")
+    served = [r for r in server.requests if r.get("usage")]
+    assert len(served) >= 3
+    assert all(r["platform"] == "mantle" and r["model"] == MANTLE_MODEL for r in served)
+    # the Bedrock API key went on to Bedrock as the agent sent it (the fake's record shows its first 10 characters)
+    assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
+    bill = billed(server, BEDROCK_REGIONAL)
+    assert sum(bill.values()) <= 400_000  # the server's bill, the premium included: within the cap
+    assert_ledger_is_the_bill(report, bill, BEDROCK_REGIONAL)
+    assert "the next call's worst case would pass the $0.40 cap" in result.stderr
+    shown = result.stdout + result.stderr + json.dumps(report)
+    assert BEDROCK_KEY not in shown and BEDROCK_KEY[:12] not in shown
+    assert_no_proxy_secret(result.stdout, result.stderr)
+    assert_tree_gone(runner)
+
+
+def test_a_runaway_on_claude_platform_on_aws_never_overshoots(claude):
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server, on_aws)
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    served = [r for r in server.requests if r.get("usage")]
+    assert len(served) >= 3
+    assert all(r["headers"]["anthropic-workspace-id"] == "wrkspc_capguard_test" for r in served)
+    assert all(r["headers"]["x-api-key"] == AWS_KEY[:10] + "..." for r in served)
+    bill = billed(server, None)  # Anthropic's own rates: no inference_geo was asked
+    assert sum(bill.values()) <= 400_000
+    assert_ledger_is_the_bill(report, bill, None)
+    assert AWS_KEY not in result.stdout + result.stderr + json.dumps(report)
+    assert_tree_gone(runner)
+
+
+@pytest.mark.parametrize("where", [on_mantle, on_aws])
+def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
+    """Without an API key Claude Code signs each request with AWS credentials for the host it goes to: the
+    proxy's host would not be AWS's, so strict mode says so in one line and starts nothing."""
+    with FakeAnthropic(billing()) as server:
+        runner = claude(server, where)
+        for name in ("AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_AWS_API_KEY"):
+            runner.env.pop(name, None)
+        runner.env.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG")
+        result = runner.print_run(["--strict", "--usd", "1"], "hello")
+    assert result.rc == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "without an API key" in lines[0] and "--meter files" in lines[0]
+    assert not server.requests and result.report is None
+    assert_tree_gone(runner)
+
+
+def test_the_files_meter_prices_mantle_replies_as_anthropics_models_with_the_premium(claude):
+    """Without --strict: the transcripts name Bedrock's ids (`anthropic.claude-opus-5-5`), which genai-prices does
+    not know; capguard prices them as Anthropic's models, at Mantle's 10% (Claude Code's own figures leave it out).
+    Before, the run stopped at its first reply: `unpriced`."""
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server, on_mantle)
+        result = runner.print_run(["--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["meter"] == "files"
+    bill = billed(server, BEDROCK_REGIONAL)
+    by_request = {r["request_id"]: r["message_id"] for r in server.requests if r.get("usage")}
+    _, rows = ledger_of(report)
+    billed_for = {row["dedupe_key"]: bill[by_request[row["dedupe_key"].removeprefix("claude:")]] for row in rows}
+    # each reply Claude finished at its bill, premium included (one Claude Code priced is scaled by 1.1, rounded up)
+    exact = [row for row in rows if 0 <= row["cost_micro_usd"] - billed_for[row["dedupe_key"]] <= 1]
+    assert len(exact) >= max(3, len(rows) - 1)
+    assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] + 1 for row in rows)
+    assert_tree_gone(runner)

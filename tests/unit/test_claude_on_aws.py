@@ -1,0 +1,205 @@
+"""Claude Code on AWS, pure parts: Bedrock's model ids priced as Anthropic's models, Mantle's routes and request
+facts (its regional premium, no task budget), the Gate settling a Mantle call, Claude Code's fronts for Claude in
+Amazon Bedrock (Mantle) and Claude Platform on AWS with an API key, the refusals without one, the provider Claude
+Code picks when several are set, and the files meter's premium on Mantle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from capguard.agents.claude.adapter import chosen_provider
+from capguard.agents.claude.adapter import strict_fronts as claude_fronts
+from capguard.agents.claude.vertex_premium import VertexPremium, with_premium
+from capguard.core.errors import ConfigError
+from capguard.core.events import Reply
+from capguard.core.pricing import BEDROCK_REGIONAL, Pricer, bedrock_model
+from capguard.metering.proxy.dialects import ANTHROPIC, MANTLE, ask, error_body, route
+from capguard.metering.proxy.gate import Admission, Gate
+from capguard.metering.proxy.usage import Tracker
+
+KEY = {"AWS_BEARER_TOKEN_BEDROCK": "ABSK-test"}
+MANTLE_ON = {"CLAUDE_CODE_USE_MANTLE": "1", "AWS_REGION": "us-east-1", **KEY}
+AWS_ON = {"CLAUDE_CODE_USE_ANTHROPIC_AWS": "1", "AWS_REGION": "eu-west-1", "ANTHROPIC_AWS_API_KEY": "k"}
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    cwd, home = tmp_path / "repo", tmp_path / ".claude"
+    cwd.mkdir()
+    home.mkdir()
+    return cwd, home
+
+
+# ---- Bedrock's model ids
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("anthropic.claude-opus-4-7", "claude-opus-4-7"),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5-20251001"),
+        ("anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
+        ("claude-opus-4-7", "claude-opus-4-7"),  # Anthropic's own name: as it is
+        ("amazon.nova-pro-v1:0", "amazon.nova-pro-v1:0"),  # not Anthropic's: as it is, priced by nobody
+        ("arn:aws:bedrock:us-east-1:1:application-inference-profile/x", "arn:aws:bedrock:us-east-1:1:application-inference-profile/x"),
+    ],
+)  # fmt: skip
+def test_bedrock_ids_name_anthropics_models(model, name):
+    assert bedrock_model(model) == name
+
+
+def test_a_bedrock_id_is_priced_as_anthropics_model():
+    pricer = Pricer()
+    for model in ("anthropic.claude-opus-5-5", "anthropic/anthropic.claude-opus-5-5"):
+        ours = pricer.price(Reply("k", model, input_tokens=1000, output_tokens=200))
+        assert (
+            ours.cost_micro
+            == pricer.price(Reply("k", "claude-opus-5-5", input_tokens=1000, output_tokens=200)).cost_micro
+        )
+        assert ours.cost_micro == 1000 * 4 + 200 * 20 and ours.priced_by == "genai-prices"
+    assert not pricer.can_price("amazon.nova-pro-v1:0")
+
+
+# ---- the proxy on Mantle
+
+
+def test_mantles_routes_are_the_messages_apis_with_its_platform():
+    metered = route("POST", "v1/messages", MANTLE)
+    assert (metered.dialect, metered.platform, metered.why) == (ANTHROPIC, MANTLE, None)
+    assert route("POST", "v1/messages/count_tokens", MANTLE).free
+    assert route("POST", "v1/complete", MANTLE).why
+    assert route("POST", "v1/messages", ANTHROPIC).platform is None
+
+
+@pytest.mark.parametrize(
+    ("model", "geo"),
+    [
+        ("anthropic.claude-opus-5-5", BEDROCK_REGIONAL),
+        ("anthropic.claude-haiku-4-5", BEDROCK_REGIONAL),
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", None),  # before Sonnet 4.5: no premium
+    ],
+)
+def test_a_mantle_request_is_anthropics_model_at_the_regional_premium(model, geo):
+    body = {"model": model, "max_tokens": 100, "inference_geo": "us", "messages": []}
+    facts = ask(ANTHROPIC, body, platform=MANTLE)
+    assert facts.model == bedrock_model(model) and facts.geo == geo and facts.platform == MANTLE
+    assert ask(ANTHROPIC, body).geo == "us"  # on Anthropic's API the request says it
+
+
+def test_mantles_refusals_are_in_anthropics_format():
+    assert json.loads(error_body(MANTLE, "no"))["error"] == {"type": "invalid_request_error", "message": "no"}
+
+
+def _settled_on_mantle(gate: Gate, model: str = "anthropic.claude-opus-5-5") -> Reply:
+    body = {"model": model, "max_tokens": 1000, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    admission = gate.admit(ANTHROPIC, body, provider="anthropic", platform=MANTLE)
+    assert isinstance(admission, Admission) and admission.model == "anthropic/claude-opus-5-5"
+    assert admission.task is None  # no task budget on Mantle (unknown there)
+    tracker = Tracker(ANTHROPIC)
+    tracker.see({"type": "message_start", "message": {"id": "msg_bdrk_1", "model": model,
+                 "usage": {"input_tokens": 1000, "output_tokens": 1}}})  # fmt: skip
+    tracker.see({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 200}})
+    reply = gate.settle(admission, tracker.seen)
+    assert reply is not None
+    return reply
+
+
+def test_the_gate_settles_a_mantle_call_at_the_regional_premium():
+    gate = Gate(Pricer(), cap_micro=1_000_000, task_budget=50_000)
+    reply = _settled_on_mantle(gate)
+    assert reply.details["inference_geo"] == BEDROCK_REGIONAL and reply.details["charged"] == "usage"
+    assert gate.spent_micro == round((1000 * 4 + 200 * 20) * 1.1) == Pricer().price(reply).cost_micro
+
+
+# ---- Claude Code's fronts
+
+
+def test_mantle_with_a_bedrock_api_key_is_fronted_at_its_base_url(dirs):
+    cwd, home = dirs
+    (front,) = claude_fronts([], MANTLE_ON, cwd, home)
+    assert (front.mount, front.upstream, front.dialect, front.env, front.provider) == (
+        "mantle", "https://bedrock-mantle.us-east-1.api.aws/anthropic", MANTLE,
+        ("ANTHROPIC_BEDROCK_MANTLE_BASE_URL",), "anthropic",
+    )  # fmt: skip
+    gateway = {**MANTLE_ON, "ANTHROPIC_BEDROCK_MANTLE_BASE_URL": "https://gw.example/anthropic"}
+    assert claude_fronts([], gateway, cwd, home)[0].upstream == "https://gw.example/anthropic"
+    # a gateway of the user's that signs: Claude Code sends no credentials, the proxy passes none
+    skip = {"CLAUDE_CODE_USE_MANTLE": "1", "CLAUDE_CODE_SKIP_MANTLE_AUTH": "1", "AWS_DEFAULT_REGION": "eu-west-3"}
+    assert claude_fronts([], skip, cwd, home)[0].upstream == "https://bedrock-mantle.eu-west-3.api.aws/anthropic"
+
+
+def test_claude_platform_on_aws_with_an_api_key_is_fronted(dirs):
+    cwd, home = dirs
+    (front,) = claude_fronts([], AWS_ON, cwd, home)
+    assert (front.mount, front.upstream, front.dialect, front.env, front.provider) == (
+        "anthropic-aws", "https://aws-external-anthropic.eu-west-1.api.aws", ANTHROPIC,
+        ("ANTHROPIC_AWS_BASE_URL",), "anthropic",
+    )  # fmt: skip
+
+
+def test_keys_and_regions_in_claudes_settings_count(dirs):
+    cwd, home = dirs
+    (home / "settings.json").write_text(json.dumps({"env": {**MANTLE_ON, "AWS_REGION": "ap-northeast-1"}}))
+    (front,) = claude_fronts([], {"AWS_REGION": "us-east-1"}, cwd, home)  # the settings' region wins
+    assert front.upstream == "https://bedrock-mantle.ap-northeast-1.api.aws/anthropic"
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"CLAUDE_CODE_USE_MANTLE": "1", "AWS_REGION": "us-east-1"}, "without an API key .AWS_BEARER_TOKEN_BEDROCK"),
+        ({**AWS_ON, "ANTHROPIC_AWS_API_KEY": ""}, "without an API key .ANTHROPIC_AWS_API_KEY"),
+        ({"CLAUDE_CODE_USE_MANTLE": "1", **KEY}, "no AWS_REGION is set"),
+        ({**MANTLE_ON, "AWS_REGION": "us-east-1.evil.example/x"}, "is no AWS region"),
+        ({**MANTLE_ON, "ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION": "us-west-2"}, "second region"),
+        ({**MANTLE_ON, "ANTHROPIC_BEDROCK_MANTLE_BASE_URL": "ftp://x"}, "is not an http"),
+    ],
+)
+def test_what_strict_mode_cannot_front_on_aws_is_refused_in_one_line(dirs, env, why):
+    cwd, home = dirs
+    with pytest.raises(ConfigError, match=f"{why}.*--meter files"):
+        claude_fronts([], env, cwd, home)
+
+
+def test_a_base_url_in_claudes_settings_over_capguards_is_refused(dirs):
+    cwd, home = dirs
+    (cwd / ".claude").mkdir()
+    (cwd / ".claude" / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_AWS_BASE_URL": "https://x"}}))
+    with pytest.raises(ConfigError, match="ANTHROPIC_AWS_BASE_URL is set in .*settings.json"):
+        claude_fronts([], AWS_ON, cwd, home)
+
+
+def test_the_provider_is_the_one_claude_code_picks(dirs):
+    cwd, home = dirs
+    both = {**MANTLE_ON, "CLAUDE_CODE_USE_VERTEX": "1"}
+    assert claude_fronts([], both, cwd, home)[0].mount == "mantle"  # Claude Code picks Mantle over Vertex
+    with pytest.raises(ConfigError, match="CLAUDE_CODE_USE_BEDROCK in environment"):
+        claude_fronts([], {**MANTLE_ON, "CLAUDE_CODE_USE_BEDROCK": "1"}, cwd, home)  # and Bedrock over both
+    # Claude Code applies its settings over its environment: a switch turned off there is off
+    (home / "settings.json").write_text(json.dumps({"env": {"CLAUDE_CODE_USE_MANTLE": "0"}}))
+    assert claude_fronts([], MANTLE_ON, cwd, home)[0].mount == "anthropic"
+    assert chosen_provider([("environment", MANTLE_ON), ("user", {"CLAUDE_CODE_USE_MANTLE": "0"})]) is None
+
+
+# ---- the files meter on Mantle
+
+
+def test_the_files_meter_prices_mantle_replies_at_the_regional_premium():
+    class Lines:
+        def feed(self, line: bytes, offset: int) -> list:
+            return [
+                Reply("a", "anthropic.claude-opus-5-5", input_tokens=1000, output_tokens=200),
+                Reply("b", "anthropic.claude-opus-5-5", input_tokens=1, output_tokens=1, reported_cost_micro=1000),
+                Reply("c", "us.anthropic.claude-sonnet-4-20250514-v1:0", input_tokens=1000, output_tokens=200),
+            ]
+
+    wrapped = with_premium(None, mantle=True)(Lines())
+    assert isinstance(wrapped, VertexPremium)
+    ours, claudes, old = wrapped.feed(b"", 0)
+    assert ours.details["inference_geo"] == BEDROCK_REGIONAL
+    assert Pricer().price(ours).cost_micro == round((1000 * 4 + 200 * 20) * 1.1)
+    assert claudes.reported_cost_micro == 1100  # Claude Code's own figure leaves the premium out
+    assert old.details == {}  # Sonnet 4: no premium
