@@ -85,6 +85,27 @@ def ledger_of(report: dict) -> tuple[dict, list[dict]]:
         return ledger.run(report["run_id"]), ledger.usage(report["run_id"])
 
 
+def assert_refused_at_start(result, server: FakeAnthropic, said: str) -> None:
+    """Strict mode refused before Claude Code started: one line that says `said` and the way out, nothing sent."""
+    assert result.rc == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0] and "--meter files" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not server.requests and result.report is None
+
+
+def assert_files_rows_at_their_bills(report: dict, server: FakeAnthropic, bill: dict[str, int]) -> None:
+    """The files meter's rows: each reply Claude finished at its bill (by message id), a cloud's premium included
+    (a reply Claude Code priced is scaled by 1.1 and rounded up: a micro-dollar above at most); the one the stop
+    cut, from its partial line, never above its bill."""
+    by_request = {r["request_id"]: r["message_id"] for r in server.requests if r.get("usage")}
+    _, rows = ledger_of(report)
+    billed_for = {row["dedupe_key"]: bill[by_request[row["dedupe_key"].removeprefix("claude:")]] for row in rows}
+    exact = [row for row in rows if 0 <= row["cost_micro_usd"] - billed_for[row["dedupe_key"]] <= 1]
+    assert len(exact) >= max(3, len(rows) - 1)
+    assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] + 1 for row in rows)
+
+
 def assert_counted_exactly(report: dict, server: FakeAnthropic) -> None:
     """Every call the server billed is in the ledger once: at what the server billed when its reply ended, at an
     upper bound when the stop cut it; the report's totals are the ledger's."""
@@ -232,11 +253,7 @@ def test_a_provider_the_proxy_cannot_front_is_refused_at_start(claude, variable)
         runner = claude(server)
         runner.env[variable] = "1"
         result = runner.print_run(["--strict", "--usd", "1"], "hello")
-    assert result.rc == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and variable in lines[0] and "--meter files" in lines[0]
-    assert "Traceback" not in result.stderr
-    assert not server.requests and result.report is None
+    assert_refused_at_start(result, server, variable)
     assert_tree_gone(runner)
 
 

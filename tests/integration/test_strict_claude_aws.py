@@ -16,7 +16,13 @@ from capguard.core.pricing import BEDROCK_REGIONAL, Pricer
 from tests.fakes.fake_anthropic import MANTLE_PREFIX, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
-from tests.integration.test_strict_claude import billing, ledger_of, priced
+from tests.integration.test_strict_claude import (
+    assert_files_rows_at_their_bills,
+    assert_refused_at_start,
+    billing,
+    ledger_of,
+    priced,
+)
 
 pytestmark = pytest.mark.agent
 
@@ -138,10 +144,7 @@ def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
             runner.env.pop(name, None)
         runner.env.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG")
         result = runner.print_run(["--strict", "--usd", "1"], "hello")
-    assert result.rc == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "without an API key" in lines[0] and "--meter files" in lines[0]
-    assert not server.requests and result.report is None
+    assert_refused_at_start(result, server, "without an API key")
     assert_tree_gone(runner)
 
 
@@ -155,12 +158,5 @@ def test_the_files_meter_prices_mantle_replies_as_anthropics_models_with_the_pre
     report = result.report
     assert result.rc == 122, result.stderr
     assert report["stop_reason"] == "usd" and report["meter"] == "files"
-    bill = billed(server, BEDROCK_REGIONAL)
-    by_request = {r["request_id"]: r["message_id"] for r in server.requests if r.get("usage")}
-    _, rows = ledger_of(report)
-    billed_for = {row["dedupe_key"]: bill[by_request[row["dedupe_key"].removeprefix("claude:")]] for row in rows}
-    # each reply Claude finished at its bill, premium included (one Claude Code priced is scaled by 1.1, rounded up)
-    exact = [row for row in rows if 0 <= row["cost_micro_usd"] - billed_for[row["dedupe_key"]] <= 1]
-    assert len(exact) >= max(3, len(rows) - 1)
-    assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] + 1 for row in rows)
+    assert_files_rows_at_their_bills(report, server, billed(server, BEDROCK_REGIONAL))
     assert_tree_gone(runner)

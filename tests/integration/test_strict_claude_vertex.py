@@ -15,7 +15,15 @@ from capguard.core.pricing import VERTEX_REGIONAL, Pricer
 from tests.fakes.fake_anthropic import COUNT_TOKENS, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
-from tests.integration.test_strict_claude import MODEL, billing, interactive_loop, ledger_of, priced
+from tests.integration.test_strict_claude import (
+    MODEL,
+    assert_files_rows_at_their_bills,
+    assert_refused_at_start,
+    billing,
+    interactive_loop,
+    ledger_of,
+    priced,
+)
 
 pytestmark = pytest.mark.agent
 
@@ -105,10 +113,7 @@ def test_a_vertex_base_url_in_claudes_settings_is_refused_at_start(claude):
             )
         )
         result = runner.print_run(["--strict", "--usd", "1"], "hello")
-    assert result.rc == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ANTHROPIC_VERTEX_BASE_URL is set in" in lines[0] and "--meter files" in lines[0]
-    assert not server.requests and result.report is None
+    assert_refused_at_start(result, server, "ANTHROPIC_VERTEX_BASE_URL is set in")
     assert_tree_gone(runner)
 
 
@@ -121,15 +126,7 @@ def test_the_files_meter_prices_vertex_replies_with_the_regional_premium(claude)
     report = result.report
     assert result.rc == 122, result.stderr
     assert report["stop_reason"] == "usd" and report["meter"] == "files"
-    bill = vertex_bills(server)
-    by_request = {r["request_id"]: r["message_id"] for r in server.requests if r.get("usage")}
-    _, rows = ledger_of(report)
-    billed_for = {row["dedupe_key"]: bill[by_request[row["dedupe_key"].removeprefix("claude:")]] for row in rows}
-    # each reply Claude finished is counted at its bill, premium included (a reply its telemetry priced is scaled by
-    # 1.1 and rounded up: a micro-dollar above at most); the one the stop cut, from its partial line
-    exact = [row for row in rows if 0 <= row["cost_micro_usd"] - billed_for[row["dedupe_key"]] <= 1]
-    assert len(exact) >= max(3, len(rows) - 1)
-    assert all(row["cost_micro_usd"] <= billed_for[row["dedupe_key"]] + 1 for row in rows)
+    assert_files_rows_at_their_bills(report, server, vertex_bills(server))
     assert_tree_gone(runner)
 
 
