@@ -69,8 +69,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Union
+from urllib.parse import unquote
 
 from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
+from tests.fakes import eventstream
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -520,6 +522,8 @@ def prompt_tokens(body: Any) -> int:
 # --------------------------------------------------------------------------- HTTP
 
 
+_BEDROCK_PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream)$")
+_BEDROCK_ANTHROPIC_ID = re.compile(r"^((global|us|eu|apac|jp|au)\.)?anthropic\.claude-")
 MANTLE_PREFIX = "/anthropic"  # Mantle's base URL: https://bedrock-mantle.<region>.api.aws/anthropic
 _VERTEX_PATH = re.compile(
     r"^/v1/projects/[^/]+/locations/([a-z0-9-]+)/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$"
@@ -594,6 +598,10 @@ class _Handler(FakeHandler):
         if vertex:  # Claude on Vertex AI: the model and the stream in the path, the rest a Messages body
             self._vertex(raw, *vertex.groups())
             return
+        bedrock = _BEDROCK_PATH.match(path)
+        if bedrock:  # Claude on Bedrock's InvokeModel API: the model in the path, the stream as AWS's event stream
+            self._bedrock(raw, unquote(bedrock.group(1)), bedrock.group(2) == "invoke-with-response-stream")
+            return
         if path.startswith(MANTLE_PREFIX + "/"):  # Claude in Amazon Bedrock: the Messages API, Bedrock's ids and keys
             self._mantle(raw, path.removeprefix(MANTLE_PREFIX))
             return
@@ -661,6 +669,24 @@ class _Handler(FakeHandler):
             self._send_json(400, error_body(400, _new_id("req"), "The provided model identifier is invalid."))
             return
         self._messages(body, platform="mantle")
+
+    def _bedrock(self, raw: bytes, model_id: str, stream: bool) -> None:
+        """As Bedrock serves Claude: a Bedrock API key as a bearer token, `anthropic_version` bedrock-2023-05-31 in
+        the body and no `model` or `stream` there; errors as Bedrock's (`message`)."""
+        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+            self._send_json(403, {"message": "Authorization header requires a Bedrock API key"})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("anthropic_version") != "bedrock-2023-05-31":
+            self._send_json(400, {"message": "ValidationException: anthropic_version bedrock-2023-05-31 is required"})
+            return
+        if "model" in body or "stream" in body or not _BEDROCK_ANTHROPIC_ID.match(model_id):
+            self._send_json(400, {"message": "ValidationException: extraneous key or an invalid model identifier"})
+            return
+        self._messages(body, model=model_id, stream=stream, platform="bedrock")
 
     def _messages(
         self,
@@ -810,9 +836,16 @@ class _Handler(FakeHandler):
         )
         events.append(("message_stop", {"type": "message_stop"}, 0.0))
 
+        bedrock = record.get("platform") == "bedrock"
+        if bedrock:  # Bedrock's last chunk also carries its own count of the call
+            usage_now = usage.api()
+            metrics = {"inputTokenCount": usage_now["input_tokens"], "outputTokenCount": usage_now["output_tokens"],
+                       "invocationLatency": 1000, "firstByteLatency": 100}  # fmt: skip
+            events[-1] = ("message_stop", {"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}, 0.0)
         spread = reply.delay_s / len(events) if reply.delay_s > 0 else 0.0
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        kind = "application/vnd.amazon.eventstream" if bedrock else "text/event-stream; charset=utf-8"
+        self.send_header("Content-Type", kind)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("request-id", record["request_id"])
         self.send_header("Transfer-Encoding", "chunked")
@@ -822,7 +855,9 @@ class _Handler(FakeHandler):
                 self.close_connection = True
                 owner._finish(record, aborted=True)
                 return
-            self._write_chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            self._write_chunk(
+                eventstream.chunk(data) if bedrock else f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            )
             if name == "message_delta":
                 owner._mark(record, "t_message_delta")
         owner._finish(record)

@@ -8,11 +8,12 @@ without an API key (requests signed with AWS credentials for the host they go to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
-from capguard.core.pricing import BEDROCK_REGIONAL, Pricer
+from capguard.core.pricing import BEDROCK_REGIONAL, Pricer, bedrock_model
 from tests.fakes.fake_anthropic import MANTLE_PREFIX, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
@@ -39,6 +40,18 @@ def on_mantle(runner: Claude, server: FakeAnthropic) -> Claude:
         AWS_REGION="us-east-1",
         AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
         ANTHROPIC_BEDROCK_MANTLE_BASE_URL=server.base_url + MANTLE_PREFIX,
+    )
+    return runner
+
+
+def on_bedrock(runner: Claude, server: FakeAnthropic) -> Claude:
+    runner.env.pop("ANTHROPIC_BASE_URL", None)
+    runner.env.pop("ANTHROPIC_API_KEY", None)
+    runner.env.update(
+        CLAUDE_CODE_USE_BEDROCK="1",
+        AWS_REGION="us-east-1",
+        AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
+        ANTHROPIC_BEDROCK_BASE_URL=server.base_url,
     )
     return runner
 
@@ -70,28 +83,44 @@ def claude(tmp_path, claude_bin, repo):
         runner.cleanup()
 
 
-def billed(server: FakeAnthropic, geo: str | None) -> dict[str, int]:
-    """Each call the fake billed, by message id, in micro-USD: Anthropic's rates for the model Bedrock's id names."""
+def regional(model_id: str) -> str | None:
+    """Bedrock's premium on a call: every model here is Sonnet 4.5 or later; a `global.` profile pays none."""
+    return None if model_id.startswith("global.") else BEDROCK_REGIONAL
+
+
+def billed(server: FakeAnthropic, geo: Callable[[str], str | None]) -> dict[str, tuple[int, str, str | None]]:
+    """Each call the fake billed, by message id: (micro-USD at Anthropic's rates for the model Bedrock's id names,
+    at the premium `geo` gives its id; the model as priced; that premium)."""
     pricer, found = Pricer(), {}
     for record in server.requests:
         if record.get("usage"):
-            reply = priced({**record, "model": record["model"].removeprefix("anthropic.")})
-            found[record["message_id"]] = pricer.price(replace(reply, details={"inference_geo": geo})).cost_micro or 0
+            reply = priced({**record, "model": bedrock_model(record["model"])})
+            paid = geo(record["model"])
+            micro = pricer.price(replace(reply, details={"inference_geo": paid})).cost_micro or 0
+            found[record["message_id"]] = (micro, reply.model, paid)
     return found
 
 
-def assert_ledger_is_the_bill(report: dict, bill: dict[str, int], geo: str | None) -> None:
+def micro_of(bill: dict[str, tuple[int, str, str | None]]) -> dict[str, int]:
+    return {key: micro for key, (micro, _, _) in bill.items()}
+
+
+def assert_ledger_is_the_bill(report: dict, bill: dict[str, tuple[int, str, str | None]]) -> None:
+    """Every call the fake billed is a row at its bill (its model, its premium); one the stop cut, at an upper
+    bound; none invented, none left out."""
     run, rows = ledger_of(report)
     assert run["stop_reason"] == "usd"
     assert {row["dedupe_key"].removeprefix("proxy:anthropic:") for row in rows} == set(bill)  # none unmetered
     for row in rows:
-        micro = bill[row["dedupe_key"].removeprefix("proxy:anthropic:")]
-        assert row["model"] == "anthropic/claude-opus-5-5"
+        micro, model, geo = bill[row["dedupe_key"].removeprefix("proxy:anthropic:")]
+        assert row["model"] == model
         if row["details"]["charged"] == "usage":
             assert row["cost_micro_usd"] == micro and row["details"]["inference_geo"] == geo
         else:  # cut short by the stop: an upper bound, never less
             assert row["cost_micro_usd"] >= micro
     assert sum(row["cost_micro_usd"] for row in rows) == round(report["cost_usd"] * 1e6)
+    # each reply's usage was read (off SSE or Bedrock's event stream), not charged by its bound; the stop cuts one
+    assert sum(row["details"]["charged"] == "usage" for row in rows) >= max(3, len(rows) - 1)
 
 
 def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regional_price(claude):
@@ -106,9 +135,9 @@ def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regi
     assert all(r["platform"] == "mantle" and r["model"] == MANTLE_MODEL for r in served)
     # the Bedrock API key went on to Bedrock as the agent sent it (the fake's record shows its first 10 characters)
     assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
-    bill = billed(server, BEDROCK_REGIONAL)
-    assert sum(bill.values()) <= 400_000  # the server's bill, the premium included: within the cap
-    assert_ledger_is_the_bill(report, bill, BEDROCK_REGIONAL)
+    bill = billed(server, lambda _: BEDROCK_REGIONAL)  # each Mantle endpoint is one region's
+    assert sum(micro_of(bill).values()) <= 400_000  # the server's bill, the premium included: within the cap
+    assert_ledger_is_the_bill(report, bill)
     assert "the next call's worst case would pass the $0.40 cap" in result.stderr
     shown = result.stdout + result.stderr + json.dumps(report)
     assert BEDROCK_KEY not in shown and BEDROCK_KEY[:12] not in shown
@@ -127,14 +156,43 @@ def test_a_runaway_on_claude_platform_on_aws_never_overshoots(claude):
     assert len(served) >= 3
     assert all(r["headers"]["anthropic-workspace-id"] == "wrkspc_capguard_test" for r in served)
     assert all(r["headers"]["x-api-key"] == AWS_KEY[:10] + "..." for r in served)
-    bill = billed(server, None)  # Anthropic's own rates: no inference_geo was asked
-    assert sum(bill.values()) <= 400_000
-    assert_ledger_is_the_bill(report, bill, None)
+    bill = billed(server, lambda _: None)  # Anthropic's own rates: no inference_geo was asked
+    assert sum(micro_of(bill).values()) <= 400_000
+    assert_ledger_is_the_bill(report, bill)
     assert AWS_KEY not in result.stdout + result.stderr + json.dumps(report)
     assert_tree_gone(runner)
 
 
-@pytest.mark.parametrize("where", [on_mantle, on_aws])
+@pytest.mark.parametrize(
+    ("model", "geo"),
+    [("us.anthropic.claude-opus-5-5", BEDROCK_REGIONAL), ("global.anthropic.claude-opus-5-5", None)],
+)
+def test_a_runaway_on_bedrocks_invoke_api_is_read_off_its_event_stream_and_never_overshoots(claude, model, geo):
+    """Bedrock streams its reply as AWS's event stream (binary messages, each event base64'd), not SSE: the proxy
+    reads the usage off it while the bytes pass through. A US profile pays the regional 10%, a global one not."""
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server, on_bedrock)
+        runner.env["ANTHROPIC_MODEL"] = model
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    served = [r for r in server.requests if r.get("usage")]
+    assert len(served) >= 3
+    assert all(r["platform"] == "bedrock" for r in served), {r["model"] for r in served}
+    # the main loop's model; Claude Code's side calls go to its Haiku and Sonnet (on `us.` profiles)
+    assert {r["model"] for r in served if r["kind"] == "main"} == {model}
+    assert any(r["stream"] for r in served)  # invoke-with-response-stream: the event stream was read
+    assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
+    bill = billed(server, regional)
+    assert sum(micro_of(bill).values()) <= 400_000
+    assert_ledger_is_the_bill(report, bill)
+    assert {paid for _, model_, paid in bill.values() if model_ == "anthropic/claude-opus-5-5"} == {geo}
+    assert BEDROCK_KEY not in result.stdout + result.stderr + json.dumps(report)
+    assert_tree_gone(runner)
+
+
+@pytest.mark.parametrize("where", [on_bedrock, on_mantle, on_aws])
 def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
     """Without an API key Claude Code signs each request with AWS credentials for the host it goes to: the
     proxy's host would not be AWS's, so strict mode says so in one line and starts nothing."""
@@ -148,15 +206,26 @@ def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
     assert_tree_gone(runner)
 
 
-def test_the_files_meter_prices_mantle_replies_as_anthropics_models_with_the_premium(claude):
-    """Without --strict: the transcripts name Bedrock's ids (`anthropic.claude-opus-5-5`), which genai-prices does
-    not know; capguard prices them as Anthropic's models, at Mantle's 10% (Claude Code's own figures leave it out).
+@pytest.mark.parametrize(
+    ("where", "model", "geo"),
+    [
+        (on_mantle, None, lambda _: BEDROCK_REGIONAL),  # each Mantle endpoint is one region's
+        (on_bedrock, None, regional),  # Claude Code's default: US profiles
+        (on_bedrock, "global.anthropic.claude-opus-5-5", regional),
+    ],
+)
+def test_the_files_meter_prices_bedrock_replies_as_anthropics_models_with_the_premium(claude, where, model, geo):
+    """Without --strict: the transcripts name Bedrock's ids (`anthropic.claude-opus-5-5`,
+    `us.anthropic.claude-haiku-4-5-20251001-v1:0`), which genai-prices does not know; capguard prices them as
+    Anthropic's models, with Bedrock's 10% where the endpoint is regional (Claude Code's own figures leave it out).
     Before, the run stopped at its first reply: `unpriced`."""
     with FakeAnthropic(billing(delay_s=0.1)) as server:
-        runner = claude(server, on_mantle)
+        runner = claude(server, where)
+        if model:
+            runner.env["ANTHROPIC_MODEL"] = model
         result = runner.print_run(["--usd", "0.40"], "LOOP")
     report = result.report
     assert result.rc == 122, result.stderr
     assert report["stop_reason"] == "usd" and report["meter"] == "files"
-    assert_files_rows_at_their_bills(report, server, billed(server, BEDROCK_REGIONAL))
+    assert_files_rows_at_their_bills(report, server, micro_of(billed(server, geo)))
     assert_tree_gone(runner)

@@ -11,7 +11,7 @@ import pytest
 
 from capguard.agents.claude.adapter import chosen_provider
 from capguard.agents.claude.adapter import strict_fronts as claude_fronts
-from capguard.agents.claude.vertex_premium import VertexPremium, with_premium
+from capguard.agents.claude.cloud_premium import CloudPremium, with_premium
 from capguard.core.errors import ConfigError
 from capguard.core.events import Reply
 from capguard.core.pricing import BEDROCK_REGIONAL, Pricer, bedrock_model
@@ -176,8 +176,10 @@ def test_the_provider_is_the_one_claude_code_picks(dirs):
     cwd, home = dirs
     both = {**MANTLE_ON, "CLAUDE_CODE_USE_VERTEX": "1"}
     assert claude_fronts([], both, cwd, home)[0].mount == "mantle"  # Claude Code picks Mantle over Vertex
-    with pytest.raises(ConfigError, match="CLAUDE_CODE_USE_BEDROCK in environment"):
-        claude_fronts([], {**MANTLE_ON, "CLAUDE_CODE_USE_BEDROCK": "1"}, cwd, home)  # and Bedrock over both
+    # Bedrock's InvokeModel over both, and Foundry (refused) over Mantle
+    assert claude_fronts([], {**both, "CLAUDE_CODE_USE_BEDROCK": "1"}, cwd, home)[0].mount == "bedrock"
+    with pytest.raises(ConfigError, match="CLAUDE_CODE_USE_FOUNDRY in environment"):
+        claude_fronts([], {**MANTLE_ON, "CLAUDE_CODE_USE_FOUNDRY": "1"}, cwd, home)
     # Claude Code applies its settings over its environment: a switch turned off there is off
     (home / "settings.json").write_text(json.dumps({"env": {"CLAUDE_CODE_USE_MANTLE": "0"}}))
     assert claude_fronts([], MANTLE_ON, cwd, home)[0].mount == "anthropic"
@@ -196,8 +198,8 @@ def test_the_files_meter_prices_mantle_replies_at_the_regional_premium():
                 Reply("c", "us.anthropic.claude-sonnet-4-20250514-v1:0", input_tokens=1000, output_tokens=200),
             ]
 
-    wrapped = with_premium(None, mantle=True)(Lines())
-    assert isinstance(wrapped, VertexPremium)
+    wrapped = with_premium(MANTLE)(Lines())
+    assert isinstance(wrapped, CloudPremium)
     ours, claudes, old = wrapped.feed(b"", 0)
     assert ours.details["inference_geo"] == BEDROCK_REGIONAL
     assert Pricer().price(ours).cost_micro == round((1000 * 4 + 200 * 20) * 1.1)

@@ -47,7 +47,6 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
 @pytest.mark.parametrize(
     "name",
     [
-        "CLAUDE_CODE_USE_BEDROCK",
         "CLAUDE_CODE_USE_FOUNDRY",
         "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
     ],

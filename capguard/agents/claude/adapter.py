@@ -29,6 +29,7 @@ from capguard.agents.base import (
     option_value,
     strict_refusal,
 )
+from capguard.agents.claude.cloud_premium import premium_region, with_premium
 from capguard.agents.claude.logs import (
     TranscriptParser,
     last_reported_total,
@@ -38,13 +39,12 @@ from capguard.agents.claude.logs import (
 )
 from capguard.agents.claude.otel import OtelParser
 from capguard.agents.claude.otel_gate import ThisRunsSessions
-from capguard.agents.claude.vertex_premium import premium_region, with_premium
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
-from capguard.metering.proxy.dialects import ANTHROPIC, MANTLE, VERTEX, VERTEX_BY_LOCATION
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, MANTLE, VERTEX, VERTEX_BY_LOCATION
 from capguard.metering.tail import Parser, WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
@@ -106,16 +106,16 @@ MANTLE_SWITCH = (
     "CLAUDE_CODE_USE_MANTLE"  # Claude in Amazon Bedrock (bedrock-mantle): at ANTHROPIC_BEDROCK_MANTLE_BASE_URL
 )
 AWS_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_AWS"  # Claude Platform on AWS: at ANTHROPIC_AWS_BASE_URL
+BEDROCK_SWITCH = "CLAUDE_CODE_USE_BEDROCK"  # Amazon Bedrock's InvokeModel API: at ANTHROPIC_BEDROCK_BASE_URL
 # Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
 # reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
 OTHER_PROVIDERS = {
-    "CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock",
     "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
     "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "Claude on Google Cloud",
 }
 # The switches in the order Claude Code 2.1.330 picks its provider (the first one set wins)
 SWITCH_ORDER = (
-    "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
+    BEDROCK_SWITCH, "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
     MANTLE_SWITCH, VERTEX_SWITCH,
 )  # fmt: skip
 
@@ -135,6 +135,12 @@ class _OnAws:
 
 
 ON_AWS = {
+    # Claude Code reads no other variable for Bedrock's endpoint (AWS_ENDPOINT_URL_BEDROCK_RUNTIME alone: measured,
+    # its requests did not go there); a GovCloud region's is the FIPS one, as Claude Code builds it
+    BEDROCK_SWITCH: _OnAws(
+        "Amazon Bedrock", "ANTHROPIC_BEDROCK_BASE_URL", ("AWS_BEARER_TOKEN_BEDROCK",),
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH", "https://bedrock-runtime{fips}.{region}.amazonaws.com", BEDROCK,
+    ),
     MANTLE_SWITCH: _OnAws(
         "Amazon Bedrock (Mantle)", "ANTHROPIC_BEDROCK_MANTLE_BASE_URL", ("AWS_BEARER_TOKEN_BEDROCK",),
         "CLAUDE_CODE_SKIP_MANTLE_AUTH", "https://bedrock-mantle.{region}.api.aws/anthropic", MANTLE,
@@ -272,10 +278,10 @@ def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, d
             raise ConfigError(
                 strict_refusal("claude", f"{why}, so the {cloud.name} endpoint Claude Code would call is unknown")
             )
-        upstream = cloud.host.format(region=region)
+        upstream = cloud.host.format(region=region, fips="-fips" if region.startswith("us-gov-") else "")
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"{cloud.base} {upstream!r} is not an http(s) URL"))
-    mount = "mantle" if cloud.dialect == MANTLE else "anthropic-aws"
+    mount = {MANTLE: "mantle", BEDROCK: "bedrock"}.get(cloud.dialect, "anthropic-aws")
     return Front(mount, upstream, cloud.dialect, (cloud.base,), provider="anthropic")
 
 
@@ -422,8 +428,8 @@ class ClaudeAdapter:
         sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
         cloud = chosen_provider(sources)
         # the premium of the cloud's regional endpoints, which Claude Code's own figures leave out
-        region = premium_region([table for _, table in sources]) if cloud == VERTEX_SWITCH else None
-        priced = with_premium(region, mantle=cloud == MANTLE_SWITCH)
+        platform = {VERTEX_SWITCH: VERTEX, MANTLE_SWITCH: MANTLE, BEDROCK_SWITCH: BEDROCK}.get(cloud or "")
+        priced = with_premium(platform, premium_region([table for _, table in sources]))
         sessions = _Sessions(folder, started_at=time.time(), priced=priced)
         ours: list[str] = []
         notes: list[str] = []

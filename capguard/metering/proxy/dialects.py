@@ -29,6 +29,9 @@ VERTEX_GEMINI = "vertex-gemini"
 # Claude in Amazon Bedrock (bedrock-mantle): the Messages API as Anthropic's, at one region's endpoint, with Bedrock's
 # model ids (`anthropic.claude-opus-4-7`): priced as Anthropic's model of that name, at the regional endpoint's premium
 MANTLE = "bedrock-mantle"
+# Claude on Amazon Bedrock's InvokeModel API: Messages bodies without `model` and `stream`; the path names the model
+# (`/model/<id>/invoke`, `/model/<id>/invoke-with-response-stream`, whose reply is AWS's event stream, not SSE)
+BEDROCK = "bedrock"
 # A Vertex mount's upstream when the user set no base URL: the host of the path's location, as the SDKs pick it
 # (vertex_base); written as the template it stands for, as notes and `capguard explain` show it
 VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com"
@@ -69,6 +72,8 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
         return _vertex_route(method, path)
     if default_dialect == VERTEX_GEMINI:
         return _vertex_gemini_route(method, path)
+    if default_dialect == BEDROCK:
+        return _bedrock_route(method, path)
     if method == "POST":
         for suffix, dialect in _METERED.items():
             if path.endswith(suffix):
@@ -138,7 +143,7 @@ def ask(
     model = model if model is not None else body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
-    if platform == MANTLE:
+    if platform in (MANTLE, BEDROCK):
         model = bedrock_model(model)
     _check_tools(dialect, body.get("tools"))
     if dialect == ANTHROPIC and body.get("mcp_servers"):
@@ -156,8 +161,8 @@ def ask(
             # on a cloud the endpoint decides it (Vertex and Bedrock take no `inference_geo`)
             _text(body.get("inference_geo"))
             if location is None and platform is None
-            else _platform_geo(model, location, platform),
-            platform=VERTEX if location is not None else platform,
+            else platform_geo(model, location, platform),
+            platform=platform or (VERTEX if location is not None else None),
         )
     if body.get("service_tier") in ("priority", "fast"):  # dearer rates the core pricer does not apply
         raise ValueError(f"capguard cannot price service_tier {body['service_tier']!r} yet")
@@ -203,6 +208,8 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
         }
         return json.dumps(body_).encode()
+    if dialect == BEDROCK:  # Bedrock's own: its SDKs read `message`
+        return json.dumps({"message": message}).encode()
     if dialect in (ANTHROPIC, VERTEX, MANTLE):  # Claude on Vertex and on Mantle answer in Anthropic's format
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     else:
@@ -317,13 +324,36 @@ def vertex_geo(location: str, model: str) -> str | None:
     return None if location == "global" or _VERTEX_NO_PREMIUM.match(model) else VERTEX_REGIONAL
 
 
-def _platform_geo(model: str, location: str | None, platform: str | None) -> str | None:
+def platform_geo(model: str, location: str | None, platform: str | None) -> str | None:
     """The premium a cloud's endpoint adds (None on Anthropic's API: the request's `inference_geo` says it)."""
+    if platform in (MANTLE, BEDROCK):  # Mantle's endpoints are each one region's; Bedrock's `global.` ids are not
+        regional = platform == MANTLE or location != "global"
+        return BEDROCK_REGIONAL if regional and not _VERTEX_NO_PREMIUM.match(model) else None
     if location is not None:
         return vertex_geo(location, model)
-    if platform == MANTLE:  # each of Mantle's endpoints is one region's
-        return None if _VERTEX_NO_PREMIUM.match(model) else BEDROCK_REGIONAL
     return None
+
+
+# Bedrock's InvokeModel paths: an Anthropic model's id or cross-region profile (an inference profile's ARN names no
+# model capguard can price: refused)
+_BEDROCK_PATH = re.compile(r"^/model/([A-Za-z0-9._:-]{1,200})/(invoke|invoke-with-response-stream|count-tokens)$")
+_BEDROCK_STREAMS = {"invoke": False, "invoke-with-response-stream": True}
+
+
+def _bedrock_route(method: str, path: str) -> Route:
+    found = _BEDROCK_PATH.match(path)
+    if method == "POST" and found:
+        model_id, verb = found.groups()
+        if verb == "count-tokens":  # free, as Bedrock's pricing says
+            return Route(free=True)
+        model = bedrock_model(model_id)
+        if model == model_id:
+            return Route(why=f"capguard's metering proxy prices Anthropic's models on Bedrock, not {model_id!r}")
+        location = "global" if model_id.startswith("global.") else "regional"
+        return Route(ANTHROPIC, model=model, stream=_BEDROCK_STREAMS[verb], location=location, platform=BEDROCK)
+    if path.startswith("/model/arn"):
+        return Route(why="capguard cannot tell which model a Bedrock ARN serves: name the model's id or profile")
+    return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 
 
 def _vertex_route(method: str, path: str) -> Route:
@@ -333,7 +363,7 @@ def _vertex_route(method: str, path: str) -> Route:
         if model == _VERTEX_COUNT and verb == "rawPredict":
             return Route(free=True, location=location)
         if verb in _VERTEX_METERED and model != _VERTEX_COUNT:
-            return Route(dialect=ANTHROPIC, model=model, stream=_VERTEX_METERED[verb], location=location)
+            return Route(ANTHROPIC, model=model, stream=_VERTEX_METERED[verb], location=location, platform=VERTEX)
     return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 
 

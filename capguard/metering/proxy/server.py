@@ -22,9 +22,10 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
-from capguard.metering.proxy import sse
+from capguard.metering.proxy import eventstream, sse
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
+    BEDROCK,
     CHAT,
     GEMINI,
     MANTLE,
@@ -64,6 +65,7 @@ _SWAP = "capguard_swap"  # on a request: (header, value upstream) of the secret 
 # Bedrock's service tier (ANTHROPIC_BEDROCK_SERVICE_TIER): the standard tier is priced, flex costs less, priority
 # and reserved capacity cost more or otherwise
 _BEDROCK_TIER = "X-Amzn-Bedrock-Service-Tier"
+_EVENT_STREAM = "application/vnd.amazon.eventstream"
 _BEDROCK_TIERS_PRICED = ("", "default", "standard", "flex")
 
 
@@ -214,7 +216,7 @@ class MeteringProxy:
         if where.why:
             return _error(style, 403, where.why, "permission_error")
         tier = request.headers.get(_BEDROCK_TIER, "").strip().lower()
-        if style == MANTLE and tier not in _BEDROCK_TIERS_PRICED:  # Bedrock bills its priority tier higher
+        if style in (MANTLE, BEDROCK) and tier not in _BEDROCK_TIERS_PRICED:  # Bedrock bills priority higher
             return _error(style, 400, f"capguard cannot price Bedrock's {tier[:40]!r} service tier")
         base, via = self._upstream(mount, where)
         if base is None:
@@ -356,8 +358,10 @@ class MeteringProxy:
             gate.settle(admission, None)
             raise
         try:
-            streamed = "text/event-stream" in upstream.headers.get("Content-Type", "")
-            if upstream.status == 200 and streamed:
+            kind = upstream.headers.get("Content-Type", "")
+            if upstream.status == 200 and _EVENT_STREAM in kind:  # Bedrock's: binary messages, not SSE
+                return await self._stream(request, upstream, admission, strip, framed=True)
+            if upstream.status == 200 and "text/event-stream" in kind:
                 return await self._stream(request, upstream, admission, strip)
             body = await upstream.content.read()  # hop-local: the server's own limit bounds a whole reply
             seen = from_body(admission.dialect, _json(body))
@@ -373,15 +377,29 @@ class MeteringProxy:
             upstream.release()
 
     async def _stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, admission: Admission, strip: bool
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        admission: Admission,
+        strip: bool,
+        *,
+        framed: bool = False,
     ) -> web.StreamResponse:
         reply = web.StreamResponse(status=upstream.status, headers=_reply_headers(upstream))
         tracker, splitter = Tracker(admission.dialect), sse.EventSplitter()
+        messages = eventstream.MessageSplitter()
         try:
             await reply.prepare(request)
             async for chunk in upstream.content.iter_any():
                 if not strip:
                     await reply.write(chunk)  # byte for byte, as it came; read after, off the time to first byte
+                if framed:  # a message that cannot be read ends the reading: no final usage, charged by the bound
+                    for message in messages.feed(chunk):
+                        if eventstream.is_exception(message):
+                            tracker.seen.failed = True
+                        elif (event := eventstream.bedrock_event(message)) is not None:
+                            tracker.see(event)
+                    continue
                 keep = []
                 for raw in splitter.feed(chunk):
                     parsed = sse.json_data(sse.parse(raw)[1])

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from capguard.agents.claude.vertex_premium import VertexPremium, premium_region, with_premium
+from capguard.agents.claude.cloud_premium import CloudPremium, premium_region, with_premium
 from capguard.core.events import Malformed, Reply, ReportedTotal
 from capguard.core.pricing import VERTEX_REGIONAL, Pricer
+from capguard.metering.proxy.dialects import VERTEX
 
 ON = {"CLAUDE_CODE_USE_VERTEX": "1"}
 
@@ -45,7 +46,7 @@ def reply(model: str | None, **kw) -> Reply:
 
 def test_a_reply_capguard_prices_gets_the_premium_and_claudes_figures_are_scaled_by_it():
     malformed = Malformed("f", 3, "bad")
-    parser = VertexPremium(
+    parser = CloudPremium(
         Lines(
             reply("claude-opus-5-5"),
             reply("claude-opus-5-5", reported_cost_micro=1_000_001),
@@ -55,6 +56,7 @@ def test_a_reply_capguard_prices_gets_the_premium_and_claudes_figures_are_scaled
             ReportedTotal("s", 2_000_000, "cost-state", baseline_micro=500_000),
             malformed,
         ),
+        VERTEX,
         "us-east5",
     )
     ours, claudes, old, said, unsaid, total, passed = parser.feed(b"", 0)
@@ -72,4 +74,5 @@ def test_a_reply_capguard_prices_gets_the_premium_and_claudes_figures_are_scaled
 def test_no_region_that_pays_leaves_the_parser_as_it_is():
     parser = Lines(reply("claude-opus-5-5"))
     assert with_premium(None)(parser) is parser
-    assert isinstance(with_premium("us-east5")(parser), VertexPremium)
+    assert with_premium(VERTEX, None)(parser) is parser  # on Vertex, every region global
+    assert isinstance(with_premium(VERTEX, "us-east5")(parser), CloudPremium)
