@@ -21,6 +21,7 @@ from tests.integration.test_strict_claude import (
     assert_files_rows_at_their_bills,
     assert_refused_at_start,
     billing,
+    interactive_loop,
     ledger_of,
     priced,
 )
@@ -229,3 +230,19 @@ def test_the_files_meter_prices_bedrock_replies_as_anthropics_models_with_the_pr
     assert report["stop_reason"] == "usd" and report["meter"] == "files"
     assert_files_rows_at_their_bills(report, server, micro_of(billed(server, geo)))
     assert_tree_gone(runner)
+
+
+def test_an_interactive_runaway_on_bedrock_is_stopped_before_the_cap(tmp_path, claude_bin, repo):
+    """Claude Code's TUI on Bedrock (a pty), its replies streamed as AWS's event stream through the proxy."""
+    with FakeAnthropic(billing(delay_s=0.2)) as server:
+        runner = on_bedrock(Claude(tmp_path, claude_bin, repo, server.base_url), server)
+        rc, term = interactive_loop(runner, ["--strict", "--usd", "0.40"])
+    assert rc == 122, term.text()[-2500:]
+    report = json.loads(runner.report_path.read_text())
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    assert any(r["stream"] and r["platform"] == "bedrock" for r in server.requests if r.get("usage"))
+    bill = billed(server, regional)
+    assert sum(micro_of(bill).values()) <= 400_000
+    assert_ledger_is_the_bill(report, bill)
+    assert "capguard: stopped claude: cost $" in term.text()
+    assert not runner.survivors()
