@@ -60,6 +60,7 @@ Command line (foreground, prints the base URL on one line)::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import sys
@@ -522,7 +523,7 @@ def prompt_tokens(body: Any) -> int:
 # --------------------------------------------------------------------------- HTTP
 
 
-_BEDROCK_PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream)$")
+_BEDROCK_PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream|count-tokens)$")
 _BEDROCK_ANTHROPIC_ID = re.compile(r"^((global|us|eu|apac|jp|au)\.)?anthropic\.claude-")
 MANTLE_PREFIX = "/anthropic"  # Mantle's base URL: https://bedrock-mantle.<region>.api.aws/anthropic
 _VERTEX_PATH = re.compile(
@@ -600,6 +601,9 @@ class _Handler(FakeHandler):
             return
         bedrock = _BEDROCK_PATH.match(path)
         if bedrock:  # Claude on Bedrock's InvokeModel API: the model in the path, the stream as AWS's event stream
+            if bedrock.group(2) == "count-tokens":
+                self._bedrock_count(raw, unquote(bedrock.group(1)))
+                return
             self._bedrock(raw, unquote(bedrock.group(1)), bedrock.group(2) == "invoke-with-response-stream")
             return
         if path.startswith(MANTLE_PREFIX + "/"):  # Claude in Amazon Bedrock: the Messages API, Bedrock's ids and keys
@@ -669,6 +673,22 @@ class _Handler(FakeHandler):
             self._send_json(400, error_body(400, _new_id("req"), "The provided model identifier is invalid."))
             return
         self._messages(body, platform="mantle")
+
+    def _bedrock_count(self, raw: bytes, model_id: str) -> None:
+        """Bedrock's CountTokens: the InvokeModel body, base64'd, counted as it would be billed (`inputTokens`)."""
+        try:
+            inner = json.loads(base64.b64decode(json.loads(raw)["input"]["invokeModel"]["body"], validate=True))
+        except (ValueError, KeyError, TypeError):
+            self._send_json(400, {"message": "ValidationException: input.invokeModel.body is required"})
+            return
+        if not isinstance(inner, dict) or inner.get("anthropic_version") != "bedrock-2023-05-31":
+            self._send_json(400, {"message": "ValidationException: anthropic_version bedrock-2023-05-31 is required"})
+            return
+        owner = self.server.owner
+        record = owner._record(self, {**inner, "model": model_id}, COUNT_TOKENS)
+        record["platform"] = "bedrock"
+        self._answer_count(record, inner, raw, key="inputTokens")
+        owner._finish(record)
 
     def _bedrock(self, raw: bytes, model_id: str, stream: bool) -> None:
         """As Bedrock serves Claude: a Bedrock API key as a bearer token, `anthropic_version` bedrock-2023-05-31 in
@@ -743,22 +763,22 @@ class _Handler(FakeHandler):
             "usage": usage,
         }
 
-    def _answer_count(self, record: dict, body: dict, raw: bytes) -> None:
+    def _answer_count(self, record: dict, body: dict, raw: bytes, key: str = "input_tokens") -> None:
         script: Script = self.server.owner.script
         mode, headers = script.count_mode, {"request-id": record["request_id"]}
         counted = prompt_tokens(body) if script.bill_prompt else estimate_tokens(body)
         if mode == "error":
             self._send_json(500, error_body(500, record["request_id"]), headers)
         elif mode == "huge":
-            self._send_json(200, {"input_tokens": 10 * len(raw)}, headers)
+            self._send_json(200, {key: 10 * len(raw)}, headers)
         elif mode == "garbage":
-            self._send_json(200, {"input_tokens": f"{counted}"}, headers)
+            self._send_json(200, {key: f"{counted}"}, headers)
         elif mode == "half":
-            self._send_json(200, {"input_tokens": counted // 2}, headers)
+            self._send_json(200, {key: counted // 2}, headers)
         elif mode == "slow" and self._wait(script.count_delay_s):
             self.close_connection = True
         else:
-            self._send_json(200, {"input_tokens": counted}, headers)
+            self._send_json(200, {key: counted}, headers)
 
     def _complete(self, record: dict, reply: Reply) -> None:
         total = reply.delay_s + reply.chunk_delay_s * max(0, reply.text_chunks - 1)

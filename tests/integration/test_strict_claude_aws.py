@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from capguard.core.pricing import BEDROCK_REGIONAL, Pricer, bedrock_model
-from tests.fakes.fake_anthropic import MANTLE_PREFIX, FakeAnthropic
+from tests.fakes.fake_anthropic import COUNT_TOKENS, MANTLE_PREFIX, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
 from tests.integration.test_strict_claude import (
@@ -184,6 +184,10 @@ def test_a_runaway_on_bedrocks_invoke_api_is_read_off_its_event_stream_and_never
     # the main loop's model; Claude Code's side calls go to its Haiku and Sonnet (on `us.` profiles)
     assert {r["model"] for r in served if r["kind"] == "main"} == {model}
     assert any(r["stream"] for r in served)  # invoke-with-response-stream: the event stream was read
+    # Bedrock's free CountTokens was asked where the bytes' bound would bind (its answer counts as the fake bills)
+    counts = [r for r in server.requests if r["kind"] == COUNT_TOKENS]
+    assert counts and all(r["platform"] == "bedrock" for r in counts)
+    assert any(call["prompt_counted"] for call in report["calls"])  # and tightened a call's bound
     assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
     bill = billed(server, regional)
     assert sum(micro_of(bill).values()) <= 400_000

@@ -159,3 +159,35 @@ def test_bedrock_with_an_api_key_is_fronted_and_without_one_refused(tmp_path):
     signed = {k: v for k, v in on.items() if k != "AWS_BEARER_TOKEN_BEDROCK"}
     with pytest.raises(ConfigError, match="without an API key .AWS_BEARER_TOKEN_BEDROCK.*Amazon Bedrock with AWS"):
         claude_fronts([], signed, cwd, home)
+
+
+# ---- Bedrock's CountTokens (free): the InvokeModel body whole, base64'd
+
+
+def test_a_metered_path_has_bedrocks_count_next_to_it_and_the_count_takes_the_whole_body():
+    import base64
+
+    from capguard.metering.proxy import bounds
+    from capguard.metering.proxy.dialects import count_tail
+
+    assert count_tail(ANTHROPIC, "model/us.anthropic.claude-opus-5-5/invoke-with-response-stream") == (
+        "model/us.anthropic.claude-opus-5-5/count-tokens"
+    )
+    assert count_tail(ANTHROPIC, "model/global.anthropic.claude-opus-5-5/invoke") == (
+        "model/global.anthropic.claude-opus-5-5/count-tokens"
+    )
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "anthropic_beta": ["interleaved-thinking-2025-05-14"],  # a field Anthropic's count would not take
+        "max_tokens": 32_000,
+        "system": "x" * 20_000,
+        "messages": [{"role": "user", "content": "y" * 20_000}],
+    }
+    bound = bounds.input_bound(ANTHROPIC, body, bounds.Conversations())
+    asked = bounds.count_request(ANTHROPIC, body, bound, "anthropic/claude-opus-5-5", BEDROCK)
+    assert asked is not None
+    assert json.loads(base64.b64decode(asked["input"]["invokeModel"]["body"])) == body
+    assert bounds.count_request(ANTHROPIC, body, bound, "anthropic/claude-opus-5-5") is None  # not on the API
+    counted = bounds.counted_bound(bound, {"inputTokens": 10_000})
+    assert counted.counted and 10_000 < counted.tokens < bound.tokens
+    assert bounds.counted_bound(bound, {"inputTokens": "10000"}) == bound  # no count: the bytes' bound stays

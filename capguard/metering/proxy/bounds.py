@@ -6,6 +6,7 @@ Pure apart from genai-prices' offline data (a model's context window).
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import re
@@ -20,7 +21,7 @@ import msgspec
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, string_end
-from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, GEMINI, RESPONSES, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
 # fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
@@ -392,13 +393,18 @@ _COUNTED_FIELDS[GEMINI] = frozenset(
 _NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention", "anthropic_version"}
 
 
-def count_request(dialect: str, body: dict[str, Any], bound: InputBound, model: str = "") -> dict[str, Any] | None:
+def count_request(
+    dialect: str, body: dict[str, Any], bound: InputBound, model: str = "", platform: str | None = None
+) -> dict[str, Any] | None:
     """The body to ask the provider's counting endpoint for this prompt's tokens; None when there is no endpoint
     (Chat), when the bound would gain too little from a count (a known conversation plus a short tail), or when
-    the request holds a field the count might not see (it could add tokens the count would miss)."""
+    the request holds a field the count might not see (it could add tokens the count would miss). Bedrock's
+    CountTokens takes the InvokeModel body whole (base64), so it sees every field the call would bill."""
     fields = _COUNTED_FIELDS.get(dialect)
     if fields is None or bound.from_bytes < COUNT_WORTH_TOKENS:
         return None
+    if platform == BEDROCK:
+        return {"input": {"invokeModel": {"body": base64.b64encode(msgspec.json.encode(body)).decode()}}}
     if any(key not in fields and key not in _NOT_COUNTED for key in body):
         return None
     counted = {k: v for k, v in body.items() if k in fields}
@@ -410,11 +416,14 @@ def count_request(dialect: str, body: dict[str, Any], bound: InputBound, model: 
 
 
 def counted_bound(bound: InputBound, answer: Any) -> InputBound:
-    """The bound from the provider's answer to `count_request` (`{"input_tokens": n}`; Gemini's `{"totalTokens": n}`): the count plus
+    """The bound from the provider's answer to `count_request` (`{"input_tokens": n}`; Gemini's `{"totalTokens": n}`,
+    Bedrock's `{"inputTokens": n}`): the count plus
     COUNT_MARGIN, never above the bytes' bound. An answer that is no count of this prompt (no JSON object, n not a
     whole number, negative, above the bytes' bound, below a token per COUNT_MAX_BYTES_PER_TOKEN bytes) leaves the
     bytes' bound: fail closed, never a looser bound than the bytes give."""
-    counted = answer.get("input_tokens", answer.get("totalTokens")) if isinstance(answer, dict) else None
+    counted = None
+    if isinstance(answer, dict):  # Anthropic's, Gemini's, Bedrock's
+        counted = next((answer[k] for k in ("input_tokens", "totalTokens", "inputTokens") if k in answer), None)
     if type(counted) is not int or counted < 0 or counted > bound.tokens:
         return bound
     if counted * COUNT_MAX_BYTES_PER_TOKEN < bound.tokens - REQUEST_OVERHEAD:

@@ -256,7 +256,11 @@ class Gate:
                 most = requested if room_out is None else min(requested, max(room_out, 0))
                 clamp = clamp_max_tokens(most, floor, headroom, worst.cost if worst else _free) if fits else None
                 binds = clamp is None or clamp.lowered or most < requested
-                count = bounds.count_request(dialect, body, prompt, wants.model) if may_count and binds else None
+                count = (
+                    bounds.count_request(dialect, body, prompt, wants.model, wants.platform)
+                    if may_count and binds
+                    else None
+                )
                 if count is not None:  # the bytes' bound binds, and a count could loosen it: ask first
                     return Count(dialect, body, wants, model, prompt, count)
                 task = None
