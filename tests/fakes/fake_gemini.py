@@ -60,6 +60,8 @@ UTILITY = "utility"  # any other side call (e.g. chat compression)
 KINDS = (MAIN, ROUTER, LOOP_CHECK, NEXT_SPEAKER, UTILITY)
 
 _PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
+# Vertex AI's countTokens request (CountTokensRequest): the prompt's fields, no generateContentRequest inside
+_VERTEX_COUNT_FIELDS = {"contents", "systemInstruction", "tools", "generationConfig", "instances", "model"}
 # Vertex AI's: /v1beta1/projects/P/locations/L/publishers/google/models/M:method, or without the project and
 # location (express mode, an API key)
 _VERTEX_PATH = re.compile(
@@ -269,7 +271,13 @@ class _Handler(FakeHandler):
         model, method = match[2], match[3]
         owner: FakeGemini = self.server.owner
         if method == "countTokens":  # free on the real API, so never billed here
+            if location is not None and set(body) - _VERTEX_COUNT_FIELDS:  # Vertex's takes the prompt's fields only
+                self._error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. Unknown name {sorted(body)}")
+                return
             inner = body.get("generateContentRequest", body)
+            owner = self.server.owner
+            with owner._cond:
+                owner.counts.append({"model": model, "vertex_location": location, "fields": sorted(body)})
             self._send_json(200, {"totalTokens": billing.tokens(billing.prompt_text(inner))})
             return
         record, planned = owner._record(model, method, body)
@@ -378,6 +386,7 @@ class FakeGemini(FakeServer):
         self.cache_min_tokens = cache_min_tokens
         self._main_index = 0
         self._prompts: dict[str, list[bytes]] = {}  # model -> earlier prompts, for implicit caching
+        self.counts: list[dict] = []  # each countTokens asked: its model, Vertex's location, the body's fields
 
     @property
     def base_url(self) -> str:

@@ -355,6 +355,9 @@ def test_a_runaway_on_vertex_ai_stops_at_the_usd_cap_counted_exactly(gemini):
     assert sum(m for m, _, _ in bill.values()) <= 50_000
     assert_counted_exactly(report, server)
     assert report["refusals"][-1]["cap"] == "usd"
+    # Vertex's countTokens was asked in its own shape (the prompt's fields, no request inside) and tightened a bound
+    assert server.counts and all(c["vertex_location"] == "global" for c in server.counts), server.counts
+    assert any(call["prompt_counted"] for call in report["calls"])
     assert "the next call's worst case would pass the $0.05 cap" in result.stderr
     assert_no_proxy_secret(result.stdout, result.stderr)
     assert_tree_gone(gemini)

@@ -278,3 +278,28 @@ def test_gemini_on_vertex_refusals_are_in_googles_format_and_hosts_have_no_versi
     assert vertex_host("global") == "https://aiplatform.googleapis.com"
     assert vertex_host("us-central1") == "https://us-central1-aiplatform.googleapis.com"
     assert vertex_host("evil.example") is None
+
+
+def test_gemini_on_vertex_has_its_count_in_vertexs_own_shape():
+    """Vertex's countTokens takes the prompt's fields (no `generateContentRequest` inside, unlike the Gemini API's);
+    a field the count could not see means no count: the bytes' bound stays."""
+    from capguard.metering.proxy import bounds
+    from capguard.metering.proxy.dialects import count_tail
+
+    tail = "v1beta1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent"
+    assert count_tail(GEMINI, tail) == tail.replace(":streamGenerateContent", ":countTokens")
+    express = "v1beta1/publishers/google/models/gemini-2.5-flash:generateContent"
+    assert count_tail(GEMINI, express) == "v1beta1/publishers/google/models/gemini-2.5-flash:countTokens"
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "x" * 40_000}]}],
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "generationConfig": {"maxOutputTokens": 1000},
+        "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},  # adds no prompt tokens
+    }
+    bound = bounds.input_bound(GEMINI, body, bounds.Conversations())
+    asked = bounds.count_request(GEMINI, body, bound, "gemini-2.5-pro", VERTEX_GEMINI)
+    assert asked == {k: body[k] for k in ("contents", "systemInstruction", "generationConfig")}
+    on_api = bounds.count_request(GEMINI, body, bound, "gemini-2.5-pro")
+    assert on_api is not None and "generateContentRequest" in on_api  # the Gemini API's shape, as before
+    assert bounds.count_request(GEMINI, {**body, "cachedContent": "c/1"}, bound, "m", VERTEX_GEMINI) is None
+    assert route("POST", tail, VERTEX_GEMINI).platform == VERTEX_GEMINI

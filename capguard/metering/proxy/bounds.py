@@ -21,7 +21,7 @@ import msgspec
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, string_end
-from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, GEMINI, RESPONSES, Ask
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, GEMINI, RESPONSES, VERTEX_GEMINI, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
 # fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
@@ -390,6 +390,9 @@ _COUNTED_FIELDS = {
 _COUNTED_FIELDS[GEMINI] = frozenset(
     {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings"}
 )
+# Gemini on Vertex: what its countTokens takes, and fields that add no prompt tokens (settings of the call)
+_VERTEX_COUNTED = frozenset({"contents", "systemInstruction", "tools", "generationConfig"})
+_VERTEX_NO_TOKENS = frozenset({"safetySettings", "toolConfig", "labels"})
 _NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache_retention", "anthropic_version"}
 
 
@@ -405,6 +408,10 @@ def count_request(
         return None
     if platform == BEDROCK:
         return {"input": {"invokeModel": {"body": base64.b64encode(msgspec.json.encode(body)).decode()}}}
+    if platform == VERTEX_GEMINI:  # Vertex's CountTokensRequest: the prompt's own fields, no request inside
+        if any(key not in _VERTEX_COUNTED and key not in _VERTEX_NO_TOKENS for key in body):
+            return None
+        return {k: v for k, v in body.items() if k in _VERTEX_COUNTED}
     if any(key not in fields and key not in _NOT_COUNTED for key in body):
         return None
     counted = {k: v for k, v in body.items() if k in fields}

@@ -102,7 +102,10 @@ def count_tail(dialect: str, tail: str) -> str | None:
         return f"{path.split('/models/', 1)[0]}/models/{_VERTEX_COUNT}:rawPredict"
     if dialect == GEMINI:  # `v1beta/models/<model>:streamGenerateContent` -> `v1beta/models/<model>:countTokens`
         found_gemini = _GEMINI_PATH.match("/" + path)
-        return f"{path.rsplit(':', 1)[0]}:countTokens" if found_gemini and found_gemini[2] in _GEMINI_METERED else None
+        verb = found_gemini[2] if found_gemini else None
+        if found_gemini is None and (on_vertex := _VERTEX_GEMINI_PATH.match("/" + path)):  # Vertex's, alike
+            verb = on_vertex[3]
+        return f"{path.rsplit(':', 1)[0]}:countTokens" if verb in _GEMINI_METERED else None
     found = _COUNT_SUFFIX.get(dialect)
     if found is None or not ("/" + path).endswith(found[0]):
         return None
@@ -143,7 +146,7 @@ def ask(
     that hold every cache marker it has (bounds.Prompt.marked), when it was serialized already. `platform`:
     Route.platform (Bedrock's model ids are read as Anthropic's names)."""
     if dialect == GEMINI:
-        return _gemini_ask(body, model, stream)
+        return _gemini_ask(body, model, stream, platform)
     model = model if model is not None else body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
@@ -382,7 +385,8 @@ def _vertex_gemini_route(method: str, path: str) -> Route:
     if method == "POST" and found:
         location, model, verb = found.group(1) or "global", found.group(2), found.group(3)
         if verb in _GEMINI_METERED:
-            return Route(dialect=GEMINI, model=model, stream=_GEMINI_METERED[verb], location=location)
+            stream = _GEMINI_METERED[verb]
+            return Route(GEMINI, model=model, stream=stream, location=location, platform=VERTEX_GEMINI)
         if verb in _GEMINI_FREE:
             return Route(free=True, location=location)
     return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
@@ -406,7 +410,7 @@ def gemini_output_ceiling(model: str) -> int:
     return _GEMINI_SMALL_MAX_OUTPUT if _GEMINI_SMALL_OUTPUT.match(model) else GEMINI_MAX_OUTPUT
 
 
-def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool) -> Ask:
+def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool, platform: str | None = None) -> Ask:
     """Gemini's request facts. maxOutputTokens bounds thoughts and the reply together (Gemini 2.5 and 3 stop with
     MAX_TOKENS when thinking reaches it; a thinkingBudget is only a hint the model may pass), so the worst case is
     maxOutputTokens of output, and a request without one gets the limit capguard holds written into it."""
@@ -443,6 +447,7 @@ def _gemini_ask(body: dict[str, Any], model: str | None, stream: bool) -> Ask:
         None,  # implicit caching writes at no charge; an explicit cache (cachedContent) is refused above
         not no_thinking,  # thoughts are billed and never streamed whole: a cut stream may have used its limit
         write_limit=limit is None,
+        platform=platform,
     )
 
 
