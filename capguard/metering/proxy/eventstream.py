@@ -43,23 +43,24 @@ class MessageSplitter:
         if self.broken:
             return []
         self._buffer += chunk
-        messages: list[Message] = []
-        while len(self._buffer) >= _PRELUDE:
-            total, header_length, prelude_crc = struct.unpack_from(">III", self._buffer)
-            if zlib.crc32(self._buffer[:8]) != prelude_crc:
+        buffer, at, messages = self._buffer, 0, []
+        while len(buffer) - at >= _PRELUDE:
+            total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
+            if zlib.crc32(buffer[at : at + 8]) != prelude_crc:
                 return self._break(messages, "a message's prelude failed its CRC")
             if not _MINIMUM <= total <= MAX_MESSAGE_BYTES or header_length > total - _MINIMUM:
                 return self._break(messages, f"a message claims {total} bytes")
-            if len(self._buffer) < total:
+            if len(buffer) - at < total:
                 break
-            raw = bytes(self._buffer[:total])
-            del self._buffer[:total]
+            raw = bytes(buffer[at : at + total])
+            at += total
             if zlib.crc32(raw[:-4]) != struct.unpack(">I", raw[-4:])[0]:
                 return self._break(messages, "a message failed its CRC")
             headers = _headers(raw[_PRELUDE : _PRELUDE + header_length])
             if headers is None:
                 return self._break(messages, "a message's headers cannot be read")
             messages.append(Message(headers, raw[_PRELUDE + header_length : -4]))
+        del buffer[:at]  # once per chunk: what is left is one message's start at most
         return messages
 
     def _break(self, messages: list[Message], why: str) -> list[Message]:
