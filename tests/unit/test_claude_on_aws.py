@@ -205,3 +205,27 @@ def test_the_files_meter_prices_mantle_replies_at_the_regional_premium():
     assert Pricer().price(ours).cost_micro == round((1000 * 4 + 200 * 20) * 1.1)
     assert claudes.reported_cost_micro == 1100  # Claude Code's own figure leaves the premium out
     assert old.details == {}  # Sonnet 4: no premium
+
+
+@pytest.mark.parametrize(
+    ("cloud", "name"),
+    [("CLAUDE_CODE_USE_VERTEX", "Vertex AI"), ("CLAUDE_CODE_USE_BEDROCK", "Amazon Bedrock"), (None, None)],
+)
+def test_a_task_budget_on_a_cloud_says_none_is_sent(tmp_path, monkeypatch, cloud, name):
+    """Claude Code 2.1.330 sends no task budget on Vertex, Bedrock or Mantle (`claude -p --task-budget`, measured),
+    and the proxy adds none there: the run says so instead of leaving the user to think one holds."""
+    from capguard.agents.claude.adapter import ClaudeAdapter
+    from capguard.config.settings import load_settings
+
+    fake = tmp_path / "claude"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text("[agents.claude]\ntask_budget = 50000\n")
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path / "cc")}
+    if cloud:
+        env[cloud] = "1"
+    monkeypatch.chdir(tmp_path)
+    plan = ClaudeAdapter().plan([], load_settings("claude", env={}, files=[config]), tmp_path, env, "r1")
+    said = [note for note in plan.notes if note.startswith("task budget")]
+    assert said == ([f"task budget: Claude Code sends none on {name}, and nor does capguard"] if cloud else [])

@@ -411,6 +411,7 @@ class _Statusline:
 
 
 STATUSLINE_REFRESH_S = 2
+_CLOUD_NAMES = {VERTEX: "Vertex AI", BEDROCK: "Amazon Bedrock", MANTLE: "Amazon Bedrock (Mantle)"}
 
 
 class ClaudeAdapter:
@@ -433,6 +434,9 @@ class ClaudeAdapter:
         sessions = _Sessions(folder, started_at=time.time(), priced=priced)
         ours: list[str] = []
         notes: list[str] = []
+        if platform is not None and settings.launch.task_budget is not None:
+            # measured with 2.1.330: `claude -p --task-budget` sends none on Vertex, Bedrock or Mantle either
+            notes.append(f"task budget: Claude Code sends none on {_CLOUD_NAMES[platform]}, and nor does capguard")
 
         if _has(args, "--no-session-persistence"):
             raise ConfigError(

@@ -43,7 +43,8 @@ class MessageSplitter:
         if self.broken:
             return []
         self._buffer += chunk
-        buffer, at, messages = self._buffer, 0, []
+        buffer, at = self._buffer, 0
+        messages: list[Message] = []
         while len(buffer) - at >= _PRELUDE:
             total, header_length, prelude_crc = struct.unpack_from(">III", buffer, at)
             if zlib.crc32(buffer[at : at + 8]) != prelude_crc:
