@@ -242,7 +242,6 @@ def test_a_denied_model_is_refused_by_the_proxy_in_claudes_own_error_format(clau
 @pytest.mark.parametrize(
     "variable",
     [
-        "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
         "CLAUDE_CODE_USE_FOUNDRY",
         "ANTHROPIC_UNIX_SOCKET",
     ],

@@ -44,13 +44,7 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     assert front.upstream == "https://gw.example/anthropic"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "CLAUDE_CODE_USE_FOUNDRY",
-        "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
-    ],
-)
+@pytest.mark.parametrize("name", ["CLAUDE_CODE_USE_FOUNDRY"])
 def test_claude_on_another_cloud_is_refused(tmp_path, name):
     with pytest.raises(ConfigError, match=f"{name} in environment.*--meter files"):
         claude_fronts([], {name: "1"}, tmp_path, tmp_path / ".claude")

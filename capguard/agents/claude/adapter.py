@@ -107,15 +107,18 @@ MANTLE_SWITCH = (
 )
 AWS_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_AWS"  # Claude Platform on AWS: at ANTHROPIC_AWS_BASE_URL
 BEDROCK_SWITCH = "CLAUDE_CODE_USE_BEDROCK"  # Amazon Bedrock's InvokeModel API: at ANTHROPIC_BEDROCK_BASE_URL
+# Claude on Google Cloud, Anthropic managed (claude.googleapis.com): the Claude API itself, at its prices, with a
+# Google bearer token; at ANTHROPIC_GOOGLE_CLOUD_BASE_URL
+GOOGLE_CLOUD_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD"
 # Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
 # reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
 OTHER_PROVIDERS = {
+    # billed in Claude Consumption Units by deployment type (Global or US Data Zone), which no request shows
     "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
-    "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "Claude on Google Cloud",
 }
 # The switches in the order Claude Code 2.1.330 picks its provider (the first one set wins)
 SWITCH_ORDER = (
-    BEDROCK_SWITCH, "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD",
+    BEDROCK_SWITCH, "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, GOOGLE_CLOUD_SWITCH,
     MANTLE_SWITCH, VERTEX_SWITCH,
 )  # fmt: skip
 
@@ -224,7 +227,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
                 )
             )
     base = {
-        VERTEX_SWITCH: "ANTHROPIC_VERTEX_BASE_URL", **{k: v.base for k, v in ON_AWS.items()}
+        VERTEX_SWITCH: "ANTHROPIC_VERTEX_BASE_URL", GOOGLE_CLOUD_SWITCH: GOOGLE_CLOUD_BASE,
+        **{k: v.base for k, v in ON_AWS.items()},
     }.get(chosen or "", "ANTHROPIC_BASE_URL")  # fmt: skip
     for where, table in sources[1:]:
         for name in ("NO_PROXY", "no_proxy"):  # Claude Code applies it over the one that keeps the proxy's hop direct
@@ -244,6 +248,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
         return [Front("vertex", upstream, VERTEX, ("ANTHROPIC_VERTEX_BASE_URL",), provider="anthropic")]
     if chosen in ON_AWS:
         return [_aws_front(ON_AWS[chosen], env, sources)]
+    if chosen == GOOGLE_CLOUD_SWITCH:
+        return [_google_cloud_front(env, sources)]
     upstream = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"ANTHROPIC_BASE_URL {upstream!r} is not an http(s) URL"))
@@ -283,6 +289,45 @@ def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, d
         raise ConfigError(strict_refusal("claude", f"{cloud.base} {upstream!r} is not an http(s) URL"))
     mount = {MANTLE: "mantle", BEDROCK: "bedrock"}.get(cloud.dialect, "anthropic-aws")
     return Front(mount, upstream, cloud.dialect, (cloud.base,), provider="anthropic")
+
+
+GOOGLE_CLOUD_BASE = "ANTHROPIC_GOOGLE_CLOUD_BASE_URL"
+_GCP_PROJECT = re.compile(r"^([a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")  # a domain-scoped one too
+_WORKSPACE = re.compile(r"^wrkspc_[A-Za-z0-9]{1,64}$")
+
+
+def _google_cloud_front(env: Mapping[str, str], sources: list[tuple[str, dict]]) -> Front:
+    """Claude on Google Cloud (Anthropic managed): the Claude API, priced as Anthropic's, at the user's base URL or
+    the one Anthropic's SDK builds from the project, the location and the workspace (Claude Code would ask gcloud
+    for a project it is not given, which capguard cannot see: then it refuses). Only `global` is priced: a location
+    of its own may cost more, at a rate nothing documents yet."""
+
+    def named(*names: str) -> str | None:
+        return next((found[1] for n in names if (found := _in_effect(sources, n)) and found[1]), None)
+
+    upstream = env.get(GOOGLE_CLOUD_BASE)
+    location = named("ANTHROPIC_GOOGLE_CLOUD_LOCATION") or "global"
+    if location != "global":
+        raise ConfigError(
+            strict_refusal(
+                "claude", f"ANTHROPIC_GOOGLE_CLOUD_LOCATION {location[:40]!r}: capguard prices the global location only"
+            )
+        )
+    if not upstream:
+        project = named("ANTHROPIC_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT")
+        workspace = named("ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID")
+        if not (project and _GCP_PROJECT.match(project) and workspace and _WORKSPACE.match(workspace)):
+            raise ConfigError(
+                strict_refusal(
+                    "claude",
+                    "Claude on Google Cloud needs ANTHROPIC_GOOGLE_CLOUD_PROJECT and ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID"
+                    " (or ANTHROPIC_GOOGLE_CLOUD_BASE_URL) for capguard to know where its requests go",
+                )
+            )
+        upstream = f"https://claude.googleapis.com/v1/projects/{project}/locations/global/workspaces/{workspace}/invoke"
+    if not upstream.startswith(("http://", "https://")):
+        raise ConfigError(strict_refusal("claude", f"{GOOGLE_CLOUD_BASE} {upstream!r} is not an http(s) URL"))
+    return Front("anthropic-gcp", upstream, ANTHROPIC, (GOOGLE_CLOUD_BASE,), provider="anthropic")
 
 
 def _user_statusline(args: list[str], cwd: Path, claude_dir: Path) -> str | None:

@@ -1,9 +1,11 @@
-"""Strict mode with the real Claude Code on AWS: Claude in Amazon Bedrock (`CLAUDE_CODE_USE_MANTLE`, the Messages
-API at bedrock-mantle with Bedrock's model ids and a Bedrock API key) and Claude Platform on AWS
-(`CLAUDE_CODE_USE_ANTHROPIC_AWS`, the Messages API with an API key and a workspace). Its requests go through
-capguard's metering proxy to a fake that serves each as AWS does and bills like the real API. A runaway ends within
-the cap (overshoot 0) with capguard's count equal to the bill, Mantle's at the regional endpoint's 10% premium;
-without an API key (requests signed with AWS credentials for the host they go to) strict mode refuses at start."""
+"""Strict mode with the real Claude Code on the clouds that serve Claude with an API key or a bearer token:
+Amazon Bedrock's InvokeModel API (`CLAUDE_CODE_USE_BEDROCK`, AWS's event stream), Claude in Amazon Bedrock
+(`CLAUDE_CODE_USE_MANTLE`, the Messages API with Bedrock's model ids), Claude Platform on AWS
+(`CLAUDE_CODE_USE_ANTHROPIC_AWS`) and Claude on Google Cloud, Anthropic managed
+(`CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD`). Its requests go through capguard's metering proxy to a fake that
+serves each as the cloud does and bills like the real API. A runaway ends within the cap (overshoot 0) with
+capguard's count equal to the bill, Bedrock's at the regional endpoint's 10% premium where it applies; without an
+API key (requests signed with AWS credentials for the host they go to) strict mode refuses at start."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.agent
 
 BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1test-bedrock-api-key-0123456789"
 AWS_KEY = "sk-ant-aws-test-key-0123456789abcdef"
+GOOGLE_TOKEN = "ya29.capguard-test-google-access-token-0123456789"
 MANTLE_MODEL = "anthropic.claude-opus-5-5"  # Claude Code 2.1.330's default on Mantle
 
 
@@ -53,6 +56,21 @@ def on_bedrock(runner: Claude, server: FakeAnthropic) -> Claude:
         AWS_REGION="us-east-1",
         AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
         ANTHROPIC_BEDROCK_BASE_URL=server.base_url,
+    )
+    return runner
+
+
+def on_google_cloud(runner: Claude, server: FakeAnthropic) -> Claude:
+    runner.env.pop("ANTHROPIC_BASE_URL", None)
+    runner.env.pop("ANTHROPIC_API_KEY", None)
+    runner.env.update(
+        CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD="1",
+        # a gateway's setup: Claude Code signs in to nothing, the header is the gateway's (Google's token otherwise)
+        CLAUDE_CODE_SKIP_ANTHROPIC_GOOGLE_CLOUD_AUTH="1",
+        ANTHROPIC_CUSTOM_HEADERS=f"Authorization: Bearer {GOOGLE_TOKEN}",
+        ANTHROPIC_GOOGLE_CLOUD_PROJECT="capguard-test",
+        ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID="wrkspc_capguardtest",
+        ANTHROPIC_GOOGLE_CLOUD_BASE_URL=server.base_url,
     )
     return runner
 
@@ -146,21 +164,27 @@ def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regi
     assert_tree_gone(runner)
 
 
-def test_a_runaway_on_claude_platform_on_aws_never_overshoots(claude):
+@pytest.mark.parametrize("where", [on_aws, on_google_cloud])
+def test_a_runaway_on_claude_platform_on_aws_or_google_cloud_never_overshoots(claude, where):
+    """Both are the Claude API itself, run by Anthropic and billed through the cloud, at its prices."""
     with FakeAnthropic(billing(delay_s=0.1)) as server:
-        runner = claude(server, on_aws)
+        runner = claude(server, where)
         result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
     report = result.report
     assert result.rc == 122, result.stderr
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0
     served = [r for r in server.requests if r.get("usage")]
     assert len(served) >= 3
-    assert all(r["headers"]["anthropic-workspace-id"] == "wrkspc_capguard_test" for r in served)
-    assert all(r["headers"]["x-api-key"] == AWS_KEY[:10] + "..." for r in served)
+    if where is on_aws:
+        assert all(r["headers"]["anthropic-workspace-id"] == "wrkspc_capguard_test" for r in served)
+        assert all(r["headers"]["x-api-key"] == AWS_KEY[:10] + "..." for r in served)
+    else:  # the Google token went on as Claude Code sent it
+        assert all(r["headers"]["authorization"] == "Bearer ya2..." for r in served)
     bill = billed(server, lambda _: None)  # Anthropic's own rates: no inference_geo was asked
     assert sum(micro_of(bill).values()) <= 400_000
     assert_ledger_is_the_bill(report, bill)
-    assert AWS_KEY not in result.stdout + result.stderr + json.dumps(report)
+    shown = result.stdout + result.stderr + json.dumps(report)
+    assert AWS_KEY not in shown and GOOGLE_TOKEN not in shown
     assert_tree_gone(runner)
 
 

@@ -1,7 +1,8 @@
-"""Claude Code on AWS, pure parts: Bedrock's model ids priced as Anthropic's models, Mantle's routes and request
-facts (its regional premium, no task budget), the Gate settling a Mantle call, Claude Code's fronts for Claude in
-Amazon Bedrock (Mantle) and Claude Platform on AWS with an API key, the refusals without one, the provider Claude
-Code picks when several are set, and the files meter's premium on Mantle."""
+"""Claude Code on AWS and Google Cloud, pure parts: Bedrock's model ids priced as Anthropic's models, Mantle's
+routes and request facts (its regional premium, no task budget), the Gate settling a Mantle call, Claude Code's
+fronts for Claude in Amazon Bedrock (Mantle), Claude Platform on AWS and Claude on Google Cloud (Anthropic
+managed), the refusals where capguard cannot front or price them, the provider Claude Code picks when several are
+set, and the files meter's premium on Mantle."""
 
 from __future__ import annotations
 
@@ -229,3 +230,42 @@ def test_a_task_budget_on_a_cloud_says_none_is_sent(tmp_path, monkeypatch, cloud
     plan = ClaudeAdapter().plan([], load_settings("claude", env={}, files=[config]), tmp_path, env, "r1")
     said = [note for note in plan.notes if note.startswith("task budget")]
     assert said == ([f"task budget: Claude Code sends none on {name}, and nor does capguard"] if cloud else [])
+
+
+# ---- Claude on Google Cloud (Anthropic managed): the Claude API at claude.googleapis.com
+
+GCP_ON = {
+    "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "1",
+    "ANTHROPIC_GOOGLE_CLOUD_PROJECT": "my-project-123",
+    "ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID": "wrkspc_01AbC",
+}
+
+
+def test_claude_on_google_cloud_is_fronted_at_the_url_anthropics_sdk_builds(dirs):
+    cwd, home = dirs
+    (front,) = claude_fronts([], GCP_ON, cwd, home)
+    assert (front.mount, front.upstream, front.dialect, front.env, front.provider) == (
+        "anthropic-gcp",
+        "https://claude.googleapis.com/v1/projects/my-project-123/locations/global/workspaces/wrkspc_01AbC/invoke",
+        ANTHROPIC, ("ANTHROPIC_GOOGLE_CLOUD_BASE_URL",), "anthropic",
+    )  # fmt: skip
+    project = {**GCP_ON, "ANTHROPIC_GOOGLE_CLOUD_PROJECT": "", "GOOGLE_CLOUD_PROJECT": "other-project"}
+    assert "/projects/other-project/" in claude_fronts([], project, cwd, home)[0].upstream
+    gateway = {"CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "1", "ANTHROPIC_GOOGLE_CLOUD_BASE_URL": "https://gw.example"}
+    assert claude_fronts([], gateway, cwd, home)[0].upstream == "https://gw.example"
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "1"}, "needs ANTHROPIC_GOOGLE_CLOUD_PROJECT"),
+        ({**GCP_ON, "ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID": ""}, "needs ANTHROPIC_GOOGLE_CLOUD_PROJECT"),
+        ({**GCP_ON, "ANTHROPIC_GOOGLE_CLOUD_PROJECT": "x/../../evil"}, "needs ANTHROPIC_GOOGLE_CLOUD_PROJECT"),
+        ({**GCP_ON, "ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID": "wrkspc_a/b"}, "needs ANTHROPIC_GOOGLE_CLOUD_PROJECT"),
+        ({**GCP_ON, "ANTHROPIC_GOOGLE_CLOUD_LOCATION": "us"}, "prices the global location only"),
+    ],
+)
+def test_what_strict_mode_cannot_front_on_google_cloud_is_refused(dirs, env, why):
+    cwd, home = dirs
+    with pytest.raises(ConfigError, match=f"{why}.*--meter files"):
+        claude_fronts([], env, cwd, home)
