@@ -199,12 +199,17 @@ def _known_to_genai(model: str) -> bool:
 
 VERTEX_REGIONAL = "vertex-regional"
 BEDROCK_REGIONAL = "bedrock-regional"
+FOUNDRY_DATA_ZONE = "foundry-data-zone"
 # Where a call is served at a premium genai-prices does not price: Anthropic's US-only inference (`inference_geo`
 # "us"), Google Vertex AI's regional and multi-region endpoints and Amazon Bedrock's regional ones (Mantle's
-# endpoints are each in one region) for Claude Sonnet 4.5 and later models
-GEO_PREMIUM = {"us": Decimal("1.1"), VERTEX_REGIONAL: Decimal("1.1"), BEDROCK_REGIONAL: Decimal("1.1")}
+# endpoints are each in one region) for Claude Sonnet 4.5 and later models, and Microsoft Foundry's US Data Zone
+# deployments (no request says a deployment's type: every Foundry call is held and settled at it, never low)
+GEO_PREMIUM = {
+    "us": Decimal("1.1"), VERTEX_REGIONAL: Decimal("1.1"), BEDROCK_REGIONAL: Decimal("1.1"),
+    FOUNDRY_DATA_ZONE: Decimal("1.1"),
+}  # fmt: skip
 # The premiums a cloud's endpoint decides (the call's usage does not say them)
-PLATFORM_PREMIUMS = (VERTEX_REGIONAL, BEDROCK_REGIONAL)
+PLATFORM_PREMIUMS = (VERTEX_REGIONAL, BEDROCK_REGIONAL, FOUNDRY_DATA_ZONE)
 
 
 def genai_price(

@@ -239,13 +239,7 @@ def test_a_denied_model_is_refused_by_the_proxy_in_claudes_own_error_format(clau
     assert_tree_gone(runner)
 
 
-@pytest.mark.parametrize(
-    "variable",
-    [
-        "CLAUDE_CODE_USE_FOUNDRY",
-        "ANTHROPIC_UNIX_SOCKET",
-    ],
-)
+@pytest.mark.parametrize("variable", ["ANTHROPIC_UNIX_SOCKET"])
 def test_a_provider_the_proxy_cannot_front_is_refused_at_start(claude, variable):
     with FakeAnthropic(billing()) as server:
         runner = claude(server)

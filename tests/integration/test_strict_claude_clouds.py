@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from capguard.core.pricing import BEDROCK_REGIONAL, Pricer, bedrock_model
+from capguard.core.pricing import BEDROCK_REGIONAL, FOUNDRY_DATA_ZONE, Pricer, bedrock_model
 from tests.fakes.fake_anthropic import COUNT_TOKENS, MANTLE_PREFIX, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.agent
 BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1test-bedrock-api-key-0123456789"
 AWS_KEY = "sk-ant-aws-test-key-0123456789abcdef"
 GOOGLE_TOKEN = "ya29.capguard-test-google-access-token-0123456789"
+FOUNDRY_KEY = "foundry-test-key-0123456789abcdef0123"
 MANTLE_MODEL = "anthropic.claude-opus-5-5"  # Claude Code 2.1.330's default on Mantle
 
 
@@ -71,6 +72,18 @@ def on_google_cloud(runner: Claude, server: FakeAnthropic) -> Claude:
         ANTHROPIC_GOOGLE_CLOUD_PROJECT="capguard-test",
         ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID="wrkspc_capguardtest",
         ANTHROPIC_GOOGLE_CLOUD_BASE_URL=server.base_url,
+    )
+    return runner
+
+
+def on_foundry(runner: Claude, server: FakeAnthropic) -> Claude:
+    runner.env.pop("ANTHROPIC_BASE_URL", None)
+    runner.env.pop("ANTHROPIC_API_KEY", None)
+    runner.env.update(
+        CLAUDE_CODE_USE_FOUNDRY="1",
+        ANTHROPIC_FOUNDRY_API_KEY=FOUNDRY_KEY,
+        ANTHROPIC_FOUNDRY_BASE_URL=server.base_url,
+        ANTHROPIC_MODEL="claude-opus-5-5",  # a deployment named after its model, as Claude Code names them
     )
     return runner
 
@@ -221,6 +234,24 @@ def test_a_runaway_on_bedrocks_invoke_api_is_read_off_its_event_stream_and_never
     assert_tree_gone(runner)
 
 
+def test_a_runaway_on_microsoft_foundry_never_overshoots_and_is_held_at_the_data_zone_price(claude):
+    """Foundry bills Anthropic's rates, a US Data Zone deployment at 1.1x, and no request says a deployment's type:
+    every call is held and settled at the 1.1x, never below what Azure bills (up to 10% high on a Global one)."""
+    with FakeAnthropic(billing(delay_s=0.1)) as server:
+        runner = claude(server, on_foundry)
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    served = [r for r in server.requests if r.get("usage")]
+    assert len(served) >= 3 and all(r["headers"]["x-api-key"] == FOUNDRY_KEY[:10] + "..." for r in served)
+    bill = billed(server, lambda _: FOUNDRY_DATA_ZONE)  # as a US Data Zone deployment bills it
+    assert sum(micro_of(bill).values()) <= 400_000
+    assert_ledger_is_the_bill(report, bill)
+    assert FOUNDRY_KEY not in result.stdout + result.stderr + json.dumps(report)
+    assert_tree_gone(runner)
+
+
 @pytest.mark.parametrize("where", [on_bedrock, on_mantle, on_aws])
 def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
     """Without an API key Claude Code signs each request with AWS credentials for the host it goes to: the
@@ -241,6 +272,7 @@ def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
         (on_mantle, None, lambda _: BEDROCK_REGIONAL),  # each Mantle endpoint is one region's
         (on_bedrock, None, regional),  # Claude Code's default: US profiles
         (on_bedrock, "global.anthropic.claude-opus-5-5", regional),
+        (on_foundry, None, lambda _: FOUNDRY_DATA_ZONE),  # never below a US Data Zone deployment's bill
     ],
 )
 def test_the_files_meter_prices_bedrock_replies_as_anthropics_models_with_the_premium(claude, where, model, geo):

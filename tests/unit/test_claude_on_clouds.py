@@ -177,9 +177,9 @@ def test_the_provider_is_the_one_claude_code_picks(dirs):
     cwd, home = dirs
     both = {**MANTLE_ON, "CLAUDE_CODE_USE_VERTEX": "1"}
     assert claude_fronts([], both, cwd, home)[0].mount == "mantle"  # Claude Code picks Mantle over Vertex
-    # Bedrock's InvokeModel over both, and Foundry (refused) over Mantle
+    # Bedrock's InvokeModel over both, and Foundry over Mantle (its refusal, without a resource, is Foundry's)
     assert claude_fronts([], {**both, "CLAUDE_CODE_USE_BEDROCK": "1"}, cwd, home)[0].mount == "bedrock"
-    with pytest.raises(ConfigError, match="CLAUDE_CODE_USE_FOUNDRY in environment"):
+    with pytest.raises(ConfigError, match="no ANTHROPIC_FOUNDRY_RESOURCE is set"):
         claude_fronts([], {**MANTLE_ON, "CLAUDE_CODE_USE_FOUNDRY": "1"}, cwd, home)
     # Claude Code applies its settings over its environment: a switch turned off there is off
     (home / "settings.json").write_text(json.dumps({"env": {"CLAUDE_CODE_USE_MANTLE": "0"}}))
@@ -210,7 +210,12 @@ def test_the_files_meter_prices_mantle_replies_at_the_regional_premium():
 
 @pytest.mark.parametrize(
     ("cloud", "name"),
-    [("CLAUDE_CODE_USE_VERTEX", "Vertex AI"), ("CLAUDE_CODE_USE_BEDROCK", "Amazon Bedrock"), (None, None)],
+    [
+        ("CLAUDE_CODE_USE_VERTEX", "Vertex AI"),
+        ("CLAUDE_CODE_USE_BEDROCK", "Amazon Bedrock"),
+        ("CLAUDE_CODE_USE_FOUNDRY", None),  # Claude Code sends one there: so does the proxy, nothing to say
+        (None, None),
+    ],
 )
 def test_a_task_budget_on_a_cloud_says_none_is_sent(tmp_path, monkeypatch, cloud, name):
     """Claude Code 2.1.330 sends no task budget on Vertex, Bedrock or Mantle (`claude -p --task-budget`, measured),
@@ -229,7 +234,7 @@ def test_a_task_budget_on_a_cloud_says_none_is_sent(tmp_path, monkeypatch, cloud
     monkeypatch.chdir(tmp_path)
     plan = ClaudeAdapter().plan([], load_settings("claude", env={}, files=[config]), tmp_path, env, "r1")
     said = [note for note in plan.notes if note.startswith("task budget")]
-    assert said == ([f"task budget: Claude Code sends none on {name}, and nor does capguard"] if cloud else [])
+    assert said == ([f"task budget: Claude Code sends none on {name}, and nor does capguard"] if name else [])
 
 
 # ---- Claude on Google Cloud (Anthropic managed): the Claude API at claude.googleapis.com
@@ -269,3 +274,46 @@ def test_what_strict_mode_cannot_front_on_google_cloud_is_refused(dirs, env, why
     cwd, home = dirs
     with pytest.raises(ConfigError, match=f"{why}.*--meter files"):
         claude_fronts([], env, cwd, home)
+
+
+# ---- Claude in Microsoft Foundry
+
+
+def test_foundry_is_fronted_at_its_resources_endpoint_and_priced_at_the_data_zones_rate(dirs):
+    from capguard.core.pricing import FOUNDRY_DATA_ZONE
+    from capguard.metering.proxy.dialects import FOUNDRY
+
+    cwd, home = dirs
+    on = {"CLAUDE_CODE_USE_FOUNDRY": "1", "ANTHROPIC_FOUNDRY_RESOURCE": "my-res", "ANTHROPIC_FOUNDRY_API_KEY": "k"}
+    (front,) = claude_fronts([], on, cwd, home)
+    assert (front.mount, front.upstream, front.dialect, front.env) == (
+        "foundry", "https://my-res.services.ai.azure.com/anthropic", FOUNDRY, ("ANTHROPIC_FOUNDRY_BASE_URL",)
+    )  # fmt: skip
+    gateway = {**on, "ANTHROPIC_FOUNDRY_BASE_URL": "https://apim.example/claude"}
+    assert claude_fronts([], gateway, cwd, home)[0].upstream == "https://apim.example/claude"
+    for env, why in (
+        ({"CLAUDE_CODE_USE_FOUNDRY": "1"}, "no ANTHROPIC_FOUNDRY_RESOURCE is set"),
+        ({**on, "ANTHROPIC_FOUNDRY_RESOURCE": "evil.example/x"}, "is no Foundry resource"),
+    ):
+        with pytest.raises(ConfigError, match=f"{why}.*--meter files"):
+            claude_fronts([], env, cwd, home)
+    found = route("POST", "v1/messages", FOUNDRY)
+    assert (found.dialect, found.platform) == (ANTHROPIC, FOUNDRY)
+    body = {"model": "claude-opus-5-5", "max_tokens": 10, "messages": []}
+    assert ask(ANTHROPIC, body, platform=FOUNDRY).geo == FOUNDRY_DATA_ZONE
+    assert ask(ANTHROPIC, {**body, "model": "claude-sonnet-4-20250514"}, platform=FOUNDRY).geo is None
+    assert json.loads(error_body(FOUNDRY, "no"))["error"]["message"] == "no"
+
+
+def test_the_task_budget_goes_where_claude_code_sends_one_itself():
+    """Claude Code 2.1.330 sends `task_budget` on Foundry, Claude Platform on AWS and Claude on Google Cloud (the
+    Claude API), none on Vertex, Bedrock or Mantle (measured): the proxy adds it where Claude Code would."""
+    from capguard.metering.proxy.dialects import FOUNDRY
+
+    body = {"model": "claude-opus-5-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    for platform, added in ((FOUNDRY, True), (None, True), (MANTLE, False)):
+        gate = Gate(Pricer(), cap_micro=1_000_000, task_budget=50_000)
+        admission = gate.admit(ANTHROPIC, body, provider="anthropic", platform=platform)
+        assert isinstance(admission, Admission)
+        assert (admission.task is not None) is added, platform
+        assert ("task_budget" in admission.body.get("output_config", {})) is added

@@ -44,17 +44,6 @@ def test_claude_is_fronted_at_its_own_base_url_or_the_apis(tmp_path):
     assert front.upstream == "https://gw.example/anthropic"
 
 
-@pytest.mark.parametrize("name", ["CLAUDE_CODE_USE_FOUNDRY"])
-def test_claude_on_another_cloud_is_refused(tmp_path, name):
-    with pytest.raises(ConfigError, match=f"{name} in environment.*--meter files"):
-        claude_fronts([], {name: "1"}, tmp_path, tmp_path / ".claude")
-    assert claude_fronts([], {name: "0"}, tmp_path, tmp_path / ".claude")  # off is off
-    (tmp_path / ".claude").mkdir()
-    (tmp_path / ".claude" / "settings.json").write_text(json.dumps({"env": {name: "true"}}))
-    with pytest.raises(ConfigError, match="settings.json"):
-        claude_fronts([], {}, tmp_path, tmp_path / ".claude")
-
-
 def test_claude_base_url_in_settings_or_not_http_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="ANTHROPIC_BASE_URL is set in --settings"):
         claude_fronts(["--settings", '{"env": {"ANTHROPIC_BASE_URL": "http://x"}}'], {}, tmp_path, tmp_path)

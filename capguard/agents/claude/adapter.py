@@ -44,7 +44,15 @@ from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
-from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, MANTLE, VERTEX, VERTEX_BY_LOCATION
+from capguard.metering.proxy.dialects import (
+    ANTHROPIC,
+    BEDROCK,
+    FOUNDRY,
+    MANTLE,
+    NO_TASK_BUDGET,
+    VERTEX,
+    VERTEX_BY_LOCATION,
+)
 from capguard.metering.tail import Parser, WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code@2.1.330 (node 20 needs the explicit version)"
@@ -101,24 +109,19 @@ def native_settings(settings: Settings, args: list[str], env: Mapping[str, str])
 
 
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
-VERTEX_SWITCH = "CLAUDE_CODE_USE_VERTEX"  # Claude on Google Vertex AI: fronted at ANTHROPIC_VERTEX_BASE_URL
-MANTLE_SWITCH = (
-    "CLAUDE_CODE_USE_MANTLE"  # Claude in Amazon Bedrock (bedrock-mantle): at ANTHROPIC_BEDROCK_MANTLE_BASE_URL
-)
+# Claude Code's providers besides Anthropic's API (none reads ANTHROPIC_BASE_URL: measured with 2.1.330), each
+# fronted at the base-URL variable it reads
+VERTEX_SWITCH = "CLAUDE_CODE_USE_VERTEX"  # Claude on Google Vertex AI: at ANTHROPIC_VERTEX_BASE_URL
+MANTLE_SWITCH = "CLAUDE_CODE_USE_MANTLE"  # Claude in Amazon Bedrock: at ANTHROPIC_BEDROCK_MANTLE_BASE_URL
 AWS_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_AWS"  # Claude Platform on AWS: at ANTHROPIC_AWS_BASE_URL
 BEDROCK_SWITCH = "CLAUDE_CODE_USE_BEDROCK"  # Amazon Bedrock's InvokeModel API: at ANTHROPIC_BEDROCK_BASE_URL
 # Claude on Google Cloud, Anthropic managed (claude.googleapis.com): the Claude API itself, at its prices, with a
 # Google bearer token; at ANTHROPIC_GOOGLE_CLOUD_BASE_URL
 GOOGLE_CLOUD_SWITCH = "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD"
-# Claude Code's other providers: their requests are signed for another cloud (or go to it), and none of them
-# reads ANTHROPIC_BASE_URL (measured with Claude Code 2.1.330: each sent nothing to it)
-OTHER_PROVIDERS = {
-    # billed in Claude Consumption Units by deployment type (Global or US Data Zone), which no request shows
-    "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry",
-}
+FOUNDRY_SWITCH = "CLAUDE_CODE_USE_FOUNDRY"  # Claude in Microsoft Foundry: at ANTHROPIC_FOUNDRY_BASE_URL
 # The switches in the order Claude Code 2.1.330 picks its provider (the first one set wins)
 SWITCH_ORDER = (
-    BEDROCK_SWITCH, "CLAUDE_CODE_USE_FOUNDRY", AWS_SWITCH, GOOGLE_CLOUD_SWITCH,
+    BEDROCK_SWITCH, FOUNDRY_SWITCH, AWS_SWITCH, GOOGLE_CLOUD_SWITCH,
     MANTLE_SWITCH, VERTEX_SWITCH,
 )  # fmt: skip
 
@@ -214,11 +217,6 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
     set where capguard cannot replace it, is a ConfigError (one line, exit 2), never a silent fallback."""
     sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
     chosen = chosen_provider(sources)
-    if chosen in OTHER_PROVIDERS:
-        where = (_in_effect(sources, chosen) or ("environment", ""))[0]
-        raise ConfigError(
-            strict_refusal("claude", f"{chosen} in {where} sends its requests to {OTHER_PROVIDERS[chosen]}")
-        )
     for where, table in sources:  # Claude Code then sends every API request over it, whatever the base URL says
         if table.get("ANTHROPIC_UNIX_SOCKET"):
             raise ConfigError(
@@ -228,6 +226,7 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
             )
     base = {
         VERTEX_SWITCH: "ANTHROPIC_VERTEX_BASE_URL", GOOGLE_CLOUD_SWITCH: GOOGLE_CLOUD_BASE,
+        FOUNDRY_SWITCH: FOUNDRY_BASE,
         **{k: v.base for k, v in ON_AWS.items()},
     }.get(chosen or "", "ANTHROPIC_BASE_URL")  # fmt: skip
     for where, table in sources[1:]:
@@ -250,6 +249,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
         return [_aws_front(ON_AWS[chosen], env, sources)]
     if chosen == GOOGLE_CLOUD_SWITCH:
         return [_google_cloud_front(env, sources)]
+    if chosen == FOUNDRY_SWITCH:
+        return [_foundry_front(env, sources)]
     upstream = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"ANTHROPIC_BASE_URL {upstream!r} is not an http(s) URL"))
@@ -328,6 +329,28 @@ def _google_cloud_front(env: Mapping[str, str], sources: list[tuple[str, dict]])
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"{GOOGLE_CLOUD_BASE} {upstream!r} is not an http(s) URL"))
     return Front("anthropic-gcp", upstream, ANTHROPIC, (GOOGLE_CLOUD_BASE,), provider="anthropic")
+
+
+FOUNDRY_BASE = "ANTHROPIC_FOUNDRY_BASE_URL"
+_AZURE_RESOURCE = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+
+
+def _foundry_front(env: Mapping[str, str], sources: list[tuple[str, dict]]) -> Front:
+    """Claude in Microsoft Foundry: at the user's base URL or the endpoint of ANTHROPIC_FOUNDRY_RESOURCE, as Claude
+    Code builds it; the API key or Entra ID token passes through (neither is bound to the host)."""
+    upstream = env.get(FOUNDRY_BASE)
+    if not upstream:
+        found = _in_effect(sources, "ANTHROPIC_FOUNDRY_RESOURCE")
+        resource = found[1] if found else ""
+        if not _AZURE_RESOURCE.match(resource):
+            why = (
+                "no ANTHROPIC_FOUNDRY_RESOURCE is set" if not resource else f"{resource[:40]!r} is no Foundry resource"
+            )
+            raise ConfigError(strict_refusal("claude", f"{why}, so the endpoint Claude Code would call is unknown"))
+        upstream = f"https://{resource}.services.ai.azure.com/anthropic"
+    if not upstream.startswith(("http://", "https://")):
+        raise ConfigError(strict_refusal("claude", f"{FOUNDRY_BASE} {upstream!r} is not an http(s) URL"))
+    return Front("foundry", upstream, FOUNDRY, (FOUNDRY_BASE,), provider="anthropic")
 
 
 def _user_statusline(args: list[str], cwd: Path, claude_dir: Path) -> str | None:
@@ -474,12 +497,14 @@ class ClaudeAdapter:
         sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
         cloud = chosen_provider(sources)
         # the premium of the cloud's regional endpoints, which Claude Code's own figures leave out
-        platform = {VERTEX_SWITCH: VERTEX, MANTLE_SWITCH: MANTLE, BEDROCK_SWITCH: BEDROCK}.get(cloud or "")
+        platform = {
+            VERTEX_SWITCH: VERTEX, MANTLE_SWITCH: MANTLE, BEDROCK_SWITCH: BEDROCK, FOUNDRY_SWITCH: FOUNDRY
+        }.get(cloud or "")  # fmt: skip
         priced = with_premium(platform, premium_region([table for _, table in sources]))
         sessions = _Sessions(folder, started_at=time.time(), priced=priced)
         ours: list[str] = []
         notes: list[str] = []
-        if platform is not None and settings.launch.task_budget is not None:
+        if platform in NO_TASK_BUDGET and settings.launch.task_budget is not None:
             # measured with 2.1.330: `claude -p --task-budget` sends none on Vertex, Bedrock or Mantle either
             notes.append(f"task budget: Claude Code sends none on {_CLOUD_NAMES[platform]}, and nor does capguard")
 

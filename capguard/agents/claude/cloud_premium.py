@@ -1,6 +1,7 @@
 """Claude Code on a cloud's regional endpoint, as the files meter sees it: Google Vertex AI (on a regional or
-multi-region endpoint) and Amazon Bedrock (a regional or geographic profile, and Mantle, whose endpoints are each one
-region's) add 10% for Claude Sonnet 4.5 and later models, and neither Claude Code's figures (it applies 1.1x for
+multi-region endpoint), Amazon Bedrock (a regional or geographic profile, and Mantle, whose endpoints are each one
+region's) and Microsoft Foundry (a US Data Zone deployment, which no request shows) add 10% for Claude Sonnet 4.5
+and later models, and neither Claude Code's figures (it applies 1.1x for
 `inference_geo: "us"` only) nor its transcripts say what a call paid. Bedrock's model ids say it (`global.` or not);
 on Vertex, when any region the run may use is not `global`, every reply of such a model is priced with the premium,
 and Claude's own figures scaled by it: at most 10% high for a run that mixes `global` with a regional model, never

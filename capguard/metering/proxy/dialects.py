@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
-from capguard.core.pricing import BEDROCK_REGIONAL, VERTEX_REGIONAL, bedrock_model
+from capguard.core.pricing import BEDROCK_REGIONAL, FOUNDRY_DATA_ZONE, VERTEX_REGIONAL, bedrock_model
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, object_end
 
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
@@ -32,6 +32,12 @@ MANTLE = "bedrock-mantle"
 # Claude on Amazon Bedrock's InvokeModel API: Messages bodies without `model` and `stream`; the path names the model
 # (`/model/<id>/invoke`, `/model/<id>/invoke-with-response-stream`, whose reply is AWS's event stream, not SSE)
 BEDROCK = "bedrock"
+# Claude in Microsoft Foundry: the Messages API at a resource's endpoint; the model is a deployment's name (Claude
+# Code names its deployments after the models); billed at Anthropic's rates, a US Data Zone deployment at 1.1x
+FOUNDRY = "foundry"
+# Where Claude's task budget is not sent: `claude -p --task-budget` sends none on these (measured with 2.1.330), and
+# does on Foundry, Claude Platform on AWS and Claude on Google Cloud
+NO_TASK_BUDGET = frozenset({VERTEX, BEDROCK, MANTLE})
 # A Vertex mount's upstream when the user set no base URL: the host of the path's location, as the SDKs pick it
 # (vertex_base); written as the template it stands for, as notes and `capguard explain` show it
 VERTEX_BY_LOCATION = "https://{location}-aiplatform.googleapis.com"
@@ -63,9 +69,9 @@ class Route:
 def route(method: str, tail: str, default_dialect: str) -> Route:
     """`tail` is the path after the secret, e.g. `/v1/messages`; a refusal says why, in words a user reads."""
     path = "/" + tail.strip("/")
-    if default_dialect == MANTLE:  # Anthropic's paths, at Bedrock's endpoint
+    if default_dialect in (MANTLE, FOUNDRY):  # Anthropic's paths, at Bedrock's or Foundry's endpoint
         found = route(method, tail, ANTHROPIC)
-        return replace(found, platform=MANTLE) if found.dialect == ANTHROPIC else found
+        return replace(found, platform=default_dialect) if found.dialect == ANTHROPIC else found
     if default_dialect == GEMINI:
         return _gemini_route(method, path)
     if default_dialect == VERTEX:
@@ -217,7 +223,7 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
         return json.dumps(body_).encode()
     if dialect == BEDROCK:  # Bedrock's own: its SDKs read `message`
         return json.dumps({"message": message}).encode()
-    if dialect in (ANTHROPIC, VERTEX, MANTLE):  # Claude on Vertex and on Mantle answer in Anthropic's format
+    if dialect in (ANTHROPIC, VERTEX, MANTLE, FOUNDRY):  # Claude on the clouds answers in Anthropic's format
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     else:
         body = {"error": {"message": message, "type": kind, "param": None, "code": "capguard_refused"}}
@@ -336,6 +342,8 @@ def platform_geo(model: str, location: str | None, platform: str | None) -> str 
     if platform in (MANTLE, BEDROCK):  # Mantle's endpoints are each one region's; Bedrock's `global.` ids are not
         regional = platform == MANTLE or location != "global"
         return BEDROCK_REGIONAL if regional and not _VERTEX_NO_PREMIUM.match(model) else None
+    if platform == FOUNDRY:  # a deployment may be US Data Zone, and no request says which
+        return None if _VERTEX_NO_PREMIUM.match(model) else FOUNDRY_DATA_ZONE
     if location is not None:
         return vertex_geo(location, model)
     return None

@@ -20,7 +20,7 @@ from capguard.core.reservations import Clamp, Hold, Reservations, clamp_max_toke
 from capguard.core.unit_prices import UnitPricer
 from capguard.core.units import format_usd
 from capguard.metering.proxy import bounds
-from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, RESPONSES, Ask, ask, with_max_out
+from capguard.metering.proxy.dialects import ANTHROPIC, GEMINI, NO_TASK_BUDGET, RESPONSES, Ask, ask, with_max_out
 from capguard.metering.proxy.task_budgets import TaskBudgets, Ticket
 from capguard.metering.proxy.usage import Seen
 
@@ -264,7 +264,7 @@ class Gate:
                 if count is not None:  # the bytes' bound binds, and a count could loosen it: ask first
                     return Count(dialect, body, wants, model, prompt, count)
                 task = None
-                if self.task_budgets is not None and dialect == ANTHROPIC and wants.platform is None:
+                if self.task_budgets is not None and dialect == ANTHROPIC and wants.platform not in NO_TASK_BUDGET:
                     body, task = self.task_budgets.apply(body)
                 if clamp is not None and most < requested:
                     clamp = Clamp(clamp.max_tokens, clamp.worst_micro, True)  # lowered for a token cap
