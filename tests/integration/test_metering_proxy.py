@@ -400,7 +400,8 @@ def test_claude_on_vertex_goes_to_the_host_of_its_location_and_is_settled_at_its
 def test_the_sdks_bedrock_mantle_client_is_metered_at_the_regional_premium(stream):
     """The real SDK's Claude-in-Amazon-Bedrock client (bedrock-mantle) with a Bedrock API key, through a Mantle
     mount: Bedrock's model id goes on as sent and is priced as Anthropic's model, at the 10% of a regional
-    endpoint; a request for Bedrock's priority tier, which costs more, is refused before it goes."""
+    endpoint; a request for Bedrock's priority tier, which costs more, or through a guardrail, billed apart, is
+    refused before it goes."""
     from capguard.core.pricing import BEDROCK_REGIONAL
     from capguard.metering.proxy.dialects import MANTLE
 
@@ -426,7 +427,10 @@ def test_the_sdks_bedrock_mantle_client_is_metered_at_the_regional_premium(strea
         priority = client.with_options(default_headers={"X-Amzn-Bedrock-Service-Tier": "priority"})
         with pytest.raises(anthropic.BadRequestError, match="cannot price Bedrock's 'priority' service tier"):
             priority.messages.create(**args)
-    (served,) = [r for r in fake.requests if r.get("usage")]  # the priority request went nowhere
+        guarded = client.with_options(default_headers={"X-Amzn-Bedrock-GuardrailIdentifier": "gr-1"})
+        with pytest.raises(anthropic.BadRequestError, match="cannot price Bedrock Guardrails"):
+            guarded.messages.create(**args)
+    (served,) = [r for r in fake.requests if r.get("usage")]  # the refused requests went nowhere
     assert served["platform"] == "mantle" and served["model"] == "anthropic.claude-opus-5-5"
     assert served["headers"]["authorization"] == "Bearer ABS..."  # the fake keeps 10 characters
     (reply,) = [e for e in events if isinstance(e, Reply)]

@@ -66,6 +66,7 @@ _SWAP = "capguard_swap"  # on a request: (header, value upstream) of the secret 
 # and reserved capacity cost more or otherwise
 _BEDROCK_TIER = "X-Amzn-Bedrock-Service-Tier"
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
+_BEDROCK_GUARDRAIL = "X-Amzn-Bedrock-GuardrailIdentifier"
 _BEDROCK_TIERS_PRICED = ("", "default", "standard", "flex")
 
 
@@ -218,6 +219,8 @@ class MeteringProxy:
         tier = request.headers.get(_BEDROCK_TIER, "").strip().lower()
         if style in (MANTLE, BEDROCK) and tier not in _BEDROCK_TIERS_PRICED:  # Bedrock bills priority higher
             return _error(style, 400, f"capguard cannot price Bedrock's {tier[:40]!r} service tier")
+        if style in (MANTLE, BEDROCK) and request.headers.get(_BEDROCK_GUARDRAIL):  # billed by text unit, apart
+            return _error(style, 400, "capguard cannot price Bedrock Guardrails (billed apart from the tokens)")
         base, via = self._upstream(mount, where)
         if base is None:
             return _error(style, 400, f"capguard: {where.location!r} is no Vertex AI location")
