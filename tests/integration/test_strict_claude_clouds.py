@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -37,68 +38,51 @@ FOUNDRY_KEY = "foundry-test-key-0123456789abcdef0123"
 MANTLE_MODEL = "anthropic.claude-opus-5-5"  # Claude Code 2.1.330's default on Mantle
 
 
-def on_mantle(runner: Claude, server: FakeAnthropic) -> Claude:
+def _on_cloud(runner: Claude, env: dict[str, str]) -> Claude:
+    """Claude Code set up for a cloud (its switch, key and base URL): no Anthropic API key or base URL left."""
     runner.env.pop("ANTHROPIC_BASE_URL", None)
     runner.env.pop("ANTHROPIC_API_KEY", None)
-    runner.env.update(
-        CLAUDE_CODE_USE_MANTLE="1",
-        AWS_REGION="us-east-1",
-        AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
-        ANTHROPIC_BEDROCK_MANTLE_BASE_URL=server.base_url + MANTLE_PREFIX,
-    )
+    runner.env.update(env)
     return runner
+
+
+def on_mantle(runner: Claude, server: FakeAnthropic) -> Claude:
+    return _on_cloud(runner, {
+        "CLAUDE_CODE_USE_MANTLE": "1", "AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": BEDROCK_KEY,
+        "ANTHROPIC_BEDROCK_MANTLE_BASE_URL": server.base_url + MANTLE_PREFIX,
+    })  # fmt: skip
 
 
 def on_bedrock(runner: Claude, server: FakeAnthropic) -> Claude:
-    runner.env.pop("ANTHROPIC_BASE_URL", None)
-    runner.env.pop("ANTHROPIC_API_KEY", None)
-    runner.env.update(
-        CLAUDE_CODE_USE_BEDROCK="1",
-        AWS_REGION="us-east-1",
-        AWS_BEARER_TOKEN_BEDROCK=BEDROCK_KEY,
-        ANTHROPIC_BEDROCK_BASE_URL=server.base_url,
-    )
-    return runner
+    return _on_cloud(runner, {
+        "CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": BEDROCK_KEY,
+        "ANTHROPIC_BEDROCK_BASE_URL": server.base_url,
+    })  # fmt: skip
 
 
 def on_google_cloud(runner: Claude, server: FakeAnthropic) -> Claude:
-    runner.env.pop("ANTHROPIC_BASE_URL", None)
-    runner.env.pop("ANTHROPIC_API_KEY", None)
-    runner.env.update(
-        CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD="1",
-        # a gateway's setup: Claude Code signs in to nothing, the header is the gateway's (Google's token otherwise)
-        CLAUDE_CODE_SKIP_ANTHROPIC_GOOGLE_CLOUD_AUTH="1",
-        ANTHROPIC_CUSTOM_HEADERS=f"Authorization: Bearer {GOOGLE_TOKEN}",
-        ANTHROPIC_GOOGLE_CLOUD_PROJECT="capguard-test",
-        ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID="wrkspc_capguardtest",
-        ANTHROPIC_GOOGLE_CLOUD_BASE_URL=server.base_url,
-    )
-    return runner
+    # a gateway's setup: Claude Code signs in to nothing, the header is the gateway's (Google's token otherwise)
+    return _on_cloud(runner, {
+        "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD": "1", "CLAUDE_CODE_SKIP_ANTHROPIC_GOOGLE_CLOUD_AUTH": "1",
+        "ANTHROPIC_CUSTOM_HEADERS": f"Authorization: Bearer {GOOGLE_TOKEN}",
+        "ANTHROPIC_GOOGLE_CLOUD_PROJECT": "capguard-test", "ANTHROPIC_GOOGLE_CLOUD_WORKSPACE_ID": "wrkspc_capguardtest",
+        "ANTHROPIC_GOOGLE_CLOUD_BASE_URL": server.base_url,
+    })  # fmt: skip
 
 
 def on_foundry(runner: Claude, server: FakeAnthropic) -> Claude:
-    runner.env.pop("ANTHROPIC_BASE_URL", None)
-    runner.env.pop("ANTHROPIC_API_KEY", None)
-    runner.env.update(
-        CLAUDE_CODE_USE_FOUNDRY="1",
-        ANTHROPIC_FOUNDRY_API_KEY=FOUNDRY_KEY,
-        ANTHROPIC_FOUNDRY_BASE_URL=server.base_url,
-        ANTHROPIC_MODEL="claude-opus-5-5",  # a deployment named after its model, as Claude Code names them
-    )
-    return runner
+    # a deployment named after its model, as Claude Code names them
+    return _on_cloud(runner, {
+        "CLAUDE_CODE_USE_FOUNDRY": "1", "ANTHROPIC_FOUNDRY_API_KEY": FOUNDRY_KEY,
+        "ANTHROPIC_FOUNDRY_BASE_URL": server.base_url, "ANTHROPIC_MODEL": "claude-opus-5-5",
+    })  # fmt: skip
 
 
 def on_aws(runner: Claude, server: FakeAnthropic) -> Claude:
-    runner.env.pop("ANTHROPIC_BASE_URL", None)
-    runner.env.pop("ANTHROPIC_API_KEY", None)
-    runner.env.update(
-        CLAUDE_CODE_USE_ANTHROPIC_AWS="1",
-        AWS_REGION="us-west-2",
-        ANTHROPIC_AWS_API_KEY=AWS_KEY,
-        ANTHROPIC_AWS_WORKSPACE_ID="wrkspc_capguard_test",
-        ANTHROPIC_AWS_BASE_URL=server.base_url,
-    )
-    return runner
+    return _on_cloud(runner, {
+        "CLAUDE_CODE_USE_ANTHROPIC_AWS": "1", "AWS_REGION": "us-west-2", "ANTHROPIC_AWS_API_KEY": AWS_KEY,
+        "ANTHROPIC_AWS_WORKSPACE_ID": "wrkspc_capguard_test", "ANTHROPIC_AWS_BASE_URL": server.base_url,
+    })  # fmt: skip
 
 
 @pytest.fixture
@@ -155,50 +139,58 @@ def assert_ledger_is_the_bill(report: dict, bill: dict[str, tuple[int, str, str 
     assert sum(row["details"]["charged"] == "usage" for row in rows) >= max(3, len(rows) - 1)
 
 
-def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regional_price(claude):
-    with FakeAnthropic(billing(delay_s=0.1)) as server:
-        runner = claude(server, on_mantle)
-        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
-    report = result.report
-    assert result.rc == 122, result.stderr
-    assert report["stop_reason"] == "usd" and report["overshoot"] == 0 and report["meter"] in ("proxy", "both")
-    served = [r for r in server.requests if r.get("usage")]
-    assert len(served) >= 3
-    assert all(r["platform"] == "mantle" and r["model"] == MANTLE_MODEL for r in served)
-    # the Bedrock API key went on to Bedrock as the agent sent it (the fake's record shows its first 10 characters)
-    assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
-    bill = billed(server, lambda _: BEDROCK_REGIONAL)  # each Mantle endpoint is one region's
-    assert sum(micro_of(bill).values()) <= 400_000  # the server's bill, the premium included: within the cap
-    assert_ledger_is_the_bill(report, bill)
-    assert "the next call's worst case would pass the $0.40 cap" in result.stderr
-    shown = result.stdout + result.stderr + json.dumps(report)
-    assert BEDROCK_KEY not in shown and BEDROCK_KEY[:12] not in shown
-    assert_no_proxy_secret(result.stdout, result.stderr)
-    assert_tree_gone(runner)
-
-
-@pytest.mark.parametrize("where", [on_aws, on_google_cloud])
-def test_a_runaway_on_claude_platform_on_aws_or_google_cloud_never_overshoots(claude, where):
-    """Both are the Claude API itself, run by Anthropic and billed through the cloud, at its prices."""
+def runaway(claude, where, model: str | None = None) -> tuple[Claude, FakeAnthropic, Any]:
+    """A `-p` runaway under `--strict --usd 0.40` on a cloud, against a fake that bills like it."""
     with FakeAnthropic(billing(delay_s=0.1)) as server:
         runner = claude(server, where)
+        if model:
+            runner.env["ANTHROPIC_MODEL"] = model
         result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    return runner, server, result
+
+
+def assert_stopped_at_the_cap(runner: Claude, server: FakeAnthropic, result, geo, secret: str) -> list[dict]:
+    """The stop (exit 122, `usd`, overshoot 0), the server's bill within the cap and the ledger equal to it (each
+    call at the premium `geo` gives its model id), the key nowhere in what capguard showed, nothing left running;
+    the calls the server billed."""
     report = result.report
     assert result.rc == 122, result.stderr
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0
     served = [r for r in server.requests if r.get("usage")]
     assert len(served) >= 3
+    bill = billed(server, geo)
+    assert sum(micro_of(bill).values()) <= 400_000  # the server's bill, any premium included: within the cap
+    assert_ledger_is_the_bill(report, bill)
+    assert "the next call's worst case would pass the $0.40 cap" in result.stderr
+    shown = result.stdout + result.stderr + json.dumps(report)
+    assert secret not in shown and secret[:12] not in shown
+    assert_no_proxy_secret(result.stdout, result.stderr)
+    assert_tree_gone(runner)
+    return served
+
+
+def test_a_runaway_on_bedrock_mantle_never_overshoots_and_is_counted_at_the_regional_price(claude):
+    runner, server, result = runaway(claude, on_mantle)
+    # each Mantle endpoint is one region's
+    served = assert_stopped_at_the_cap(runner, server, result, lambda _: BEDROCK_REGIONAL, BEDROCK_KEY)
+    assert result.report["meter"] in ("proxy", "both")
+    assert all(r["platform"] == "mantle" and r["model"] == MANTLE_MODEL for r in served)
+    # the Bedrock API key went on to Bedrock as the agent sent it (the fake's record shows its first 10 characters)
+    assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
+
+
+@pytest.mark.parametrize("where", [on_aws, on_google_cloud])
+def test_a_runaway_on_claude_platform_on_aws_or_google_cloud_never_overshoots(claude, where):
+    """Both are the Claude API itself, run by Anthropic and billed through the cloud, at its prices (no
+    inference_geo was asked)."""
+    runner, server, result = runaway(claude, where)
+    secret = AWS_KEY if where is on_aws else GOOGLE_TOKEN
+    served = assert_stopped_at_the_cap(runner, server, result, lambda _: None, secret)
     if where is on_aws:
         assert all(r["headers"]["anthropic-workspace-id"] == "wrkspc_capguard_test" for r in served)
         assert all(r["headers"]["x-api-key"] == AWS_KEY[:10] + "..." for r in served)
     else:  # the Google token went on as Claude Code sent it
         assert all(r["headers"]["authorization"] == "Bearer ya2..." for r in served)
-    bill = billed(server, lambda _: None)  # Anthropic's own rates: no inference_geo was asked
-    assert sum(micro_of(bill).values()) <= 400_000
-    assert_ledger_is_the_bill(report, bill)
-    shown = result.stdout + result.stderr + json.dumps(report)
-    assert AWS_KEY not in shown and GOOGLE_TOKEN not in shown
-    assert_tree_gone(runner)
 
 
 @pytest.mark.parametrize(
@@ -208,15 +200,8 @@ def test_a_runaway_on_claude_platform_on_aws_or_google_cloud_never_overshoots(cl
 def test_a_runaway_on_bedrocks_invoke_api_is_read_off_its_event_stream_and_never_overshoots(claude, model, geo):
     """Bedrock streams its reply as AWS's event stream (binary messages, each event base64'd), not SSE: the proxy
     reads the usage off it while the bytes pass through. A US profile pays the regional 10%, a global one not."""
-    with FakeAnthropic(billing(delay_s=0.1)) as server:
-        runner = claude(server, on_bedrock)
-        runner.env["ANTHROPIC_MODEL"] = model
-        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
-    report = result.report
-    assert result.rc == 122, result.stderr
-    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
-    served = [r for r in server.requests if r.get("usage")]
-    assert len(served) >= 3
+    runner, server, result = runaway(claude, on_bedrock, model)
+    served = assert_stopped_at_the_cap(runner, server, result, regional, BEDROCK_KEY)
     assert all(r["platform"] == "bedrock" for r in served), {r["model"] for r in served}
     # the main loop's model; Claude Code's side calls go to its Haiku and Sonnet (on `us.` profiles)
     assert {r["model"] for r in served if r["kind"] == "main"} == {model}
@@ -224,32 +209,19 @@ def test_a_runaway_on_bedrocks_invoke_api_is_read_off_its_event_stream_and_never
     # Bedrock's free CountTokens was asked where the bytes' bound would bind (its answer counts as the fake bills)
     counts = [r for r in server.requests if r["kind"] == COUNT_TOKENS]
     assert counts and all(r["platform"] == "bedrock" for r in counts)
-    assert any(call["prompt_counted"] for call in report["calls"])  # and tightened a call's bound
+    assert any(call["prompt_counted"] for call in result.report["calls"])  # and tightened a call's bound
     assert all(r["headers"]["authorization"] == "Bearer ABS..." for r in served)
-    bill = billed(server, regional)
-    assert sum(micro_of(bill).values()) <= 400_000
-    assert_ledger_is_the_bill(report, bill)
-    assert {paid for _, model_, paid in bill.values() if model_ == "anthropic/claude-opus-5-5"} == {geo}
-    assert BEDROCK_KEY not in result.stdout + result.stderr + json.dumps(report)
-    assert_tree_gone(runner)
+    main_calls = [r for r in served if r["kind"] == "main"]
+    assert {regional(r["model"]) for r in main_calls} == {geo}  # the profile decided the premium
 
 
 def test_a_runaway_on_microsoft_foundry_never_overshoots_and_is_held_at_the_data_zone_price(claude):
     """Foundry bills Anthropic's rates, a US Data Zone deployment at 1.1x, and no request says a deployment's type:
     every call is held and settled at the 1.1x, never below what Azure bills (up to 10% high on a Global one)."""
-    with FakeAnthropic(billing(delay_s=0.1)) as server:
-        runner = claude(server, on_foundry)
-        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
-    report = result.report
-    assert result.rc == 122, result.stderr
-    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
-    served = [r for r in server.requests if r.get("usage")]
-    assert len(served) >= 3 and all(r["headers"]["x-api-key"] == FOUNDRY_KEY[:10] + "..." for r in served)
-    bill = billed(server, lambda _: FOUNDRY_DATA_ZONE)  # as a US Data Zone deployment bills it
-    assert sum(micro_of(bill).values()) <= 400_000
-    assert_ledger_is_the_bill(report, bill)
-    assert FOUNDRY_KEY not in result.stdout + result.stderr + json.dumps(report)
-    assert_tree_gone(runner)
+    runner, server, result = runaway(claude, on_foundry)
+    # as a US Data Zone deployment bills it
+    served = assert_stopped_at_the_cap(runner, server, result, lambda _: FOUNDRY_DATA_ZONE, FOUNDRY_KEY)
+    assert all(r["headers"]["x-api-key"] == FOUNDRY_KEY[:10] + "..." for r in served)
 
 
 @pytest.mark.parametrize("where", [on_bedrock, on_mantle, on_aws])
