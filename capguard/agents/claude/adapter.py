@@ -258,8 +258,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
 
 
 def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, dict]]) -> Front:
-    """The front of Mantle or Claude Platform on AWS: only with an API key (or a gateway of the user's that signs);
-    the upstream is the user's base URL or the endpoint of the region Claude Code names."""
+    """The front of Bedrock, Mantle or Claude Platform on AWS: only with an API key (or a gateway of the user's
+    that signs); the upstream is the user's base URL or the endpoint of the region Claude Code names."""
 
     def anywhere(name: str) -> str | None:
         found = _in_effect(sources, name)
@@ -493,7 +493,6 @@ class ClaudeAdapter:
         cwd = Path.cwd().resolve()
         claude_dir = config_dir(env)
         folder = transcript_dir(claude_dir, cwd)
-        # Claude creates these lazily; watching them needs them now (and no wider tree than them)
         sources = [("environment", dict(env)), *_settings_env(args, cwd, claude_dir)]
         cloud = chosen_provider(sources)
         # the premium of the cloud's regional endpoints, which Claude Code's own figures leave out
