@@ -327,6 +327,8 @@ class Script:
     hide_prompt_usage: bool = False
     # A stream whose message_delta carries no usage at all (message_start's placeholder output_tokens is the last)
     drop_delta_usage: bool = False
+    # On Bedrock's event stream: the event whose message is sent with a broken CRC (a stream cut or tampered with)
+    corrupt_bedrock_event: str | None = None
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -875,9 +877,13 @@ class _Handler(FakeHandler):
                 self.close_connection = True
                 owner._finish(record, aborted=True)
                 return
-            self._write_chunk(
-                eventstream.chunk(data) if bedrock else f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-            )
+            if bedrock:
+                frame = eventstream.chunk(data)
+                if name == owner.script.corrupt_bedrock_event:
+                    frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
+                self._write_chunk(frame)
+            else:
+                self._write_chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
             if name == "message_delta":
                 owner._mark(record, "t_message_delta")
         owner._finish(record)

@@ -278,3 +278,24 @@ def test_an_interactive_runaway_on_bedrock_is_stopped_before_the_cap(tmp_path, c
     assert_ledger_is_the_bill(report, bill)
     assert "capguard: stopped claude: cost $" in term.text()
     assert not runner.survivors()
+
+
+def test_a_bedrock_stream_whose_usage_cannot_be_read_is_charged_by_its_bound(claude):
+    """A Bedrock stream whose message_delta (the one with the output's usage) fails its CRC: the proxy believes
+    nothing after it, so the call's output is charged its bound, never what a broken frame might say; the run
+    stops at the cap with every call at or above what the server billed."""
+    with FakeAnthropic(billing(delay_s=0.1, corrupt_bedrock_event="message_delta")) as server:
+        runner = claude(server, on_bedrock)
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP", timeout=180)
+    report = result.report
+    assert report is not None and report["overshoot"] == 0, result.stderr[-2000:]
+    bill = billed(server, regional)
+    assert bill and sum(micro_of(bill).values()) <= 400_000  # what the server billed: within the cap
+    _, rows = ledger_of(report)
+    assert {row["dedupe_key"].removeprefix("proxy:anthropic:") for row in rows} == set(bill)  # none unmetered
+    streamed = [row for row in rows if row["details"]["charged"] == "bound"]
+    assert streamed  # the broken streams were charged by their bound ...
+    for row in streamed:  # ... never below the bill
+        assert row["cost_micro_usd"] >= micro_of(bill)[row["dedupe_key"].removeprefix("proxy:anthropic:")]
+    assert "Traceback" not in result.stderr
+    assert_tree_gone(runner)
