@@ -184,6 +184,10 @@ _BEDROCK_ANTHROPIC = re.compile(
 )
 
 
+# Claude's models from before Sonnet 4.5: a cloud's regional endpoints (Vertex's, Bedrock's) cost them no more
+NO_REGIONAL_PREMIUM = re.compile(r"^claude-(instant|[23]|4-|(opus|sonnet)-4(-[01])?(@|-\d{8}|$))", re.I)
+
+
 def bedrock_model(model: str) -> str:
     """Anthropic's name of a Bedrock model id (`anthropic.claude-opus-4-7` -> `claude-opus-4-7`,
     `us.anthropic.claude-sonnet-4-5-20250929-v1:0` -> `claude-sonnet-4-5-20250929`); any other name as it is.
@@ -229,6 +233,13 @@ def genai_price(
 
     provider, name = split_provider(model)
     if (anthropic := bedrock_model(name)) != name:  # Claude Code on Bedrock writes Bedrock's ids
+        # which say the endpoint: any but a `global.` profile is regional, 10% dearer for Sonnet 4.5 and later
+        if (
+            geo not in GEO_PREMIUM
+            and not name.lower().startswith("global.")
+            and not NO_REGIONAL_PREMIUM.match(anthropic)
+        ):
+            geo = BEDROCK_REGIONAL
         provider, name = "anthropic", anthropic
     # genai-prices counts cache tokens inside input_tokens
     fields = dict(

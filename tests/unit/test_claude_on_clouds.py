@@ -52,15 +52,26 @@ def test_bedrock_ids_name_anthropics_models(model, name):
     assert bedrock_model(model) == name
 
 
-def test_a_bedrock_id_is_priced_as_anthropics_model():
+@pytest.mark.parametrize(
+    ("model", "factor"),
+    [
+        ("global.anthropic.claude-opus-5-5", 1.0),  # a global profile: Anthropic's rates
+        ("us.anthropic.claude-opus-5-5", 1.1),  # a geographic profile: the regional 10%
+        ("anthropic.claude-opus-5-5", 1.1),  # in-region (and Mantle's ids): the same
+        ("anthropic/anthropic.claude-opus-5-5", 1.1),
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", 1.0),  # before Sonnet 4.5: no premium anywhere
+    ],
+)
+def test_a_bedrock_id_is_priced_as_anthropics_model_at_the_premium_its_endpoint_pays(model, factor):
+    """The id says the endpoint, so any reader of a transcript (the files meter, `capguard import`) prices it
+    right; a reply already priced at a premium (the files meter's wrapper) gets it once."""
     pricer = Pricer()
-    for model in ("anthropic.claude-opus-5-5", "anthropic/anthropic.claude-opus-5-5"):
-        ours = pricer.price(Reply("k", model, input_tokens=1000, output_tokens=200))
-        assert (
-            ours.cost_micro
-            == pricer.price(Reply("k", "claude-opus-5-5", input_tokens=1000, output_tokens=200)).cost_micro
-        )
-        assert ours.cost_micro == 1000 * 4 + 200 * 20 and ours.priced_by == "genai-prices"
+    ours = pricer.price(Reply("k", model, input_tokens=1000, output_tokens=200))
+    base = pricer.price(Reply("k", bedrock_model(model.split("/")[-1]), input_tokens=1000, output_tokens=200))
+    assert ours.priced_by == "genai-prices" and base.cost_micro
+    assert ours.cost_micro == round(base.cost_micro * factor)
+    wrapped = Reply("k", model, input_tokens=1000, output_tokens=200, details={"inference_geo": BEDROCK_REGIONAL})
+    assert pricer.price(wrapped).cost_micro == round(base.cost_micro * 1.1)
     assert not pricer.can_price("amazon.nova-pro-v1:0")
 
 

@@ -12,7 +12,13 @@ from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
-from capguard.core.pricing import BEDROCK_REGIONAL, FOUNDRY_DATA_ZONE, VERTEX_REGIONAL, bedrock_model
+from capguard.core.pricing import (
+    BEDROCK_REGIONAL,
+    FOUNDRY_DATA_ZONE,
+    NO_REGIONAL_PREMIUM,
+    VERTEX_REGIONAL,
+    bedrock_model,
+)
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, object_end
 
 ANTHROPIC = "anthropic"  # Messages: POST /v1/messages
@@ -327,23 +333,19 @@ def vertex_base(location: str) -> str | None:
     return None if host is None else f"{host}/v1"
 
 
-# Claude's models from before Sonnet 4.5: a cloud's regional endpoints (Vertex's, Bedrock's) cost them no more
-_NO_REGIONAL_PREMIUM = re.compile(r"^claude-(instant|[23]|4-|(opus|sonnet)-4(-[01])?(@|-\d{8}|$))", re.I)
-
-
 def vertex_geo(location: str, model: str) -> str | None:
     """The premium a Vertex call is billed at: 10% on a regional or multi-region endpoint for Claude Sonnet 4.5,
     Haiku 4.5 and every later model (Anthropic's Vertex AI page); none on `global`."""
-    return None if location == "global" or _NO_REGIONAL_PREMIUM.match(model) else VERTEX_REGIONAL
+    return None if location == "global" or NO_REGIONAL_PREMIUM.match(model) else VERTEX_REGIONAL
 
 
 def platform_geo(model: str, location: str | None, platform: str | None) -> str | None:
     """The premium a cloud's endpoint adds (None on Anthropic's API: the request's `inference_geo` says it)."""
     if platform in (MANTLE, BEDROCK):  # Mantle's endpoints are each one region's; Bedrock's `global.` ids are not
         regional = platform == MANTLE or location != "global"
-        return BEDROCK_REGIONAL if regional and not _NO_REGIONAL_PREMIUM.match(model) else None
+        return BEDROCK_REGIONAL if regional and not NO_REGIONAL_PREMIUM.match(model) else None
     if platform == FOUNDRY:  # a deployment may be US Data Zone, and no request says which
-        return None if _NO_REGIONAL_PREMIUM.match(model) else FOUNDRY_DATA_ZONE
+        return None if NO_REGIONAL_PREMIUM.match(model) else FOUNDRY_DATA_ZONE
     if location is not None:
         return vertex_geo(location, model)
     return None
