@@ -27,8 +27,19 @@ def _isolated(tmp_path, monkeypatch):
         "ANTHROPIC_TOKEN_BUDGET",
         "CAPGUARD_TEAM_CONFIG",
         "CAPGUARD_TEAM_LEDGER",
+        # the AWS SDK's chain (strict mode signs for AWS with what it finds): none of the machine's credentials
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role asked for (a 1 s timeout otherwise)
 
 
 @pytest.fixture(autouse=True)

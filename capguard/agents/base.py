@@ -12,6 +12,7 @@ from typing import Protocol
 
 from capguard.config.settings import Settings
 from capguard.core.errors import AgentNotExecutable, AgentNotFound
+from capguard.metering.proxy.aws_signing import AwsSigner
 from capguard.metering.tail import WatchSpec
 
 
@@ -36,6 +37,10 @@ class Front:
     # Appended to the proxy's URL in `env`: the part of the path the agent leaves out (litellm's Gemini base URL
     # ends before `/models/...`, the proxy routes Gemini by `/v1beta/models/...`)
     path: str = ""
+    # The proxy signs this front's requests for AWS (SigV4, credentials loaded): the agent signs none
+    signer: AwsSigner | None = field(default=None, repr=False, compare=False)
+    # Set in the agent's environment beside the proxy's URL (e.g. the variable that has it send no signature)
+    child_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

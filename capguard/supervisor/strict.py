@@ -60,6 +60,7 @@ class StrictMeter:
             dialects={f.mount: f.dialect for f in fronts},
             secret_headers={f.mount: (f.header, f.restore) for f in fronts if f.header},
             providers={f.mount: f.provider for f in fronts if f.provider},
+            signers={f.mount: f.signer for f in fronts if f.signer is not None},
         )
         self._lock = threading.Lock()
         self._sink: Callable[[Reply | Refused], None] | None = None
@@ -81,6 +82,7 @@ class StrictMeter:
         log.info("strict mode: the metering proxy serves on 127.0.0.1:%d", self.proxy.port)
         env = {name: self.proxy.base_url(f.mount) + f.path for f in self.fronts for name in f.env}
         env.update({f.secret_env: self.proxy.secret for f in self.fronts if f.header and f.secret_env})
+        env.update({name: value for f in self.fronts for name, value in f.child_env})
         return env
 
     def urls(self) -> dict[str, str]:

@@ -73,7 +73,7 @@ from typing import Any, Union
 from urllib.parse import unquote
 
 from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
-from tests.fakes import eventstream
+from tests.fakes import eventstream, sigv4
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -329,6 +329,11 @@ class Script:
     drop_delta_usage: bool = False
     # On Bedrock's event stream: the event whose message is sent with a broken CRC (a stream cut or tampered with)
     corrupt_bedrock_event: str | None = None
+    # As AWS serves Claude to a caller with AWS credentials (Bedrock, Mantle, Claude Platform on AWS): every POST
+    # must carry a valid Signature Version 4 by these keys for this scope (checked by tests/fakes/sigv4.py, apart
+    # from botocore); any other is refused 403, as AWS refuses it, billed nothing, and its reason is kept in
+    # FakeAnthropic.refused_signatures
+    sigv4: sigv4.Keys | None = None
 
     def side_text(self, kind: str) -> str:
         if kind == COMPACT:
@@ -597,6 +602,14 @@ class _Handler(FakeHandler):
         raw = self._read_body()
         path = self._path()
         owner = self.server.owner
+        keys = owner.script.sigv4
+        if keys is not None:
+            why = sigv4.check(keys, self.command, self.path, dict(self.headers.items()), raw)
+            if why is not None:
+                with owner._cond:
+                    owner.refused_signatures.append(why)
+                self._send_json(403, {"message": why})
+                return
         vertex = _VERTEX_PATH.match(path)
         if vertex:  # Claude on Vertex AI: the model and the stream in the path, the rest a Messages body
             self._vertex(raw, *vertex.groups())
@@ -665,7 +678,7 @@ class _Handler(FakeHandler):
             owner._record_other(self, raw)
             self._send_json(404, error_body(404, _new_id("req"), f"Unknown path {self.command} {self.path}"))
             return
-        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+        if owner.script.sigv4 is None and not (self.headers.get("Authorization") or "").startswith("Bearer "):
             self._send_json(403, error_body(403, _new_id("req"), "Authorization: Bearer <Bedrock API key> is required"))
             return
         body = self._json_body(raw)
@@ -695,7 +708,9 @@ class _Handler(FakeHandler):
     def _bedrock(self, raw: bytes, model_id: str, stream: bool) -> None:
         """As Bedrock serves Claude: a Bedrock API key as a bearer token, `anthropic_version` bedrock-2023-05-31 in
         the body and no `model` or `stream` there; errors as Bedrock's (`message`)."""
-        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+        if self.server.owner.script.sigv4 is None and not (self.headers.get("Authorization") or "").startswith(
+            "Bearer "
+        ):
             self._send_json(403, {"message": "Authorization header requires a Bedrock API key"})
             return
         try:
@@ -912,6 +927,7 @@ class FakeAnthropic(FakeServer):
     def __init__(self, script: Script | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host=host, port=port)
         self.script = script if script is not None else Script()
+        self.refused_signatures: list[str] = []  # why each request was refused (Script.sigv4)
         self._reply_index = 0  # successful agent replies so far
         self._attempt_index = 0  # agent requests so far (errors included)
         self._kind_index: dict[str, int] = {}

@@ -4,19 +4,21 @@ Amazon Bedrock's InvokeModel API (`CLAUDE_CODE_USE_BEDROCK`, AWS's event stream)
 (`CLAUDE_CODE_USE_ANTHROPIC_AWS`) and Claude on Google Cloud, Anthropic managed
 (`CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD`). Its requests go through capguard's metering proxy to a fake that
 serves each as the cloud does and bills like the real API. A runaway ends within the cap (overshoot 0) with
-capguard's count equal to the bill, Bedrock's at the regional endpoint's 10% premium where it applies; without an
-API key (requests signed with AWS credentials for the host they go to) strict mode refuses at start."""
+capguard's count equal to the bill, Bedrock's at the regional endpoint's 10% premium where it applies. With AWS
+credentials instead of an API key, the proxy signs each request for AWS (the fake checks every signature)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from capguard.core.pricing import BEDROCK_REGIONAL, FOUNDRY_DATA_ZONE, Pricer, bedrock_model
+from tests.fakes import sigv4
 from tests.fakes.fake_anthropic import COUNT_TOKENS, MANTLE_PREFIX, FakeAnthropic
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_claude_caps import Claude, assert_tree_gone, claude_bin  # noqa: F401  (fixture)
@@ -224,17 +226,76 @@ def test_a_runaway_on_microsoft_foundry_never_overshoots_and_is_held_at_the_data
     assert all(r["headers"]["x-api-key"] == FOUNDRY_KEY[:10] + "..." for r in served)
 
 
+ACCESS_KEY = "AKIDCAPGUARDTEST0001"
+SECRET_KEY = "capguard/Test+Secret/AccessKey/0123456789abcdef"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEcapguard-test-session-token-0123456789abcdef"
+SIGNED_AS = {"on_bedrock": "bedrock", "on_mantle": "bedrock-mantle", "on_aws": "aws-external-anthropic"}
+
+
+def with_aws_credentials(runner: Claude, how: str) -> None:
+    """Claude Code on an AWS cloud with AWS credentials and no API key: the keys in the environment (with a
+    session token, as temporary credentials come), or a profile in a shared credentials file."""
+    for name in ("AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_AWS_API_KEY"):
+        runner.env.pop(name, None)
+    runner.env["AWS_EC2_METADATA_DISABLED"] = "true"  # no instance role on a test machine: asked for nothing
+    if how == "environment":
+        runner.env.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_SESSION_TOKEN=SESSION_TOKEN
+        )
+    elif how == "profile":
+        shared = Path(runner.env["HOME"]) / "aws-credentials"
+        shared.write_text(
+            f"[default]\naws_access_key_id = AKIDNOTTHISONE\naws_secret_access_key = not-this-one\n\n"
+            f"[capguard-test]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        )
+        runner.env.update(AWS_SHARED_CREDENTIALS_FILE=str(shared), AWS_PROFILE="capguard-test")
+    else:  # none anywhere the AWS SDK's chain looks
+        runner.env.update(
+            AWS_SHARED_CREDENTIALS_FILE=str(Path(runner.env["HOME"]) / "none"),
+            AWS_CONFIG_FILE=str(Path(runner.env["HOME"]) / "none-either"),
+        )
+
+
+@pytest.mark.parametrize(
+    ("where", "how"), [(on_bedrock, "environment"), (on_mantle, "profile"), (on_aws, "environment")]
+)
+def test_claude_on_aws_with_aws_credentials_is_signed_by_the_proxy_and_never_overshoots(claude, where, how):
+    """Without an API key Claude Code signs each request with AWS credentials for the host it sends to, the
+    proxy's. Strict mode has it sign none (CLAUDE_CODE_SKIP_*_AUTH) and the proxy signs each request for AWS's
+    host with the credentials the AWS SDK's chain finds. The fake bills only requests whose Signature Version 4
+    it verifies (tests/fakes/sigv4.py, written apart from botocore): the runaway is billed, every call signed,
+    stopped within the cap, the secret key shown nowhere."""
+    keys = sigv4.Keys(
+        ACCESS_KEY, SECRET_KEY, "us-west-2" if where is on_aws else "us-east-1", SIGNED_AS[where.__name__],
+        SESSION_TOKEN if how == "environment" else None,
+    )  # fmt: skip
+    with FakeAnthropic(replace(billing(delay_s=0.1), sigv4=keys)) as server:
+        runner = claude(server, where)
+        with_aws_credentials(runner, how)
+        result = runner.print_run(["--strict", "--usd", "0.40"], "LOOP")
+    geo = {on_bedrock: regional, on_mantle: lambda _: BEDROCK_REGIONAL}.get(where, lambda _: None)
+    assert_stopped_at_the_cap(runner, server, result, geo, SECRET_KEY)
+    assert server.refused_signatures == []  # each request the proxy sent was signed as AWS checks it
+    said = f"the proxy signs each request for AWS (SigV4, {keys.service} in {keys.region})"
+    assert any(said in note for note in result.report["notes"]), result.report["notes"]
+    assert all(r["headers"]["authorization"].startswith("AWS4-HMAC") for r in server.requests)
+    shown = (
+        result.stdout + result.stderr + json.dumps(result.report) + json.dumps(ledger_of(result.report), default=str)
+    )
+    assert SESSION_TOKEN[:20] not in shown and SECRET_KEY[:16] not in shown
+    if where is on_bedrock:  # Bedrock's CountTokens went signed too
+        assert any(r["kind"] == COUNT_TOKENS for r in server.requests)
+
+
 @pytest.mark.parametrize("where", [on_bedrock, on_mantle, on_aws])
-def test_claude_on_aws_signing_its_requests_is_refused_at_start(claude, where):
-    """Without an API key Claude Code signs each request with AWS credentials for the host it goes to: the
-    proxy's host would not be AWS's, so strict mode says so in one line and starts nothing."""
+def test_claude_on_aws_without_any_credentials_is_refused_at_start(claude, where):
+    """No API key and no AWS credentials the AWS SDK's chain can find: nothing could be signed, so strict mode
+    says so in one line and starts nothing."""
     with FakeAnthropic(billing()) as server:
         runner = claude(server, where)
-        for name in ("AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_AWS_API_KEY"):
-            runner.env.pop(name, None)
-        runner.env.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG")
+        with_aws_credentials(runner, "none")
         result = runner.print_run(["--strict", "--usd", "1"], "hello")
-    assert_refused_at_start(result, server, "without an API key")
+    assert_refused_at_start(result, server, "no AWS credentials were found")
     assert_tree_gone(runner)
 
 

@@ -162,8 +162,11 @@ def test_keys_and_regions_in_claudes_settings_count(dirs):
 @pytest.mark.parametrize(
     ("env", "why"),
     [
-        ({"CLAUDE_CODE_USE_MANTLE": "1", "AWS_REGION": "us-east-1"}, "without an API key .AWS_BEARER_TOKEN_BEDROCK"),
-        ({**AWS_ON, "ANTHROPIC_AWS_API_KEY": ""}, "without an API key .ANTHROPIC_AWS_API_KEY"),
+        (
+            {"CLAUDE_CODE_USE_MANTLE": "1", "AWS_REGION": "us-east-1"},
+            "without an API key .AWS_BEARER_TOKEN_BEDROCK.*no AWS cred",
+        ),
+        ({**AWS_ON, "ANTHROPIC_AWS_API_KEY": ""}, "without an API key .ANTHROPIC_AWS_API_KEY.*no AWS cred"),
         ({"CLAUDE_CODE_USE_MANTLE": "1", **KEY}, "no AWS_REGION is set"),
         ({**MANTLE_ON, "AWS_REGION": "us-east-1.evil.example/x"}, "is no AWS region"),
         ({**MANTLE_ON, "ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION": "us-west-2"}, "second region"),

@@ -44,6 +44,7 @@ from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
+from capguard.metering.proxy.aws_signing import CREDENTIAL_VARIABLES, AwsSigner, AwsSigning, SigningUnavailable
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     BEDROCK,
@@ -130,7 +131,8 @@ SWITCH_ORDER = (
 class _OnAws:
     """An AWS-hosted Messages API Claude Code reaches at a base URL of its own. With an API key it sends the key
     (passed on by the proxy); without one it signs each request with AWS credentials for the host it sends to,
-    which the proxy's address is not, so strict mode cannot front it."""
+    which the proxy's address is not: strict mode then has it sign none (`skip`) and the proxy signs for AWS's
+    host, as `service`, with the credentials the AWS SDK's chain finds."""
 
     name: str
     base: str  # the variable of its base URL
@@ -138,6 +140,7 @@ class _OnAws:
     skip: str  # the variable that sends no credentials (a gateway of the user's adds them)
     host: str  # the region's endpoint, as Claude Code builds it
     dialect: str
+    service: str  # SigV4's signing name, as Claude Code's SDK signs
 
 
 ON_AWS = {
@@ -145,25 +148,26 @@ ON_AWS = {
     # its requests did not go there); a GovCloud region's is the FIPS one, as Claude Code builds it
     BEDROCK_SWITCH: _OnAws(
         "Amazon Bedrock", "ANTHROPIC_BEDROCK_BASE_URL", ("AWS_BEARER_TOKEN_BEDROCK",),
-        "CLAUDE_CODE_SKIP_BEDROCK_AUTH", "https://bedrock-runtime{fips}.{region}.amazonaws.com", BEDROCK,
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH", "https://bedrock-runtime{fips}.{region}.amazonaws.com", BEDROCK, "bedrock",
     ),
     MANTLE_SWITCH: _OnAws(
         "Amazon Bedrock (Mantle)", "ANTHROPIC_BEDROCK_MANTLE_BASE_URL", ("AWS_BEARER_TOKEN_BEDROCK",),
         "CLAUDE_CODE_SKIP_MANTLE_AUTH", "https://bedrock-mantle.{region}.api.aws/anthropic", MANTLE,
+        "bedrock-mantle",
     ),
     AWS_SWITCH: _OnAws(
         "Claude Platform on AWS", "ANTHROPIC_AWS_BASE_URL", ("ANTHROPIC_AWS_API_KEY",),
         "CLAUDE_CODE_SKIP_ANTHROPIC_AWS_AUTH", "https://aws-external-anthropic.{region}.api.aws", ANTHROPIC,
+        "aws-external-anthropic",
     ),
 }  # fmt: skip
 # Claude Code's own check of an AWS region (it goes into a host name)
 _AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 
 
-def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
-    """The `env` tables of Claude's settings files (and of --settings): Claude Code applies them over its own
-    environment, so they decide where its requests go. In Claude's order of precedence, the weakest first: user,
-    project, local, --settings, managed."""
+def _settings_files(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
+    """Claude's settings files (and --settings) that hold a JSON object, in Claude's order of precedence, the
+    weakest first: user, project, local, --settings, managed."""
     found: list[tuple[str, dict]] = []
     paths = [
         claude_dir / "settings.json",
@@ -172,28 +176,37 @@ def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[st
     ]
     for path in paths:
         try:
-            table = json.loads(path.read_text()).get("env")
-        except (OSError, ValueError, AttributeError):
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
             continue
-        if isinstance(table, dict):
-            found.append((str(path), table))
+        if isinstance(data, dict):
+            found.append((str(path), data))
     raw = option_value(args, "--settings")
     if raw is not None:
         try:
             data = json.loads(raw) if raw.lstrip().startswith("{") else json.loads(Path(raw).read_text())
-            table = data.get("env") if isinstance(data, dict) else None
         except (OSError, ValueError):
-            table = None
-        if isinstance(table, dict):
-            found.append(("--settings", table))
+            data = None
+        if isinstance(data, dict):
+            found.append(("--settings", data))
     managed = Path("/etc/claude-code/managed-settings.json")
     try:
-        table = json.loads(managed.read_text()).get("env")
-    except (OSError, ValueError, AttributeError):
-        table = None
-    if isinstance(table, dict):
-        found.append((str(managed), table))
+        data = json.loads(managed.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        found.append((str(managed), data))
     return found
+
+
+def _settings_env(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
+    """The `env` tables of Claude's settings files (and of --settings): Claude Code applies them over its own
+    environment, so they decide where its requests go. Weakest first, as `_settings_files`."""
+    return [
+        (where, data["env"])
+        for where, data in _settings_files(args, cwd, claude_dir)
+        if isinstance(data.get("env"), dict)
+    ]
 
 
 def chosen_provider(sources: list[tuple[str, dict]]) -> str | None:
@@ -246,7 +259,7 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
         # priced at Anthropic's rates (Vertex's are the same, and genai-prices lacks some of Vertex's 1-hour ones)
         return [Front("vertex", upstream, VERTEX, ("ANTHROPIC_VERTEX_BASE_URL",), provider="anthropic")]
     if chosen in ON_AWS:
-        return [_aws_front(ON_AWS[chosen], env, sources)]
+        return [_aws_front(ON_AWS[chosen], env, sources, _settings_files(args, cwd, claude_dir))]
     if chosen == GOOGLE_CLOUD_SWITCH:
         return [_google_cloud_front(env, sources)]
     if chosen == FOUNDRY_SWITCH:
@@ -257,22 +270,20 @@ def strict_fronts(args: list[str], env: Mapping[str, str], cwd: Path, claude_dir
     return [Front("anthropic", upstream, "anthropic", ("ANTHROPIC_BASE_URL",))]
 
 
-def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, dict]]) -> Front:
-    """The front of Bedrock, Mantle or Claude Platform on AWS: only with an API key (or a gateway of the user's
-    that signs); the upstream is the user's base URL or the endpoint of the region Claude Code names."""
+def _aws_front(
+    cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, dict]], files: list[tuple[str, dict]]
+) -> Front:
+    """The front of Bedrock, Mantle or Claude Platform on AWS. With an API key (or a gateway of the user's that
+    signs) requests pass as Claude Code sends them; with AWS credentials the proxy signs them. The upstream is the
+    user's base URL or the endpoint of the region Claude Code names."""
 
     def anywhere(name: str) -> str | None:
         found = _in_effect(sources, name)
         return found[1] if found and found[1] else None
 
+    signer = None
     if not any(anywhere(key) for key in cloud.keys) and not env_true(anywhere(cloud.skip)):
-        raise ConfigError(
-            strict_refusal(
-                "claude",
-                f"without an API key ({' or '.join(cloud.keys)}) Claude Code signs each request to {cloud.name} with"
-                " AWS credentials for the host it sends to, and the proxy's is not AWS's",
-            )
-        )
+        signer = _aws_signer(cloud, sources, files, anywhere("AWS_REGION") or anywhere("AWS_DEFAULT_REGION"))
     if anywhere("ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION"):
         raise ConfigError(
             strict_refusal("claude", "ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION sends some calls to a second region")
@@ -289,7 +300,46 @@ def _aws_front(cloud: _OnAws, env: Mapping[str, str], sources: list[tuple[str, d
     if not upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("claude", f"{cloud.base} {upstream!r} is not an http(s) URL"))
     mount = {MANTLE: "mantle", BEDROCK: "bedrock"}.get(cloud.dialect, "anthropic-aws")
-    return Front(mount, upstream, cloud.dialect, (cloud.base,), provider="anthropic")
+    told = ((cloud.skip, "1"),) if signer is not None else ()
+    return Front(mount, upstream, cloud.dialect, (cloud.base,), provider="anthropic", signer=signer, child_env=told)
+
+
+def _aws_signer(
+    cloud: _OnAws, sources: list[tuple[str, dict]], files: list[tuple[str, dict]], region: str | None
+) -> AwsSigner:
+    """The proxy's signer for a cloud Claude Code would sign for with AWS credentials: the credentials the AWS
+    SDK's chain finds with the variables Claude Code sees (its settings over the environment), loaded now, so a
+    missing or expired one is a refusal at start, not a failed first request."""
+    for where, table in sources[1:]:  # applied over capguard's CLAUDE_CODE_SKIP_*: Claude Code would sign again
+        if cloud.skip in table:
+            raise ConfigError(
+                strict_refusal("claude", f"{cloud.skip} is set in {where}, which Claude Code applies over capguard's")
+            )
+    for where, data in files:  # credentials from a command of Claude's own, which the AWS SDK's chain never runs
+        if data.get("awsCredentialExport"):
+            raise ConfigError(
+                strict_refusal(
+                    "claude",
+                    f"awsCredentialExport in {where} gives Claude Code AWS credentials capguard cannot read (the proxy"
+                    " signs with those the AWS SDK's chain finds)",
+                )
+            )
+    if region is None or not _AWS_REGION.match(region):
+        why = "no AWS_REGION is set" if region is None else f"AWS_REGION {region[:40]!r} is no AWS region"
+        raise ConfigError(strict_refusal("claude", f"{why} for the proxy to sign {cloud.name}'s requests in"))
+    chain = {}
+    for name in CREDENTIAL_VARIABLES:
+        found = _in_effect(sources, name)
+        if found and found[1]:
+            chain[name] = found[1]
+    signer = AwsSigner(AwsSigning(cloud.service, region, chain))
+    try:
+        signer.load()
+    except SigningUnavailable as err:
+        raise ConfigError(
+            strict_refusal("claude", f"without an API key ({' or '.join(cloud.keys)}) the proxy signs for AWS: {err}")
+        ) from None
+    return signer
 
 
 GOOGLE_CLOUD_BASE = "ANTHROPIC_GOOGLE_CLOUD_BASE_URL"
@@ -542,6 +592,13 @@ class ClaudeAdapter:
             notes.append(
                 f"strict mode: every API call goes through capguard's proxy to {shown_url(fronts[0].upstream)}"
             )
+            signer = fronts[0].signer
+            if signer is not None:
+                notes.append(
+                    f"strict mode: the proxy signs each request for AWS (SigV4, {signer.how.service} in"
+                    f" {signer.how.region}) with the credentials the AWS SDK's chain found; Claude Code signs none"
+                    f" ({fronts[0].child_env[0][0]}=1)"
+                )
         args, merged = _merge_settings(args, ours_settings)
         ours += ["--settings", json.dumps(merged)]
         extra_env, native_flags = native_settings(settings, args, env)

@@ -23,6 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from capguard.metering.proxy import eventstream, sse
+from capguard.metering.proxy.aws_signing import SIGNING_HEADERS, AwsSigner, SigningUnavailable
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     BEDROCK,
@@ -83,6 +84,7 @@ class MeteringProxy:
         dialects: dict[str, str] | None = None,
         secret_headers: dict[str, tuple[str, str | None]] | None = None,
         providers: dict[str, str] | None = None,
+        signers: dict[str, AwsSigner] | None = None,
         host: str = "127.0.0.1",
         secret: str | None = None,
         fast_loop: bool = True,
@@ -99,6 +101,8 @@ class MeteringProxy:
         self._secret_headers = secret_headers or {}
         # mount -> the provider whose prices apply (an OpenAI-compatible API that is not OpenAI's)
         self._providers = providers or {}
+        # mount -> its SigV4 signer: the agent sends no signature (one for the proxy's host would be refused)
+        self._signers = signers or {}
         self._host = host
         self._secret = secret or secrets.token_urlsafe(24)
         self.port = 0
@@ -225,12 +229,19 @@ class MeteringProxy:
         if base is None:
             return _error(style, 400, f"capguard: {where.location!r} is no Vertex AI location")
         raw = await request.read()
-        query, headers = request.query_string, _headers(request)
+        signer = self._signers.get(mount)
+        query, headers = request.query_string, _headers(request, signed=signer is not None)
         if style in (GEMINI, VERTEX_GEMINI):  # a key in the URL would be in any error that shows it: to a header
             query, headers = gemini_key_to_header(query, headers)
         url = f"{base}/{tail}" + (f"?{query}" if query else "")
+        signing = None
+        if signer is not None:  # fetched (and refreshed when due) off the loop: a refresh may call AWS
+            try:
+                signing = signer, await asyncio.get_running_loop().run_in_executor(None, signer.credentials)
+            except SigningUnavailable as err:
+                return _error(style, 403, f"capguard could not sign this request for AWS: {err}", "permission_error")
         if where.free:
-            return await self._forward_free(request, url, raw, headers, via)
+            return await self._forward_free(request, url, raw, headers, via, signing)
         dialect = where.dialect or style
         try:
             body = _decode(raw)
@@ -240,12 +251,16 @@ class MeteringProxy:
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
         count_at = count_tail(dialect, tail)
         count_url = None if count_at is None else f"{base}/{count_at}" + (f"?{query}" if query else "")
-        admission = await self._admission(dialect, body, where, count_url, headers, via, self._providers.get(mount))
+        admission = await self._admission(
+            dialect, body, where, count_url, headers, via, self._providers.get(mount), signing
+        )
         while isinstance(admission, Refused) and admission.deferred:  # calls in flight hold the rest: wait for one
             await self._one_settled()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
-            admission = await self._admission(dialect, body, where, count_url, headers, via, self._providers.get(mount))
+            admission = await self._admission(
+                dialect, body, where, count_url, headers, via, self._providers.get(mount), signing
+            )
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
             return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
@@ -254,7 +269,7 @@ class MeteringProxy:
             sent, strip = with_stream_usage(sent)
         data = raw if sent is body else msgspec.json.encode(sent)
         try:
-            return await self._forward_metered(request, url, data, admission, strip, headers, via)
+            return await self._forward_metered(request, url, data, admission, strip, headers, via, signing)
         finally:  # settled or released: a request waiting for room asks again
             if self._settled is not None:
                 self._settled.set()
@@ -288,6 +303,7 @@ class MeteringProxy:
         headers: dict[str, str],
         via: dict[str, Any],
         provider: str | None = None,
+        signing: _Signing | None = None,
     ) -> Admission | Refused:
         """The gate's answer, after asking the provider to count the prompt when the gate wants a count."""
         admission = self.gate.admit(
@@ -303,28 +319,39 @@ class MeteringProxy:
         )
         if isinstance(admission, Count):
             assert count_url is not None
-            answer = await self._count(count_url, headers, admission, via)
+            answer = await self._count(count_url, headers, admission, via, signing)
             admission = self.gate.admit_counted(admission, answer, defer=True)
         return admission
 
     async def _forward_free(
-        self, request: web.Request, url: str, raw: bytes, headers: dict[str, str], via: dict[str, Any]
+        self,
+        request: web.Request,
+        url: str,
+        raw: bytes,
+        headers: dict[str, str],
+        via: dict[str, Any],
+        signing: _Signing | None = None,
     ) -> web.StreamResponse:
         assert self._session is not None
+        target, headers = _signed(signing, request.method, url, headers, raw)
         try:
-            async with self._session.request(request.method, url, data=raw, headers=headers, **via) as upstream:
+            async with self._session.request(request.method, target, data=raw, headers=headers, **via) as upstream:
                 body = await upstream.read()
                 return web.Response(status=upstream.status, body=body, headers=_reply_headers(upstream))
         except aiohttp.ClientError as err:
             return _error(self._dialects.get(request.match_info["mount"], ANTHROPIC), 502, _unreachable(err))
 
-    async def _count(self, url: str, headers: dict[str, str], count: Count, via: dict[str, Any]) -> Any:
+    async def _count(
+        self, url: str, headers: dict[str, str], count: Count, via: dict[str, Any], signing: _Signing | None = None
+    ) -> Any:
         """The provider's answer to counting the prompt (parsed JSON), or None: any failure leaves the bytes'
         bound. The agent's headers go with it (its key, anthropic-version and -beta): passed on, never logged."""
         assert self._session is not None
+        data = msgspec.json.encode(count.body)
+        target, headers = _signed(signing, "POST", url, headers, data)
         try:
             async with self._session.post(
-                url, data=msgspec.json.encode(count.body), headers=headers, timeout=self._count_timeout, **via
+                target, data=data, headers=headers, timeout=self._count_timeout, **via
             ) as upstream:
                 if upstream.status != 200:
                     return None
@@ -346,6 +373,7 @@ class MeteringProxy:
         strip: bool,
         headers: dict[str, str],
         via: dict[str, Any],
+        signing: _Signing | None = None,
     ) -> web.StreamResponse:
         assert self._session is not None
         gate, seen = self.gate, None
@@ -353,7 +381,8 @@ class MeteringProxy:
             if admission.task is not None:  # the task budget the proxy added needs its beta
                 beta = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
                 headers[beta] = with_beta(headers.get(beta))
-            upstream = await self._session.post(url, data=data, headers=headers, **via)
+            target, headers = _signed(signing, "POST", url, headers, data)  # the bytes sent, as sent
+            upstream = await self._session.post(target, data=data, headers=headers, **via)
         except aiohttp.ClientConnectorError as err:  # never reached the server: nothing billed
             gate.release(admission)
             return _error(admission.dialect, 502, _unreachable(err), "api_error")
@@ -439,9 +468,26 @@ def _new_loop(fast: bool) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _headers(request: web.Request) -> dict[str, str]:
-    """The agent's headers (its API key included: passed on, never logged), minus those of this hop."""
-    out = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+_Signing = tuple[AwsSigner, Any]  # a signed mount's signer and the credentials of this request
+
+
+def _signed(
+    signing: _Signing | None, method: str, url: str, headers: dict[str, str], data: bytes
+) -> tuple[str | URL, dict[str, str]]:
+    """Where a request goes and its headers: unchanged, or signed for AWS over the URL exactly as aiohttp sends
+    it (yarl's encoding of the path is what the host receives and checks the signature against)."""
+    if signing is None:
+        return url, headers
+    signer, credentials = signing
+    target = URL(url)
+    return target, signer.sign(credentials, method, str(target), headers, data)
+
+
+def _headers(request: web.Request, *, signed: bool = False) -> dict[str, str]:
+    """The agent's headers (its API key included: passed on, never logged), minus those of this hop, and minus
+    any signature of the agent's when the proxy signs."""
+    drop = _HOP | SIGNING_HEADERS if signed else _HOP
+    out = {k: v for k, v in request.headers.items() if k.lower() not in drop}
     out["Accept-Encoding"] = "identity"  # the proxy reads the usage: no compression on the local hop
     swap = request.get(_SWAP)
     if swap is not None:  # the run's secret never goes upstream: the header goes, or gets the user's own value

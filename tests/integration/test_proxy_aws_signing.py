@@ -1,0 +1,99 @@
+"""The metering proxy signing for AWS (SigV4) in front of a fake Bedrock that bills only what it can verify
+(tests/fakes/sigv4.py, apart from botocore): the path as it goes on the wire (a versioned id's colon, raw or
+encoded), the streamed and whole replies, Bedrock's CountTokens, and credentials that fail mid-run (refused,
+nothing sent)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from capguard.core.pricing import Pricer
+from capguard.metering.proxy import Gate, MeteringProxy
+from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.dialects import BEDROCK
+from tests.fakes import sigv4
+from tests.fakes.fake_anthropic import COUNT_TOKENS, FakeAnthropic, Script, Usage
+
+ACCESS = "AKIDCAPGUARDPROXY001"
+SECRET = "proxy/Secret+Key/0123456789abcdefghijklmn"
+KEYS = sigv4.Keys(ACCESS, SECRET, "us-east-1", "bedrock")
+BODY = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def loaded() -> AwsSigner:
+    signer = AwsSigner(
+        AwsSigning("bedrock", "us-east-1", {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
+    )
+    signer.load()
+    return signer
+
+
+def proxy_for(fake: FakeAnthropic, signer: AwsSigner, events: list) -> MeteringProxy:
+    gate = Gate(Pricer(), cap_micro=5_000_000, on_event=events.append, providers={BEDROCK: "anthropic"})
+    return MeteringProxy(
+        gate, {"bedrock": fake.base_url}, dialects={"bedrock": BEDROCK}, providers={"bedrock": "anthropic"},
+        signers={"bedrock": signer},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model_path", "verb"),
+    [
+        ("anthropic.claude-3-5-haiku-20241022-v1:0", "invoke"),
+        ("anthropic.claude-3-5-haiku-20241022-v1%3A0", "invoke"),  # as the AWS SDKs send it
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1%3A0", "invoke-with-response-stream"),
+    ],
+)
+def test_each_request_is_signed_for_the_host_it_goes_to_and_billed(model_path, verb):
+    events: list = []
+    script = Script(usage=Usage(input_tokens=1_000, output_tokens=40, cache_write_5m=0, cache_read=0), sigv4=KEYS)
+    with FakeAnthropic(script) as fake, proxy_for(fake, loaded(), events) as proxy:
+        url = f"{proxy.base_url('bedrock')}/model/{model_path}/{verb}"
+        # whatever the agent sent as its own signature (one for the proxy's host) is not what goes on
+        agents = {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDAGENT/x", "Content-Type": "application/json"}
+        reply = httpx.post(url, content=json.dumps(BODY), headers=agents, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert fake.refused_signatures == []
+    (served,) = [r for r in fake.requests if r.get("usage")]
+    assert served["headers"]["authorization"].startswith("AWS4-HMAC")
+    (settled,) = [e for e in events if hasattr(e, "cost_micro") or hasattr(e, "input_tokens")]
+    assert settled.input_tokens == 1_000 and settled.details["charged"] == "usage"
+
+
+def test_bedrocks_count_tokens_is_signed_too():
+    """A prompt whose bytes' bound would lower the output limit is counted first (Bedrock's CountTokens, free):
+    that request is signed as the call is."""
+    events: list = []
+    script = replace(Script(bill_prompt=True, honor_max_tokens=True), sigv4=KEYS)
+    big = {**BODY, "max_tokens": 4_000, "messages": [{"role": "user", "content": "word " * 20_000}]}
+    with FakeAnthropic(script) as fake:
+        gate = Gate(Pricer(), cap_micro=150_000, on_event=events.append, providers={BEDROCK: "anthropic"})
+        with MeteringProxy(gate, {"bedrock": fake.base_url}, dialects={"bedrock": BEDROCK},
+                           providers={"bedrock": "anthropic"}, signers={"bedrock": loaded()}) as proxy:  # fmt: skip
+            url = f"{proxy.base_url('bedrock')}/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke"
+            reply = httpx.post(url, content=json.dumps(big), headers={"Content-Type": "application/json"}, timeout=30)
+    assert fake.refused_signatures == []
+    assert [r["kind"] for r in fake.requests if r["kind"] == COUNT_TOKENS] == [COUNT_TOKENS]
+    assert reply.status_code == 200, reply.text
+
+
+class _Expired(AwsSigner):
+    def credentials(self):  # an SSO session that ended while the agent ran
+        raise SigningUnavailable("the AWS credentials could not be refreshed: UnauthorizedSSOTokenError: expired")
+
+
+def test_credentials_that_fail_mid_run_refuse_the_request_and_send_nothing():
+    events: list = []
+    with FakeAnthropic(Script(sigv4=KEYS)) as fake:
+        signer = _Expired(AwsSigning("bedrock", "us-east-1", {}))
+        with proxy_for(fake, signer, events) as proxy:
+            url = f"{proxy.base_url('bedrock')}/model/us.anthropic.claude-opus-5-5/invoke"
+            reply = httpx.post(url, content=json.dumps(BODY), headers={"Content-Type": "application/json"}, timeout=30)
+    assert reply.status_code == 403
+    assert "could not sign this request for AWS" in reply.json()["message"] and "expired" in reply.json()["message"]
+    assert fake.requests == [] and events == []  # nothing sent, nothing held
+    assert proxy.gate.held_micro == 0 and proxy.gate.spent_micro == 0
