@@ -118,7 +118,7 @@ def test_bedrocks_paths_name_the_model_and_the_stream(tail, expected):
     [
         ("model/amazon.nova-pro-v1:0/invoke", "prices Anthropic's models on Bedrock"),
         ("model/arn:aws:bedrock:us-east-1:1:application-inference-profile/abc/invoke", "ARN"),
-        ("model/us.anthropic.claude-opus-5-5/converse", "does not forward"),
+        ("model/us.anthropic.claude-opus-5-5/converse-async", "does not forward"),
         ("model/us.anthropic.claude-opus-5-5/invoke-async", "does not forward"),
     ],
 )

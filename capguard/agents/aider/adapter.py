@@ -25,7 +25,8 @@ from capguard.agents.base import (
 )
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import CHAT, GEMINI
+from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.dialects import BEDROCK, CHAT, GEMINI
 from capguard.metering.tail import WatchSpec
 
 # aider accepts maps 15% above its target (repomap.py) and counts large maps by sampling; measured maps
@@ -217,9 +218,17 @@ OTHERS = {
 }
 # How a refusal names what strict mode fronts
 FRONTED_NAMES = (
-    "OpenAI, Anthropic, DeepSeek, OpenRouter, Gemini (gemini/), Groq, Cerebras, Together AI, Fireworks AI and Moonshot"
+    "OpenAI, Anthropic, DeepSeek, OpenRouter, Gemini (gemini/), Groq, Cerebras, Together AI, Fireworks AI, Moonshot"
+    " and Anthropic's models on Amazon Bedrock (bedrock/)"
 )
-FRONTED = ("openai", "anthropic", *OTHERS)
+FRONTED = ("openai", "anthropic", *OTHERS, "bedrock")
+# litellm's Bedrock (Converse, or InvokeModel for `bedrock/invoke/...`): its endpoint from this variable, else the
+# region's; a Bedrock API key as a bearer token, else SigV4 with AWS credentials (capguard's proxy signs instead)
+BEDROCK_ENDPOINT = "AWS_BEDROCK_RUNTIME_ENDPOINT"
+# litellm's own ways to assume a role or pick credentials, which the AWS SDK's chain (capguard's signer) never reads
+_LITELLM_AWS_AUTH = ("AWS_ROLE_NAME", "AWS_WEB_IDENTITY_TOKEN", "AWS_STS_ENDPOINT", "AWS_EXTERNAL_ID",
+                     "AWS_SESSION_NAME")  # fmt: skip
+_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 # The proxy routes Gemini by `/v1beta/models/...`; litellm's base URL ends before `/models`: its version goes
 # in the path given to aider, the rest is the upstream
 _GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
@@ -227,7 +236,7 @@ _GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
 _OPENAI_BARE = re.compile(r"^(gpt-|o[1-9]|chatgpt-|ft:gpt-|codex-)")
 # The variables that hold a provider's base URL (litellm reads the first of each set it finds)
 BASE_VARIABLES = ("OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL",
-                  *(other.variable for other in OTHERS.values()))  # fmt: skip
+                  *(other.variable for other in OTHERS.values()), BEDROCK_ENDPOINT)  # fmt: skip
 
 
 def provider_of(model: str) -> str | None:
@@ -294,6 +303,8 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
     for name, other in OTHERS.items():
         if name in providers:
             fronts.append(other_front(name, other, env.get(other.variable) or other.default))
+    if "bedrock" in providers:
+        fronts.append(bedrock_front(env))
     child.pop("AIDER_OPENAI_API_BASE", None)
     for front in fronts:
         if not front.upstream.startswith(("http://", "https://")):
@@ -423,3 +434,39 @@ class AiderAdapter:
 
 
 ADAPTER = AiderAdapter()
+
+
+def bedrock_front(env: Mapping[str, str]) -> Front:
+    """litellm's Bedrock, fronted at AWS_BEDROCK_RUNTIME_ENDPOINT: the requests go on to the user's endpoint or the
+    region's, as litellm picks the region (AWS_REGION_NAME, then AWS_REGION, then AWS_DEFAULT_REGION). A Bedrock
+    API key passes through; without one litellm signs for the proxy's host, so the proxy signs again for AWS's with
+    the credentials the AWS SDK's chain finds (litellm's AWS_PROFILE_NAME read as AWS_PROFILE)."""
+    region = next(
+        (env[name] for name in ("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION") if env.get(name)), None
+    )
+    if region is None or not _AWS_REGION.match(region):
+        why = "no AWS region is set" if region is None else f"AWS region {region[:40]!r} is no AWS region"
+        raise ConfigError(strict_refusal("aider", f"{why} (set AWS_REGION), so the Bedrock endpoint is unknown"))
+    upstream = (
+        env.get(BEDROCK_ENDPOINT)
+        or f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
+    )
+    signer = None
+    if not env.get("AWS_BEARER_TOKEN_BEDROCK"):
+        litellms = next((name for name in _LITELLM_AWS_AUTH if env.get(name)), None)
+        if litellms:
+            raise ConfigError(
+                strict_refusal("aider", f"{litellms} has litellm assume a role the proxy's AWS signer would not")
+            )
+        chain = {name: env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE") if env.get(name)}  # fmt: skip
+        if env.get("AWS_PROFILE_NAME"):
+            chain["AWS_PROFILE"] = env["AWS_PROFILE_NAME"]
+        signer = AwsSigner(AwsSigning("bedrock", region, chain))
+        try:
+            signer.load()
+        except SigningUnavailable as err:
+            raise ConfigError(
+                strict_refusal("aider", f"without a Bedrock API key the proxy signs for AWS: {err}")
+            ) from None
+    return Front("bedrock", upstream, BEDROCK, (BEDROCK_ENDPOINT,), provider="anthropic", signer=signer)

@@ -64,6 +64,7 @@ _NOT_PROMPT = frozenset(
         "thinking",
         "reasoning",
         "reasoning_effort",
+        "inferenceConfig",  # Converse's maxTokens, temperature, stop sequences
     }
 )
 _MEDIA = {"image", "image_url", "input_image", "document", "input_file", "file", "input_audio"}

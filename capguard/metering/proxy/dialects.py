@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import msgspec
 
@@ -38,6 +38,10 @@ MANTLE = "bedrock-mantle"
 # Claude on Amazon Bedrock's InvokeModel API: Messages bodies without `model` and `stream`; the path names the model
 # (`/model/<id>/invoke`, `/model/<id>/invoke-with-response-stream`, whose reply is AWS's event stream, not SSE)
 BEDROCK = "bedrock"
+# Bedrock's Converse API (`/model/<id>/converse`, `/model/<id>/converse-stream`: AWS's event stream), as litellm calls
+# Bedrock for aider: its own request and reply shapes (messages of content blocks, inferenceConfig.maxTokens, usage
+# as inputTokens/outputTokens/cacheReadInputTokens/cacheWriteInputTokens); a dialect, served at a BEDROCK mount
+CONVERSE = "converse"
 # Claude in Microsoft Foundry: the Messages API at a resource's endpoint; the model is a deployment's name (Claude
 # Code names its deployments after the models); billed at Anthropic's rates, a US Data Zone deployment at 1.1x
 FOUNDRY = "foundry"
@@ -159,6 +163,8 @@ def ask(
     Route.platform (Bedrock's model ids are read as Anthropic's names)."""
     if dialect == GEMINI:
         return _gemini_ask(body, model, stream, platform)
+    if dialect == CONVERSE:
+        return _converse_ask(body, model, stream, location)
     model = model if model is not None else body.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("the request names no model")
@@ -202,6 +208,8 @@ def with_max_out(dialect: str, body: dict[str, Any], limit: int) -> dict[str, An
     """The request with its output limit set to `limit`, in the field its API reads."""
     if dialect == ANTHROPIC:
         return {**body, "max_tokens": limit}
+    if dialect == CONVERSE:
+        return _converse_with_max_out(body, limit)
     if dialect == RESPONSES:
         return {**body, "max_output_tokens": limit}
     if dialect == GEMINI:
@@ -227,7 +235,7 @@ def error_body(dialect: str, message: str, kind: str = "invalid_request_error", 
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
         }
         return json.dumps(body_).encode()
-    if dialect == BEDROCK:  # Bedrock's own: its SDKs read `message`
+    if dialect in (BEDROCK, CONVERSE):  # Bedrock's own: its SDKs read `message`
         return json.dumps({"message": message}).encode()
     if dialect in (ANTHROPIC, VERTEX, MANTLE, FOUNDRY):  # Claude on the clouds answers in Anthropic's format
         body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
@@ -353,8 +361,11 @@ def platform_geo(model: str, location: str | None, platform: str | None) -> str 
 
 # Bedrock's InvokeModel paths: an Anthropic model's id or cross-region profile (an inference profile's ARN names no
 # model capguard can price: refused)
-_BEDROCK_PATH = re.compile(r"^/model/([A-Za-z0-9._:-]{1,200})/(invoke|invoke-with-response-stream|count-tokens)$")
+_BEDROCK_PATH = re.compile(
+    r"^/model/([A-Za-z0-9._:%-]{1,200})/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)$"
+)
 _BEDROCK_STREAMS = {"invoke": False, "invoke-with-response-stream": True}
+_CONVERSE_STREAMS = {"converse": False, "converse-stream": True}
 
 
 def _bedrock_route(method: str, path: str) -> Route:
@@ -363,10 +374,13 @@ def _bedrock_route(method: str, path: str) -> Route:
         model_id, verb = found.groups()
         if verb == "count-tokens":  # free, as Bedrock's pricing says
             return Route(free=True)
+        model_id = unquote(model_id)  # the SDKs send a versioned id's colon encoded
         model = bedrock_model(model_id)
         if model == model_id:
             return Route(why=f"capguard's metering proxy prices Anthropic's models on Bedrock, not {model_id!r}")
         location = "global" if model_id.startswith("global.") else "regional"
+        if verb in _CONVERSE_STREAMS:
+            return Route(CONVERSE, model=model, stream=_CONVERSE_STREAMS[verb], location=location, platform=BEDROCK)
         return Route(ANTHROPIC, model=model, stream=_BEDROCK_STREAMS[verb], location=location, platform=BEDROCK)
     if path.startswith("/model/arn"):
         return Route(why="capguard cannot tell which model a Bedrock ARN serves: name the model's id or profile")
@@ -493,3 +507,73 @@ def gemini_key_to_header(query: str, headers: dict[str, str]) -> tuple[str, dict
     if not any(name.lower() == "x-goog-api-key" for name in headers):
         headers = {**headers, "x-goog-api-key": keys[-1]}
     return urlencode([(name, value) for name, value in pairs if name != "key"]), headers
+
+
+# ---- Bedrock's Converse API (Anthropic's models only: the route refuses any other)
+
+# Request keys whose cost capguard cannot bound or price: a guardrail is billed by text unit apart from the tokens,
+# a prompt from Bedrock's prompt management holds text the request does not show, a latency-optimized or priority
+# call costs more than the rates the core prices
+_CONVERSE_REFUSED = {
+    "guardrailConfig": "a Bedrock Guardrail (billed by text unit, apart from the tokens)",
+    "promptVariables": "a prompt from Bedrock's prompt management (its text is not in the request)",
+    "performanceConfig": "Bedrock's latency-optimized inference (it costs more)",
+    "serviceTier": "a Bedrock service tier other than the standard one",
+}
+_S3_SOURCE = b'"s3Location":'
+
+
+def _converse_ask(body: dict[str, Any], model: str | None, stream: bool, location: str | None) -> Ask:
+    """A Converse request's facts: the model and the stream from the path (an Anthropic model, Bedrock's id read as
+    its name); the output limit in inferenceConfig.maxTokens; a cachePoint block writes to the cache."""
+    if not model:
+        raise ValueError("the request names no model")
+    for key, what in _CONVERSE_REFUSED.items():
+        value = body.get(key)
+        if value is not None and not (key == "serviceTier" and get_type(value) in ("default", "standard")):
+            raise ValueError(f"capguard cannot bound {what}")
+    whole = encode(body)  # one pass of C over the body (marked pieces hold cache_control only, not cachePoint)
+    if _S3_SOURCE in whole:
+        raise ValueError("capguard cannot bound media given by its S3 location: its size is unknown")
+    tools = get_dict(body, "toolConfig").get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict) and not set(tool) <= {"toolSpec", "cachePoint"}:
+            kind = next(iter(set(tool) - {"toolSpec", "cachePoint"}))
+            raise ValueError(f"capguard cannot bound the cost of the server-side tool {str(kind)[:60]!r}")
+    config = get_dict(body, "inferenceConfig")
+    fields = get_dict(body, "additionalModelRequestFields")
+    thinking = fields.get("thinking")
+    if b'"cachePoint":' in whole and b'"ttl":"1h"' in whole:  # Converse's usage does not split writes by TTL
+        raise ValueError("capguard cannot price Converse's 1-hour cache writes apart from its 5-minute ones")
+    return Ask(
+        model,
+        stream,
+        _positive(config.get("maxTokens")),
+        1,
+        "5m" if b'"cachePoint":' in whole else None,
+        isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"),
+        geo=platform_geo(model, location, BEDROCK),
+        platform=BEDROCK,
+    )
+
+
+def _converse_with_max_out(body: dict[str, Any], limit: int) -> dict[str, Any]:
+    """inferenceConfig.maxTokens set to `limit`; a thinking budget at or above it comes down below it (Anthropic's
+    rule), or thinking goes off when no budget of 1,024 tokens fits."""
+    sent = {**body, "inferenceConfig": {**get_dict(body, "inferenceConfig"), "maxTokens": limit}}
+    fields = get_dict(body, "additionalModelRequestFields")
+    thinking = fields.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(thinking, dict) and isinstance(budget, int) and budget >= limit:
+        lowered = {**thinking, "budget_tokens": limit - 1} if limit - 1 >= 1_024 else {"type": "disabled"}
+        sent["additionalModelRequestFields"] = {**fields, "thinking": lowered}
+    return sent
+
+
+def get_dict(body: Any, key: str) -> dict[str, Any]:
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def get_type(value: Any) -> Any:
+    return value.get("type") if isinstance(value, dict) else value

@@ -109,6 +109,19 @@ def bedrock_event(message: Message) -> dict[str, Any] | None:
     return inner if isinstance(inner, dict) else None
 
 
+def converse_event(message: Message) -> dict[str, Any] | None:
+    """A Converse stream's event (`messageStart`, `contentBlockDelta`, `metadata`...: its JSON payload as it is) as
+    `{"converse": <event type>, "event": <payload>}`, or None (an exception, or nothing readable)."""
+    kind = message.headers.get(":event-type")
+    if message.headers.get(":message-type") != "event" or not kind:
+        return None
+    try:
+        payload = msgspec.json.decode(message.payload)
+    except (ValueError, RecursionError):
+        return None
+    return {"converse": kind, "event": payload} if isinstance(payload, dict) else None
+
+
 def is_exception(message: Message) -> bool:
     """Bedrock ended the stream with an error (throttling, a model error...) instead of an event."""
     return message.headers.get(":message-type") in ("exception", "error")

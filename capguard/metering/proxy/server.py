@@ -22,12 +22,14 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
+from capguard.core import sanitize
 from capguard.metering.proxy import eventstream, sse
 from capguard.metering.proxy.aws_signing import SIGNING_HEADERS, AwsSigner, SigningUnavailable
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     BEDROCK,
     CHAT,
+    CONVERSE,
     GEMINI,
     MANTLE,
     VERTEX,
@@ -397,6 +399,7 @@ class MeteringProxy:
                 return await self._stream(request, upstream, admission, strip)
             body = await upstream.content.read()  # hop-local: the server's own limit bounds a whole reply
             seen = from_body(admission.dialect, _json(body))
+            seen.response_id = seen.response_id or _request_id(admission, upstream)
             if upstream.status != 200 and not seen.complete:
                 gate.release(admission)  # an error without usage: the server billed nothing
             else:
@@ -420,6 +423,9 @@ class MeteringProxy:
         reply = web.StreamResponse(status=upstream.status, headers=_reply_headers(upstream))
         tracker, splitter = Tracker(admission.dialect), sse.EventSplitter()
         messages = eventstream.MessageSplitter()
+        tracker.seen.response_id = _request_id(admission, upstream)
+        # Bedrock's InvokeModel wraps each Messages event in a chunk; Converse sends its own events
+        read_event = eventstream.converse_event if admission.dialect == CONVERSE else eventstream.bedrock_event
         try:
             await reply.prepare(request)
             async for chunk in upstream.content.iter_any():
@@ -429,7 +435,7 @@ class MeteringProxy:
                     for message in messages.feed(chunk):
                         if eventstream.is_exception(message):
                             tracker.seen.failed = True
-                        elif (event := eventstream.bedrock_event(message)) is not None:
+                        elif (event := read_event(message)) is not None:
                             tracker.see(event)
                     continue
                 keep = []
@@ -523,6 +529,13 @@ def _via(proxy: str | None) -> dict[str, Any]:
     auth = aiohttp.BasicAuth.from_url(URL(proxy))
     bare = str(URL(proxy).with_user(None)) if auth is not None else proxy
     return {"proxy": bare, "proxy_auth": auth} if auth is not None else {"proxy": bare}
+
+
+def _request_id(admission: Admission, upstream: aiohttp.ClientResponse) -> str | None:
+    """A Converse reply names no id of its own: Bedrock's request id (a header) stands for it in the ledger."""
+    if admission.dialect != CONVERSE:
+        return None
+    return sanitize.name(upstream.headers.get("x-amzn-RequestId"))
 
 
 def _reply_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from capguard.core import sanitize
 from capguard.core.anthropic_usage import CallUsage, get, merge_usage
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, GEMINI
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, CONVERSE, GEMINI
 
 
 @dataclass
@@ -77,6 +77,8 @@ class Tracker:
                 self._chat(data)
             elif self.dialect == GEMINI:
                 self._gemini(data, whole)
+            elif self.dialect == CONVERSE:
+                self._converse(data)
             else:
                 self._responses(data)
         except (TypeError, AttributeError) as err:  # a field of a shape no API sends (a number for a list...)
@@ -131,6 +133,19 @@ class Tracker:
         elif kind == "error":
             seen.failed = True
 
+    def _converse(self, data: dict[str, Any]) -> None:
+        """A Converse stream's events (eventstream.converse_event): the text, tool input and reasoning streamed, and
+        the usage in the `metadata` event that ends it."""
+        seen, kind, event = self.seen, data.get("converse"), data.get("event")
+        if kind == "contentBlockDelta":
+            delta = get(event, "delta")
+            seen.output_bytes += _bytes(get(delta, "text")) + _bytes(get(get(delta, "toolUse"), "input"))
+            seen.output_bytes += _bytes(get(get(delta, "reasoningContent"), "text"))
+        elif kind == "contentBlockStart":
+            seen.output_bytes += _bytes(get(get(get(event, "start"), "toolUse"), "name"))
+        elif kind == "metadata" and get(event, "usage") is not None:
+            _take_usage(seen, CONVERSE, get(event, "usage"))
+
     def _gemini(self, data: dict[str, Any], whole: bool) -> None:
         """Each chunk carries the usage so far (figures only grow); the reply is over at a finishReason, a blocked
         prompt, or the end of a whole (non-streamed) reply."""
@@ -169,6 +184,8 @@ def _take_usage(
             merge_usage(read, usage)
         elif dialect == GEMINI:
             read = _gemini_usage(usage, {} if so_far is None else so_far)
+        elif dialect == CONVERSE:
+            read = _converse_usage(usage)
         else:
             read = _openai_usage(dialect, usage)
     except sanitize.NotANumber as err:
@@ -186,7 +203,7 @@ def _take_usage(
     if final and missing:  # the API always states these: a reply without one is charged by its bound, not as 0
         seen.suspicious = f"the reply's usage leaves out {' and '.join(missing)}: charged by its bound"
         seen.prompt_unknown = missing != ["output_tokens"]
-        output = "output_tokens" if dialect == ANTHROPIC else "candidatesTokenCount"
+        output = {ANTHROPIC: "output_tokens", CONVERSE: "outputTokens"}.get(dialect, "candidatesTokenCount")
         seen.output_stated = output in stated or output in (so_far or {})
         return
     seen.complete = seen.complete or final
@@ -200,7 +217,27 @@ def _take_usage(
 
 
 # Figures each API's final usage always states (Chat's and the Responses API's are read as required already)
-_REQUIRED = {ANTHROPIC: ("input_tokens", "output_tokens"), GEMINI: ("promptTokenCount",)}
+_REQUIRED = {
+    ANTHROPIC: ("input_tokens", "output_tokens"),
+    GEMINI: ("promptTokenCount",),
+    CONVERSE: ("inputTokens", "outputTokens"),
+}
+
+
+def _converse_usage(usage: Any) -> CallUsage:
+    """Converse's usage: inputTokens leaves out the cache's reads and writes, given apart (as Anthropic's)."""
+    if not isinstance(usage, dict):
+        raise sanitize.NotANumber("usage is not an object")
+    figures = {name: sanitize.count(usage.get(name) or 0, name) for name in _CONVERSE_FIGURES}
+    return CallUsage(
+        input_tokens=figures["inputTokens"],
+        output_tokens=figures["outputTokens"],
+        cache_read_tokens=figures["cacheReadInputTokens"],
+        cache_write_tokens=figures["cacheWriteInputTokens"],
+    )
+
+
+_CONVERSE_FIGURES = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
 
 
 def _openai_usage(dialect: str, usage: Any) -> CallUsage:
