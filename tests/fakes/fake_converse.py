@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.fakes import eventstream, sigv4
-from tests.fakes.fake_chat import FakeChat, Script, _Handler, _pieces, _plan
+from tests.fakes.fake_chat import FakeChat, Script, _Handler, _pieces, _plan, prompt_text, tokens
 
-_PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
+_PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|count-tokens)$")
 DEFAULT_MAX_TOKENS = 8192
 
 
@@ -67,6 +67,9 @@ class _ConverseHandler(_Handler):
                 owner.refused.append(why)
             self._send_json(403, {"message": why})
             return
+        if found.group(2) == "count-tokens":
+            self._count(raw, unquote(found.group(1)))
+            return
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "model" in body:
@@ -90,6 +93,27 @@ class _ConverseHandler(_Handler):
         finally:
             owner._finish(record, meter)
             owner._end()
+
+    def _count(self, raw: bytes, model: str) -> None:
+        """Bedrock's CountTokens for a Converse request (`{"input": {"converse": {...}}}`): the prompt's tokens as
+        the call would bill them."""
+        owner: FakeConverse = self.server.owner  # type: ignore[assignment]
+        try:
+            inner = json.loads(raw)["input"]["converse"]
+            if not isinstance(inner.get("messages"), list) or set(inner) - {
+                "messages",
+                "system",
+                "toolConfig",
+                "additionalModelRequestFields",
+            }:
+                raise ValueError("unknown field")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self._send_json(400, {"message": "ValidationException: input.converse is malformed"})
+            return
+        counted = tokens(prompt_text(chat_body(inner, model, False)))
+        with owner._cond:
+            owner.counts.append(counted)
+        self._send_json(200, {"inputTokens": counted})
 
     def _stop(self, finish: str) -> str:
         return {"length": "max_tokens", "tool_calls": "tool_use"}.get(finish, "end_turn")
@@ -154,6 +178,7 @@ class FakeConverse(FakeChat):
         super().__init__(script, host=host)
         self.keys, self.api_key = keys, api_key
         self.refused: list[str] = []  # why each request was refused 403
+        self.counts: list[int] = []  # each CountTokens answer
 
     @property
     def base_url(self) -> str:

@@ -69,6 +69,8 @@ def test_an_aider_runaway_on_bedrock_stops_within_the_cap_counted_at_the_bill(ca
     # each reply's usage was read (off the JSON, or the event stream's metadata); only a call the stop cut is not
     assert sum(row["details"]["charged"] == "usage" for row in rows) >= max(2, len(rows) - 1)
     assert any(r["kind"] != "main" for r in server.billed())  # the weak model's summaries: billed and counted
+    # Bedrock's free CountTokens was asked where the prompt's bytes bound the call, and tightened it (signed too)
+    assert server.counts and any(call["prompt_counted"] for call in report["calls"])
     assert "the next call's worst case would pass the $0.30 cap" in result.stderr
     shown = result.stdout + result.stderr + str(report)
     assert SECRET[:16] not in shown and API_KEY[:20] not in shown

@@ -213,3 +213,18 @@ def test_a_bedrock_endpoint_in_a_dotenv_is_refused(repo):
     (repo / ".env").write_text("AWS_BEDROCK_RUNTIME_ENDPOINT=http://elsewhere\n")
     with pytest.raises(ConfigError, match="AWS_BEDROCK_RUNTIME_ENDPOINT"):
         aider_fronts(ARGS, {"HOME": str(repo.parent), "AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": "k"})
+
+
+def test_a_converse_prompt_is_counted_by_bedrocks_count_tokens_with_its_prompt_fields():
+    from capguard.metering.proxy import bounds
+    from capguard.metering.proxy.dialects import count_tail
+
+    assert count_tail(CONVERSE, f"model/{MODEL}/converse-stream") == f"model/{MODEL}/count-tokens"
+    assert count_tail(CONVERSE, f"model/{MODEL}/invoke") is None  # not a Converse path
+    big = {**BODY, "messages": [{"role": "user", "content": [{"text": "word " * 2_000}]}]}
+    bound = bounds.input_bound(CONVERSE, big, bounds.Conversations())
+    asked = bounds.count_request(CONVERSE, big, bound, "claude-sonnet-4-5-20250929", BEDROCK)
+    assert asked == {"input": {"converse": {k: big[k] for k in ("system", "messages", "additionalModelRequestFields")}}}
+    assert bounds.counted_bound(bound, {"inputTokens": 2_010}).tokens < bound.tokens
+    # a field the count might not see: no count, the bytes' bound stays
+    assert bounds.count_request(CONVERSE, {**big, "someNewField": 1}, bound, "m", BEDROCK) is None

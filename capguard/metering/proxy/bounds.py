@@ -21,7 +21,7 @@ import msgspec
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, string_end
-from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, GEMINI, RESPONSES, VERTEX_GEMINI, Ask
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CONVERSE, GEMINI, RESPONSES, VERTEX_GEMINI, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
 # fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
@@ -387,6 +387,8 @@ _COUNTED_FIELDS = {
          "parallel_tool_calls", "truncation"}
     ),
 }  # fmt: skip
+# Bedrock's CountTokens for a Converse request: `{"input": {"converse": {...}}}` with these of its fields
+_COUNTED_FIELDS[CONVERSE] = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
 # Fields of a metered request that change no token of its prompt (they need not be counted).
 _COUNTED_FIELDS[GEMINI] = frozenset(
     {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings"}
@@ -407,6 +409,10 @@ def count_request(
     fields = _COUNTED_FIELDS.get(dialect)
     if fields is None or bound.from_bytes < COUNT_WORTH_TOKENS:
         return None
+    if dialect == CONVERSE:  # every other field of a Converse request is a setting (inferenceConfig) or refused
+        if any(key not in fields and key not in _NOT_COUNTED for key in body):
+            return None
+        return {"input": {"converse": {k: v for k, v in body.items() if k in fields}}}
     if platform == BEDROCK:
         return {"input": {"invokeModel": {"body": base64.b64encode(msgspec.json.encode(body)).decode()}}}
     if platform == VERTEX_GEMINI:  # Vertex's CountTokensRequest: the prompt's own fields, no request inside

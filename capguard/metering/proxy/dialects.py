@@ -107,12 +107,12 @@ _COUNT_SUFFIX = {ANTHROPIC: ("/messages", "/count_tokens"), RESPONSES: ("/respon
 def count_tail(dialect: str, tail: str) -> str | None:
     """The path of the provider's free prompt count next to a metered request's path (`v1/messages` ->
     `v1/messages/count_tokens`, Gemini's `:generateContent` -> `:countTokens`, Vertex's `models/<model>:rawPredict`
-    -> `models/count-tokens:rawPredict`, Bedrock's `model/<id>/invoke` -> `model/<id>/count-tokens`), or None:
+    -> `models/count-tokens:rawPredict`, Bedrock's `model/<id>/invoke` or `/converse` -> `model/<id>/count-tokens`), or None:
     Chat Completions has none."""
     path = tail.rstrip("/")
-    found_bedrock = _BEDROCK_PATH.match("/" + path) if dialect == ANTHROPIC else None
-    if found_bedrock and found_bedrock[2] in _BEDROCK_STREAMS:  # Bedrock's CountTokens: free, as its pricing says
-        return f"model/{found_bedrock[1]}/count-tokens"
+    found_bedrock = _BEDROCK_PATH.match("/" + path) if dialect in (ANTHROPIC, CONVERSE) else None
+    if found_bedrock and found_bedrock[2] in (_BEDROCK_STREAMS if dialect == ANTHROPIC else _CONVERSE_STREAMS):
+        return f"model/{found_bedrock[1]}/count-tokens"  # Bedrock's CountTokens: free, as its pricing says
     found_vertex = _VERTEX_PATH.match("/" + path) if dialect == ANTHROPIC else None
     if found_vertex and found_vertex[4] in _VERTEX_METERED:  # Vertex's is free too (Google's Claude pages say so)
         return f"{path.split('/models/', 1)[0]}/models/{_VERTEX_COUNT}:rawPredict"
