@@ -23,17 +23,24 @@ DEFAULT_MAX_TOKENS = 8192
 
 
 def chat_body(body: dict, model: str, stream: bool) -> dict:
-    """The Converse request as fake_chat bills one: the system prompt and each message's text blocks."""
+    """The Converse request as fake_chat bills one: the system prompt, each message's text blocks and the JSON of its
+    other blocks (tool calls and results), and the tools."""
     messages: list[dict[str, Any]] = []
     system = [block.get("text", "") for block in body.get("system") or [] if isinstance(block, dict)]
     if system:
         messages.append({"role": "system", "content": "\n".join(system)})
     for message in body.get("messages") or []:
         blocks = message.get("content") if isinstance(message, dict) else None
-        text = "\n".join(b["text"] for b in blocks or [] if isinstance(b, dict) and isinstance(b.get("text"), str))
-        messages.append({"role": message.get("role"), "content": text})
+        parts = [
+            b["text"] if isinstance(b.get("text"), str) else json.dumps(b, separators=(",", ":"))
+            for b in blocks or []
+            if isinstance(b, dict) and "cachePoint" not in b
+        ]
+        messages.append({"role": message.get("role"), "content": "\n".join(parts)})
     config = body.get("inferenceConfig") or {}
+    tools = (body.get("toolConfig") or {}).get("tools")
     return {
+        **({"tools": tools} if tools else {}),
         "model": model,
         "messages": messages,
         "stream": stream,
@@ -122,11 +129,18 @@ class _ConverseHandler(_Handler):
         if reply.delay_s > 0 and self.server.owner._stopping.wait(reply.delay_s):
             self.close_connection = True
             return
-        meter.visible = len(plan.text.encode())
+        meter.visible = len(plan.text.encode()) + sum(len((n + a).encode()) for n, a in plan.calls)
         self.server.owner._finish(record, meter, usage_sent=True)
+        content: list[dict[str, Any]] = [{"text": plan.text}] if plan.text else []
+        for i, (name, args) in enumerate(plan.calls):
+            try:
+                content.append({"toolUse": {"toolUseId": f"tooluse_{record['id']}_{i}", "name": name,
+                                            "input": json.loads(args)}})  # fmt: skip
+            except ValueError:  # cut mid-arguments by the output limit
+                pass
         body = json.dumps(
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": plan.text}]}},
+                "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": self._stop(plan.finish),
                 "usage": converse_usage(meter.usage()),
                 "metrics": {"latencyMs": 12},
@@ -160,6 +174,14 @@ class _ConverseHandler(_Handler):
             self._aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
             meter.visible += len(piece.encode())
         self._aws_event("contentBlockStop", {"contentBlockIndex": 0})
+        for i, (name, args) in enumerate(plan.calls, start=1):
+            start = {"toolUse": {"toolUseId": f"tooluse_{record['id']}_{i}", "name": name}}
+            self._aws_event("contentBlockStart", {"contentBlockIndex": i, "start": start})
+            meter.visible += len(name.encode())
+            for piece in _pieces(args, 3):
+                self._aws_event("contentBlockDelta", {"contentBlockIndex": i, "delta": {"toolUse": {"input": piece}}})
+                meter.visible += len(piece.encode())
+            self._aws_event("contentBlockStop", {"contentBlockIndex": i})
         self.server.owner._finish(record, meter, usage_sent=True)  # billed before the client sees the end
         self._aws_event("messageStop", {"stopReason": self._stop(plan.finish)})
         self._aws_event("metadata", {"usage": converse_usage(meter.usage()), "metrics": {"latencyMs": 12}})

@@ -154,3 +154,43 @@ def test_opencode_enables_no_provider_the_users_enabled_providers_leaves_out(tmp
     assert json.loads(tell({"openai": "http://127.0.0.1:1/S/openai"})[1]["OPENCODE_CONFIG_CONTENT"])[
         "enabled_providers"
     ] == ["openai"]
+
+
+def test_opencodes_amazon_bedrock_is_fronted_signed_or_with_its_key(tmp_path):
+    from capguard.metering.proxy.dialects import BEDROCK
+
+    store = opencode_config(tmp_path)
+    model = "amazon-bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    keys = {"AWS_ACCESS_KEY_ID": "AKIDUNITOC", "AWS_SECRET_ACCESS_KEY": "unit-secret", "AWS_REGION": "eu-west-3"}
+    (front,), _, _ = strict_fronts([], {"model": model}, keys, store)
+    assert (front.mount, front.upstream, front.dialect, front.provider) == (
+        "amazon-bedrock", "https://bedrock-runtime.eu-west-3.amazonaws.com", BEDROCK, "anthropic",
+    )  # fmt: skip
+    assert front.signer is not None and (front.signer.how.service, front.signer.how.region) == ("bedrock", "eu-west-3")
+    # the config's own keys and region come first, as OpenCode hands them to its SDK
+    options = {"region": "us-west-2", "accessKeyId": "AKIDFROMCONFIG", "secretAccessKey": "s", "baseURL": "https://v/"}
+    config = {"model": model, "provider": {"amazon-bedrock": {"options": options}}}
+    (front,), _, _ = strict_fronts([], config, keys, store)
+    assert front.upstream == "https://v/" and front.signer is not None
+    assert front.signer.how.env["AWS_ACCESS_KEY_ID"] == "AKIDFROMCONFIG" and front.signer.how.region == "us-west-2"
+    # a Bedrock API key (the environment's or a stored one) passes through: nothing to sign
+    (front,), _, _ = strict_fronts(
+        [], {"model": model}, {"AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": "k"}, store
+    )
+    assert front.signer is None
+    (store.parent / "auth.json").write_text(json.dumps({"amazon-bedrock": {"type": "api", "key": "ABSK"}}))
+    (front,), _, _ = strict_fronts([], {"model": model}, {"AWS_REGION": "us-east-1"}, store)
+    assert front.signer is None
+
+
+@pytest.mark.parametrize(
+    ("env", "word"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "A", "AWS_SECRET_ACCESS_KEY": "s"}, "no AWS region set"),
+        ({"AWS_REGION": "us-east-1"}, "no AWS credentials were found"),
+    ],
+)
+def test_opencodes_amazon_bedrock_that_cannot_be_fronted_is_refused(tmp_path, env, word):
+    model = "amazon-bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    with pytest.raises(ConfigError, match=f"{word}.*--meter files"):
+        strict_fronts([], {"model": model}, env, opencode_config(tmp_path))

@@ -25,7 +25,8 @@ from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES
+from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, RESPONSES
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g opencode-ai@1.18.33"
@@ -123,19 +124,25 @@ def configured_model(args: list[str], config: dict) -> tuple[str | None, str | N
 # Strict mode: the providers OpenCode calls through an SDK whose base URL its config sets (provider.<id>.options.
 # baseURL), with the API each speaks (OpenCode's openai provider calls the Responses API) and its default base URL
 ANTHROPIC_SDK, OPENAI_SDK, COMPATIBLE_SDK = "@ai-sdk/anthropic", "@ai-sdk/openai", "@ai-sdk/openai-compatible"
-SDK_DIALECTS = {ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT}
-BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK}
+# OpenCode's amazon-bedrock provider: Bedrock's Converse API at options.baseURL (measured with 1.18.33), signed
+# with AWS credentials for that host or sent with a Bedrock API key
+BEDROCK_SDK = "@ai-sdk/amazon-bedrock"
+SDK_DIALECTS = {ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT, BEDROCK_SDK: BEDROCK}
+BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK, "amazon-bedrock": BEDROCK_SDK}
+_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 DEFAULT_BASES = {"anthropic": "https://api.anthropic.com/v1", "openai": "https://api.openai.com/v1"}
 _MOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a provider id that can name the proxy's path
 
 
-def _front_of(provider: str, config: dict, auth: dict) -> tuple[Front | None, str]:
+def _front_of(provider: str, config: dict, auth: dict, env: Mapping[str, str]) -> tuple[Front | None, str]:
     """The front for one of OpenCode's providers, or None and why it cannot be fronted."""
     entry = (config.get("provider") or {}).get(provider)
     entry = entry if isinstance(entry, dict) else {}
     sdk = entry.get("npm") or BUILT_IN_SDKS.get(provider)
     options = entry.get("options")
     base = options.get("baseURL") if isinstance(options, dict) else None
+    if sdk == BEDROCK_SDK and _MOUNT.match(provider):
+        return _bedrock_front(provider, options if isinstance(options, dict) else {}, auth.get(provider), env)
     if not base and provider in DEFAULT_BASES and sdk == BUILT_IN_SDKS[provider]:
         base = DEFAULT_BASES[provider]
     login = auth.get(provider)
@@ -177,7 +184,7 @@ def strict_fronts(
     for provider in dict.fromkeys([*named, *(config.get("provider") or {})]):
         if isinstance(enabled, list) and provider not in enabled:
             continue
-        front, why = _front_of(provider, config, auth)
+        front, why = _front_of(provider, config, auth, env)
         if front is not None:
             fronts.append(front)
         elif provider in named:
@@ -213,6 +220,40 @@ def strict_fronts(
     if left_out:
         notes.append(f"strict mode: providers not loaded (the proxy cannot front them): {', '.join(left_out)}")
     return fronts, tell, notes
+
+
+def _bedrock_front(provider: str, options: dict, login: object, env: Mapping[str, str]) -> tuple[Front | None, str]:
+    """OpenCode's amazon-bedrock provider: its options.baseURL, else the endpoint of its region (options.region,
+    else AWS_REGION). A Bedrock API key (AWS_BEARER_TOKEN_BEDROCK, options.apiKey or a stored key) passes through;
+    otherwise the proxy signs each request with the credentials the AWS SDK's chain finds (options' keys or profile
+    first, as OpenCode passes them on)."""
+    region = options.get("region") or env.get("AWS_REGION")
+    if not isinstance(region, str) or not _AWS_REGION.match(region):
+        why = "no AWS region" if not region else f"AWS region {str(region)[:40]!r}, which is none,"
+        return None, f"provider {provider!r} has {why} set (options.region or AWS_REGION)"
+    base = options.get("baseURL")
+    if base is None:
+        base = f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
+    if not isinstance(base, str) or not base.startswith(("http://", "https://")):
+        return None, f"provider {provider!r} has no http(s) baseURL"
+    keyed = bool(env.get("AWS_BEARER_TOKEN_BEDROCK") or options.get("apiKey"))
+    keyed = keyed or (isinstance(login, dict) and login.get("type") == "api" and bool(login.get("key")))
+    if isinstance(login, dict) and login.get("type") == "oauth":
+        return None, f"provider {provider!r} is signed in (OAuth), which may send requests past its base URL"
+    signer = None
+    if not keyed:
+        chain = {name: env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE") if env.get(name)}  # fmt: skip
+        for option, name in (("accessKeyId", "AWS_ACCESS_KEY_ID"), ("secretAccessKey", "AWS_SECRET_ACCESS_KEY"),
+                             ("sessionToken", "AWS_SESSION_TOKEN"), ("profile", "AWS_PROFILE")):  # fmt: skip
+            if isinstance(options.get(option), str) and options[option]:
+                chain[name] = options[option]
+        signer = AwsSigner(AwsSigning("bedrock", region, chain))
+        try:
+            signer.load()
+        except SigningUnavailable as err:
+            return None, f"provider {provider!r} has no Bedrock API key and the proxy signs for AWS: {err}"
+    return Front(provider, base, BEDROCK, (), provider="anthropic", signer=signer), ""
 
 
 def priced_name(front: Front, model: str | None) -> str | None:

@@ -65,6 +65,7 @@ _NOT_PROMPT = frozenset(
         "reasoning",
         "reasoning_effort",
         "inferenceConfig",  # Converse's maxTokens, temperature, stop sequences
+        "additionalModelResponseFieldPaths",  # Converse: which of the model's own fields to return
     }
 )
 _MEDIA = {"image", "image_url", "input_image", "document", "input_file", "file", "input_audio"}
