@@ -81,6 +81,25 @@ def test_bedrocks_count_tokens_is_signed_too():
     assert reply.status_code == 200, reply.text
 
 
+def test_refreshable_credentials_are_fetched_off_the_loop_and_signed_with(tmp_path):
+    """A profile's credential_process (temporary credentials, refreshed by botocore): the proxy fetches them on a
+    worker thread, each request signed with their token."""
+    from tests.unit.test_aws_signing import SECRET as UNIT_SECRET
+    from tests.unit.test_aws_signing import TOKEN, credential_process
+
+    keys = sigv4.Keys(ACCESS, UNIT_SECRET, "us-east-1", "bedrock", TOKEN)
+    signer = AwsSigner(AwsSigning("bedrock", "us-east-1", credential_process(tmp_path, ACCESS)))
+    signer.load()
+    assert signer.may_refresh
+    events: list = []
+    with FakeAnthropic(Script(sigv4=keys)) as fake, proxy_for(fake, signer, events) as proxy:
+        url = f"{proxy.base_url('bedrock')}/model/us.anthropic.claude-opus-5-5/invoke"
+        for _ in range(3):
+            reply = httpx.post(url, content=json.dumps(BODY), headers={"Content-Type": "application/json"}, timeout=30)
+            assert reply.status_code == 200, reply.text
+    assert fake.refused_signatures == [] and len([r for r in fake.requests if r.get("usage")]) == 3
+
+
 class _Expired(AwsSigner):
     def credentials(self):  # an SSO session that ended while the agent ran
         raise SigningUnavailable("the AWS credentials could not be refreshed: UnauthorizedSSOTokenError: expired")

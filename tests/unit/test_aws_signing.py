@@ -180,3 +180,24 @@ def test_what_the_proxy_cannot_sign_for_is_refused_at_start(dirs, settings, env,
     (home / "settings.json").write_text(json.dumps(settings))
     with pytest.raises(ConfigError, match=f"{why}.*--meter files"):
         claude_fronts([], {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "us-east-1", **env}, cwd, home)
+
+
+def credential_process(tmp_path, access: str = ACCESS) -> dict[str, str]:
+    """A profile whose credentials come from a command (temporary ones, with an expiry): the chain's way for SSO
+    helpers and vaults; botocore refreshes them when they are about to expire."""
+    answer = {"Version": 1, "AccessKeyId": access, "SecretAccessKey": SECRET, "SessionToken": TOKEN,
+              "Expiration": "2099-01-01T00:00:00Z"}  # fmt: skip
+    script = tmp_path / "creds.py"
+    script.write_text(f"import json\nprint(json.dumps({answer!r}))\n")
+    config = tmp_path / "config"
+    config.write_text(f"[profile vault]\ncredential_process = {sys.executable} {script}\n")
+    return {"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "vault"}
+
+
+def test_credentials_from_a_process_are_temporary_and_signed_with_their_token(tmp_path):
+    signing = signer(**credential_process(tmp_path))
+    assert signing.may_refresh  # the proxy fetches them off its event loop
+    headers = signed(signing)
+    keys = sigv4.Keys(ACCESS, SECRET, "us-east-1", "bedrock", TOKEN)
+    assert sigv4.check(keys, "POST", TARGET, {**headers, **HOST}, BODY) is None
+    assert not signer(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET).may_refresh  # keys as they are

@@ -86,6 +86,14 @@ class AwsSigner:
             raise SigningUnavailable(f"no AWS credentials were found{where} by the AWS SDK's chain")
         self._source = source
 
+    @property
+    def may_refresh(self) -> bool:
+        """The credentials can expire and be refreshed (SSO, a role, a process...): fetching them may call AWS.
+        Keys given as they are never do, so they are fetched on the event loop without a thread hop."""
+        from botocore.credentials import RefreshableCredentials
+
+        return isinstance(self._source, RefreshableCredentials)
+
     def credentials(self) -> Any:
         """The credentials for one request (botocore's ReadOnlyCredentials), refreshed if due."""
         if self._source is None:

@@ -237,9 +237,11 @@ class MeteringProxy:
             query, headers = gemini_key_to_header(query, headers)
         url = f"{base}/{tail}" + (f"?{query}" if query else "")
         signing = None
-        if signer is not None:  # fetched (and refreshed when due) off the loop: a refresh may call AWS
+        if signer is not None:  # fetched (and refreshed when due) off the loop when a refresh may call AWS
             try:
-                signing = signer, await asyncio.get_running_loop().run_in_executor(None, signer.credentials)
+                fetch = signer.credentials
+                found = await asyncio.get_running_loop().run_in_executor(None, fetch) if signer.may_refresh else fetch()
+                signing = signer, found
             except SigningUnavailable as err:
                 return _error(style, 403, f"capguard could not sign this request for AWS: {err}", "permission_error")
         if where.free:
