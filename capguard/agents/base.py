@@ -145,6 +145,16 @@ def env_true(value: object) -> bool:
     return str(value).strip().lower() in TRUE_WORDS if value is not None else False
 
 
+def signing_notes(fronts: list[Front]) -> list[str]:
+    """What the report says of each front the proxy signs for AWS (the agent's own signature is replaced)."""
+    return [
+        f"strict mode: the proxy signs each request to {f.mount} for AWS (SigV4, {f.signer.how.service} in"
+        f" {f.signer.how.region}) with the credentials the AWS SDK's chain found"
+        for f in fronts
+        if f.signer is not None
+    ]
+
+
 def strict_refusal(agent: str, why: str) -> str:
     """The one line of a strict-mode refusal at start: what cannot be fronted, and the way out."""
     return f"capguard --strict cannot meter {agent} here: {why}; run it with --meter files (its logs) instead"

@@ -66,6 +66,9 @@ def test_an_aider_runaway_on_bedrock_stops_within_the_cap_counted_at_the_bill(ca
     assert {row["model"] for row in rows} == {"anthropic/claude-sonnet-4-5-20250929"}
     assert {row["details"]["inference_geo"] for row in rows} == {BEDROCK_REGIONAL}
     assert_counted_exactly(rows, bill, "proxy:converse:")
+    assert any("signs each request to bedrock for AWS (SigV4, bedrock in us-east-1)" in n for n in report["notes"]) == (
+        auth == "sigv4"
+    )
     # each reply's usage was read (off the JSON, or the event stream's metadata); only a call the stop cut is not
     assert sum(row["details"]["charged"] == "usage" for row in rows) >= max(2, len(rows) - 1)
     assert any(r["kind"] != "main" for r in server.billed())  # the weak model's summaries: billed and counted

@@ -62,6 +62,9 @@ def test_an_opencode_runaway_on_bedrock_is_signed_by_the_proxy_and_stops_within_
         rows = ledger.usage(report["run_id"])
     assert {row["model"] for row in rows} == {"anthropic/claude-sonnet-4-5-20250929"}
     assert_counted_exactly(rows, bill, "proxy:converse:")  # the title call too, to the token
+    assert any(
+        "signs each request to amazon-bedrock for AWS (SigV4, bedrock in us-east-1)" in n for n in report["notes"]
+    )
     assert sum(row["details"]["charged"] == "usage" for row in rows) >= max(2, len(rows) - 1)
     assert "would pass the $0.30 cap" in result.stderr
     shown = result.stdout + result.stderr + json.dumps(report)

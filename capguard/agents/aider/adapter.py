@@ -20,6 +20,7 @@ from capguard.agents.base import (
     command_line,
     insert_before_separator,
     option_value,
+    signing_notes,
     strict_refusal,
     without_option,
 )
@@ -387,6 +388,7 @@ class AiderAdapter:
             fronts, args, env = strict_fronts(args, env)
             for front in fronts:
                 notes.append(f"strict mode: aider's {front.mount} requests go through capguard's proxy")
+            notes += signing_notes(fronts)
 
         user_log = option_value(args, "--analytics-log") or env.get("AIDER_ANALYTICS_LOG")
         if user_log:

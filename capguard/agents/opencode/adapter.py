@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from capguard.agents.base import Front, LaunchPlan, command_line, option_value, strict_refusal
+from capguard.agents.base import Front, LaunchPlan, command_line, option_value, signing_notes, strict_refusal
 from capguard.agents.opencode import own_files
 from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
@@ -217,6 +217,7 @@ def strict_fronts(
     notes = [
         f"strict mode: OpenCode's provider {f.mount} goes through capguard's proxy to {f.upstream}" for f in fronts
     ]
+    notes += signing_notes(fronts)
     if left_out:
         notes.append(f"strict mode: providers not loaded (the proxy cannot front them): {', '.join(left_out)}")
     return fronts, tell, notes
