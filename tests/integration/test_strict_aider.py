@@ -179,7 +179,12 @@ def test_a_denied_main_model_is_refused_at_start(capguard, repo):
 
 
 @pytest.mark.parametrize(
-    ("model", "word"), [("bedrock/anthropic.claude-3-5-sonnet", "'bedrock'"), ("vertex_ai/gemini-pro", "'vertex_ai'")]
+    ("model", "word"),
+    [
+        ("bedrock/amazon.nova-pro-v1:0", "not one of Anthropic's models"),
+        ("vertex_ai/gemini-pro", "'vertex_ai'"),
+        ("cohere/command-r", "'cohere'"),
+    ],
 )
 def test_a_provider_the_proxy_cannot_front_is_refused_at_start(capguard, model, word):
     with FakeChat(runaway()) as server:

@@ -182,5 +182,10 @@ def test_a_provider_litellm_cannot_redirect_by_a_variable_is_refused_at_start(ca
     result = capguard.run(["--strict", "--usd", "1"], flags(model, stream=False), timeout=60)
     assert result.rc == 2 and result.report is None
     line = result.stderr.strip()
-    assert "\n" not in line and word in line and "Fireworks AI and Moonshot" in line and "Traceback" not in line
+    assert (
+        "\n" not in line
+        and word in line
+        and "Moonshot and Anthropic's models on Amazon Bedrock" in line
+        and "Traceback" not in line
+    )
     assert_tree_gone(capguard)

@@ -228,3 +228,11 @@ def test_a_converse_prompt_is_counted_by_bedrocks_count_tokens_with_its_prompt_f
     assert bounds.counted_bound(bound, {"inputTokens": 2_010}).tokens < bound.tokens
     # a field the count might not see: no count, the bytes' bound stays
     assert bounds.count_request(CONVERSE, {**big, "someNewField": 1}, bound, "m", BEDROCK) is None
+
+
+def test_a_bedrock_model_that_is_not_anthropics_is_refused_at_start(repo):
+    env = {"HOME": str(repo.parent), "AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": "k"}
+    with pytest.raises(ConfigError, match="amazon.nova-pro-v1:0 is not one of Anthropic's models"):
+        aider_fronts(["--model", "bedrock/amazon.nova-pro-v1:0"], env)
+    for model in ("bedrock/converse/anthropic.claude-3-5-haiku-20241022-v1:0", f"bedrock/invoke/{MODEL}"):
+        assert aider_fronts(["--model", model, "--weak-model", model], env)[0][0].mount == "bedrock"

@@ -194,3 +194,9 @@ def test_opencodes_amazon_bedrock_that_cannot_be_fronted_is_refused(tmp_path, en
     model = "amazon-bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
     with pytest.raises(ConfigError, match=f"{word}.*--meter files"):
         strict_fronts([], {"model": model}, env, opencode_config(tmp_path))
+
+
+def test_opencodes_amazon_bedrock_model_that_is_not_anthropics_is_refused(tmp_path):
+    env = {"AWS_REGION": "us-east-1", "AWS_BEARER_TOKEN_BEDROCK": "k"}
+    with pytest.raises(ConfigError, match="amazon-bedrock/amazon.nova-pro-v1:0 is not one of Anthropic's models"):
+        strict_fronts([], {"model": "amazon-bedrock/amazon.nova-pro-v1:0"}, env, opencode_config(tmp_path))

@@ -26,6 +26,7 @@ from capguard.agents.base import (
 )
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.core.pricing import bedrock_model
 from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
 from capguard.metering.proxy.dialects import BEDROCK, CHAT, GEMINI
 from capguard.metering.tail import WatchSpec
@@ -281,6 +282,11 @@ def strict_fronts(args: list[str], env: Mapping[str, str]) -> tuple[list[Front],
             raise ConfigError(
                 strict_refusal("aider", f"{where} {model} goes to {what}; the proxy fronts {FRONTED_NAMES}")
             )
+        if provider == "bedrock" and not _anthropic_on_bedrock(model):
+            raise ConfigError(
+                strict_refusal("aider", f"{where} {model} is not one of Anthropic's models, the only ones the proxy"
+                               " prices on Bedrock")
+            )  # fmt: skip
         providers.add(provider)
     for arg in args:
         if arg == "--":
@@ -436,6 +442,14 @@ class AiderAdapter:
 
 
 ADAPTER = AiderAdapter()
+
+
+def _anthropic_on_bedrock(model: str) -> bool:
+    """litellm's `bedrock/[converse/|invoke/]<id>` names one of Anthropic's models (the proxy prices no other)."""
+    model_id = model.split("/", 1)[1]
+    for route_ in ("converse/", "invoke/"):
+        model_id = model_id.removeprefix(route_)
+    return bedrock_model(model_id) != model_id
 
 
 def bedrock_front(env: Mapping[str, str]) -> Front:

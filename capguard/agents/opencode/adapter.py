@@ -25,6 +25,7 @@ from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.core.pricing import bedrock_model
 from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
 from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, RESPONSES
 from capguard.metering.tail import WatchSpec
@@ -185,6 +186,15 @@ def strict_fronts(
         if isinstance(enabled, list) and provider not in enabled:
             continue
         front, why = _front_of(provider, config, auth, env)
+        if front is not None and front.dialect == BEDROCK:  # the proxy prices Anthropic's models alone there
+            for where, model in chosen:
+                if isinstance(model, str) and model.startswith(f"{provider}/"):
+                    model_id = model.split("/", 1)[1]
+                    if bedrock_model(model_id) == model_id:
+                        raise ConfigError(
+                            strict_refusal("opencode", f"{where} {model} is not one of Anthropic's models, the only"
+                                           " ones the proxy prices on Bedrock")
+                        )  # fmt: skip
         if front is not None:
             fronts.append(front)
         elif provider in named:
