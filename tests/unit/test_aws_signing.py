@@ -14,6 +14,7 @@ from capguard.agents.claude.adapter import strict_fronts as claude_fronts
 from capguard.core.errors import ConfigError
 from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
 from tests.fakes import sigv4
+from tests.unit.test_claude_on_clouds import dirs  # noqa: F401  (the fixture: a repo and Claude's folder)
 
 ACCESS = "AKIDCAPGUARDUNIT0001"
 SECRET = "unit/Secret+Key/0123456789abcdefghijklmnop"
@@ -115,14 +116,6 @@ def test_the_signer_never_shows_its_credentials():
 
 
 # ---- Claude Code's fronts: signed by the proxy when Claude Code would sign
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    cwd, home = tmp_path / "repo", tmp_path / "claude"
-    cwd.mkdir()
-    home.mkdir()
-    return cwd, home
 
 
 KEYS = {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET}

@@ -27,7 +27,13 @@ from capguard.agents.base import (
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import bedrock_model
-from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.aws_signing import (
+    SigningUnavailable,
+    bedrock_runtime,
+    chain_in,
+    is_region,
+    loaded,
+)
 from capguard.metering.proxy.dialects import BEDROCK, CHAT, GEMINI
 from capguard.metering.tail import WatchSpec
 
@@ -230,7 +236,6 @@ BEDROCK_ENDPOINT = "AWS_BEDROCK_RUNTIME_ENDPOINT"
 # litellm's own ways to assume a role or pick credentials, which the AWS SDK's chain (capguard's signer) never reads
 _LITELLM_AWS_AUTH = ("AWS_ROLE_NAME", "AWS_WEB_IDENTITY_TOKEN", "AWS_STS_ENDPOINT", "AWS_EXTERNAL_ID",
                      "AWS_SESSION_NAME")  # fmt: skip
-_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 # The proxy routes Gemini by `/v1beta/models/...`; litellm's base URL ends before `/models`: its version goes
 # in the path given to aider, the rest is the upstream
 _GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
@@ -460,13 +465,10 @@ def bedrock_front(env: Mapping[str, str]) -> Front:
     region = next(
         (env[name] for name in ("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION") if env.get(name)), None
     )
-    if region is None or not _AWS_REGION.match(region):
+    if region is None or not is_region(region):
         why = "no AWS region is set" if region is None else f"AWS region {region[:40]!r} is no AWS region"
         raise ConfigError(strict_refusal("aider", f"{why} (set AWS_REGION), so the Bedrock endpoint is unknown"))
-    upstream = (
-        env.get(BEDROCK_ENDPOINT)
-        or f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
-    )
+    upstream = env.get(BEDROCK_ENDPOINT) or bedrock_runtime(region)
     signer = None
     if not env.get("AWS_BEARER_TOKEN_BEDROCK"):
         litellms = next((name for name in _LITELLM_AWS_AUTH if env.get(name)), None)
@@ -474,13 +476,11 @@ def bedrock_front(env: Mapping[str, str]) -> Front:
             raise ConfigError(
                 strict_refusal("aider", f"{litellms} has litellm assume a role the proxy's AWS signer would not")
             )
-        chain = {name: env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE") if env.get(name)}  # fmt: skip
+        chain = chain_in(env)
         if env.get("AWS_PROFILE_NAME"):
             chain["AWS_PROFILE"] = env["AWS_PROFILE_NAME"]
-        signer = AwsSigner(AwsSigning("bedrock", region, chain))
         try:
-            signer.load()
+            signer = loaded("bedrock", region, chain)
         except SigningUnavailable as err:
             raise ConfigError(
                 strict_refusal("aider", f"without a Bedrock API key the proxy signs for AWS: {err}")

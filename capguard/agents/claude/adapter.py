@@ -44,7 +44,14 @@ from capguard.core.errors import ConfigError
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
 from capguard.metering.otel_receiver import OtlpReceiver, telemetry_env, user_has_telemetry
-from capguard.metering.proxy.aws_signing import CREDENTIAL_VARIABLES, AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.aws_signing import (
+    CREDENTIAL_VARIABLES,
+    AwsSigner,
+    SigningUnavailable,
+    chain_in,
+    is_region,
+    loaded,
+)
 from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     BEDROCK,
@@ -161,8 +168,6 @@ ON_AWS = {
         "aws-external-anthropic",
     ),
 }  # fmt: skip
-# Claude Code's own check of an AWS region (it goes into a host name)
-_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 
 
 def _settings_files(args: list[str], cwd: Path, claude_dir: Path) -> list[tuple[str, dict]]:
@@ -291,7 +296,7 @@ def _aws_front(
     upstream = env.get(cloud.base)
     if not upstream:
         region = anywhere("AWS_REGION") or anywhere("AWS_DEFAULT_REGION")
-        if region is None or not _AWS_REGION.match(region):
+        if region is None or not is_region(region):
             why = "no AWS_REGION is set" if region is None else f"AWS_REGION {region[:40]!r} is no AWS region"
             raise ConfigError(
                 strict_refusal("claude", f"{why}, so the {cloud.name} endpoint Claude Code would call is unknown")
@@ -324,17 +329,12 @@ def _aws_signer(
                     " signs with those the AWS SDK's chain finds)",
                 )
             )
-    if region is None or not _AWS_REGION.match(region):
+    if region is None or not is_region(region):
         why = "no AWS_REGION is set" if region is None else f"AWS_REGION {region[:40]!r} is no AWS region"
         raise ConfigError(strict_refusal("claude", f"{why} for the proxy to sign {cloud.name}'s requests in"))
-    chain = {}
-    for name in CREDENTIAL_VARIABLES:
-        found = _in_effect(sources, name)
-        if found and found[1]:
-            chain[name] = found[1]
-    signer = AwsSigner(AwsSigning(cloud.service, region, chain))
+    seen = {name: found[1] for name in CREDENTIAL_VARIABLES if (found := _in_effect(sources, name))}
     try:
-        signer.load()
+        signer = loaded(cloud.service, region, chain_in(seen))
     except SigningUnavailable as err:
         raise ConfigError(
             strict_refusal("claude", f"without an API key ({' or '.join(cloud.keys)}) the proxy signs for AWS: {err}")

@@ -26,7 +26,7 @@ from capguard.agents.opencode.store import db_path, last_message_rowid, live_row
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import bedrock_model
-from capguard.metering.proxy.aws_signing import AwsSigner, AwsSigning, SigningUnavailable
+from capguard.metering.proxy.aws_signing import SigningUnavailable, bedrock_runtime, chain_in, is_region, loaded
 from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, RESPONSES
 from capguard.metering.tail import WatchSpec
 
@@ -130,7 +130,6 @@ ANTHROPIC_SDK, OPENAI_SDK, COMPATIBLE_SDK = "@ai-sdk/anthropic", "@ai-sdk/openai
 BEDROCK_SDK = "@ai-sdk/amazon-bedrock"
 SDK_DIALECTS = {ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT, BEDROCK_SDK: BEDROCK}
 BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK, "amazon-bedrock": BEDROCK_SDK}
-_AWS_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
 DEFAULT_BASES = {"anthropic": "https://api.anthropic.com/v1", "openai": "https://api.openai.com/v1"}
 _MOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a provider id that can name the proxy's path
 
@@ -239,12 +238,12 @@ def _bedrock_front(provider: str, options: dict, login: object, env: Mapping[str
     otherwise the proxy signs each request with the credentials the AWS SDK's chain finds (options' keys or profile
     first, as OpenCode passes them on)."""
     region = options.get("region") or env.get("AWS_REGION")
-    if not isinstance(region, str) or not _AWS_REGION.match(region):
+    if not isinstance(region, str) or not is_region(region):
         why = "no AWS region" if not region else f"AWS region {str(region)[:40]!r}, which is none,"
         return None, f"provider {provider!r} has {why} set (options.region or AWS_REGION)"
     base = options.get("baseURL")
     if base is None:
-        base = f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
+        base = bedrock_runtime(region)
     if not isinstance(base, str) or not base.startswith(("http://", "https://")):
         return None, f"provider {provider!r} has no http(s) baseURL"
     keyed = bool(env.get("AWS_BEARER_TOKEN_BEDROCK") or options.get("apiKey"))
@@ -253,15 +252,13 @@ def _bedrock_front(provider: str, options: dict, login: object, env: Mapping[str
         return None, f"provider {provider!r} is signed in (OAuth), which may send requests past its base URL"
     signer = None
     if not keyed:
-        chain = {name: env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE") if env.get(name)}  # fmt: skip
+        chain = chain_in(env)
         for option, name in (("accessKeyId", "AWS_ACCESS_KEY_ID"), ("secretAccessKey", "AWS_SECRET_ACCESS_KEY"),
                              ("sessionToken", "AWS_SESSION_TOKEN"), ("profile", "AWS_PROFILE")):  # fmt: skip
             if isinstance(options.get(option), str) and options[option]:
                 chain[name] = options[option]
-        signer = AwsSigner(AwsSigning("bedrock", region, chain))
         try:
-            signer.load()
+            signer = loaded("bedrock", region, chain)
         except SigningUnavailable as err:
             return None, f"provider {provider!r} has no Bedrock API key and the proxy signs for AWS: {err}"
     return Front(provider, base, BEDROCK, (), provider="anthropic", signer=signer), ""

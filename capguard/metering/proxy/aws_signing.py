@@ -126,6 +126,31 @@ class AwsSigner:
         return kept
 
 
+# An AWS region's name, as the SDKs check it (it goes into a host name)
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z]+)+-\d{1,2}$")
+
+
+def is_region(name: object) -> bool:
+    return isinstance(name, str) and bool(_REGION.match(name))
+
+
+def bedrock_runtime(region: str) -> str:
+    """Bedrock's runtime endpoint in a region, as the AWS SDKs build it (GovCloud's is the FIPS one)."""
+    return f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
+
+
+def chain_in(env: Mapping[str, str]) -> dict[str, str]:
+    """The AWS SDK chain's variables set in `env`."""
+    return {name: env[name] for name in CREDENTIAL_VARIABLES if env.get(name)}
+
+
+def loaded(service: str, region: str, chain: Mapping[str, str]) -> AwsSigner:
+    """A signer whose credentials are found now (SigningUnavailable: why none can be)."""
+    signer = AwsSigner(AwsSigning(service, region, dict(chain)))
+    signer.load()
+    return signer
+
+
 _SECRETISH = re.compile(r"(?i)(secret|token|key)\S*\s*[:=]\s*\S+")
 
 
