@@ -148,7 +148,7 @@ class _ConverseHandler(_Handler):
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("x-amzn-RequestId", record["id"])
+        self.send_header("x-amzn-RequestId", self.server.owner.same_request_id or record["id"])
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -161,7 +161,7 @@ class _ConverseHandler(_Handler):
         stopping = self.server.owner._stopping
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("x-amzn-RequestId", record["id"])
+        self.send_header("x-amzn-RequestId", self.server.owner.same_request_id or record["id"])
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self._aws_event("messageStart", {"role": "assistant"})
@@ -195,10 +195,17 @@ class FakeConverse(FakeChat):
     handler = _ConverseHandler
 
     def __init__(
-        self, script: Script, *, keys: sigv4.Keys | None = None, api_key: str | None = None, host: str = "127.0.0.1"
+        self,
+        script: Script,
+        *,
+        keys: sigv4.Keys | None = None,
+        api_key: str | None = None,
+        same_request_id: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         super().__init__(script, host=host)
         self.keys, self.api_key = keys, api_key
+        self.same_request_id = same_request_id  # a hostile server: every reply under one request id
         self.refused: list[str] = []  # why each request was refused 403
         self.counts: list[int] = []  # each CountTokens answer
 

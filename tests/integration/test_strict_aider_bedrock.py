@@ -81,6 +81,28 @@ def test_an_aider_runaway_on_bedrock_stops_within_the_cap_counted_at_the_bill(ca
     assert_tree_gone(capguard)
 
 
+def test_a_server_that_repeats_one_request_id_loses_no_call_from_the_ledger(capguard):
+    """A hostile (or broken) Bedrock gives every reply the same request id, the key a Converse call is recorded
+    under: each call still reaches the ledger once, at its bill, marked suspicious, and the run stops at the cap."""
+    with FakeConverse(runaway(), api_key=API_KEY, same_request_id="req-always-the-same") as server:
+        capguard.env.update(AWS_REGION="us-east-1", AWS_BEDROCK_RUNTIME_ENDPOINT=server.base_url,
+                            AWS_BEARER_TOKEN_BEDROCK=API_KEY)  # fmt: skip
+        result = capguard.run(
+            ["--strict", "--usd", "0.30"], flags(f"bedrock/{MODEL_ID}", stream=True), input=RUNAWAY_INPUT, timeout=240
+        )
+    report = result.report
+    assert result.rc == 122, result.stderr
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    billed = sum(m for m, _ in bills(server).values())
+    rows = ledger_rows(report)
+    assert len(rows) == len(server.billed()) >= 3  # none dropped as a duplicate
+    assert sum(row["cost_micro_usd"] for row in rows) == billed or (
+        sum(row["cost_micro_usd"] for row in rows) >= billed and any(r["details"]["charged"] != "usage" for r in rows)
+    )
+    assert sum(row["dedupe_key"] == "proxy:converse:req-always-the-same" for row in rows) == 1
+    assert sum(row["dedupe_key"].startswith("proxy:converse:repeated-") for row in rows) == len(rows) - 1
+
+
 def test_aider_on_bedrock_without_credentials_or_region_is_refused_at_start(capguard):
     with FakeConverse(runaway()) as server:
         capguard.env.update(AWS_BEDROCK_RUNTIME_ENDPOINT=server.base_url, AWS_EC2_METADATA_DISABLED="true")

@@ -236,3 +236,24 @@ def test_a_bedrock_model_that_is_not_anthropics_is_refused_at_start(repo):
         aider_fronts(["--model", "bedrock/amazon.nova-pro-v1:0"], env)
     for model in ("bedrock/converse/anthropic.claude-3-5-haiku-20241022-v1:0", f"bedrock/invoke/{MODEL}"):
         assert aider_fronts(["--model", model, "--weak-model", model], env)[0][0].mount == "bedrock"
+
+
+def test_a_server_that_gives_two_calls_one_id_loses_neither_from_the_ledger():
+    """Each call the proxy settles is a call billed: a reply id given before (a hostile or broken server) gets a
+    key of its own, so the ledger's dedupe cannot drop it."""
+    gate = Gate(Pricer(), cap_micro=None)
+    keys, spent = [], 0
+    for _ in range(3):
+        admission = gate.admit(
+            CONVERSE, BODY, model="claude-sonnet-4-5-20250929", provider="anthropic", platform=BEDROCK
+        )
+        assert isinstance(admission, Admission)
+        seen = from_body(CONVERSE, {"usage": USAGE})
+        seen.response_id = "req-same"
+        reply = gate.settle(admission, seen)
+        assert reply is not None
+        keys.append(reply.key)
+        spent += Pricer().price(reply).cost_micro or 0
+    assert len(set(keys)) == 3 and keys[0] == "proxy:converse:req-same"
+    assert all(key.startswith("proxy:converse:repeated-") for key in keys[1:])
+    assert gate.spent_micro == spent

@@ -140,6 +140,7 @@ class Gate:
         self._tokens_held = 0  # prompt bounds + output limits of the calls in flight
         self.conversations = bounds.Conversations()
         self._counts_trusted = True
+        self._ids: set[str] = set()  # the reply ids settled so far: each call's ledger key must be its own
 
     # ---- the budget, as the supervisor sees it
     @property
@@ -302,9 +303,17 @@ class Gate:
             return None
         seen = seen or Seen()
         usage, charged = self._charge(admission, seen)
+        rid = seen.response_id
+        with self._lock:
+            repeated = rid is not None and rid in self._ids
+            if rid is not None:
+                self._ids.add(rid)
         if admission.ask.geo in PLATFORM_PREMIUMS and usage.inference_geo not in GEO_PREMIUM:  # a cloud's usage
             usage = replace(usage, inference_geo=admission.ask.geo)  # says no premium ("global", nothing)
-        key = f"proxy:{admission.dialect}:{seen.response_id or 'unanswered-' + new_id()}"
+        # a server that gives two calls one id (hostile or broken): the second gets a key of its own, or the ledger
+        # would drop it as a duplicate of the first (the gate counted both)
+        tail = rid if rid is not None and not repeated else f"{'repeated' if repeated else 'unanswered'}-{new_id()}"
+        key = f"proxy:{admission.dialect}:{tail}"
         details = {
             "meter": "proxy",
             "dialect": admission.dialect,
