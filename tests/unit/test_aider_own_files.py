@@ -70,6 +70,9 @@ def test_models_named_in_every_file_aider_reads(repo):
         (".env", "NO_PROXY=\n", "NO_PROXY in"),
         (".env", "USE_LITELLM_PROXY=True\nLITELLM_PROXY_API_BASE=http://x\n", "USE_LITELLM_PROXY in"),
         (".env", "AZURE_API_BASE=http://x\n", "AZURE_API_BASE in"),
+        (".aider.model.settings.yml", "- name: aider/extra_params\n  extra_params:\n    aws_bedrock_runtime_endpoint: "
+         "http://x\n", "aws_bedrock_runtime_endpoint"),
+        (".env", "AWS_BEDROCK_RUNTIME_ENDPOINT=http://x\n", "AWS_BEDROCK_RUNTIME_ENDPOINT in"),
     ],
 )  # fmt: skip
 def test_routes_around_the_proxy_are_refused(repo, name, text, word):

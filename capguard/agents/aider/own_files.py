@@ -30,7 +30,7 @@ LITELLM_ROUTING = ("USE_LITELLM_PROXY", "LITELLM_PROXY_API_BASE")
 # Settings that would route requests where capguard cannot see them: refused in strict mode wherever they are set
 ROUTING_KEYS = ("set-env", "model-settings-file", "openai-api-base")
 # litellm arguments in a model's extra_params that move a call to another server or provider
-_ROUTING_PARAMS = re.compile(r"\b(api_base|base_url|custom_llm_provider)\b")
+_ROUTING_PARAMS = re.compile(r"\b(api_base|base_url|custom_llm_provider|aws_bedrock_runtime_endpoint)\b")
 _ENTRY_NAME = re.compile(r"^\s*(?:-\s*\{?\s*)?['\"]?name['\"]?\s*:\s*(.*)$")
 _SETTINGS_MODEL = re.compile(r"\b(weak_model_name|editor_model_name)\b['\"]?\s*:\s*(.*)$")
 # configargparse takes an option's name with or without its dashes as a key (`weak-model:`, `--weak-model:`)
