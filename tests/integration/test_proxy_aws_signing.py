@@ -116,3 +116,46 @@ def test_credentials_that_fail_mid_run_refuse_the_request_and_send_nothing():
     assert "could not sign this request for AWS" in reply.json()["message"] and "expired" in reply.json()["message"]
     assert fake.requests == [] and events == []  # nothing sent, nothing held
     assert proxy.gate.held_micro == 0 and proxy.gate.spent_micro == 0
+
+
+class _Counting(AwsSigner):
+    def __init__(self, how: AwsSigning) -> None:
+        super().__init__(how)
+        self.fetched = 0
+
+    def credentials(self):
+        self.fetched += 1
+        return super().credentials()
+
+
+def test_a_request_that_waited_for_room_is_signed_with_credentials_fetched_after_the_wait():
+    """Calls in flight hold the rest of the cap: a second request waits for the first to settle (deferred), maybe
+    for minutes; the credentials it is signed with are fetched again after the wait (temporary ones may expire)."""
+    import threading
+
+    script = Script(usage=Usage(input_tokens=1_000, output_tokens=40, cache_write_5m=0, cache_read=0), sigv4=KEYS,
+        first_byte_delay_s=1.0, count_mode="error")  # fmt: skip
+    signer = _Counting(
+        AwsSigning("bedrock", "us-east-1", {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
+    )
+    signer.load()
+    with FakeAnthropic(script) as fake:
+        gate = Gate(Pricer(), cap_micro=20_000, providers={BEDROCK: "anthropic"})
+        with MeteringProxy(gate, {"bedrock": fake.base_url}, dialects={"bedrock": BEDROCK},
+                           providers={"bedrock": "anthropic"}, signers={"bedrock": signer}) as proxy:  # fmt: skip
+            url = f"{proxy.base_url('bedrock')}/model/us.anthropic.claude-opus-5-5/invoke"
+            statuses: list[int] = []
+
+            def call() -> None:
+                reply = httpx.post(
+                    url, content=json.dumps(BODY), headers={"Content-Type": "application/json"}, timeout=30
+                )
+                statuses.append(reply.status_code)
+
+            first = threading.Thread(target=call)
+            first.start()
+            assert fake.wait_for(1, timeout=10)  # the first holds its worst case, in flight
+            call()  # does not fit beside it: waits for it to settle, then goes
+            first.join()
+    assert statuses == [200, 200] and fake.refused_signatures == []
+    assert signer.fetched == 3  # the first's, the second's, and the second's again after its wait

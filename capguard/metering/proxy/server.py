@@ -237,11 +237,9 @@ class MeteringProxy:
             query, headers = gemini_key_to_header(query, headers)
         url = f"{base}/{tail}" + (f"?{query}" if query else "")
         signing = None
-        if signer is not None:  # fetched (and refreshed when due) off the loop when a refresh may call AWS
+        if signer is not None:
             try:
-                fetch = signer.credentials
-                found = await asyncio.get_running_loop().run_in_executor(None, fetch) if signer.may_refresh else fetch()
-                signing = signer, found
+                signing = signer, await _credentials(signer)
             except SigningUnavailable as err:
                 return _error(style, 403, f"capguard could not sign this request for AWS: {err}", "permission_error")
         if where.free:
@@ -262,6 +260,12 @@ class MeteringProxy:
             await self._one_settled()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the agent gave up waiting: send nothing it would not read
+            if signer is not None:  # it may have waited long: credentials that expired meanwhile are refreshed
+                try:
+                    signing = signer, await _credentials(signer)
+                except SigningUnavailable as err:
+                    why = f"capguard could not sign this request for AWS: {err}"
+                    return _error(style, 403, why, "permission_error")
             admission = await self._admission(
                 dialect, body, where, count_url, headers, via, self._providers.get(mount), signing
             )
@@ -477,6 +481,14 @@ def _new_loop(fast: bool) -> asyncio.AbstractEventLoop:
 
 
 _Signing = tuple[AwsSigner, Any]  # a signed mount's signer and the credentials of this request
+
+
+async def _credentials(signer: AwsSigner) -> Any:
+    """The signer's credentials for a request, refreshed when due: on a worker thread when a refresh may call AWS
+    (SSO, a role), on the loop for keys given as they are. SigningUnavailable: none can be had."""
+    if signer.may_refresh:
+        return await asyncio.get_running_loop().run_in_executor(None, signer.credentials)
+    return signer.credentials()
 
 
 def _signed(
