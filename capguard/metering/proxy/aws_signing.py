@@ -1,11 +1,11 @@
 """Signing the proxy's requests to AWS (Signature Version 4) for an agent that signs with AWS credentials.
 
-Claude Code on Bedrock, Mantle or Claude Platform on AWS without an API key signs each request for the host it sends
-to: the proxy's, whose signature AWS would refuse. In strict mode capguard has it send none (its
-CLAUDE_CODE_SKIP_*_AUTH, as for a gateway) and signs each request for the provider's host with the credentials the AWS
-SDK's own chain finds: keys in the environment, the shared files and a profile, SSO, credential_process, container
-and instance roles (the chain Claude Code's SDK follows). botocore (the optional [aws] extra) finds them, refreshes
-them and signs: no hand-written SigV4.
+An agent on Bedrock, Mantle or Claude Platform on AWS without an API key signs each request for the host it sends
+to: the proxy's, whose signature AWS would refuse. In strict mode the proxy drops that signature (Claude Code is told
+to send none, its CLAUDE_CODE_SKIP_*_AUTH as for a gateway; aider's litellm and OpenCode sign anyway) and signs each
+request for the provider's host with the credentials the AWS SDK's own chain finds: keys in the environment, the
+shared files and a profile, SSO, credential_process, container and instance roles (the chain the agents' SDKs
+follow). botocore (the optional [aws] extra) finds them, refreshes them and signs: no hand-written SigV4.
 
 The credentials stay in this process: never logged, never in a report, the ledger or an error's text.
 """
