@@ -9,7 +9,10 @@ load (the machine is shared: read the paired difference, not the absolute figure
   (the same HTTP layer, nothing metered: the floor of what aiohttp adds); with --floors, through a byte relay (two
   more loopback hops and no HTTP at all: the floor of any proxy on this machine); and through an llhttp pass-through (httptools'
   parser, the framing written by hand: what an HTTP layer leaner than aiohttp would cost; a measuring device only,
-  with no TLS, validation or connection rules). p50/p99 of each and of the paired difference; CPU per request.
+  with no TLS, validation or connection rules); and through an aiohttp pass-through that sends the body on as it
+  arrives, holding its last byte until the whole body is read and decoded (pipelining: whether overlapping the two
+  hops' uploads would win back the time a proxy spends reading a request before it goes). p50/p99 of each and of
+  the paired difference; CPU per request.
 - With --against CHECKOUT: the proxy of another checkout of capguard too (e.g. `git worktree add /tmp/before
   <commit>`), in the same rounds: a change measured against the code before it under the same load.
 - Long stream: a reply of --stream-mb MB in ~1 KB text deltas as fast as the fake writes it: MB/s direct and
@@ -179,6 +182,74 @@ def serve_bare(upstream: str, loop: str) -> None:
                 return reply
 
         app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+        await session.close()
+
+    _run(run(), loop)
+
+
+def serve_pipe(upstream: str, loop: str) -> None:
+    """An aiohttp pass-through that sends the body on as it arrives, holding its last byte until the whole body
+    is read and decoded (what a proxy that must read a request before it goes could do at best with aiohttp)."""
+    import asyncio
+
+    import aiohttp
+    import msgspec
+    from aiohttp import web
+
+    hop = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+
+    async def run() -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            size = request.content_length or 0
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+            async def body():  # type: ignore[no-untyped-def]
+                while (chunk := await queue.get()) is not None:
+                    yield chunk
+
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+            headers["Content-Length"] = str(size)
+            sent = asyncio.ensure_future(
+                session.post(f"{upstream}/{request.match_info['tail']}", data=body(), headers=headers)
+            )
+            got = bytearray()
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                start = len(got)
+                got += chunk
+                if len(got) >= size:
+                    if len(got) - 1 > start:
+                        queue.put_nowait(bytes(got[start:-1]))
+                    break
+                queue.put_nowait(chunk)
+            msgspec.json.decode(got)  # the admission would go here
+            queue.put_nowait(bytes(got[-1:]))
+            queue.put_nowait(None)
+            async with await sent as up:
+                reply = web.StreamResponse(
+                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in hop}
+                )
+                await reply.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await reply.write(chunk)
+                await reply.write_eof()
+                return reply
+
+        app = web.Application(client_max_size=64 << 20)
         app.router.add_route("*", "/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -367,9 +438,9 @@ def measure(args: argparse.Namespace) -> None:
     ]
     urls = [found[0] for _, found in fakes]
     proxy_proc, proxy_urls = spawn("--serve-proxy", args.loop, *urls)
-    kinds = ["bare", *(["relay", "llhttp"] if args.floors else [])]
+    kinds = ["bare", "pipe", *(["relay", "llhttp"] if args.floors else [])]
     others = {kind: spawn(f"--serve-{kind}", args.loop, urls[0]) for kind in kinds}
-    names = {"bare": "bare aiohttp pass-through", "relay": "byte relay (no HTTP)", "llhttp": "llhttp pass-through"}
+    names = {"bare": "bare aiohttp pass-through", "pipe": "aiohttp pipelined pass-through", "relay": "byte relay (no HTTP)", "llhttp": "llhttp pass-through"}
     if args.against:
         others["against"] = spawn("--serve-proxy", args.loop, urls[0], checkout=Path(args.against).resolve())
         kinds.append("against")
@@ -456,7 +527,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-proxy":
         serve_proxy(sys.argv[3:], sys.argv[2])
         return
-    serve = {"--serve-bare": serve_bare, "--serve-relay": serve_relay, "--serve-llhttp": serve_llhttp}
+    serve = {"--serve-bare": serve_bare, "--serve-pipe": serve_pipe, "--serve-relay": serve_relay, "--serve-llhttp": serve_llhttp}
     if len(sys.argv) > 1 and sys.argv[1] in serve:
         serve[sys.argv[1]](sys.argv[3], sys.argv[2])
         return
