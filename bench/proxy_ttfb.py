@@ -440,7 +440,12 @@ def measure(args: argparse.Namespace) -> None:
     proxy_proc, proxy_urls = spawn("--serve-proxy", args.loop, *urls)
     kinds = ["bare", "pipe", *(["relay", "llhttp"] if args.floors else [])]
     others = {kind: spawn(f"--serve-{kind}", args.loop, urls[0]) for kind in kinds}
-    names = {"bare": "bare aiohttp pass-through", "pipe": "aiohttp pipelined pass-through", "relay": "byte relay (no HTTP)", "llhttp": "llhttp pass-through"}
+    names = {
+        "bare": "bare aiohttp pass-through",
+        "pipe": "aiohttp pipelined pass-through",
+        "relay": "byte relay (no HTTP)",
+        "llhttp": "llhttp pass-through",
+    }
     if args.against:
         others["against"] = spawn("--serve-proxy", args.loop, urls[0], checkout=Path(args.against).resolve())
         kinds.append("against")
@@ -527,7 +532,12 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-proxy":
         serve_proxy(sys.argv[3:], sys.argv[2])
         return
-    serve = {"--serve-bare": serve_bare, "--serve-pipe": serve_pipe, "--serve-relay": serve_relay, "--serve-llhttp": serve_llhttp}
+    serve = {
+        "--serve-bare": serve_bare,
+        "--serve-pipe": serve_pipe,
+        "--serve-relay": serve_relay,
+        "--serve-llhttp": serve_llhttp,
+    }
     if len(sys.argv) > 1 and sys.argv[1] in serve:
         serve[sys.argv[1]](sys.argv[3], sys.argv[2])
         return
