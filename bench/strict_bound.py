@@ -1,7 +1,8 @@
 """How much of a USD cap strict mode lets a runaway spend: the real agents through capguard's metering proxy
 against the fake servers of tests/fakes (a token per 4 bytes of the prompt, output within max_tokens), each
-runaway twice: with the provider's token count (the fake's count_tokens answers as it bills) and with a count that
-fails (a 500: the proxy holds each new prompt at its bytes, as before counting existed).
+runaway twice: with the provider's token count (the fake's count_tokens, or for Chat Completions OpenAI's Responses
+count, answers as it bills) and with a count that fails (a 500, or a 404 for Chat: the proxy holds each new prompt at
+its bytes, as before counting existed).
 
     python bench/strict_bound.py [--only claude|aider-claude|aider-gpt]
 
@@ -85,13 +86,16 @@ def aider_claude_run(tmp: Path, count_mode: str, cap: float) -> dict:
                    server.count("count_tokens"))  # fmt: skip
 
 
-def aider_gpt_run(tmp: Path, cap: float) -> dict:
-    """Chat Completions has no count: the bytes' bound, as before (for the README's table)."""
+def aider_gpt_run(tmp: Path, count_mode: str, cap: float) -> dict:
+    """Chat Completions has no count of its own: OpenAI's Responses count ("exact": the fake counts as it bills),
+    or none ("none": a 404, as an OpenAI-compatible server without that endpoint answers; the bytes' bound)."""
+    from dataclasses import replace
+
     from tests.integration.test_strict_aider import bills
 
     aider = find_aider()
     assert aider, "aider is not installed"
-    with FakeChat(chat_runaway()) as server:
+    with FakeChat(replace(chat_runaway(), counts=count_mode == "exact")) as server:
         runner = Capguard(tmp, aider, make_repo(tmp / "repo"))
         flags = [*aider_flags(server.base_url, stream=True), "--no-fancy-input", "--max-chat-history-tokens", "500",
                  "hello.py"]  # fmt: skip
@@ -100,7 +104,8 @@ def aider_gpt_run(tmp: Path, cap: float) -> dict:
         finally:
             runner.cleanup()
     micro = sum(m for m, _ in bills(server).values())
-    return outcome("aider, gpt-4o, streaming (Chat: no count)", "none", cap, result.report, micro / 1e6, 0)
+    counts = len(server.counted)
+    return outcome("aider, gpt-4o + gpt-4o-mini, streaming", count_mode, cap, result.report, micro / 1e6, counts)
 
 
 def main() -> int:
@@ -116,7 +121,7 @@ def main() -> int:
         if args.only in (None, "aider-claude"):
             plan += [("aider-claude", mode) for mode in ("exact", "error")]
         if args.only in (None, "aider-gpt"):
-            plan += [("aider-gpt", "none")]
+            plan += [("aider-gpt", mode) for mode in ("exact", "none")]
         for n, (what, mode) in enumerate(plan):
             tmp = Path(base) / f"run{n}"
             tmp.mkdir()
@@ -125,7 +130,7 @@ def main() -> int:
             elif what == "aider-claude":
                 row = aider_claude_run(tmp, mode, 0.30)
             else:
-                row = aider_gpt_run(tmp, 0.30)
+                row = aider_gpt_run(tmp, mode, 0.30)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(json.dumps(rows))

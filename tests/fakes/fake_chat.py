@@ -37,6 +37,11 @@ from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 #         run_agent(base_url=server.base_url)
 #         assert server.totals() == what_the_agent_recorded
 #
+# * ``POST /v1/responses/input_tokens`` (OpenAI's free prompt count, in the Responses API's shapes) answers
+#   ``{"input_tokens": n}``: the ``prompt_tokens`` a Chat request with the same prompt would be billed (its input
+#   items as messages, its function calls as tool calls, its tools in Chat's shape). ``Script(counts=False)``: 404,
+#   as an OpenAI-compatible server without that endpoint answers.
+#
 # Command line: ``python tests/fakes/fake_chat.py [--port N] [--script chat|shell|runaway|slow|cut] [--log F]``.
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "ToolCall",
     "bash",
     "cached_tokens_for",
+    "chat_body_of_count",
     "chat_script",
     "classify_opencode",
     "prompt_text",
@@ -114,6 +120,7 @@ class Script:
     title_reply: Reply = field(default_factory=lambda: Reply(TITLE_TEXT))
     classify: Callable[[dict], str] = field(default_factory=lambda: classify_opencode)
     cache: bool = True
+    counts: bool = True  # serve OpenAI's Responses count (POST /v1/responses/input_tokens)
     # a hostile server: the stream's usage chunk as it goes out (billed all the same), e.g. a field of the wrong shape
     mangle_usage_chunk: Callable[[dict], dict] | None = None
 
@@ -172,6 +179,36 @@ def prompt_text(body: dict) -> str:
             if isinstance(fn, dict):
                 parts.append(f"{fn.get('name', '')}{fn.get('arguments', '')}")
     return "\n".join(parts)
+
+
+def chat_body_of_count(body: dict) -> dict:
+    """A Responses count request's prompt as the Chat request it stands for (for ``prompt_text``)."""
+    messages: list[dict] = []
+    for item in body.get("input") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            call = {"id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}}  # fmt: skip
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item.get("type") == "function_call_output":
+            messages.append({"role": "tool", "content": item.get("output", "")})
+        else:
+            content = item.get("content")
+            if isinstance(content, list):
+                content = [{"type": "text", "text": p["text"]} if "text" in p else p for p in content]
+            messages.append({"role": item.get("role"), "content": content})
+    out: dict = {"messages": messages}
+    if body.get("tools"):
+        out["tools"] = [
+            {"type": "function",
+             "function": {k: v for k, v in tool.items() if k != "type" and (v is not None or k == "name")}}
+            for tool in body["tools"]
+        ]  # fmt: skip
+    return out
 
 
 def cached_tokens_for(prompt: bytes, earlier: Sequence[bytes], prompt_tokens: int) -> int:
@@ -312,6 +349,20 @@ class _Handler(FakeHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
+        owner: FakeChat = self.server.owner  # type: ignore[assignment]
+        if self._path() == "/v1/responses/input_tokens" and owner.script.counts:
+            try:
+                counted = json.loads(raw or b"{}")
+                if not isinstance(counted, dict) or not isinstance(counted.get("input"), list):
+                    raise ValueError("input must be a list")
+            except ValueError as err:
+                self._send_json(400, {"error": {"message": f"invalid request: {err}", "type": "invalid_request_error"}})
+                return
+            n = tokens(prompt_text(chat_body_of_count(counted)))
+            with owner._cond:
+                owner.counted.append({"body": counted, "input_tokens": n})
+            self._send_json(200, {"object": "response.input_tokens", "input_tokens": n})
+            return
         if self._path() != "/v1/chat/completions":
             self._send_json(404, {"error": {"message": f"Unknown path {self.path}", "type": "invalid_request_error"}})
             return
@@ -322,7 +373,6 @@ class _Handler(FakeHandler):
         except ValueError as err:
             self._send_json(400, {"error": {"message": f"invalid request: {err}", "type": "invalid_request_error"}})
             return
-        owner: FakeChat = self.server.owner  # type: ignore[assignment]
         record, reply, meter = owner._record(body)
         plan = _plan(reply, record["max_tokens"])
         owner._begin()
@@ -448,6 +498,7 @@ class FakeChat(FakeServer):
         self.script = script
         self._main_index = 0
         self._prompts: list[bytes] = []  # earlier prompt texts, for the prefix cache
+        self.counted: list[dict] = []  # each count asked (POST /v1/responses/input_tokens): its body and answer
 
     @property
     def base_url(self) -> str:
@@ -527,6 +578,7 @@ class FakeChat(FakeServer):
         with self._cond:
             self._requests.clear()
             self._prompts.clear()
+            self.counted.clear()
             self._main_index = 0
 
 

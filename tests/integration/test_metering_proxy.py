@@ -324,6 +324,47 @@ def test_a_responses_request_the_bytes_would_lower_is_held_at_its_input_tokens_c
     assert gate.spent_micro <= 150_000 and billed_prompt > 2_000
 
 
+@pytest.mark.parametrize("counts", [True, False], ids=["openai", "no-count-endpoint"])
+def test_a_chat_request_the_bytes_would_lower_is_held_at_openais_responses_count(counts):
+    """Chat Completions has no count: OpenAI's Responses count takes the same prompt. A server without it (a 404)
+    leaves the bytes' bound, as before."""
+    fake = fake_chat.FakeChat(fake_chat.Script([fake_chat.Reply("done")], counts=counts))
+    with count_proxied(fake, "chat", 150_000) as (gate, proxy):  # gpt-4o: 16k out ($0.16) never fits
+        client = openai.OpenAI(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        client.chat.completions.create(
+            model="gpt-4o", max_tokens=16_000,
+            messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": LONG}],
+        )  # fmt: skip
+    (sent,) = fake.billed()
+    by_bytes = Gate(Pricer(), cap_micro=150_000).admit("chat", sent["body"] | {"max_tokens": 16_000})
+    if counts:
+        (asked,) = fake.counted
+        assert asked["body"] == {
+            "model": "gpt-4o",
+            "input": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": LONG}],
+        }  # no max_tokens
+        assert asked["input_tokens"] == sent["usage"]["prompt_tokens"]  # the fake counts as it bills
+        assert sent["body"]["max_tokens"] > by_bytes.max_out  # lowered less than by the bytes (~4x the count)
+    else:
+        assert not fake.counted and sent["body"]["max_tokens"] == by_bytes.max_out  # as if none had been asked
+    assert gate.spent_micro <= 150_000 and sent["usage"]["prompt_tokens"] > 2_000
+
+
+def test_a_chat_request_to_another_providers_api_is_never_counted_by_openais():
+    fake = fake_chat.FakeChat(fake_chat.Script([fake_chat.Reply("done")]))
+    gate = Gate(Pricer(), cap_micro=5_000, providers={"chat": "deepseek"})  # the bytes would lower it
+    with (
+        fake,
+        MeteringProxy(gate, {"up": fake.base_url}, dialects={"up": "chat"}, providers={"up": "deepseek"}) as proxy,
+    ):
+        client = openai.OpenAI(base_url=proxy.base_url("up"), api_key=KEY, max_retries=0)
+        client.chat.completions.create(
+            model="deepseek-chat", max_tokens=8_000, messages=[{"role": "user", "content": LONG}]
+        )
+    (sent,) = fake.billed()
+    assert not fake.counted and sent["body"]["max_tokens"] < 8_000
+
+
 def test_a_count_that_does_not_answer_in_time_leaves_the_bytes_bound():
     usage = fake_anthropic.Usage(input_tokens=0, output_tokens=100, cache_write_5m=0, cache_read=0)
     script = fake_anthropic.Script(usage=usage, honor_max_tokens=True, bill_prompt=True, count_mode="slow")

@@ -51,9 +51,12 @@ def test_the_count_body_holds_the_prompt_fields_only():
     assert found == {"model": "gpt-4o", "input": TEXT, "instructions": "Be terse."}
 
 
-def test_chat_has_no_count_and_neither_has_a_field_the_count_might_not_see():
-    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": TEXT}]}
-    assert bounds.count_request(CHAT, chat, byte_bound(CHAT, chat)) is None
+def test_chat_is_counted_by_openais_responses_count_and_no_field_the_count_might_not_see_is():
+    chat = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": TEXT}]}
+    found = bounds.count_request(CHAT, chat, byte_bound(CHAT, chat))
+    assert found == {"model": "gpt-4o", "input": [{"role": "user", "content": TEXT}]}
+    audio = chat | {"modalities": ["text", "audio"]}
+    assert bounds.count_request(CHAT, audio, byte_bound(CHAT, audio)) is None
     odd = messages_body(container="c_1")  # unknown to the count: it might add tokens the count would miss
     assert bounds.count_request(ANTHROPIC, odd, byte_bound(ANTHROPIC, odd)) is None
 
@@ -76,7 +79,9 @@ def test_a_known_conversation_with_a_short_tail_is_not_counted():
         (ANTHROPIC, "v1/messages", "v1/messages/count_tokens"),
         (ANTHROPIC, "anthropic/v1/messages/", "anthropic/v1/messages/count_tokens"),
         (RESPONSES, "v1/responses", "v1/responses/input_tokens"),
-        (CHAT, "v1/chat/completions", None),
+        (CHAT, "v1/chat/completions", "v1/responses/input_tokens"),
+        (CHAT, "chat/completions", "responses/input_tokens"),
+        (CHAT, "v1/completions", None),
         (ANTHROPIC, "v1/other", None),
         (GEMINI, "v1beta/models/gemini-2.5-pro:streamGenerateContent", "v1beta/models/gemini-2.5-pro:countTokens"),
         (GEMINI, "v1beta/models/gemini-2.5-flash:generateContent", "v1beta/models/gemini-2.5-flash:countTokens"),
@@ -213,12 +218,17 @@ def test_a_gemini_request_the_bytes_bound_would_lower_is_counted_first():
     assert isinstance(counted, Admission) and counted.input.counted
 
 
-def test_responses_are_counted_and_chat_never():
+def test_responses_and_chat_are_counted_where_the_server_can_ask():
     g = gate(cap=100_000)
     assert isinstance(g.admit(RESPONSES, responses_body(), may_count=True), Count)
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": TEXT}]}
-    assert not isinstance(g.admit(CHAT, chat, may_count=True), Count)
+    first = g.admit(CHAT, chat, may_count=True)
+    assert isinstance(first, Count) and first.body["input"] == chat["messages"]
+    counted = g.admit_counted(first, {"object": "response.input_tokens", "input_tokens": 10_000})
+    assert isinstance(counted, Admission) and counted.input.counted
+    assert counted.input.tokens == 10_000 * 105 // 100 + bounds.COUNT_MARGIN_TOKENS
     assert not isinstance(g.admit(RESPONSES, responses_body()), Count)  # the server cannot ask: never
+    assert not isinstance(g.admit(CHAT, chat), Count)
 
 
 def test_a_token_cap_the_bytes_bound_would_bind_is_counted_too():

@@ -20,8 +20,9 @@ import msgspec
 
 from capguard.core.events import Reply
 from capguard.core.pricing import Pricer, split_provider
+from capguard.metering.proxy.chat_count import responses_count_body
 from capguard.metering.proxy.compact_json import CACHE_CONTROL, encode, string_end
-from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CONVERSE, GEMINI, RESPONSES, VERTEX_GEMINI, Ask
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, CONVERSE, GEMINI, RESPONSES, VERTEX_GEMINI, Ask
 
 # A token is at least one byte of UTF-8 text in every tokenizer in use (byte-level BPE, SentencePiece with byte
 # fallback), so a prompt's JSON bytes bound its tokens; what the bytes do not show gets an allowance.
@@ -403,12 +404,16 @@ _NOT_COUNTED = _NOT_PROMPT | {"speed", "inference_geo", "include", "prompt_cache
 def count_request(
     dialect: str, body: dict[str, Any], bound: InputBound, model: str = "", platform: str | None = None
 ) -> dict[str, Any] | None:
-    """The body to ask the provider's counting endpoint for this prompt's tokens; None when there is no endpoint
-    (Chat), when the bound would gain too little from a count (a known conversation plus a short tail), or when
+    """The body to ask the provider's counting endpoint for this prompt's tokens (for Chat Completions, OpenAI's
+    Responses count: chat_count); None when there is no endpoint, when the bound would gain too little from a count (a known conversation plus a short tail), or when
     the request holds a field the count might not see (it could add tokens the count would miss). Bedrock's
     CountTokens takes the InvokeModel body whole (base64), so it sees every field the call would bill."""
+    if bound.from_bytes < COUNT_WORTH_TOKENS:
+        return None
+    if dialect == CHAT:  # no count of its own: OpenAI's Responses count takes the same prompt in its shapes
+        return responses_count_body(body)
     fields = _COUNTED_FIELDS.get(dialect)
-    if fields is None or bound.from_bytes < COUNT_WORTH_TOKENS:
+    if fields is None:
         return None
     if dialect == CONVERSE:  # every other field of a Converse request is a setting (inferenceConfig) or refused
         if any(key not in fields and key not in _NOT_COUNTED for key in body):

@@ -102,13 +102,14 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
 
 
 _COUNT_SUFFIX = {ANTHROPIC: ("/messages", "/count_tokens"), RESPONSES: ("/responses", "/input_tokens")}
+_CHAT_COUNT = ("/chat/completions", "/responses/input_tokens")  # OpenAI's: Chat Completions has no count of its own
 
 
 def count_tail(dialect: str, tail: str) -> str | None:
     """The path of the provider's free prompt count next to a metered request's path (`v1/messages` ->
     `v1/messages/count_tokens`, Gemini's `:generateContent` -> `:countTokens`, Vertex's `models/<model>:rawPredict`
-    -> `models/count-tokens:rawPredict`, Bedrock's `model/<id>/invoke` or `/converse` -> `model/<id>/count-tokens`), or None:
-    Chat Completions has none."""
+    -> `models/count-tokens:rawPredict`, Bedrock's `model/<id>/invoke` or `/converse` -> `model/<id>/count-tokens`,
+    OpenAI's `v1/chat/completions` -> `v1/responses/input_tokens`: its Responses count), or None."""
     path = tail.rstrip("/")
     found_bedrock = _BEDROCK_PATH.match("/" + path) if dialect in (ANTHROPIC, CONVERSE) else None
     if found_bedrock and found_bedrock[2] in (_BEDROCK_STREAMS if dialect == ANTHROPIC else _CONVERSE_STREAMS):
@@ -122,6 +123,10 @@ def count_tail(dialect: str, tail: str) -> str | None:
         if found_gemini is None and (on_vertex := _VERTEX_GEMINI_PATH.match("/" + path)):  # Vertex's, alike
             verb = on_vertex[3]
         return f"{path.rsplit(':', 1)[0]}:countTokens" if verb in _GEMINI_METERED else None
+    if dialect == CHAT:
+        if not ("/" + path).endswith(_CHAT_COUNT[0]):
+            return None
+        return (("/" + path)[: -len(_CHAT_COUNT[0])] + _CHAT_COUNT[1]).lstrip("/")
     found = _COUNT_SUFFIX.get(dialect)
     if found is None or not ("/" + path).endswith(found[0]):
         return None

@@ -251,7 +251,9 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
-        count_at = count_tail(dialect, tail)
+        # Chat Completions is counted by OpenAI's Responses count: only where OpenAI's prices apply (another
+        # provider's OpenAI-compatible API has no such endpoint, or one of its own that counts another tokenizer)
+        count_at = None if dialect == CHAT and mount in self._providers else count_tail(dialect, tail)
         count_url = None if count_at is None else f"{base}/{count_at}" + (f"?{query}" if query else "")
         admission = await self._admission(
             dialect, body, where, count_url, headers, via, self._providers.get(mount), signing
