@@ -154,9 +154,38 @@ def serve_proxy(upstreams: list[str], loop: str) -> None:
         sys.stdin.read()
 
 
+async def _relay(request: Any, up: Any, hop: set[str]) -> Any:
+    """The upstream's reply to the client, chunk by chunk as it comes."""
+    from aiohttp import web
+
+    reply = web.StreamResponse(status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in hop})
+    await reply.prepare(request)
+    async for chunk in up.content.iter_any():
+        await reply.write(chunk)
+    await reply.write_eof()
+    return reply
+
+
+async def _serve(handle: Any, session: Any, **app_options: Any) -> None:
+    """Serve `handle` for every path on a port of its own, print its URL, and stop when stdin closes."""
+    import asyncio
+
+    from aiohttp import web
+
+    app = web.Application(**app_options)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+    await session.close()
+
+
 def serve_bare(upstream: str, loop: str) -> None:
     """A bare aiohttp pass-through (no metering, as the proxy's HTTP layer is configured): the floor of its cost."""
-    import asyncio
 
     import aiohttp
     from aiohttp import web
@@ -172,25 +201,9 @@ def serve_bare(upstream: str, loop: str) -> None:
             raw = await request.read()
             headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
             async with session.post(f"{upstream}/{request.match_info['tail']}", data=raw, headers=headers) as up:
-                reply = web.StreamResponse(
-                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in hop}
-                )
-                await reply.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await reply.write(chunk)
-                await reply.write_eof()
-                return reply
+                return await _relay(request, up, hop)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
-        await session.close()
+        await _serve(handle, session)
 
     _run(run(), loop)
 
@@ -240,25 +253,9 @@ def serve_pipe(upstream: str, loop: str) -> None:
             queue.put_nowait(bytes(got[-1:]))
             queue.put_nowait(None)
             async with await sent as up:
-                reply = web.StreamResponse(
-                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in hop}
-                )
-                await reply.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await reply.write(chunk)
-                await reply.write_eof()
-                return reply
+                return await _relay(request, up, hop)
 
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
-        await session.close()
+        await _serve(handle, session, client_max_size=64 << 20)
 
     _run(run(), loop)
 

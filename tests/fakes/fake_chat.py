@@ -351,12 +351,8 @@ class _Handler(FakeHandler):
         raw = self.rfile.read(length) if length > 0 else b""
         owner: FakeChat = self.server.owner  # type: ignore[assignment]
         if self._path() == "/v1/responses/input_tokens" and owner.script.counts:
-            try:
-                counted = json.loads(raw or b"{}")
-                if not isinstance(counted, dict) or not isinstance(counted.get("input"), list):
-                    raise ValueError("input must be a list")
-            except ValueError as err:
-                self._send_json(400, {"error": {"message": f"invalid request: {err}", "type": "invalid_request_error"}})
+            counted = self._body(raw, "input")
+            if counted is None:
                 return
             n = tokens(prompt_text(chat_body_of_count(counted)))
             with owner._cond:
@@ -366,12 +362,8 @@ class _Handler(FakeHandler):
         if self._path() != "/v1/chat/completions":
             self._send_json(404, {"error": {"message": f"Unknown path {self.path}", "type": "invalid_request_error"}})
             return
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("body must be an object with a messages list")
-        except ValueError as err:
-            self._send_json(400, {"error": {"message": f"invalid request: {err}", "type": "invalid_request_error"}})
+        body = self._body(raw, "messages")
+        if body is None:
             return
         record, reply, meter = owner._record(body)
         plan = _plan(reply, record["max_tokens"])
@@ -386,6 +378,17 @@ class _Handler(FakeHandler):
         finally:
             owner._finish(record, meter)  # no-op when the reply already settled its bill
             owner._end()
+
+    def _body(self, raw: bytes, items: str) -> dict | None:
+        """The request's JSON object with a list at `items`, or None once a 400 is sent."""
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict) or not isinstance(body.get(items), list):
+                raise ValueError(f"body must be an object with a {items} list")
+        except ValueError as err:
+            self._send_json(400, {"error": {"message": f"invalid request: {err}", "type": "invalid_request_error"}})
+            return None
+        return body
 
     def _complete(self, record: dict, reply: Reply, plan: _Plan, meter: _Meter) -> None:
         if reply.delay_s > 0 and self.server.owner._stopping.wait(reply.delay_s):
