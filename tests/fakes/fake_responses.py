@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `capguard` and `tests` im
 
 from capguard.demo._http import FakeHandler, FakeServer, serve_until_terminated
 from tests.fakes import responses_billing as billing
+from tests.fakes import sigv4
 
 __all__ = [
     "COMPACTION",
@@ -111,6 +112,12 @@ class Script:
     repeat_last: bool = True
     title_reply: Reply = field(default_factory=lambda: Reply(text="Fake task title"))
     compaction_reply: Reply = field(default_factory=lambda: Reply(compaction="Fake summary of the work so far."))
+    # Amazon Bedrock's OpenAI endpoints (Codex's amazon-bedrock providers, at `/openai/v1`): every request must
+    # carry a valid Signature Version 4 by these keys for this scope (tests/fakes/sigv4.py), or the Bedrock API key
+    # `bearer` (Authorization: Bearer); anything else is refused with a 403 and kept in
+    # FakeResponses.refused_signatures
+    sigv4: sigv4.Keys | None = None
+    bearer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.replies:
@@ -363,8 +370,14 @@ class _Handler(FakeHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
-        if self._path() not in ("/v1/responses", "/responses", "/v1/responses/input_tokens", "/responses/input_tokens"):
+        if self._path().removeprefix("/openai").removeprefix("/v1") not in ("/responses", "/responses/input_tokens"):
             self._error(404, f"Unknown path {self.command} {self.path}", "not_found")
+            return
+        why = self._refused(raw)
+        if why is not None:
+            with self.server.owner._cond:
+                self.server.owner.refused_signatures.append(why)
+            self._error(403, why, "access_denied")
             return
         try:
             body = json.loads(raw or b"{}")
@@ -390,6 +403,17 @@ class _Handler(FakeHandler):
             owner._finish(record, "aborted")
         finally:
             owner._end()
+
+    def _refused(self, raw: bytes) -> str | None:
+        """Why Bedrock would refuse this request's credentials (Script.sigv4 / Script.bearer), or None."""
+        script: Script = self.server.owner.script
+        if script.sigv4 is None and script.bearer is None:
+            return None
+        if script.bearer is not None and self.headers.get("Authorization") == f"Bearer {script.bearer}":
+            return None
+        if script.sigv4 is None:
+            return "Invalid API key"
+        return sigv4.check(script.sigv4, self.command, self.path, dict(self.headers.items()), raw)
 
     def _input_tokens(self, owner: FakeResponses, body: dict, raw: bytes) -> None:
         """``POST /v1/responses/input_tokens``: the prompt's input tokens as a request of it would be billed
@@ -463,6 +487,7 @@ class FakeResponses(FakeServer):
         # (a 500), ``huge`` (ten times its bytes), ``garbage`` (-1); each body asked about is kept in ``counted``
         self.count_mode = count_mode
         self.counted: list[dict] = []
+        self.refused_signatures: list[str] = []  # why each request was refused (Script.sigv4, Script.bearer)
         self.cache = billing.PromptCache(enabled=caching)
         self._main_index = 0
         # Response ids are unique per server and survive reset(), like real ones: agents may key on them.

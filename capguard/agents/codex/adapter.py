@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from capguard.agents.base import (
     Front,
@@ -22,12 +23,14 @@ from capguard.agents.base import (
     command_line,
     insert_before_separator,
     option_value,
+    signing_notes,
     strict_refusal,
 )
-from capguard.agents.codex.logs import RolloutParser
+from capguard.agents.codex.logs import RolloutParser, priced_name
 from capguard.agents.codex.threads import Attribution, OwnThreads
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
+from capguard.metering.proxy.aws_signing import SigningUnavailable, chain_in, is_region, loaded
 from capguard.metering.proxy.dialects import RESPONSES
 from capguard.metering.tail import WatchSpec
 
@@ -120,6 +123,17 @@ def named_model(args: list[str], home: Path) -> str | None:
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return model if isinstance(model, str) and model else None
+
+
+def chosen_provider(args: list[str], home: Path) -> str | None:
+    """The model_provider Codex will use, as `-c` or config.toml name it (None: unreadable or unsaid: OpenAI)."""
+    found = config_overrides(args).get("model_provider")
+    if not found:
+        try:
+            found = tomllib.loads((home / "config.toml").read_text()).get("model_provider")
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+    return found if isinstance(found, str) and found else None
 
 
 def _daemons(home: Path) -> dict[int, float | None]:
@@ -221,6 +235,101 @@ def _openai_auth_refusal(env: Mapping[str, str], home: Path) -> str | None:
     )
 
 
+# Codex's built-in Amazon Bedrock providers: OpenAI's models through the Responses API at each region's endpoint,
+# signed with SigV4 for that host by the AWS SDK's chain, or with a Bedrock API key (AWS_BEARER_TOKEN_BEDROCK,
+# which wins over AWS credentials). Of such a provider only base_url, auth, http_headers and aws.* may be changed:
+# the proxy's secret cannot go in a header of ours, so it goes as the API key Codex sends (Bearer), and the proxy
+# sends the user's own key on, or signs the request itself.
+BEDROCK_PROVIDERS = {  # provider -> (SigV4's service name, its endpoint's base URL in a region)
+    "amazon-bedrock": ("bedrock-mantle", "https://bedrock-mantle.{region}.api.aws/openai/v1"),
+    "amazon-bedrock-runtime": ("bedrock", "https://bedrock-runtime.{region}.amazonaws.com/openai/v1"),
+}
+BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
+
+
+def bedrock_front(
+    provider: str, config: Mapping[str, Any], overrides: Mapping[str, str], env: Mapping[str, str], home: Path
+) -> tuple[Front, list[str]]:
+    """The front of Codex's built-in Bedrock provider, and the `-c` override pointing it at the proxy."""
+    entry = (config.get("model_providers") or {}).get(provider)
+    entry = entry if isinstance(entry, dict) else {}
+
+    def setting(key: str) -> Any:  # the command line's `-c model_providers.<provider>.<key>=...`, then config.toml
+        found = overrides.get(f"model_providers.{provider}.{key}")
+        if found is not None:
+            return found
+        value: Any = entry
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    for key in overrides:  # a table given whole (`aws={...}`) or a key capguard does not read
+        rest = key.removeprefix(f"model_providers.{provider}.")
+        if rest != key and rest not in ("base_url", "aws.region", "aws.profile") and not rest.startswith("http_headers"):
+            raise ConfigError(strict_refusal("codex", f"-c {key}=... is a setting capguard cannot read"))
+    for key in ("auth", "aws.credential_export", "aws.auth_refresh"):
+        if setting(key) is not None or any(k.startswith(f"model_providers.{provider}.{key}.") for k in overrides):
+            raise ConfigError(
+                strict_refusal("codex", f"model_providers.{provider}.{key} gives Codex credentials capguard cannot"
+                               " read: use AWS credentials or AWS_BEARER_TOKEN_BEDROCK")
+            )  # fmt: skip
+    stored = _stored_auth_mode(home)
+    if stored.startswith("bedrock"):
+        raise ConfigError(
+            strict_refusal("codex", f"Codex's stored Bedrock login ({stored}) cannot be fronted: use AWS credentials"
+                           " or AWS_BEARER_TOKEN_BEDROCK")
+        )  # fmt: skip
+    chain = chain_in(env)
+    profile = setting("aws.profile")
+    if isinstance(profile, str) and profile:
+        chain["AWS_PROFILE"] = profile
+    region = setting("aws.region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or profile_region(chain)
+    if not is_region(region):
+        why = "no AWS region was found" if not region else f"the AWS region {str(region)[:40]!r} is malformed"
+        raise ConfigError(
+            strict_refusal("codex", f"{why} (model_providers.{provider}.aws.region, AWS_REGION or AWS_DEFAULT_REGION)")
+        )
+    service, template = BEDROCK_PROVIDERS[provider]
+    upstream = setting("base_url") or template.format(region=region)
+    token = env.get(BEARER_ENV)
+    if token:  # a Bedrock API key: sent on as Codex would have sent it
+        front = Front(provider, str(upstream), RESPONSES, (), "Authorization", BEARER_ENV, f"Bearer {token}",
+                      provider="bedrock")  # fmt: skip
+    else:
+        try:
+            signer = loaded(service, str(region), chain)
+        except SigningUnavailable as err:
+            raise ConfigError(strict_refusal("codex", str(err))) from None
+        front = Front(provider, str(upstream), RESPONSES, (), "Authorization", BEARER_ENV, None, provider="bedrock",
+                      signer=signer)  # fmt: skip
+    return front, [f'model_providers.{provider}.base_url="{{url}}"']
+
+
+def profile_region(chain: Mapping[str, str]) -> str | None:
+    """The region the AWS SDK's config gives the chain's profile (its config file), or None."""
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    session = botocore.session.Session()
+    for name, variable in (("profile", "AWS_PROFILE"), ("config_file", "AWS_CONFIG_FILE")):
+        if chain.get(variable):
+            session.set_config_variable(name, chain[variable])
+    try:
+        found = session.get_config_variable("region")
+    except Exception:  # a malformed config file: no region from it
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _stored_auth_mode(home: Path) -> str:
+    try:
+        doc = json.loads((home / "auth.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(doc.get("auth_mode") or "").lower() if isinstance(doc, dict) else ""
+
+
 def without_config(args: list[str], keys: set[str]) -> list[str]:
     """`args` without the `-c key=value` overrides of `keys` (capguard sets them; their value is taken as upstream)."""
     kept: list[str] = []
@@ -265,7 +374,10 @@ def strict_front(args: list[str], env: Mapping[str, str], home: Path) -> tuple[F
     for key in overrides:
         if key in ("model_providers", f"model_providers.{provider}", "profiles") or key.startswith("profiles."):
             raise ConfigError(strict_refusal("codex", f"-c {key}=... may send requests past capguard's proxy"))
-    if provider == "openai":
+    if provider in BEDROCK_PROVIDERS:
+        front, told = bedrock_front(provider, config, overrides, env, home)
+        args = without_config(args, {f"model_providers.{provider}.base_url"})
+    elif provider == "openai":
         if why := _openai_auth_refusal(env, home):
             raise ConfigError(strict_refusal("codex", why))
         upstream = overrides.get("openai_base_url") or config.get("openai_base_url") or OPENAI_DEFAULT
@@ -310,7 +422,7 @@ class CodexAdapter:
             raise ConfigError("--ephemeral: Codex then writes no rollout file, so capguard could not meter it")
         home = codex_home(env)
         sessions = home / "sessions"
-        model = named_model(args, home)
+        model = priced_name(named_model(args, home), chosen_provider(args, home))
         daemons_before = _daemons(home)
         notes: list[str] = []
         blind_spots = ["a reply cut short by the stop is billed but never written by Codex (no usage line)"]
@@ -333,10 +445,12 @@ class CodexAdapter:
             fronts = [front]
             # the proxy sees every call: the TUI's titles, and a reply cut by the stop (charged at its bound)
             blind_spots = []
+            which = {"openai": "OpenAI", **dict.fromkeys(BEDROCK_PROVIDERS, "Amazon Bedrock")}.get(front.mount)
             notes.append(
-                f"strict mode: every request of Codex's {'OpenAI' if front.mount == 'openai' else 'configured'}"
-                " provider goes through capguard's proxy (its web search tool, billed on the provider's side, is off)"
+                f"strict mode: every request of Codex's {which or 'configured'} provider goes through capguard's"
+                " proxy (its web search tool, billed on the provider's side, is off)"
             )
+            notes += signing_notes(fronts)
 
             def pointed(urls: dict[str, str], args: list[str] = args) -> tuple[list[str], dict[str, str]]:
                 extra = [word for value in told for word in ("-c", value.replace("{url}", urls[front.mount]))]

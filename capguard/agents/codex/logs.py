@@ -69,6 +69,19 @@ def reply_of(
     )
 
 
+# Codex's built-in providers whose model ids are priced under another provider than OpenAI: Amazon Bedrock's
+# (`openai.gpt-6-sol`), as genai-prices lists them under `aws` (litellm's prefix `bedrock/`)
+PRICED_UNDER = {"amazon-bedrock": "bedrock", "amazon-bedrock-runtime": "bedrock"}
+
+
+def priced_name(model: str | None, provider: str | None) -> str | None:
+    """`model` as capguard prices it when Codex's `provider` serves it (`bedrock/openai.gpt-6-sol`)."""
+    prefix = PRICED_UNDER.get(provider or "")
+    if not model or prefix is None or model.lower().startswith(f"{prefix}/"):
+        return model
+    return f"{prefix}/{model}"
+
+
 class RolloutParser:
     """One rollout file. `model` is the model known before the first line read (a file followed from its end)."""
 
@@ -76,6 +89,7 @@ class RolloutParser:
         """`tools`: also follow tool calls and their exit codes (ToolOutcome), as the live meter does."""
         self.source = source
         self.model = model
+        self.provider: str | None = None  # session_meta's model_provider
         self.tools = tools
         self._calls: dict[str, str] = {}  # call_id -> signature, until its output comes
         self.thread_id: str | None = None
@@ -135,6 +149,8 @@ class RolloutParser:
             self.thread_id = thread
         if self.started_utc is None and isinstance(payload.get("timestamp"), str):
             self.started_utc = payload["timestamp"]
+        if self.provider is None and isinstance(payload.get("model_provider"), str):
+            self.provider = payload["model_provider"]
 
     def _record(self, entry: dict, payload: dict, offset: int) -> Reply:
         self.records = True
@@ -145,7 +161,7 @@ class RolloutParser:
         return reply_of(
             payload.get("usage"),
             key=key,
-            model=self.model,
+            model=priced_name(self.model, self.provider),
             at=parse_timestamp(entry.get("timestamp")),
             source=self.source,
             offset=offset,
@@ -169,7 +185,7 @@ class RolloutParser:
             reply_of(
                 info["last_token_usage"],
                 key=key,
-                model=self.model,
+                model=priced_name(self.model, self.provider),
                 at=parse_timestamp(entry.get("timestamp")),
                 source=self.source,
                 offset=offset,

@@ -211,6 +211,8 @@ class MeteringProxy:
             request[_SWAP] = swap  # never forwarded, however the secret came
             if presented == HEADER_SLOT:
                 presented = request.headers.get(swap[0], "")
+                if swap[0].lower() == "authorization":  # the secret as the API key the agent sends (Bearer)
+                    presented = presented.removeprefix("Bearer ")
         if not hmac.compare_digest(presented.encode(), self._secret.encode()):
             return web.Response(status=404, text="not found")
         if mount not in self._upstreams:
