@@ -26,14 +26,25 @@ USERS_KEY = "ABSKQmVkcm9ja0FQSUtleS1users-own-bedrock-key"
 
 
 def on_bedrock(
-    runner: StrictCodex, server: FakeResponses, *, provider: str = "amazon-bedrock", bearer: bool = False
+    runner: StrictCodex,
+    server: FakeResponses,
+    *,
+    provider: str = "amazon-bedrock",
+    bearer: bool = False,
+    profile: str | None = None,
 ) -> None:
     """Codex's built-in Bedrock provider, its base URL the fake's (a user's own endpoint), the region in the
-    environment; AWS credentials (with a session token) in the environment, or a Bedrock API key."""
-    (runner.codex_home / "config.toml").write_text(
+    environment; AWS credentials (with a session token) in the environment, or a Bedrock API key. With `profile`,
+    set in the profile's file ($CODEX_HOME/<profile>.config.toml, for `-p`) over a config.toml naming OpenAI's."""
+    text = (
         f'model = "{MODEL}"\nmodel_provider = "{provider}"\n\n'
         f'[model_providers.{provider}]\nbase_url = "{server.base_url.removesuffix("/v1")}/openai/v1"\n'
     )
+    if profile is None:
+        (runner.codex_home / "config.toml").write_text(text)
+    else:
+        (runner.codex_home / "config.toml").write_text('model = "gpt-5"\nmodel_provider = "openai"\n')
+        (runner.codex_home / f"{profile}.config.toml").write_text(text)
     runner.env.update(AWS_REGION=KEYS.region)
     if bearer:
         runner.env["AWS_BEARER_TOKEN_BEDROCK"] = USERS_KEY
@@ -55,17 +66,23 @@ def cost(usage: dict) -> int:
     return priced
 
 
-@pytest.mark.parametrize("auth", ["sigv4", "api-key"])
-def test_runaway_on_bedrock_never_overshoots_and_every_request_is_signed_as_aws_checks(codex, auth):
+@pytest.mark.parametrize(("auth", "where"), [("sigv4", "config"), ("api-key", "config"), ("sigv4", "profile")])
+def test_runaway_on_bedrock_never_overshoots_and_every_request_is_signed_as_aws_checks(codex, auth, where):
+    """With `where` = profile, Bedrock is chosen by `-p bedrock`'s file only (config.toml names OpenAI's provider):
+    capguard reads Codex's layers as Codex does, so that choice is fronted too, never bypassed."""
     keys = KEYS if auth == "sigv4" else None
     script = RunawayScript(
         [Reply(delay_s=0.1, reasoning_tokens=8)], sigv4=keys, bearer=USERS_KEY if keys is None else None
     )
     with FakeResponses(script) as server:
         runner = codex(server)
-        on_bedrock(runner, server, bearer=auth == "api-key")
+        on_bedrock(runner, server, bearer=auth == "api-key", profile="bedrock" if where == "profile" else None)
         with ArgvWatch(runner.tag, ("AWS_BEARER_TOKEN_BEDROCK",)) as watch:
-            result = runner.exec_run(["--strict", "--usd", "0.30"], timeout=180)
+            if where == "profile":
+                flags = ["exec", "-p", "bedrock", "--dangerously-bypass-approvals-and-sandbox", "loop forever"]
+                result = runner.run(["--strict", "--usd", "0.30"], flags, timeout=180)
+            else:
+                result = runner.exec_run(["--strict", "--usd", "0.30"], timeout=180)
     report = result.report
     assert result.rc == 122, result.stderr[-3000:]
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0

@@ -33,7 +33,8 @@ def test_mantle_is_fronted_in_the_environments_region_and_signed_as_bedrock_mant
         None,
         "bedrock",
     )
-    assert told[0] == 'model_providers.amazon-bedrock.base_url="{url}"' and 'web_search="disabled"' in told
+    assert told[:2] == ['model_provider="amazon-bedrock"', 'model_providers.amazon-bedrock.base_url="{url}"']
+    assert 'web_search="disabled"' in told
 
 
 def test_the_runtime_provider_goes_to_bedrock_runtime_signed_as_bedrock(tmp_path):
@@ -112,3 +113,58 @@ def test_bedrocks_models_are_priced_under_bedrock_by_either_meter():
     (reply,) = events
     assert reply.model == "bedrock/openai.gpt-6-sol"
     assert Pricer().price(reply).cost_micro == round(1000 * 2.2 + 100 * 11)  # the regional price, per token
+
+
+# ---- which provider: every config layer Codex 0.169.1 reads, and the system files that beat its command line
+
+
+@pytest.fixture(autouse=True)
+def system(tmp_path, monkeypatch):
+    """The system's config folder (/etc/codex), empty unless a test writes to it."""
+    folder = tmp_path / "etc-codex"
+    folder.mkdir()
+    monkeypatch.setattr("capguard.agents.codex.adapter.SYSTEM_DIR", folder)
+    return folder
+
+
+def test_a_profiles_file_that_switches_to_bedrock_is_fronted_not_bypassed(tmp_path, system):
+    """`-p work` layers $CODEX_HOME/work.config.toml over config.toml: its provider is the one Codex calls."""
+    (tmp_path / "work.config.toml").write_text('model_provider = "amazon-bedrock"\n')
+    found, args, told = front(tmp_path, "", ("-p", "work"), AWS_REGION="us-east-1")
+    assert found.mount == "amazon-bedrock" and told[0] == 'model_provider="amazon-bedrock"'
+
+
+def test_the_systems_config_is_the_weakest_layer(tmp_path, system):
+    (system / "config.toml").write_text('model_provider = "amazon-bedrock"\n')
+    assert front(tmp_path, "", AWS_REGION="us-east-1")[0].mount == "amazon-bedrock"
+    (tmp_path / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-user"}))
+    assert front(tmp_path, 'model_provider = "openai"\n')[0].mount == "openai"
+
+
+def test_the_provider_is_always_named_on_codexs_command_line(tmp_path, system):
+    (tmp_path / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-user"}))
+    found, args, told = front(tmp_path, "", ("-c", 'model_provider="openai"'))
+    assert told[0] == 'model_provider="openai"' and "model_provider" not in " ".join(args)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("managed_config.toml", 'model_provider = "ollama"\n'),
+        ("managed_config.toml", '[model_providers.amazon-bedrock]\nbase_url = "https://elsewhere.example"\n'),
+        ("requirements.toml", '[model_providers.corp]\nbase_url = "https://gateway.example/v1"\n'),
+        ("managed_config.toml", 'openai_base_url = "https://elsewhere.example/v1"\n'),
+    ],
+)
+def test_a_system_file_that_beats_the_command_line_and_routes_requests_is_refused(tmp_path, system, name, text):
+    (system / name).write_text(text)
+    (tmp_path / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-user"}))
+    with pytest.raises(ConfigError, match=name) as raised:
+        front(tmp_path, "")
+    assert "over capguard's command line" in str(raised.value)
+
+
+def test_a_system_file_that_routes_nothing_is_fine(tmp_path, system):
+    (system / "managed_config.toml").write_text('approval_policy = "never"\n')
+    (tmp_path / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-user"}))
+    assert front(tmp_path, "")[0].mount == "openai"

@@ -125,13 +125,55 @@ def named_model(args: list[str], home: Path) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+# Codex 0.169.1's configuration, weakest first: the system's config.toml, the user's ($CODEX_HOME/config.toml),
+# the profile's file ($CODEX_HOME/<name>.config.toml, with -p/--profile), then `-c`. A project's .codex/config.toml
+# may not set the provider or its URL (Codex ignores them there). The system's managed_config.toml and
+# requirements.toml beat `-c`: one that sets where requests go is refused (`unmanaged`).
+SYSTEM_DIR = Path("/etc/codex")
+_ROUTING = ("model_provider", "model_providers", "openai_base_url", "chatgpt_base_url")
+
+
+def layered_config(args: list[str], home: Path) -> dict[str, Any]:
+    """The system's, the user's and the profile's config, merged as Codex merges them (the later wins, tables
+    key by key). ConfigError: a file that cannot be read."""
+    merged: dict[str, Any] = {}
+    layers = [SYSTEM_DIR / "config.toml", home / "config.toml"]
+    profile = option_value(args, "-p", "--profile")
+    if profile:
+        layers.append(home / f"{profile}.config.toml")
+    for path in layers:
+        _merge(merged, _toml(path))
+    return merged
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def unmanaged(system: Path) -> None:
+    """ConfigError when a system file that beats Codex's command line sets where its requests go."""
+    for name in ("managed_config.toml", "requirements.toml"):
+        doc = _toml(system / name)
+        found = next((key for key in _ROUTING if key in doc), None)
+        if found is not None:
+            raise ConfigError(
+                strict_refusal(
+                    "codex", f"{system / name} sets {found}, which Codex applies over capguard's command line"
+                )
+            )
+
+
 def chosen_provider(args: list[str], home: Path) -> str | None:
-    """The model_provider Codex will use, as `-c` or config.toml name it (None: unreadable or unsaid: OpenAI)."""
+    """The model_provider Codex will use, as `-c` or its config layers name it (None: unreadable or unsaid)."""
     found = config_overrides(args).get("model_provider")
     if not found:
         try:
-            found = tomllib.loads((home / "config.toml").read_text()).get("model_provider")
-        except (OSError, ValueError, UnicodeDecodeError):
+            found = layered_config(args, home).get("model_provider")
+        except ConfigError:
             return None
     return found if isinstance(found, str) and found else None
 
@@ -265,7 +307,11 @@ def bedrock_front(
 
     for key in overrides:  # a table given whole (`aws={...}`) or a key capguard does not read
         rest = key.removeprefix(f"model_providers.{provider}.")
-        if rest != key and rest not in ("base_url", "aws.region", "aws.profile") and not rest.startswith("http_headers"):
+        if (
+            rest != key
+            and rest not in ("base_url", "aws.region", "aws.profile")
+            and not rest.startswith("http_headers")
+        ):
             raise ConfigError(strict_refusal("codex", f"-c {key}=... is a setting capguard cannot read"))
     for key in ("auth", "aws.credential_export", "aws.auth_refresh"):
         if setting(key) is not None or any(k.startswith(f"model_providers.{provider}.{key}.") for k in overrides):
@@ -359,17 +405,10 @@ def strict_front(args: list[str], env: Mapping[str, str], home: Path) -> tuple[F
         raise ConfigError(
             strict_refusal("codex", "--oss/--local-provider runs a local model server capguard does not front")
         )
-    config = _toml(home / "config.toml")
     overrides = config_overrides(args)
-    profile_name = option_value(args, "-p", "--profile") or overrides.get("profile") or config.get("profile")
-    profile = (config.get("profiles") or {}).get(profile_name) if profile_name else None
-    profile = profile if isinstance(profile, dict) else {}
-    for key in ("openai_base_url", "model_providers"):
-        if key in profile:
-            raise ConfigError(
-                strict_refusal("codex", f"profile {profile_name!r} sets {key}, which capguard cannot replace")
-            )
-    provider = overrides.get("model_provider") or profile.get("model_provider") or config.get("model_provider")
+    unmanaged(SYSTEM_DIR)
+    config = layered_config(args, home)
+    provider = overrides.get("model_provider") or config.get("model_provider")
     provider = provider if isinstance(provider, str) and provider else "openai"
     for key in overrides:
         if key in ("model_providers", f"model_providers.{provider}", "profiles") or key.startswith("profiles."):
@@ -406,6 +445,9 @@ def strict_front(args: list[str], env: Mapping[str, str], home: Path) -> tuple[F
         args = without_config(args, {key})
     if not front.upstream.startswith(("http://", "https://")):
         raise ConfigError(strict_refusal("codex", f"the base URL {front.upstream!r} is not http(s)"))
+    # named on the command line too, which beats every config layer capguard does not refuse below
+    told = [f'model_provider="{provider}"', *told]
+    args = without_config(args, {"model_provider"})
     # the web search tool runs on the provider's side and bills searches the proxy cannot bound: off
     return front, args, [*told, 'web_search="disabled"']
 
