@@ -40,6 +40,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role asked for (a 1 s timeout otherwise)
+    # Codex's system config folder (/etc/codex): none of the machine's, for the decisions made in this process
+    monkeypatch.setattr("capguard.agents.codex.adapter.SYSTEM_DIR", tmp_path / "no-etc-codex")
 
 
 @pytest.fixture(autouse=True)

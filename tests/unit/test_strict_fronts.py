@@ -28,7 +28,8 @@ def test_codex_builtin_openai_takes_the_users_base_url_as_upstream_and_drops_the
     front, kept, told = strict_front(args, {**KEY, "OPENAI_PROJECT": "proj_1"}, home)
     assert (front.mount, front.upstream, front.dialect) == ("openai", "https://other.example/v1", RESPONSES)
     assert (front.header, front.secret_env, front.restore) == ("OpenAI-Project", "OPENAI_PROJECT", "proj_1")
-    assert kept == ["exec", "hi"] and told == ['openai_base_url="{url}"', 'web_search="disabled"']
+    assert kept == ["exec", "hi"]
+    assert told == ['model_provider="openai"', 'openai_base_url="{url}"', 'web_search="disabled"']
     front, _, _ = strict_front(["exec", "hi"], KEY, codex_home(tmp_path, ""))
     assert front.upstream == OPENAI_DEFAULT and front.restore is None
 
@@ -42,7 +43,8 @@ def test_codex_model_providers_entry_gets_the_proxy_and_the_secret_header(tmp_pa
         PROXY_HEADER,
         PROXY_KEY_ENV,
     )
-    assert told[:2] == [
+    assert told[:3] == [
+        'model_provider="gw"',
         'model_providers.gw.base_url="{url}"',
         f'model_providers.gw.env_http_headers.{PROXY_HEADER}="{PROXY_KEY_ENV}"',
     ]
@@ -51,7 +53,6 @@ def test_codex_model_providers_entry_gets_the_proxy_and_the_secret_header(tmp_pa
 @pytest.mark.parametrize(
     ("config", "args", "env", "word"),
     [
-        ('[profiles.p]\nopenai_base_url = "http://x/v1"\n', ["-p", "p", "exec", "hi"], KEY, "profile 'p' sets"),
         ("", ["-c", 'model_providers.openai={base_url="http://x"}', "exec"], KEY, "-c model_providers.openai"),
         ("", ["--oss", "exec", "hi"], KEY, "--oss"),
         ('model_provider = "lmstudio"\n', ["exec", "hi"], KEY, "built into Codex"),
@@ -63,6 +64,15 @@ def test_codex_refusals_at_start(tmp_path, config, args, env, word):
     with pytest.raises(ConfigError) as err:
         strict_front(args, env, codex_home(tmp_path, config))
     assert word in str(err.value) and "--meter files" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_codex_profiles_file_is_read_as_codex_layers_it(tmp_path):
+    """`-p p`: $CODEX_HOME/p.config.toml over config.toml (Codex 0.169 rejects a legacy [profiles.p] table)."""
+    home = codex_home(tmp_path, 'openai_base_url = "https://gw.example/v1"\n')
+    (home / "p.config.toml").write_text('openai_base_url = "https://profile.example/v1"\n')
+    front, kept, _ = strict_front(["-p", "p", "exec", "hi"], KEY, home)
+    assert front.upstream == "https://profile.example/v1" and kept == ["-p", "p", "exec", "hi"]
+    assert strict_front(["exec", "hi"], KEY, home)[0].upstream == "https://gw.example/v1"
 
 
 def test_without_config_drops_only_the_named_keys_before_a_separator():
