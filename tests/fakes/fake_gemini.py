@@ -60,6 +60,7 @@ UTILITY = "utility"  # any other side call (e.g. chat compression)
 KINDS = (MAIN, ROUTER, LOOP_CHECK, NEXT_SPEAKER, UTILITY)
 
 _PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
+_CODE_ASSIST_PATH = re.compile(r"^/v1[a-z0-9]*:([A-Za-z]+)$")  # Google's Code Assist server: /v1internal:<method>
 # Vertex AI's countTokens request (CountTokensRequest): the prompt's fields, no generateContentRequest inside
 _VERTEX_COUNT_FIELDS = {"contents", "systemInstruction", "tools", "generationConfig", "instances", "model"}
 # Vertex AI's: /v1beta1/projects/P/locations/L/publishers/google/models/M:method, or without the project and
@@ -250,6 +251,10 @@ class _Handler(FakeHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         path, _, query = self.path.partition("?")
+        assist = _CODE_ASSIST_PATH.match(path)
+        if assist:
+            self._code_assist(assist[1], raw, query)
+            return
         match, location = _PATH.match(path), None
         vertex = _VERTEX_PATH.match(path)
         if vertex:  # Vertex AI: an API key (express mode, no location in the path) or a project's token
@@ -294,16 +299,67 @@ class _Handler(FakeHandler):
         finally:
             owner._end()
 
+    def _code_assist(self, method: str, raw: bytes, query: str) -> None:
+        """Google's Code Assist server (Gemini CLI's Login with Google): a model call's Gemini request inside
+        `{model, project, user_prompt_id, request}`, its reply (each SSE event) inside `{response, traceId}`, with
+        no responseId of its own; the account's other methods answer as a free tier's would."""
+        owner: FakeGemini = self.server.owner
+        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+            self._error(401, "UNAUTHENTICATED", "Request is missing required authentication credential.")
+            return
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError as err:
+            self._error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {err}")
+            return
+        with owner._cond:
+            owner.code_assist_calls.append(method)
+        if method == "loadCodeAssist":
+            self._send_json(200, {"currentTier": {"id": "free-tier", "name": "Gemini Code Assist for individuals"},
+                                  "cloudaicompanionProject": "fake-project-123"})  # fmt: skip
+            return
+        if method == "countTokens":
+            inner = body.get("request") if isinstance(body.get("request"), dict) else {}
+            self._send_json(200, {"totalTokens": billing.tokens(billing.prompt_text(inner))})
+            return
+        if method not in ("generateContent", "streamGenerateContent"):
+            self._send_json(200, {})  # quotas, experiments, metrics, settings: nothing a run needs
+            return
+        model, inner = body.get("model"), body.get("request")
+        if not isinstance(model, str) or not isinstance(inner, dict):
+            self._error(400, "INVALID_ARGUMENT", "model and request are required")
+            return
+        record, planned = owner._record(model, method, inner)
+        with owner._cond:
+            record.update(
+                query=query, code_assist=True, project=body.get("project"),
+                authorization=self.headers.get("Authorization"),
+            )  # fmt: skip
+        owner._begin()
+        try:
+            if method == "streamGenerateContent":
+                self._stream(record, planned, sse="alt=sse" in query)
+            else:
+                self._complete(record, planned)
+        except (BrokenPipeError, ConnectionError, OSError):
+            self.close_connection = True
+        finally:
+            owner._end()
+
     def _response(self, record: dict, parts: list, usage: Usage, *, final: bool, finish: str) -> dict:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if final:
             candidate["finishReason"] = finish
-        return {
+        reply = {
             "candidates": [candidate],
             "usageMetadata": usage.metadata(final=final),
             "modelVersion": record["model"],
-            "responseId": record["id"],
         }
+        if record.get("code_assist"):
+            return {"response": reply, "traceId": record["id"]}
+        return {**reply, "responseId": record["id"]}
 
     def _parts(self, planned: Planned, body: dict) -> list:
         parts: list = (
@@ -386,6 +442,7 @@ class FakeGemini(FakeServer):
         self.cache_min_tokens = cache_min_tokens
         self._main_index = 0
         self._prompts: dict[str, list[bytes]] = {}  # model -> earlier prompts, for implicit caching
+        self.code_assist_calls: list[str] = []  # each Code Assist method called, in order
         self.counts: list[dict] = []  # each countTokens asked: its model, Vertex's location, the body's fields
 
     @property

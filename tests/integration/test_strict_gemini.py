@@ -25,7 +25,7 @@ from capguard.core.events import Reply as UsageReply
 from capguard.core.pricing import Pricer
 from capguard.ledger import open_ledger
 from capguard.metering.proxy import Gate, MeteringProxy
-from capguard.metering.proxy.dialects import GEMINI
+from capguard.metering.proxy.dialects import CODE_ASSIST_MODELS, GEMINI
 from capguard.supervisor.strict import StrictMeter
 from capguard.supervisor.supervise import Supervisor
 from tests.fakes.fake_gemini import LOOP_CHECK, MAIN, ROUTER, FakeGemini, chat_script
@@ -49,9 +49,12 @@ def bills(server: FakeGemini) -> dict[str, tuple[int, int, str]]:
     pricer, out = Pricer(), {}
     for record in server.billed():
         usage = record["usage"]
+        model = (
+            CODE_ASSIST_MODELS.get(record["model"], record["model"]) if record.get("code_assist") else record["model"]
+        )
         reply = UsageReply(
             "billed",
-            "google/" + record["model"],
+            "google/" + model,
             input_tokens=usage["input"] - usage["cached"] + usage["tool"],
             output_tokens=usage["output"] + usage["thoughts"],
             cache_read_tokens=usage["cached"],
@@ -128,34 +131,63 @@ def test_a_runaway_under_a_token_cap_never_overshoots(gemini):
     assert_tree_gone(gemini)
 
 
-@pytest.mark.parametrize(
-    ("setup", "words"),
-    [
-        ("settings:oauth-personal", "Login with Google"),
-        ("settings:compute-default-credentials", "Compute Engine credentials"),
-        ("env:GEMINI_CLI_USE_COMPUTE_ADC", "GEMINI_CLI_USE_COMPUTE_ADC in the environment"),
-        ("dotenv:GOOGLE_GENAI_USE_GCA", "GOOGLE_GENAI_USE_GCA in"),
-        ("env:GEMINI_CLI_TRUST_WORKSPACE", "no sign-in is selected"),  # an API key in the environment is not enough
-    ],
-)
-def test_a_sign_in_the_proxy_cannot_front_is_refused_at_start(gemini, setup, words):
-    where, _, value = setup.partition(":")
-    settings = gemini.home / ".gemini" / "settings.json"
-    if where == "settings":
-        settings.write_text(json.dumps({"security": {"auth": {"selectedType": value}}}))
-    else:  # no sign-in in the settings: Gemini picks one from its environment
-        settings.write_text("{}")
-        if where == "env":
-            gemini.env[value] = "true"
-        else:
-            (gemini.repo / ".env").write_text(f"{value}=true\n")
+def test_with_no_sign_in_selected_an_api_key_alone_is_refused_at_start(gemini):
+    """Gemini CLI takes a base URL with no sign-in selected only as its `gateway`, which its own check then refuses
+    (exit 41): capguard says so at start, in one line."""
+    (gemini.home / ".gemini" / "settings.json").write_text("{}")
     with FakeGemini(chat_script()) as server:
         result = gemini.use(server).headless(["--strict", "--usd", "1"])
         assert not server.requests
     assert result.rc == 2, result.stderr[-2000:]
     line = result.stderr.strip()
-    assert "\n" not in line and words in line and "--meter files" in line and "Traceback" not in line
-    assert result.report is None
+    assert "\n" not in line and "no sign-in is selected" in line and "--meter files" in line
+    assert "Traceback" not in line and result.report is None
+    assert_tree_gone(gemini)
+
+
+@pytest.mark.parametrize("how", ["env:GOOGLE_GENAI_USE_GCA", "settings:oauth-personal"])
+def test_login_with_google_goes_through_the_proxy_to_the_code_assist_server_and_stops_at_the_cap(gemini, how):
+    """Login with Google: Gemini CLI sends its model calls to Google's Code Assist server (CODE_ASSIST_ENDPOINT),
+    each a Gemini request wrapped with the model and the account's project, each reply wrapped with a trace id.
+    The proxy stands there: the router and main calls are held and settled like the Gemini API's, the account's
+    other calls pass, the user's own token goes on untouched, and the run stops at the cap with the server's bill
+    within it and the ledger equal to it. (GOOGLE_CLOUD_ACCESS_TOKEN gives Gemini CLI a token without the check of
+    cached credentials against Google's tokeninfo, which would need the internet.)"""
+    where, _, value = how.partition(":")
+    del gemini.env["GEMINI_API_KEY"]
+    settings: dict = {"privacy": {"usageStatisticsEnabled": False}}
+    if where == "settings":
+        settings["security"] = {"auth": {"selectedType": value}}
+    else:
+        gemini.env[value] = "true"
+    (gemini.home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    gemini.env.update(GOOGLE_CLOUD_ACCESS_TOKEN="ya29.users-own-token", GOOGLE_GENAI_USE_GCA="true")
+    with FakeGemini(runaway(gemini.tag, delay_s=0.05)) as server:
+        gemini.env["CODE_ASSIST_ENDPOINT"] = server.base_url
+        result = gemini.headless(["--strict", "--usd", "0.30"], model=None)
+    report = result.report
+    assert result.rc == 122, result.stderr[-3000:]
+    assert report["stop_reason"] == "usd" and report["overshoot"] == 0
+    served = server.billed()
+    assert len(served) >= 3 and all(r["code_assist"] and r["project"] == "fake-project-123" for r in served)
+    bill = bills(server)
+    assert sum(m for m, _, _ in bill.values()) <= 300_000 and [k for _, _, k in bill.values()].count(ROUTER) == 1
+    rows = assert_counted_exactly(report, server)  # keyed by each reply's trace id (Code Assist's replies name none)
+    assert all(row["details"]["charged"] == "usage" for row in rows)  # read inside each wrapped reply
+    assert all(r["authorization"] == "Bearer ya29.users-own-token" for r in served)  # the user's, untouched
+    assert "loadCodeAssist" in server.code_assist_calls
+    # every request carried the limit the proxy held inside the wrapper (the CLI sets none)
+    limits = [r["body"]["generationConfig"]["maxOutputTokens"] for r in server.requests]
+    assert limits == [call["max_tokens"] for call in report["calls"]][: len(limits)]
+    # the main model goes by Code Assist's name for it (gemini-3-flash), priced as the model the CLI asked for
+    assert {r["model"] for r in served} >= {"gemini-3-flash"}
+    assert "google/gemini-3.5-flash" in {row["model"] for row in rows}
+    # Code Assist's count takes the contents alone (not the system prompt and tools): prompts are held at their bytes
+    assert not any(call.get("prompt_counted") for call in report["calls"])
+    assert report["refusals"][-1]["cap"] == "usd"
+    assert "the next call's worst case would pass the $0.30 cap" in result.stderr
+    assert "ya29.users-own-token" not in result.stderr + json.dumps(report)
+    assert_no_proxy_secret(result.stdout, result.stderr)
     assert_tree_gone(gemini)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from capguard.agents.gemini.strict import CLOSED_URL, GEMINI_DEFAULT, read_settings, strict_front
+from capguard.agents.gemini.strict import CLOSED_URL, CODE_ASSIST_DEFAULT, GEMINI_DEFAULT, read_settings, strict_front
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
+from capguard.metering.proxy.dialects import CODE_ASSIST, GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
 
 
 @pytest.fixture
@@ -48,15 +48,14 @@ def test_an_api_key_sign_in_is_fronted_and_the_other_endpoints_closed(where):
 
 
 @pytest.mark.parametrize(
-    ("file", "auth", "words"),
+    ("file", "auth"),
     [
-        ("user", {"selectedType": "oauth-personal"}, "Login with Google"),
-        ("workspace", {"selectedType": "cloud-shell"}, "Cloud Shell"),
-        ("system", {"selectedType": "compute-default-credentials"}, "Compute Engine"),
-        ("user", {"selectedType": "gemini-api-key", "enforcedType": "oauth-personal"}, "enforcedType"),
+        ("user", {"selectedType": "oauth-personal"}),
+        ("workspace", {"selectedType": "cloud-shell"}),
+        ("system", {"selectedType": "compute-default-credentials"}),
     ],
 )
-def test_a_sign_in_the_proxy_cannot_front_is_refused(where, file, auth, words):
+def test_login_with_google_and_compute_credentials_are_fronted_at_the_code_assist_server(where, file, auth):
     env, cwd, home = where
     path = {
         "user": home / "settings.json",
@@ -64,6 +63,29 @@ def test_a_sign_in_the_proxy_cannot_front_is_refused(where, file, auth, words):
         "system": Path(env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]),
     }[file]
     settings(path, auth)
+    front, closed = strict_front(env, cwd, home)
+    assert (front.mount, front.dialect, front.env, front.upstream) == (
+        CODE_ASSIST, CODE_ASSIST, ("CODE_ASSIST_ENDPOINT",), CODE_ASSIST_DEFAULT
+    )  # fmt: skip
+    assert closed == {"GOOGLE_GEMINI_BASE_URL": CLOSED_URL, "GOOGLE_VERTEX_BASE_URL": CLOSED_URL}
+    front, _ = strict_front({**env, "CODE_ASSIST_ENDPOINT": "https://gw.example/"}, cwd, home)
+    assert front.upstream == "https://gw.example"  # the user's own endpoint
+    # a .env's (a cloned repo's, maybe): never an upstream capguard sends the user's token to
+    (cwd / ".env").write_text("CODE_ASSIST_ENDPOINT=https://attacker.example\n")
+    with pytest.raises(ConfigError, match=r"CODE_ASSIST_ENDPOINT is set in .*repo/\.env"):
+        strict_front(env, cwd, home)
+
+
+@pytest.mark.parametrize(
+    ("auth", "words"),
+    [
+        ({"selectedType": "some-new-sign-in"}, "'some-new-sign-in'"),
+        ({"selectedType": "gemini-api-key", "enforcedType": "another-sign-in"}, "enforcedType"),
+    ],
+)
+def test_a_sign_in_the_proxy_cannot_front_is_refused(where, auth, words):
+    env, cwd, home = where
+    settings(home / "settings.json", auth)
     with pytest.raises(ConfigError, match=words) as err:
         strict_front(env, cwd, home)
     assert "--meter files" in str(err.value) and "\n" not in str(err.value)
@@ -73,8 +95,7 @@ def test_the_system_settings_win_over_the_users(where):
     env, cwd, home = where
     settings(home / "settings.json", {"selectedType": "gemini-api-key"})
     settings(Path(env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]), {"selectedType": "oauth-personal"})
-    with pytest.raises(ConfigError, match="Login with Google"):
-        strict_front(env, cwd, home)
+    assert strict_front(env, cwd, home)[0].mount == CODE_ASSIST
     settings(Path(env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]), {"selectedType": "gemini-api-key"})
     settings(home / "settings.json", {"selectedType": "oauth-personal"})
     assert strict_front(env, cwd, home)[0].upstream == GEMINI_DEFAULT  # the user's choice is overridden
@@ -82,11 +103,9 @@ def test_the_system_settings_win_over_the_users(where):
 
 def test_with_no_sign_in_selected_the_environment_and_dotenv_files_decide(where):
     env, cwd, home = where
-    with pytest.raises(ConfigError, match="GOOGLE_GENAI_USE_GCA in the environment"):
-        strict_front({**env, "GOOGLE_GENAI_USE_GCA": "true"}, cwd, home)
+    assert strict_front({**env, "GOOGLE_GENAI_USE_GCA": "true"}, cwd, home)[0].mount == CODE_ASSIST
     (cwd.parent / ".env").write_text("# a comment\nexport GEMINI_CLI_USE_COMPUTE_ADC='true'\n")
-    with pytest.raises(ConfigError, match=r"GEMINI_CLI_USE_COMPUTE_ADC in .*work/\.env"):
-        strict_front(env, cwd, home)
+    assert strict_front(env, cwd, home)[0].mount == CODE_ASSIST
     (cwd.parent / ".env").write_text("# a comment\nexport GOOGLE_GENAI_USE_VERTEXAI='true'\n")
     assert strict_front(env, cwd, home)[0].mount == "vertex"  # Vertex AI: fronted
     (cwd.parent / ".env").unlink()

@@ -23,6 +23,7 @@ from capguard.agents.gemini.strict import strict_front
 from capguard.config.settings import Settings
 from capguard.core.events import Event
 from capguard.core.redact import shown_url
+from capguard.metering.proxy.dialects import CODE_ASSIST
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g @google/gemini-cli@0.61.0"
@@ -169,6 +170,11 @@ class GeminiAdapter:
                 f"strict mode: every Gemini API call goes through capguard's proxy to {shown_url(front.upstream)}"
                 " (its other sign-ins' endpoints are closed for the run)"
             )
+            if front.dialect == CODE_ASSIST:
+                notes.append(
+                    "Login with Google is not billed per token: each call is counted at the Gemini API's list price"
+                    " for its model (a --usd cap is a cap on what the same calls would cost with an API key)"
+                )
         if env.get("GEMINI_CLI_NO_RELAUNCH") is None:
             # one node process instead of a launcher that ignores SIGINT and SIGTERM and relaunches itself
             extra_env["GEMINI_CLI_NO_RELAUNCH"] = "true"

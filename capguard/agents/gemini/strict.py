@@ -3,10 +3,10 @@
 Gemini CLI sends its requests to `GOOGLE_GEMINI_BASE_URL` (it appends `/v1beta/models/<model>:<method>`) when it
 signs in with an API key (`security.auth.selectedType` `gemini-api-key`; with no sign-in selected, that variable
 makes it pick `gateway`, which its own check then refuses: exit 41), and to `GOOGLE_VERTEX_BASE_URL` (it appends
-`/v1beta1/[projects/P/locations/L/]publishers/google/models/<model>:<method>`) with Vertex AI, both fronted. Its
-other sign-ins, Login with Google and Compute Engine credentials, go to Google's Code Assist server: refused at
-start, never left to go around the proxy; and the sign-in is pinned for the run: the TUI's `/auth` may switch, but
-the other endpoints lead nowhere.
+`/v1beta1/[projects/P/locations/L/]publishers/google/models/<model>:<method>`) with Vertex AI, and to
+`CODE_ASSIST_ENDPOINT` (Google's Code Assist server; it appends `/v1internal:<method>`) with Login with Google or
+Compute Engine credentials: each fronted. The sign-in is pinned for the run: the TUI's `/auth` may switch, but the
+other endpoints lead nowhere.
 Facts from Gemini CLI 0.61.0's bundle (settings precedence, `.env` loading, auth selection).
 """
 
@@ -20,11 +20,13 @@ from typing import Any
 
 from capguard.agents.base import Front, env_true, strict_refusal
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
+from capguard.metering.proxy.dialects import CODE_ASSIST, GEMINI, VERTEX_BY_LOCATION, VERTEX_GEMINI
 
 GEMINI_DEFAULT = "https://generativelanguage.googleapis.com"
+CODE_ASSIST_DEFAULT = "https://cloudcode-pa.googleapis.com"
 VERTEX_AUTH = "vertex-ai"
-FRONTED_AUTH = ("gemini-api-key", "gateway", VERTEX_AUTH)
+CODE_ASSIST_AUTH = ("oauth-personal", "compute-default-credentials", "cloud-shell")
+FRONTED_AUTH = ("gemini-api-key", "gateway", VERTEX_AUTH, *CODE_ASSIST_AUTH)
 _AUTH_NAMES = {
     "oauth-personal": "Login with Google (Google's Code Assist server)",
     "vertex-ai": "Vertex AI",
@@ -142,15 +144,9 @@ def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, 
     if selected is None:  # Gemini picks its sign-in from the environment, a .env file's included
         for variable, kind in _AUTH_VARIABLES.items():
             value, origin = _setting(env, cwd, home, variable, empty_is_unset=False)
-            if env_true(value) and kind == VERTEX_AUTH:
+            if env_true(value):
                 selected = kind
                 break
-            if env_true(value):
-                raise ConfigError(
-                    strict_refusal(
-                        "gemini", f"{variable} in {origin} signs in with {_AUTH_NAMES[kind]}, not an API key"
-                    )
-                )
     if selected is None:  # Gemini CLI takes a base URL with no sign-in but its `gateway`, which it then refuses
         raise ConfigError(
             strict_refusal(
@@ -167,6 +163,17 @@ def strict_front(env: Mapping[str, str], cwd: Path, home: Path) -> tuple[Front, 
                     "gemini", f"{variable} is set in {origin}: Gemini CLI would send its model requests through it"
                 )
             )
+    if selected in CODE_ASSIST_AUTH:  # Google's Code Assist server, or the user's own endpoint for it
+        value, origin = _setting(env, cwd, home, "CODE_ASSIST_ENDPOINT")
+        if value and origin != "the environment":  # a file's, maybe a cloned repo's: never an upstream of ours
+            raise ConfigError(
+                strict_refusal("gemini", f"CODE_ASSIST_ENDPOINT is set in {origin} (set it in the environment)")
+            )
+        upstream = value or CODE_ASSIST_DEFAULT
+        if not upstream.startswith(("http://", "https://")):
+            raise ConfigError(strict_refusal("gemini", f"CODE_ASSIST_ENDPOINT {upstream!r} is not an http(s) URL"))
+        closed = {name: CLOSED_URL for name in ("GOOGLE_GEMINI_BASE_URL", "GOOGLE_VERTEX_BASE_URL")}
+        return Front(CODE_ASSIST, upstream.rstrip("/"), CODE_ASSIST, ("CODE_ASSIST_ENDPOINT",)), closed
     if selected == VERTEX_AUTH:  # without a base URL of the user's: the host of each request's location
         value, origin = _setting(env, cwd, home, "GOOGLE_VERTEX_BASE_URL")
         if value and origin != "the environment":  # a file's, maybe a cloned repo's: never an upstream of ours

@@ -42,6 +42,11 @@ BEDROCK = "bedrock"
 # Bedrock for aider: its own request and reply shapes (messages of content blocks, inferenceConfig.maxTokens, usage
 # as inputTokens/outputTokens/cacheReadInputTokens/cacheWriteInputTokens); a dialect, served at a BEDROCK mount
 CONVERSE = "converse"
+# Gemini CLI's Login with Google (and Compute Engine credentials): Google's Code Assist server, a mount's style.
+# Its model calls are `POST /v1internal:generateContent` and `:streamGenerateContent?alt=sse`, Gemini bodies wrapped
+# as {model, project, user_prompt_id, request}; replies (each SSE event) wrapped as {response, traceId}; its other
+# methods (loadCodeAssist, quotas, experiments, metrics, settings, countTokens) cost nothing
+CODE_ASSIST = "code-assist"
 # Claude in Microsoft Foundry: the Messages API at a resource's endpoint; the model is a deployment's name (Claude
 # Code names its deployments after the models); billed at Anthropic's rates, a US Data Zone deployment at 1.1x
 FOUNDRY = "foundry"
@@ -84,6 +89,8 @@ def route(method: str, tail: str, default_dialect: str) -> Route:
         return replace(found, platform=default_dialect) if found.dialect == ANTHROPIC else found
     if default_dialect == GEMINI:
         return _gemini_route(method, path)
+    if default_dialect == CODE_ASSIST:
+        return _code_assist_route(method, path)
     if default_dialect == VERTEX:
         return _vertex_route(method, path)
     if default_dialect == VERTEX_GEMINI:
@@ -234,11 +241,16 @@ def with_stream_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 def error_body(dialect: str, message: str, kind: str = "invalid_request_error", status: int | None = None) -> bytes:
     """The provider's own error JSON, so the agent shows `message` to its user as any API error."""
-    if dialect in (GEMINI, VERTEX_GEMINI):
+    if dialect in (GEMINI, VERTEX_GEMINI, CODE_ASSIST):
         code = status or 400
         body_: dict[str, Any] = {
             "error": {"code": code, "message": message, "status": _GOOGLE_STATUS.get(code, "UNKNOWN")}
         }
+        if dialect == CODE_ASSIST and code == 429:  # a spent quota, as the server says it: Gemini CLI stops at once
+            body_["error"]["details"] = [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "QUOTA_EXHAUSTED",
+                 "domain": "cloudcode-pa.googleapis.com", "metadata": {}}
+            ]  # fmt: skip
         return json.dumps(body_).encode()
     if dialect in (BEDROCK, CONVERSE):  # Bedrock's own: its SDKs read `message`
         return json.dumps({"message": message}).encode()
@@ -430,6 +442,30 @@ def _gemini_route(method: str, path: str) -> Route:
         if verb in _GEMINI_FREE:
             return Route(free=True)
     if method in ("GET", "HEAD") and _GEMINI_LIST.match(path):
+        return Route(free=True)
+    return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
+
+
+_CODE_ASSIST_PATH = re.compile(r"^/(v1[a-z0-9]*):([A-Za-z]+)$")
+_CODE_ASSIST_METERED = {"generateContent": False, "streamGenerateContent": True}
+_CODE_ASSIST_FREE = frozenset(
+    {"loadCodeAssist", "onboardUser", "retrieveUserQuota", "listExperiments", "recordCodeAssistMetrics",
+     "fetchAdminControls", "getCodeAssistGlobalUserSetting", "setCodeAssistGlobalUserSetting", "countTokens"}
+)  # fmt: skip
+_CODE_ASSIST_OPERATION = re.compile(r"^/v1[a-z0-9]*/operations/[A-Za-z0-9_.-]+$")  # onboardUser's, polled by GET
+# The names Gemini CLI 0.61 gives models on the Code Assist server where they differ from its own (its
+# ModelMappingContentGenerator: LEGACY_CCPA_FLASH_MODEL): priced as the model the CLI asked for
+CODE_ASSIST_MODELS = {"gemini-3-flash": "gemini-3.5-flash"}
+
+
+def _code_assist_route(method: str, path: str) -> Route:
+    found = _CODE_ASSIST_PATH.match(path)
+    if method == "POST" and found:
+        if found[2] in _CODE_ASSIST_METERED:
+            return Route(dialect=GEMINI, stream=_CODE_ASSIST_METERED[found[2]])
+        if found[2] in _CODE_ASSIST_FREE:
+            return Route(free=True)
+    if method == "GET" and _CODE_ASSIST_OPERATION.match(path):
         return Route(free=True)
     return Route(why=f"capguard's metering proxy does not forward {method} {path}: it could cost money unmetered")
 

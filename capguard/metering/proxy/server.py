@@ -14,6 +14,7 @@ import secrets
 import threading
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,8 @@ from capguard.metering.proxy.dialects import (
     ANTHROPIC,
     BEDROCK,
     CHAT,
+    CODE_ASSIST,
+    CODE_ASSIST_MODELS,
     CONVERSE,
     GEMINI,
     MANTLE,
@@ -46,7 +49,7 @@ from capguard.metering.proxy.dialects import (
 )
 from capguard.metering.proxy.gate import Admission, Count, Gate, Refused
 from capguard.metering.proxy.task_budgets import with_beta
-from capguard.metering.proxy.usage import Tracker, from_body, is_usage_chunk
+from capguard.metering.proxy.usage import Tracker, code_assist_reply, from_body, is_usage_chunk
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +256,15 @@ class MeteringProxy:
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             return _error(dialect, 400, "capguard: the request body is not a JSON object")
+        wrapper: dict[str, Any] | None = None
+        if style == CODE_ASSIST:  # the Gemini request inside, the model beside it
+            wrapper = body
+            inner, model = body.get("request"), body.get("model")
+            if not isinstance(inner, dict) or not isinstance(model, str) or not model:
+                return _error(style, 400, "capguard: a Code Assist request needs its model and its request")
+            body = inner
+            where = replace(where, model=CODE_ASSIST_MODELS.get(model, model))
+        refuse_as = style if style == CODE_ASSIST else dialect
         # Chat Completions is counted by OpenAI's Responses count: only where OpenAI's prices apply (another
         # provider's OpenAI-compatible API has no such endpoint, or one of its own that counts another tokenizer)
         count_at = None if dialect == CHAT and mount in self._providers else count_tail(dialect, tail)
@@ -274,14 +286,17 @@ class MeteringProxy:
                 dialect, body, where, count_url, headers, via, self._providers.get(mount), signing
             )
         if isinstance(admission, Refused):  # Google's API says 429 RESOURCE_EXHAUSTED for a spent budget
-            return _error(dialect, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
+            return _error(refuse_as, 429 if dialect == GEMINI and admission.at_cap else 400, admission.why)
         strip = False
         sent = admission.body
         if dialect == CHAT and admission.ask.stream:
             sent, strip = with_stream_usage(sent)
-        data = raw if sent is body else msgspec.json.encode(sent)
+        outer = sent if wrapper is None else {**wrapper, "request": sent}
+        data = raw if sent is body else msgspec.json.encode(outer)
         try:
-            return await self._forward_metered(request, url, data, admission, strip, headers, via, signing)
+            return await self._forward_metered(
+                request, url, data, admission, strip, headers, via, signing, unwrap=wrapper is not None
+            )
         finally:  # settled or released: a request waiting for room asks again
             if self._settled is not None:
                 self._settled.set()
@@ -386,6 +401,8 @@ class MeteringProxy:
         headers: dict[str, str],
         via: dict[str, Any],
         signing: _Signing | None = None,
+        *,
+        unwrap: bool = False,
     ) -> web.StreamResponse:
         assert self._session is not None
         gate, seen = self.gate, None
@@ -406,9 +423,9 @@ class MeteringProxy:
             if upstream.status == 200 and _EVENT_STREAM in kind:  # Bedrock's: binary messages, not SSE
                 return await self._stream(request, upstream, admission, strip, framed=True)
             if upstream.status == 200 and "text/event-stream" in kind:
-                return await self._stream(request, upstream, admission, strip)
+                return await self._stream(request, upstream, admission, strip, unwrap=unwrap)
             body = await upstream.content.read()  # hop-local: the server's own limit bounds a whole reply
-            seen = from_body(admission.dialect, _json(body))
+            seen = from_body(admission.dialect, code_assist_reply(_json(body)) if unwrap else _json(body))
             seen.response_id = seen.response_id or _request_id(admission, upstream)
             if upstream.status != 200 and not seen.complete:
                 gate.release(admission)  # an error without usage: the server billed nothing
@@ -429,6 +446,7 @@ class MeteringProxy:
         strip: bool,
         *,
         framed: bool = False,
+        unwrap: bool = False,
     ) -> web.StreamResponse:
         reply = web.StreamResponse(status=upstream.status, headers=_reply_headers(upstream))
         tracker, splitter = Tracker(admission.dialect), sse.EventSplitter()
@@ -451,6 +469,8 @@ class MeteringProxy:
                 keep = []
                 for raw in splitter.feed(chunk):
                     parsed = sse.json_data(sse.parse(raw)[1])
+                    if unwrap:  # Code Assist's event: the Gemini reply inside
+                        parsed = code_assist_reply(parsed)
                     if parsed is not None:
                         tracker.see(parsed)
                         if strip and is_usage_chunk(parsed):

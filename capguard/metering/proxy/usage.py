@@ -291,3 +291,14 @@ def _bytes(value: Any) -> int:
 
 def _name(value: Any) -> str | None:
     return sanitize.name(value)
+
+
+def code_assist_reply(parsed: Any) -> Any:
+    """The Gemini reply inside Code Assist's `{"response": ..., "traceId": ...}` (its trace id as the reply's id when
+    the reply names none), or None: no reply of a model, so no usage is read from it."""
+    inner = parsed.get("response") if isinstance(parsed, dict) else None
+    if not isinstance(inner, dict):
+        return None
+    if not inner.get("responseId") and isinstance(parsed.get("traceId"), str):
+        inner = {**inner, "responseId": parsed["traceId"]}
+    return inner
