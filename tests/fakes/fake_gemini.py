@@ -266,12 +266,8 @@ class _Handler(FakeHandler):
         if not (self.headers.get("x-goog-api-key") or "key=" in query or self.headers.get("Authorization")):
             self._error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
             return
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("body is not an object")
-        except ValueError as err:
-            self._error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {err}")
+        body = self._object(raw)
+        if body is None:
             return
         model, method = match[2], match[3]
         owner: FakeGemini = self.server.owner
@@ -288,6 +284,21 @@ class _Handler(FakeHandler):
         record, planned = owner._record(model, method, body)
         with owner._cond:  # how the key came (a proxy moves a ?key= to the header)
             record.update(query=query, key_header=bool(self.headers.get("x-goog-api-key")), vertex_location=location)
+        self._serve(record, planned, method, query)
+
+    def _object(self, raw: bytes) -> dict | None:
+        """The request's JSON object, or None once a 400 is sent."""
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError as err:
+            self._error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {err}")
+            return None
+        return body
+
+    def _serve(self, record: dict, planned: Planned, method: str, query: str) -> None:
+        owner: FakeGemini = self.server.owner
         owner._begin()
         try:
             if method == "streamGenerateContent":
@@ -307,12 +318,8 @@ class _Handler(FakeHandler):
         if not (self.headers.get("Authorization") or "").startswith("Bearer "):
             self._error(401, "UNAUTHENTICATED", "Request is missing required authentication credential.")
             return
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("body is not an object")
-        except ValueError as err:
-            self._error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {err}")
+        body = self._object(raw)
+        if body is None:
             return
         with owner._cond:
             owner.code_assist_calls.append(method)
@@ -337,16 +344,7 @@ class _Handler(FakeHandler):
                 query=query, code_assist=True, project=body.get("project"),
                 authorization=self.headers.get("Authorization"),
             )  # fmt: skip
-        owner._begin()
-        try:
-            if method == "streamGenerateContent":
-                self._stream(record, planned, sse="alt=sse" in query)
-            else:
-                self._complete(record, planned)
-        except (BrokenPipeError, ConnectionError, OSError):
-            self.close_connection = True
-        finally:
-            owner._end()
+        self._serve(record, planned, method, query)
 
     def _response(self, record: dict, parts: list, usage: Usage, *, final: bool, finish: str) -> dict:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
