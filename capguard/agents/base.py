@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Mapping
@@ -153,6 +154,17 @@ def signing_notes(fronts: list[Front]) -> list[str]:
         for f in fronts
         if f.signer is not None
     ]
+
+
+# A Gemini API base URL as the SDKs take it, ending in its version (`https://generativelanguage.googleapis.com/v1beta`)
+_API_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
+
+
+def split_api_version(url: str) -> tuple[str, str] | None:
+    """(the base URL without its API version, the version's path) for a Gemini API base URL, or None: the proxy
+    routes Gemini requests by `/v1beta/models/...`, which such an agent leaves out of what it appends."""
+    found = _API_VERSION.match(url)
+    return None if found is None else (found.group(1), found.group(2))
 
 
 def strict_refusal(agent: str, why: str) -> str:

@@ -20,6 +20,7 @@ class TrackingHTTPServer(ThreadingHTTPServer):
     daemon_threads = False  # so server_close() joins handler threads
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = 128  # as a real server's backlog: an agent's parallel calls are never refused (default 5)
 
     def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
         self.owner = owner

@@ -12,7 +12,7 @@ import pytest
 from capguard.agents.codex.adapter import OPENAI_DEFAULT, PROXY_HEADER, PROXY_KEY_ENV, strict_front, without_config
 from capguard.agents.opencode.adapter import DEFAULT_BASES, strict_fronts
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, RESPONSES, ask
+from capguard.metering.proxy.dialects import ANTHROPIC, CHAT, GEMINI, RESPONSES, ask
 
 KEY = {"CODEX_API_KEY": "k"}
 
@@ -110,10 +110,28 @@ def test_opencode_fronts_named_and_configured_providers_and_enables_only_them(tm
     assert any("bedrock" in note for note in notes)
 
 
+def test_opencodes_google_provider_is_fronted_with_the_api_version_kept_in_its_url(tmp_path):
+    """The proxy routes the Gemini API by `/v1beta/models/...`; OpenCode's baseURL ends in the version."""
+    fronts, tell, _ = strict_fronts(["-m", "google/gemini-2.5-flash"], {}, {}, opencode_config(tmp_path))
+    ((front),) = fronts
+    assert (front.mount, front.upstream, front.dialect, front.path) == (
+        "google", "https://generativelanguage.googleapis.com", GEMINI, "/v1beta"
+    )  # fmt: skip
+    _, env = tell({"google": "http://127.0.0.1:1/S/google"})
+    assert json.loads(env["OPENCODE_CONFIG_CONTENT"])["provider"]["google"]["options"]["baseURL"] == (
+        "http://127.0.0.1:1/S/google/v1beta"
+    )
+
+
 @pytest.mark.parametrize(
     ("config", "auth", "word"),
     [
-        ({"model": "google/gemini-2.5-pro"}, {}, "'google' is not one the proxy fronts"),
+        ({"model": "google-vertex/gemini-2.5-pro"}, {}, "'google-vertex' is not one the proxy fronts"),
+        (
+            {"model": "google/gemini-2.5-pro", "provider": {"google": {"options": {"baseURL": "https://gw.example"}}}},
+            {},
+            "does not end in an API version",
+        ),
         ({"model": "openai/gpt-5"}, {"openai": {"type": "oauth"}}, "signed in (OAuth)"),
         ({"model": "x/m", "provider": {"x": {"npm": "@ai-sdk/openai-compatible"}}}, {}, "no http(s) baseURL"),
         ({"small_model": "opencode/free"}, {}, "small_model (titles)"),

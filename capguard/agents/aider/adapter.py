@@ -21,6 +21,7 @@ from capguard.agents.base import (
     insert_before_separator,
     option_value,
     signing_notes,
+    split_api_version,
     strict_refusal,
     without_option,
 )
@@ -238,7 +239,6 @@ _LITELLM_AWS_AUTH = ("AWS_ROLE_NAME", "AWS_WEB_IDENTITY_TOKEN", "AWS_STS_ENDPOIN
                      "AWS_SESSION_NAME")  # fmt: skip
 # The proxy routes Gemini by `/v1beta/models/...`; litellm's base URL ends before `/models`: its version goes
 # in the path given to aider, the rest is the upstream
-_GEMINI_VERSION = re.compile(r"^(.*?)(/v\d+(?:alpha|beta)?\d*)/?$")
 # Model names litellm sends to OpenAI without a provider prefix
 _OPENAI_BARE = re.compile(r"^(gpt-|o[1-9]|chatgpt-|ft:gpt-|codex-)")
 # The variables that hold a provider's base URL (litellm reads the first of each set it finds)
@@ -373,12 +373,12 @@ def other_front(name: str, other: _Other, upstream: str) -> Front:
     """The front of a provider in OTHERS whose base URL (the user's or litellm's default) is `upstream`."""
     if other.dialect != GEMINI:
         return Front(name, upstream, other.dialect, (other.variable,), provider=other.provider)
-    found = _GEMINI_VERSION.match(upstream)
+    found = split_api_version(upstream)
     if found is None:
         raise ConfigError(
             strict_refusal("aider", f"{other.variable} {upstream!r} does not end in an API version such as /v1beta")
         )
-    return Front(name, found.group(1), GEMINI, (other.variable,), path=found.group(2))
+    return Front(name, found[0], GEMINI, (other.variable,), path=found[1])
 
 
 class AiderAdapter:

@@ -19,7 +19,15 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from capguard.agents.base import Front, LaunchPlan, command_line, option_value, signing_notes, strict_refusal
+from capguard.agents.base import (
+    Front,
+    LaunchPlan,
+    command_line,
+    option_value,
+    signing_notes,
+    split_api_version,
+    strict_refusal,
+)
 from capguard.agents.opencode import own_files
 from capguard.agents.opencode.logs import Scope, StoreParser, model_name
 from capguard.agents.opencode.store import db_path, last_message_rowid, live_rows
@@ -27,7 +35,7 @@ from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
 from capguard.core.pricing import bedrock_model
 from capguard.metering.proxy.aws_signing import SigningUnavailable, bedrock_runtime, chain_in, is_region, loaded
-from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, RESPONSES
+from capguard.metering.proxy.dialects import ANTHROPIC, BEDROCK, CHAT, GEMINI, RESPONSES
 from capguard.metering.tail import WatchSpec
 
 INSTALL_HINT = "install it with: npm install -g opencode-ai@1.18.33"
@@ -128,9 +136,18 @@ ANTHROPIC_SDK, OPENAI_SDK, COMPATIBLE_SDK = "@ai-sdk/anthropic", "@ai-sdk/openai
 # OpenCode's amazon-bedrock provider: Bedrock's Converse API at options.baseURL (measured with 1.18.33), signed
 # with AWS credentials for that host or sent with a Bedrock API key
 BEDROCK_SDK = "@ai-sdk/amazon-bedrock"
-SDK_DIALECTS = {ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT, BEDROCK_SDK: BEDROCK}
-BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK, "amazon-bedrock": BEDROCK_SDK}
-DEFAULT_BASES = {"anthropic": "https://api.anthropic.com/v1", "openai": "https://api.openai.com/v1"}
+# OpenCode's google provider: the Gemini API (`<baseURL>/models/<model>:streamGenerateContent?alt=sse`, the key in
+# x-goog-api-key; measured with 1.18.33)
+GOOGLE_SDK = "@ai-sdk/google"
+SDK_DIALECTS = {
+    ANTHROPIC_SDK: ANTHROPIC, OPENAI_SDK: RESPONSES, COMPATIBLE_SDK: CHAT, BEDROCK_SDK: BEDROCK, GOOGLE_SDK: GEMINI
+}  # fmt: skip
+BUILT_IN_SDKS = {"anthropic": ANTHROPIC_SDK, "openai": OPENAI_SDK, "amazon-bedrock": BEDROCK_SDK, "google": GOOGLE_SDK}
+DEFAULT_BASES = {
+    "anthropic": "https://api.anthropic.com/v1",
+    "openai": "https://api.openai.com/v1",
+    "google": "https://generativelanguage.googleapis.com/v1beta",
+}
 _MOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a provider id that can name the proxy's path
 
 
@@ -147,13 +164,22 @@ def _front_of(provider: str, config: dict, auth: dict, env: Mapping[str, str]) -
         base = DEFAULT_BASES[provider]
     login = auth.get(provider)
     if sdk not in SDK_DIALECTS:
-        return None, f"provider {provider!r} is not one the proxy fronts (anthropic, openai, OpenAI-compatible)"
+        return (
+            None,
+            f"provider {provider!r} is not one the proxy fronts (anthropic, openai, google, amazon-bedrock,"
+            " OpenAI-compatible)",
+        )
     if isinstance(login, dict) and login.get("type") == "oauth":
         return None, f"provider {provider!r} is signed in (OAuth), which may send requests past its base URL"
     if not isinstance(base, str) or not base.startswith(("http://", "https://")):
         return None, f"provider {provider!r} has no http(s) baseURL"
     if not _MOUNT.match(provider):
         return None, f"provider {provider!r} has a name capguard cannot put in a URL"
+    if SDK_DIALECTS[sdk] == GEMINI:  # the proxy routes by `/v1beta/models/...`: the version stays in OpenCode's URL
+        split = split_api_version(base)
+        if split is None:
+            return None, f"provider {provider!r} has a baseURL that does not end in an API version such as /v1beta"
+        return Front(provider, split[0], GEMINI, (), path=split[1]), ""
     return Front(provider, base, SDK_DIALECTS[sdk], ()), ""
 
 
@@ -217,7 +243,7 @@ def strict_fronts(
         providers = dict(content.get("provider") or {})
         for front in fronts:
             entry = dict(providers.get(front.mount) or {})
-            entry["options"] = {**(entry.get("options") or {}), "baseURL": urls[front.mount]}
+            entry["options"] = {**(entry.get("options") or {}), "baseURL": urls[front.mount] + front.path}
             providers[front.mount] = entry
         content["provider"] = providers
         content["enabled_providers"] = [front.mount for front in fronts]  # no other provider is loaded
@@ -268,7 +294,9 @@ def priced_name(front: Front, model: str | None) -> str | None:
     """The model as the proxy prices it (its dialect's provider in front of a bare name)."""
     if not model or "/" in model:
         return model
-    return {ANTHROPIC: f"anthropic/{model}", CHAT: f"openai/{model}"}.get(front.dialect, model)
+    return {ANTHROPIC: f"anthropic/{model}", CHAT: f"openai/{model}", GEMINI: f"google/{model}"}.get(
+        front.dialect, model
+    )
 
 
 def has_configured_price(config: dict, provider: str | None, model: str | None) -> bool:
