@@ -66,3 +66,22 @@ def test_a_websocket_upgrade_gets_426_and_never_reaches_the_server(proxy):
     unauthorized = httpx.get(proxy.header_url("bare") + "/responses", headers={**upgrade, "X-Capguard-Key": "x"})
     assert unauthorized.status_code == 404
     assert not proxy.fake.requests
+
+
+def test_the_secret_as_the_agents_bearer_key_is_checked_and_the_users_own_key_goes_on():
+    """Codex's built-in Bedrock providers take no header of ours: the secret is the API key Codex sends
+    (Authorization: Bearer). A wrong or missing key is an unknown path; upstream the user's own key goes instead."""
+    script = fake_responses.Script([fake_responses.say("hello")], bearer="users-own-bedrock-key")
+    with fake_responses.FakeResponses(script) as fake:
+        gate = Gate(Pricer(), cap_micro=None)
+        headers = {"bedrock": ("Authorization", "Bearer users-own-bedrock-key")}
+        with MeteringProxy(gate, {"bedrock": fake.base_url}, dialects={"bedrock": "responses"},
+                           secret_headers=headers) as proxy:  # fmt: skip
+            url = proxy.header_url("bedrock")
+            assert post(url).status_code == 404
+            assert post(url, Authorization=f"Bearer {proxy.secret[:-1]}x").status_code == 404
+            assert post(url, Authorization="Bearer users-own-bedrock-key").status_code == 404  # not the secret
+            assert post(url, Authorization=f"Bearer {proxy.secret}").status_code == 200
+        (sent,) = fake.requests
+        assert sent["headers"]["Authorization"] == "Bearer users-own-bedrock-key" and not fake.refused_signatures
+        assert proxy.secret not in str(sent["headers"])
