@@ -6,17 +6,15 @@ cap, each call, the session title's included, counted at its bill."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from capguard.ledger import open_ledger
 from tests.fakes.fake_gemini import FakeGemini
 from tests.integration.proxy_secret import assert_no_proxy_secret
 from tests.integration.test_gemini_caps import runaway
 from tests.integration.test_opencode_caps import OpenCode, opencode_bin  # noqa: F401  (the fixture)
-from tests.integration.test_strict_gemini import bills
+from tests.integration.test_strict_gemini import assert_counted_exactly, bills
 
 pytestmark = pytest.mark.agent
 MODEL = "gemini-2.5-flash"
@@ -50,15 +48,9 @@ def test_an_opencode_runaway_on_the_gemini_api_stops_within_the_cap_counted_exac
     assert report["stop_reason"] == "usd" and report["overshoot"] == 0
     served = server.billed()
     assert len(served) >= 3 and all(r["key_header"] and r["query"] == "alt=sse" for r in served)
-    bill = bills(server)
-    assert sum(m for m, _, _ in bill.values()) <= 50_000  # what the server billed: within the cap
-    with open_ledger(Path(os.environ["CAPGUARD_HOME"]) / "ledger.db") as ledger:
-        rows = ledger.usage(report["run_id"])
-    assert {row["dedupe_key"].removeprefix("proxy:gemini:") for row in rows} == set(bill)
-    for row in rows:
-        micro, tokens, _ = bill[row["dedupe_key"].removeprefix("proxy:gemini:")]
-        counted = row["input_tokens"] + row["output_tokens"] + row["cache_read_tokens"] + row["cache_write_tokens"]
-        assert row["details"]["charged"] == "usage" and (row["cost_micro_usd"], counted) == (micro, tokens)
+    assert sum(m for m, _, _ in bills(server).values()) <= 50_000  # what the server billed: within the cap
+    rows = assert_counted_exactly(report, server)  # every call, the title's included, at its bill
+    assert all(row["details"]["charged"] == "usage" for row in rows)
     assert {row["model"] for row in rows} == {f"google/{MODEL}"}
     # OpenCode's own limit (32,000) lowered as the cap neared: the server could not bill past what was held
     assert report["calls_lowered"] >= 1 and report["refusals"][-1]["cap"] == "usd"
