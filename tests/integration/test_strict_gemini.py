@@ -226,6 +226,7 @@ def test_a_stream_cut_at_the_stop_is_charged_its_bound_never_zero(gemini):
     stream showed it and its whole output limit (thoughts are never streamed whole), never zero."""
     with FakeGemini(runaway(gemini.tag, delay_s=60.0)) as server:  # the first reply outlasts the wall cap
         result = gemini.use(server).headless(["--strict", "--wall", "15s", "--usd", "5"])
+        assert server.wait_idle(10)  # the last reply's bill is written after its bytes went out
         billed = bills(server)
     report = result.report
     assert result.rc == 124, result.stderr[-3000:]
@@ -329,6 +330,7 @@ def test_the_proxy_speaks_googles_error_format_and_keeps_the_key_out_of_the_url(
         status, reply = answer
         assert (status, reply["error"]["code"], reply["error"]["status"]) == (429, 429, "RESOURCE_EXHAUSTED")
         assert "spending cap of $0.0050 reached" in reply["error"]["message"]
+        assert server.wait_idle(10)  # the last reply's bill is written after its bytes went out
         billed = bills(server)
     settled = [e for e in events if isinstance(e, UsageReply)]
     assert {e.key.removeprefix("proxy:gemini:") for e in settled} == set(billed)

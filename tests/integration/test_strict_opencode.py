@@ -76,14 +76,14 @@ def test_runaway_under_a_usd_cap_never_overshoots_and_counts_the_title_call(open
 
 @pytest.mark.parametrize(
     ("setup", "word"),
-    [("other-model", "'google' is not one the proxy fronts"), ("oauth", "signed in (OAuth)")],
+    [("other-model", "'mistral' is not one the proxy fronts"), ("oauth", "signed in (OAuth)")],
 )
 def test_a_provider_the_proxy_cannot_front_is_refused_at_start(opencode, setup, word):
     with FakeChat(runaway_script(RUNAWAY)) as server:
         runner = opencode(server)
         extra: list[str] = []
         if setup == "other-model":
-            extra = ["-m", "google/gemini-2.5-pro"]
+            extra = ["-m", "mistral/mistral-large-latest"]
         else:
             runner.db.parent.mkdir(parents=True, exist_ok=True)
             (runner.db.parent / "auth.json").write_text(json.dumps({"fake": {"type": "oauth", "access": "x"}}))
