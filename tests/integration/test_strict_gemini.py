@@ -226,8 +226,7 @@ def test_a_stream_cut_at_the_stop_is_charged_its_bound_never_zero(gemini):
     stream showed it and its whole output limit (thoughts are never streamed whole), never zero."""
     with FakeGemini(runaway(gemini.tag, delay_s=60.0)) as server:  # the first reply outlasts the wall cap
         result = gemini.use(server).headless(["--strict", "--wall", "15s", "--usd", "5"])
-        assert server.wait_idle(10)  # the last reply's bill is written after its bytes went out
-        billed = bills(server)
+        billed = bills(server)  # the cut reply is never billed whole: nothing to wait for
     report = result.report
     assert result.rc == 124, result.stderr[-3000:]
     cut = [call for call in report["calls"] if call["charged"] == "bound"]
