@@ -6,6 +6,8 @@ request for the provider itself, or sends the user's own key on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from capguard.core.events import Reply as Used
@@ -66,17 +68,28 @@ def cost(usage: dict) -> int:
     return priced
 
 
-@pytest.mark.parametrize(("auth", "where"), [("sigv4", "config"), ("api-key", "config"), ("sigv4", "profile")])
+@pytest.mark.parametrize(
+    ("auth", "where"), [("sigv4", "config"), ("api-key", "config"), ("sigv4", "profile"), ("sigv4", "runtime")]
+)
 def test_runaway_on_bedrock_never_overshoots_and_every_request_is_signed_as_aws_checks(codex, auth, where):
     """With `where` = profile, Bedrock is chosen by `-p bedrock`'s file only (config.toml names OpenAI's provider):
-    capguard reads Codex's layers as Codex does, so that choice is fronted too, never bypassed."""
-    keys = KEYS if auth == "sigv4" else None
+    capguard reads Codex's layers as Codex does, so that choice is fronted too, never bypassed. With `where` =
+    runtime, the amazon-bedrock-runtime provider, signed as Bedrock's runtime (`bedrock`), not Mantle."""
+    service = "bedrock" if where == "runtime" else "bedrock-mantle"
+    keys = replace(KEYS, service=service) if auth == "sigv4" else None
     script = RunawayScript(
         [Reply(delay_s=0.1, reasoning_tokens=8)], sigv4=keys, bearer=USERS_KEY if keys is None else None
     )
     with FakeResponses(script) as server:
         runner = codex(server)
-        on_bedrock(runner, server, bearer=auth == "api-key", profile="bedrock" if where == "profile" else None)
+        provider = "amazon-bedrock-runtime" if where == "runtime" else "amazon-bedrock"
+        on_bedrock(
+            runner,
+            server,
+            provider=provider,
+            bearer=auth == "api-key",
+            profile="bedrock" if where == "profile" else None,
+        )
         with ArgvWatch(runner.tag, ("AWS_BEARER_TOKEN_BEDROCK",)) as watch:
             if where == "profile":
                 flags = ["exec", "-p", "bedrock", "--dangerously-bypass-approvals-and-sandbox", "loop forever"]
@@ -99,7 +112,7 @@ def test_runaway_on_bedrock_never_overshoots_and_every_request_is_signed_as_aws_
     for request in server.requests:
         auth_header = request["headers"].get("Authorization", "")
         if auth == "sigv4":  # signed by the proxy for the fake's host, Mantle's service and the region
-            assert f"/{KEYS.region}/bedrock-mantle/aws4_request" in auth_header
+            assert f"/{KEYS.region}/{service}/aws4_request" in auth_header
             assert request["headers"].get("X-Amz-Security-Token") == KEYS.session_token
         else:  # the user's own key, never the run's secret
             assert auth_header == f"Bearer {USERS_KEY}"
@@ -107,7 +120,7 @@ def test_runaway_on_bedrock_never_overshoots_and_every_request_is_signed_as_aws_
     assert_no_proxy_secret(result.stdout, result.stderr)
     assert KEYS.secret_key not in result.stderr + result.stdout and USERS_KEY not in result.stderr
     notes = " ".join(report.get("notes") or [])
-    assert "Amazon Bedrock" in notes and (("bedrock-mantle in eu-west-1" in notes) == (auth == "sigv4"))
+    assert "Amazon Bedrock" in notes and ((f"{service} in eu-west-1" in notes) == (auth == "sigv4"))
     assert not runner.survivors(), [p.cmdline() for p in runner.survivors()]
 
 
