@@ -30,7 +30,7 @@ from capguard.agents.codex.logs import RolloutParser, priced_name
 from capguard.agents.codex.threads import Attribution, OwnThreads
 from capguard.config.settings import Settings
 from capguard.core.errors import ConfigError
-from capguard.metering.proxy.aws_signing import SigningUnavailable, chain_in, is_region, loaded
+from capguard.metering.proxy.aws_signing import SigningUnavailable, chain_in, is_region, loaded, profile_region
 from capguard.metering.proxy.dialects import RESPONSES
 from capguard.metering.tail import WatchSpec
 
@@ -259,18 +259,14 @@ def _openai_auth_refusal(env: Mapping[str, str], home: Path) -> str | None:
         return None
     if env.get("CODEX_ACCESS_TOKEN"):
         return "CODEX_ACCESS_TOKEN signs Codex in to ChatGPT, whose backend the proxy does not front"
-    try:
-        doc = json.loads((home / "auth.json").read_text())
-    except (OSError, ValueError):
-        doc = None
-    if isinstance(doc, dict):
-        if doc.get("tokens") or str(doc.get("auth_mode") or "").lower().startswith("chatgpt"):
-            return (
-                "Codex is signed in with ChatGPT, and its requests go to the ChatGPT backend, which the proxy does not"
-                " front (an API key can be: codex login --with-api-key)"
-            )
-        if doc.get("OPENAI_API_KEY"):
-            return None
+    doc = _auth_doc(home)
+    if doc.get("tokens") or _stored_auth_mode(home).startswith("chatgpt"):
+        return (
+            "Codex is signed in with ChatGPT, and its requests go to the ChatGPT backend, which the proxy does not"
+            " front (an API key can be: codex login --with-api-key)"
+        )
+    if doc.get("OPENAI_API_KEY"):
+        return None
     return (
         f"no API key for Codex's OpenAI provider was found (CODEX_API_KEY, or {home / 'auth.json'} from codex login"
         " --with-api-key): ChatGPT sign-in or keyring credentials cannot be fronted"
@@ -351,29 +347,17 @@ def bedrock_front(
     return front, [f'model_providers.{provider}.base_url="{{url}}"']
 
 
-def profile_region(chain: Mapping[str, str]) -> str | None:
-    """The region the AWS SDK's config gives the chain's profile (its config file), or None."""
-    try:
-        import botocore.session
-    except ImportError:
-        return None
-    session = botocore.session.Session()
-    for name, variable in (("profile", "AWS_PROFILE"), ("config_file", "AWS_CONFIG_FILE")):
-        if chain.get(variable):
-            session.set_config_variable(name, chain[variable])
-    try:
-        found = session.get_config_variable("region")
-    except Exception:  # a malformed config file: no region from it
-        return None
-    return found if isinstance(found, str) else None
-
-
-def _stored_auth_mode(home: Path) -> str:
+def _auth_doc(home: Path) -> dict[str, Any]:
+    """Codex's stored login ($CODEX_HOME/auth.json), or {} when there is none that can be read."""
     try:
         doc = json.loads((home / "auth.json").read_text())
     except (OSError, ValueError):
-        return ""
-    return str(doc.get("auth_mode") or "").lower() if isinstance(doc, dict) else ""
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _stored_auth_mode(home: Path) -> str:
+    return str(_auth_doc(home).get("auth_mode") or "").lower()
 
 
 def without_config(args: list[str], keys: set[str]) -> list[str]:

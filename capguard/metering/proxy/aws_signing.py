@@ -60,7 +60,7 @@ class AwsSigner:
 
     def load(self) -> None:
         try:
-            import botocore.session
+            import botocore.session  # noqa: F401  (what _session builds: its absence is said here, in one line)
             from botocore.credentials import Credentials
             from botocore.exceptions import BotoCoreError
         except ImportError:
@@ -70,11 +70,7 @@ class AwsSigner:
         if key and secret:  # the chain's first link, as the agent's environment holds it
             self._source = Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or None)
             return
-        session = botocore.session.Session()
-        for name, variable in (("profile", "AWS_PROFILE"), ("credentials_file", "AWS_SHARED_CREDENTIALS_FILE"),
-                               ("config_file", "AWS_CONFIG_FILE")):  # fmt: skip
-            if env.get(variable):
-                session.set_config_variable(name, env[variable])
+        session = _session(env)
         try:
             source = session.get_credentials()
             frozen = None if source is None else source.get_frozen_credentials()
@@ -137,6 +133,28 @@ def is_region(name: object) -> bool:
 def bedrock_runtime(region: str) -> str:
     """Bedrock's runtime endpoint in a region, as the AWS SDKs build it (GovCloud's is the FIPS one)."""
     return f"https://bedrock-runtime{'-fips' if region.startswith('us-gov-') else ''}.{region}.amazonaws.com"
+
+
+def _session(env: Mapping[str, str]) -> Any:
+    """A botocore session reading the profile and the files the chain's variables in `env` name."""
+    import botocore.session
+
+    session = botocore.session.Session()
+    for name, variable in (("profile", "AWS_PROFILE"), ("credentials_file", "AWS_SHARED_CREDENTIALS_FILE"),
+                           ("config_file", "AWS_CONFIG_FILE")):  # fmt: skip
+        if env.get(variable):
+            session.set_config_variable(name, env[variable])
+    return session
+
+
+def profile_region(chain: Mapping[str, str]) -> str | None:
+    """The region the AWS SDK's config gives the chain's profile, or None (no botocore, none set, a config file
+    that cannot be read)."""
+    try:
+        found = _session(chain).get_config_variable("region")
+    except Exception:  # no botocore, or a malformed config file: no region from it
+        return None
+    return found if isinstance(found, str) else None
 
 
 def chain_in(env: Mapping[str, str]) -> dict[str, str]:
